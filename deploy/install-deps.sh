@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs every Debian package Muster's build, tests and benchmarks need.
+# Idempotent: packages already present are not downloaded again.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake ninja-build pkg-config
+  libboost-dev libssl-dev libc-ares-dev nlohmann-json3-dev libleveldb-dev
+  libprotobuf-dev protobuf-compiler libyaml-cpp-dev googletest libgtest-dev
+  etcd-server etcd-client dnsmasq dnsutils golang-cfssl openssl wrk curl
+  procps psmisc iproute2 python3
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#PACKAGES[@]} packages present"
+  exit 0
+fi
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO=sudo
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# The etcd-server package starts a system etcd on 2379/2380; tests and the
+# benchmarks start their own, so make sure the packaged one is not running.
+if command -v systemctl >/dev/null 2>&1; then
+  $SUDO systemctl disable --now etcd >/dev/null 2>&1 || true
+fi
+pkill -x etcd -u etcd 2>/dev/null || true
+pkill -x dnsmasq -u dnsmasq 2>/dev/null || true
