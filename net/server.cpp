@@ -1,0 +1,490 @@
+#include "net/server.h"
+
+#include <openssl/x509.h>
+
+#include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <deque>
+#include <map>
+#include <utility>
+
+namespace muster::net {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+
+// Connections register here so stop() can reach them.
+class ConnectionBase {
+ public:
+  virtual ~ConnectionBase() = default;
+  virtual void shutdown() = 0;  // called on the server's stop, any thread
+};
+
+class Server::Impl : public std::enable_shared_from_this<Server::Impl> {
+ public:
+  Impl(asio::io_context& io, ServerOptions o, Handler h)
+      : io_(io), options_(std::move(o)), handler_(std::move(h)) {
+    if (options_.tls) tls_ = make_server_tls_context(*options_.tls);
+  }
+
+  uint16_t listen(const std::string& host, uint16_t port) {
+    boost::system::error_code ec;
+    auto addr = asio::ip::make_address(host == "localhost" ? "127.0.0.1" : host, ec);
+    if (ec) throw std::runtime_error("cannot listen on \"" + host + "\": not an IP address");
+    auto acceptor = std::make_shared<tcp::acceptor>(asio::make_strand(io_));
+    tcp::endpoint ep(addr, port);
+    acceptor->open(ep.protocol(), ec);
+    if (!ec) acceptor->set_option(asio::socket_base::reuse_address(true), ec);
+    if (!ec) acceptor->bind(ep, ec);
+    if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
+    if (ec)
+      throw std::runtime_error("cannot listen on " + host + ":" + std::to_string(port) + ": " +
+                               ec.message());
+    uint16_t bound = acceptor->local_endpoint().port();
+    {
+      std::lock_guard lock(mu_);
+      acceptors_.push_back(acceptor);
+    }
+    accept(acceptor);
+    return bound;
+  }
+
+  void accept(std::shared_ptr<tcp::acceptor> acceptor) {
+    acceptor->async_accept(
+        asio::make_strand(io_),
+        [self = shared_from_this(), acceptor](boost::system::error_code ec, tcp::socket socket) {
+          if (ec == asio::error::operation_aborted || !acceptor->is_open()) return;
+          if (!ec) self->start_connection(std::move(socket));
+          // Accept errors such as EMFILE are transient: keep accepting.
+          self->accept(acceptor);
+        });
+  }
+
+  void start_connection(tcp::socket socket);
+
+  void stop() {
+    std::vector<std::shared_ptr<tcp::acceptor>> acceptors;
+    std::vector<std::weak_ptr<ConnectionBase>> conns;
+    {
+      std::lock_guard lock(mu_);
+      stopping_ = true;
+      acceptors.swap(acceptors_);
+      for (auto& [ptr, weak] : connections_) conns.push_back(weak);
+    }
+    for (auto& a : acceptors)
+      asio::post(a->get_executor(), [a] {
+        boost::system::error_code ignored;
+        a->close(ignored);
+      });
+    for (auto& w : conns)
+      if (auto c = w.lock()) c->shutdown();
+  }
+
+  bool add(const std::shared_ptr<ConnectionBase>& c) {
+    std::lock_guard lock(mu_);
+    if (stopping_ || connections_.size() >= options_.max_connections) return false;
+    return connections_.emplace(c.get(), c).second;
+  }
+  void remove(ConnectionBase* c) {
+    std::lock_guard lock(mu_);
+    connections_.erase(c);
+  }
+  std::size_t open_connections() const {
+    std::lock_guard lock(mu_);
+    return connections_.size();
+  }
+
+  asio::io_context& io_;
+  ServerOptions options_;
+  Handler handler_;
+  std::shared_ptr<asio::ssl::context> tls_;
+
+ private:
+  mutable std::mutex mu_;
+  bool stopping_ = false;
+  std::vector<std::shared_ptr<tcp::acceptor>> acceptors_;
+  std::map<ConnectionBase*, std::weak_ptr<ConnectionBase>> connections_;
+};
+
+namespace {
+
+template <class Stream>
+class Connection;
+
+// The Exchange handed to handlers; forwards everything to its connection's
+// strand.  Holds the connection alive until the answer is complete.
+template <class Stream>
+class ExchangeImpl final : public Exchange {
+ public:
+  ExchangeImpl(std::shared_ptr<Connection<Stream>> c, Request r, std::string remote, std::string cn)
+      : conn_(std::move(c)),
+        request_(std::move(r)),
+        remote_(std::move(remote)),
+        cn_(std::move(cn)) {}
+
+  const Request& request() const override { return request_; }
+  const std::string& remote_address() const override { return remote_; }
+  const std::string& peer_common_name() const override { return cn_; }
+
+  void respond(Response r) override {
+    post([r = std::move(r)](Connection<Stream>& c) mutable { c.respond(std::move(r)); });
+  }
+  void begin_stream(Response head) override {
+    post([h = std::move(head)](Connection<Stream>& c) mutable { c.begin_stream(std::move(h)); });
+  }
+  void write(std::string chunk) override {
+    post([ch = std::move(chunk)](Connection<Stream>& c) mutable { c.write_chunk(std::move(ch)); });
+  }
+  void end_stream() override {
+    post([](Connection<Stream>& c) { c.end_stream(); });
+  }
+  void on_cancel(std::function<void()> f) override {
+    post([f = std::move(f)](Connection<Stream>& c) mutable { c.set_cancel(std::move(f)); });
+  }
+  bool finished() const override { return finished_.load(); }
+
+  std::atomic<bool> finished_{false};
+
+ private:
+  template <class F>
+  void post(F&& f);
+
+  std::shared_ptr<Connection<Stream>> conn_;
+  Request request_;
+  std::string remote_, cn_;
+};
+
+template <class Stream>
+class Connection final : public ConnectionBase,
+                         public std::enable_shared_from_this<Connection<Stream>> {
+ public:
+  Connection(std::shared_ptr<Server::Impl> server, Stream stream)
+      : server_(std::move(server)),
+        stream_(std::move(stream)),
+        idle_timer_(stream_.get_executor()) {}
+
+  ~Connection() override { server_->remove(this); }
+
+  auto executor() { return stream_.get_executor(); }
+
+  void start() {
+    boost::system::error_code ec;
+    auto ep = beast::get_lowest_layer(stream_).socket().remote_endpoint(ec);
+    if (!ec) {
+      auto a = ep.address();
+      if (a.is_v6() && a.to_v6().is_v4_mapped())
+        a = asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6());
+      remote_ = a.to_string();
+    }
+    if constexpr (std::is_same_v<Stream, beast::ssl_stream<beast::tcp_stream>>) {
+      beast::get_lowest_layer(stream_).expires_after(server_->options_.handshake_timeout);
+      stream_.async_handshake(asio::ssl::stream_base::server,
+                              [self = this->shared_from_this()](boost::system::error_code ec) {
+                                if (ec) return self->close();
+                                self->read_peer_cn();
+                                self->read_request();
+                              });
+    } else {
+      read_request();
+    }
+  }
+
+  void shutdown() override {
+    asio::post(executor(), [self = this->shared_from_this()] {
+      self->stopping_ = true;
+      self->keep_alive_ = false;
+      if (!self->exchange_) return self->close();  // idle: nothing to flush
+      self->fire_cancel();
+    });
+  }
+
+  // --- called on the strand via ExchangeImpl ---
+  void respond(Response r) {
+    if (!exchange_ || responding_) return;
+    responding_ = true;
+    bool head_only = current_method_ == "HEAD";
+    std::string bytes = serialize_head(r, r.body.size(), keep_alive_);
+    if (!head_only) bytes += r.body;
+    enqueue(std::move(bytes), true);
+  }
+  void begin_stream(Response head) {
+    if (!exchange_ || responding_) return;
+    responding_ = streaming_ = true;
+    head.headers.set("Transfer-Encoding", "chunked");
+    enqueue(serialize_head(head, std::nullopt, keep_alive_), false);
+  }
+  void write_chunk(std::string data) {
+    if (!exchange_ || !streaming_ || data.empty()) return;
+    char size[20];
+    int n = std::snprintf(size, sizeof size, "%zx\r\n", data.size());
+    std::string bytes(size, n);
+    bytes += data;
+    bytes += "\r\n";
+    enqueue(std::move(bytes), false);
+  }
+  void end_stream() {
+    if (!exchange_ || !streaming_) return;
+    streaming_ = false;
+    enqueue("0\r\n\r\n", true);
+  }
+  void set_cancel(std::function<void()> f) {
+    if (!exchange_) return;
+    if (cancelled_) {
+      f();
+      return;
+    }
+    cancel_ = std::move(f);
+  }
+
+ private:
+  void read_peer_cn() {
+    if constexpr (std::is_same_v<Stream, beast::ssl_stream<beast::tcp_stream>>) {
+      X509* cert = SSL_get_peer_certificate(stream_.native_handle());
+      if (!cert) return;
+      char buf[256] = {0};
+      X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, buf, sizeof buf);
+      peer_cn_ = buf;
+      X509_free(cert);
+    }
+  }
+
+  void read_request() {
+    if (stopping_) return close();
+    arm_idle_timer();
+    parser_.emplace();
+    parser_->header_limit(static_cast<std::uint32_t>(server_->options_.header_limit));
+    parser_->body_limit(server_->options_.body_limit);
+    beast::get_lowest_layer(stream_).expires_after(server_->options_.idle_timeout);
+    http::async_read_header(
+        stream_, buffer_, *parser_,
+        [self = this->shared_from_this()](boost::system::error_code ec, std::size_t) {
+          self->on_header(ec);
+        });
+  }
+
+  void on_header(boost::system::error_code ec) {
+    idle_timer_.cancel();
+    if (ec) return on_read_error(ec);
+    auto& req = parser_->get();
+    if (auto len = parser_->content_length(); len && *len > server_->options_.body_limit)
+      return reject(413, "request body is larger than the limit of " +
+                             std::to_string(server_->options_.body_limit) + " bytes\n");
+    beast::get_lowest_layer(stream_).expires_after(server_->options_.request_timeout);
+    auto read_body = [self = this->shared_from_this()] {
+      http::async_read(self->stream_, self->buffer_, *self->parser_,
+                       [self](boost::system::error_code ec, std::size_t) { self->on_request(ec); });
+    };
+    if (req[http::field::expect] == "100-continue") {
+      // curl sends this before large bodies and waits for our go-ahead.
+      auto cont = std::make_shared<std::string>("HTTP/1.1 100 Continue\r\n\r\n");
+      asio::async_write(stream_, asio::buffer(*cont),
+                        [cont, read_body, self = this->shared_from_this()](
+                            boost::system::error_code ec, std::size_t) {
+                          if (ec) return self->close();
+                          read_body();
+                        });
+      return;
+    }
+    if (parser_->is_done()) return on_request({});
+    read_body();
+  }
+
+  void on_read_error(boost::system::error_code ec) {
+    if (ec == http::error::header_limit)
+      return reject(431, "request header fields are larger than the limit of " +
+                             std::to_string(server_->options_.header_limit) + " bytes\n");
+    if (ec == http::error::body_limit)
+      return reject(413, "request body is larger than the limit of " +
+                             std::to_string(server_->options_.body_limit) + " bytes\n");
+    if (ec == http::error::end_of_stream || ec == asio::error::eof || ec == beast::error::timeout ||
+        ec == asio::error::operation_aborted || ec == asio::error::connection_reset ||
+        ec == asio::ssl::error::stream_truncated)
+      return close();
+    if (ec.category() == boost::system::error_code(http::error::bad_target).category())
+      return reject(400, "malformed HTTP request: " + ec.message() + "\n");
+    close();
+  }
+
+  // Answers a request that could not be read whole, then closes.
+  void reject(int status, std::string text) {
+    keep_alive_ = false;
+    exchange_.reset();
+    auto r = Response::text(status, std::move(text));
+    rejecting_ = true;
+    enqueue(serialize_head(r, r.body.size(), false) + r.body, true);
+  }
+
+  void on_request(boost::system::error_code ec) {
+    if (ec) return on_read_error(ec);
+    auto msg = parser_->release();
+    Request req;
+    req.method = std::string(msg.method_string());
+    req.target = std::string(msg.target());
+    for (auto& f : msg) req.headers.add(std::string(f.name_string()), std::string(f.value()));
+    req.body = std::move(msg.body());
+    req.keep_alive = msg.keep_alive();
+    keep_alive_ = req.keep_alive && !stopping_;
+    current_method_ = req.method;
+    responding_ = streaming_ = cancelled_ = false;
+    cancel_ = nullptr;
+    beast::get_lowest_layer(stream_).expires_never();
+    exchange_ = std::make_shared<ExchangeImpl<Stream>>(this->shared_from_this(), std::move(req),
+                                                       remote_, peer_cn_);
+    watch_peer();
+    server_->handler_(exchange_);
+  }
+
+  // While a request is being answered, keep one read pending so that we learn
+  // at once when the client goes away (long-polls must not linger).  Bytes
+  // that arrive are the client's next request: keep them for the parser.
+  void watch_peer() {
+    if (watching_ || peer_gone_) return;
+    watching_ = true;
+    stream_.async_read_some(
+        buffer_.prepare(4096),
+        [self = this->shared_from_this()](boost::system::error_code ec, std::size_t n) {
+          self->watching_ = false;
+          if (ec) {
+            self->peer_gone_ = true;
+            self->fire_cancel();
+            if (!self->writing_) self->close();
+            return;
+          }
+          self->buffer_.commit(n);
+          if (!self->exchange_) self->read_request();
+        });
+  }
+
+  void fire_cancel() {
+    if (cancelled_ || !exchange_) return;
+    cancelled_ = true;
+    if (peer_gone_) exchange_->finished_ = true;
+    if (auto f = std::move(cancel_)) f();
+  }
+
+  void enqueue(std::string bytes, bool last) {
+    if (peer_gone_) {
+      if (last) finish_exchange();
+      return;
+    }
+    out_.push_back({std::move(bytes), last});
+    if (!writing_) write_next();
+  }
+
+  void write_next() {
+    if (out_.empty()) return;
+    writing_ = true;
+    asio::async_write(stream_, asio::buffer(out_.front().bytes),
+                      [self = this->shared_from_this()](boost::system::error_code ec, std::size_t) {
+                        self->writing_ = false;
+                        bool last = self->out_.front().last;
+                        self->out_.pop_front();
+                        if (ec) {
+                          self->peer_gone_ = true;
+                          self->fire_cancel();
+                          self->out_.clear();
+                          return self->close();
+                        }
+                        if (last) self->after_response();
+                        self->write_next();
+                      });
+  }
+
+  void finish_exchange() {
+    if (exchange_) exchange_->finished_ = true;
+    exchange_.reset();
+    cancel_ = nullptr;
+  }
+
+  void after_response() {
+    finish_exchange();
+    if (rejecting_ || !keep_alive_ || peer_gone_) return close();
+    // A pending watch read will deliver the next request's first bytes.
+    if (watching_) {
+      arm_idle_timer();
+      return;
+    }
+    read_request();
+  }
+
+  void arm_idle_timer() {
+    idle_timer_.expires_after(server_->options_.idle_timeout);
+    idle_timer_.async_wait([self = this->shared_from_this()](boost::system::error_code ec) {
+      if (!ec && !self->exchange_) self->close();
+    });
+  }
+
+  void close() {
+    if (closed_) return;
+    closed_ = true;
+    idle_timer_.cancel();
+    boost::system::error_code ignored;
+    auto& sock = beast::get_lowest_layer(stream_).socket();
+    sock.shutdown(tcp::socket::shutdown_both, ignored);
+    sock.close(ignored);
+    fire_cancel();
+    finish_exchange();
+  }
+
+  struct Out {
+    std::string bytes;
+    bool last;
+  };
+
+  std::shared_ptr<Server::Impl> server_;
+  Stream stream_;
+  asio::steady_timer idle_timer_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  std::shared_ptr<ExchangeImpl<Stream>> exchange_;
+  std::function<void()> cancel_;
+  std::deque<Out> out_;
+  std::string remote_, peer_cn_, current_method_;
+  bool keep_alive_ = true, responding_ = false, streaming_ = false, cancelled_ = false;
+  bool writing_ = false, watching_ = false, peer_gone_ = false, closed_ = false;
+  bool stopping_ = false, rejecting_ = false;
+};
+
+template <class Stream>
+template <class F>
+void ExchangeImpl<Stream>::post(F&& f) {
+  asio::post(conn_->executor(), [c = conn_, f = std::forward<F>(f)]() mutable { f(*c); });
+}
+
+}  // namespace
+
+void Server::Impl::start_connection(tcp::socket socket) {
+  socket.set_option(tcp::no_delay(true));
+  std::shared_ptr<ConnectionBase> base;
+  if (tls_) {
+    auto c = std::make_shared<Connection<beast::ssl_stream<beast::tcp_stream>>>(
+        shared_from_this(), beast::ssl_stream<beast::tcp_stream>(std::move(socket), *tls_));
+    if (!add(c)) return;
+    c->start();
+  } else {
+    auto c = std::make_shared<Connection<beast::tcp_stream>>(shared_from_this(),
+                                                             beast::tcp_stream(std::move(socket)));
+    if (!add(c)) return;
+    c->start();
+  }
+}
+
+Server::Server(asio::io_context& io, ServerOptions options, Handler handler)
+    : impl_(std::make_shared<Impl>(io, std::move(options), std::move(handler))) {}
+
+Server::~Server() { impl_->stop(); }
+
+uint16_t Server::listen(const std::string& host, uint16_t port) {
+  return impl_->listen(host, port);
+}
+
+void Server::stop() { impl_->stop(); }
+
+std::size_t Server::open_connections() const { return impl_->open_connections(); }
+
+}  // namespace muster::net
