@@ -119,7 +119,8 @@ class Connection;
 // The Exchange handed to handlers; forwards everything to its connection's
 // strand.  Holds the connection alive until the answer is complete.
 template <class Stream>
-class ExchangeImpl final : public Exchange {
+class ExchangeImpl final : public Exchange,
+                           public std::enable_shared_from_this<ExchangeImpl<Stream>> {
  public:
   ExchangeImpl(std::shared_ptr<Connection<Stream>> c, Request r, std::string remote, std::string cn)
       : conn_(std::move(c)),
@@ -131,24 +132,38 @@ class ExchangeImpl final : public Exchange {
   const std::string& remote_address() const override { return remote_; }
   const std::string& peer_common_name() const override { return cn_; }
 
+  // Every call names this exchange: by the time it runs on the strand the
+  // connection may be serving the client's next request (keep-alive), and a
+  // late call must not touch that one.
   void respond(Response r) override {
-    post([r = std::move(r)](Connection<Stream>& c) mutable { c.respond(std::move(r)); });
+    post([r = std::move(r)](Connection<Stream>& c, ExchangeImpl* self) mutable {
+      c.respond(self, std::move(r));
+    });
   }
   void begin_stream(Response head) override {
-    post([h = std::move(head)](Connection<Stream>& c) mutable { c.begin_stream(std::move(h)); });
+    post([h = std::move(head)](Connection<Stream>& c, ExchangeImpl* self) mutable {
+      c.begin_stream(self, std::move(h));
+    });
   }
   void write(std::string chunk) override {
-    post([ch = std::move(chunk)](Connection<Stream>& c) mutable { c.write_chunk(std::move(ch)); });
+    post([ch = std::move(chunk)](Connection<Stream>& c, ExchangeImpl* self) mutable {
+      c.write_chunk(self, std::move(ch));
+    });
   }
   void end_stream() override {
-    post([](Connection<Stream>& c) { c.end_stream(); });
+    post([](Connection<Stream>& c, ExchangeImpl* self) { c.end_stream(self); });
   }
   void on_cancel(std::function<void()> f) override {
-    post([f = std::move(f)](Connection<Stream>& c) mutable { c.set_cancel(std::move(f)); });
+    post([f = std::move(f)](Connection<Stream>& c, ExchangeImpl* self) mutable {
+      c.set_cancel(self, std::move(f));
+    });
   }
   bool finished() const override { return finished_.load(); }
 
   std::atomic<bool> finished_{false};
+  // Set (on the strand) when the cancel condition happened, so that a cancel
+  // callback registered afterwards still runs.
+  bool cancelled_ = false;
 
  private:
   template <class F>
@@ -203,23 +218,23 @@ class Connection final : public ConnectionBase,
     });
   }
 
-  // --- called on the strand via ExchangeImpl ---
-  void respond(Response r) {
-    if (!exchange_ || responding_) return;
+  // --- called on the strand via ExchangeImpl; `who` is the caller ---
+  void respond(const ExchangeImpl<Stream>* who, Response r) {
+    if (!current(who) || responding_) return;
     responding_ = true;
     bool head_only = current_method_ == "HEAD";
     std::string bytes = serialize_head(r, r.body.size(), keep_alive_);
     if (!head_only) bytes += r.body;
     enqueue(std::move(bytes), true);
   }
-  void begin_stream(Response head) {
-    if (!exchange_ || responding_) return;
+  void begin_stream(const ExchangeImpl<Stream>* who, Response head) {
+    if (!current(who) || responding_) return;
     responding_ = streaming_ = true;
     head.headers.set("Transfer-Encoding", "chunked");
     enqueue(serialize_head(head, std::nullopt, keep_alive_), false);
   }
-  void write_chunk(std::string data) {
-    if (!exchange_ || !streaming_ || data.empty()) return;
+  void write_chunk(const ExchangeImpl<Stream>* who, std::string data) {
+    if (!current(who) || !streaming_ || data.empty()) return;
     char size[20];
     int n = std::snprintf(size, sizeof size, "%zx\r\n", data.size());
     std::string bytes(size, n);
@@ -227,21 +242,27 @@ class Connection final : public ConnectionBase,
     bytes += "\r\n";
     enqueue(std::move(bytes), false);
   }
-  void end_stream() {
-    if (!exchange_ || !streaming_) return;
+  void end_stream(const ExchangeImpl<Stream>* who) {
+    if (!current(who) || !streaming_) return;
     streaming_ = false;
     enqueue("0\r\n\r\n", true);
   }
-  void set_cancel(std::function<void()> f) {
-    if (!exchange_) return;
-    if (cancelled_) {
-      f();
+  void set_cancel(ExchangeImpl<Stream>* who, std::function<void()> f) {
+    // Not the current exchange: it is over.  If it ended by cancellation the
+    // callback is still owed (the handler may have registered it late, after
+    // the client left); if it was answered, there is nothing to cancel.
+    if (!current(who) || cancelled_) {
+      if (who->cancelled_) f();
       return;
     }
     cancel_ = std::move(f);
   }
 
  private:
+  bool current(const ExchangeImpl<Stream>* who) const {
+    return exchange_ && exchange_.get() == who;
+  }
+
   void read_peer_cn() {
     if constexpr (std::is_same_v<Stream, beast::ssl_stream<beast::tcp_stream>>) {
       X509* cert = SSL_get_peer_certificate(stream_.native_handle());
@@ -342,8 +363,12 @@ class Connection final : public ConnectionBase,
   // While a request is being answered, keep one read pending so that we learn
   // at once when the client goes away (long-polls must not linger).  Bytes
   // that arrive are the client's next request: keep them for the parser.
+  //
+  // A pipelining client has already sent (part of) its next request: then the
+  // parser must get those bytes once this answer is out, and a read here
+  // would wait for bytes that may never come, stalling the connection.
   void watch_peer() {
-    if (watching_ || peer_gone_) return;
+    if (watching_ || peer_gone_ || buffer_.size() > 0) return;
     watching_ = true;
     stream_.async_read_some(
         buffer_.prepare(4096),
@@ -363,6 +388,7 @@ class Connection final : public ConnectionBase,
   void fire_cancel() {
     if (cancelled_ || !exchange_) return;
     cancelled_ = true;
+    exchange_->cancelled_ = true;
     if (peer_gone_) exchange_->finished_ = true;
     if (auto f = std::move(cancel_)) f();
   }
@@ -429,6 +455,9 @@ class Connection final : public ConnectionBase,
     sock.close(ignored);
     fire_cancel();
     finish_exchange();
+    // The socket is gone: stop counting it against max_connections even if a
+    // handler still holds its exchange (and so this object) for a while.
+    server_->remove(this);
   }
 
   struct Out {
@@ -453,7 +482,11 @@ class Connection final : public ConnectionBase,
 template <class Stream>
 template <class F>
 void ExchangeImpl<Stream>::post(F&& f) {
-  asio::post(conn_->executor(), [c = conn_, f = std::forward<F>(f)]() mutable { f(*c); });
+  // The exchange keeps itself alive until the strand has run `f`.
+  asio::post(conn_->executor(),
+             [self = this->shared_from_this(), f = std::forward<F>(f)]() mutable {
+               f(*self->conn_, self.get());
+             });
 }
 
 }  // namespace
