@@ -231,7 +231,10 @@ struct Service::Poll {
 
 Service::Service(boost::asio::io_context& io, ServiceOptions options,
                  std::shared_ptr<TokenStore> store)
-    : io_(io), options_(std::move(options)), store_(std::move(store)) {
+    : io_(io),
+      options_(std::move(options)),
+      store_(std::move(store)),
+      store_write_(make_store_write_histogram()) {
   while (!options_.public_url.empty() && options_.public_url.back() == '/')
     options_.public_url.pop_back();
   // Families appear in /metrics from the start.
@@ -245,7 +248,18 @@ Service::Service(boost::asio::io_context& io, ServiceOptions options,
   metrics_.gauge("muster_discovery_open_long_polls", "Long-poll watches currently open.");
 }
 
+metrics::Histogram& Service::make_store_write_histogram() {
+  return metrics_.histogram("muster_discovery_store_write_duration_seconds",
+                            "Time from a store write's submission to its durable "
+                            "acknowledgement (group commit included).",
+                            metrics::exponential_buckets(0.0001, 2, 16));
+}
+
 Service::~Service() = default;
+
+void Service::observe_store_write(std::chrono::steady_clock::time_point submitted) {
+  store_write_.observe(std::chrono::duration<double>(Clock::now() - submitted).count());
+}
 
 uint32_t Service::max_registrations_for(uint32_t size) const {
   uint32_t cap = options_.max_registrations ? options_.max_registrations : 4 * size + 16;
@@ -340,9 +354,11 @@ void Service::handle_new(const std::shared_ptr<net::Exchange>& ex) {
 void Service::create_named(const std::shared_ptr<net::Exchange>& ex, std::string token,
                            uint32_t size, int attempts, bool generated) {
   int64_t now = now_ms();
+  auto submitted = Clock::now();
   store_->create_token(
       token, size, now, now + options_.token_ttl_ms,
-      [this, ex, token, size, attempts, generated](StoreResult r) {
+      [this, ex, token, size, attempts, generated, submitted](StoreResult r) {
+        observe_store_write(submitted);
         if (r.status == StoreStatus::kExists && generated && attempts < 3)
           return create_named(ex, generate_token(), size, attempts + 1, true);
         if (r.status == StoreStatus::kUnavailable) {
@@ -526,9 +542,11 @@ void Service::handle_token(const std::shared_ptr<net::Exchange>& ex) {
       }
       if (r.status != StoreStatus::kOk)
         return ex->respond(v2_error(kRaftInternal, "", r.index, r.message));
+      auto submitted = Clock::now();
       store_->add_member(
           tp.token, tp.member_id, v, max_registrations_for(r.token.size), now_ms(),
-          [this, ex, tp](StoreResult r) {
+          [this, ex, tp, submitted](StoreResult r) {
+            observe_store_write(submitted);
             switch (r.status) {
               case StoreStatus::kOk:
                 metrics_.counter("muster_discovery_registrations_total", "").inc();

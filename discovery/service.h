@@ -57,6 +57,8 @@ class Service {
   void handle_new(const std::shared_ptr<net::Exchange>& ex);
   void handle_token(const std::shared_ptr<net::Exchange>& ex);
   bool allow_new(const std::string& remote);
+  metrics::Histogram& make_store_write_histogram();
+  void observe_store_write(std::chrono::steady_clock::time_point submitted);
   void create_named(const std::shared_ptr<net::Exchange>& ex, std::string token, uint32_t size,
                     int attempts, bool generated);
 
@@ -64,6 +66,7 @@ class Service {
   ServiceOptions options_;
   std::shared_ptr<TokenStore> store_;
   metrics::Registry metrics_;
+  metrics::Histogram& store_write_;
   std::mutex rate_mu_;
   // Per client address: window start (minute) and tokens created in it.
   std::map<std::string, std::pair<int64_t, uint32_t>> rate_;
