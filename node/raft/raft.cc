@@ -561,16 +561,18 @@ void Raft::handle_vote_request(const pb::Message& m) {
   //  - it is a pre-vote for a future term: pre-votes bind nothing.
   bool can_vote = vote_ == m.from() || (vote_ == 0 && lead_ == 0) ||
                   (m.type() == pb::MsgPreVote && m.term() > term_);
-  if (cfg_.testing.vote_twice && m.type() == pb::MsgVote && state_ != StateRole::kLeader) {
+  if (cfg_.testing.vote_twice && m.type() == pb::MsgVote && state_ == StateRole::kFollower) {
     can_vote = true;  // deliberately broken: see TestingKnobs
   }
+  const bool log_ok =
+      cfg_.testing.vote_ignoring_log || log_.is_up_to_date(m.index(), m.log_term());
   pb::Message r;
   r.set_to(m.from());
   r.set_type(m.type() == pb::MsgVote ? pb::MsgVoteResp : pb::MsgPreVoteResp);
   // Paper §5.4.1: only grant if the candidate's log is at least as
   // up-to-date as ours, so that an elected leader holds every committed
   // entry (Leader Completeness).
-  if (can_vote && log_.is_up_to_date(m.index(), m.log_term())) {
+  if (can_vote && log_ok) {
     // The response carries the request's term: for a pre-vote that is the
     // future term the pre-candidate asked about.
     r.set_term(m.term());

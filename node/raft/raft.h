@@ -59,9 +59,12 @@ const char* to_string(DropReason r);
 struct TestingKnobs {
   // Count entries of earlier terms toward commit (violates §5.4.2, Figure 8).
   bool commit_entries_of_older_terms = false;
-  // Grant a vote even after voting for someone else in this term (violates
-  // §5.2 "at most one vote per term").
+  // A follower grants a vote even after voting for someone else in this
+  // term (violates §5.2 "at most one vote per term").
   bool vote_twice = false;
+  // Grant votes without comparing logs (violates §5.4.1's election
+  // restriction, hence Leader Completeness).
+  bool vote_ignoring_log = false;
 };
 
 struct Config {
