@@ -89,6 +89,7 @@ std::span<const Command> commands() { return kCommands; }
 
 int run_musterctl(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
   if (args.empty()) {
+    err << "Error: no command given\n\n";
     print_help(err);
     return kExitBadArgs;
   }

@@ -29,6 +29,21 @@ Error invalid(std::string message) {
   return Error{ErrorKind::kInvalidArgument, std::move(message)};
 }
 
+// The kind of an overall failure: if every service failed and one of them
+// for a transient reason, DNS did not say "no records" -- we could not find
+// out, and a caller may retry.  "Unreachable" wins over "timeout": c-ares
+// 1.18 can report one of two queries to a closed port as a timeout (the
+// ICMP error is consumed by the other query's send()).
+template <class Lookup>
+ErrorKind failure_kind(const std::vector<Lookup>& lookups) {
+  for (const Lookup& l : lookups)
+    if (!l.error) return ErrorKind::kNoRecords;
+  for (const ErrorKind k : {ErrorKind::kUnreachable, ErrorKind::kTimeout, ErrorKind::kBadResponse})
+    for (const Lookup& l : lookups)
+      if (l.error->kind == k) return k;
+  return ErrorKind::kNoRecords;
+}
+
 // At most this many target descriptions go into a "member not found" message;
 // with 50 records the full list would drown the point.
 constexpr std::size_t kMaxTargetsInMessage = 8;
@@ -225,7 +240,7 @@ Result<SrvCluster> build_server_cluster(std::string_view domain, const LocalMemb
   }
 
   if (cluster.entries.empty())
-    return Error{ErrorKind::kNoRecords,
+    return Error{failure_kind(lookups),
                  "no usable DNS SRV records for " + cluster.domain + ": " + join(problems, "; ")};
 
   if (std::none_of(cluster.entries.begin(), cluster.entries.end(),
@@ -331,7 +346,7 @@ Result<ClientEndpoints> build_client_endpoints(std::string_view domain,
     }
   }
   if (result.endpoints.empty())
-    return Error{ErrorKind::kNoRecords,
+    return Error{failure_kind(lookups),
                  "no DNS SRV client endpoints for " + result.domain + ": " + join(problems, "; ")};
   result.warnings = std::move(problems);
   return result;

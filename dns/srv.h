@@ -142,7 +142,9 @@ struct SrvCluster {
 
 // Applies etcd's rules to the lookups (https service first, as srv_services
 // returns them).  Errors: kNoRecords when no entry survives (the message lists
-// every cause), kMemberNotFound when none of them is the local member
+// every cause) -- or kTimeout / kUnreachable / kBadResponse when every SRV
+// query failed and one of them failed that way, so callers can tell "DNS
+// has no records" from "could not ask DNS"; kMemberNotFound when none of them is the local member
 // (`cannot find local etcd member "<name>" in SRV records`, with the
 // resolved addresses that failed to match).
 Result<SrvCluster> build_server_cluster(std::string_view domain, const LocalMember& local,
@@ -179,8 +181,8 @@ struct ClientEndpoints {
 std::string client_endpoint_url(std::string_view scheme, const SrvRecord& record);
 
 // https records first, then http, each in RFC 2782 order; duplicates
-// (case-insensitive) dropped.  Error kNoRecords only if neither service gave
-// an endpoint.
+// (case-insensitive) dropped.  Error only if neither service gave an
+// endpoint: kNoRecords, or a transient kind as for build_server_cluster.
 Result<ClientEndpoints> build_client_endpoints(std::string_view domain,
                                                const std::vector<ClientLookup>& lookups,
                                                const UniformRandom& random);

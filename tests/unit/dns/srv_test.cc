@@ -296,6 +296,22 @@ TEST(ServerCluster, NothingAtAllIsNoRecords) {
       << r.error().message;
 }
 
+TEST(ServerCluster, TransientFailureKeepsItsKind) {
+  auto timed_out = failed_lookup(false);
+  timed_out.error =
+      Error{ErrorKind::kTimeout, "SRV lookup of _etcd-server._tcp.ex.test failed: timed out"};
+  auto r = build_server_cluster("ex.test", member("me", "http://10.0.0.1:2380", "10.0.0.1:2380"),
+                                {failed_lookup(true), timed_out});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().kind, ErrorKind::kTimeout);
+  // A service that answered with unusable records means DNS did answer.
+  auto answered =
+      build_server_cluster("ex.test", member("me", "http://10.0.0.1:2380", "10.0.0.1:2380"),
+                           {lookup(true, {target("x.ex.test", 2380, std::nullopt)}), timed_out});
+  ASSERT_FALSE(answered);
+  EXPECT_EQ(answered.error().kind, ErrorKind::kNoRecords);
+}
+
 TEST(ServerCluster, DuplicateRecordListedOnce) {
   auto r = build_server_cluster(
       "ex.test", member("me", "http://10.0.0.1:2380", "10.0.0.1:2380"),
@@ -397,7 +413,8 @@ TEST(ClientEndpoints, HttpsFirstDedupAndWarnings) {
       Error{ErrorKind::kNxDomain, "no SRV records for _etcd-client-ssl._tcp.ex.test: NXDOMAIN"};
   auto none = build_client_endpoints("ex.test", {ssl, plain}, rnd.fn());
   ASSERT_FALSE(none);
-  EXPECT_EQ(none.error().kind, ErrorKind::kNoRecords);
+  // One service could not be asked at all: the failure is transient, not "no records".
+  EXPECT_EQ(none.error().kind, ErrorKind::kTimeout);
   EXPECT_NE(none.error().message.find("NXDOMAIN; SRV lookup of _etcd-client._tcp.ex.test failed"),
             std::string::npos)
       << none.error().message;
