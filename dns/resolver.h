@@ -4,6 +4,8 @@
 // that runs `io` (c-ares 1.18 has no channel locking).  REQUIRES: `io` is run
 // by a single thread, or all use of one Resolver is confined to one strand.
 //
+// REQUIRES: the Resolver is destroyed before `io`.
+//
 // Completion handlers are always posted to `io`, never called from inside a
 // Resolver method, so a handler may start new lookups or destroy the
 // Resolver.  Lookups still running when the Resolver is destroyed complete
