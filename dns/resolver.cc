@@ -5,18 +5,27 @@
 #include <arpa/nameser.h>
 #include <netinet/in.h>
 
+#include <algorithm>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <charconv>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <map>
 
 namespace muster::dns {
 namespace asio = boost::asio;
 
 namespace {
+
+// Lookups handed to c-ares at once per Resolver; more wait in a queue.  A
+// burst of hundreds of UDP queries to one server overflows socket buffers
+// (ours or the server's) and turns into retries and timeouts; 32 lookups
+// (64 datagrams for A+AAAA) stay far below a default 208 KiB buffer.
+constexpr std::size_t kMaxInFlight = 32;
 
 // c-ares wants ares_library_init() before first use.  A function-local
 // static makes that happen exactly once, thread-safely; we never call
@@ -50,9 +59,10 @@ Error describe(int status, const ErrorContext& c) {
     case ARES_ENODATA:
       return {ErrorKind::kNoData, "no records of that type (NOERROR, empty answer)"};
     case ARES_ETIMEOUT:
-      return {ErrorKind::kTimeout, "timed out after " + std::to_string(c.tries) +
-                                       " tries starting at " + std::to_string(c.timeout.count()) +
-                                       " ms (DNS server " + c.servers + ")"};
+      return {ErrorKind::kTimeout, "timed out: no answer from DNS server " + c.servers + " after " +
+                                       std::to_string(c.tries) + " tries (first timeout " +
+                                       std::to_string(c.timeout.count()) +
+                                       " ms, doubled per retry)"};
     case ARES_ECONNREFUSED:
       // c-ares 1.18 also ends up here when every try was answered REFUSED,
       // SERVFAIL or NOTIMP (those answers are discarded and retried).
@@ -119,29 +129,99 @@ struct Resolver::Impl : std::enable_shared_from_this<Impl> {
     std::uint64_t generation = 0;
   };
 
-  // Context of one outstanding c-ares query; owned by c-ares between the
-  // call and its callback, which c-ares runs exactly once (also on destroy).
-  // It carries what the error text needs, because c-ares may run the
-  // callback while the Impl is being destroyed.
-  template <class Handler>
-  struct Call {
+  // One lookup: waiting in `waiting`, or owned by c-ares between start()
+  // and its callback (which c-ares runs exactly once, also from
+  // ares_destroy).  It carries what the error text needs, because the
+  // callback may run while the Impl is being destroyed.
+  struct Query {
+    Query(Impl& impl) : owner(&impl), io(&impl.io), context(impl.error_context()) {}
+    virtual ~Query() = default;
+    // Hands the query to c-ares, which owns `this` from then on.
+    virtual void start(ares_channel channel) = 0;
+    // Completes the handler with kCancelled (posted); the query was never started.
+    virtual void cancel() = 0;
+    Impl* owner;
     asio::io_context* io;
-    Handler handler;
     ErrorContext context;
+  };
+
+  struct SrvQuery final : Query {
+    SrvQuery(Impl& impl, std::string n, SrvHandler h)
+        : Query(impl), name(std::move(n)), handler(std::move(h)) {}
+    void start(ares_channel channel) override {
+      ares_search(channel, name.c_str(), ns_c_in, ns_t_srv, &Impl::on_srv, this);
+    }
+    void cancel() override {
+      complete<std::vector<SrvRecord>>(*io, std::move(handler), describe(ARES_ECANCELLED, context));
+    }
+    std::string name;
+    SrvHandler handler;
+  };
+
+  struct AddressQuery final : Query {
+    AddressQuery(Impl& impl, std::string h, AddressHandler cb)
+        : Query(impl), host(std::move(h)), handler(std::move(cb)) {}
+    void start(ares_channel channel) override {
+      ares_addrinfo_hints hints{};
+      hints.ai_family = AF_UNSPEC;
+      hints.ai_socktype = SOCK_STREAM;
+      // We pick the address ourselves (IPv4 first, as etcd); skip c-ares'
+      // RFC 6724 sort and the UDP connect() probes it makes.
+      hints.ai_flags = ARES_AI_NOSORT;
+      ares_getaddrinfo(channel, host.c_str(), nullptr, &hints, &Impl::on_addrinfo, this);
+    }
+    void cancel() override {
+      complete<std::vector<asio::ip::address>>(*io, std::move(handler),
+                                               describe(ARES_ECANCELLED, context));
+    }
+    std::string host;
+    AddressHandler handler;
   };
 
   ErrorContext error_context() const {
     return ErrorContext{options.tries, options.timeout, servers_text()};
   }
 
+  // Queues a lookup and starts as many as the in-flight limit allows.
+  void submit(std::unique_ptr<Query> query) {
+    waiting.push_back(std::move(query));
+    pump();
+    update_timer();
+  }
+
+  // Starts waiting lookups while fewer than kMaxInFlight run.  Iterative,
+  // and guarded against re-entry: a lookup may complete inside start()
+  // (an address literal, a hosts-file hit), which calls finished().
+  void pump() {
+    if (pumping || destroying) return;
+    pumping = true;
+    while (in_flight < kMaxInFlight && !waiting.empty()) {
+      std::unique_ptr<Query> next = std::move(waiting.front());
+      waiting.pop_front();
+      ++in_flight;
+      next.release()->start(channel);  // c-ares owns it until the callback
+    }
+    pumping = false;
+  }
+
+  // Called from every c-ares callback.
+  void finished() {
+    if (destroying) return;
+    --in_flight;
+    pump();
+  }
+
   explicit Impl(asio::io_context& io_context, ResolverOptions opts)
       : io(io_context), timer(io_context), options(std::move(opts)) {}
 
   ~Impl() {
+    destroying = true;
     // Completes outstanding queries with ARES_EDESTRUCTION (their handlers
     // are posted as kCancelled) and reports every socket as (0,0) before
     // closing it, which releases our descriptors.
     if (channel) ares_destroy(channel);
+    for (auto& query : waiting) query->cancel();
+    waiting.clear();
     for (auto& [fd, watch] : watches) release(watch);
     watches.clear();
   }
@@ -250,8 +330,8 @@ struct Resolver::Impl : std::enable_shared_from_this<Impl> {
   }
 
   static void on_srv(void* arg, int status, int /*timeouts*/, unsigned char* abuf, int alen) {
-    std::unique_ptr<Call<SrvHandler>> call(static_cast<Call<SrvHandler>*>(arg));
-    // During ares_destroy the Impl is mid-destruction: only `call` is usable.
+    std::unique_ptr<SrvQuery> call(static_cast<SrvQuery*>(arg));
+    call->owner->finished();  // a no-op while the Impl is being destroyed
     if (status != ARES_SUCCESS) {
       complete<std::vector<SrvRecord>>(*call->io, std::move(call->handler),
                                        describe(status, call->context));
@@ -272,7 +352,8 @@ struct Resolver::Impl : std::enable_shared_from_this<Impl> {
   }
 
   static void on_addrinfo(void* arg, int status, int /*timeouts*/, ares_addrinfo* info) {
-    std::unique_ptr<Call<AddressHandler>> call(static_cast<Call<AddressHandler>*>(arg));
+    std::unique_ptr<AddressQuery> call(static_cast<AddressQuery*>(arg));
+    call->owner->finished();  // a no-op while the Impl is being destroyed
     using Addresses = std::vector<asio::ip::address>;
     if (status != ARES_SUCCESS) {
       if (info) ares_freeaddrinfo(info);
@@ -309,6 +390,11 @@ struct Resolver::Impl : std::enable_shared_from_this<Impl> {
   std::map<ares_socket_t, Watch> watches;
   std::uint64_t next_generation = 1;
   std::uint64_t timer_generation = 0;
+  // Lookups not yet handed to c-ares, FIFO.
+  std::deque<std::unique_ptr<Query>> waiting;
+  std::size_t in_flight = 0;
+  bool pumping = false;
+  bool destroying = false;
 };
 
 Resolver::Resolver(PrivateTag, std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -365,25 +451,11 @@ std::string Resolver::servers() const { return impl_->servers_text(); }
 asio::io_context& Resolver::context() const { return impl_->io; }
 
 void Resolver::lookup_srv(const std::string& name, SrvHandler handler) {
-  auto call = std::make_unique<Impl::Call<SrvHandler>>(
-      Impl::Call<SrvHandler>{&impl_->io, std::move(handler), impl_->error_context()});
-  // c-ares owns the call until Impl::on_srv takes it back (exactly once).
-  ares_search(impl_->channel, name.c_str(), ns_c_in, ns_t_srv, &Impl::on_srv, call.release());
-  impl_->update_timer();
+  impl_->submit(std::make_unique<Impl::SrvQuery>(*impl_, name, std::move(handler)));
 }
 
 void Resolver::lookup_addresses(const std::string& host, AddressHandler handler) {
-  auto call = std::make_unique<Impl::Call<AddressHandler>>(
-      Impl::Call<AddressHandler>{&impl_->io, std::move(handler), impl_->error_context()});
-  ares_addrinfo_hints hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  // We pick the address ourselves (IPv4 first, as etcd); skip c-ares' RFC
-  // 6724 sort and the UDP connect() probes it makes.
-  hints.ai_flags = ARES_AI_NOSORT;
-  ares_getaddrinfo(impl_->channel, host.c_str(), nullptr, &hints, &Impl::on_addrinfo,
-                   call.release());
-  impl_->update_timer();
+  impl_->submit(std::make_unique<Impl::AddressQuery>(*impl_, host, std::move(handler)));
 }
 
 }  // namespace muster::dns
