@@ -1,0 +1,658 @@
+// EtcdTokenStore against a real etcd 3.4: two store instances ("replica A"
+// and "replica B") share one etcd, as two muster-discovery replicas behind a
+// load balancer would.
+#include "discovery/etcd_store.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <filesystem>
+#include <future>
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "net/client.h"
+
+namespace muster::discovery {
+namespace {
+
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+constexpr char kEtcd[] = "/usr/bin/etcd";
+
+int64_t wall_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+uint16_t free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return 0;
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  socklen_t len = sizeof a;
+  uint16_t port = 0;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0)
+    port = ntohs(a.sin_port);
+  ::close(fd);
+  return port;
+}
+
+// A single-member etcd on loopback with its own data dir.  The child dies
+// with the test process (PR_SET_PDEATHSIG), and the destructor kills it, so
+// no etcd outlives a test, failed or not.
+class EtcdProcess {
+ public:
+  EtcdProcess() {
+    char tmpl[] = "/tmp/muster-etcdstore-XXXXXX";
+    if (::mkdtemp(tmpl) == nullptr) throw std::runtime_error("mkdtemp failed");
+    dir_ = tmpl;
+  }
+  ~EtcdProcess() {
+    stop();
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+
+  // Starts etcd on fresh ports (retrying if a port was taken meanwhile).
+  // Returns an empty string or why it could not.
+  std::string start_fresh() {
+    std::string why;
+    for (int attempt = 0; attempt < 5; ++attempt) {
+      client_port_ = free_port();
+      peer_port_ = free_port();
+      if (client_port_ == 0 || peer_port_ == 0 || client_port_ == peer_port_) continue;
+      why = start();
+      if (why.empty()) return "";
+      std::error_code ec;
+      fs::remove_all(dir_ + "/data", ec);
+    }
+    return why;
+  }
+
+  // (Re)starts etcd on the same ports and data dir; waits for /health.
+  std::string start() {
+    stop();
+    std::string client = "http://127.0.0.1:" + std::to_string(client_port_);
+    std::string peer = "http://127.0.0.1:" + std::to_string(peer_port_);
+    std::vector<std::string> args = {kEtcd,
+                                     "--name",
+                                     "default",
+                                     "--data-dir",
+                                     dir_ + "/data",
+                                     "--listen-client-urls",
+                                     client,
+                                     "--advertise-client-urls",
+                                     client,
+                                     "--listen-peer-urls",
+                                     peer,
+                                     "--initial-advertise-peer-urls",
+                                     peer,
+                                     "--initial-cluster",
+                                     "default=" + peer,
+                                     "--heartbeat-interval",
+                                     "20",
+                                     "--election-timeout",
+                                     "200"};
+    std::string log = dir_ + "/etcd.log";
+    pid_t parent = ::getpid();
+    pid_t pid = ::fork();
+    if (pid < 0) return "fork failed";
+    if (pid == 0) {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (::getppid() != parent) ::_exit(127);
+      int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+      if (fd >= 0) {
+        ::dup2(fd, 1);
+        ::dup2(fd, 2);
+      }
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      ::execv(kEtcd, argv.data());
+      ::_exit(127);
+    }
+    pid_ = pid;
+    net::ClientOptions o;
+    o.timeout = 500ms;
+    o.connect_timeout = 500ms;
+    net::HttpClient http(o);
+    auto deadline = std::chrono::steady_clock::now() + 20s;
+    while (std::chrono::steady_clock::now() < deadline) {
+      int status = 0;
+      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        return "etcd exited during startup; see " + log;
+      }
+      auto r = http.get(client + "/health");
+      if (r.ok() && r.response->status == 200 &&
+          r.response->body.find("\"true\"") != std::string::npos)
+        return "";
+      std::this_thread::sleep_for(20ms);  // polling interval, not a wait for an outcome
+    }
+    stop();
+    return "etcd did not become healthy within 20 s; see " + log;
+  }
+
+  void stop() {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGKILL);
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+  }
+
+  std::string endpoint() const { return "http://127.0.0.1:" + std::to_string(client_port_); }
+
+ private:
+  std::string dir_;
+  uint16_t client_port_ = 0, peer_port_ = 0;
+  pid_t pid_ = -1;
+};
+
+// Waits for one callback.
+class Result {
+ public:
+  StoreCallback cb() {
+    return [this](StoreResult r) {
+      std::lock_guard lock(mu_);
+      ++calls_;
+      r_ = std::move(r);
+      cv_.notify_all();
+    };
+  }
+  // The result, or a failure after the deadline.
+  StoreResult get(std::chrono::milliseconds deadline = 10s) {
+    std::unique_lock lock(mu_);
+    EXPECT_TRUE(cv_.wait_for(lock, deadline, [&] { return calls_ > 0; }))
+        << "no callback within the deadline";
+    return r_;
+  }
+  bool fired() {
+    std::lock_guard lock(mu_);
+    return calls_ > 0;
+  }
+  int calls() {
+    std::lock_guard lock(mu_);
+    return calls_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int calls_ = 0;
+  StoreResult r_;
+};
+
+// Polls `pred` until it holds or the deadline passes; returns whether it held.
+template <class Pred>
+bool wait_until(Pred pred, std::chrono::milliseconds deadline = 20s) {
+  auto end = std::chrono::steady_clock::now() + deadline;
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() >= end) return false;
+    std::this_thread::sleep_for(5ms);
+  }
+  return true;
+}
+
+const char* name(StoreStatus s) {
+  switch (s) {
+    case StoreStatus::kOk:
+      return "kOk";
+    case StoreStatus::kNotFound:
+      return "kNotFound";
+    case StoreStatus::kExists:
+      return "kExists";
+    case StoreStatus::kQuotaReached:
+      return "kQuotaReached";
+    case StoreStatus::kUnavailable:
+      return "kUnavailable";
+  }
+  return "?";
+}
+
+class EtcdStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(fs::exists(kEtcd)) << kEtcd << " missing: install etcd-server";
+    etcd_ = std::make_unique<EtcdProcess>();
+    std::string why = etcd_->start_fresh();
+    ASSERT_TRUE(why.empty()) << why;
+    a_ = make_store();
+    b_ = make_store();
+  }
+  void TearDown() override {
+    a_.reset();
+    b_.reset();
+    etcd_.reset();
+  }
+
+  std::unique_ptr<EtcdTokenStore> make_store() {
+    EtcdStoreOptions o;
+    o.endpoints = {etcd_->endpoint()};
+    o.prefix = "/test-discovery/";
+    o.request_timeout = 2s;
+    o.connect_timeout = 1s;
+    return std::make_unique<EtcdTokenStore>(o);
+  }
+
+  StoreResult create(EtcdTokenStore& s, const std::string& token, uint32_t size,
+                     int64_t ttl_ms = 3'600'000) {
+    Result r;
+    int64_t now = wall_ms();
+    s.create_token(token, size, now, now + ttl_ms, r.cb());
+    return r.get();
+  }
+  StoreResult get(EtcdTokenStore& s, const std::string& token, int64_t now = wall_ms()) {
+    Result r;
+    s.get_token(token, now, r.cb());
+    return r.get();
+  }
+  StoreResult add(EtcdTokenStore& s, const std::string& token, const std::string& id,
+                  uint32_t max = 20) {
+    Result r;
+    s.add_member(token, id, id + "=http://127.0.0.1:2380", max, wall_ms(), r.cb());
+    return r.get();
+  }
+  StoreResult remove(EtcdTokenStore& s, const std::string& token, const std::string& id) {
+    Result r;
+    s.remove_member(token, id, r.cb());
+    return r.get();
+  }
+
+  std::unique_ptr<EtcdProcess> etcd_;
+  std::unique_ptr<EtcdTokenStore> a_, b_;
+};
+
+#define EXPECT_STATUS(want, result)                                                \
+  do {                                                                             \
+    auto _r = (result);                                                            \
+    EXPECT_EQ(_r.status, want) << "got " << name(_r.status) << ": " << _r.message; \
+  } while (0)
+
+TEST_F(EtcdStoreTest, TokenCreatedOnReplicaAIsReadOnReplicaB) {
+  auto c = create(*a_, "tok-a", 3);
+  ASSERT_EQ(c.status, StoreStatus::kOk) << c.message;
+  EXPECT_EQ(c.token.size, 3u);
+  EXPECT_GT(c.index, 0u);
+  EXPECT_EQ(c.token.created_index, c.index);
+
+  auto g = get(*b_, "tok-a");
+  ASSERT_EQ(g.status, StoreStatus::kOk) << g.message;
+  EXPECT_EQ(g.token.name, "tok-a");
+  EXPECT_EQ(g.token.size, 3u);
+  EXPECT_EQ(g.token.created_index, c.index);
+  EXPECT_EQ(g.token.created_unix_ms, c.token.created_unix_ms);
+  EXPECT_EQ(g.token.expires_unix_ms, c.token.expires_unix_ms);
+  EXPECT_TRUE(g.token.members.empty());
+  EXPECT_GE(g.index, c.index);
+
+  // The name is taken for both replicas.
+  auto again = create(*b_, "tok-a", 5);
+  EXPECT_EQ(again.status, StoreStatus::kExists);
+  EXPECT_EQ(again.token.size, 3u);
+
+  EXPECT_STATUS(StoreStatus::kNotFound, get(*b_, "no-such-token"));
+  EXPECT_STATUS(StoreStatus::kNotFound, add(*b_, "no-such-token", "m1"));
+  EXPECT_STATUS(StoreStatus::kNotFound, remove(*b_, "tok-a", "m1"));
+  EXPECT_EQ(a_->health(), "");
+  EXPECT_GE(b_->current_index(), c.index);
+}
+
+TEST_F(EtcdStoreTest, MemberRegisteredOnAWakesWaiterOnB) {
+  auto c = create(*a_, "tok-w", 3);
+  ASSERT_EQ(c.status, StoreStatus::kOk) << c.message;
+  Result any, only_m2;
+  auto w1 = b_->watch("tok-w", "", c.index + 1, any.cb());
+  auto w2 = b_->watch("tok-w", "m2", c.index + 1, only_m2.cb());
+  EXPECT_EQ(b_->open_watches(), 2u);
+  EXPECT_FALSE(any.fired());
+
+  auto m1 = add(*a_, "tok-w", "m1");
+  ASSERT_EQ(m1.status, StoreStatus::kOk) << m1.message;
+  EXPECT_EQ(m1.member.created_index, m1.index);
+  auto woke = any.get();
+  ASSERT_EQ(woke.status, StoreStatus::kOk) << woke.message;
+  EXPECT_EQ(woke.member.id, "m1");
+  EXPECT_EQ(woke.member.value, "m1=http://127.0.0.1:2380");
+  EXPECT_EQ(woke.member.created_index, m1.index);
+  EXPECT_EQ(woke.member.modified_index, m1.index);
+  EXPECT_FALSE(only_m2.fired());
+
+  auto m2 = add(*a_, "tok-w", "m2");
+  ASSERT_EQ(m2.status, StoreStatus::kOk) << m2.message;
+  EXPECT_GT(m2.index, m1.index);
+  auto woke2 = only_m2.get();
+  ASSERT_EQ(woke2.status, StoreStatus::kOk) << woke2.message;
+  EXPECT_EQ(woke2.member.id, "m2");
+  EXPECT_EQ(woke2.member.created_index, m2.index);
+  EXPECT_EQ(any.calls(), 1);  // exactly once
+  EXPECT_EQ(b_->open_watches(), 0u);
+}
+
+TEST_F(EtcdStoreTest, CancelledWatchIsNeverCalled) {
+  ASSERT_EQ(create(*a_, "tok-c", 3).status, StoreStatus::kOk);
+  Result cancelled, witness;
+  auto w = b_->watch("tok-c", "", 0, cancelled.cb());
+  w->cancel();
+  auto w2 = b_->watch("tok-c", "", 0, witness.cb());
+  EXPECT_STATUS(StoreStatus::kOk, add(*a_, "tok-c", "m1"));
+  // The witness registered after the cancel and woke, so the stream event
+  // has been dispatched to this replica's waiters.
+  EXPECT_EQ(witness.get().member.id, "m1");
+  EXPECT_FALSE(cancelled.fired());
+  EXPECT_EQ(b_->open_watches(), 0u);
+}
+
+TEST_F(EtcdStoreTest, DuplicateIdIsRefusedWithTheExistingMember) {
+  ASSERT_EQ(create(*a_, "tok-d", 3).status, StoreStatus::kOk);
+  auto first = add(*a_, "tok-d", "m1");
+  ASSERT_EQ(first.status, StoreStatus::kOk) << first.message;
+  Result r;
+  b_->add_member("tok-d", "m1", "other=http://10.0.0.1:2380", 20, wall_ms(), r.cb());
+  auto dup = r.get();
+  EXPECT_EQ(dup.status, StoreStatus::kExists);
+  EXPECT_EQ(dup.member.id, "m1");
+  EXPECT_EQ(dup.member.value, "m1=http://127.0.0.1:2380");
+  EXPECT_EQ(dup.member.created_index, first.index);
+  auto g = get(*b_, "tok-d");
+  ASSERT_EQ(g.token.members.size(), 1u);
+  EXPECT_EQ(g.token.members[0].value, "m1=http://127.0.0.1:2380");
+}
+
+TEST_F(EtcdStoreTest, ThousandConcurrentRegistrationsThroughTwoReplicasAdmitExactlyTheCap) {
+  constexpr uint32_t kCap = 20;
+  constexpr int kCalls = 1000;
+  ASSERT_EQ(create(*a_, "tok-cap", 3).status, StoreStatus::kOk);
+  std::mutex mu;
+  std::condition_variable cv;
+  int done = 0;
+  std::map<StoreStatus, int> counts;
+  std::vector<StoreResult> oks;
+  auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < kCalls; ++i) {
+    EtcdTokenStore& s = i % 2 == 0 ? *a_ : *b_;
+    std::string id = "m" + std::to_string(i);
+    s.add_member("tok-cap", id, id + "=http://10.0.0.1:2380", kCap, wall_ms(), [&](StoreResult r) {
+      std::lock_guard lock(mu);
+      ++counts[r.status];
+      if (r.status == StoreStatus::kOk) oks.push_back(r);
+      ++done;
+      cv.notify_all();
+    });
+  }
+  {
+    std::unique_lock lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, 60s, [&] { return done == kCalls; })) << done << " answered";
+  }
+  auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - start);
+  std::cout << "[ figures  ] " << kCalls << " concurrent registrations through 2 replicas in "
+            << elapsed.count() << " ms\n";
+  EXPECT_EQ(counts[StoreStatus::kOk], int(kCap));
+  EXPECT_EQ(counts[StoreStatus::kQuotaReached], kCalls - int(kCap));
+  EXPECT_EQ(counts[StoreStatus::kUnavailable], 0);
+
+  auto g = get(*b_, "tok-cap");
+  ASSERT_EQ(g.status, StoreStatus::kOk);
+  ASSERT_EQ(g.token.members.size(), kCap);
+  for (std::size_t i = 0; i < g.token.members.size(); ++i) {
+    if (i > 0) {
+      EXPECT_LT(g.token.members[i - 1].created_index, g.token.members[i].created_index);
+    }
+  }
+  std::sort(oks.begin(), oks.end(),
+            [](const StoreResult& x, const StoreResult& y) { return x.index < y.index; });
+  for (std::size_t i = 0; i < oks.size(); ++i) {
+    EXPECT_EQ(oks[i].member.created_index, oks[i].index);
+    EXPECT_EQ(g.token.members[i].id, oks[i].member.id);
+  }
+  // The first `size` by created_index stay the first after more traffic.
+  std::vector<std::string> first3;
+  for (int i = 0; i < 3; ++i) first3.push_back(g.token.members[std::size_t(i)].id);
+  EXPECT_STATUS(StoreStatus::kQuotaReached, add(*a_, "tok-cap", "late", kCap));
+  EXPECT_STATUS(StoreStatus::kOk, remove(*a_, "tok-cap", g.token.members.back().id));
+  EXPECT_STATUS(StoreStatus::kOk, add(*b_, "tok-cap", "late", kCap));
+  auto g2 = get(*a_, "tok-cap");
+  ASSERT_EQ(g2.token.members.size(), kCap);
+  for (int i = 0; i < 3; ++i)
+    EXPECT_EQ(g2.token.members[std::size_t(i)].id, first3[std::size_t(i)]);
+  EXPECT_EQ(g2.token.members.back().id, "late");
+}
+
+TEST_F(EtcdStoreTest, RemovingAMemberFreesItsSlot) {
+  ASSERT_EQ(create(*a_, "tok-r", 1).status, StoreStatus::kOk);
+  auto m1 = add(*a_, "tok-r", "m1", 2);
+  auto m2 = add(*b_, "tok-r", "m2", 2);
+  ASSERT_EQ(m1.status, StoreStatus::kOk);
+  ASSERT_EQ(m2.status, StoreStatus::kOk);
+  EXPECT_STATUS(StoreStatus::kQuotaReached, add(*a_, "tok-r", "m3", 2));
+
+  auto rm = remove(*b_, "tok-r", "m1");
+  ASSERT_EQ(rm.status, StoreStatus::kOk) << rm.message;
+  EXPECT_EQ(rm.member.id, "m1");
+  EXPECT_EQ(rm.member.created_index, m1.index);
+  EXPECT_GT(rm.index, m2.index);  // the deletion got its own index
+  EXPECT_STATUS(StoreStatus::kNotFound, remove(*a_, "tok-r", "m1"));
+
+  auto m3 = add(*a_, "tok-r", "m3", 2);
+  ASSERT_EQ(m3.status, StoreStatus::kOk) << m3.message;
+  EXPECT_GT(m3.index, rm.index);
+  EXPECT_STATUS(StoreStatus::kQuotaReached, add(*b_, "tok-r", "m4", 2));
+  auto g = get(*a_, "tok-r");
+  ASSERT_EQ(g.token.members.size(), 2u);
+  EXPECT_EQ(g.token.members[0].id, "m2");
+  EXPECT_EQ(g.token.members[1].id, "m3");
+
+  // A re-registration after removal is a new member with a new index.
+  EXPECT_STATUS(StoreStatus::kOk, remove(*a_, "tok-r", "m2"));
+  auto again = add(*b_, "tok-r", "m2", 2);
+  ASSERT_EQ(again.status, StoreStatus::kOk);
+  EXPECT_GT(again.member.created_index, m3.index);
+}
+
+TEST_F(EtcdStoreTest, ExpiredTokensAreHiddenThenCollected) {
+  int64_t now = wall_ms();
+  Result r;
+  a_->create_token("tok-old", 3, now, now + 1'000, r.cb());
+  ASSERT_EQ(r.get().status, StoreStatus::kOk);
+  ASSERT_EQ(create(*a_, "tok-young", 3).status, StoreStatus::kOk);
+  ASSERT_EQ(add(*a_, "tok-old", "m1").status, StoreStatus::kOk);
+
+  EXPECT_STATUS(StoreStatus::kOk, get(*b_, "tok-old", now + 999));
+  EXPECT_STATUS(StoreStatus::kNotFound, get(*b_, "tok-old", now + 1'000));
+  {
+    Result late;
+    b_->add_member("tok-old", "m2", "x", 20, now + 2'000, late.cb());
+    EXPECT_STATUS(StoreStatus::kNotFound, late.get());
+  }
+  // Expired but not collected: the name is still taken.
+  {
+    Result dup;
+    b_->create_token("tok-old", 3, now + 2'000, now + 10'000, dup.cb());
+    EXPECT_STATUS(StoreStatus::kExists, dup.get());
+  }
+  EXPECT_EQ(b_->collect_expired(now + 2'000), 1u);
+  EXPECT_EQ(a_->collect_expired(now + 2'000), 0u);  // nothing left for the other replica
+  EXPECT_STATUS(StoreStatus::kNotFound, get(*a_, "tok-old", now));
+  EXPECT_STATUS(StoreStatus::kOk, get(*a_, "tok-young"));
+
+  // The name can be used again, with nothing of the old token left over.
+  auto fresh = create(*a_, "tok-old", 1);
+  ASSERT_EQ(fresh.status, StoreStatus::kOk);
+  EXPECT_STATUS(StoreStatus::kOk, add(*b_, "tok-old", "m1", 1));  // the old m1 is gone
+  EXPECT_STATUS(StoreStatus::kQuotaReached, add(*b_, "tok-old", "m2", 1));
+  auto g = get(*a_, "tok-old");
+  ASSERT_EQ(g.token.members.size(), 1u);
+  EXPECT_EQ(g.token.size, 1u);
+}
+
+TEST_F(EtcdStoreTest, IndexesOnlyIncrease) {
+  uint64_t last = 0;
+  auto check = [&](const StoreResult& r) {
+    ASSERT_EQ(r.status, StoreStatus::kOk) << r.message;
+    EXPECT_GT(r.index, last);
+    last = r.index;
+  };
+  check(create(*a_, "tok-i", 3));
+  check(add(*b_, "tok-i", "m1"));
+  check(add(*a_, "tok-i", "m2"));
+  check(remove(*b_, "tok-i", "m1"));
+  check(create(*b_, "tok-i2", 3));
+  check(add(*a_, "tok-i", "m1"));
+  EXPECT_GE(a_->current_index(), last);
+  auto g = get(*b_, "tok-i");
+  EXPECT_GE(g.index, last);
+  EXPECT_GE(b_->current_index(), last);
+}
+
+TEST_F(EtcdStoreTest, WatchFromAPastIndexReturnsTheExistingMember) {
+  ASSERT_EQ(create(*a_, "tok-p", 3).status, StoreStatus::kOk);
+  auto m1 = add(*a_, "tok-p", "m1");
+  auto m2 = add(*a_, "tok-p", "m2");
+  ASSERT_EQ(m2.status, StoreStatus::kOk);
+  {
+    Result r;
+    auto w = b_->watch("tok-p", "", m1.index, r.cb());
+    EXPECT_EQ(r.get().member.id, "m1");
+  }
+  {
+    Result r;
+    auto w = b_->watch("tok-p", "", m1.index + 1, r.cb());
+    auto got = r.get();
+    EXPECT_EQ(got.member.id, "m2");
+    EXPECT_EQ(got.member.created_index, m2.index);
+  }
+  {
+    Result r;
+    auto w = b_->watch("tok-p", "m2", 0, r.cb());
+    EXPECT_EQ(r.get().member.id, "m2");
+  }
+  {
+    // Nothing at or after m2 + 1 yet: waits for the next creation; a removal
+    // is not an event.
+    Result r;
+    auto w = b_->watch("tok-p", "", m2.index + 1, r.cb());
+    EXPECT_STATUS(StoreStatus::kOk, remove(*a_, "tok-p", "m1"));
+    auto m3 = add(*a_, "tok-p", "m3");
+    auto got = r.get();
+    EXPECT_EQ(got.member.id, "m3");
+    EXPECT_EQ(got.member.created_index, m3.index);
+  }
+}
+
+TEST_F(EtcdStoreTest, WatchOnAVanishingTokenAnswersNotFound) {
+  int64_t now = wall_ms();
+  Result created;
+  a_->create_token("tok-x", 3, now, now + 3'600'000, created.cb());
+  ASSERT_EQ(created.get().status, StoreStatus::kOk);
+  Result r;
+  auto w = b_->watch("tok-x", "", 0, r.cb());
+  EXPECT_EQ(b_->open_watches(), 1u);
+  // Replica A collects it (as if an hour had passed): B's waiter learns.
+  EXPECT_EQ(a_->collect_expired(now + 3'600'001), 1u);
+  auto got = r.get();
+  EXPECT_EQ(got.status, StoreStatus::kNotFound) << name(got.status);
+
+  Result unknown;
+  auto w2 = b_->watch("no-such-token", "", 0, unknown.cb());
+  EXPECT_STATUS(StoreStatus::kNotFound, unknown.get());
+
+  // Expired by the wall clock, not yet collected.
+  Result old, gone;
+  a_->create_token("tok-expired", 3, now - 10'000, now - 1, old.cb());
+  ASSERT_EQ(old.get().status, StoreStatus::kOk);
+  auto w3 = b_->watch("tok-expired", "", 0, gone.cb());
+  EXPECT_STATUS(StoreStatus::kNotFound, gone.get());
+}
+
+TEST_F(EtcdStoreTest, WatchStreamSurvivesAnEtcdRestart) {
+  ASSERT_EQ(create(*a_, "tok-s", 3).status, StoreStatus::kOk);
+  auto m1 = add(*a_, "tok-s", "m1");
+  ASSERT_EQ(m1.status, StoreStatus::kOk);
+  Result r;
+  auto w = b_->watch("tok-s", "", m1.index + 1, r.cb());
+  // Wait until B's stream is up and its waiter live (initial read done)
+  // before the outage, so that what wakes it can only come through the
+  // re-opened stream.
+  ASSERT_TRUE(wait_until([&] { return b_->watch_streams_established() >= 1; }));
+  ASSERT_TRUE(wait_until([&] { return b_->watches_reading() == 0; }));
+  ASSERT_FALSE(r.fired());
+  uint64_t streams = b_->watch_streams_established();
+
+  etcd_->stop();
+  EXPECT_NE(a_->health(), "");
+  {
+    // While etcd is down, operations answer kUnavailable instead of hanging.
+    Result down;
+    a_->get_token("tok-s", wall_ms(), down.cb());
+    EXPECT_STATUS(StoreStatus::kUnavailable, down.get(30s));
+  }
+  std::string why = etcd_->start();
+  ASSERT_TRUE(why.empty()) << why;
+  EXPECT_FALSE(r.fired());
+
+  // The stream comes back (from the revision after the last one it saw).
+  EXPECT_TRUE(wait_until([&] { return b_->watch_streams_established() > streams; }));
+
+  StoreResult m2;
+  for (int i = 0; i < 20; ++i) {  // the first call may meet etcd still settling
+    m2 = add(*a_, "tok-s", "m2");
+    if (m2.status != StoreStatus::kUnavailable) break;
+  }
+  ASSERT_EQ(m2.status, StoreStatus::kOk) << m2.message;
+  auto got = r.get(20s);
+  ASSERT_EQ(got.status, StoreStatus::kOk) << got.message;
+  EXPECT_EQ(got.member.id, "m2");
+  EXPECT_GT(got.member.created_index, m1.index);
+  EXPECT_EQ(a_->health(), "");
+}
+
+TEST_F(EtcdStoreTest, ShutdownAnswersOpenWatchesAndIsPrompt) {
+  ASSERT_EQ(create(*a_, "tok-q", 3).status, StoreStatus::kOk);
+  Result r;
+  auto w = b_->watch("tok-q", "", 0, r.cb());
+  // Let the stream come up so that shutdown has to end it.
+  ASSERT_TRUE(wait_until([&] { return b_->watch_streams_established() >= 1; }));
+  ASSERT_TRUE(wait_until([&] { return b_->watches_reading() == 0; }));
+  auto start = std::chrono::steady_clock::now();
+  b_.reset();
+  auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_LT(took, 3s);
+  auto got = r.get();
+  EXPECT_EQ(got.status, StoreStatus::kUnavailable) << name(got.status);
+  w->cancel();  // the store is gone: harmless
+}
+
+TEST(EtcdStoreEndpoints, ParsesCommaSeparatedUrls) {
+  auto eps = parse_etcd_endpoints("http://127.0.0.1:2379, https://etcd-1:2379/");
+  ASSERT_EQ(eps.size(), 2u);
+  EXPECT_EQ(eps[0], "http://127.0.0.1:2379");
+  EXPECT_EQ(eps[1], "https://etcd-1:2379");
+  EXPECT_THROW(parse_etcd_endpoints(""), std::invalid_argument);
+  EXPECT_THROW(parse_etcd_endpoints("127.0.0.1:2379"), std::invalid_argument);
+  EXPECT_THROW(parse_etcd_endpoints("http://h:2379/v3"), std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace muster::discovery
