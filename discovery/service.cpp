@@ -3,6 +3,7 @@
 #include <openssl/rand.h>
 
 #include <boost/asio.hpp>
+#include <cctype>
 #include <nlohmann/json.hpp>
 
 #include "discovery/rules.h"
@@ -408,6 +409,10 @@ void Service::handle_token(const std::shared_ptr<net::Exchange>& ex) {
       uint64_t from = 0;
       if (auto wi = net::form_get(*query, "waitIndex"); wi && !wi->empty()) {
         try {
+          // std::stoull accepts "-5" (and leading blanks) and wraps; etcd's
+          // ParseUint refuses them.  Digits only.
+          if (!std::isdigit(static_cast<unsigned char>((*wi)[0])))
+            throw std::invalid_argument("not a number");
           std::size_t used = 0;
           from = std::stoull(*wi, &used);
           if (used != wi->size()) throw std::invalid_argument("junk");

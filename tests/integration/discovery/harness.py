@@ -1,0 +1,315 @@
+"""Process harness for muster-discovery tests (integration, interop, bench).
+
+Every process a test starts is registered with a ProcessGroup and killed
+(SIGKILL, then reaped) when the group is closed -- the tests close it from
+unittest cleanups, so a failing assertion never leaves a process behind.
+Ports are picked free and checked; waits are on conditions with deadlines.
+
+Standard library only (Debian python3): no pip packages.
+"""
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.parse
+
+BIN_DIR = os.environ.get("MUSTER_BIN_DIR", "")
+DISCOVERY = os.path.join(BIN_DIR, "muster-discovery") if BIN_DIR else "muster-discovery"
+ETCD = os.environ.get("ETCD", "/usr/bin/etcd")
+ETCDCTL = os.environ.get("ETCDCTL", "/usr/bin/etcdctl")
+
+_port_lock = threading.Lock()
+_ports_given = set()
+
+
+def free_port():
+    """A loopback TCP port that is free now and not handed out before by
+    this process.  (Pick-and-check: another program may still take it before
+    our child binds; the callers that can use port 0 do.)"""
+    with _port_lock:
+        for _ in range(200):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            if port in _ports_given:
+                continue
+            # Check it again: bind without SO_REUSEADDR must succeed.
+            try:
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                    s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            _ports_given.add(port)
+            return port
+    raise RuntimeError("no free loopback port found")
+
+
+def wait_for(cond, timeout, what, interval=0.02):
+    """Polls cond() until it returns a truthy value (returned) or the
+    deadline passes (AssertionError naming `what`)."""
+    deadline = time.monotonic() + timeout
+    last_exc = None
+    while True:
+        try:
+            v = cond()
+            if v:
+                return v
+        except Exception as e:  # the condition may fail while things start
+            last_exc = e
+        if time.monotonic() >= deadline:
+            msg = "timed out after %.1fs waiting for %s" % (timeout, what)
+            if last_exc is not None:
+                msg += " (last error: %r)" % (last_exc,)
+            raise AssertionError(msg)
+        time.sleep(interval)
+
+
+class Proc:
+    """One child process with its output in a log file."""
+
+    def __init__(self, name, args, log_path, env=None):
+        self.name = name
+        self.args = args
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        self.popen = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+            env=env, start_new_session=True)
+
+    @property
+    def pid(self):
+        return self.popen.pid
+
+    def alive(self):
+        return self.popen.poll() is None
+
+    def log(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def log_lines_json(self):
+        out = []
+        for line in self.log().splitlines():
+            line = line.strip()
+            if line.startswith("{"):
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    pass
+        return out
+
+    def kill(self, sig=signal.SIGKILL):
+        if self.alive():
+            try:
+                os.kill(self.popen.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def wait(self, timeout):
+        try:
+            return self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def close(self):
+        self.kill(signal.SIGKILL)
+        self.wait(10)
+        self._log.close()
+
+
+class ProcessGroup:
+    """Owns a temp dir and every process started through it."""
+
+    def __init__(self, prefix="muster-test-"):
+        self.dir = tempfile.mkdtemp(prefix=prefix)
+        self.procs = []
+        self.keep = os.environ.get("MUSTER_KEEP_TEST_DIRS") == "1"
+
+    def path(self, *parts):
+        p = os.path.join(self.dir, *parts)
+        return p
+
+    def start(self, name, args, env=None):
+        p = Proc(name, args, self.path(name + ".log"), env=env)
+        self.procs.append(p)
+        return p
+
+    def close(self):
+        for p in self.procs:
+            p.close()
+        self.procs = []
+        if not self.keep:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def dump_logs(self, limit=4000):
+        out = []
+        for p in self.procs:
+            text = p.log()
+            out.append("---- %s (pid %d, %s) ----\n%s" % (
+                p.name, p.pid, "alive" if p.alive() else "exited %s" % p.popen.returncode,
+                text[-limit:]))
+        return "\n".join(out)
+
+
+class Discovery:
+    """A running muster-discovery."""
+
+    def __init__(self, group, name="discovery", data_dir=None, port=0, args=()):
+        self.group = group
+        self.data_dir = data_dir or group.path(name + ".data")
+        self.args = list(args)
+        self.name = name
+        self.port = port
+        self.proc = None
+        self.url = None
+        self.start()
+
+    def start(self):
+        argv = [DISCOVERY, "--listen-url", "http://127.0.0.1:%d" % self.port,
+                "--data-dir", self.data_dir] + self.args
+        self.proc = self.group.start(self.name, argv)
+
+        def serving():
+            if not self.proc.alive():
+                raise AssertionError("muster-discovery exited:\n" + self.proc.log())
+            for rec in self.proc.log_lines_json():
+                if rec.get("msg") == "serving":
+                    return rec
+            return None
+
+        rec = wait_for(serving, 20, "muster-discovery to log \"serving\"")
+        self.url = rec["url"].rstrip("/")
+        self.port = urllib.parse.urlsplit(self.url).port
+        wait_for(lambda: self.request("GET", "/health")[0] == 200, 10, "/health to answer 200")
+        return self
+
+    def restart(self):
+        self.proc.close()
+        return self.start()
+
+    def kill9(self):
+        self.proc.kill(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def request(self, method, path, body=None, headers=None, timeout=10):
+        return request(self.url, method, path, body, headers, timeout)
+
+    def metric(self, name):
+        """The value of an unlabelled metric in /metrics."""
+        status, _, body = self.request("GET", "/metrics")
+        assert status == 200, status
+        for line in body.decode().splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[0] == name:
+                return float(parts[1])
+        raise AssertionError("metric %s not in /metrics" % name)
+
+    def new_token(self, size=3):
+        status, _, body = self.request("PUT", "/new?size=%d" % size)
+        if status != 201:
+            raise AssertionError("/new?size=%d answered %d: %r" % (size, status, body))
+        return body.decode().strip()
+
+
+def request(base_url, method, path, body=None, headers=None, timeout=10):
+    """One HTTP request on a fresh connection: (status, headers dict with
+    lower-case names, body bytes)."""
+    u = urllib.parse.urlsplit(base_url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
+    try:
+        h = dict(headers or {})
+        if isinstance(body, str):
+            body = body.encode()
+        if body is not None and "Content-Type" not in h:
+            h["Content-Type"] = "application/x-www-form-urlencoded"
+        conn.request(method, path, body=body, headers=h)
+        r = conn.getresponse()
+        data = r.read()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, data
+    finally:
+        conn.close()
+
+
+def get_json(url, timeout=10):
+    u = urllib.parse.urlsplit(url)
+    path = u.path + ("?" + u.query if u.query else "")
+    status, headers, body = request(url, "GET", path, timeout=timeout)
+    return status, headers, (json.loads(body) if body.strip() else None)
+
+
+def raw_exchange(port, data, timeout=5.0):
+    """Sends raw bytes and returns everything read until the server closes
+    (or the timeout passes)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        try:
+            s.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        chunks = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                c = s.recv(65536)
+            except socket.timeout:
+                break
+            except ConnectionResetError:
+                break
+            if not c:
+                break
+            chunks.append(c)
+            # One response is enough unless the caller asked for more.
+        return b"".join(chunks)
+
+
+class Etcd:
+    """A real etcd 3.4 process on free loopback ports."""
+
+    def __init__(self, group, name, extra_args=(), enable_v2=False):
+        self.group = group
+        self.name = name
+        self.peer_port = free_port()
+        self.client_port = free_port()
+        self.data_dir = group.path(name + ".etcd")
+        self.peer_url = "http://127.0.0.1:%d" % self.peer_port
+        self.client_url = "http://127.0.0.1:%d" % self.client_port
+        argv = [ETCD, "--name", name, "--data-dir", self.data_dir,
+                "--listen-peer-urls", self.peer_url,
+                "--initial-advertise-peer-urls", self.peer_url,
+                "--listen-client-urls", self.client_url,
+                "--advertise-client-urls", self.client_url,
+                "--heartbeat-interval", "50", "--election-timeout", "500",
+                "--logger", "zap", "--log-outputs", "stderr"] + list(extra_args)
+        if enable_v2:
+            argv.append("--enable-v2")
+        self.proc = group.start("etcd-" + name, argv)
+
+    def healthy(self):
+        try:
+            status, _, body = request(self.client_url, "GET", "/health", timeout=2)
+            return status == 200 and b'"true"' in body
+        except OSError:
+            return False
+
+    def member_names(self):
+        """Names in `etcdctl member list` (v3 API), or None on failure."""
+        env = dict(os.environ, ETCDCTL_API="3")
+        r = subprocess.run([ETCDCTL, "--endpoints", self.client_url, "--dial-timeout", "2s",
+                            "--command-timeout", "3s", "member", "list", "-w", "json"],
+                           env=env, capture_output=True, timeout=10)
+        if r.returncode != 0:
+            return None
+        doc = json.loads(r.stdout)
+        return sorted(m.get("name", "") for m in doc.get("members", []))
+
+    def is_proxy(self):
+        """etcd 3.4 fell back to its v2 proxy: it says so in its log and
+        keeps its state in <data-dir>/proxy."""
+        return ("falling back to proxy" in self.proc.log()
+                and os.path.isdir(os.path.join(self.data_dir, "proxy")))
