@@ -1,0 +1,462 @@
+// discovery-bench: load for an etcd v2 discovery service (muster-discovery or
+// a real etcd with --enable-v2 used as a self-hosted one).
+//
+// Mode "bootstrap": `clusters` clusters of `size` members bootstrap at once,
+// over and over, for `duration` seconds.  Each member is a thread with its own
+// keep-alive connection and speaks etcd's v2 discovery protocol request by
+// request (shared/research/discovery.md 1.5): size GET, directory GET,
+// registration PUT ?prevExist=false, wait for its own key, size and directory
+// GET again, then long-poll the directory until `size` members are known.
+// One member per cluster first creates the token (/new?size=N on
+// muster-discovery; PUT .../_config/size on etcd).  Latency is measured for
+// every request except the directory long-polls (their duration is the other
+// members' arrival, not the server's speed); those are counted separately.
+//
+// Mode "hold": opens `hold` long-polls (plain asio sockets, one thread) on
+// `tokens` tokens and reports the server's RSS before and while they are open.
+//
+// Output: one JSON object on stdout.  The server's RSS and CPU time come from
+// /proc/<pid> when --pid is given.
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <barrier>
+#include <boost/asio.hpp>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "net/client.h"
+#include "net/http.h"
+#include "net/url.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using json = nlohmann::json;
+using muster::net::ClientResult;
+using muster::net::Headers;
+using muster::net::HttpClient;
+
+struct Options {
+  std::string mode = "bootstrap";
+  std::string target = "muster";  // muster | etcd
+  std::string url;                // http://127.0.0.1:PORT
+  int pid = 0;
+  double duration_s = 10;
+  int clusters = 32;
+  int size = 3;
+  int hold = 10'000;
+  int tokens = 100;
+  std::string prefix = "/v2/keys/discovery/";  // etcd token directory
+};
+
+[[noreturn]] void usage(const std::string& why) {
+  std::cerr << "discovery-bench: " << why
+            << "\nusage: discovery-bench --url http://127.0.0.1:PORT [--target muster|etcd]"
+               " [--mode bootstrap|hold] [--pid PID] [--duration S] [--clusters N] [--size N]"
+               " [--hold N] [--tokens N]\n";
+  std::exit(2);
+}
+
+Options parse(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) usage(a + " needs a value");
+      return argv[++i];
+    };
+    if (a == "--mode")
+      o.mode = next();
+    else if (a == "--target")
+      o.target = next();
+    else if (a == "--url")
+      o.url = next();
+    else if (a == "--pid")
+      o.pid = std::stoi(next());
+    else if (a == "--duration")
+      o.duration_s = std::stod(next());
+    else if (a == "--clusters")
+      o.clusters = std::stoi(next());
+    else if (a == "--size")
+      o.size = std::stoi(next());
+    else if (a == "--hold")
+      o.hold = std::stoi(next());
+    else if (a == "--tokens")
+      o.tokens = std::stoi(next());
+    else
+      usage("unknown flag " + a);
+  }
+  if (o.url.empty()) usage("--url is required");
+  if (o.target != "muster" && o.target != "etcd") usage("--target is muster or etcd");
+  while (!o.url.empty() && o.url.back() == '/') o.url.pop_back();
+  return o;
+}
+
+// --- the server process, from /proc ---
+struct ProcSample {
+  long rss_kb = 0, hwm_kb = 0;
+  double cpu_s = 0;
+};
+
+ProcSample sample(int pid) {
+  ProcSample s;
+  if (pid <= 0) return s;
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) s.rss_kb = std::stol(line.substr(6));
+    if (line.rfind("VmHWM:", 0) == 0) s.hwm_kb = std::stol(line.substr(6));
+  }
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string all((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  auto close = all.rfind(')');
+  if (close != std::string::npos) {
+    std::istringstream rest(all.substr(close + 2));
+    std::vector<std::string> f;
+    std::string x;
+    while (rest >> x) f.push_back(x);
+    // After ")": state is field 3; utime and stime are fields 14 and 15.
+    if (f.size() > 13)
+      s.cpu_s = (std::stod(f[11]) + std::stod(f[12])) / static_cast<double>(sysconf(_SC_CLK_TCK));
+  }
+  return s;
+}
+
+double self_cpu_s() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+}
+
+std::string random_hex(std::mt19937_64& rng, int chars) {
+  static const char* kHex = "0123456789abcdef";
+  std::string s;
+  for (int i = 0; i < chars; ++i) s.push_back(kHex[rng() & 15]);
+  return s;
+}
+
+// --- bootstrap mode ---
+struct Stats {
+  std::vector<uint32_t> latency_us;      // every timed request
+  std::vector<uint32_t> put_latency_us;  // registrations only
+  uint64_t timed = 0, registrations = 0, polls = 0, errors = 0;
+  std::string first_error;
+};
+
+class Member {
+ public:
+  Member(const Options& o, Stats& st, uint64_t seed) : o_(o), st_(st), rng_(seed) {
+    muster::net::ClientOptions co;
+    co.timeout = std::chrono::milliseconds(10'000);
+    client_ = HttpClient(co);
+  }
+
+  // A timed request; nullopt (and an error counted) unless `want` came back.
+  std::optional<muster::net::Response> timed(const std::string& method, const std::string& target,
+                                             const std::string& body, int want,
+                                             bool registration = false) {
+    Headers h;
+    if (!body.empty()) h.set("Content-Type", "application/x-www-form-urlencoded");
+    auto start = Clock::now();
+    ClientResult r = client_.request(method, o_.url + target, body, h);
+    auto us = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start).count();
+    st_.latency_us.push_back(static_cast<uint32_t>(us));
+    ++st_.timed;
+    if (registration) st_.put_latency_us.push_back(static_cast<uint32_t>(us));
+    if (!r.ok() || r.response->status != want) {
+      ++st_.errors;
+      if (st_.first_error.empty())
+        st_.first_error =
+            method + " " + target + ": " +
+            (r.ok() ? std::to_string(r.response->status) + " " + r.response->body : r.error);
+      return std::nullopt;
+    }
+    return std::move(*r.response);
+  }
+
+  // Creates a token; returns its path ("/<token>" or "/v2/keys/discovery/<t>").
+  std::optional<std::string> create_token() {
+    if (o_.target == "muster") {
+      auto r = timed("PUT", "/new?size=" + std::to_string(o_.size), "", 201);
+      if (!r) return std::nullopt;
+      std::string url = r->body;
+      while (!url.empty() && (url.back() == '\n' || url.back() == '\r')) url.pop_back();
+      auto slash = url.rfind('/');
+      return url.substr(slash);
+    }
+    std::string path = o_.prefix + random_hex(rng_, 32);
+    if (!timed("PUT", path + "/_config/size", "value=" + std::to_string(o_.size), 201))
+      return std::nullopt;
+    return path;
+  }
+
+  // etcd's JoinCluster, request by request.  True when the member learned the
+  // whole cluster.
+  bool join(const std::string& tok, int index_in_cluster) {
+    const std::string q = "?quorum=false&recursive=false&sorted=false";
+    std::string id = random_hex(rng_, 16);
+    if (!timed("GET", tok + "/_config/size" + q, "", 200)) return false;
+    if (!timed("GET", tok + q, "", 200)) return false;
+    std::string value = "value=m" + std::to_string(index_in_cluster) + "%3Dhttp%3A%2F%2F10.0." +
+                        std::to_string(rng_() % 250) + "." + std::to_string(rng_() % 250) +
+                        "%3A2380";
+    auto put = timed("PUT", tok + "/" + id + "?prevExist=false", value, 201, true);
+    if (!put) return false;
+    ++st_.registrations;
+    uint64_t created = json::parse(put->body)["node"]["createdIndex"].get<uint64_t>();
+    if (!timed("GET",
+               tok + "/" + id + "?recursive=false&wait=true&waitIndex=" + std::to_string(created),
+               "", 200))
+      return false;
+    if (!timed("GET", tok + "/_config/size" + q, "", 200)) return false;
+    auto dir = timed("GET", tok + q, "", 200);
+    if (!dir) return false;
+    auto doc = json::parse(dir->body);
+    std::size_t known = doc["node"].contains("nodes") ? doc["node"]["nodes"].size() : 0;
+    uint64_t index = std::stoull(dir->headers.get("X-Etcd-Index").value_or("0"));
+    // Wait for the rest (not timed: the wait is the other members' arrival).
+    while (known < static_cast<std::size_t>(o_.size)) {
+      Headers h;
+      ++st_.polls;
+      auto r = client_.request(
+          "GET", o_.url + tok + "?recursive=true&wait=true&waitIndex=" + std::to_string(index + 1),
+          "", h);
+      if (!r.ok() || r.response->status != 200) {
+        ++st_.errors;
+        if (st_.first_error.empty())
+          st_.first_error = "watch: " + (r.ok() ? std::to_string(r.response->status) : r.error);
+        return false;
+      }
+      if (r.response->body.empty()) continue;  // long-poll timeout: poll again
+      auto ev = json::parse(r.response->body);
+      index = ev["node"]["modifiedIndex"].get<uint64_t>();
+      ++known;
+    }
+    return true;
+  }
+
+ private:
+  const Options& o_;
+  Stats& st_;
+  std::mt19937_64 rng_;
+  HttpClient client_;
+};
+
+uint32_t percentile(std::vector<uint32_t>& v, double p) {
+  if (v.empty()) return 0;
+  std::size_t k = static_cast<std::size_t>(p * static_cast<double>(v.size() - 1));
+  std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(k), v.end());
+  return v[k];
+}
+
+json bootstrap(const Options& o) {
+  const int n = o.clusters * o.size;
+  std::vector<Stats> stats(n);
+  std::atomic<uint64_t> clusters_done{0};
+  std::atomic<bool> any_failed{false};
+  struct Slot {
+    std::unique_ptr<std::barrier<>> barrier;
+    std::string token;
+    bool stop = false;
+  };
+  std::vector<Slot> slots(o.clusters);
+  for (auto& s : slots) s.barrier = std::make_unique<std::barrier<>>(o.size);
+  ProcSample before = sample(o.pid);
+  double gen_cpu_before = self_cpu_s();
+  auto start = Clock::now();
+  auto end = start + std::chrono::duration<double>(o.duration_s);
+  std::vector<std::thread> threads;
+  for (int c = 0; c < o.clusters; ++c)
+    for (int m = 0; m < o.size; ++m)
+      threads.emplace_back([&, c, m] {
+        Slot& slot = slots[c];
+        Stats& st = stats[c * o.size + m];
+        Member member(o, st, (static_cast<uint64_t>(c) << 20) ^ static_cast<uint64_t>(m) ^ 0x9e37);
+        for (;;) {
+          if (m == 0) {
+            slot.stop = Clock::now() >= end || any_failed.load();
+            if (!slot.stop) {
+              auto t = member.create_token();
+              if (!t) {
+                any_failed = true;
+                slot.stop = true;
+              } else {
+                slot.token = *t;
+              }
+            }
+          }
+          slot.barrier->arrive_and_wait();
+          if (slot.stop) return;
+          if (!member.join(slot.token, m)) any_failed = true;
+          slot.barrier->arrive_and_wait();
+          if (m == 0) ++clusters_done;
+        }
+      });
+  for (auto& t : threads) t.join();
+  double secs = std::chrono::duration<double>(Clock::now() - start).count();
+  ProcSample after = sample(o.pid);
+  double gen_cpu = self_cpu_s() - gen_cpu_before;
+
+  Stats all;
+  for (auto& s : stats) {
+    all.latency_us.insert(all.latency_us.end(), s.latency_us.begin(), s.latency_us.end());
+    all.put_latency_us.insert(all.put_latency_us.end(), s.put_latency_us.begin(),
+                              s.put_latency_us.end());
+    all.timed += s.timed;
+    all.registrations += s.registrations;
+    all.polls += s.polls;
+    all.errors += s.errors;
+    if (all.first_error.empty()) all.first_error = s.first_error;
+  }
+  json out;
+  out["mode"] = "bootstrap";
+  out["target"] = o.target;
+  out["clusters_in_flight"] = o.clusters;
+  out["size"] = o.size;
+  out["seconds"] = secs;
+  out["clusters_bootstrapped"] = clusters_done.load();
+  out["requests"] = all.timed;
+  out["requests_per_s"] = static_cast<double>(all.timed) / secs;
+  out["registrations"] = all.registrations;
+  out["registrations_per_s"] = static_cast<double>(all.registrations) / secs;
+  out["directory_long_polls"] = all.polls;
+  out["errors"] = all.errors;
+  if (!all.first_error.empty()) out["first_error"] = all.first_error;
+  out["p50_ms"] = percentile(all.latency_us, 0.50) / 1000.0;
+  out["p99_ms"] = percentile(all.latency_us, 0.99) / 1000.0;
+  out["put_p50_ms"] = percentile(all.put_latency_us, 0.50) / 1000.0;
+  out["put_p99_ms"] = percentile(all.put_latency_us, 0.99) / 1000.0;
+  out["server_rss_mb"] = after.rss_kb / 1024.0;
+  out["server_peak_rss_mb"] = after.hwm_kb / 1024.0;
+  out["server_cpu_s"] = after.cpu_s - before.cpu_s;
+  out["generator_cpu_s"] = gen_cpu;
+  return out;
+}
+
+// --- hold mode ---
+json hold(const Options& o) {
+  namespace asio = boost::asio;
+  using tcp = asio::ip::tcp;
+  // Tokens (and one registration each, so that the directory exists on etcd).
+  std::vector<std::string> toks;
+  {
+    Stats st;
+    Member m(o, st, 7);
+    for (int i = 0; i < o.tokens; ++i) {
+      auto t = m.create_token();
+      if (!t) {
+        std::cerr << "cannot create token: " << st.first_error << "\n";
+        std::exit(1);
+      }
+      toks.push_back(*t);
+    }
+  }
+  auto parsed = muster::net::parse_url(o.url);
+  ProcSample idle = sample(o.pid);
+  asio::io_context io;
+  tcp::endpoint ep(asio::ip::make_address(parsed->host == "localhost" ? "127.0.0.1" : parsed->host),
+                   parsed->port);
+  struct Conn {
+    explicit Conn(asio::io_context& io) : sock(io) {}
+    tcp::socket sock;
+    std::string req;
+    char buf[512];
+    bool closed = false;
+  };
+  std::vector<std::unique_ptr<Conn>> conns;
+  std::atomic<int> written{0}, failed{0};
+  for (int i = 0; i < o.hold; ++i) {
+    auto c = std::make_unique<Conn>(io);
+    c->req =
+        "GET " + toks[i % toks.size()] +
+        "?recursive=true&wait=true&waitIndex=999999999 HTTP/1.1\r\nHost: " + parsed->authority() +
+        "\r\n\r\n";
+    Conn* raw = c.get();
+    raw->sock.async_connect(ep, [raw, &written, &failed](boost::system::error_code ec) {
+      if (ec) {
+        ++failed;
+        return;
+      }
+      asio::async_write(raw->sock, asio::buffer(raw->req),
+                        [raw, &written, &failed](boost::system::error_code ec, std::size_t) {
+                          if (ec) {
+                            ++failed;
+                            return;
+                          }
+                          ++written;
+                          // Read (and discard) whatever comes: etcd flushes its
+                          // headers at once; an EOF means the poll is gone.
+                          raw->sock.async_read_some(
+                              asio::buffer(raw->buf),
+                              [raw](boost::system::error_code ec, std::size_t) {
+                                if (ec) raw->closed = true;
+                              });
+                        });
+    });
+    conns.push_back(std::move(c));
+  }
+  auto deadline = Clock::now() + std::chrono::seconds(60);
+  while (written.load() + failed.load() < o.hold && Clock::now() < deadline)
+    io.run_for(std::chrono::milliseconds(50));
+  // Let the server settle (accept queue drained, watchers registered).
+  auto settle = Clock::now() + std::chrono::seconds(3);
+  while (Clock::now() < settle) io.run_for(std::chrono::milliseconds(50));
+  ProcSample held = sample(o.pid);
+  int open = 0;
+  for (auto& c : conns)
+    if (!c->closed && c->sock.is_open()) ++open;
+  double open_polls_metric = -1;
+  if (o.target == "muster") {
+    HttpClient c;
+    auto r = c.get(o.url + "/metrics");
+    if (r.ok()) {
+      std::istringstream in(r.response->body);
+      std::string line;
+      while (std::getline(in, line))
+        if (line.rfind("muster_discovery_open_long_polls ", 0) == 0)
+          open_polls_metric = std::stod(line.substr(line.find(' ') + 1));
+    }
+  }
+  json out;
+  out["mode"] = "hold";
+  out["target"] = o.target;
+  out["long_polls_requested"] = o.hold;
+  out["long_polls_written"] = written.load();
+  out["connect_or_write_failures"] = failed.load();
+  out["still_open_after_settle"] = open;
+  if (open_polls_metric >= 0) out["server_open_long_polls_metric"] = open_polls_metric;
+  out["server_rss_idle_mb"] = idle.rss_kb / 1024.0;
+  out["server_rss_holding_mb"] = held.rss_kb / 1024.0;
+  out["server_peak_rss_mb"] = held.hwm_kb / 1024.0;
+  for (auto& c : conns) {
+    boost::system::error_code ignored;
+    c->sock.close(ignored);
+  }
+  io.run_for(std::chrono::milliseconds(100));
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o = parse(argc, argv);
+  json out = o.mode == "hold" ? hold(o) : bootstrap(o);
+  std::cout << out.dump() << std::endl;
+  if (out.value("errors", 0) > 0) return 1;
+  return 0;
+}
