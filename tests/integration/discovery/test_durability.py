@@ -131,6 +131,48 @@ class Durability(unittest.TestCase):
             self.assertGreater(int(hd["x-etcd-index"]), last)
             last = int(hd["x-etcd-index"])
 
+    def test_sigterm_answers_open_long_polls_and_exits_promptly(self):
+        disc = Discovery(self.group, args=["--wait-timeout", "60s"])
+        token = disc.new_token(3).rsplit("/", 1)[1]
+        st, _, _ = disc.request("PUT", "/%s/abc?prevExist=false" % token,
+                                "value=a%3Dhttp%3A%2F%2F127.0.0.1%3A1")
+        self.assertEqual(st, 201)
+        answers = []
+
+        def poll():
+            try:
+                answers.append(disc.request("GET", "/%s?wait=true&recursive=true&waitIndex=999" %
+                                            token, timeout=20))
+            except OSError as e:
+                answers.append(e)
+
+        threads = [threading.Thread(target=poll) for _ in range(5)]
+        for t in threads:
+            t.start()
+        wait_for(lambda: disc.metric("muster_discovery_open_long_polls") == 5, 10,
+                 "five open long-polls")
+        start = time.monotonic()
+        disc.proc.kill(signal.SIGTERM)
+        rc = disc.proc.wait(10)
+        took = time.monotonic() - start
+        for t in threads:
+            t.join(10)
+        self.assertEqual(rc, 0, disc.proc.log()[-2000:])
+        # Draining takes milliseconds; the 5 s grace period is for stuck peers.
+        self.assertLess(took, 3.0)
+        self.assertEqual(len(answers), 5)
+        for a in answers:
+            self.assertIsInstance(a, tuple, a)
+            st, headers, body = a
+            # An empty 200 makes etcd's client poll again (and find the restarted service).
+            self.assertEqual((st, body), (200, b""))
+            self.assertIn("x-etcd-index", headers)
+        msgs = [r.get("msg") for r in disc.proc.log_lines_json()]
+        self.assertIn("stopping", msgs)
+        self.assertIn("stopped", msgs)
+        disc.start()
+        self.assertEqual(len(listing(disc, token)[1]), 1)
+
     def test_waiting_etcd_finishes_bootstrap_after_service_restart(self):
         try:
             self._waiting_etcd()
