@@ -342,7 +342,11 @@ struct EtcdTokenStore::Core {
     net::Headers headers;
     headers.set("Content-Type", "application/json");
     std::size_t start = preferred.load();
+    // Retries stop once a request timeout has passed overall, so a call
+    // takes at most about twice the request timeout.
+    const auto deadline = Clock::now() + options.request_timeout;
     for (std::size_t a = 0; a < attempts; ++a) {
+      if (a > 0 && Clock::now() >= deadline) break;
       if (a > 0 && a % n == 0) {
         // A whole round failed: give a restarting or electing cluster a moment.
         if (stopping.load()) break;

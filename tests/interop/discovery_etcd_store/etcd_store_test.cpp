@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -163,11 +164,113 @@ class EtcdProcess {
   }
 
   std::string endpoint() const { return "http://127.0.0.1:" + std::to_string(client_port_); }
+  uint16_t client_port() const { return client_port_; }
 
  private:
   std::string dir_;
   uint16_t client_port_ = 0, peer_port_ = 0;
   pid_t pid_ = -1;
+};
+
+// A TCP forwarder to etcd that the test can cut: cut() drops every
+// connection and refuses new ones until restore().  It stands for a network
+// partition between one replica and etcd.
+class CuttableProxy {
+ public:
+  explicit CuttableProxy(uint16_t upstream) : upstream_(upstream) {
+    listen_fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a = loopback(0);
+    socklen_t len = sizeof a;
+    if (listen_fd_ < 0 || ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+        ::listen(listen_fd_, 64) != 0 ||
+        ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0)
+      throw std::runtime_error("proxy: cannot listen");
+    port_ = ntohs(a.sin_port);
+    acceptor_ = std::thread([this] { accept_loop(); });
+  }
+  ~CuttableProxy() {
+    stop_ = true;
+    acceptor_.join();
+    std::vector<std::thread> pumps;
+    {
+      std::lock_guard lock(mu_);
+      pumps.swap(pumps_);
+    }
+    for (auto& t : pumps) t.join();
+    ::close(listen_fd_);
+  }
+  uint16_t port() const { return port_; }
+  void cut() { cut_ = true; }
+  void restore() { cut_ = false; }
+  int open_connections() const { return open_; }
+
+ private:
+  static sockaddr_in loopback(uint16_t port) {
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(port);
+    return a;
+  }
+
+  void accept_loop() {
+    while (!stop_) {
+      pollfd p{listen_fd_, POLLIN, 0};
+      if (::poll(&p, 1, 20) <= 0) continue;
+      int client = ::accept(listen_fd_, nullptr, nullptr);
+      if (client < 0) continue;
+      if (cut_) {
+        ::close(client);
+        continue;
+      }
+      int up = ::socket(AF_INET, SOCK_STREAM, 0);
+      sockaddr_in a = loopback(upstream_);
+      if (up < 0 || ::connect(up, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+        if (up >= 0) ::close(up);
+        ::close(client);
+        continue;
+      }
+      ++open_;
+      std::lock_guard lock(mu_);
+      pumps_.emplace_back([this, client, up] { pump(client, up); });
+    }
+  }
+
+  void pump(int a, int b) {
+    char buf[16384];
+    while (!stop_ && !cut_) {
+      pollfd p[2] = {{a, POLLIN, 0}, {b, POLLIN, 0}};
+      if (::poll(p, 2, 20) <= 0) continue;
+      bool broken = false;
+      for (int i = 0; i < 2 && !broken; ++i) {
+        if (!(p[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+        ssize_t n = ::read(p[i].fd, buf, sizeof buf);
+        if (n <= 0) {
+          broken = true;
+          break;
+        }
+        int to = i == 0 ? b : a;
+        for (ssize_t off = 0; off < n && !broken;) {
+          ssize_t w = ::write(to, buf + off, std::size_t(n - off));
+          if (w <= 0) broken = true;
+          off += w;
+        }
+      }
+      if (broken) break;
+    }
+    ::close(a);
+    ::close(b);
+    --open_;
+  }
+
+  uint16_t upstream_;
+  int listen_fd_ = -1;
+  uint16_t port_ = 0;
+  std::atomic<bool> stop_{false}, cut_{false};
+  std::atomic<int> open_{0};
+  std::thread acceptor_;
+  std::mutex mu_;
+  std::vector<std::thread> pumps_;
 };
 
 // Waits for one callback.
@@ -247,9 +350,9 @@ class EtcdStoreTest : public ::testing::Test {
     etcd_.reset();
   }
 
-  std::unique_ptr<EtcdTokenStore> make_store() {
+  std::unique_ptr<EtcdTokenStore> make_store(std::vector<std::string> endpoints = {}) {
     EtcdStoreOptions o;
-    o.endpoints = {etcd_->endpoint()};
+    o.endpoints = endpoints.empty() ? std::vector<std::string>{etcd_->endpoint()} : endpoints;
     o.prefix = "/test-discovery/";
     o.request_timeout = 2s;
     o.connect_timeout = 1s;
@@ -642,6 +745,61 @@ TEST_F(EtcdStoreTest, ShutdownAnswersOpenWatchesAndIsPrompt) {
   auto got = r.get();
   EXPECT_EQ(got.status, StoreStatus::kUnavailable) << name(got.status);
   w->cancel();  // the store is gone: harmless
+}
+
+TEST_F(EtcdStoreTest, FailsOverToTheNextEndpoint) {
+  // The first endpoint refuses connections (nothing listens there).
+  uint16_t dead = free_port();
+  auto c = make_store({"http://127.0.0.1:" + std::to_string(dead), etcd_->endpoint()});
+  auto created = create(*c, "tok-f", 3);
+  ASSERT_EQ(created.status, StoreStatus::kOk) << created.message;
+  Result r;
+  auto w = c->watch("tok-f", "", created.index + 1, r.cb());
+  EXPECT_STATUS(StoreStatus::kOk, add(*a_, "tok-f", "m1"));
+  auto got = r.get();
+  ASSERT_EQ(got.status, StoreStatus::kOk) << got.message;
+  EXPECT_EQ(got.member.id, "m1");
+  EXPECT_EQ(c->health(), "");
+}
+
+TEST_F(EtcdStoreTest, WaiterMissedByACompactedStreamIsFoundByReReading) {
+  // Replica C reaches etcd through a proxy the test can cut.
+  CuttableProxy proxy(etcd_->client_port());
+  auto c = make_store({"http://127.0.0.1:" + std::to_string(proxy.port())});
+  ASSERT_EQ(create(*a_, "tok-g", 3).status, StoreStatus::kOk);
+  auto m1 = add(*a_, "tok-g", "m1");
+  ASSERT_EQ(m1.status, StoreStatus::kOk);
+  Result r;
+  auto w = c->watch("tok-g", "", m1.index + 1, r.cb());
+  ASSERT_TRUE(wait_until([&] { return c->watch_streams_established() >= 1; }));
+  ASSERT_TRUE(wait_until([&] { return c->watches_reading() == 0; }));
+  ASSERT_FALSE(r.fired());
+
+  proxy.cut();
+  ASSERT_TRUE(wait_until([&] { return proxy.open_connections() == 0; }));
+  // While C is cut off: a registration, a later write, and a compaction
+  // that removes the registration's event from etcd's history.
+  auto m2 = add(*a_, "tok-g", "m2");
+  ASSERT_EQ(m2.status, StoreStatus::kOk);
+  auto later = create(*a_, "tok-g-later", 3);
+  ASSERT_EQ(later.status, StoreStatus::kOk);
+  net::HttpClient http;
+  auto compacted =
+      http.request("POST", etcd_->endpoint() + "/v3/kv/compaction",
+                   "{\"revision\":\"" + std::to_string(later.index) + "\",\"physical\":true}");
+  ASSERT_TRUE(compacted.ok()) << compacted.error;
+  ASSERT_EQ(compacted.response->status, 200) << compacted.response->body;
+  EXPECT_FALSE(r.fired());
+
+  uint64_t streams = c->watch_streams_established();
+  proxy.restore();
+  // C's stream resumes at a compacted revision, starts afresh and re-reads
+  // the waiting token, which finds m2.
+  auto got = r.get(20s);
+  ASSERT_EQ(got.status, StoreStatus::kOk) << got.message;
+  EXPECT_EQ(got.member.id, "m2");
+  EXPECT_EQ(got.member.created_index, m2.index);
+  EXPECT_GT(c->watch_streams_established(), streams);
 }
 
 TEST(EtcdStoreEndpoints, ParsesCommaSeparatedUrls) {
