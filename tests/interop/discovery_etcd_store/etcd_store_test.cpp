@@ -627,6 +627,9 @@ TEST_F(EtcdStoreTest, IndexesOnlyIncrease) {
   auto g = get(*b_, "tok-i");
   EXPECT_GE(g.index, last);
   EXPECT_GE(b_->current_index(), last);
+  // A replica that starts now already knows the current index.
+  auto fresh = make_store();
+  EXPECT_GE(fresh->current_index(), last);
 }
 
 TEST_F(EtcdStoreTest, WatchFromAPastIndexReturnsTheExistingMember) {
