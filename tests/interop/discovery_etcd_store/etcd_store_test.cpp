@@ -75,6 +75,14 @@ class EtcdProcess {
     fs::remove_all(dir_, ec);
   }
 
+  // Serves clients over https with this certificate (call before starting).
+  void use_tls(std::string cert_file, std::string key_file, std::string ca_file) {
+    cert_file_ = std::move(cert_file);
+    key_file_ = std::move(key_file);
+    ca_file_ = std::move(ca_file);
+  }
+  const std::string& dir() const { return dir_; }
+
   // Starts etcd on fresh ports (retrying if a port was taken meanwhile).
   // Returns an empty string or why it could not.
   std::string start_fresh() {
@@ -94,7 +102,7 @@ class EtcdProcess {
   // (Re)starts etcd on the same ports and data dir; waits for /health.
   std::string start() {
     stop();
-    std::string client = "http://127.0.0.1:" + std::to_string(client_port_);
+    std::string client = endpoint();
     std::string peer = "http://127.0.0.1:" + std::to_string(peer_port_);
     std::vector<std::string> args = {kEtcd,
                                      "--name",
@@ -115,6 +123,10 @@ class EtcdProcess {
                                      "20",
                                      "--election-timeout",
                                      "200"};
+    if (!cert_file_.empty()) {
+      for (auto a : {"--cert-file", cert_file_.c_str(), "--key-file", key_file_.c_str()})
+        args.emplace_back(a);
+    }
     std::string log = dir_ + "/etcd.log";
     pid_t parent = ::getpid();
     pid_t pid = ::fork();
@@ -137,6 +149,7 @@ class EtcdProcess {
     net::ClientOptions o;
     o.timeout = 500ms;
     o.connect_timeout = 500ms;
+    o.tls.trusted_ca_file = ca_file_;
     net::HttpClient http(o);
     auto deadline = std::chrono::steady_clock::now() + 20s;
     while (std::chrono::steady_clock::now() < deadline) {
@@ -163,11 +176,15 @@ class EtcdProcess {
     pid_ = -1;
   }
 
-  std::string endpoint() const { return "http://127.0.0.1:" + std::to_string(client_port_); }
+  std::string endpoint() const {
+    return (cert_file_.empty() ? "http://127.0.0.1:" : "https://127.0.0.1:") +
+           std::to_string(client_port_);
+  }
   uint16_t client_port() const { return client_port_; }
 
  private:
   std::string dir_;
+  std::string cert_file_, key_file_, ca_file_;
   uint16_t client_port_ = 0, peer_port_ = 0;
   pid_t pid_ = -1;
 };
@@ -803,6 +820,61 @@ TEST_F(EtcdStoreTest, WaiterMissedByACompactedStreamIsFoundByReReading) {
   EXPECT_EQ(got.member.id, "m2");
   EXPECT_EQ(got.member.created_index, m2.index);
   EXPECT_GT(c->watch_streams_established(), streams);
+}
+
+// A throwaway CA and a server certificate for 127.0.0.1, made with the
+// openssl command.  Returns an empty string or why not.
+std::string make_certificates(const std::string& dir) {
+  std::string cmd =
+      "(cd '" + dir +
+      "' && openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 1 "
+      "-subj /CN=muster-test-ca && "
+      "openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr "
+      "-subj /CN=127.0.0.1 && "
+      "printf 'subjectAltName=IP:127.0.0.1\\n' > san.ext && "
+      "openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial "
+      "-out server.crt -days 1 -extfile san.ext) > '" +
+      dir + "/openssl.log' 2>&1";
+  if (std::system(cmd.c_str()) != 0) return "openssl failed; see " + dir + "/openssl.log";
+  return "";
+}
+
+TEST(EtcdStoreTls, WorksWithAnEtcdServingHttps) {
+  ASSERT_TRUE(fs::exists(kEtcd)) << kEtcd << " missing: install etcd-server";
+  EtcdProcess etcd;
+  std::string why = make_certificates(etcd.dir());
+  ASSERT_TRUE(why.empty()) << why;
+  etcd.use_tls(etcd.dir() + "/server.crt", etcd.dir() + "/server.key", etcd.dir() + "/ca.crt");
+  why = etcd.start_fresh();
+  ASSERT_TRUE(why.empty()) << why;
+  ASSERT_EQ(etcd.endpoint().rfind("https://", 0), 0u);
+
+  EtcdStoreOptions o;
+  o.endpoints = {etcd.endpoint()};
+  o.tls.trusted_ca_file = etcd.dir() + "/ca.crt";
+  EtcdTokenStore a(o), b(o);
+  EXPECT_EQ(a.health(), "");
+  Result created;
+  int64_t now = wall_ms();
+  a.create_token("tok-tls", 3, now, now + 60'000, created.cb());
+  auto c = created.get();
+  ASSERT_EQ(c.status, StoreStatus::kOk) << c.message;
+  Result woke, added;
+  auto w = b.watch("tok-tls", "", c.index + 1, woke.cb());
+  a.add_member("tok-tls", "m1", "m1=https://127.0.0.1:2380", 20, now, added.cb());
+  EXPECT_STATUS(StoreStatus::kOk, added.get());
+  auto got = woke.get();
+  ASSERT_EQ(got.status, StoreStatus::kOk) << got.message;
+  EXPECT_EQ(got.member.id, "m1");
+
+  // Without the CA the server is not trusted: the store says so.
+  EtcdStoreOptions untrusted = o;
+  untrusted.tls.trusted_ca_file.clear();
+  EtcdTokenStore u(untrusted);
+  EXPECT_NE(u.health(), "");
+  Result refused;
+  u.get_token("tok-tls", now, refused.cb());
+  EXPECT_STATUS(StoreStatus::kUnavailable, refused.get());
 }
 
 TEST(EtcdStoreEndpoints, ParsesCommaSeparatedUrls) {
