@@ -684,6 +684,54 @@ TEST_F(EtcdStoreTest, WatchFromAPastIndexReturnsTheExistingMember) {
   }
 }
 
+TEST_F(EtcdStoreTest, WaitersRacingRegistrationsGetTheFirstMemberAtOrAfterTheirIndex) {
+  // Waiters open on B while A registers members: whether a member lands
+  // before, during or after a waiter's initial read, the waiter must get the
+  // first member whose index is >= its waitIndex (no removals here, so that
+  // member is known once all registrations are done).
+  ASSERT_EQ(create(*a_, "tok-race", 3).status, StoreStatus::kOk);
+  constexpr int kMembers = 40;
+  std::vector<uint64_t> indexes;
+  std::atomic<bool> adding{true};
+  std::thread adder([&] {
+    for (int i = 0; i < kMembers; ++i) {
+      auto r = add(*a_, "tok-race", "m" + std::to_string(i), 100);
+      EXPECT_EQ(r.status, StoreStatus::kOk) << r.message;
+      indexes.push_back(r.index);
+    }
+    adding = false;
+  });
+  struct Waiting {
+    uint64_t from = 0;
+    Result result;
+    std::unique_ptr<Watch> watch;
+  };
+  std::vector<std::unique_ptr<Waiting>> waiting;
+  uint64_t salt = 0;
+  while (adding) {
+    auto w = std::make_unique<Waiting>();
+    uint64_t cur = std::max(b_->current_index(), a_->current_index());
+    w->from = cur + (salt++ % 4);  // at, or just after, the newest index
+    w->watch = b_->watch("tok-race", "", w->from, w->result.cb());
+    waiting.push_back(std::move(w));
+    std::this_thread::sleep_for(2ms);  // pacing, about one waiter per registration
+  }
+  adder.join();
+  ASSERT_EQ(indexes.size(), std::size_t(kMembers));
+  int checked = 0;
+  for (auto& w : waiting) {
+    auto first = std::lower_bound(indexes.begin(), indexes.end(), w->from);
+    if (first == indexes.end()) continue;  // nothing at or after its index
+    auto got = w->result.get(10s);
+    ASSERT_EQ(got.status, StoreStatus::kOk) << got.message;
+    EXPECT_EQ(got.member.created_index, *first) << "waitIndex " << w->from;
+    ++checked;
+  }
+  EXPECT_GT(checked, kMembers / 2);
+  std::cout << "[ figures  ] " << waiting.size() << " racing waiters, " << checked
+            << " answered and checked\n";
+}
+
 TEST_F(EtcdStoreTest, WatchOnAVanishingTokenAnswersNotFound) {
   int64_t now = wall_ms();
   Result created;
