@@ -81,13 +81,11 @@ class TokenStore {
   virtual void get_token(const std::string& name, int64_t now_unix_ms, StoreCallback cb) = 0;
   // Registers a member.  kExists (with the existing member) if the ID is
   // taken; kQuotaReached if the token holds max_registrations members.
-  virtual void add_member(const std::string& token, const std::string& id,
-                          const std::string& value, uint32_t max_registrations,
-                          int64_t now_unix_ms, StoreCallback cb) = 0;
+  virtual void add_member(const std::string& token, const std::string& id, const std::string& value,
+                          uint32_t max_registrations, int64_t now_unix_ms, StoreCallback cb) = 0;
   // Removes a member, freeing its slot.  The result's index is the index of
   // the deletion; result.member is the removed member.
-  virtual void remove_member(const std::string& token, const std::string& id,
-                             StoreCallback cb) = 0;
+  virtual void remove_member(const std::string& token, const std::string& id, StoreCallback cb) = 0;
   // Calls `cb` once with the first member of `token` (only the member `id`
   // when not empty) whose created_index >= from_index, existing or future,
   // in created_index order.  kNotFound if the token disappears (expiry).

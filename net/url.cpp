@@ -84,7 +84,7 @@ std::optional<Url> parse_url(std::string_view s, std::string* error) {
   if (!port_text.empty()) {
     unsigned p = 0;
     auto [ptr, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), p);
-    if (ec != std::errc() || ptr != port_text.data() + port_text.size() || p == 0 || p > 65535) {
+    if (ec != std::errc() || ptr != port_text.data() + port_text.size() || p > 65535) {
       fail(error,
            "URL \"" + std::string(s) + "\" has an invalid port \"" + std::string(port_text) + "\"");
       return std::nullopt;

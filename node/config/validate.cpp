@@ -1,0 +1,285 @@
+// node/config/validate.cpp: the checks etcd 3.4 runs on its configuration
+// (embed/config.go Validate, embed/config_logging.go setupLogging,
+// etcdmain/config.go validate, etcdserver/config.go), in etcd's order so the
+// first error a user sees is etcd's first error, then the defaults etcd
+// derives at start-up.  Muster's own checks (TLS versions, --dns-server)
+// come after etcd's.
+#include <algorithm>
+
+#include "node/config/flags.h"
+
+namespace muster::config::detail {
+namespace {
+
+const char* const kDefaultInitialCluster = "default=http://localhost:2380";
+
+std::string q(const std::string& s) {
+  std::string out = "\"";
+  for (const char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out + "\"";
+}
+
+// Go's %q of a []string: ["a" "b"].
+std::string q_list(const std::vector<std::string>& v) {
+  std::string out = "[";
+  for (size_t i = 0; i < v.size(); ++i) out += (i ? " " : "") + q(v[i]);
+  return out + "]";
+}
+
+std::string join(const std::vector<std::string>& v, const char* sep) {
+  std::string out;
+  for (size_t i = 0; i < v.size(); ++i) out += (i ? sep : "") + v[i];
+  return out;
+}
+
+void warn(std::vector<LogLine>& log, std::string m) {
+  log.push_back({LogLine::Level::kWarn, std::move(m)});
+}
+
+std::string check_logging(Config& cfg, std::vector<LogLine>& log) {
+  if (cfg.is_set("log-output")) {
+    warn(log, "'--log-output' flag has been deprecated! Please use '--log-outputs' flag");
+  }
+  if (cfg.debug) {
+    warn(log, "'--debug' flag is deprecated; use '--log-level=debug' instead");
+    cfg.log_level = "debug";
+  }
+  if (!cfg.log_package_levels.empty()) {
+    warn(log, "'--log-package-levels' is deprecated and has no effect in Muster");
+  }
+  if (cfg.log_outputs.empty()) cfg.log_outputs = {"default"};
+  if (cfg.logger == "capnslog") {
+    if (cfg.log_outputs.size() != 1) {
+      return "--logger=capnslog supports only 1 value in '--log-outputs', got " +
+             q_list(cfg.log_outputs);
+    }
+    const std::string& o = cfg.log_outputs.front();
+    if (o != "default" && o != "stderr" && o != "stdout") {
+      return "unknown log-output " + q(o) + " (only supports \"default\", \"stderr\", \"stdout\")";
+    }
+  } else if (cfg.logger == "zap") {
+    const auto& outs = cfg.log_outputs;
+    const bool has_default = std::find(outs.begin(), outs.end(), "default") != outs.end();
+    const bool has_journal = std::find(outs.begin(), outs.end(), "systemd/journal") != outs.end();
+    if (outs.size() > 1 && has_default)
+      return "multi logoutput for \"default\" is not supported yet";
+    if (outs.size() > 1 && has_journal) {
+      return "running with systemd/journal but other '--log-outputs' values (" + q_list(outs) +
+             ") are configured with 'default'; override 'default' value with something else";
+    }
+  } else {
+    return "unknown logger option " + q(cfg.logger);
+  }
+  static const char* const kLevels[] = {"debug",  "info",  "warn", "error",
+                                        "dpanic", "panic", "fatal"};
+  if (std::find(std::begin(kLevels), std::end(kLevels), cfg.log_level) == std::end(kLevels)) {
+    return "unknown log-level " + q(cfg.log_level) +
+           " (valid: debug, info, warn, error, panic, fatal)";
+  }
+  return "";
+}
+
+// etcd checkBindURLs: listeners bind to IP literals or "localhost" (unix
+// sockets exempt), never to names that would need resolving.
+std::string check_bind_urls(const std::vector<std::string>& urls) {
+  for (const auto& text : urls) {
+    auto u = parse_etcd_url(text);
+    if (!u) return u.error();
+    if (u->scheme == "unix" || u->scheme == "unixs") continue;
+    if (u->host == "localhost") continue;
+    if (!is_ip_literal(u->host)) return "expected IP in URL for binding (" + text + ")";
+  }
+  return "";
+}
+
+// etcd checkHostURLs: advertised URLs need a host.
+std::string check_host_urls(const std::vector<std::string>& urls) {
+  for (const auto& text : urls) {
+    auto u = parse_etcd_url(text);
+    if (!u) return u.error();
+    if (u->host.empty()) return "unexpected empty host (" + text + ")";
+  }
+  return "";
+}
+
+// etcd parseCompactionRetention: a non-negative integer is hours (periodic)
+// or revisions (revision); anything else must be a Go duration.
+std::string derive_auto_compaction(Config& cfg) {
+  const std::string r = cfg.auto_compaction_retention.empty() ? "0" : cfg.auto_compaction_retention;
+  cfg.auto_compaction_period = std::chrono::nanoseconds(0);
+  cfg.auto_compaction_revisions = 0;
+  bool integer =
+      !r.empty() && std::all_of(r.begin(), r.end(), [](char c) { return c >= '0' && c <= '9'; });
+  if (integer && r.size() <= 12) {
+    const int64_t n = std::stoll(r);
+    if (cfg.auto_compaction_mode == "revision") {
+      cfg.auto_compaction_revisions = n;
+    } else {
+      cfg.auto_compaction_period = std::chrono::hours(n);
+    }
+    return "";
+  }
+  auto d = parse_go_duration(r);
+  if (!d) return "error parsing CompactionRetention: " + d.error();
+  if (cfg.auto_compaction_mode == "revision") {
+    // etcd would read the duration's nanoseconds as a revision count.
+    return "error parsing CompactionRetention: auto-compaction-mode=revision needs a revision "
+           "count, got " +
+           q(r);
+  }
+  if (d->count() < 0) return "error parsing CompactionRetention: negative retention " + q(r);
+  cfg.auto_compaction_period = *d;
+  return "";
+}
+
+std::string check_tls(const Config& cfg) {
+  auto known = [](const std::string& v) { return v == "TLS1.2" || v == "TLS1.3"; };
+  if (!known(cfg.tls_min_version)) {
+    return "unknown tls-min-version " + q(cfg.tls_min_version) + " (valid: TLS1.2, TLS1.3)";
+  }
+  if (!cfg.tls_max_version.empty() && !known(cfg.tls_max_version)) {
+    return "unknown tls-max-version " + q(cfg.tls_max_version) + " (valid: TLS1.2, TLS1.3)";
+  }
+  if (!cfg.tls_max_version.empty() && cfg.tls_max_version < cfg.tls_min_version) {
+    return "min version (" + cfg.tls_min_version + ") is greater than max version (" +
+           cfg.tls_max_version + ")";
+  }
+  if (!cfg.cipher_suites.empty() && cfg.tls_min_version == "TLS1.3") {
+    return "cipher suites cannot be configured when only TLS1.3 is enabled";
+  }
+  for (const TlsConfig* t : {&cfg.client_tls, &cfg.peer_tls}) {
+    if (!t->allowed_cn.empty() && !t->allowed_hostname.empty()) {
+      return "AllowedCN and AllowedHostname are mutually exclusive (cn=" + q(t->allowed_cn) +
+             ", hostname=" + q(t->allowed_hostname) + ")";
+    }
+  }
+  return "";
+}
+
+}  // namespace
+
+std::string validate_and_derive(Config& cfg, std::vector<LogLine>& log) {
+  // --- embed.Config.Validate, in etcd's order ---
+  if (auto e = check_logging(cfg, log); !e.empty()) return e;
+  for (const auto* urls :
+       {&cfg.listen_peer_urls, &cfg.listen_client_urls, &cfg.listen_metrics_urls}) {
+    if (auto e = check_bind_urls(*urls); !e.empty()) return e;
+  }
+  if (auto e = check_host_urls(cfg.initial_advertise_peer_urls); !e.empty()) {
+    return "--initial-advertise-peer-urls " + q(join(cfg.initial_advertise_peer_urls, ",")) +
+           " must be \"host:port\" (" + e + ")";
+  }
+  if (auto e = check_host_urls(cfg.advertise_client_urls); !e.empty()) {
+    return "--advertise-client-urls " + q(join(cfg.advertise_client_urls, ",")) +
+           " must be \"host:port\" (" + e + ")";
+  }
+  if (cfg.initial_cluster_state != "new" && cfg.initial_cluster_state != "existing") {
+    return "unexpected clusterState " + q(cfg.initial_cluster_state);
+  }
+  const int bootstrap_sources = int{!cfg.discovery.empty()} + int{!cfg.initial_cluster.empty()} +
+                                int{!cfg.discovery_srv.empty()};
+  if (bootstrap_sources > 1) {
+    return "multiple discovery or bootstrap flags are set. Choose one of \"initial-cluster\", "
+           "\"discovery\" or "
+           "\"discovery-srv\"";
+  }
+  if (cfg.heartbeat_interval_ms == 0) {
+    return "--heartbeat-interval must be >0 (set to " + std::to_string(cfg.heartbeat_interval_ms) +
+           "ms)";
+  }
+  if (cfg.election_timeout_ms == 0) {
+    return "--election-timeout must be >0 (set to " + std::to_string(cfg.election_timeout_ms) +
+           "ms)";
+  }
+  if (uint64_t{5} * cfg.heartbeat_interval_ms > cfg.election_timeout_ms) {
+    return "--election-timeout[" + std::to_string(cfg.election_timeout_ms) +
+           "ms] should be at least as 5 times as --heartbeat-interval[" +
+           std::to_string(cfg.heartbeat_interval_ms) + "ms]";
+  }
+  if (cfg.election_timeout_ms > 50000) {
+    return "--election-timeout[" + std::to_string(cfg.election_timeout_ms) +
+           "ms] is too long, and should be set less than 50000ms";
+  }
+  // etcdmain validate() forgives this one when the member may become a proxy.
+  if (!cfg.listen_client_urls.empty() && cfg.advertise_client_urls.empty() && !cfg.may_be_proxy()) {
+    return "--advertise-client-urls is required when --listen-client-urls is set explicitly";
+  }
+  if (cfg.auto_compaction_mode != "periodic" && cfg.auto_compaction_mode != "revision" &&
+      !cfg.auto_compaction_mode.empty()) {
+    return "unknown auto-compaction-mode " + q(cfg.auto_compaction_mode);
+  }
+  if (cfg.experimental_enable_lease_checkpoint_persist &&
+      !cfg.experimental_enable_lease_checkpoint) {
+    return "setting experimental-enable-lease-checkpoint-persist requires "
+           "experimental-enable-lease-checkpoint";
+  }
+
+  // --- values etcd checks when a flag is set (StringsFlag) but YAML can
+  // bring in unchecked ---
+  if (cfg.proxy != "off" && cfg.proxy != "readonly" && cfg.proxy != "on") {
+    return "invalid value " + q(cfg.proxy) + " for proxy (valid values: off, readonly, on)";
+  }
+  if (cfg.discovery_fallback != "proxy" && cfg.discovery_fallback != "exit") {
+    return "invalid value " + q(cfg.discovery_fallback) +
+           " for discovery-fallback (valid values: proxy, exit)";
+  }
+  // etcdserver VerifyJoinExisting.
+  if (!cfg.discovery.empty() && cfg.initial_cluster_state == "existing") {
+    return "discovery URL should not be set when joining existing initial cluster";
+  }
+
+  // --- Muster's checks ---
+  if (auto e = check_tls(cfg); !e.empty()) return e;
+  if (!cfg.dns_server.empty()) {
+    std::string host, port;
+    if (!split_host_port(cfg.dns_server, &host, &port) || host.empty() || port.empty() ||
+        !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
+        port.size() > 5 || std::stoi(port) > 65535) {
+      return "--dns-server " + q(cfg.dns_server) + " must be \"host:port\"";
+    }
+  }
+  {
+    const std::string kind = cfg.auth_token.substr(0, cfg.auth_token.find(','));
+    if (kind != "simple" && kind != "jwt")
+      return "auth: invalid auth options (unknown token type " + q(kind) + ")";
+  }
+  if (cfg.bcrypt_cost < 4 || cfg.bcrypt_cost > 31) {
+    warn(log, "Use default bcrypt-cost 10 instead of the invalid value " +
+                  std::to_string(cfg.bcrypt_cost));
+    cfg.bcrypt_cost = 10;
+  }
+  if (cfg.metrics != "basic" && cfg.metrics != "extensive") {
+    warn(log, "unknown --metrics " + q(cfg.metrics) + "; serving basic metrics");
+    cfg.metrics = "basic";
+  }
+  if (auto e = derive_auto_compaction(cfg); !e.empty()) return e;
+
+  // --- derived defaults (etcdmain startEtcdOrProxyV2) ---
+  if (cfg.data_dir.empty()) {
+    cfg.data_dir = cfg.name + ".etcd";
+    warn(log, "no data-dir provided, using default data-dir ./" + cfg.data_dir);
+  }
+  // UpdateDefaultClusterFromName: "--name foo" alone makes the default
+  // initial cluster "foo=<advertised peer URLs>".  etcd compares with the
+  // default by value, and so do we.
+  if (cfg.name != "default" && cfg.initial_cluster == kDefaultInitialCluster) {
+    std::string ic;
+    for (const auto& u : cfg.initial_advertise_peer_urls)
+      ic += (ic.empty() ? "" : ",") + cfg.name + "=" + u;
+    cfg.initial_cluster = ic;
+  }
+  // The initial cluster must parse (etcd checks it when starting).
+  if (!cfg.initial_cluster.empty()) {
+    auto m = parse_initial_cluster(cfg.initial_cluster);
+    if (!m) {
+      const bool duplicate = m.error().rfind("initial cluster ", 0) == 0;
+      return duplicate ? m.error() : "error setting up initial cluster: " + m.error();
+    }
+  }
+  return "";
+}
+
+}  // namespace muster::config::detail

@@ -1,0 +1,73 @@
+// node/server/member_api.h: what the client-facing layers (the v3 JSON
+// gateway, the v2 keys API, health, the proxy's local answers) need from a
+// running member, and nothing else.
+//
+// The Raft driver (node/server/raft_node.h) implements it; the API handlers
+// are written against it, so they know nothing of Raft, peers or threads.
+// Every method is thread-safe; callbacks run on an arbitrary thread (usually
+// the driver's apply thread) and must not block.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "node/storage/kv.pb.h"
+#include "node/storage/kv_store.h"
+#include "node/storage/status.h"
+
+namespace muster::server {
+
+namespace pb = ::muster::etcdserverpb;
+
+// What every v3 response header and /v3/maintenance/status report.
+struct MemberStatus {
+  uint64_t cluster_id = 0;
+  uint64_t member_id = 0;
+  uint64_t leader = 0;  // 0 = no leader known
+  uint64_t raft_term = 0;
+  uint64_t raft_index = 0;          // last index in the local log
+  uint64_t raft_applied_index = 0;  // applied to the state machine
+  int64_t revision = 0;             // current MVCC revision
+  int64_t db_size = 0;              // bytes on disk of the member's database
+  bool is_learner = false;
+  std::string version;  // e.g. "3.4.0" cluster API version we speak
+};
+
+// Errors use etcd's texts (research/ecosystem.md section 9), e.g.
+// "etcdserver: request timed out", "etcdserver: no leader",
+// "etcdserver: too many requests", "etcdserver: leader changed",
+// "etcdserver: server stopped", so clients that match on them keep working.
+class MemberApi {
+ public:
+  virtual ~MemberApi() = default;
+
+  using ApplyDone = std::function<void(storage::Status, storage::KvStore::ApplyResult)>;
+  // Replicates `req` through Raft and applies it; `done` runs once with the
+  // local apply result (req.ID is assigned by the member), or an error.
+  virtual void propose(pb::InternalRequest req, ApplyDone done) = 0;
+
+  // Linearizable read barrier (ReadIndex): `done(ok)` runs once this member
+  // has applied everything committed before the call; reads of kv() after
+  // that are linearizable.
+  virtual void read_barrier(std::function<void(storage::Status)> done) = 0;
+
+  // The local state machine, for reads (serializable unless preceded by
+  // read_barrier).  Non-const only for the leader-side lease methods.
+  virtual storage::KvStore& kv() = 0;
+
+  // Refreshes a lease on the leader (forwarded there when this member is not
+  // the leader).  `done(status, ttl)`.
+  virtual void lease_keepalive(int64_t id, std::function<void(storage::Status, int64_t)> done) = 0;
+
+  virtual MemberStatus status() const = 0;
+
+  // Applied changes, in revision order, as they are applied: `cb(events)`.
+  // Returns a subscription id for unsubscribe().  Subscribers see every event
+  // applied after subscribe() returns.
+  virtual uint64_t subscribe(std::function<void(const std::vector<pb::Event>&)> cb) = 0;
+  virtual void unsubscribe(uint64_t id) = 0;
+};
+
+}  // namespace muster::server

@@ -1,0 +1,610 @@
+#include "node/server/raft_node.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <random>
+#include <stdexcept>
+
+#include "net/log.h"
+#include "node/server/transport.h"
+
+namespace muster::server {
+
+using Clock = std::chrono::steady_clock;
+using storage::Code;
+using storage::Status;
+
+namespace {
+
+int64_t monotonic_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now().time_since_epoch())
+      .count();
+}
+
+// Every error text here is etcd's (rpctypes), so clients that match on them
+// keep working.
+Status timed_out() { return Status(Code::kUnavailable, "etcdserver: request timed out"); }
+Status no_leader() { return Status(Code::kUnavailable, "etcdserver: no leader"); }
+Status stopped() { return Status(Code::kUnavailable, "etcdserver: server stopped"); }
+
+Status dropped(raft::DropReason r) {
+  switch (r) {
+    case raft::DropReason::kNoLeader: return no_leader();
+    case raft::DropReason::kLeaderTransferInProgress:
+      return Status(Code::kUnavailable, "etcdserver: leader changed");
+    case raft::DropReason::kUncommittedSizeLimit:
+      return Status(Code::kUnavailable, "etcdserver: too many requests");
+    case raft::DropReason::kNotMember:
+      return Status(Code::kFailedPrecondition, "etcdserver: the member has been permanently removed from the cluster");
+    default:
+      return Status(Code::kUnavailable, std::string("etcdserver: proposal dropped: ") + raft::to_string(r));
+  }
+}
+
+}  // namespace
+
+RaftNode::RaftNode(RaftNodeOptions options, std::vector<InitialMember> initial,
+                   Transport& transport, metrics::Registry& metrics)
+    : options_(std::move(options)), transport_(transport), metrics_(metrics) {
+  storage::MemberStorage::Options so;
+  auto st = storage::MemberStorage::open(options_.data_dir, so, &storage_);
+  if (!st) throw std::runtime_error("cannot open member storage: " + st.message());
+  storage_ptr_ = storage_.get();
+  existing_state_ = storage_->log().last_index() > 0 || storage_->kv().applied_index() > 0;
+  if (!existing_state_ && !initial.empty()) write_bootstrap(initial);
+
+  // Request IDs: the member's ID in the top 16 bits, a time-seeded counter
+  // below, so that IDs of different members and of restarts do not collide.
+  request_seq_ = (options_.member_id << 48) ^
+                 (static_cast<uint64_t>(std::chrono::system_clock::now().time_since_epoch().count()) &
+                  0xffffffffffffull);
+
+  raft::Config rc;
+  rc.id = options_.member_id;
+  rc.heartbeat_tick = 1;
+  rc.election_tick = std::max<int>(2, static_cast<int>(options_.election_ms / options_.heartbeat_ms));
+  rc.applied = storage_->kv().applied_index();
+  rc.pre_vote = options_.pre_vote;
+  rc.check_quorum = true;
+  rc.max_size_per_msg = 1 << 20;
+  rc.max_inflight_msgs = 512;
+  rc.max_uncommitted_entries_size = 1ull << 30;
+  rc.seed = std::random_device{}() ^ options_.member_id;
+  raft_ = std::make_unique<raft::Raft>(rc, &log_view_);
+  conf_state_ = raft_->conf_state();
+  raftpb::Snapshot snap;
+  if (storage_->log().snapshot(&snap) == raft::StorageError::kOk)
+    snapshot_index_ = snap.metadata().index();
+  applied_ = storage_->kv().applied_index();
+  last_index_ = storage_->log().last_index();
+  term_ = raft_->term();
+  sync_peers();
+
+  metrics_.gauge("etcd_server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not.");
+  metrics_.gauge("etcd_server_is_leader", "Whether or not this member is a leader. 1 if is, 0 otherwise.");
+  metrics_.counter("etcd_server_leader_changes_seen_total", "The number of leader changes seen.");
+  metrics_.counter("etcd_server_proposals_committed_total", "The total number of consensus proposals committed.");
+  metrics_.counter("etcd_server_proposals_applied_total", "The total number of consensus proposals applied.");
+  metrics_.counter("etcd_server_proposals_failed_total", "The total number of failed proposals seen.");
+  metrics_.gauge("etcd_server_proposals_pending", "The current number of pending proposals to commit.");
+  metrics_.histogram("etcd_disk_wal_fsync_duration_seconds",
+                     "The latency distributions of fsync called by WAL.",
+                     metrics::exponential_buckets(0.001, 2, 14));
+  metrics_.histogram("etcd_disk_backend_commit_duration_seconds",
+                     "The latency distributions of commit called by backend.",
+                     metrics::exponential_buckets(0.001, 2, 14));
+}
+
+RaftNode::~RaftNode() { stop(false); }
+
+void RaftNode::write_bootstrap(const std::vector<InitialMember>& initial) {
+  // etcd's bootstrap of a new cluster: every member starts with the same log,
+  // one ConfChangeAddNode per initial member at term 1, all committed.  Each
+  // entry's context is the member record, applied like any later "member add".
+  std::vector<InitialMember> sorted = initial;
+  std::sort(sorted.begin(), sorted.end(),
+            [](const InitialMember& a, const InitialMember& b) { return a.id < b.id; });
+  std::vector<raftpb::Entry> entries;
+  uint64_t index = 0;
+  for (const auto& m : sorted) {
+    pb::Member rec;
+    rec.set_id(m.id);
+    rec.set_name(m.name);
+    for (const auto& u : m.peer_urls) rec.add_peerurls(u);
+    if (m.id == options_.member_id)
+      for (const auto& u : m.client_urls) rec.add_clienturls(u);
+    raftpb::ConfChange cc;
+    cc.set_type(raftpb::ConfChangeAddNode);
+    cc.set_node_id(m.id);
+    cc.set_context(rec.SerializeAsString());
+    raftpb::Entry e;
+    e.set_type(raftpb::EntryConfChange);
+    e.set_term(1);
+    e.set_index(++index);
+    e.set_data(cc.SerializeAsString());
+    entries.push_back(std::move(e));
+  }
+  raftpb::HardState hs;
+  hs.set_term(1);
+  hs.set_commit(index);
+  auto st = storage_->log().save(&hs, entries, true);
+  if (!st) throw std::runtime_error("cannot write the bootstrap log: " + st.message());
+}
+
+void RaftNode::sync_peers() {
+  for (const auto& m : storage_->kv().members()) {
+    if (m.id() == options_.member_id) continue;
+    transport_.add_peer(m.id(), {m.peerurls().begin(), m.peerurls().end()});
+  }
+}
+
+void RaftNode::start() {
+  running_ = true;
+  thread_ = std::thread([this] { run(); });
+}
+
+void RaftNode::stop(bool transfer_leadership) {
+  if (!running_.load()) {
+    if (thread_.joinable()) thread_.join();
+    return;
+  }
+  if (transfer_leadership && leader_.load() == options_.member_id) {
+    {
+      std::lock_guard lock(mu_);
+      inbox_.transfer = true;
+    }
+    cv_.notify_one();
+    auto deadline = Clock::now() + std::chrono::milliseconds(options_.election_ms);
+    while (Clock::now() < deadline && leader_.load() == options_.member_id)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  running_ = false;
+  cv_.notify_one();
+  if (thread_.joinable()) thread_.join();
+  // Everyone still waiting learns the server stopped.
+  std::map<uint64_t, PendingProposal> pending;
+  std::map<std::string, PendingRead> reads;
+  std::multimap<uint64_t, PendingRead> applying;
+  {
+    std::lock_guard lock(mu_);
+    pending.swap(pending_);
+    reads.swap(reads_waiting_index_);
+    applying.swap(reads_waiting_apply_);
+  }
+  for (auto& [id, p] : pending) p.done(stopped(), {});
+  for (auto& [c, r] : reads) r.done(stopped());
+  for (auto& [i, r] : applying) r.done(stopped());
+}
+
+uint64_t RaftNode::next_request_id() { return ++request_seq_; }
+
+void RaftNode::propose(pb::InternalRequest req, ApplyDone done) {
+  uint64_t id = next_request_id();
+  req.set_id(id);
+  if (!running_.load()) return done(stopped(), {});
+  {
+    std::lock_guard lock(mu_);
+    pending_.emplace(id, PendingProposal{std::move(done),
+                                         Clock::now() + std::chrono::milliseconds(options_.request_timeout_ms)});
+    inbox_.proposals.emplace_back(req.SerializeAsString(), id);
+  }
+  metrics_.gauge("etcd_server_proposals_pending", "").add(1);
+  cv_.notify_one();
+}
+
+void RaftNode::read_barrier(std::function<void(Status)> done) {
+  if (!running_.load()) return done(stopped());
+  if (leader_.load() == 0) return done(no_leader());
+  {
+    std::lock_guard lock(mu_);
+    std::string ctx = std::to_string(options_.member_id) + "/" + std::to_string(++read_seq_);
+    reads_waiting_index_.emplace(
+        ctx, PendingRead{std::move(done), Clock::now() + std::chrono::milliseconds(options_.request_timeout_ms)});
+    inbox_.reads.push_back(ctx);
+  }
+  cv_.notify_one();
+}
+
+void RaftNode::lease_keepalive(int64_t id, std::function<void(Status, int64_t)> done) {
+  uint64_t lead = leader_.load();
+  if (lead == 0) return done(no_leader(), 0);
+  if (lead == options_.member_id) {
+    int64_t ttl = 0;
+    auto st = storage_->kv().lease_keepalive(id, &ttl);
+    return done(st, ttl);
+  }
+  if (!options_.forward_keepalive) return done(Status(Code::kUnavailable, "etcdserver: not leader"), 0);
+  options_.forward_keepalive(lead, id, std::move(done));
+}
+
+MemberStatus RaftNode::status() const {
+  MemberStatus s;
+  s.cluster_id = options_.cluster_id;
+  s.member_id = options_.member_id;
+  s.leader = leader_.load();
+  s.raft_term = term_.load();
+  s.raft_index = last_index_.load();
+  s.raft_applied_index = applied_.load();
+  s.revision = storage_->kv().revision();
+  std::error_code ec;
+  for (auto& f : std::filesystem::recursive_directory_iterator(storage_->member_dir(), ec))
+    if (f.is_regular_file(ec)) s.db_size += static_cast<int64_t>(f.file_size(ec));
+  s.version = "3.4.0";
+  return s;
+}
+
+uint64_t RaftNode::subscribe(std::function<void(const std::vector<pb::Event>&)> cb) {
+  std::lock_guard lock(mu_);
+  uint64_t id = next_subscriber_++;
+  subscribers_.emplace(id, std::move(cb));
+  return id;
+}
+
+void RaftNode::unsubscribe(uint64_t id) {
+  std::lock_guard lock(mu_);
+  subscribers_.erase(id);
+}
+
+void RaftNode::step(raftpb::Message m) {
+  {
+    std::lock_guard lock(mu_);
+    inbox_.messages.push_back(std::move(m));
+  }
+  cv_.notify_one();
+}
+
+void RaftNode::fail(uint64_t id, Status st) {
+  ApplyDone done;
+  {
+    std::lock_guard lock(mu_);
+    auto it = pending_.find(id);
+    if (it == pending_.end()) return;
+    done = std::move(it->second.done);
+    pending_.erase(it);
+  }
+  metrics_.gauge("etcd_server_proposals_pending", "").add(-1);
+  metrics_.counter("etcd_server_proposals_failed_total", "").inc();
+  done(st, {});
+}
+
+void RaftNode::run() {
+  auto tick_every = std::chrono::milliseconds(options_.heartbeat_ms);
+  auto next_tick = Clock::now() + tick_every;
+  auto next_housekeeping = Clock::now();
+  transport_.set_unreachable_handler([this](uint64_t peer) {
+    {
+      std::lock_guard lock(mu_);
+      inbox_.unreachable.push_back(peer);
+    }
+    cv_.notify_one();
+  });
+  while (running_.load()) {
+    Inbox in;
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait_until(lock, next_tick, [&] {
+        return !running_.load() || !inbox_.messages.empty() || !inbox_.proposals.empty() ||
+               !inbox_.reads.empty() || !inbox_.snapshot_reports.empty() ||
+               !inbox_.unreachable.empty() || !inbox_.installs.empty() || inbox_.transfer;
+      });
+      std::swap(in, inbox_);
+    }
+    if (!running_.load()) break;
+    // The transport hands a received state machine over before the MsgSnap
+    // that describes it, so it is here before the core asks for it.
+    for (auto& inst : in.installs) pending_install_ = std::move(inst);
+    for (auto& m : in.messages) raft_->step(m);
+    for (auto& [data, id] : in.proposals) {
+      auto r = raft_->propose(std::move(data));
+      if (r != raft::DropReason::kNone) fail(id, dropped(r));
+    }
+    for (auto& ctx : in.reads) raft_->read_index(ctx);
+    for (auto& [peer, failed] : in.snapshot_reports) raft_->report_snapshot(peer, failed);
+    for (auto peer : in.unreachable) raft_->report_unreachable(peer);
+    if (in.transfer && raft_->role() == raft::StateRole::kLeader) {
+      uint64_t best = 0, best_match = 0;
+      for (uint64_t v : conf_state_.voters()) {
+        if (v == options_.member_id) continue;
+        const auto* p = raft_->progress(v);
+        if (p && p->match >= best_match) {
+          best = v;
+          best_match = p->match;
+        }
+      }
+      if (best) raft_->transfer_leadership(best);
+    }
+    auto now = Clock::now();
+    while (now >= next_tick) {
+      raft_->tick();
+      next_tick += tick_every;
+    }
+    while (raft_->has_ready()) {
+      raft::Ready rd = raft_->ready();
+      handle_ready(rd);
+      raft_->advance(rd);
+    }
+    if (now >= next_housekeeping) {
+      next_housekeeping = now + std::chrono::milliseconds(100);
+      fail_timeouts();
+      if (raft_->role() == raft::StateRole::kLeader) expire_leases();
+    }
+  }
+}
+
+void RaftNode::send(std::vector<raftpb::Message> msgs) {
+  std::vector<raftpb::Message> plain;
+  for (auto& m : msgs) {
+    if (m.type() == raftpb::MsgSnap) {
+      uint64_t to = m.to();
+      auto writer = storage_->snapshot_writer();
+      transport_.send_snapshot(std::move(m), std::move(writer), [this, to](bool ok) {
+        {
+          std::lock_guard lock(mu_);
+          inbox_.snapshot_reports.emplace_back(to, !ok);
+        }
+        cv_.notify_one();
+      });
+    } else {
+      plain.push_back(std::move(m));
+    }
+  }
+  if (!plain.empty()) transport_.send(std::move(plain));
+}
+
+void RaftNode::handle_ready(raft::Ready& rd) {
+  if (rd.soft_state) {
+    uint64_t old = leader_.exchange(rd.soft_state->lead);
+    if (old != rd.soft_state->lead) {
+      if (rd.soft_state->lead != 0)
+        metrics_.counter("etcd_server_leader_changes_seen_total", "").inc();
+      log::info("raft", "leader changed",
+                {{"local-member-id", options_.member_id},
+                 {"leader", rd.soft_state->lead},
+                 {"role", raft::to_string(rd.soft_state->role)}});
+    }
+    metrics_.gauge("etcd_server_has_leader", "").set(rd.soft_state->lead != 0 ? 1 : 0);
+    bool leader = rd.soft_state->role == raft::StateRole::kLeader;
+    metrics_.gauge("etcd_server_is_leader", "").set(leader ? 1 : 0);
+    // A new leader restarts every lease's clock (as etcd's lessor Promote):
+    // the old leader's view of keepalives is not ours.
+    if (leader) storage_->kv().reset_lease_expiries();
+  }
+  bool leader = raft_->role() == raft::StateRole::kLeader;
+  // Paper 10.2.1: the leader may send AppendEntries before its own write.
+  if (leader) send(std::move(rd.messages));
+
+  if (rd.snapshot) {
+    if (!pending_install_) {
+      log::error("raft", "snapshot to install but no received state; ignoring",
+                 {{"index", rd.snapshot->metadata().index()}});
+    } else {
+      auto st = storage_->install(std::move(pending_install_), rd.snapshot->metadata());
+      if (!st) {
+        log::error("raft", "snapshot install failed", {{"error", st.message()}});
+        std::abort();  // the log now points past state we do not have
+      }
+      snapshot_index_ = rd.snapshot->metadata().index();
+      conf_state_ = rd.snapshot->metadata().conf_state();
+      applied_ = storage_->kv().applied_index();
+      sync_peers();
+      log::info("raft", "installed snapshot", {{"index", snapshot_index_}, {"applied", applied_.load()}});
+    }
+  }
+  if (rd.hard_state || !rd.entries.empty()) {
+    auto start = Clock::now();
+    auto st = storage_->log().save(rd.hard_state ? &*rd.hard_state : nullptr, rd.entries,
+                                   rd.must_sync && !options_.unsafe_no_fsync);
+    if (!st) {
+      log::error("raft", "cannot persist raft log", {{"error", st.message()}});
+      std::abort();  // a member that cannot persist must not keep voting
+    }
+    metrics_.histogram("etcd_disk_wal_fsync_duration_seconds", "", {})
+        .observe(std::chrono::duration<double>(Clock::now() - start).count());
+    last_index_ = storage_->log().last_index();
+  }
+  if (rd.hard_state) term_ = rd.hard_state->term();
+  if (!leader) send(std::move(rd.messages));
+
+  for (auto& d : rd.dropped_proposals) {
+    for (auto& e : d.entries) {
+      pb::InternalRequest req;
+      if (e.type() == raftpb::EntryNormal && req.ParseFromString(e.data())) fail(req.id(), dropped(d.reason));
+    }
+  }
+  if (!rd.committed_entries.empty()) apply_entries(rd.committed_entries);
+
+  for (auto& rs : rd.read_states) {
+    std::lock_guard lock(mu_);
+    auto it = reads_waiting_index_.find(rs.context);
+    if (it == reads_waiting_index_.end()) continue;
+    reads_waiting_apply_.emplace(rs.index, std::move(it->second));
+    reads_waiting_index_.erase(it);
+  }
+  // Reads whose index is applied are linearizable now.
+  std::vector<PendingRead> ready;
+  {
+    std::lock_guard lock(mu_);
+    auto end = reads_waiting_apply_.upper_bound(applied_.load());
+    for (auto it = reads_waiting_apply_.begin(); it != end; ++it) ready.push_back(std::move(it->second));
+    reads_waiting_apply_.erase(reads_waiting_apply_.begin(), end);
+  }
+  for (auto& r : ready) r.done(Status());
+  maybe_snapshot();
+}
+
+void RaftNode::apply_entries(const std::vector<raftpb::Entry>& entries) {
+  auto start = Clock::now();
+  std::vector<pb::Event> events;
+  for (const auto& e : entries) {
+    if (e.index() <= storage_->kv().applied_index()) continue;  // already in the state (snapshot)
+    metrics_.counter("etcd_server_proposals_committed_total", "").inc();
+    if (e.type() == raftpb::EntryConfChange) {
+      apply_conf_change(e);
+    } else if (e.data().empty()) {
+      storage_->kv().apply_noop(e.index(), e.term());
+    } else {
+      pb::InternalRequest req;
+      if (!req.ParseFromString(e.data())) {
+        log::error("apply", "unparsable entry; skipping", {{"index", e.index()}});
+        storage_->kv().apply_noop(e.index(), e.term());
+      } else {
+        auto result = storage_->kv().apply(req, e.index(), e.term());
+        for (auto& ev : result.events) events.push_back(ev);
+        ApplyDone done;
+        {
+          std::lock_guard lock(mu_);
+          auto it = pending_.find(req.id());
+          if (it != pending_.end()) {
+            done = std::move(it->second.done);
+            pending_.erase(it);
+          }
+        }
+        if (done) {
+          metrics_.gauge("etcd_server_proposals_pending", "").add(-1);
+          Status st = result.status;
+          done(st, std::move(result));
+        }
+      }
+    }
+    metrics_.counter("etcd_server_proposals_applied_total", "").inc();
+    applied_ = e.index();
+  }
+  metrics_.histogram("etcd_disk_backend_commit_duration_seconds", "", {})
+      .observe(std::chrono::duration<double>(Clock::now() - start).count());
+  if (!events.empty()) {
+    std::vector<std::function<void(const std::vector<pb::Event>&)>> subs;
+    {
+      std::lock_guard lock(mu_);
+      for (auto& [id, cb] : subscribers_) subs.push_back(cb);
+    }
+    for (auto& cb : subs) cb(events);
+  }
+}
+
+void RaftNode::apply_conf_change(const raftpb::Entry& e) {
+  raftpb::ConfChange cc;
+  if (!cc.ParseFromString(e.data())) {
+    log::error("apply", "unparsable conf change; skipping", {{"index", e.index()}});
+    storage_->kv().apply_noop(e.index(), e.term());
+    return;
+  }
+  conf_state_ = raft_->apply_conf_change(cc);
+  pb::InternalRequest req;
+  switch (cc.type()) {
+    case raftpb::ConfChangeAddNode:
+    case raftpb::ConfChangeAddLearnerNode:
+    case raftpb::ConfChangeUpdateNode: {
+      pb::Member m;
+      if (!m.ParseFromString(cc.context())) m.set_id(cc.node_id());
+      m.set_id(cc.node_id());
+      m.set_islearner(cc.type() == raftpb::ConfChangeAddLearnerNode);
+      *req.mutable_member_add()->mutable_member() = m;
+      if (m.id() != options_.member_id) transport_.add_peer(m.id(), {m.peerurls().begin(), m.peerurls().end()});
+      break;
+    }
+    case raftpb::ConfChangeRemoveNode:
+      req.mutable_member_remove()->set_id(cc.node_id());
+      if (cc.node_id() != options_.member_id) transport_.remove_peer(cc.node_id());
+      break;
+    default:
+      break;
+  }
+  auto result = storage_->kv().apply(req, e.index(), e.term(), &conf_state_);
+  if (!result.status && !result.skipped)
+    log::warn("apply", "conf change apply reported an error",
+              {{"index", e.index()}, {"error", result.status.message()}});
+}
+
+void RaftNode::maybe_snapshot() {
+  uint64_t applied = storage_->kv().applied_index();
+  if (applied < snapshot_index_ + options_.snapshot_count) return;
+  raftpb::Snapshot snap;
+  auto err = storage_->log().create_snapshot(applied, conf_state_, &snap);
+  if (err != raft::StorageError::kOk) return;
+  snapshot_index_ = applied;
+  if (applied > options_.snapshot_catchup_entries) {
+    uint64_t compact_to = applied - options_.snapshot_catchup_entries;
+    if (compact_to >= storage_->log().first_index()) storage_->log().compact(compact_to);
+  }
+  log::info("raft", "snapshot taken", {{"index", applied}});
+}
+
+void RaftNode::expire_leases() {
+  auto now = Clock::now();
+  for (auto it = revoking_.begin(); it != revoking_.end();) {
+    if (now - it->second > std::chrono::milliseconds(options_.request_timeout_ms) ||
+        !storage_->kv().lease_exists(it->first))
+      it = revoking_.erase(it);
+    else
+      ++it;
+  }
+  for (int64_t id : storage_->kv().expired_leases(monotonic_ms())) {
+    if (revoking_.count(id)) continue;
+    revoking_[id] = now;
+    pb::InternalRequest req;
+    req.set_id(next_request_id());
+    req.mutable_lease_revoke()->set_id(id);
+    raft_->propose(req.SerializeAsString());
+  }
+}
+
+namespace {
+
+class InstallerSink final : public SnapshotSink {
+ public:
+  InstallerSink(RaftNode& node, std::unique_ptr<storage::SnapshotInstaller> inst)
+      : node_(node), inst_(std::move(inst)) {}
+  Status add(const pb::SnapshotChunk& chunk) override { return inst_->add(chunk); }
+  void finish(bool ok) override {
+    if (ok && inst_->complete()) node_.queue_install(std::move(inst_));
+    inst_.reset();
+  }
+
+ private:
+  RaftNode& node_;
+  std::unique_ptr<storage::SnapshotInstaller> inst_;
+};
+
+}  // namespace
+
+std::unique_ptr<SnapshotSink> RaftNode::snapshot_sink(const raftpb::Message& m) {
+  std::unique_ptr<storage::SnapshotInstaller> inst;
+  auto st = storage_->begin_install(&inst);
+  if (!st) {
+    log::error("raft", "cannot receive a snapshot", {{"from", m.from()}, {"error", st.message()}});
+    return nullptr;
+  }
+  log::info("raft", "receiving snapshot", {{"from", m.from()}, {"index", m.snapshot().metadata().index()}});
+  return std::make_unique<InstallerSink>(*this, std::move(inst));
+}
+
+void RaftNode::queue_install(std::unique_ptr<storage::SnapshotInstaller> installer) {
+  {
+    std::lock_guard lock(mu_);
+    inbox_.installs.push_back(std::move(installer));
+  }
+  cv_.notify_one();
+}
+
+void RaftNode::fail_timeouts() {
+  auto now = Clock::now();
+  std::vector<uint64_t> expired;
+  std::vector<PendingRead> reads;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [id, p] : pending_)
+      if (p.deadline <= now) expired.push_back(id);
+    for (auto it = reads_waiting_index_.begin(); it != reads_waiting_index_.end();) {
+      if (it->second.deadline <= now) {
+        reads.push_back(std::move(it->second));
+        it = reads_waiting_index_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (auto id : expired) fail(id, timed_out());
+  for (auto& r : reads) r.done(timed_out());
+}
+
+}  // namespace muster::server

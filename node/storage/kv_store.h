@@ -1,0 +1,227 @@
+// KvStore: the member's replicated state machine with etcd v3 semantics —
+// the MVCC key space, leases, cluster membership and the applied Raft index —
+// on the member's LevelDB (key layout in db.h, docs/storage.md).
+//
+// MVCC (as etcd's mvcc package): a global revision counts committed changes;
+// a write request (put, delete that deletes something, txn with writes) gets
+// the next main revision, and each change inside it a sub revision 0, 1, ...
+// Every change is a LevelDB record keyed by its revision, so any revision not
+// yet compacted can be read and every change since any such revision can be
+// replayed as watch events.  The per-key index of revisions (key_index.h)
+// lives in memory and is rebuilt on open.
+//
+// Who calls what:
+//   - The server's apply loop calls apply() with each committed entry, in log
+//     order, from one thread.  apply() writes everything the entry changes
+//     together with the applied index in one WriteBatch, and skips entries at
+//     or below the applied index (after a restart, or a snapshot install that
+//     brought newer state), so replaying the log from applied+1 is exact.
+//   - Readers (serializable v3 ranges, watch catch-up, lease and member
+//     queries) may call the const methods from any thread.
+//   - Leases expire by the leader's clock, never the store's: the leader asks
+//     expired_leases(now) and proposes LeaseRevoke for each, so every member
+//     deletes the same keys at the same revision.  Expiry times are kept in
+//     memory only (reset to now+TTL on open and by reset_lease_expiries(),
+//     which a new leader calls, as etcd's lessor Promote does).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <set>
+#include <shared_mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "node/raft/raft.pb.h"
+#include "node/storage/db.h"
+#include "node/storage/key_index.h"
+#include "node/storage/kv.pb.h"
+#include "node/storage/status.h"
+
+namespace muster::storage {
+
+namespace pb = ::muster::etcdserverpb;
+
+// A lease's TTL may not exceed this (etcd's MaxLeaseTTL).
+inline constexpr int64_t kMaxLeaseTTL = 9000000000;
+// etcd's default --max-txn-ops.
+inline constexpr int kDefaultMaxTxnOps = 128;
+
+// Checks a request as etcd's API layer does before proposing it: empty keys,
+// too many txn ops, duplicate keys in a txn, value/lease given with
+// ignore_value/ignore_lease.  apply() runs it as well.
+Status validate(const pb::InternalRequest& req, int max_txn_ops = kDefaultMaxTxnOps);
+
+class KvStore {
+ public:
+  struct Options {
+    // Monotonic milliseconds; used only for lease expiry bookkeeping.
+    // Default: std::chrono::steady_clock.
+    std::function<int64_t()> clock_ms;
+    // Sync each apply batch.  Off by default: the Raft log is synced, and an
+    // apply lost to a power failure is replayed from the log (the applied
+    // index is in the same batch, so state and index are lost together).
+    bool sync_apply = false;
+  };
+
+  struct ApplyResult {
+    // Not ok when the request failed (the state is unchanged, the applied
+    // index still advances).
+    Status status;
+    pb::InternalResponse response;
+    // The changes the entry made, in revision order, with prev_kv filled:
+    // what watchers of the affected keys must be sent.
+    std::vector<pb::Event> events;
+    // The entry was at or below the applied index and was not applied.
+    bool skipped = false;
+  };
+
+  // REQUIRES: db outlives the store.
+  static Status open(Database* db, Options options, std::unique_ptr<KvStore>* out);
+
+  // Applies one committed entry at Raft position (index, term).  `cs`, when
+  // given, is the configuration as of this entry (after a conf change) and is
+  // persisted with it.
+  ApplyResult apply(const pb::InternalRequest& req, uint64_t index, uint64_t term = 0,
+                    const raftpb::ConfState* cs = nullptr);
+  // Advances the applied index for an entry that carries no request (empty
+  // entries, configuration changes).
+  void apply_noop(uint64_t index, uint64_t term, const raftpb::ConfState* cs = nullptr);
+
+  // --- reads (any thread) ---
+  Status range(const pb::RangeRequest& req, pb::RangeResponse* resp) const;
+  // Changes to keys in [key, range_end) (range_end as in RangeRequest) from
+  // revision start_rev on, in revision order, at most max_events (whole
+  // revisions are never split when possible).  *next_rev is where to resume.
+  // kOutOfRange (compacted, with the compacted revision in
+  // *compact_rev) when start_rev < the compacted revision.
+  Status events(const std::string& key, const std::string& range_end, int64_t start_rev,
+                size_t max_events, bool with_prev_kv, std::vector<pb::Event>* out,
+                int64_t* next_rev, int64_t* compact_rev = nullptr) const;
+  int64_t revision() const;
+  int64_t compact_revision() const;
+  uint64_t applied_index() const;
+  uint64_t applied_term() const;
+  size_t key_count() const;  // live keys
+
+  // --- leases (leader side; not replicated) ---
+  // Refreshes a lease's expiry to now + TTL; returns the TTL or kNotFound.
+  Status lease_keepalive(int64_t id, int64_t* ttl);
+  Status lease_time_to_live(const pb::LeaseTimeToLiveRequest& req,
+                            pb::LeaseTimeToLiveResponse* resp) const;
+  pb::LeaseLeasesResponse leases() const;
+  // Leases whose expiry is <= now_ms, earliest first.
+  std::vector<int64_t> expired_leases(int64_t now_ms) const;
+  void reset_lease_expiries();
+  bool lease_exists(int64_t id) const;
+
+  // --- membership ---
+  std::vector<pb::Member> members() const;
+  bool member_removed(uint64_t id) const;
+
+  // --- internal: the write side used by apply() and the v2 layer ---
+  class Writer;
+
+  // Checks the in-memory index against a full scan of the revision records
+  // (tests and `musterctl check`): aborts on mismatch.
+  void check_consistency() const;
+
+ private:
+  struct PassKey {};
+
+ public:
+  KvStore(PassKey, Database* db, Options options);
+
+ private:
+  friend class Writer;
+  friend class V2Store;
+  friend class V2Apply;
+  struct Lease {
+    int64_t ttl = 0;
+    int64_t expiry_ms = 0;
+    std::set<std::string> keys;
+  };
+
+  Status load();
+  bool read_record(Revision rev, pb::KeyValue* kv) const;
+  Status range_locked(const pb::RangeRequest& req, int64_t current_rev, const Writer* w,
+                      pb::RangeResponse* resp) const;
+  Status check_range_rev(int64_t rev, int64_t current_rev) const;
+  struct TxnPlan;
+  Status check_put(const pb::PutRequest& p) const;
+  bool eval_compares(const pb::TxnRequest& req) const;
+  Status plan_txn(const pb::TxnRequest& req, TxnPlan* plan) const;
+  void exec_put(Writer& w, const pb::PutRequest& p, pb::PutResponse* resp);
+  void exec_delete(Writer& w, const pb::DeleteRangeRequest& d, pb::DeleteRangeResponse* resp);
+  void exec_txn(Writer& w, const pb::TxnRequest& req, TxnPlan* plan, pb::TxnResponse* resp);
+  Status apply_compaction(Writer& w, const pb::CompactionRequest& req);
+  Status apply_lease_grant(Writer& w, const pb::LeaseGrantRequest& req, uint64_t index,
+                           pb::LeaseGrantResponse* resp);
+  Status apply_lease_revoke(Writer& w, int64_t id);
+  Status apply_member(Writer& w, const pb::InternalRequest& req, pb::InternalResponse* resp);
+  void fill_members(google::protobuf::RepeatedPtrField<pb::Member>* out) const;
+
+  Database* db_;
+  Options options_;
+  mutable std::shared_mutex mu_;
+  std::map<std::string, KeyHistory, std::less<>> index_;
+  size_t live_keys_ = 0;
+  int64_t rev_ = 1;  // a fresh store is at revision 1, as etcd's
+  int64_t compact_rev_ = 0;
+  uint64_t applied_index_ = 0;
+  uint64_t applied_term_ = 0;
+  std::map<int64_t, Lease> leases_;
+  std::map<uint64_t, pb::Member> members_;
+  std::set<uint64_t> removed_members_;
+};
+
+// The write side of one apply: changes are staged in a WriteBatch and the
+// in-memory index is updated as they are made; reads through the writer see
+// the changes made so far (as reads inside an etcd txn do).  All changes of
+// one Writer share one main revision.  Callers check every precondition
+// before the first change: a Writer cannot roll back.
+class KvStore::Writer {
+ public:
+  // REQUIRES: the caller holds store.mu_ exclusively (apply()).
+  explicit Writer(KvStore& store) : s_(store), main_(store.rev_ + 1) {}
+
+  // The revision reads see: the pending one once something changed.
+  int64_t read_rev() const { return sub_ > 0 ? main_ : s_.rev_; }
+  int64_t pending_main() const { return main_; }
+  bool changed() const { return sub_ > 0; }
+
+  // The live value of key (seeing this writer's changes); false if absent.
+  bool get(const std::string& key, pb::KeyValue* kv) const;
+  // Writes key; the previous live value (if any) goes to *prev.
+  void put(const std::string& key, const std::string& value, int64_t lease, pb::KeyValue* prev);
+  // Deletes key if live; returns whether it was.
+  bool del(const std::string& key, pb::KeyValue* prev);
+  // Live keys in [key, range_end) as seen by this writer, ascending.
+  std::vector<std::string> live_keys(const std::string& key, const std::string& range_end) const;
+  bool read(Revision rev, pb::KeyValue* kv) const;
+
+  leveldb::WriteBatch& batch() { return batch_; }
+  std::vector<pb::Event>& events() { return events_; }
+  KvStore& store() { return s_; }
+
+ private:
+  void write_record(const pb::KeyValue& kv, Revision rev);
+
+  KvStore& s_;
+  int64_t main_;
+  int64_t sub_ = 0;
+  leveldb::WriteBatch batch_;
+  std::vector<pb::Event> events_;
+  std::map<Revision, pb::KeyValue> pending_;
+};
+
+// Key range helpers shared with the v2 layer and tests.
+// Upper bound of a range: "" -> single key; "\0" -> unbounded.
+bool in_range(const std::string& k, const std::string& key, const std::string& range_end);
+// The range_end that selects every key with this prefix ("\0" if none).
+std::string prefix_end(const std::string& prefix);
+
+}  // namespace muster::storage

@@ -1,0 +1,61 @@
+#include "node/storage/member_storage.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+namespace muster::storage {
+
+namespace fs = std::filesystem;
+
+namespace {
+// Makes renames inside dir durable.
+void sync_dir(const std::string& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
+  if (fd < 0) return;
+  ::fsync(fd);
+  ::close(fd);
+}
+}  // namespace
+
+Status MemberStorage::open(const std::string& data_dir, Options options,
+                           std::unique_ptr<MemberStorage>* out) {
+  auto m = std::make_unique<MemberStorage>(PassKey{}, data_dir + "/member", std::move(options));
+  Status s = m->open_all();
+  if (!s) return s;
+  *out = std::move(m);
+  return {};
+}
+
+Status MemberStorage::open_all() {
+  Status s = Database::open(member_dir_, options_.db, &db_);
+  if (!s) return s;
+  s = RaftLog::open(db_.get(), &log_);
+  if (!s) return s;
+  return KvStore::open(db_.get(), options_.kv, &kv_);
+}
+
+Status MemberStorage::install(std::unique_ptr<SnapshotInstaller> installer,
+                              const raftpb::SnapshotMetadata& meta) {
+  if (!installer->complete()) return {Code::kFailedPrecondition, "snapshot is incomplete"};
+  Status s = installer->finish(meta, log_->hard_state());
+  if (!s) return s;
+  installer.reset();
+  kv_.reset();
+  log_.reset();
+  db_.reset();
+  const std::string live = Database::live_path(member_dir_),
+                    fresh = Database::new_path(member_dir_), old = Database::old_path(member_dir_);
+  std::error_code ec;
+  fs::remove_all(old, ec);
+  fs::rename(live, old, ec);
+  if (ec) fatal("snapshot install: cannot move the old database aside: " + ec.message());
+  fs::rename(fresh, live, ec);
+  if (ec) fatal("snapshot install: cannot move the new database in: " + ec.message());
+  sync_dir(member_dir_);
+  fs::remove_all(old, ec);
+  return open_all();
+}
+
+}  // namespace muster::storage

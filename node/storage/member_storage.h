@@ -1,0 +1,68 @@
+// MemberStorage: everything a member keeps on disk, in one place — the
+// LevelDB under `<data-dir>/member/db` (db.h), the Raft log on it
+// (raft_log.h) and the key-value state machine (kv_store.h) — plus the
+// snapshot install that replaces all of it atomically.
+//
+// Who calls what: the server opens one MemberStorage at start, hands log() to
+// the Raft core, applies committed entries to kv(), streams snapshots with
+// snapshot_writer() and installs received ones with install().  install()
+// replaces log() and kv(): references obtained before it are invalid after.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "node/storage/db.h"
+#include "node/storage/kv_store.h"
+#include "node/storage/raft_log.h"
+#include "node/storage/snapshot.h"
+
+namespace muster::storage {
+
+class MemberStorage {
+ public:
+  struct Options {
+    Database::Options db;
+    KvStore::Options kv;
+  };
+
+  // Opens `<data_dir>/member` (creating it, mode 0700).
+  static Status open(const std::string& data_dir, Options options,
+                     std::unique_ptr<MemberStorage>* out);
+
+  RaftLog& log() { return *log_; }
+  KvStore& kv() { return *kv_; }
+  Database& db() { return *db_; }
+  const std::string& member_dir() const { return member_dir_; }
+
+  std::unique_ptr<SnapshotWriter> snapshot_writer(size_t chunk_bytes = 1 << 20) {
+    return std::make_unique<SnapshotWriter>(db_.get(), chunk_bytes);
+  }
+  Status begin_install(std::unique_ptr<SnapshotInstaller>* out) {
+    return SnapshotInstaller::begin(member_dir_, options_.db, out);
+  }
+  // Finishes a complete installer (all chunks added) with the snapshot's
+  // metadata, keeping this member's hard state, and swaps the new database
+  // in: db/ -> db.old/, db.new/ -> db/, then db.old/ is removed.  A crash at
+  // any point leaves either the old or the new state (Database::open).
+  Status install(std::unique_ptr<SnapshotInstaller> installer,
+                 const raftpb::SnapshotMetadata& meta);
+
+ private:
+  struct PassKey {};
+
+ public:
+  MemberStorage(PassKey, std::string member_dir, Options options)
+      : member_dir_(std::move(member_dir)), options_(std::move(options)) {}
+
+ private:
+  Status open_all();
+
+  std::string member_dir_;
+  Options options_;
+  std::unique_ptr<Database> db_;
+  std::unique_ptr<RaftLog> log_;
+  std::unique_ptr<KvStore> kv_;
+};
+
+}  // namespace muster::storage

@@ -1,0 +1,309 @@
+#include "tests/interop/dns/test_support.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+namespace muster::dns::testing {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// RAII for a file descriptor.
+class Fd {
+ public:
+  explicit Fd(int fd = -1) : fd_(fd) {}
+  ~Fd() { reset(); }
+  Fd(Fd&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
+  Fd& operator=(Fd&& o) noexcept {
+    if (this != &o) {
+      reset();
+      fd_ = o.fd_;
+      o.fd_ = -1;
+    }
+    return *this;
+  }
+  int get() const { return fd_; }
+  int release() {
+    const int fd = fd_;
+    fd_ = -1;
+    return fd;
+  }
+  void reset() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+
+ private:
+  int fd_;
+};
+
+sockaddr_in loopback(std::uint16_t port) {
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  return a;
+}
+
+Fd bound_socket(int type, std::uint16_t port) {
+  Fd fd(::socket(AF_INET, type | SOCK_CLOEXEC, 0));
+  if (fd.get() < 0) throw std::runtime_error(std::string("socket: ") + std::strerror(errno));
+  const sockaddr_in a = loopback(port);
+  if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&a), sizeof a) != 0) return Fd();
+  return fd;
+}
+
+std::uint16_t port_of(int fd) {
+  sockaddr_in a{};
+  socklen_t len = sizeof a;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0)
+    throw std::runtime_error(std::string("getsockname: ") + std::strerror(errno));
+  return ntohs(a.sin_port);
+}
+
+// A port free for both UDP and TCP on 127.0.0.1 right now (dnsmasq serves
+// both).  Another process may still take it before dnsmasq binds; callers
+// retry on that.
+std::uint16_t free_udp_tcp_port() {
+  for (int attempt = 0; attempt < 50; ++attempt) {
+    Fd udp = bound_socket(SOCK_DGRAM, 0);
+    if (udp.get() < 0) continue;
+    const std::uint16_t port = port_of(udp.get());
+    Fd tcp = bound_socket(SOCK_STREAM, port);
+    if (tcp.get() >= 0) return port;
+  }
+  throw std::runtime_error("no free UDP+TCP port on 127.0.0.1");
+}
+
+// A minimal DNS query for "ready.test" A, to see whether dnsmasq answers.
+std::vector<unsigned char> readiness_query(std::uint16_t id) {
+  std::vector<unsigned char> q = {static_cast<unsigned char>(id >> 8),
+                                  static_cast<unsigned char>(id & 0xff),
+                                  0x01,
+                                  0x00,
+                                  0,
+                                  1,
+                                  0,
+                                  0,
+                                  0,
+                                  0,
+                                  0,
+                                  0};
+  for (const char* label : {"ready", "test"}) {
+    q.push_back(static_cast<unsigned char>(std::strlen(label)));
+    q.insert(q.end(), label, label + std::strlen(label));
+  }
+  q.insert(q.end(), {0, 0, 1, 0, 1});
+  return q;
+}
+
+bool answers_dns(std::uint16_t port) {
+  Fd fd(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  const sockaddr_in a = loopback(port);
+  const std::uint16_t id = 0x5eed;
+  const auto q = readiness_query(id);
+  if (::sendto(fd.get(), q.data(), q.size(), 0, reinterpret_cast<const sockaddr*>(&a), sizeof a) <
+      0)
+    return false;
+  pollfd p{fd.get(), POLLIN, 0};
+  if (::poll(&p, 1, 100) != 1) return false;
+  std::array<unsigned char, 512> buf{};
+  const ssize_t n = ::recv(fd.get(), buf.data(), buf.size(), 0);
+  return n >= 12 && buf[0] == (id >> 8) && buf[1] == (id & 0xff) && (buf[2] & 0x80);
+}
+
+std::string read_file(const std::filesystem::path& p) {
+  std::ifstream in(p);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+std::string dnsmasq_path() {
+  for (const char* p : {"/usr/sbin/dnsmasq", "/usr/bin/dnsmasq", "/usr/local/sbin/dnsmasq"})
+    if (::access(p, X_OK) == 0) return p;
+  return "dnsmasq";  // execvp searches PATH
+}
+
+// Waits up to `deadline` for `pid` to exit; returns its wait status or -1.
+int wait_with_deadline(pid_t pid, Clock::duration deadline) {
+  const auto end = Clock::now() + deadline;
+  for (;;) {
+    int status = 0;
+    const pid_t r = ::waitpid(pid, &status, WNOHANG);
+    if (r == pid) return status;
+    if (r < 0) return -1;
+    if (Clock::now() >= end) return -1;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
+std::vector<char*> c_argv(const std::vector<std::string>& args) {
+  std::vector<char*> out;
+  for (const auto& a : args) out.push_back(const_cast<char*>(a.c_str()));
+  out.push_back(nullptr);
+  return out;
+}
+
+}  // namespace
+
+Dnsmasq::Dnsmasq(std::vector<std::string> extra_args, bool answer_locally) {
+  char tmpl[] = "/tmp/muster-dnsmasq-XXXXXX";
+  if (!::mkdtemp(tmpl)) throw std::runtime_error("mkdtemp failed");
+  dir_ = tmpl;
+  if (answer_locally) extra_args.insert(extra_args.begin(), "--local=/test/");
+  std::string why;
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    if (try_start(extra_args, &why)) return;
+  }
+  std::filesystem::remove_all(dir_);
+  throw std::runtime_error("dnsmasq did not start: " + why);
+}
+
+bool Dnsmasq::try_start(const std::vector<std::string>& extra, std::string* why) {
+  port_ = free_udp_tcp_port();
+  std::vector<std::string> args = {dnsmasq_path(),
+                                   "--keep-in-foreground",
+                                   "--conf-file=/dev/null",
+                                   "--no-resolv",
+                                   "--no-hosts",
+                                   "--listen-address=127.0.0.1",
+                                   "--bind-interfaces",
+                                   "--port=" + std::to_string(port_),
+                                   "--pid-file=" + (dir_ / "dnsmasq.pid").string(),
+                                   "--log-facility=-",
+                                   "--log-queries"};
+  // As root dnsmasq would switch to "nobody" after binding; stay who we are.
+  if (::geteuid() == 0) args.push_back("--user=root");
+  args.insert(args.end(), extra.begin(), extra.end());
+  const std::string log_path = (dir_ / "dnsmasq.log").string();
+
+  auto argv = c_argv(args);  // built before fork: the child only execs
+  const pid_t pid = ::fork();
+  if (pid < 0) throw std::runtime_error(std::string("fork: ") + std::strerror(errno));
+  if (pid == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive a crashed test
+    const int log = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (log >= 0) {
+      ::dup2(log, STDOUT_FILENO);
+      ::dup2(log, STDERR_FILENO);
+    }
+    ::execvp(argv[0], argv.data());
+    ::_exit(127);
+  }
+  pid_ = pid;
+  const auto deadline = Clock::now() + std::chrono::seconds(10);
+  while (Clock::now() < deadline) {
+    int status = 0;
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) {  // exited: port taken, bad option ...
+      pid_ = -1;
+      *why = "exit status " + std::to_string(status) + ": " + read_file(log_path);
+      return false;
+    }
+    if (answers_dns(port_)) return true;  // answers_dns waits up to 100 ms
+  }
+  *why = "no DNS answer within 10 s: " + read_file(log_path);
+  stop();
+  return false;
+}
+
+void Dnsmasq::stop() {
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGTERM);
+  if (wait_with_deadline(pid_, std::chrono::seconds(5)) == -1) {
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+  }
+  pid_ = -1;
+}
+
+Dnsmasq::~Dnsmasq() {
+  stop();
+  std::error_code ignored;
+  std::filesystem::remove_all(dir_, ignored);
+}
+
+std::string Dnsmasq::log() const { return read_file(dir_ / "dnsmasq.log"); }
+
+SilentUdpServer::SilentUdpServer() {
+  Fd fd = bound_socket(SOCK_DGRAM, 0);
+  if (fd.get() < 0) throw std::runtime_error("cannot bind a UDP socket on 127.0.0.1");
+  port_ = port_of(fd.get());
+  fd_ = fd.release();
+}
+
+SilentUdpServer::~SilentUdpServer() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+std::uint16_t closed_udp_port() {
+  Fd fd = bound_socket(SOCK_DGRAM, 0);
+  if (fd.get() < 0) throw std::runtime_error("cannot bind a UDP socket on 127.0.0.1");
+  return port_of(fd.get());  // closed when fd goes out of scope
+}
+
+ProcessResult run_process(const std::vector<std::string>& args,
+                          std::chrono::milliseconds deadline) {
+  int out_pipe[2], err_pipe[2];
+  if (::pipe2(out_pipe, O_CLOEXEC) != 0 || ::pipe2(err_pipe, O_CLOEXEC) != 0)
+    throw std::runtime_error("pipe2 failed");
+  Fd out_r(out_pipe[0]), out_w(out_pipe[1]), err_r(err_pipe[0]), err_w(err_pipe[1]);
+  auto argv = c_argv(args);  // built before fork: the child only execs
+  const pid_t pid = ::fork();
+  if (pid < 0) throw std::runtime_error("fork failed");
+  if (pid == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    ::dup2(out_w.get(), STDOUT_FILENO);
+    ::dup2(err_w.get(), STDERR_FILENO);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  out_w.reset();
+  err_w.reset();
+  ProcessResult result;
+  const auto end = Clock::now() + deadline;
+  std::array<pollfd, 2> fds{pollfd{out_r.get(), POLLIN, 0}, pollfd{err_r.get(), POLLIN, 0}};
+  std::array<std::string*, 2> sinks{&result.out, &result.err};
+  int open_fds = 2;
+  while (open_fds > 0) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(end - Clock::now());
+    if (left.count() <= 0) {
+      result.timed_out = true;
+      ::kill(pid, SIGKILL);
+      break;
+    }
+    if (::poll(fds.data(), fds.size(), static_cast<int>(left.count())) < 0 && errno != EINTR) break;
+    for (std::size_t i = 0; i < fds.size(); ++i) {
+      if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      char buf[4096];
+      const ssize_t n = ::read(fds[i].fd, buf, sizeof buf);
+      if (n > 0) {
+        sinks[i]->append(buf, static_cast<std::size_t>(n));
+      } else {
+        fds[i].fd = -1;
+        --open_fds;
+      }
+    }
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  result.exit_code = (!result.timed_out && WIFEXITED(status)) ? WEXITSTATUS(status) : -1;
+  return result;
+}
+
+}  // namespace muster::dns::testing

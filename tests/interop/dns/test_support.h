@@ -1,0 +1,73 @@
+// Test helpers: a real dnsmasq on a free loopback port, a UDP socket that
+// never answers, and running a program with captured output.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace muster::dns::testing {
+
+// A dnsmasq child process serving only the records given, on 127.0.0.1 and a
+// free port.  The constructor returns once dnsmasq answers queries (polled
+// with a deadline); the destructor stops it and removes its scratch dir.
+// `extra_args` are dnsmasq options such as "--srv-host=..." and
+// "--host-record=...".  Unless `answer_locally` is false, the whole ".test"
+// TLD is authoritative-local (unknown names -> NXDOMAIN, missing types ->
+// NODATA); without it dnsmasq, having no upstream, answers REFUSED.
+class Dnsmasq {
+ public:
+  explicit Dnsmasq(std::vector<std::string> extra_args, bool answer_locally = true);
+  ~Dnsmasq();
+  Dnsmasq(const Dnsmasq&) = delete;
+  Dnsmasq& operator=(const Dnsmasq&) = delete;
+
+  std::uint16_t port() const { return port_; }
+  std::string server() const { return "127.0.0.1:" + std::to_string(port_); }
+  std::string log() const;  // dnsmasq's output, for failure messages
+
+ private:
+  bool try_start(const std::vector<std::string>& args, std::string* why);
+  void stop();
+
+  std::filesystem::path dir_;
+  pid_t pid_ = -1;
+  std::uint16_t port_ = 0;
+};
+
+// A bound UDP socket on 127.0.0.1 that never reads or replies: a DNS server
+// that never answers.
+class SilentUdpServer {
+ public:
+  SilentUdpServer();
+  ~SilentUdpServer();
+  SilentUdpServer(const SilentUdpServer&) = delete;
+  SilentUdpServer& operator=(const SilentUdpServer&) = delete;
+  std::string server() const { return "127.0.0.1:" + std::to_string(port_); }
+
+ private:
+  int fd_ = -1;
+  std::uint16_t port_ = 0;
+};
+
+// A 127.0.0.1 UDP port nobody listens on (bound, then closed): queries to it
+// are answered by ICMP port-unreachable.
+std::uint16_t closed_udp_port();
+
+struct ProcessResult {
+  int exit_code = -1;  // -1 if killed by a signal or timed out
+  bool timed_out = false;
+  std::string out;
+  std::string err;
+};
+
+// Runs `argv` (argv[0] a path), captures stdout and stderr, kills it after
+// `deadline`.
+ProcessResult run_process(const std::vector<std::string>& argv,
+                          std::chrono::milliseconds deadline = std::chrono::seconds(30));
+
+}  // namespace muster::dns::testing

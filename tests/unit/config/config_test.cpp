@@ -1,0 +1,477 @@
+// Command line, environment and validation of `muster`'s configuration,
+// checked against etcd 3.4's behaviour and error texts (the texts were taken
+// from /usr/bin/etcd 3.4.23 runs).
+#include "node/config/config.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+namespace muster::config {
+namespace {
+
+using Env = std::map<std::string, std::string>;
+
+ParseResult run(std::vector<std::string> args, Env env = {}) { return parse(args, env); }
+
+Config ok(std::vector<std::string> args, Env env = {}) {
+  auto r = parse(args, env);
+  EXPECT_TRUE(r.ok()) << r.error;
+  return r.config.value_or(Config{});
+}
+
+std::string err(std::vector<std::string> args, Env env = {}) {
+  auto r = parse(args, env);
+  EXPECT_FALSE(r.ok());
+  return r.error;
+}
+
+bool logged(const ParseResult& r, LogLine::Level level, const std::string& text) {
+  return std::any_of(r.log.begin(), r.log.end(),
+                     [&](const LogLine& l) { return l.level == level && l.message == text; });
+}
+
+TEST(ConfigDefaults, MatchEtcd34) {
+  auto r = run({});
+  ASSERT_TRUE(r.ok()) << r.error;
+  const Config& c = *r.config;
+  EXPECT_EQ(c.name, "default");
+  EXPECT_EQ(c.data_dir, "default.etcd");
+  EXPECT_TRUE(logged(r, LogLine::Level::kWarn,
+                     "no data-dir provided, using default data-dir ./default.etcd"));
+  EXPECT_EQ(c.snapshot_count, 100000u);
+  EXPECT_EQ(c.heartbeat_interval_ms, 100u);
+  EXPECT_EQ(c.election_timeout_ms, 1000u);
+  EXPECT_EQ(c.listen_peer_urls, std::vector<std::string>{"http://localhost:2380"});
+  EXPECT_EQ(c.listen_client_urls, std::vector<std::string>{"http://localhost:2379"});
+  EXPECT_EQ(c.initial_advertise_peer_urls, std::vector<std::string>{"http://localhost:2380"});
+  EXPECT_EQ(c.advertise_client_urls, std::vector<std::string>{"http://localhost:2379"});
+  EXPECT_EQ(c.initial_cluster, "default=http://localhost:2380");
+  EXPECT_EQ(c.initial_cluster_state, "new");
+  EXPECT_EQ(c.initial_cluster_token, "etcd-cluster");
+  EXPECT_EQ(c.max_request_bytes, 1572864u);
+  EXPECT_EQ(c.max_txn_ops, 128u);
+  EXPECT_EQ(c.quota_backend_bytes, 0);
+  EXPECT_EQ(c.max_concurrent_streams, 4294967295u);
+  EXPECT_EQ(c.grpc_keepalive_interval, std::chrono::hours(2));
+  EXPECT_EQ(c.discovery_fallback, "proxy");
+  EXPECT_EQ(c.proxy, "off");
+  EXPECT_EQ(c.proxy_refresh_interval_ms, 30000u);
+  EXPECT_TRUE(c.strict_reconfig_check);
+  EXPECT_FALSE(c.enable_v2);
+  EXPECT_EQ(c.auto_compaction_mode, "periodic");
+  EXPECT_EQ(c.auto_compaction_retention, "0");
+  EXPECT_EQ(c.auto_compaction_period.count(), 0);
+  EXPECT_EQ(c.tls_min_version, "TLS1.2");
+  EXPECT_EQ(c.cors, std::vector<std::string>{"*"});
+  EXPECT_EQ(c.auth_token, "simple");
+  EXPECT_EQ(c.bcrypt_cost, 10u);
+  EXPECT_EQ(c.metrics, "basic");
+  EXPECT_TRUE(c.listen_metrics_urls.empty());
+  EXPECT_EQ(c.logger, "capnslog");
+  EXPECT_EQ(c.log_outputs, std::vector<std::string>{"default"});
+  EXPECT_EQ(c.experimental_watch_progress_notify_interval, std::chrono::minutes(10));
+  EXPECT_FALSE(c.force_new_cluster);
+  EXPECT_TRUE(c.explicitly_set.empty());
+}
+
+TEST(ConfigFlags, AcceptsGoFlagSyntaxes) {
+  EXPECT_EQ(ok({"--name=a"}).name, "a");
+  EXPECT_EQ(ok({"--name", "b"}).name, "b");
+  EXPECT_EQ(ok({"-name", "c"}).name, "c");
+  EXPECT_EQ(ok({"-name=d"}).name, "d");
+  EXPECT_TRUE(ok({"--enable-v2"}).enable_v2);
+  EXPECT_FALSE(ok({"--strict-reconfig-check=false"}).strict_reconfig_check);
+  EXPECT_FALSE(ok({"-strict-reconfig-check=0"}).strict_reconfig_check);
+  EXPECT_TRUE(ok({"--enable-v2=T"}).enable_v2);
+  // Last occurrence wins, as with Go's flag package.
+  EXPECT_EQ(ok({"--name=a", "--name=z"}).name, "z");
+  EXPECT_EQ(ok({"--snapshot-count", "0x10"}).snapshot_count, 16u);
+  EXPECT_EQ(ok({"--grpc-keepalive-timeout", "1m30s"}).grpc_keepalive_timeout,
+            std::chrono::seconds(90));
+  auto c = ok({"--name", "x", "--data-dir", "/tmp/x"});
+  EXPECT_TRUE(c.is_set("name"));
+  EXPECT_TRUE(c.is_set("data-dir"));
+  EXPECT_FALSE(c.is_set("wal-dir"));
+}
+
+TEST(ConfigFlags, BooleanFlagDoesNotTakeTheNextArgument) {
+  EXPECT_EQ(err({"--enable-v2", "true"}), "'true' is not a valid flag");
+}
+
+TEST(ConfigFlags, PositionalArgumentIsNotAValidFlag) {
+  EXPECT_EQ(err({"bar"}), "'bar' is not a valid flag");
+  EXPECT_EQ(err({"--name", "x", "bar", "--data-dir", "y"}), "'bar' is not a valid flag");
+  EXPECT_EQ(err({"--", "--name"}), "'--name' is not a valid flag");
+}
+
+TEST(ConfigFlags, SyntaxErrors) {
+  EXPECT_EQ(err({"--name"}), "flag needs an argument: -name");
+  EXPECT_EQ(err({"---name=x"}), "bad flag syntax: ---name=x");
+  EXPECT_EQ(err({"--snapshot-count", "abc"}),
+            "invalid value \"abc\" for flag -snapshot-count: parse error");
+  EXPECT_EQ(err({"--heartbeat-interval", "-5"}),
+            "invalid value \"-5\" for flag -heartbeat-interval: parse error");
+  EXPECT_EQ(err({"--max-txn-ops", "99999999999"}),
+            "invalid value \"99999999999\" for flag -max-txn-ops: value out of range");
+  EXPECT_EQ(err({"--enable-v2=maybe"}),
+            "invalid boolean value \"maybe\" for -enable-v2: parse error");
+  EXPECT_EQ(err({"--grpc-keepalive-time", "5"})
+                .rfind("flag provided but not defined: -grpc-keepalive-time", 0),
+            0u);
+  EXPECT_EQ(err({"--grpc-keepalive-timeout", "5"}),
+            "invalid value \"5\" for flag -grpc-keepalive-timeout: parse error");
+  EXPECT_EQ(err({"--initial-cluster-state", "foo"}),
+            "invalid value \"foo\" for flag -initial-cluster-state: invalid value (valid values: "
+            "new, existing)");
+  EXPECT_EQ(err({"--discovery-fallback", "foo"}),
+            "invalid value \"foo\" for flag -discovery-fallback: invalid value (valid values: "
+            "proxy, exit)");
+  EXPECT_EQ(
+      err({"--proxy", "foo"}),
+      "invalid value \"foo\" for flag -proxy: invalid value (valid values: off, readonly, on)");
+}
+
+TEST(ConfigFlags, UrlFlagsParseAsEtcdUrlsAndAreSorted) {
+  EXPECT_EQ(err({"--listen-peer-urls", "foo"}),
+            "invalid value \"foo\" for flag -listen-peer-urls: URL scheme must be http, https, "
+            "unix, or unixs: foo");
+  EXPECT_EQ(err({"--listen-peer-urls", "http://127.0.0.1"}),
+            "invalid value \"http://127.0.0.1\" for flag -listen-peer-urls: URL address does not "
+            "have the form "
+            "\"host:port\": http://127.0.0.1");
+  EXPECT_EQ(err({"--advertise-client-urls", "ftp://127.0.0.1:1"}),
+            "invalid value \"ftp://127.0.0.1:1\" for flag -advertise-client-urls: URL scheme must "
+            "be http, https, "
+            "unix, or unixs: ftp://127.0.0.1:1");
+  EXPECT_EQ(err({"--listen-client-urls", "http://127.0.0.1:2379/path", "--advertise-client-urls",
+                 "http://127.0.0.1:2379"}),
+            "invalid value \"http://127.0.0.1:2379/path\" for flag -listen-client-urls: URL must "
+            "not contain a "
+            "path: http://127.0.0.1:2379/path");
+  auto c = ok({"--initial-advertise-peer-urls", "https://10.0.0.2:2380, http://10.0.0.9:2380",
+               "--listen-peer-urls", "http://[::1]:2380,unix://localhost:7"});
+  EXPECT_EQ(c.initial_advertise_peer_urls,
+            (std::vector<std::string>{"http://10.0.0.9:2380", "https://10.0.0.2:2380"}));
+  EXPECT_EQ(c.listen_peer_urls,
+            (std::vector<std::string>{"http://[::1]:2380", "unix://localhost:7"}));
+}
+
+TEST(ConfigFlags, LegacyFlagsAreIgnoredWithAWarning) {
+  auto r = run({"--snapshot", "-v", "--peer-heartbeat-interval=7"});
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_TRUE(
+      logged(r, LogLine::Level::kWarn, "flag \"-snapshot\" is no longer supported - ignoring."));
+  EXPECT_TRUE(logged(r, LogLine::Level::kWarn, "flag \"-v\" is no longer supported - ignoring."));
+  EXPECT_EQ(r.config->snapshot_count, 100000u);
+}
+
+TEST(ConfigFlags, UnknownFlagListsClosestMatches) {
+  EXPECT_EQ(err({"--initial-cluster-tokne", "x"}),
+            "flag provided but not defined: -initial-cluster-tokne (did you mean "
+            "--initial-cluster-token?)");
+  EXPECT_EQ(err({"--nmae=x"}), "flag provided but not defined: -nmae (did you mean --name?)");
+  const std::string e = err({"--peer-cert", "x"});
+  EXPECT_EQ(e.rfind("flag provided but not defined: -peer-cert (did you mean --peer-cert-file", 0),
+            0u)
+      << e;
+  EXPECT_EQ(err({"--zzzzzzzzzzzzzzzzzz"}), "flag provided but not defined: -zzzzzzzzzzzzzzzzzz");
+  // Muster's own additions are flags like any other.
+  EXPECT_EQ(err({"--dns-sever=1.2.3.4:53"}),
+            "flag provided but not defined: -dns-sever (did you mean --dns-server?)");
+}
+
+TEST(ConfigFlags, HelpAndVersionAreReportedNotActedOn) {
+  auto h = run({"--name", "x", "-h", "--bogus"});
+  ASSERT_TRUE(h.ok());
+  EXPECT_TRUE(h.print_help);
+  EXPECT_TRUE(run({"--help"}).print_help);
+  auto v = run({"--version"});
+  ASSERT_TRUE(v.ok());
+  EXPECT_TRUE(v.print_version);
+  EXPECT_FALSE(run({"--version=false"}).print_version);
+  // Positional arguments are checked before --version, as in etcd.
+  EXPECT_EQ(err({"--version", "x"}), "'x' is not a valid flag");
+  // --version skips validation.
+  EXPECT_TRUE(run({"--version", "--heartbeat-interval=0"}).print_version);
+}
+
+TEST(ConfigUsage, ListsEveryFlagWithItsDefault) {
+  const std::string u = usage_text();
+  for (const auto& name : flag_names())
+    EXPECT_NE(u.find("--" + name + " '"), std::string::npos) << name;
+  EXPECT_NE(u.find("--initial-cluster 'default=http://localhost:2380'"), std::string::npos);
+  EXPECT_EQ(u.find("--vv"), std::string::npos);  // legacy flags are not advertised
+}
+
+// ---- environment ------------------------------------------------------------
+
+TEST(ConfigEnv, VariablesSetFlagsAndAreLogged) {
+  auto r = run({}, {{"ETCD_NAME", "infra1"},
+                    {"ETCD_INITIAL_CLUSTER_TOKEN", "tok"},
+                    {"ETCD_ENABLE_V2", "true"},
+                    {"ETCD_PEER_CLIENT_CERT_AUTH", "1"},
+                    {"ETCD_DATA_DIR", ""},  // empty values are ignored
+                    {"PATH", "/bin"}});
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.config->name, "infra1");
+  EXPECT_EQ(r.config->initial_cluster_token, "tok");
+  EXPECT_TRUE(r.config->enable_v2);
+  EXPECT_TRUE(r.config->peer_tls.client_cert_auth);
+  EXPECT_EQ(r.config->data_dir, "infra1.etcd");
+  EXPECT_TRUE(r.config->is_set("name"));
+  EXPECT_FALSE(r.config->is_set("data-dir"));
+  EXPECT_TRUE(logged(r, LogLine::Level::kInfo,
+                     "recognized and used environment variable ETCD_NAME=infra1"));
+}
+
+TEST(ConfigEnv, FlagBeatsDefaultAndEnvBeatsDefault) {
+  auto c = ok({"--snapshot-count", "5"}, {{"ETCD_HEARTBEAT_INTERVAL", "50"}});
+  EXPECT_EQ(c.snapshot_count, 5u);
+  EXPECT_EQ(c.heartbeat_interval_ms, 50u);
+}
+
+TEST(ConfigEnv, FlagAndItsVariableBothSetIsAnError) {
+  const std::string want =
+      "conflicting environment variable \"ETCD_NAME\" is shadowed by corresponding command-line "
+      "flag (either "
+      "unset environment variable or disable flag)";
+  EXPECT_EQ(err({"--name", "y"}, {{"ETCD_NAME", "x"}}), want);
+  // Even an empty variable counts, as in etcd 3.4.
+  EXPECT_EQ(err({"--name", "y"}, {{"ETCD_NAME", ""}}), want);
+  EXPECT_EQ(err({"-enable-v2"}, {{"ETCD_ENABLE_V2", "false"}}),
+            "conflicting environment variable \"ETCD_ENABLE_V2\" is shadowed by corresponding "
+            "command-line flag "
+            "(either unset environment variable or disable flag)");
+}
+
+TEST(ConfigEnv, UnrecognizedVariableIsAWarning) {
+  auto r = run({}, {{"ETCD_FOO", "1"}, {"ETCDCTL_API", "3"}});
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_TRUE(logged(r, LogLine::Level::kWarn, "unrecognized environment variable ETCD_FOO=1"));
+  EXPECT_EQ(std::count_if(
+                r.log.begin(), r.log.end(),
+                [](const LogLine& l) { return l.message.find("ETCDCTL") != std::string::npos; }),
+            0);
+}
+
+TEST(ConfigEnv, InvalidValueNamesTheVariable) {
+  auto r = run({}, {{"ETCD_SNAPSHOT_COUNT", "abc"}, {"ETCD_FOO", "1"}});
+  EXPECT_EQ(r.error, "invalid value \"abc\" for ETCD_SNAPSHOT_COUNT: parse error");
+  EXPECT_TRUE(logged(r, LogLine::Level::kWarn, "unrecognized environment variable ETCD_FOO=1"));
+}
+
+TEST(ConfigEnv, ValidationSeesEnvironmentValues) {
+  EXPECT_EQ(
+      err({}, {{"ETCD_ELECTION_TIMEOUT", "10"}}),
+      "--election-timeout[10ms] should be at least as 5 times as --heartbeat-interval[100ms]");
+  // listen-client-urls from the environment counts as "set explicitly".
+  EXPECT_EQ(err({}, {{"ETCD_LISTEN_CLIENT_URLS", "http://127.0.0.1:2379"}}),
+            "--advertise-client-urls is required when --listen-client-urls is set explicitly");
+}
+
+// ---- validation -------------------------------------------------------------
+
+TEST(ConfigValidate, ElectionTimeoutBounds) {
+  EXPECT_EQ(
+      err({"--election-timeout", "400"}),
+      "--election-timeout[400ms] should be at least as 5 times as --heartbeat-interval[100ms]");
+  EXPECT_EQ(ok({"--election-timeout", "500"}).election_timeout_ms, 500u);
+  EXPECT_EQ(err({"--election-timeout", "60000"}),
+            "--election-timeout[60000ms] is too long, and should be set less than 50000ms");
+  EXPECT_EQ(ok({"--election-timeout", "50000"}).election_timeout_ms, 50000u);
+  EXPECT_EQ(err({"--heartbeat-interval", "0"}), "--heartbeat-interval must be >0 (set to 0ms)");
+  EXPECT_EQ(err({"--election-timeout", "0"}), "--election-timeout must be >0 (set to 0ms)");
+}
+
+TEST(ConfigValidate, AdvertiseClientUrlsRequiredUnlessMayBeProxy) {
+  const std::string want =
+      "--advertise-client-urls is required when --listen-client-urls is set explicitly";
+  EXPECT_EQ(err({"--listen-client-urls", "http://127.0.0.1:2379"}), want);
+  auto c = ok({"--listen-client-urls", "http://127.0.0.1:2379", "--advertise-client-urls",
+               "http://10.1.1.1:2379"});
+  EXPECT_EQ(c.advertise_client_urls, std::vector<std::string>{"http://10.1.1.1:2379"});
+  // A v2 proxy, or a discovery member that may fall back to one, is excused
+  // and keeps the default advertise URL.
+  EXPECT_EQ(
+      ok({"--listen-client-urls", "http://127.0.0.1:2379", "--proxy", "on"}).advertise_client_urls,
+      std::vector<std::string>{"http://localhost:2379"});
+  ok({"--listen-client-urls", "http://127.0.0.1:2379", "--discovery", "http://d.example/x"});
+  EXPECT_EQ(err({"--listen-client-urls", "http://127.0.0.1:2379", "--discovery",
+                 "http://d.example/x", "--discovery-fallback", "exit"}),
+            want);
+}
+
+TEST(ConfigValidate, ListenUrlsMustBeIpsOrLocalhost) {
+  EXPECT_EQ(err({"--listen-peer-urls", "http://example.com:2380"}),
+            "expected IP in URL for binding (http://example.com:2380)");
+  EXPECT_EQ(err({"--listen-metrics-urls", "http://metrics.local:9000"}),
+            "expected IP in URL for binding (http://metrics.local:9000)");
+  ok({"--listen-peer-urls",
+      "http://0.0.0.0:2380,https://[::]:2381,http://localhost:1,unixs://sock:0"});
+}
+
+TEST(ConfigValidate, AdvertisedUrlsNeedAHost) {
+  EXPECT_EQ(
+      err({"--initial-advertise-peer-urls", "http://:2380"}),
+      "--initial-advertise-peer-urls \"http://:2380\" must be \"host:port\" (unexpected empty host "
+      "(http://:2380))");
+  EXPECT_EQ(err({"--advertise-client-urls", "http://:2379"}),
+            "--advertise-client-urls \"http://:2379\" must be \"host:port\" (unexpected empty host "
+            "(http://:2379))");
+}
+
+TEST(ConfigValidate, ConflictingBootstrapFlags) {
+  const std::string want =
+      "multiple discovery or bootstrap flags are set. Choose one of \"initial-cluster\", "
+      "\"discovery\" or "
+      "\"discovery-srv\"";
+  EXPECT_EQ(err({"--discovery", "http://x/y", "--initial-cluster", "a=http://localhost:2380"}),
+            want);
+  EXPECT_EQ(err({"--discovery-srv", "x.com", "--initial-cluster", "a=http://localhost:2380"}),
+            want);
+  EXPECT_EQ(err({"--discovery", "http://x/y", "--discovery-srv", "x.com"}), want);
+  EXPECT_EQ(
+      err({"--discovery-srv", "x.com"}, {{"ETCD_INITIAL_CLUSTER", "a=http://localhost:2380"}}),
+      want);
+}
+
+TEST(ConfigValidate, DiscoveryClearsTheDefaultInitialCluster) {
+  EXPECT_EQ(ok({"--discovery", "http://d.example/abc"}).initial_cluster, "");
+  EXPECT_EQ(ok({"--discovery-srv", "example.com", "--name", "n1"}).initial_cluster, "");
+  EXPECT_EQ(ok({"--discovery-srv", "example.com", "--discovery-srv-name", "c1", "--dns-server",
+                "127.0.0.1:5353"})
+                .dns_server,
+            "127.0.0.1:5353");
+}
+
+TEST(ConfigValidate, DiscoveryCannotJoinAnExistingCluster) {
+  EXPECT_EQ(err({"--discovery", "http://d.example/abc", "--initial-cluster-state", "existing"}),
+            "discovery URL should not be set when joining existing initial cluster");
+  EXPECT_EQ(ok({"--initial-cluster-state", "existing"}).initial_cluster_state, "existing");
+}
+
+TEST(ConfigValidate, AutoCompaction) {
+  EXPECT_EQ(err({"--auto-compaction-mode", "foo"}), "unknown auto-compaction-mode \"foo\"");
+  EXPECT_EQ(ok({"--auto-compaction-retention", "1"}).auto_compaction_period, std::chrono::hours(1));
+  EXPECT_EQ(ok({"--auto-compaction-retention", "5m"}).auto_compaction_period,
+            std::chrono::minutes(5));
+  auto rev = ok({"--auto-compaction-mode", "revision", "--auto-compaction-retention", "1000"});
+  EXPECT_EQ(rev.auto_compaction_revisions, 1000);
+  EXPECT_EQ(rev.auto_compaction_period.count(), 0);
+  EXPECT_EQ(err({"--auto-compaction-retention", "soon"}),
+            "error parsing CompactionRetention: time: invalid duration \"soon\"");
+}
+
+TEST(ConfigValidate, Logging) {
+  EXPECT_EQ(err({"--logger", "foo"}), "unknown logger option \"foo\"");
+  EXPECT_EQ(
+      err({"--log-outputs", "stderr,stdout"}),
+      "--logger=capnslog supports only 1 value in '--log-outputs', got [\"stderr\" \"stdout\"]");
+  EXPECT_EQ(err({"--log-outputs", "foo"}),
+            "unknown log-output \"foo\" (only supports \"default\", \"stderr\", \"stdout\")");
+  EXPECT_EQ(err({"--logger", "zap", "--log-outputs", "default,stderr"}),
+            "multi logoutput for \"default\" is not supported yet");
+  EXPECT_EQ(ok({"--logger", "zap", "--log-outputs", "stderr,/var/log/m.log"}).log_outputs,
+            (std::vector<std::string>{"stderr", "/var/log/m.log"}));
+  EXPECT_EQ(err({"--logger", "zap", "--log-level", "loud"}),
+            "unknown log-level \"loud\" (valid: debug, info, warn, error, panic, fatal)");
+  auto r = run({"--debug"});
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r.config->log_level, "debug");
+  EXPECT_EQ(ok({"--log-output", "stdout"}).log_outputs, std::vector<std::string>{"stdout"});
+}
+
+TEST(ConfigValidate, InitialClusterMustParse) {
+  EXPECT_EQ(
+      err({"--initial-cluster", "a=foo"}),
+      "error setting up initial cluster: URL scheme must be http, https, unix, or unixs: foo");
+  EXPECT_EQ(err({"--initial-cluster", "a=http://127.0.0.1:2380,b"}),
+            "error setting up initial cluster: URL scheme must be http, https, unix, or unixs: ");
+  EXPECT_EQ(err({"--initial-cluster", "a=http://127.0.0.1:2380,b=http://127.0.0.1:2380"}),
+            "initial cluster a=http://127.0.0.1:2380,b=http://127.0.0.1:2380 has duplicate url");
+}
+
+TEST(ConfigValidate, TlsSettings) {
+  auto c = ok({"--cert-file", "c.pem", "--key-file", "k.pem", "--trusted-ca-file", "ca.pem",
+               "--client-cert-auth", "--client-crl-file", "crl.pem", "--peer-cert-file", "pc.pem",
+               "--peer-key-file", "pk.pem", "--peer-auto-tls", "--peer-cert-allowed-cn", "member",
+               "--cipher-suites",
+               "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384"});
+  EXPECT_EQ(c.client_tls.cert_file, "c.pem");
+  EXPECT_EQ(c.client_tls.key_file, "k.pem");
+  EXPECT_EQ(c.client_tls.trusted_ca_file, "ca.pem");
+  EXPECT_TRUE(c.client_tls.client_cert_auth);
+  EXPECT_EQ(c.client_tls.crl_file, "crl.pem");
+  EXPECT_EQ(c.peer_tls.cert_file, "pc.pem");
+  EXPECT_TRUE(c.peer_tls.auto_tls);
+  EXPECT_EQ(c.peer_tls.allowed_cn, "member");
+  EXPECT_EQ(c.cipher_suites, (std::vector<std::string>{"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+                                                       "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384"}));
+  EXPECT_EQ(err({"--tls-min-version", "TLS1.0"}),
+            "unknown tls-min-version \"TLS1.0\" (valid: TLS1.2, TLS1.3)");
+  EXPECT_EQ(err({"--tls-min-version", "TLS1.3", "--cipher-suites", "TLS_AES_128_GCM_SHA256"}),
+            "cipher suites cannot be configured when only TLS1.3 is enabled");
+  EXPECT_EQ(err({"--tls-min-version", "TLS1.3", "--tls-max-version", "TLS1.2"}),
+            "min version (TLS1.3) is greater than max version (TLS1.2)");
+  EXPECT_EQ(err({"--peer-cert-allowed-cn", "a", "--peer-cert-allowed-hostname", "b"}),
+            "AllowedCN and AllowedHostname are mutually exclusive (cn=\"a\", hostname=\"b\")");
+}
+
+TEST(ConfigValidate, DnsServerMustBeHostPort) {
+  EXPECT_EQ(err({"--dns-server", "127.0.0.1"}), "--dns-server \"127.0.0.1\" must be \"host:port\"");
+  EXPECT_EQ(err({"--dns-server", "127.0.0.1:99999"}),
+            "--dns-server \"127.0.0.1:99999\" must be \"host:port\"");
+  EXPECT_EQ(ok({"--dns-server", "[::1]:53"}).dns_server, "[::1]:53");
+}
+
+TEST(ConfigValidate, AuthOptions) {
+  EXPECT_EQ(err({"--auth-token", "magic"}),
+            "auth: invalid auth options (unknown token type \"magic\")");
+  ok({"--auth-token", "jwt,pub-key=a.pub,priv-key=a.key,sign-method=RS256"});
+  auto r = run({"--bcrypt-cost", "2"});
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r.config->bcrypt_cost, 10u);
+  EXPECT_TRUE(logged(r, LogLine::Level::kWarn,
+                     "Use default bcrypt-cost 10 instead of the invalid value 2"));
+}
+
+// ---- derived defaults -------------------------------------------------------
+
+TEST(ConfigDerived, NameAloneSetsDataDirAndInitialCluster) {
+  auto c = ok({"--name", "n1"});
+  EXPECT_EQ(c.data_dir, "n1.etcd");
+  EXPECT_EQ(c.initial_cluster, "n1=http://localhost:2380");
+  auto c2 = ok({"--name", "n1", "--initial-advertise-peer-urls",
+                "http://10.0.0.2:2380,http://10.0.0.1:2380", "--data-dir", "/var/lib/m"});
+  EXPECT_EQ(c2.initial_cluster, "n1=http://10.0.0.1:2380,n1=http://10.0.0.2:2380");
+  EXPECT_EQ(c2.data_dir, "/var/lib/m");
+  // An explicit initial cluster is kept.
+  EXPECT_EQ(ok({"--name", "n1", "--initial-cluster", "n1=http://127.0.0.1:2380"}).initial_cluster,
+            "n1=http://127.0.0.1:2380");
+}
+
+TEST(ConfigDuration, GoSyntax) {
+  EXPECT_EQ(*parse_go_duration("0"), std::chrono::nanoseconds(0));
+  EXPECT_EQ(*parse_go_duration("1h30m"), std::chrono::minutes(90));
+  EXPECT_EQ(*parse_go_duration("1.5s"), std::chrono::milliseconds(1500));
+  EXPECT_EQ(*parse_go_duration("300ms"), std::chrono::milliseconds(300));
+  EXPECT_EQ(*parse_go_duration("-2us"), std::chrono::microseconds(-2));
+  EXPECT_FALSE(parse_go_duration("5").ok());
+  EXPECT_FALSE(parse_go_duration("").ok());
+  EXPECT_FALSE(parse_go_duration("5 s").ok());
+  EXPECT_FALSE(parse_go_duration("1d").ok());
+  EXPECT_EQ(format_go_duration(std::chrono::hours(2)), "2h0m0s");
+  EXPECT_EQ(format_go_duration(std::chrono::milliseconds(100)), "100ms");
+  EXPECT_EQ(format_go_duration(std::chrono::milliseconds(1500)), "1.5s");
+  EXPECT_EQ(format_go_duration(std::chrono::nanoseconds(0)), "0s");
+}
+
+TEST(ConfigSuggest, EditDistance) {
+  EXPECT_EQ(edit_distance("", "abc"), 3u);
+  EXPECT_EQ(edit_distance("kitten", "sitting"), 3u);
+  EXPECT_EQ(edit_distance("name", "name"), 0u);
+}
+
+}  // namespace
+}  // namespace muster::config
