@@ -793,6 +793,26 @@ TEST(RaftProposal, UncommittedSizeLimitDropsProposals) {
   EXPECT_EQ(c.raft(1).propose(std::string(60, 'c')), DropReason::kNone);
 }
 
+TEST(RaftProposal, BatchIsAppendedAndReplicatedAsOneUnit) {
+  Cluster c({1, 2, 3});
+  c.campaign(1);
+  c.drop_queued();
+  ASSERT_EQ(c.raft(1).propose_batch({"a", "b", "c"}), DropReason::kNone);
+  auto msgs = c.take_messages();
+  // One MsgApp per follower carrying all three entries.
+  ASSERT_EQ(count_type(msgs, pb::MsgApp), 2);
+  for (auto& m : msgs) {
+    if (m.type() == pb::MsgApp) {
+      EXPECT_EQ(m.entries_size(), 3);
+    }
+  }
+  for (auto& m : msgs) c.deliver(m);
+  c.stabilize();
+  for (uint64_t id : {1, 2, 3}) {
+    EXPECT_EQ(c.node(id).applied, (std::vector<std::string>{"a", "b", "c"}));
+  }
+}
+
 TEST(RaftProposal, SingleNodeCommitsImmediately) {
   Cluster c({1});
   c.campaign(1);
