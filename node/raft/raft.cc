@@ -900,8 +900,7 @@ void Raft::handle_append(const pb::Message& m) {
     send(std::move(r));
     return;
   }
-  std::vector<pb::Entry> ents(m.entries().begin(), m.entries().end());
-  if (auto last = log_.maybe_append(m.index(), m.log_term(), m.commit(), ents)) {
+  if (auto last = log_.maybe_append(m.index(), m.log_term(), m.commit(), m.entries())) {
     r.set_index(*last);
     send(std::move(r));
     return;
