@@ -171,6 +171,7 @@ class Simulation {
     bool failure;
   };
   std::vector<SnapReport> snap_reports_;
+  std::vector<SnapReport> unreachable_reports_;
   std::vector<uint64_t> to_remove_;
 
   // checker state
@@ -320,8 +321,13 @@ void Simulation::deliver(const Flight& f) {
   const bool cut =
       group_.count(m.from()) && group_.count(m.to()) && group_.at(m.from()) != group_.at(m.to());
   if (!to.alive() || cut) {
-    if (m.type() == pb::MsgSnap)
+    if (m.type() == pb::MsgSnap) {
       snap_reports_.push_back({m.from(), f.from_incarnation, m.to(), true});
+    } else if (m.type() == pb::MsgApp && rng_.chance(0.3)) {
+      // The transport noticed the peer is unreachable (connection refused).
+      unreachable_reports_.push_back({m.from(), f.from_incarnation, m.to(), true});
+    }
+    after_step();
     return;
   }
   if (opts_.verbose) trace("deliver " + describe(m));
@@ -546,6 +552,13 @@ void Simulation::after_step() {
       process_ready(l);
     }
   }
+  for (const auto& r : unreachable_reports_) {
+    SimNode& l = nodes_.at(r.leader);
+    if (failed() || !l.alive() || l.incarnation != r.incarnation) continue;
+    l.raft->report_unreachable(r.to);
+    process_ready(l);
+  }
+  unreachable_reports_.clear();
   for (uint64_t id : to_remove_) {
     SimNode& n = nodes_.at(id);
     n.removed = true;
