@@ -401,6 +401,19 @@ void Simulation::process_ready(SimNode& n) {
       if (hs.commit() > n.storage->last_index()) {
         fail("node " + std::to_string(n.id) + ": commit beyond its persisted log");
       }
+      // Whatever a node considers committed must agree with the committed
+      // sequence wherever that is already known.
+      for (uint64_t i = std::max(old.commit() + 1, n.storage->first_index());
+           i <= hs.commit() && !failed(); ++i) {
+        auto c = committed_.find(i);
+        if (c == committed_.end()) break;
+        uint64_t t = 0;
+        if (n.storage->term(i, &t) == StorageError::kOk && t != c->second.term) {
+          fail("node " + std::to_string(n.id) + " commits index " + std::to_string(i) +
+               " with term " + std::to_string(t) + " but term " + std::to_string(c->second.term) +
+               " was committed there");
+        }
+      }
       n.storage->set_hard_state(hs);
       n.last_hs = hs;
     }
@@ -759,7 +772,10 @@ SimResult Simulation::run() {
           if (!is_member(id)) continue;
           if (!n.alive() || n.applied < marker_index) all = false;
         }
-        if (all) break;
+        if (all) {
+          result_.ticks_to_recover = static_cast<uint64_t>(tick - opts_.chaos_ticks);
+          break;
+        }
       }
     }
     // Tick every live node, in a seed-dependent order.
