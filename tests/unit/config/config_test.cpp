@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <fstream>
+#include <sstream>
 
 namespace muster::config {
 namespace {
@@ -563,6 +565,25 @@ TEST(VerifyBootstrap, StaticClusterMustContainThisMemberAsAdvertised) {
       verify_bootstrap(nothing, UrlsMap{{"default", {"http://h:1"}}, {"x", {"http://h:1"}}}),
       "--initial-cluster has default=http://h:1 but missing from --initial-advertise-peer-urls="
       "http://localhost:2380 (\"http://localhost:2380\" != \"http://h:1\")");
+}
+
+}  // namespace
+}  // namespace muster::config
+
+namespace muster::config {
+namespace {
+
+// docs/configuration.md must list every flag the parser accepts.
+TEST(ConfigDocs, EveryFlagIsDocumented) {
+  std::ifstream in(MUSTER_CONFIG_DOC);
+  ASSERT_TRUE(in.good()) << MUSTER_CONFIG_DOC;
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const std::string doc = ss.str();
+  for (const auto& name : flag_names()) {
+    EXPECT_NE(doc.find("| `--" + name + "` |"), std::string::npos)
+        << name << " missing from " << MUSTER_CONFIG_DOC;
+  }
 }
 
 }  // namespace
