@@ -159,6 +159,19 @@ TEST(ConfigFlags, UrlFlagsParseAsEtcdUrlsAndAreSorted) {
             (std::vector<std::string>{"http://[::1]:2380", "unix://localhost:7"}));
 }
 
+TEST(ConfigFlags, CorsAndHostWhitelistAreSortedSets) {
+  auto c =
+      ok({"--cors", "http://b.example:80,*,http://a.example:8080,*", "--host-whitelist", "b,a,b"});
+  EXPECT_EQ(c.cors,
+            (std::vector<std::string>{"*", "http://a.example:8080", "http://b.example:80"}));
+  EXPECT_EQ(c.host_whitelist, (std::vector<std::string>{"a", "b"}));
+  // etcd 3.4 parses CORS origins as its URLs: a port is required.
+  EXPECT_EQ(err({"--cors", "http://a.example"}),
+            "invalid value \"http://a.example\" for flag -cors: URL address does not have the form "
+            "\"host:port\": "
+            "http://a.example");
+}
+
 TEST(ConfigFlags, LegacyFlagsAreIgnoredWithAWarning) {
   auto r = run({"--snapshot", "-v", "--peer-heartbeat-interval=7"});
   ASSERT_TRUE(r.ok()) << r.error;
