@@ -159,9 +159,30 @@ std::string check_tls(const Config& cfg) {
   return "";
 }
 
+// etcd UpdateDefaultClusterFromName: a member listening on 0.0.0.0 that
+// left its advertise URL at the localhost default advertises the machine's
+// default host instead (with the listener's port; the advertise scheme).
+void apply_default_host(Config& cfg, const std::string& host, std::vector<LogLine>& log) {
+  bool used = false;
+  auto rewrite = [&](const std::vector<std::string>& listen, std::vector<std::string>& advertise,
+                     const char* default_url) {
+    if (listen.empty() || advertise.size() != 1 || advertise.front() != default_url) return;
+    auto l = parse_etcd_url(listen.front());
+    auto a = parse_etcd_url(advertise.front());
+    if (!l || !a || l->host != "0.0.0.0") return;
+    advertise.front() = a->scheme + "://" + host + ":" + l->port;
+    used = true;
+  };
+  rewrite(cfg.listen_peer_urls, cfg.initial_advertise_peer_urls, "http://localhost:2380");
+  rewrite(cfg.listen_client_urls, cfg.advertise_client_urls, "http://localhost:2379");
+  if (used)
+    log.push_back({LogLine::Level::kInfo, "advertising using detected default host " + q(host)});
+}
+
 }  // namespace
 
-std::string validate_and_derive(Config& cfg, std::vector<LogLine>& log) {
+std::string validate_and_derive(Config& cfg, std::vector<LogLine>& log,
+                                const ParseOptions& options) {
   // --- embed.Config.Validate, in etcd's order ---
   if (auto e = check_logging(cfg, log); !e.empty()) return e;
   for (const auto* urls :
@@ -262,6 +283,7 @@ std::string validate_and_derive(Config& cfg, std::vector<LogLine>& log) {
     cfg.data_dir = cfg.name + ".etcd";
     warn(log, "no data-dir provided, using default data-dir ./" + cfg.data_dir);
   }
+  if (options.default_host) apply_default_host(cfg, *options.default_host, log);
   // UpdateDefaultClusterFromName: "--name foo" alone makes the default
   // initial cluster "foo=<advertised peer URLs>".  etcd compares with the
   // default by value, and so do we.

@@ -1,40 +1,16 @@
 // --config-file / ETCD_CONFIG_FILE: etcd's YAML keys, nested TLS blocks, and
 // "the file replaces flags and environment".
 #include <gtest/gtest.h>
-#include <stdlib.h>
 
 #include <algorithm>
-#include <filesystem>
-#include <fstream>
 
 #include "node/config/config.h"
+#include "tests/unit/config/test_util.h"
 
 namespace muster::config {
 namespace {
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "muster-config-XXXXXX").string();
-    if (mkdtemp(tmpl.data()) == nullptr) std::abort();
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-
-  std::string write(const std::string& name, const std::string& text) const {
-    const auto p = path_ / name;
-    std::ofstream(p) << text;
-    return p.string();
-  }
-
- private:
-  std::filesystem::path path_;
-};
+using testing::TempDir;
 
 bool logged(const ParseResult& r, const std::string& needle) {
   return std::any_of(r.log.begin(), r.log.end(),
