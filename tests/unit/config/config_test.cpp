@@ -323,7 +323,8 @@ TEST(ConfigValidate, ListenUrlsMustBeIpsOrLocalhost) {
   EXPECT_EQ(err({"--listen-metrics-urls", "http://metrics.local:9000"}),
             "expected IP in URL for binding (http://metrics.local:9000)");
   ok({"--listen-peer-urls",
-      "http://0.0.0.0:2380,https://[::]:2381,http://localhost:1,unixs://sock:0"});
+      "http://0.0.0.0:2380,https://[::]:2381,http://localhost:1,unixs://sock:0",
+      "--peer-auto-tls"});
 }
 
 TEST(ConfigValidate, AdvertisedUrlsNeedAHost) {
@@ -431,6 +432,26 @@ TEST(ConfigValidate, TlsSettings) {
             "min version (TLS1.3) is greater than max version (TLS1.2)");
   EXPECT_EQ(err({"--peer-cert-allowed-cn", "a", "--peer-cert-allowed-hostname", "b"}),
             "AllowedCN and AllowedHostname are mutually exclusive (cn=\"a\", hostname=\"b\")");
+}
+
+TEST(ConfigValidate, TlsListenersNeedCertificates) {
+  EXPECT_EQ(err({"--listen-client-urls", "https://127.0.0.1:2379", "--advertise-client-urls",
+                 "https://h:2379"}),
+            "TLS key/cert (--cert-file, --key-file) must be provided for client url "
+            "https://127.0.0.1:2379 with "
+            "HTTPS scheme");
+  EXPECT_EQ(err({"--listen-peer-urls", "https://[::1]:2380"}),
+            "cannot listen on TLS for [::1]:2380: KeyFile and CertFile are not presented");
+  ok({"--listen-peer-urls", "https://127.0.0.1:2380", "--peer-auto-tls"});
+  ok({"--listen-client-urls", "https://127.0.0.1:2379", "--advertise-client-urls", "https://h:2379",
+      "--cert-file", "c.pem", "--key-file", "k.pem"});
+  auto r = run({"--cert-file", "c.pem", "--key-file", "k.pem", "--client-cert-auth", "--auto-tls"});
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_TRUE(logged(r, LogLine::Level::kWarn, "ignoring client auto TLS since certs given"));
+  EXPECT_TRUE(
+      logged(r, LogLine::Level::kWarn,
+             "The scheme of client url http://localhost:2379 is HTTP while client cert auth "
+             "(--client-cert-auth) is enabled. Ignored client cert auth for this url."));
 }
 
 TEST(ConfigValidate, DnsServerMustBeHostPort) {

@@ -190,3 +190,60 @@ TEST_F(EtcdStartupParity, ConfigFileIgnoresFlagsAndEnvironment) {
 
 }  // namespace
 }  // namespace muster::config
+
+namespace muster::config {
+namespace {
+
+// The nested TLS blocks of the YAML file: etcd logs the TLS settings it read
+// ("starting with peer TLS" / "starting with client TLS") before it opens
+// the certificate files (which do not exist here, so it stops right there).
+std::string tls_info(const TlsConfig& t) {
+  return "cert = " + t.cert_file + ", key = " + t.key_file + ", trusted-ca = " + t.trusted_ca_file +
+         ", client-cert-auth = " + (t.client_cert_auth ? "true" : "false") +
+         ", crl-file = " + t.crl_file;
+}
+
+TEST_F(EtcdStartupParity, NestedTlsBlocksOfTheConfigFile) {
+  for (const bool peer_side : {true, false}) {
+    TempDir dir;
+    const std::string p = std::to_string(free_port()), c = std::to_string(free_port());
+    const std::string peer_scheme = peer_side ? "https" : "http",
+                      client_scheme = peer_side ? "http" : "https";
+    // Only the block under test: etcd also loads the peer certificate for
+    // its outgoing peer connections, even over http.
+    const std::string block = peer_side ? "peer-transport-security:\n"
+                                          "  cert-file: /nonexistent/pc.pem\n"
+                                          "  key-file: /nonexistent/pk.pem\n"
+                                          "  client-cert-auth: false\n"
+                                          "  trusted-ca-file: /nonexistent/pca.pem\n"
+                                        : "client-transport-security:\n"
+                                          "  cert-file: /nonexistent/c.pem\n"
+                                          "  key-file: /nonexistent/k.pem\n"
+                                          "  client-cert-auth: true\n"
+                                          "  trusted-ca-file: /nonexistent/ca.pem\n";
+    const std::string peer_url = peer_scheme + "://127.0.0.1:" + p;
+    const std::string client_url = client_scheme + "://127.0.0.1:" + c;
+    const std::string path =
+        dir.write("tls.yml",
+                  "name: t\nlogger: zap\nlog-outputs: [stderr]\n"
+                  "heartbeat-interval: 10\nelection-timeout: 100\n"
+                  "listen-peer-urls: " +
+                      peer_url + "\ninitial-advertise-peer-urls: " + peer_url +
+                      "\ninitial-cluster: t=" + peer_url + "\nlisten-client-urls: " + client_url +
+                      "\nadvertise-client-urls: " + client_url + "\n" + block);
+    Child etcd({"/usr/bin/etcd", "--config-file", path}, (dir.path() / "etcd.log").string(),
+               dir.path().string(), std::vector<std::string>{});
+    const std::string msg =
+        peer_side ? "\"msg\":\"starting with peer TLS\"" : "\"msg\":\"starting with client TLS\"";
+    const std::string line = etcd.wait_for_line(msg, std::chrono::seconds(20));
+    ASSERT_FALSE(line.empty()) << etcd.log();
+    auto r = parse({"--config-file", path}, {});
+    ASSERT_TRUE(r.ok()) << r.error;
+    const auto j = nlohmann::json::parse(line);
+    EXPECT_EQ(j["tls-info"], tls_info(peer_side ? r.config->peer_tls : r.config->client_tls))
+        << line;
+  }
+}
+
+}  // namespace
+}  // namespace muster::config
