@@ -229,23 +229,37 @@ class Deadline {
     arm(d);
   }
   ~Deadline() { disarm(); }
+  Deadline(const Deadline&) = delete;
+  Deadline& operator=(const Deadline&) = delete;
+
   void arm(std::chrono::milliseconds d) {
+    const uint64_t gen = ++state_->gen;
     timer_.expires_after(d);
-    timer_.async_wait([st = state_](error_code ec) {
-      if (ec) return;
+    // An expiry already queued when the deadline is re-armed or disarmed
+    // cannot be cancelled any more: the generation tells it apart.
+    timer_.async_wait([st = state_, gen](error_code ec) {
+      if (ec || st->gen != gen) return;
       st->expired = true;
       if (auto c = st->conn.lock()) c->close();
       if (st->resolver) st->resolver->cancel();
     });
   }
-  void disarm() { timer_.cancel(); }
+  void disarm() {
+    ++state_->gen;
+    timer_.cancel();
+  }
+  // REQUIRES: *r outlives the deadline or unwatch() is called first.
   void watch(tcp::resolver* r) { state_->resolver = r; }
+  void unwatch() { state_->resolver = nullptr; }
   bool expired() const { return state_->expired; }
 
  private:
+  // Shared with the timer's handler, which may run after the Deadline is
+  // gone; touched only on the strand both run on.
   struct State {
     std::weak_ptr<FrameConn> conn;
     tcp::resolver* resolver = nullptr;
+    uint64_t gen = 0;
     bool expired = false;
   };
   asio::steady_timer timer_;
@@ -396,6 +410,7 @@ struct Transport::Core : std::enable_shared_from_this<Core> {
     } catch (const std::exception& e) {
       failure = describe(e, deadline, "dialing");
     }
+    deadline.unwatch();
     if (!failure.empty()) throw std::runtime_error(url + ": " + failure);
     if (!reply.accepted()) throw std::runtime_error(url + ": rejected by peer: " + reply.reason());
     conn->peer_id = to;
@@ -519,8 +534,12 @@ struct Peer : std::enable_shared_from_this<Peer> {
         }
         if (self->removed || self->core->stopped) break;
         if (failure.empty()) {
-          backoff = self->core->opts.backoff_initial;
+          // A connection that dies young (a peer that accepts and then drops
+          // us) keeps the backoff growing instead of redialing in a tight loop.
+          const auto since = std::chrono::steady_clock::now();
           failure = co_await self->serve(self->conn, url);
+          if (std::chrono::steady_clock::now() - since > std::chrono::seconds(1))
+            backoff = self->core->opts.backoff_initial;
         } else {
           self->url_index++;  // round-robin over the peer's URLs
           const uint64_t n = ++self->dial_failures;

@@ -364,8 +364,12 @@ class RawClient {
  public:
   explicit RawClient(uint16_t port) : sock_(io_) {
     sock_.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port));
-    timeval tv{5, 0};  // a read that would hang fails the test instead
-    ::setsockopt(sock_.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    limit_reads();
+  }
+  // Takes the next connection accepted on `acc`.
+  explicit RawClient(tcp::acceptor& acc) : sock_(io_) {
+    acc.accept(sock_);
+    limit_reads();
   }
   void write_frame(uint8_t type, const std::string& payload) {
     write_header(static_cast<uint32_t>(payload.size() + 1), type);
@@ -396,6 +400,11 @@ class RawClient {
   boost::system::error_code last_error() const { return last_error_; }
 
  private:
+  void limit_reads() {
+    timeval tv{5, 0};  // a read that would hang fails the test instead
+    ::setsockopt(sock_.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  }
+
   asio::io_context io_;
   tcp::socket sock_;
   boost::system::error_code last_error_;
@@ -408,6 +417,72 @@ std::string handshake(uint64_t from, uint64_t to) {
   hs.set_from(from);
   hs.set_to(to);
   return hs.SerializeAsString();
+}
+
+std::string handshake_reply(bool accepted, const std::string& reason) {
+  transportpb::HandshakeReply r;
+  r.set_accepted(accepted);
+  r.set_reason(reason);
+  return r.SerializeAsString();
+}
+
+// A hand-driven listener checks what the dialer puts on the wire: the
+// handshake first, and nothing else until it is accepted.
+TEST(TransportTest, DialerSendsNothingBeforeTheHandshakeIsAccepted) {
+  asio::io_context io;
+  tcp::acceptor acc(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  Node a(1);
+  a.t().add_peer(2, {"http://127.0.0.1:" + std::to_string(acc.local_endpoint().port())});
+  std::vector<raftpb::Message> early;
+  for (int i = 0; i < 5; i++) early.push_back(app(1, 2, i));
+  a.t().send(early);  // queued while dialing
+  {
+    RawClient fake(acc);
+    auto f = fake.read_frame();
+    ASSERT_TRUE(f.has_value());
+    ASSERT_EQ(f->first, 1);  // handshake
+    transportpb::Handshake hs;
+    ASSERT_TRUE(hs.ParseFromString(f->second));
+    EXPECT_EQ(hs.version(), kTransportProtocolVersion);
+    EXPECT_EQ(hs.cluster_id(), kCluster);
+    EXPECT_EQ(hs.from(), 1u);
+    EXPECT_EQ(hs.to(), 2u);
+    EXPECT_EQ(hs.stream(), transportpb::STREAM_RAFT);
+    fake.write_frame(2, handshake_reply(false, "go away"));
+    // The dialer closes without having sent the queued messages.
+    EXPECT_FALSE(fake.read_frame().has_value());
+    EXPECT_EQ(fake.last_error(), asio::error::eof);
+  }
+  ASSERT_TRUE(eventually([&] {
+    return a.t().peer_status(2).last_error.find("rejected by peer: go away") != std::string::npos;
+  }));
+  ASSERT_TRUE(eventually([&] { return a.unreachable(2) > 0; }));
+  {
+    RawClient fake(acc);  // the redial
+    auto f = fake.read_frame();
+    ASSERT_TRUE(f.has_value());
+    ASSERT_EQ(f->first, 1);
+    fake.write_frame(2, handshake_reply(true, ""));
+    ASSERT_TRUE(eventually([&] { return a.t().is_active(2); }));
+    a.t().send({app(1, 2, 7)});
+    auto m = fake.read_frame();
+    ASSERT_TRUE(m.has_value());
+    ASSERT_EQ(m->first, 3);  // Raft message
+    raftpb::Message msg;
+    ASSERT_TRUE(msg.ParseFromString(m->second));
+    EXPECT_EQ(msg.index(), 7u);  // the early messages were dropped with the failed dial
+  }
+}
+
+TEST(TransportTest, SilentConnectionIsClosedAfterTheHandshakeTimeout) {
+  TransportOptions o;
+  o.handshake_timeout = 200ms;
+  Node b(2, o);
+  RawClient c(b.port());
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_FALSE(c.read_frame().has_value());
+  EXPECT_EQ(c.last_error(), asio::error::eof);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 4s);
 }
 
 TEST(TransportTest, OversizeFrameClosesTheConnection) {
@@ -738,6 +813,8 @@ TEST(TransportTest, MutualTlsWorksAndAPeerWithoutClientCertificateIsRejected) {
   c.t().add_peer(2, {b.url()});
   b.t().add_peer(3, {c.url()});
   ASSERT_TRUE(eventually([&] { return c.t().peer_status(2).dial_failures >= 2; }));
+  EXPECT_NE(c.t().peer_status(2).last_error.find("certificate required"), std::string::npos)
+      << c.t().peer_status(2).last_error;
   c.t().send({app(3, 2, 0)});
   const uint64_t f = c.t().peer_status(2).dial_failures;
   ASSERT_TRUE(eventually([&] { return c.t().peer_status(2).dial_failures >= f + 2; }));
