@@ -272,7 +272,12 @@ class V3Api::Impl {
 
   void respond(const Ex& ex, net::Response r);
   void fail(const Ex& ex, const Status& s) { respond(ex, error_response(s)); }
+  // Response headers come from a copy of the member's identity and term,
+  // refreshed as each request arrives: headers are also written from member
+  // callbacks, which must not call back into the member (status() may take
+  // a lock the driver holds while it runs callbacks).
   void fill_header(pb::ResponseHeader* h, bool with_revision = true) const;
+  void refresh_identity();
 
   // Runs `then` once a read barrier passed, or answers with the error.
   void after_barrier(std::chrono::milliseconds timeout, std::function<void()> then,
@@ -327,6 +332,8 @@ class V3Api::Impl {
   metrics::Counter& health_failed_;
   metrics::Gauge& rss_;
 
+  std::atomic<uint64_t> cluster_id_{0}, member_id_{0}, raft_term_{0};
+
   std::mutex streams_mu_;
   std::map<const WatchStream*, std::shared_ptr<WatchStream>> streams_;
 
@@ -339,11 +346,17 @@ void V3Api::Impl::respond(const Ex& ex, net::Response r) {
 }
 
 void V3Api::Impl::fill_header(pb::ResponseHeader* h, bool with_revision) const {
-  const MemberStatus st = member_.status();
-  h->set_cluster_id(st.cluster_id);
-  h->set_member_id(st.member_id);
-  h->set_raft_term(st.raft_term);
+  h->set_cluster_id(cluster_id_.load());
+  h->set_member_id(member_id_.load());
+  h->set_raft_term(raft_term_.load());
   if (!with_revision) h->clear_revision();
+}
+
+void V3Api::Impl::refresh_identity() {
+  const MemberStatus st = member_.status();
+  cluster_id_.store(st.cluster_id);
+  member_id_.store(st.member_id);
+  raft_term_.store(st.raft_term);
 }
 
 V3Api::Impl::Impl(MemberApi& member, Options options, metrics::Registry& reg)
@@ -380,6 +393,7 @@ V3Api::Impl::Impl(MemberApi& member, Options options, metrics::Registry& reg)
           reg.counter("etcd_server_health_failures", "The total number of failed health checks")),
       rss_(reg.gauge("process_resident_memory_bytes", "Resident memory size in bytes.")) {
   leader_changes(reg);  // the family exists from the start, at 0
+  refresh_identity();
   routes_ = {
       {"/v3/kv/range", &Impl::kv_range},
       {"/v3/kv/put", &Impl::kv_put},
@@ -431,6 +445,7 @@ bool V3Api::Impl::handle(const Ex& ex) {
     return true;
   }
   received_bytes_.inc(static_cast<double>(ex->request().body.size()));
+  refresh_identity();
   (this->*(it->second))(ex);
   return true;
 }
@@ -975,6 +990,9 @@ std::optional<uint64_t> V3Api::Impl::WatchStream::close() {
   std::lock_guard l(mu_);
   if (closed_) return std::nullopt;
   closed_ = true;
+  // Finishes the response when the server is stopping; ignored when the
+  // client has gone.
+  ex_->end_stream();
   for (auto& [id, w] : watchers_)
     if (w.progress_timer) api_.timers_.cancel(w.progress_timer);
   api_.watchers_.add(-static_cast<double>(watchers_.size()));
