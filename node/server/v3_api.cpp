@@ -29,6 +29,7 @@ namespace {
 using storage::Code;
 using storage::Status;
 using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
 
 constexpr const char* kRequestTooLarge = "etcdserver: request is too large";
 constexpr const char* kTimedOut = "etcdserver: request timed out";
@@ -333,6 +334,7 @@ class V3Api::Impl {
   metrics::Gauge& rss_;
 
   std::atomic<uint64_t> cluster_id_{0}, member_id_{0}, raft_term_{0};
+  std::atomic<int64_t> identity_at_{0};  // steady clock ticks of the last refresh
 
   std::mutex streams_mu_;
   std::map<const WatchStream*, std::shared_ptr<WatchStream>> streams_;
@@ -445,7 +447,13 @@ bool V3Api::Impl::handle(const Ex& ex) {
     return true;
   }
   received_bytes_.inc(static_cast<double>(ex->request().body.size()));
-  refresh_identity();
+  // At most every 10 ms: status() may not be free, and the identity changes
+  // only with a new term.
+  const int64_t now = Clock::now().time_since_epoch().count();
+  int64_t last = identity_at_.load();
+  if (now - last >= std::chrono::nanoseconds(10ms).count() &&
+      identity_at_.compare_exchange_strong(last, now))
+    refresh_identity();
   (this->*(it->second))(ex);
   return true;
 }
@@ -832,11 +840,12 @@ void V3Api::Impl::WatchStream::create(const pb::WatchCreateRequest& req) {
     if (req.watch_id() != 0) {
       id = req.watch_id();
       if (watchers_.count(id)) {
-        // etcd answers a duplicate watch_id with a created-and-canceled reply.
-        pb::WatchResponse r = response(id, api_.member_.kv().revision());
+        // etcd answers a watch_id already in use on the stream with a
+        // created-and-canceled reply for watch -1.
+        pb::WatchResponse r = response(-1, api_.member_.kv().revision());
         r.set_created(true);
         r.set_canceled(true);
-        r.set_cancel_reason("etcdserver: duplicate watch ID");
+        r.set_cancel_reason("mvcc: duplicate watch ID provided on the WatchStream");
         send_locked(r);
         return;
       }

@@ -68,6 +68,7 @@ class ApiServer {
     o.max_txn_ops = 8;
     o.request_timeout = 1000ms;
     o.health_timeout = 300ms;
+    o.watch_progress_interval = 200ms;
     return o;
   }
 

@@ -422,6 +422,42 @@ TEST_F(V3ApiTest, WatchFiltersSeveralWatchersAndBadBody) {
   expect_error(bad, 400, 3, "");
 }
 
+TEST_F(V3ApiTest, WatchProgressCancelAndDuplicateId) {
+  std::string body =
+      json({{"create_request", {{"key", b64("p")}, {"progress_notify", true}}}}).dump() + "\n" +
+      json({{"create_request", {{"key", b64("q")}, {"watch_id", "5"}}}}).dump() + "\n" +
+      json({{"create_request", {{"key", b64("q")}, {"watch_id", "5"}}}}).dump() + "\n" +
+      json({{"progress_request", json::object()}}).dump() + "\n" +
+      json({{"cancel_request", {{"watch_id", "5"}}}}).dump();
+  StreamReader w(server_.url("/v3/watch"), body);
+  EXPECT_EQ(w.next()["result"]["created"], true);
+  EXPECT_EQ(w.next()["result"]["watch_id"], "5");
+  json dup = w.next()["result"];
+  EXPECT_EQ(dup["watch_id"], "-1");
+  EXPECT_EQ(dup["canceled"], true);
+  EXPECT_EQ(dup["cancel_reason"], "mvcc: duplicate watch ID provided on the WatchStream");
+  json progress = w.next()["result"];
+  EXPECT_EQ(progress["watch_id"], "-1");
+  EXPECT_EQ(progress["header"]["revision"], "1");
+  EXPECT_FALSE(progress.contains("events"));
+  json canceled = w.next()["result"];
+  EXPECT_EQ(canceled["watch_id"], "5");
+  EXPECT_EQ(canceled["canceled"], true);
+  // progress_notify: header-only responses for watch 0 every interval
+  // (200 ms here).
+  json tick = w.next(3s);
+  ASSERT_TRUE(tick.is_object());
+  EXPECT_FALSE(tick["result"].contains("watch_id"));
+  EXPECT_FALSE(tick["result"].contains("events"));
+  EXPECT_EQ(tick["result"]["header"]["revision"], "1");
+  put("q", "canceled: no event");
+  put("p", "1");
+  json ev = w.next();
+  while (ev.is_object() && !ev["result"].contains("events")) ev = w.next();  // more ticks
+  EXPECT_EQ(ev["result"]["events"][0]["kv"]["key"], b64("p")) << ev;
+  w.hang_up([&] { put("p", "wake"); });
+}
+
 // Writes racing with a watch created from revision 1: every revision arrives
 // exactly once, in order, across the switch from history to live events.
 TEST_F(V3ApiTest, WatchCatchUpRacingWritesLosesAndRepeatsNothing) {
