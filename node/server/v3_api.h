@@ -54,9 +54,10 @@ class V3Api {
     std::string cluster_version = "3.4.0";
   };
 
-  // REQUIRES: member and metrics outlive this object, and no MemberApi
-  // callback of a request handled here runs after it is destroyed (destroy
-  // it after the driver has stopped).
+  // REQUIRES: member and metrics outlive this object; no MemberApi callback
+  // of a request handled here runs after it is destroyed, and the servers
+  // that call handle() are stopped before it (destroy it after the driver
+  // and the client listeners have stopped).
   V3Api(MemberApi& member, Options options, metrics::Registry& metrics);
   ~V3Api();
   V3Api(const V3Api&) = delete;

@@ -247,6 +247,19 @@ TEST_F(V3ApiTest, LeaseGrantAttachTimeToLiveRevoke) {
   EXPECT_EQ(line["result"]["ID"], id);
   EXPECT_EQ(line["result"]["TTL"], "60");
 
+  // Several requests in one body: one line each, in order, then the end.
+  Reply ka3 = post_raw("/v3/lease/keepalive",
+                       json({{"ID", id}}).dump() + "\n" + json({{"ID", "42"}}).dump() + "\n");
+  ASSERT_EQ(ka3.status, 200);
+  std::vector<json> lines;
+  for (size_t at = 0, nl; (nl = ka3.raw.find('\n', at)) != std::string::npos; at = nl + 1)
+    lines.push_back(json::parse(ka3.raw.substr(at, nl - at)));
+  ASSERT_EQ(lines.size(), 2u) << ka3.raw;
+  EXPECT_EQ(lines[0]["result"]["TTL"], "60");
+  EXPECT_EQ(lines[1]["result"]["ID"], "42");
+  EXPECT_FALSE(lines[1]["result"].contains("TTL"));
+  expect_error(post_raw("/v3/lease/keepalive", "{bad"), 400, 3, "");
+
   Reply ls = post("/v3/lease/leases", json::object());
   EXPECT_EQ(ls.body["leases"], json({{{"ID", id}}})) << ls.raw;
   EXPECT_EQ(post("/v3/kv/lease/leases", json::object()).body["leases"], ls.body["leases"]);
