@@ -420,7 +420,7 @@ bool V3Api::Impl::handle(const Ex& ex) {
   std::string path = ex->request().path();
   const std::string& method = ex->request().method;
   if (path == "/health" || path == "/version" || path == "/metrics") {
-    if (method != "GET" && method != "HEAD") {
+    if (method != "GET") {
       net::Response r = net::Response::text(405, "Method Not Allowed\n");
       r.headers.set("Allow", "GET");
       respond(ex, std::move(r));
@@ -777,9 +777,12 @@ class V3Api::Impl::WatchStream : public std::enable_shared_from_this<WatchStream
     uint64_t progress_timer = 0;
   };
 
-  void start(uint64_t subscription) {
+  // Records the stream's subscription; false when the stream closed first
+  // (the caller then drops the subscription itself).
+  bool start(uint64_t subscription) {
     std::lock_guard l(mu_);
     subscription_ = subscription;
+    return !closed_;
   }
 
   void create(const pb::WatchCreateRequest& req);
@@ -1027,9 +1030,13 @@ void V3Api::Impl::watch(const Ex& ex) {
     if (auto s = weak.lock()) close_stream(s);
   });
   // Subscribe before any history is read (see WatchStream).
-  stream->start(member_.subscribe([weak](const std::vector<pb::Event>& events) {
+  const uint64_t sub = member_.subscribe([weak](const std::vector<pb::Event>& events) {
     if (auto s = weak.lock()) s->on_events(events);
-  }));
+  });
+  if (!stream->start(sub)) {
+    member_.unsubscribe(sub);
+    return;
+  }
   for (const auto& r : reqs) {
     switch (r.request_union_case()) {
       case pb::WatchRequest::kCreateRequest:
