@@ -362,9 +362,26 @@ Status KvStore::range_locked(const pb::RangeRequest& req, int64_t current_rev, c
     const KeyHistory* kh;
     const KeyHistory::Rev* rev;
   };
+  const bool filtered = req.min_mod_revision() || req.max_mod_revision() ||
+                        req.min_create_revision() || req.max_create_revision();
+  const bool sorted =
+      req.sort_order() != pb::RangeRequest::NONE || req.sort_target() != pb::RangeRequest::KEY;
+  // `count` is every key in the range (as etcd's), but only the keys that
+  // can be returned are collected: limit+1 (to tell `more`) unless sorting or
+  // filtering needs them all.
+  size_t want = SIZE_MAX;
+  if (req.count_only()) {
+    want = 0;
+  } else if (req.limit() > 0 && !filtered && !sorted) {
+    want = static_cast<size_t>(req.limit()) + 1;
+  }
   std::vector<Match> matches;
+  int64_t count = 0;
   auto consider = [&](const std::string& k, const KeyHistory& kh) {
-    if (const KeyHistory::Rev* r = kh.find(at)) matches.push_back({&k, &kh, r});
+    if (const KeyHistory::Rev* r = kh.find(at)) {
+      count++;
+      if (matches.size() < want) matches.push_back({&k, &kh, r});
+    }
   };
   if (req.range_end().empty()) {
     auto it = index_.find(req.key());
@@ -374,16 +391,9 @@ Status KvStore::range_locked(const pb::RangeRequest& req, int64_t current_rev, c
          it != index_.end() && in_range(it->first, req.key(), req.range_end()); ++it)
       consider(it->first, it->second);
   }
-  resp->set_count(static_cast<int64_t>(matches.size()));
+  resp->set_count(count);
   if (req.count_only()) return {};
-
-  const bool filtered = req.min_mod_revision() || req.max_mod_revision() ||
-                        req.min_create_revision() || req.max_create_revision();
-  const bool sorted =
-      req.sort_order() != pb::RangeRequest::NONE || req.sort_target() != pb::RangeRequest::KEY;
-  size_t fetch = matches.size();
-  if (req.limit() > 0 && !filtered && !sorted)
-    fetch = std::min<size_t>(fetch, static_cast<size_t>(req.limit()) + 1);
+  const size_t fetch = matches.size();
 
   std::vector<pb::KeyValue> kvs;
   kvs.reserve(fetch);
@@ -462,7 +472,9 @@ Status KvStore::events(const std::string& key, const std::string& range_end, int
   if (compact_rev) *compact_rev = compact_rev_;
   if (start_rev <= 0) start_rev = rev_ + 1;
   if (start_rev < compact_rev_) return errors::compacted();
-  *next_rev = rev_ + 1;
+  // Resume no earlier than asked: a watcher from a future revision must not
+  // be handed revisions below its start.
+  *next_rev = std::max(start_rev, rev_ + 1);
   std::unique_ptr<leveldb::Iterator> it(db_->db()->NewIterator(leveldb::ReadOptions()));
   int64_t last_main = 0;
   for (it->Seek(keys::revision_key(start_rev, 0)); it->Valid() && is_revision_key(it->key());

@@ -518,7 +518,7 @@ TEST_P(KvModelTest, RandomOpsMatchModel) {
   Model model;
   Gen gen(GetParam());
   uint64_t index = 0;
-  const int steps = 1500;
+  const int steps = 2500;
   for (int step = 0; step < steps; step++) {
     pb::InternalRequest req = gen.request(model.rev());
     index++;
@@ -576,7 +576,7 @@ TEST_P(KvModelTest, RandomOpsMatchModel) {
   member->kv().check_consistency();
 }
 
-INSTANTIATE_TEST_SUITE_P(Seeds, KvModelTest, ::testing::Values(1u, 2u, 3u, 4u, 5u, 6u));
+INSTANTIATE_TEST_SUITE_P(Seeds, KvModelTest, ::testing::Values(1u, 2u, 3u, 4u, 5u, 6u, 7u, 8u));
 
 }  // namespace
 }  // namespace muster::storage
