@@ -318,23 +318,23 @@ bool KvStore::read_record(Revision rev, pb::KeyValue* kv) const {
 }
 
 int64_t KvStore::revision() const {
-  std::shared_lock l(mu_);
+  auto l = read_lock();
   return rev_;
 }
 int64_t KvStore::compact_revision() const {
-  std::shared_lock l(mu_);
+  auto l = read_lock();
   return compact_rev_;
 }
 uint64_t KvStore::applied_index() const {
-  std::shared_lock l(mu_);
+  auto l = read_lock();
   return applied_index_;
 }
 uint64_t KvStore::applied_term() const {
-  std::shared_lock l(mu_);
+  auto l = read_lock();
   return applied_term_;
 }
 size_t KvStore::key_count() const {
-  std::shared_lock l(mu_);
+  auto l = read_lock();
   return live_keys_;
 }
 
@@ -346,7 +346,7 @@ Status KvStore::check_range_rev(int64_t rev, int64_t current_rev) const {
 
 Status KvStore::range(const pb::RangeRequest& req, pb::RangeResponse* resp) const {
   if (req.key().empty()) return {Code::kInvalidArgument, errors::kEmptyKey};
-  std::shared_lock l(mu_);
+  auto l = read_lock();
   return range_locked(req, rev_, nullptr, resp);
 }
 
@@ -468,7 +468,7 @@ Status KvStore::range_locked(const pb::RangeRequest& req, int64_t current_rev, c
 Status KvStore::events(const std::string& key, const std::string& range_end, int64_t start_rev,
                        size_t max_events, bool with_prev_kv, std::vector<pb::Event>* out,
                        int64_t* next_rev, int64_t* compact_rev) const {
-  std::shared_lock l(mu_);
+  auto l = read_lock();
   if (compact_rev) *compact_rev = compact_rev_;
   if (start_rev <= 0) start_rev = rev_ + 1;
   if (start_rev < compact_rev_) return errors::compacted();
@@ -919,7 +919,7 @@ Status KvStore::apply_member(Writer& w, const pb::InternalRequest& req,
 
 KvStore::ApplyResult KvStore::apply(const pb::InternalRequest& req, uint64_t index, uint64_t term,
                                     const raftpb::ConfState* cs) {
-  std::unique_lock lock(mu_);
+  auto lock = write_lock();
   ApplyResult res;
   if (index <= applied_index_) {
     res.skipped = true;
@@ -1021,7 +1021,7 @@ KvStore::ApplyResult KvStore::apply(const pb::InternalRequest& req, uint64_t ind
 }
 
 void KvStore::apply_noop(uint64_t index, uint64_t term, const raftpb::ConfState* cs) {
-  std::unique_lock lock(mu_);
+  auto lock = write_lock();
   if (index <= applied_index_) return;
   applied_index_ = index;
   applied_term_ = term;
@@ -1040,7 +1040,7 @@ void KvStore::apply_noop(uint64_t index, uint64_t term, const raftpb::ConfState*
 // ------------------------------------------------------------------ leases
 
 Status KvStore::lease_keepalive(int64_t id, int64_t* ttl) {
-  std::unique_lock l(mu_);
+  auto l = write_lock();
   auto it = leases_.find(id);
   if (it == leases_.end()) return errors::lease_not_found();
   it->second.expiry_ms = options_.clock_ms() + it->second.ttl * 1000;
@@ -1050,7 +1050,7 @@ Status KvStore::lease_keepalive(int64_t id, int64_t* ttl) {
 
 Status KvStore::lease_time_to_live(const pb::LeaseTimeToLiveRequest& req,
                                    pb::LeaseTimeToLiveResponse* resp) const {
-  std::shared_lock l(mu_);
+  auto l = read_lock();
   auto it = leases_.find(req.id());
   if (it == leases_.end()) return errors::lease_not_found();
   const int64_t remaining_ms = it->second.expiry_ms - options_.clock_ms();
@@ -1064,7 +1064,7 @@ Status KvStore::lease_time_to_live(const pb::LeaseTimeToLiveRequest& req,
 }
 
 pb::LeaseLeasesResponse KvStore::leases() const {
-  std::shared_lock l(mu_);
+  auto l = read_lock();
   pb::LeaseLeasesResponse r;
   r.mutable_header()->set_revision(rev_);
   for (const auto& [id, lease] : leases_) r.add_leases()->set_id(id);
@@ -1072,12 +1072,12 @@ pb::LeaseLeasesResponse KvStore::leases() const {
 }
 
 bool KvStore::lease_exists(int64_t id) const {
-  std::shared_lock l(mu_);
+  auto l = read_lock();
   return leases_.count(id) > 0;
 }
 
 std::vector<int64_t> KvStore::expired_leases(int64_t now_ms) const {
-  std::shared_lock l(mu_);
+  auto l = read_lock();
   std::vector<std::pair<int64_t, int64_t>> due;
   for (const auto& [id, lease] : leases_)
     if (lease.expiry_ms <= now_ms) due.emplace_back(lease.expiry_ms, id);
@@ -1088,27 +1088,27 @@ std::vector<int64_t> KvStore::expired_leases(int64_t now_ms) const {
 }
 
 void KvStore::reset_lease_expiries() {
-  std::unique_lock l(mu_);
+  auto l = write_lock();
   const int64_t now = options_.clock_ms();
   for (auto& [id, lease] : leases_) lease.expiry_ms = now + lease.ttl * 1000;
 }
 
 std::vector<pb::Member> KvStore::members() const {
-  std::shared_lock l(mu_);
+  auto l = read_lock();
   std::vector<pb::Member> out;
   for (const auto& [id, m] : members_) out.push_back(m);
   return out;
 }
 
 bool KvStore::member_removed(uint64_t id) const {
-  std::shared_lock l(mu_);
+  auto l = read_lock();
   return removed_members_.count(id) > 0;
 }
 
 // ------------------------------------------------------------------ checks
 
 void KvStore::check_consistency() const {
-  std::shared_lock l(mu_);
+  auto l = read_lock();
   // Rebuild the index from disk exactly as load() does and compare.
   std::map<std::string, KeyHistory, std::less<>> fresh;
   std::unique_ptr<leveldb::Iterator> it(db_->db()->NewIterator(leveldb::ReadOptions()));

@@ -29,6 +29,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <shared_mutex>
 #include <string>
@@ -164,8 +165,22 @@ class KvStore {
   Status apply_member(Writer& w, const pb::InternalRequest& req, pb::InternalResponse* resp);
   void fill_members(google::protobuf::RepeatedPtrField<pb::Member>* out) const;
 
+  // Readers share mu_, apply and lease bookkeeping hold it exclusively.
+  // glibc's shared_mutex prefers readers, so a steady stream of reads could
+  // starve apply; gate_ is a turnstile: a writer holds it while it waits for
+  // the readers inside to leave, and new readers queue behind it.
+  std::shared_lock<std::shared_mutex> read_lock() const {
+    std::lock_guard g(gate_);
+    return std::shared_lock<std::shared_mutex>(mu_);
+  }
+  std::unique_lock<std::shared_mutex> write_lock() {
+    std::lock_guard g(gate_);
+    return std::unique_lock<std::shared_mutex>(mu_);
+  }
+
   Database* db_;
   Options options_;
+  mutable std::mutex gate_;
   mutable std::shared_mutex mu_;
   std::map<std::string, KeyHistory, std::less<>> index_;
   size_t live_keys_ = 0;
