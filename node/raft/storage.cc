@@ -115,7 +115,10 @@ StorageError MemoryStorage::create_snapshot(uint64_t i, const pb::ConfState* cs,
   if (i < offset()) return StorageError::kSnapshotOutOfDate;
   snapshot_.mutable_metadata()->set_index(i);
   snapshot_.mutable_metadata()->set_term(entries_[i - offset()].term());
-  if (cs != nullptr) *snapshot_.mutable_metadata()->mutable_conf_state() = *cs;
+  if (cs != nullptr) {
+    *snapshot_.mutable_metadata()->mutable_conf_state() = *cs;
+    conf_state_ = *cs;
+  }
   snapshot_.set_data(data);
   if (out != nullptr) *out = snapshot_;
   return StorageError::kOk;
