@@ -109,6 +109,8 @@ class KvStore {
   size_t key_count() const;  // live keys
 
   // --- leases (leader side; not replicated) ---
+  // LeaseGrant is applied with the TTL as proposed: the server raises TTLs
+  // below its minimum (etcd: ceil(1.5 x election timeout)) before proposing.
   // Refreshes a lease's expiry to now + TTL; returns the TTL or kNotFound.
   Status lease_keepalive(int64_t id, int64_t* ttl);
   Status lease_time_to_live(const pb::LeaseTimeToLiveRequest& req,
@@ -127,7 +129,7 @@ class KvStore {
   class Writer;
 
   // Checks the in-memory index against a full scan of the revision records
-  // (tests and `musterctl check`): aborts on mismatch.
+  // (tests; a server may run it at startup): aborts on mismatch.
   void check_consistency() const;
 
  private:
