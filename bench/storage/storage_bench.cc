@@ -3,7 +3,7 @@
 // serializable read path, Raft log appends/s with one fsync per batch, RSS
 // with N keys loaded, and the time to reopen (rebuild the index).
 //
-//   storage_bench [--keys N] [--dir PATH] [--value-bytes B]
+//   storage_bench [--keys N] [--dir PATH] [--value-bytes B] [--cache-mib M]
 //
 // Figures and the command used are recorded in docs/benchmarks-storage.md.
 #include <stdlib.h>
@@ -43,9 +43,11 @@ std::string key_of(long i) {
   return k;
 }
 
-std::unique_ptr<MemberStorage> open_or_die(const std::string& dir) {
+std::unique_ptr<MemberStorage> open_or_die(const std::string& dir, size_t cache_mib) {
   std::unique_ptr<MemberStorage> m;
-  auto s = MemberStorage::open(dir, {}, &m);
+  MemberStorage::Options o;
+  if (cache_mib > 0) o.db.block_cache_bytes = cache_mib << 20;
+  auto s = MemberStorage::open(dir, o, &m);
   if (!s) {
     std::fprintf(stderr, "open %s: %s\n", dir.c_str(), s.to_string().c_str());
     std::exit(1);
@@ -58,6 +60,7 @@ std::unique_ptr<MemberStorage> open_or_die(const std::string& dir) {
 int main(int argc, char** argv) {
   long keys = 1'000'000;
   size_t value_bytes = 100;
+  size_t cache_mib = 0;  // 0 = the default
   std::string dir;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--keys")) keys = std::atol(argv[i + 1]);
@@ -76,7 +79,7 @@ int main(int argc, char** argv) {
   const long rss0 = rss_kib();
   uint64_t index = 0;
   {
-    auto m = open_or_die(dir);
+    auto m = open_or_die(dir, cache_mib);
 
     // 1. Single puts, one apply (one LevelDB write) each: the apply loop's
     //    cost per committed entry.
@@ -164,7 +167,7 @@ int main(int argc, char** argv) {
   // 5. Reopen: the key index is rebuilt from the revision records.
   auto t0 = Clock::now();
   {
-    auto m = open_or_die(dir);
+    auto m = open_or_die(dir, cache_mib);
     std::printf("reopen (index rebuild): %10.2f s for %zu keys\n", seconds_since(t0),
                 m->kv().key_count());
   }
