@@ -114,6 +114,16 @@ TEST(SnapshotTest, CorruptStreamIsRejectedAndNothingIsSwapped) {
   bad.add_keys(keys::log_key(1));
   bad.add_values("x");
   EXPECT_EQ(inst2->add(bad).code(), Code::kDataLoss);
+  // So is a record that would not load.
+  inst2.reset();  // one install at a time
+  std::unique_ptr<SnapshotInstaller> inst3;
+  ASSERT_TRUE(dst->begin_install(&inst3).is_ok());
+  pb::SnapshotChunk junk;
+  junk.add_keys(keys::revision_key(2, 0));
+  junk.add_values("\xff\xff\xff");
+  Status js = inst3->add(junk);
+  EXPECT_EQ(js.code(), Code::kDataLoss);
+  EXPECT_EQ(js.message(), "snapshot: unparsable record");
 }
 
 TEST(SnapshotTest, InterruptedInstallIsFinishedOrDiscardedOnOpen) {
