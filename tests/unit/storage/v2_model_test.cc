@@ -69,9 +69,7 @@ struct V2Model {
       if (!nodes.count(a)) nodes[a] = MNode{true, "", rev, rev};
   }
   bool has_children(const std::string& p) const {
-    auto it = nodes.upper_bound(p + "/");
     auto lo = nodes.lower_bound(p + "/");
-    (void)it;
     return lo != nodes.end() && lo->first.compare(0, p.size() + 1, p + "/") == 0;
   }
   void remove_subtree(const std::string& p) {
