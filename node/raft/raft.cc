@@ -153,15 +153,15 @@ void Raft::require_not_in_ready(const char* what) const {
 }
 
 void Raft::init_progress(uint64_t id, bool learner) {
-  auto [it, inserted] = prs_.try_emplace(id, log_.last_index() + 1, cfg_.max_inflight_msgs,
-                                         cfg_.max_inflight_bytes, learner);
+  auto it = prs_.try_emplace(id, log_.last_index() + 1, cfg_.max_inflight_msgs,
+                             cfg_.max_inflight_bytes, learner)
+                .first;
   Progress& pr = it->second;
   pr.is_learner = learner;
   if (id == id_) pr.match = log_.last_index();
   // A new peer counts as active so that a leader will send it a snapshot if
   // needed before the next check-quorum round.
   pr.recent_active = true;
-  (void)inserted;
 }
 
 pb::ConfState Raft::conf_state() const {
@@ -619,12 +619,6 @@ void Raft::drop(const pb::Message& m, DropReason why) {
 
 void Raft::step_leader(const pb::Message& m) {
   switch (m.type()) {
-    case pb::MsgBeat:
-      bcast_heartbeat("");
-      return;
-    case pb::MsgCheckQuorum:
-      if (!quorum_active()) become_follower(term_, 0);
-      return;
     case pb::MsgProp: {
       if (m.entries_size() == 0) return drop(m, DropReason::kEmpty);
       // Removed from the configuration (e.g. the removal is applied but we
