@@ -118,7 +118,14 @@ Raft::Raft(Config cfg, const Storage* storage) : cfg_(std::move(cfg)), id_(cfg_.
   log_.commit_to(hs.commit());
   term_ = hs.term();
   vote_ = hs.vote();
-  if (cfg_.applied > 0) log_.applied_to(cfg_.applied);
+  if (cfg_.applied > 0) {
+    // An applied entry was committed by definition.  A caller that persists
+    // the commit index without sync (Ready::must_sync is false when only the
+    // commit index changed) may come back with applied > stored commit.
+    if (cfg_.applied > log_.last_index()) fatal(id_, "Config::applied beyond the last index");
+    log_.commit_to(cfg_.applied);
+    log_.applied_to(cfg_.applied);
+  }
 
   rng_state_ = splitmix64((cfg_.seed != 0 ? cfg_.seed : 0x6d75737465720001ull) ^ splitmix64(id_));
   if (rng_state_ == 0) rng_state_ = 1;

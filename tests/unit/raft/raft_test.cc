@@ -719,6 +719,27 @@ TEST(RaftReplication, RestartKeepsOnlyPersistedState) {
   EXPECT_EQ(c.node(2).applied.size(), 5u);
 }
 
+TEST(RaftReplication, RestartWithAppliedAheadOfStoredCommit) {
+  // The commit index may be persisted without sync; the applied index (kept
+  // with the state machine) can then be ahead of it after a crash.
+  Cluster c({1, 2, 3});
+  c.campaign(1);
+  for (int i = 0; i < 3; ++i)
+    ASSERT_EQ(c.raft(1).propose("a" + std::to_string(i)), DropReason::kNone);
+  c.stabilize();
+  const uint64_t applied = c.node(2).applied_index;
+  pb::HardState hs = c.storage(2).hard_state();
+  hs.set_commit(1);  // the unsynced commit update was lost
+  c.storage(2).set_hard_state(hs);
+  Config cfg;
+  cfg.id = 2;
+  cfg.applied = applied;
+  Raft r(cfg, &c.storage(2));
+  EXPECT_EQ(r.log().committed(), applied);
+  EXPECT_EQ(r.log().applied(), applied);
+  EXPECT_EQ(r.check_invariants(), "");
+}
+
 // --- ReadIndex -------------------------------------------------------------------
 
 TEST(RaftReadIndex, LeaderAnswersOnlyAfterCommittingInItsTerm) {
