@@ -406,6 +406,22 @@ TEST(RaftLearner, LearnerNeverCampaignsNorVotesTowardQuorum) {
   EXPECT_EQ(c.raft(3).lead(), 1u) << "learners still replicate";
 }
 
+TEST(RaftLearner, LearnerVoteDoesNotCountAndLearnerIsNotAsked) {
+  Cluster c({1, 2}, [](Config& cfg) { cfg.pre_vote = false; }, {3});
+  c.isolate(2);
+  c.raft(1).campaign();
+  auto msgs = c.take_messages();
+  EXPECT_EQ(count_type(msgs, pb::MsgVote, 3), 0) << "candidates ask voters only";
+  ASSERT_EQ(c.raft(1).role(), StateRole::kCandidate);
+  pb::Message grant;
+  grant.set_type(pb::MsgVoteResp);
+  grant.set_from(3);
+  grant.set_to(1);
+  grant.set_term(c.raft(1).term());
+  c.raft(1).step(grant);
+  EXPECT_EQ(c.raft(1).role(), StateRole::kCandidate) << "a learner's vote must not elect";
+}
+
 TEST(RaftLearner, LearnerAckDoesNotCountTowardCommit) {
   Cluster c({1, 2}, {}, {3});
   c.campaign(1);
