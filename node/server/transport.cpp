@@ -197,23 +197,49 @@ class FrameConn : public std::enable_shared_from_this<FrameConn> {
   bool closed_ = false;
 };
 
-// Runs (*job)() on `pool` and resumes the awaiting coroutine on its own
-// executor with the result.  The job must not throw and must outlive the
-// co_await (a named local of the awaiting coroutine).  Only trivially
-// destructible values cross into the awaitable machinery: g++ 12 has
-// destroyed by-value temporaries of co_await expressions twice.
+// The thread pool for storage work, and whether it still takes work (it
+// stops when the Transport is destroyed).
+struct StoragePool {
+  explicit StoragePool(size_t threads) : pool(std::max<size_t>(1, threads)) {}
+  std::mutex mu;
+  bool closed = false;
+  asio::thread_pool pool;
+
+  void close_and_join() {
+    {
+      std::lock_guard l(mu);
+      closed = true;
+    }
+    pool.join();
+  }
+};
+
+// Runs (*job)() on the storage pool (or, once the pool is closed, right here)
+// and resumes the awaiting coroutine on its own executor with the result.
+// The job must not throw and must outlive the co_await (a named local of the
+// awaiting coroutine).  Only trivially destructible values cross into the
+// awaitable machinery: g++ 12 has destroyed by-value temporaries of co_await
+// expressions twice.
 template <typename F>
-auto offload(asio::thread_pool* pool, F* job) {
+auto offload(StoragePool* sp, F* job) {
   using R = std::invoke_result_t<F&>;
   return asio::async_initiate<const asio::use_awaitable_t<>&, void(R)>(
-      [pool, job](auto handler) {
-        asio::post(*pool, [handler = std::move(handler), job]() mutable {
+      [sp, job](auto handler) {
+        auto run = [job](auto handler) {
           R r = (*job)();
           auto ex = asio::get_associated_executor(handler);
-          asio::dispatch(ex, [handler = std::move(handler), r = std::move(r)]() mutable {
+          asio::post(ex, [handler = std::move(handler), r = std::move(r)]() mutable {
             std::move(handler)(std::move(r));
           });
-        });
+        };
+        std::unique_lock l(sp->mu);
+        if (!sp->closed) {
+          asio::post(sp->pool,
+                     [run, handler = std::move(handler)]() mutable { run(std::move(handler)); });
+          return;
+        }
+        l.unlock();
+        run(std::move(handler));
       },
       use_awaitable);
 }
@@ -283,12 +309,12 @@ struct Transport::Core : std::enable_shared_from_this<Core> {
     if (opts.server_tls) server_ctx = net::make_server_tls_context(*opts.server_tls);
     if (opts.client_tls) client_ctx = net::make_client_tls_context(*opts.client_tls);
   }
-  ~Core() { pool.join(); }
+  ~Core() { pool.close_and_join(); }
 
   asio::io_context& io;
   const TransportOptions opts;
   std::shared_ptr<ssl::context> server_ctx, client_ctx;
-  asio::thread_pool pool;  // storage work of snapshot streams
+  StoragePool pool;  // storage work of snapshot streams
 
   std::atomic<bool> stopped{false};
 
@@ -793,6 +819,7 @@ awaitable<void> Transport::Core::receive_snapshot(std::shared_ptr<FrameConn> con
       // works (the sender waits for TCP window space meanwhile).
       deadline.disarm();
       auto add = [&guard, &chunk] { return guard->sink->add(*chunk); };
+      if (stopped) throw std::runtime_error("transport stopped");
       storage::Status s = co_await offload(&pool, &add);
       if (!s) throw std::runtime_error("snapshot sink: " + s.to_string());
       if (chunk->last()) break;
@@ -802,6 +829,7 @@ awaitable<void> Transport::Core::receive_snapshot(std::shared_ptr<FrameConn> con
       guard->sink->finish(true);
       return 0;
     };
+    if (stopped) throw std::runtime_error("transport stopped");
     co_await offload(&pool, &finish);
   } catch (const std::exception& e) {
     failure = describe(e, deadline, "waiting for snapshot data");
@@ -890,6 +918,7 @@ awaitable<void> Transport::Core::send_snapshot(std::shared_ptr<FrameConn> conn,
           r.ok = writer->next(&r.chunk);
           return r;
         };
+        if (stopped) throw std::runtime_error("transport stopped");
         Next n = co_await offload(&pool, &produce);
         if (!n.ok) {
           if (!writer->status())
@@ -939,7 +968,14 @@ awaitable<void> Transport::Core::send_snapshot(std::shared_ptr<FrameConn> conn,
 Transport::Transport(asio::io_context& io, TransportOptions options)
     : core_(std::make_shared<Core>(io, std::move(options))) {}
 
-Transport::~Transport() { stop(); }
+Transport::~Transport() {
+  stop();
+  // Wait for storage work in progress (a sink's add, a writer's next): the
+  // pool's threads must not outlive the Transport, and the Core must never be
+  // destroyed on one of them (its destructor joins the pool).  Storage work
+  // that comes later runs on the io_context's thread (see offload()).
+  core_->pool.close_and_join();
+}
 
 uint16_t Transport::listen(const std::string& host, uint16_t port, bool tls) {
   if (tls && !core_->server_ctx)

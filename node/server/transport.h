@@ -113,7 +113,9 @@ class Transport {
   // Builds the TLS contexts from options; throws std::runtime_error on bad
   // certificate, key or CA files.  REQUIRES: io outlives the Transport.
   Transport(boost::asio::io_context& io, TransportOptions options);
-  ~Transport();  // stop()s
+  // stop()s, then waits for snapshot storage work in progress (a running
+  // SnapshotSink::add or SnapshotWriter::next) to return.
+  ~Transport();
   Transport(const Transport&) = delete;
   Transport& operator=(const Transport&) = delete;
 
