@@ -1036,6 +1036,11 @@ void Transport::set_unreachable_handler(std::function<void(uint64_t)> handler) {
 
 void Transport::add_peer(uint64_t id, std::vector<std::string> peer_urls) {
   if (core_->stopped) return;
+  if (id == core_->opts.local_id || id == 0) {
+    // The member itself (or no member): nothing to dial.  A driver that
+    // passes the whole membership list lands here for its own entry.
+    return;
+  }
   std::shared_ptr<Peer> peer;
   bool is_new = false;
   {

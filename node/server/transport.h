@@ -134,7 +134,7 @@ class Transport {
 
   // Adds a peer, or replaces the URLs of a known one (used from its next dial
   // on).  A known peer may also dial us.  URLs: http://host:port or
-  // https://host:port.
+  // https://host:port.  The local member's own ID (and 0) is ignored.
   void add_peer(uint64_t id, std::vector<std::string> peer_urls);
   // Forgets a peer: closes its connections both ways and drops its queue.
   void remove_peer(uint64_t id);

@@ -310,6 +310,24 @@ TEST(TransportTest, RestartedPeerIsReconnected) {
   expect_in_order(*b, 1, 100);
 }
 
+TEST(TransportTest, PeerThatMovedIsReachedAtItsNewUrl) {
+  Node a(1);
+  auto b = std::make_unique<Node>(2);
+  connect(a, *b);
+  ASSERT_TRUE(eventually([&] { return a.t().is_active(2); }));
+  b.reset();
+  ASSERT_TRUE(eventually([&] { return !a.t().is_active(2); }));
+  b = std::make_unique<Node>(2);  // another port
+  b->t().add_peer(1, {a.url()});
+  a.t().add_peer(2, {b->url()});
+  ASSERT_TRUE(eventually([&] { return a.t().is_active(2); }));
+  send_apps(a, *b, 20);
+  ASSERT_TRUE(eventually([&] { return b->received() == 20; }));
+  expect_in_order(*b, 1, 20);
+  a.t().add_peer(1, {a.url()});  // its own ID: ignored
+  EXPECT_FALSE(a.t().peer_status(1).known);
+}
+
 TEST(TransportTest, SendToDeadOrUnknownPeerReportsUnreachable) {
   // A port nobody listens on: bind one, then close it.
   uint16_t dead_port;
