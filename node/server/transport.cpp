@@ -217,9 +217,9 @@ struct StoragePool {
 // Runs (*job)() on the storage pool (or, once the pool is closed, right here)
 // and resumes the awaiting coroutine on its own executor with the result.
 // The job must not throw and must outlive the co_await (a named local of the
-// awaiting coroutine).  Only trivially destructible values cross into the
-// awaitable machinery: g++ 12 has destroyed by-value temporaries of co_await
-// expressions twice.
+// awaiting coroutine).  Only pointers cross into the awaitable machinery: with
+// g++ 12 we saw a snapshot writer freed while still in use when it reached a
+// coroutine inside a temporary, so coroutine arguments here are named values.
 template <typename F>
 auto offload(StoragePool* sp, F* job) {
   using R = std::invoke_result_t<F&>;
@@ -487,6 +487,9 @@ struct Peer : std::enable_shared_from_this<Peer> {
   // --- any thread ---
   std::atomic<bool> active{false};
   std::atomic<uint64_t> dial_failures{0};
+  std::atomic<uint64_t> sent_bytes{0};      // Raft stream frames written
+  std::atomic<uint64_t> received_bytes{0};  // Raft stream frames read from this peer
+  std::atomic<uint64_t> dropped{0};         // messages never written
   mutable std::mutex error_mu;
   std::string last_error;
 
@@ -504,6 +507,7 @@ struct Peer : std::enable_shared_from_this<Peer> {
     if (removed) return;
     if (in_backoff) {
       // The last dial failed: messages would be stale by the next one.
+      dropped += msgs.size();
       core->report_unreachable(id);
       return;
     }
@@ -511,6 +515,7 @@ struct Peer : std::enable_shared_from_this<Peer> {
     for (auto& m : msgs) {
       if (queue.size() >= core->opts.max_queued_messages) {
         queue.pop_front();
+        this->dropped++;
         dropped = true;
       }
       queue.push_back(std::move(m));
@@ -584,6 +589,7 @@ struct Peer : std::enable_shared_from_this<Peer> {
       }
       if (self->removed || self->core->stopped) break;
       // Whatever was queued or in flight is lost: let Raft know.
+      self->dropped += self->queue.size();
       self->queue.clear();
       self->in_backoff = true;
       self->core->report_unreachable(self->id);
@@ -627,11 +633,15 @@ struct Peer : std::enable_shared_from_this<Peer> {
                         {"type", raftpb::MessageType_Name(queue.front().type())},
                         {"bytes", queue.front().ByteSizeLong()},
                         {"limit", core->opts.max_frame_bytes}});
+            dropped++;
             core->report_unreachable(id);
           }
           queue.pop_front();
         }
-        if (!batch.empty()) co_await c->write(batch);
+        if (!batch.empty()) {
+          co_await c->write(batch);
+          sent_bytes += batch.size();
+        }
       }
       reason = "connection closed by peer";
     } catch (const std::exception& e) {
@@ -749,6 +759,12 @@ awaitable<void> Transport::Core::serve_inbound(std::shared_ptr<FrameConn> conn, 
 }
 
 awaitable<void> Transport::Core::receive_raft(std::shared_ptr<FrameConn> conn, uint64_t from) {
+  std::shared_ptr<Peer> peer;  // for its counters
+  {
+    std::lock_guard l(mu);
+    auto it = peers.find(from);
+    if (it != peers.end()) peer = it->second;
+  }
   std::string failure;
   try {
     for (;;) {
@@ -765,6 +781,7 @@ awaitable<void> Transport::Core::receive_raft(std::shared_ptr<FrameConn> conn, u
                   {{"remote-peer-id", hex_id(from)}});
         continue;
       }
+      if (peer) peer->received_bytes += 5 + f.payload.size();
       deliver(std::move(m));
     }
   } catch (const ProtocolError& e) {
@@ -1153,6 +1170,9 @@ PeerStatus Transport::peer_status(uint64_t id) const {
   s.known = true;
   s.active = peer->active;
   s.dial_failures = peer->dial_failures;
+  s.sent_bytes = peer->sent_bytes;
+  s.received_bytes = peer->received_bytes;
+  s.dropped_messages = peer->dropped;
   s.last_error = peer->error();
   return s;
 }

@@ -105,7 +105,10 @@ struct PeerStatus {
   bool known = false;   // add_peer'd and not removed
   bool active = false;  // outgoing connection up and handshaken
   uint64_t dial_failures = 0;
-  std::string last_error;  // the most recent dial or connection error
+  uint64_t sent_bytes = 0;        // Raft stream frames written to the peer
+  uint64_t received_bytes = 0;    // Raft stream frames received from the peer
+  uint64_t dropped_messages = 0;  // queued for the peer but never written
+  std::string last_error;         // the most recent dial or connection error
 };
 
 class Transport {
