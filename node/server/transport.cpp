@@ -17,7 +17,10 @@
 // inlined: a false positive, silenced for this file only.
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/x509v3.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <atomic>
@@ -402,6 +405,12 @@ struct Transport::Core : std::enable_shared_from_this<Core> {
       error_code ec;
       conn->socket().set_option(tcp::no_delay(true), ec);
       conn->socket().set_option(asio::socket_base::keep_alive(true), ec);
+      // A peer that vanished without a FIN or RST (power loss, partition)
+      // is noticed when written data stays unacknowledged this long, instead
+      // of after the kernel's retransmission limit (~15 minutes).
+      const unsigned user_timeout_ms = static_cast<unsigned>(opts.unacked_timeout.count());
+      ::setsockopt(conn->socket().native_handle(), IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms,
+                   sizeof user_timeout_ms);
       if (u->tls()) {
         conn->use_tls(*client_ctx);
         const std::string& name =

@@ -74,6 +74,9 @@ struct TransportOptions {
   // Snapshot sender: how long to wait for the receiver's verdict after the
   // last chunk (the receiver's sink finishes first, which may install).
   std::chrono::milliseconds snapshot_result_timeout{120000};
+  // Dialer: a connection whose written data stays unacknowledged this long
+  // is dropped (TCP_USER_TIMEOUT), so a peer that vanished is noticed.
+  std::chrono::milliseconds unacked_timeout{10000};
   // Messages queued per peer; when full the oldest is dropped.
   size_t max_queued_messages = 4096;
   // Largest frame (type byte + payload) accepted or sent.  A peer that
