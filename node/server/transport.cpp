@@ -17,7 +17,10 @@
 // inlined: a false positive, silenced for this file only.
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/x509v3.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <atomic>
@@ -197,23 +200,49 @@ class FrameConn : public std::enable_shared_from_this<FrameConn> {
   bool closed_ = false;
 };
 
-// Runs (*job)() on `pool` and resumes the awaiting coroutine on its own
-// executor with the result.  The job must not throw and must outlive the
-// co_await (a named local of the awaiting coroutine).  Only trivially
-// destructible values cross into the awaitable machinery: g++ 12 has
-// destroyed by-value temporaries of co_await expressions twice.
+// The thread pool for storage work, and whether it still takes work (it
+// stops when the Transport is destroyed).
+struct StoragePool {
+  explicit StoragePool(size_t threads) : pool(std::max<size_t>(1, threads)) {}
+  std::mutex mu;
+  bool closed = false;
+  asio::thread_pool pool;
+
+  void close_and_join() {
+    {
+      std::lock_guard l(mu);
+      closed = true;
+    }
+    pool.join();
+  }
+};
+
+// Runs (*job)() on the storage pool (or, once the pool is closed, right here)
+// and resumes the awaiting coroutine on its own executor with the result.
+// The job must not throw and must outlive the co_await (a named local of the
+// awaiting coroutine).  Only pointers cross into the awaitable machinery: with
+// g++ 12 we saw a snapshot writer freed while still in use when it reached a
+// coroutine inside a temporary, so coroutine arguments here are named values.
 template <typename F>
-auto offload(asio::thread_pool* pool, F* job) {
+auto offload(StoragePool* sp, F* job) {
   using R = std::invoke_result_t<F&>;
   return asio::async_initiate<const asio::use_awaitable_t<>&, void(R)>(
-      [pool, job](auto handler) {
-        asio::post(*pool, [handler = std::move(handler), job]() mutable {
+      [sp, job](auto handler) {
+        auto run = [job](auto handler) {
           R r = (*job)();
           auto ex = asio::get_associated_executor(handler);
-          asio::dispatch(ex, [handler = std::move(handler), r = std::move(r)]() mutable {
+          asio::post(ex, [handler = std::move(handler), r = std::move(r)]() mutable {
             std::move(handler)(std::move(r));
           });
-        });
+        };
+        std::unique_lock l(sp->mu);
+        if (!sp->closed) {
+          asio::post(sp->pool,
+                     [run, handler = std::move(handler)]() mutable { run(std::move(handler)); });
+          return;
+        }
+        l.unlock();
+        run(std::move(handler));
       },
       use_awaitable);
 }
@@ -283,12 +312,12 @@ struct Transport::Core : std::enable_shared_from_this<Core> {
     if (opts.server_tls) server_ctx = net::make_server_tls_context(*opts.server_tls);
     if (opts.client_tls) client_ctx = net::make_client_tls_context(*opts.client_tls);
   }
-  ~Core() { pool.join(); }
+  ~Core() { pool.close_and_join(); }
 
   asio::io_context& io;
   const TransportOptions opts;
   std::shared_ptr<ssl::context> server_ctx, client_ctx;
-  asio::thread_pool pool;  // storage work of snapshot streams
+  StoragePool pool;  // storage work of snapshot streams
 
   std::atomic<bool> stopped{false};
 
@@ -376,6 +405,12 @@ struct Transport::Core : std::enable_shared_from_this<Core> {
       error_code ec;
       conn->socket().set_option(tcp::no_delay(true), ec);
       conn->socket().set_option(asio::socket_base::keep_alive(true), ec);
+      // A peer that vanished without a FIN or RST (power loss, partition)
+      // is noticed when written data stays unacknowledged this long, instead
+      // of after the kernel's retransmission limit (~15 minutes).
+      const unsigned user_timeout_ms = static_cast<unsigned>(opts.unacked_timeout.count());
+      ::setsockopt(conn->socket().native_handle(), IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms,
+                   sizeof user_timeout_ms);
       if (u->tls()) {
         conn->use_tls(*client_ctx);
         const std::string& name =
@@ -461,6 +496,9 @@ struct Peer : std::enable_shared_from_this<Peer> {
   // --- any thread ---
   std::atomic<bool> active{false};
   std::atomic<uint64_t> dial_failures{0};
+  std::atomic<uint64_t> sent_bytes{0};      // Raft stream frames written
+  std::atomic<uint64_t> received_bytes{0};  // Raft stream frames read from this peer
+  std::atomic<uint64_t> dropped{0};         // messages never written
   mutable std::mutex error_mu;
   std::string last_error;
 
@@ -478,6 +516,7 @@ struct Peer : std::enable_shared_from_this<Peer> {
     if (removed) return;
     if (in_backoff) {
       // The last dial failed: messages would be stale by the next one.
+      dropped += msgs.size();
       core->report_unreachable(id);
       return;
     }
@@ -485,6 +524,7 @@ struct Peer : std::enable_shared_from_this<Peer> {
     for (auto& m : msgs) {
       if (queue.size() >= core->opts.max_queued_messages) {
         queue.pop_front();
+        this->dropped++;
         dropped = true;
       }
       queue.push_back(std::move(m));
@@ -558,6 +598,7 @@ struct Peer : std::enable_shared_from_this<Peer> {
       }
       if (self->removed || self->core->stopped) break;
       // Whatever was queued or in flight is lost: let Raft know.
+      self->dropped += self->queue.size();
       self->queue.clear();
       self->in_backoff = true;
       self->core->report_unreachable(self->id);
@@ -601,11 +642,15 @@ struct Peer : std::enable_shared_from_this<Peer> {
                         {"type", raftpb::MessageType_Name(queue.front().type())},
                         {"bytes", queue.front().ByteSizeLong()},
                         {"limit", core->opts.max_frame_bytes}});
+            dropped++;
             core->report_unreachable(id);
           }
           queue.pop_front();
         }
-        if (!batch.empty()) co_await c->write(batch);
+        if (!batch.empty()) {
+          co_await c->write(batch);
+          sent_bytes += batch.size();
+        }
       }
       reason = "connection closed by peer";
     } catch (const std::exception& e) {
@@ -723,6 +768,12 @@ awaitable<void> Transport::Core::serve_inbound(std::shared_ptr<FrameConn> conn, 
 }
 
 awaitable<void> Transport::Core::receive_raft(std::shared_ptr<FrameConn> conn, uint64_t from) {
+  std::shared_ptr<Peer> peer;  // for its counters
+  {
+    std::lock_guard l(mu);
+    auto it = peers.find(from);
+    if (it != peers.end()) peer = it->second;
+  }
   std::string failure;
   try {
     for (;;) {
@@ -739,6 +790,7 @@ awaitable<void> Transport::Core::receive_raft(std::shared_ptr<FrameConn> conn, u
                   {{"remote-peer-id", hex_id(from)}});
         continue;
       }
+      if (peer) peer->received_bytes += 5 + f.payload.size();
       deliver(std::move(m));
     }
   } catch (const ProtocolError& e) {
@@ -793,6 +845,7 @@ awaitable<void> Transport::Core::receive_snapshot(std::shared_ptr<FrameConn> con
       // works (the sender waits for TCP window space meanwhile).
       deadline.disarm();
       auto add = [&guard, &chunk] { return guard->sink->add(*chunk); };
+      if (stopped) throw std::runtime_error("transport stopped");
       storage::Status s = co_await offload(&pool, &add);
       if (!s) throw std::runtime_error("snapshot sink: " + s.to_string());
       if (chunk->last()) break;
@@ -802,6 +855,7 @@ awaitable<void> Transport::Core::receive_snapshot(std::shared_ptr<FrameConn> con
       guard->sink->finish(true);
       return 0;
     };
+    if (stopped) throw std::runtime_error("transport stopped");
     co_await offload(&pool, &finish);
   } catch (const std::exception& e) {
     failure = describe(e, deadline, "waiting for snapshot data");
@@ -890,6 +944,7 @@ awaitable<void> Transport::Core::send_snapshot(std::shared_ptr<FrameConn> conn,
           r.ok = writer->next(&r.chunk);
           return r;
         };
+        if (stopped) throw std::runtime_error("transport stopped");
         Next n = co_await offload(&pool, &produce);
         if (!n.ok) {
           if (!writer->status())
@@ -939,7 +994,14 @@ awaitable<void> Transport::Core::send_snapshot(std::shared_ptr<FrameConn> conn,
 Transport::Transport(asio::io_context& io, TransportOptions options)
     : core_(std::make_shared<Core>(io, std::move(options))) {}
 
-Transport::~Transport() { stop(); }
+Transport::~Transport() {
+  stop();
+  // Wait for storage work in progress (a sink's add, a writer's next): the
+  // pool's threads must not outlive the Transport, and the Core must never be
+  // destroyed on one of them (its destructor joins the pool).  Storage work
+  // that comes later runs on the io_context's thread (see offload()).
+  core_->pool.close_and_join();
+}
 
 uint16_t Transport::listen(const std::string& host, uint16_t port, bool tls) {
   if (tls && !core_->server_ctx)
@@ -1000,6 +1062,11 @@ void Transport::set_unreachable_handler(std::function<void(uint64_t)> handler) {
 
 void Transport::add_peer(uint64_t id, std::vector<std::string> peer_urls) {
   if (core_->stopped) return;
+  if (id == core_->opts.local_id || id == 0) {
+    // The member itself (or no member): nothing to dial.  A driver that
+    // passes the whole membership list lands here for its own entry.
+    return;
+  }
   std::shared_ptr<Peer> peer;
   bool is_new = false;
   {
@@ -1112,6 +1179,9 @@ PeerStatus Transport::peer_status(uint64_t id) const {
   s.known = true;
   s.active = peer->active;
   s.dial_failures = peer->dial_failures;
+  s.sent_bytes = peer->sent_bytes;
+  s.received_bytes = peer->received_bytes;
+  s.dropped_messages = peer->dropped;
   s.last_error = peer->error();
   return s;
 }

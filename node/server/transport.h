@@ -74,6 +74,9 @@ struct TransportOptions {
   // Snapshot sender: how long to wait for the receiver's verdict after the
   // last chunk (the receiver's sink finishes first, which may install).
   std::chrono::milliseconds snapshot_result_timeout{120000};
+  // Dialer: a connection whose written data stays unacknowledged this long
+  // is dropped (TCP_USER_TIMEOUT), so a peer that vanished is noticed.
+  std::chrono::milliseconds unacked_timeout{10000};
   // Messages queued per peer; when full the oldest is dropped.
   size_t max_queued_messages = 4096;
   // Largest frame (type byte + payload) accepted or sent.  A peer that
@@ -105,7 +108,10 @@ struct PeerStatus {
   bool known = false;   // add_peer'd and not removed
   bool active = false;  // outgoing connection up and handshaken
   uint64_t dial_failures = 0;
-  std::string last_error;  // the most recent dial or connection error
+  uint64_t sent_bytes = 0;        // Raft stream frames written to the peer
+  uint64_t received_bytes = 0;    // Raft stream frames received from the peer
+  uint64_t dropped_messages = 0;  // queued for the peer but never written
+  std::string last_error;         // the most recent dial or connection error
 };
 
 class Transport {
@@ -113,7 +119,9 @@ class Transport {
   // Builds the TLS contexts from options; throws std::runtime_error on bad
   // certificate, key or CA files.  REQUIRES: io outlives the Transport.
   Transport(boost::asio::io_context& io, TransportOptions options);
-  ~Transport();  // stop()s
+  // stop()s, then waits for snapshot storage work in progress (a running
+  // SnapshotSink::add or SnapshotWriter::next) to return.
+  ~Transport();
   Transport(const Transport&) = delete;
   Transport& operator=(const Transport&) = delete;
 
@@ -132,7 +140,7 @@ class Transport {
 
   // Adds a peer, or replaces the URLs of a known one (used from its next dial
   // on).  A known peer may also dial us.  URLs: http://host:port or
-  // https://host:port.
+  // https://host:port.  The local member's own ID (and 0) is ignored.
   void add_peer(uint64_t id, std::vector<std::string> peer_urls);
   // Forgets a peer: closes its connections both ways and drops its queue.
   void remove_peer(uint64_t id);

@@ -207,6 +207,13 @@ TEST(TransportTest, TwoMembersExchangeMessagesInOrder) {
   expect_in_order(a, 2, 3000);
   EXPECT_EQ(a.unreachable(2), 0);
   EXPECT_EQ(b.unreachable(1), 0);
+  // Byte counters agree once the senders have seen their writes complete.
+  EXPECT_TRUE(eventually([&] {
+    const PeerStatus ab = a.t().peer_status(2), ba = b.t().peer_status(1);
+    return ab.sent_bytes == ba.received_bytes && ba.sent_bytes == ab.received_bytes;
+  }));
+  EXPECT_GT(a.t().peer_status(2).sent_bytes, 3000u * 16);
+  EXPECT_EQ(a.t().peer_status(2).dropped_messages, 0u);
 }
 
 TEST(TransportTest, ThreeMembersDeliverEachSendersMessagesInOrder) {
@@ -255,6 +262,7 @@ TEST(TransportTest, OtherClusterIdIsRejectedAndItsMessagesNeverDelivered) {
   EXPECT_FALSE(a.t().is_active(2));
   for (int i = 0; i < 20; i++) a.t().send({app(1, 2, i)});
   ASSERT_TRUE(eventually([&] { return a.unreachable(2) > 0; }));
+  ASSERT_TRUE(eventually([&] { return a.t().peer_status(2).dropped_messages == 20; }));
   // Two more rejected dials after the sends: nothing got through meanwhile.
   const uint64_t f = a.t().peer_status(2).dial_failures;
   ASSERT_TRUE(eventually([&] { return a.t().peer_status(2).dial_failures >= f + 2; }));
@@ -308,6 +316,24 @@ TEST(TransportTest, RestartedPeerIsReconnected) {
   send_apps(a, *b, 100);
   ASSERT_TRUE(eventually([&] { return b->received() == 100; }));
   expect_in_order(*b, 1, 100);
+}
+
+TEST(TransportTest, PeerThatMovedIsReachedAtItsNewUrl) {
+  Node a(1);
+  auto b = std::make_unique<Node>(2);
+  connect(a, *b);
+  ASSERT_TRUE(eventually([&] { return a.t().is_active(2); }));
+  b.reset();
+  ASSERT_TRUE(eventually([&] { return !a.t().is_active(2); }));
+  b = std::make_unique<Node>(2);  // another port
+  b->t().add_peer(1, {a.url()});
+  a.t().add_peer(2, {b->url()});
+  ASSERT_TRUE(eventually([&] { return a.t().is_active(2); }));
+  send_apps(a, *b, 20);
+  ASSERT_TRUE(eventually([&] { return b->received() == 20; }));
+  expect_in_order(*b, 1, 20);
+  a.t().add_peer(1, {a.url()});  // its own ID: ignored
+  EXPECT_FALSE(a.t().peer_status(1).known);
 }
 
 TEST(TransportTest, SendToDeadOrUnknownPeerReportsUnreachable) {
