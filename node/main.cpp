@@ -185,7 +185,11 @@ int main(int argc, char** argv) {
   nopts.snapshot_count = cfg.snapshot_count;
   nopts.pre_vote = true;
   nopts.unsafe_no_fsync = cfg.unsafe_no_fsync;
+  nopts.force_new_cluster = cfg.force_new_cluster;
   nopts.client_urls = cfg.advertise_client_urls;
+  nopts.auto_compaction_period =
+      std::chrono::duration_cast<std::chrono::milliseconds>(cfg.auto_compaction_period);
+  nopts.auto_compaction_revisions = cfg.auto_compaction_revisions;
   nopts.request_timeout_ms = 5000 + 2 * cfg.election_timeout_ms;
 
   std::unique_ptr<server::RaftNode> node;
@@ -243,6 +247,7 @@ int main(int argc, char** argv) {
   server::V3Api::Options aopts;
   aopts.max_request_bytes = cfg.max_request_bytes;
   aopts.max_txn_ops = static_cast<int>(cfg.max_txn_ops);
+  if (cfg.quota_backend_bytes > 0) aopts.quota_backend_bytes = cfg.quota_backend_bytes;
   aopts.request_timeout = std::chrono::milliseconds(nopts.request_timeout_ms);
   server::V3Api api(*node, aopts, registry);
   std::vector<std::unique_ptr<net::Server>> servers;

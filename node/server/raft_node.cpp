@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <random>
+#include <set>
 #include <stdexcept>
 
 #include "net/log.h"
@@ -61,6 +62,7 @@ RaftNode::RaftNode(RaftNodeOptions options, std::vector<InitialMember> initial,
   storage_ptr_ = storage_.get();
   existing_state_ = storage_->log().last_index() > 0 || storage_->kv().applied_index() > 0;
   if (!existing_state_ && !initial.empty()) write_bootstrap(initial);
+  if (existing_state_ && options_.force_new_cluster) force_new_cluster();
 
   // Request IDs: the member's ID in the top 16 bits, a time-seeded counter
   // below, so that IDs of different members and of restarts do not collide.
@@ -89,6 +91,7 @@ RaftNode::RaftNode(RaftNodeOptions options, std::vector<InitialMember> initial,
   applied_ = storage_->kv().applied_index();
   last_index_ = storage_->log().last_index();
   term_ = raft_->term();
+  measure_db_size();
   sync_peers();
 
   metrics_.counter("etcd_server_leader_changes_seen_total", "The number of leader changes seen.");
@@ -116,8 +119,9 @@ void RaftNode::write_bootstrap(const std::vector<InitialMember>& initial) {
     rec.set_id(m.id);
     rec.set_name(m.name);
     for (const auto& u : m.peer_urls) rec.add_peerurls(u);
-    if (m.id == options_.member_id)
-      for (const auto& u : m.client_urls) rec.add_clienturls(u);
+    // No client URLs here: every member must write byte-identical bootstrap
+    // entries (same index and term means same entry), and only the local
+    // member's client URLs are known.  Each member publishes its own later.
     raftpb::ConfChange cc;
     cc.set_type(raftpb::ConfChangeAddNode);
     cc.set_node_id(m.id);
@@ -134,6 +138,50 @@ void RaftNode::write_bootstrap(const std::vector<InitialMember>& initial) {
   hs.set_commit(index);
   auto st = storage_->log().save(&hs, entries, true);
   if (!st) throw std::runtime_error("cannot write the bootstrap log: " + st.message());
+}
+
+void RaftNode::force_new_cluster() {
+  // etcd's --force-new-cluster: keep the data, forget the other members.
+  // Uncommitted entries are dropped (a new entry at commit+1 truncates them),
+  // then one committed ConfChangeRemoveNode per other member is appended, so
+  // applying the log leaves this member alone in the configuration.
+  auto& log_store = storage_->log();
+  raftpb::HardState hs = log_store.hard_state();
+  std::set<uint64_t> ids;
+  for (const auto& m : storage_->kv().members()) ids.insert(m.id());
+  std::vector<raftpb::Entry> committed;
+  uint64_t applied = storage_->kv().applied_index();
+  if (hs.commit() > applied)
+    log_store.entries(applied + 1, hs.commit() + 1, UINT64_MAX, &committed);
+  for (const auto& e : committed) {
+    raftpb::ConfChange cc;
+    if (e.type() != raftpb::EntryConfChange || !cc.ParseFromString(e.data())) continue;
+    if (cc.type() == raftpb::ConfChangeRemoveNode)
+      ids.erase(cc.node_id());
+    else
+      ids.insert(cc.node_id());
+  }
+  std::vector<raftpb::Entry> entries;
+  uint64_t index = hs.commit();
+  for (uint64_t id : ids) {
+    if (id == options_.member_id) continue;
+    raftpb::ConfChange cc;
+    cc.set_type(raftpb::ConfChangeRemoveNode);
+    cc.set_node_id(id);
+    raftpb::Entry e;
+    e.set_type(raftpb::EntryConfChange);
+    e.set_term(std::max<uint64_t>(hs.term(), 1));
+    e.set_index(++index);
+    e.set_data(cc.SerializeAsString());
+    entries.push_back(std::move(e));
+  }
+  if (entries.empty()) return;
+  hs.set_commit(index);
+  hs.set_term(std::max<uint64_t>(hs.term(), 1));
+  auto st = log_store.save(&hs, entries, true);
+  if (!st) throw std::runtime_error("--force-new-cluster: cannot write the log: " + st.message());
+  log::warn("etcdserver", "forcing restart member in a new cluster: other members removed",
+            {{"removed", entries.size()}, {"commit-index", index}});
 }
 
 void RaftNode::sync_peers() {
@@ -233,9 +281,7 @@ MemberStatus RaftNode::status() const {
   s.raft_index = last_index_.load();
   s.raft_applied_index = applied_.load();
   s.revision = storage_->kv().revision();
-  std::error_code ec;
-  for (auto& f : std::filesystem::recursive_directory_iterator(storage_->member_dir(), ec))
-    if (f.is_regular_file(ec)) s.db_size += static_cast<int64_t>(f.file_size(ec));
+  s.db_size = db_size_.load();
   s.version = "3.4.0";
   return s;
 }
@@ -331,8 +377,17 @@ void RaftNode::run() {
     if (now >= next_housekeeping) {
       next_housekeeping = now + std::chrono::milliseconds(100);
       fail_timeouts();
-      if (raft_->role() == raft::StateRole::kLeader) expire_leases();
+      if (raft_->role() == raft::StateRole::kLeader) {
+        expire_leases();
+        maybe_auto_compact();
+      } else {
+        revision_samples_.clear();
+      }
       maybe_publish();
+      if (now >= next_db_size_) {
+        next_db_size_ = now + std::chrono::seconds(1);
+        measure_db_size();
+      }
     }
   }
 }
@@ -518,6 +573,46 @@ void RaftNode::apply_conf_change(const raftpb::Entry& e) {
   if (!result.status && !result.skipped)
     log::warn("apply", "conf change apply reported an error",
               {{"index", e.index()}, {"error", result.status.message()}});
+}
+
+void RaftNode::measure_db_size() {
+  int64_t total = 0;
+  std::error_code ec;
+  for (auto& f : std::filesystem::recursive_directory_iterator(storage_->member_dir(), ec))
+    if (f.is_regular_file(ec)) total += static_cast<int64_t>(f.file_size(ec));
+  db_size_ = total;
+}
+
+void RaftNode::maybe_auto_compact() {
+  // etcd's compactors: revision mode looks every 5 minutes (here: every
+  // tenth of nothing longer than that), periodic mode samples the revision
+  // every tenth of the period and compacts to the sample one period old.
+  auto now = Clock::now();
+  if (now < next_compaction_check_) return;
+  int64_t target = 0;
+  int64_t rev = storage_->kv().revision();
+  if (options_.auto_compaction_revisions > 0) {
+    next_compaction_check_ = now + std::chrono::minutes(5);
+    target = rev - options_.auto_compaction_revisions;
+  } else if (options_.auto_compaction_period.count() > 0) {
+    auto step = std::max<std::chrono::milliseconds>(options_.auto_compaction_period / 10,
+                                                    std::chrono::milliseconds(100));
+    next_compaction_check_ = now + step;
+    revision_samples_.emplace_back(now, rev);
+    while (revision_samples_.size() > 1 &&
+           now - revision_samples_[1].first >= options_.auto_compaction_period)
+      revision_samples_.pop_front();
+    if (now - revision_samples_.front().first >= options_.auto_compaction_period)
+      target = revision_samples_.front().second;
+  } else {
+    return;
+  }
+  if (target <= storage_->kv().compact_revision() || target <= 0) return;
+  pb::InternalRequest req;
+  req.set_id(next_request_id());
+  req.mutable_compaction()->set_revision(target);
+  if (raft_->propose(req.SerializeAsString()) == raft::DropReason::kNone)
+    log::info("compactor", "auto compaction proposed", {{"revision", target}});
 }
 
 void RaftNode::maybe_publish() {

@@ -77,6 +77,13 @@ struct RaftNodeOptions {
   uint32_t request_timeout_ms = 7000;        // etcd: 5 s + 2 x election timeout
   bool pre_vote = true;
   bool unsafe_no_fsync = false;
+  // --force-new-cluster: on an existing data dir, remove every other member.
+  bool force_new_cluster = false;
+  // Auto compaction (--auto-compaction-mode/-retention), run by the leader:
+  // periodic keeps the revisions of the last `period`; revision keeps the
+  // last `revisions` revisions.  Both 0 = off.
+  std::chrono::milliseconds auto_compaction_period{0};
+  int64_t auto_compaction_revisions = 0;
   // Published through Raft once a leader is known (etcd's publish): the
   // member's name and client URLs, so every member lists them.
   std::vector<std::string> client_urls;
@@ -156,10 +163,13 @@ class RaftNode final : public MemberApi {
   void send(std::vector<raftpb::Message> msgs);
   void maybe_snapshot();
   void maybe_publish();
+  void maybe_auto_compact();
+  void measure_db_size();  // bytes under <data-dir>/member, for status()
   void expire_leases();
   void fail_timeouts();
   void sync_peers();
   void write_bootstrap(const std::vector<InitialMember>& initial);
+  void force_new_cluster();
   uint64_t next_request_id();
   void fail(uint64_t id, storage::Status st);
 
@@ -191,6 +201,11 @@ class RaftNode final : public MemberApi {
   std::map<int64_t, std::chrono::steady_clock::time_point> revoking_;  // lease -> when proposed
   uint64_t read_seq_ = 0;
   std::atomic<bool> published_{false}, publishing_{false};
+  // Periodic compaction: (when, revision) samples, oldest first.
+  std::deque<std::pair<std::chrono::steady_clock::time_point, int64_t>> revision_samples_;
+  std::chrono::steady_clock::time_point next_compaction_check_{};
+  std::chrono::steady_clock::time_point next_db_size_{};
+  std::atomic<int64_t> db_size_{0};
   std::thread thread_;
 };
 

@@ -334,6 +334,7 @@ class V3Api::Impl {
   metrics::Gauge& rss_;
 
   std::atomic<uint64_t> cluster_id_{0}, member_id_{0}, raft_term_{0};
+  std::atomic<int64_t> db_size_bytes_{0};
   std::atomic<int64_t> identity_at_{0};  // steady clock ticks of the last refresh
 
   std::mutex streams_mu_;
@@ -359,6 +360,7 @@ void V3Api::Impl::refresh_identity() {
   cluster_id_.store(st.cluster_id);
   member_id_.store(st.member_id);
   raft_term_.store(st.raft_term);
+  db_size_bytes_.store(st.db_size);
 }
 
 V3Api::Impl::Impl(MemberApi& member, Options options, metrics::Registry& reg)
@@ -480,6 +482,12 @@ void V3Api::Impl::propose(const Ex& ex, pb::InternalRequest req) {
   if (!v) return fail(ex, v);
   if (req.ByteSizeLong() > options_.max_request_bytes)
     return fail(ex, {Code::kInvalidArgument, kRequestTooLarge});
+  // --quota-backend-bytes: once the database is over its quota, requests
+  // that can grow it are refused, as etcd's NOSPACE alarm does (deletes and
+  // compactions still pass, so an operator can make room).
+  if (options_.quota_backend_bytes > 0 && db_size_bytes_.load() > options_.quota_backend_bytes &&
+      (req.has_put() || req.has_txn() || req.has_lease_grant()))
+    return fail(ex, {static_cast<Code>(8), "etcdserver: mvcc: database space exceeded"});
   auto once = std::make_shared<Once>();
   pending_.add(1);
   once->timer = timers_.after(options_.request_timeout, [this, ex, once] {

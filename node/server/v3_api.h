@@ -38,6 +38,8 @@ class V3Api {
     // --max-request-bytes: a write whose replicated request is larger fails
     // with "etcdserver: request is too large" (etcd's default 1.5 MiB).
     std::size_t max_request_bytes = 1536 * 1024;
+    // --quota-backend-bytes (etcd's default: 2 GiB; <= 0 = that default).
+    int64_t quota_backend_bytes = 2LL << 30;
     // --max-txn-ops: more compares or ops on one side of a txn fail with
     // "etcdserver: too many operations in txn request".
     int max_txn_ops = 128;

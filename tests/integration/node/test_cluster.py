@@ -197,6 +197,63 @@ class ClusterTest(unittest.TestCase):
         self.assertIn("compacted", j["error"])
         self.assertEqual(m.value("c"), "4")
 
+    def test_periodic_auto_compaction_compacts_old_revisions(self):
+        c = self.make(1)
+        c.members[0].extra = ["--auto-compaction-mode", "periodic", "--auto-compaction-retention", "2s"]
+        c.start()
+        c.wait_healthy()
+        m = c.members[0]
+
+        def compacted():
+            m.put("ac", "x")
+            st, j = m.call("/v3/kv/range", {"key": b64("ac"), "revision": "2"})
+            return st == 400 and "compacted" in j.get("error", "")
+
+        wait_for(compacted, 20, "revision 2 to be compacted", interval=0.2)
+        self.assertEqual(m.value("ac"), "x")
+
+    def test_force_new_cluster_restarts_one_member_alone_with_its_data(self):
+        c = self.make(3).start()
+        c.wait_healthy()
+        for i in range(20):
+            self.assertEqual(c.members[i % 3].put("f/%02d" % i, str(i))[0], 200)
+        for m in c.members:
+            m.stop()
+        m1 = c.members[0]
+        m1.extra = ["--force-new-cluster"]
+        m1.start()
+        c.wait_healthy(members=[m1])
+        st, j = m1.call("/v3/cluster/member/list", {})
+        self.assertEqual(st, 200)
+        self.assertEqual([x["name"] for x in j["members"]], ["m1"])
+        self.assertEqual(m1.value("f/19"), "19")
+        self.assertEqual(m1.put("after", "yes")[0], 200)
+
+    def test_quota_backend_bytes_refuses_growth_but_allows_deletes(self):
+        c = self.make(1)
+        c.members[0].extra = ["--quota-backend-bytes", str(1 << 20)]
+        c.start()
+        c.wait_healthy()
+        m = c.members[0]
+        big = "v" * 16384
+        full = {}
+
+        def refused():
+            st, j = m.put("q/%d" % len(full), big)
+            if st != 200:
+                full["error"] = (st, j)
+                return True
+            full[len(full)] = True
+            return False
+
+        wait_for(refused, 60, "the quota to refuse a put", interval=0.01)
+        st, j = full["error"]
+        self.assertEqual(st, 429, j)
+        self.assertEqual(j["error"], "etcdserver: mvcc: database space exceeded")
+        st, j = m.call("/v3/kv/deleterange", {"key": b64("q/"), "range_end": b64("q0")})
+        self.assertEqual(st, 200, j)
+        self.assertTrue(m.healthy())
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
