@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <array>
 #include <ostream>
 
@@ -178,6 +179,27 @@ const Command* find_command(std::string_view name) {
   return nullptr;
 }
 
+// How many leading arguments are global flags (with their values).
+std::size_t leading_global_flags(const std::vector<std::string>& args) {
+  static constexpr std::array<std::string_view, 8> kTakesValue = {
+      "endpoints", "cacert", "cert", "key", "dial-timeout", "command-timeout", "write-out", "w"};
+  std::size_t i = 0;
+  while (i < args.size()) {
+    std::string_view a = args[i];
+    if (a.size() < 2 || a[0] != '-' || a == "--" || a == "-h" || a == "--help" || a == "--version")
+      break;
+    a.remove_prefix(a.rfind("--", 0) == 0 ? 2 : 1);
+    if (a.find('=') != std::string_view::npos || a == "insecure-skip-tls-verify") {
+      ++i;
+    } else if (std::find(kTakesValue.begin(), kTakesValue.end(), a) != kTakesValue.end()) {
+      i += 2;
+    } else {
+      break;  // not a global flag: let the command report it
+    }
+  }
+  return std::min(i, args.size());
+}
+
 bool asks_for_help(const std::vector<std::string>& args) {
   for (const std::string& a : args) {
     if (a == "--") return false;
@@ -195,6 +217,15 @@ int run_musterctl(const std::vector<std::string>& args, std::ostream& out, std::
     err << "Error: no command given\n\n";
     print_help(err);
     return kExitBadArgs;
+  }
+  // Global flags may come before the command, as with etcdctl
+  // (`musterctl -w json --endpoints=x get foo`): move them after it.
+  if (std::size_t skip = leading_global_flags(args); skip > 0 && skip < args.size()) {
+    std::vector<std::string> reordered(args.begin() + static_cast<std::ptrdiff_t>(skip),
+                                       args.end());
+    reordered.insert(reordered.end(), args.begin(),
+                     args.begin() + static_cast<std::ptrdiff_t>(skip));
+    return run_musterctl(reordered, out, err);
   }
   const std::string& name = args.front();
   if (name == "-h" || name == "--help") {
