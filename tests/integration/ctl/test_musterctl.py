@@ -214,6 +214,21 @@ class MusterctlTest(unittest.TestCase):
         ev = json.loads(self.read_lines(pj, 1)[0])
         self.assertEqual(ev["Events"][0]["type"], 1)
 
+    def test_watch_from_a_compacted_revision_is_canceled(self):
+        c = self.make(1)
+        m = c.members[0]
+        for i in range(3):
+            st, j = m.put("c", str(i))
+            self.assertEqual(st, 200, j)
+        st, j = m.call("/v3/kv/compaction", {"revision": j["header"]["revision"]})
+        self.assertEqual(st, 200, j)
+        r = self.ctl("watch", "c", "--rev", "1", endpoints=m.client_url)
+        self.assertEqual(r.code, 1, r)
+        self.assertEqual(r.out, "")
+        self.assertIn("watch was canceled (", r.err)
+        self.assertIn("compacted", r.err)
+        self.assertTrue(r.err.endswith("Error: watch is canceled by the server\n"), r)
+
     def test_watch_resumes_on_another_member_without_gaps(self):
         c = self.make(3)
         a, b = c.members[0], c.members[1]
@@ -234,6 +249,9 @@ class MusterctlTest(unittest.TestCase):
         # before it).
         tail = [v for v in values if v.startswith("after")]
         self.assertEqual(tail, ["after0", "after1", "after2"], values)
+        p.kill()
+        p.wait(10)
+        self.assertIn("watch stream from %s ended" % a.client_url, p.stderr.read())
 
     # ------------------------------------------------ member and endpoint
 
@@ -414,6 +432,81 @@ class MusterctlTest(unittest.TestCase):
         r = self.ctl("snapshot", "save", bad, endpoints=ep)
         self.assertEqual(r.code, 2, r)
         self.assertFalse(os.path.exists(bad) or os.path.exists(bad + ".part"))
+
+    # ----------------------------------------------------------------- TLS
+
+    def make_certs(self, group):
+        """A CA, a server certificate for 127.0.0.1, a client certificate, and a
+        client certificate from another CA (untrusted), made with openssl."""
+        d = group.path("certs")
+        os.makedirs(d)
+
+        def run(*args):
+            subprocess.run(["openssl"] + list(args), check=True, capture_output=True, cwd=d)
+
+        def ext(name, text):
+            with open(os.path.join(d, name), "w") as f:
+                f.write(text)
+        ext("server.ext", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n")
+        ext("client.ext", "extendedKeyUsage=clientAuth\n")
+        for ca in ("ca", "other-ca"):
+            run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca + ".key",
+                "-out", ca + ".pem", "-days", "2", "-subj", "/CN=" + ca)
+        for name, ca, extfile in (("server", "ca", "server.ext"), ("client", "ca", "client.ext"),
+                                  ("stranger", "other-ca", "client.ext")):
+            run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", name + ".key", "-out",
+                name + ".csr", "-subj", "/CN=" + name)
+            run("x509", "-req", "-in", name + ".csr", "-CA", ca + ".pem", "-CAkey", ca + ".key",
+                "-CAcreateserial", "-out", name + ".pem", "-days", "2", "-extfile", extfile)
+        return lambda name: os.path.join(d, name)
+
+    def test_tls_flags_and_environment_with_client_cert_auth(self):
+        c = Cluster(1, token="musterctl-tls")
+        self.addCleanup(c.close)
+        self.addCleanup(lambda: self._dump_on_failure(c))
+        cert = self.make_certs(c.group)
+
+        class TlsMember(Member):
+            @property
+            def client_url(self):
+                return "https://127.0.0.1:%d" % self.client_port
+
+        m = TlsMember(c, "m1")
+        c.members = [m]
+        m.start(extra=["--cert-file", cert("server.pem"), "--key-file", cert("server.key"),
+                       "--trusted-ca-file", cert("ca.pem"), "--client-cert-auth"])
+        tls = ["--cacert", cert("ca.pem"), "--cert", cert("client.pem"), "--key", cert("client.key")]
+        wait_for(lambda: (m.alive() or c._died(m)) and
+                 self.ctl("endpoint", "health", *tls, endpoints=m.client_url).code == 0,
+                 30, "the TLS member to be healthy")
+
+        self.assertEqual(self.ok("put", "t", "1", *tls, endpoints=m.client_url).out, "OK\n")
+        # A scheme-less endpoint is https when TLS files are given.
+        hostport = "127.0.0.1:%d" % m.client_port
+        self.assertEqual(self.ok("get", "t", *tls, endpoints=hostport).out, "t\n1\n")
+        # The same through the environment, etcdctl's names included.
+        env = {"MUSTERCTL_ENDPOINTS": m.client_url, "ETCDCTL_CACERT": cert("ca.pem"),
+               "ETCDCTL_CERT": cert("client.pem"), "MUSTERCTL_KEY": cert("client.key")}
+        self.assertEqual(self.ok("get", "t", env=env).out, "t\n1\n")
+        # Without a CA the server is trusted only on request.
+        self.assertEqual(self.ok("get", "t", "--insecure-skip-tls-verify", "--cert",
+                                 cert("client.pem"), "--key", cert("client.key"),
+                                 endpoints=m.client_url).out, "t\n1\n")
+
+        refused = {
+            "no client certificate": ["--cacert", cert("ca.pem")],
+            "untrusted client certificate": ["--cacert", cert("ca.pem"), "--cert",
+                                             cert("stranger.pem"), "--key", cert("stranger.key")],
+            "server not verifiable": ["--cert", cert("client.pem"), "--key", cert("client.key")],
+        }
+        for what, flags in refused.items():
+            r = self.ctl("get", "t", *flags, endpoints=m.client_url)
+            self.assertNotEqual(r.code, 0, "%s: %r" % (what, r))
+            self.assertEqual(r.out, "", what)
+            self.assertTrue(r.err.startswith("Error: "), "%s: %r" % (what, r))
+        r = self.ctl("get", "t", endpoints="http://127.0.0.1:%d" % m.client_port)
+        self.assertNotEqual(r.code, 0, r)
+        self.assertEqual(r.out, "")
 
 
 if __name__ == "__main__":
