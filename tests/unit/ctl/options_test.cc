@@ -1,8 +1,10 @@
 #include <gtest/gtest.h>
 
 #include <map>
+#include <sstream>
 
 #include "ctl/client.h"
+#include "ctl/command.h"
 #include "ctl/command_support.h"
 
 namespace muster::ctl {
@@ -126,6 +128,77 @@ TEST(Keys, Base64RoundTripsEveryLength) {
   }
   EXPECT_FALSE(base64_decode("Zm9"));
   EXPECT_FALSE(base64_decode("Zm9*"));
+}
+
+}  // namespace
+}  // namespace muster::ctl
+
+namespace muster::ctl {
+namespace {
+
+struct Outcome {
+  int code;
+  std::string out, err;
+};
+
+Outcome run(const std::vector<std::string>& args) {
+  std::ostringstream out, err;
+  const int code = run_musterctl(args, out, err);
+  return {code, out.str(), err.str()};
+}
+
+TEST(CommandLine, GlobalFlagsMayComeBeforeTheCommand) {
+  // The bad format is reported by `get`'s own parsing, so the flag reached it.
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"-w", "yaml", "get", "foo"},
+           {"--endpoints", "127.0.0.1:1", "--write-out=yaml", "get", "foo"},
+           {"--insecure-skip-tls-verify", "-w", "yaml", "get", "foo"},
+           {"get", "foo", "-w", "yaml"}}) {
+    const Outcome r = run(args);
+    EXPECT_EQ(r.code, kExitBadArgs) << args[0];
+    EXPECT_NE(r.err.find("yaml not supported as output format"), std::string::npos) << r.err;
+  }
+  const Outcome unknown = run({"--bogus", "get", "foo"});
+  EXPECT_EQ(unknown.code, kExitBadArgs);
+  EXPECT_NE(unknown.err.find("unknown command \"--bogus\""), std::string::npos) << unknown.err;
+}
+
+TEST(CommandLine, HelpOfClusterCommandsListsTheGlobalFlags) {
+  for (const char* name : {"put", "get", "del", "watch", "member", "endpoint", "snapshot"}) {
+    const Outcome r = run({"help", name});
+    EXPECT_EQ(r.code, kExitSuccess) << name;
+    EXPECT_NE(r.out.find("--endpoints <list>"), std::string::npos) << name;
+    EXPECT_NE(r.out.find("ETCDCTL_"), std::string::npos) << name;
+    EXPECT_EQ(run({name, "--help"}).out, r.out) << name;
+  }
+  EXPECT_EQ(run({"help", "srv"}).out.find("--endpoints"), std::string::npos);
+}
+
+TEST(CommandLine, ArgumentErrorsBeforeAnyRequest) {
+  // Port 1 is never listened on: these must fail on their arguments (128),
+  // not on the connection (2).
+  const std::string ep = "--endpoints=127.0.0.1:1";
+  for (const auto& args :
+       std::vector<std::vector<std::string>>{{"get", ep},
+                                             {"get", "a", "b", "c", ep},
+                                             {"get", "a", "--prefix", "b", ep},
+                                             {"get", "a", "--rev", "x", ep},
+                                             {"put", "a", "b", "c", ep},
+                                             {"put", "a", "b", "--lease", "xyz", ep},
+                                             {"del", ep},
+                                             {"watch", ep},
+                                             {"member", ep},
+                                             {"member", "frob", ep},
+                                             {"member", "remove", "xyz", ep},
+                                             {"member", "add", "n", ep},
+                                             {"member", "update", "abc", ep},
+                                             {"endpoint", "frob", ep},
+                                             {"snapshot", "load", "f", ep}}) {
+    const Outcome r = run(args);
+    EXPECT_EQ(r.code, kExitBadArgs) << args[0] << " " << r.err;
+  }
+  EXPECT_EQ(run({"get", "a", "-w", "table", ep}).code, kExitBadFeature);
+  EXPECT_EQ(run({"get", "a", ep}).code, kExitBadConnection);
 }
 
 }  // namespace
