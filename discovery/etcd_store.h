@@ -9,7 +9,7 @@
 //   <p>m/<token>/<id>          -> {"value","registered_ms","req"}
 //   <p>e/<expires_ms:020>/<token> -> ""   expiry index, read by collect_expired
 //   <p>wake                    -> written only when a replica shuts down, to
-//                                 wake its own watch stream (see Core::stop)
+//                                 wake its own watch stream (see Core::wake_watcher)
 // "req" is a random request tag: after an answer lost in transit, a retried
 // create/add recognises its own earlier write.
 //
@@ -17,7 +17,10 @@
 // create_revision of its t/ key; a member's created_index is the
 // create_revision of its m/ key and its modified_index the mod_revision (they
 // are equal: member keys are written once).  Every change is one etcd txn, so
-// every change gets its own revision and revisions never go backwards.
+// every change gets its own revision and revisions never go backwards.  Other
+// writes to the same etcd also advance the revision, so consecutive changes
+// here may skip index values (TokenStore's "next value" becomes "a larger
+// value"; etcd's discovery client relies only on that).
 //
 // Atomicity: the registration cap needs a count, and etcd txns cannot compare
 // counts, so c/<token> holds it.  add_member reads token, counter and member

@@ -118,7 +118,14 @@ Raft::Raft(Config cfg, const Storage* storage) : cfg_(std::move(cfg)), id_(cfg_.
   log_.commit_to(hs.commit());
   term_ = hs.term();
   vote_ = hs.vote();
-  if (cfg_.applied > 0) log_.applied_to(cfg_.applied);
+  if (cfg_.applied > 0) {
+    // An applied entry was committed by definition.  A caller that persists
+    // the commit index without sync (Ready::must_sync is false when only the
+    // commit index changed) may come back with applied > stored commit.
+    if (cfg_.applied > log_.last_index()) fatal(id_, "Config::applied beyond the last index");
+    log_.commit_to(cfg_.applied);
+    log_.applied_to(cfg_.applied);
+  }
 
   rng_state_ = splitmix64((cfg_.seed != 0 ? cfg_.seed : 0x6d75737465720001ull) ^ splitmix64(id_));
   if (rng_state_ == 0) rng_state_ = 1;
@@ -153,15 +160,15 @@ void Raft::require_not_in_ready(const char* what) const {
 }
 
 void Raft::init_progress(uint64_t id, bool learner) {
-  auto [it, inserted] = prs_.try_emplace(id, log_.last_index() + 1, cfg_.max_inflight_msgs,
-                                         cfg_.max_inflight_bytes, learner);
+  auto it = prs_.try_emplace(id, log_.last_index() + 1, cfg_.max_inflight_msgs,
+                             cfg_.max_inflight_bytes, learner)
+                .first;
   Progress& pr = it->second;
   pr.is_learner = learner;
   if (id == id_) pr.match = log_.last_index();
   // A new peer counts as active so that a leader will send it a snapshot if
   // needed before the next check-quorum round.
   pr.recent_active = true;
-  (void)inserted;
 }
 
 pb::ConfState Raft::conf_state() const {
@@ -619,12 +626,6 @@ void Raft::drop(const pb::Message& m, DropReason why) {
 
 void Raft::step_leader(const pb::Message& m) {
   switch (m.type()) {
-    case pb::MsgBeat:
-      bcast_heartbeat("");
-      return;
-    case pb::MsgCheckQuorum:
-      if (!quorum_active()) become_follower(term_, 0);
-      return;
     case pb::MsgProp: {
       if (m.entries_size() == 0) return drop(m, DropReason::kEmpty);
       // Removed from the configuration (e.g. the removal is applied but we

@@ -76,6 +76,8 @@ struct Config {
   int election_tick = 10;
   int heartbeat_tick = 1;
   // The last index the caller's state machine has applied (0: the snapshot).
+  // REQUIRES: snapshot index <= applied <= last index in storage.  It may
+  // exceed the stored commit index (the commit index is then raised to it).
   uint64_t applied = 0;
   // Upper bound on the bytes of entries in one MsgApp (at least one entry is
   // always sent).

@@ -143,8 +143,9 @@ class MemoryStorage final : public Storage {
 
   // Records a snapshot of the caller's state machine at index i (which it has
   // applied), with the given configuration (also what initial_state() reports
-  // from now on) and data; entries are kept (call compact() to drop them).  Returns kSnapshotOutOfDate if i <= current
-  // snapshot index.  REQUIRES: i <= last_index().  Aborts otherwise.
+  // from now on) and data; entries are kept (call compact() to drop them).  Returns
+  // kSnapshotOutOfDate if i <= current snapshot index.  REQUIRES: i <= last_index().  Aborts
+  // otherwise.
   StorageError create_snapshot(uint64_t i, const pb::ConfState* cs, const std::string& data,
                                pb::Snapshot* out = nullptr);
 

@@ -790,8 +790,9 @@ class V3Api::Impl::WatchStream : public std::enable_shared_from_this<WatchStream
   void progress();
   void on_events(const std::vector<pb::Event>& events);
   // Stops everything; returns the subscription to drop (none if already
-  // closed).
-  std::optional<uint64_t> close();
+  // closed).  `finish` ends the HTTP response too; the destructor passes
+  // false, because by then the server (and its io_context) may be gone.
+  std::optional<uint64_t> close(bool finish = true);
 
  private:
   bool matches(const Watcher& w, const pb::Event& e) const {
@@ -998,13 +999,13 @@ void V3Api::Impl::WatchStream::schedule_progress(int64_t id) {
   });
 }
 
-std::optional<uint64_t> V3Api::Impl::WatchStream::close() {
+std::optional<uint64_t> V3Api::Impl::WatchStream::close(bool finish) {
   std::lock_guard l(mu_);
   if (closed_) return std::nullopt;
   closed_ = true;
   // Finishes the response when the server is stopping; ignored when the
   // client has gone.
-  ex_->end_stream();
+  if (finish) ex_->end_stream();
   for (auto& [id, w] : watchers_)
     if (w.progress_timer) api_.timers_.cancel(w.progress_timer);
   api_.watchers_.add(-static_cast<double>(watchers_.size()));
@@ -1070,7 +1071,7 @@ V3Api::Impl::~Impl() {
     streams.swap(streams_);
   }
   for (auto& [p, s] : streams) {
-    if (auto sub = s->close()) member_.unsubscribe(*sub);
+    if (auto sub = s->close(false)) member_.unsubscribe(*sub);
   }
 }
 

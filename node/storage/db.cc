@@ -1,8 +1,10 @@
 #include "node/storage/db.h"
 
+#include <fcntl.h>
 #include <leveldb/cache.h>
 #include <leveldb/filter_policy.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -11,6 +13,13 @@
 namespace muster::storage {
 
 namespace fs = std::filesystem;
+
+void sync_dir(const std::string& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
+  if (fd < 0) return;
+  ::fsync(fd);
+  ::close(fd);
+}
 
 std::string Status::to_string() const {
   if (is_ok()) return "OK";
@@ -112,6 +121,7 @@ Status Database::open(const std::string& member_dir, const Options& options,
   if (!fs::exists(live) && fs::exists(fresh)) {
     fs::rename(fresh, live, ec);
     if (ec) return {Code::kInternal, "cannot finish snapshot install: " + ec.message()};
+    sync_dir(member_dir);
   }
   if (fs::exists(fresh)) fs::remove_all(fresh, ec);
   if (fs::exists(old)) fs::remove_all(old, ec);

@@ -125,4 +125,7 @@ class Database {
 
 Status from_leveldb(const leveldb::Status& s);
 
+// fsync of a directory, so that renames inside it are durable (best effort).
+void sync_dir(const std::string& dir);
+
 }  // namespace muster::storage

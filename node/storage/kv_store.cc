@@ -318,23 +318,23 @@ bool KvStore::read_record(Revision rev, pb::KeyValue* kv) const {
 }
 
 int64_t KvStore::revision() const {
-  std::shared_lock l(mu_);
+  auto l = read_lock();
   return rev_;
 }
 int64_t KvStore::compact_revision() const {
-  std::shared_lock l(mu_);
+  auto l = read_lock();
   return compact_rev_;
 }
 uint64_t KvStore::applied_index() const {
-  std::shared_lock l(mu_);
+  auto l = read_lock();
   return applied_index_;
 }
 uint64_t KvStore::applied_term() const {
-  std::shared_lock l(mu_);
+  auto l = read_lock();
   return applied_term_;
 }
 size_t KvStore::key_count() const {
-  std::shared_lock l(mu_);
+  auto l = read_lock();
   return live_keys_;
 }
 
@@ -346,7 +346,7 @@ Status KvStore::check_range_rev(int64_t rev, int64_t current_rev) const {
 
 Status KvStore::range(const pb::RangeRequest& req, pb::RangeResponse* resp) const {
   if (req.key().empty()) return {Code::kInvalidArgument, errors::kEmptyKey};
-  std::shared_lock l(mu_);
+  auto l = read_lock();
   return range_locked(req, rev_, nullptr, resp);
 }
 
@@ -362,9 +362,26 @@ Status KvStore::range_locked(const pb::RangeRequest& req, int64_t current_rev, c
     const KeyHistory* kh;
     const KeyHistory::Rev* rev;
   };
+  const bool filtered = req.min_mod_revision() || req.max_mod_revision() ||
+                        req.min_create_revision() || req.max_create_revision();
+  const bool sorted =
+      req.sort_order() != pb::RangeRequest::NONE || req.sort_target() != pb::RangeRequest::KEY;
+  // `count` is every key in the range (as etcd's), but only the keys that
+  // can be returned are collected: limit+1 (to tell `more`) unless sorting or
+  // filtering needs them all.
+  size_t want = SIZE_MAX;
+  if (req.count_only()) {
+    want = 0;
+  } else if (req.limit() > 0 && !filtered && !sorted) {
+    want = static_cast<size_t>(req.limit()) + 1;
+  }
   std::vector<Match> matches;
+  int64_t count = 0;
   auto consider = [&](const std::string& k, const KeyHistory& kh) {
-    if (const KeyHistory::Rev* r = kh.find(at)) matches.push_back({&k, &kh, r});
+    if (const KeyHistory::Rev* r = kh.find(at)) {
+      count++;
+      if (matches.size() < want) matches.push_back({&k, &kh, r});
+    }
   };
   if (req.range_end().empty()) {
     auto it = index_.find(req.key());
@@ -374,16 +391,9 @@ Status KvStore::range_locked(const pb::RangeRequest& req, int64_t current_rev, c
          it != index_.end() && in_range(it->first, req.key(), req.range_end()); ++it)
       consider(it->first, it->second);
   }
-  resp->set_count(static_cast<int64_t>(matches.size()));
+  resp->set_count(count);
   if (req.count_only()) return {};
-
-  const bool filtered = req.min_mod_revision() || req.max_mod_revision() ||
-                        req.min_create_revision() || req.max_create_revision();
-  const bool sorted =
-      req.sort_order() != pb::RangeRequest::NONE || req.sort_target() != pb::RangeRequest::KEY;
-  size_t fetch = matches.size();
-  if (req.limit() > 0 && !filtered && !sorted)
-    fetch = std::min<size_t>(fetch, static_cast<size_t>(req.limit()) + 1);
+  const size_t fetch = matches.size();
 
   std::vector<pb::KeyValue> kvs;
   kvs.reserve(fetch);
@@ -458,11 +468,13 @@ Status KvStore::range_locked(const pb::RangeRequest& req, int64_t current_rev, c
 Status KvStore::events(const std::string& key, const std::string& range_end, int64_t start_rev,
                        size_t max_events, bool with_prev_kv, std::vector<pb::Event>* out,
                        int64_t* next_rev, int64_t* compact_rev) const {
-  std::shared_lock l(mu_);
+  auto l = read_lock();
   if (compact_rev) *compact_rev = compact_rev_;
   if (start_rev <= 0) start_rev = rev_ + 1;
   if (start_rev < compact_rev_) return errors::compacted();
-  *next_rev = rev_ + 1;
+  // Resume no earlier than asked: a watcher from a future revision must not
+  // be handed revisions below its start.
+  *next_rev = std::max(start_rev, rev_ + 1);
   std::unique_ptr<leveldb::Iterator> it(db_->db()->NewIterator(leveldb::ReadOptions()));
   int64_t last_main = 0;
   for (it->Seek(keys::revision_key(start_rev, 0)); it->Valid() && is_revision_key(it->key());
@@ -907,7 +919,7 @@ Status KvStore::apply_member(Writer& w, const pb::InternalRequest& req,
 
 KvStore::ApplyResult KvStore::apply(const pb::InternalRequest& req, uint64_t index, uint64_t term,
                                     const raftpb::ConfState* cs) {
-  std::unique_lock lock(mu_);
+  auto lock = write_lock();
   ApplyResult res;
   if (index <= applied_index_) {
     res.skipped = true;
@@ -1009,7 +1021,7 @@ KvStore::ApplyResult KvStore::apply(const pb::InternalRequest& req, uint64_t ind
 }
 
 void KvStore::apply_noop(uint64_t index, uint64_t term, const raftpb::ConfState* cs) {
-  std::unique_lock lock(mu_);
+  auto lock = write_lock();
   if (index <= applied_index_) return;
   applied_index_ = index;
   applied_term_ = term;
@@ -1028,7 +1040,7 @@ void KvStore::apply_noop(uint64_t index, uint64_t term, const raftpb::ConfState*
 // ------------------------------------------------------------------ leases
 
 Status KvStore::lease_keepalive(int64_t id, int64_t* ttl) {
-  std::unique_lock l(mu_);
+  auto l = write_lock();
   auto it = leases_.find(id);
   if (it == leases_.end()) return errors::lease_not_found();
   it->second.expiry_ms = options_.clock_ms() + it->second.ttl * 1000;
@@ -1038,7 +1050,7 @@ Status KvStore::lease_keepalive(int64_t id, int64_t* ttl) {
 
 Status KvStore::lease_time_to_live(const pb::LeaseTimeToLiveRequest& req,
                                    pb::LeaseTimeToLiveResponse* resp) const {
-  std::shared_lock l(mu_);
+  auto l = read_lock();
   auto it = leases_.find(req.id());
   if (it == leases_.end()) return errors::lease_not_found();
   const int64_t remaining_ms = it->second.expiry_ms - options_.clock_ms();
@@ -1052,7 +1064,7 @@ Status KvStore::lease_time_to_live(const pb::LeaseTimeToLiveRequest& req,
 }
 
 pb::LeaseLeasesResponse KvStore::leases() const {
-  std::shared_lock l(mu_);
+  auto l = read_lock();
   pb::LeaseLeasesResponse r;
   r.mutable_header()->set_revision(rev_);
   for (const auto& [id, lease] : leases_) r.add_leases()->set_id(id);
@@ -1060,12 +1072,12 @@ pb::LeaseLeasesResponse KvStore::leases() const {
 }
 
 bool KvStore::lease_exists(int64_t id) const {
-  std::shared_lock l(mu_);
+  auto l = read_lock();
   return leases_.count(id) > 0;
 }
 
 std::vector<int64_t> KvStore::expired_leases(int64_t now_ms) const {
-  std::shared_lock l(mu_);
+  auto l = read_lock();
   std::vector<std::pair<int64_t, int64_t>> due;
   for (const auto& [id, lease] : leases_)
     if (lease.expiry_ms <= now_ms) due.emplace_back(lease.expiry_ms, id);
@@ -1076,27 +1088,27 @@ std::vector<int64_t> KvStore::expired_leases(int64_t now_ms) const {
 }
 
 void KvStore::reset_lease_expiries() {
-  std::unique_lock l(mu_);
+  auto l = write_lock();
   const int64_t now = options_.clock_ms();
   for (auto& [id, lease] : leases_) lease.expiry_ms = now + lease.ttl * 1000;
 }
 
 std::vector<pb::Member> KvStore::members() const {
-  std::shared_lock l(mu_);
+  auto l = read_lock();
   std::vector<pb::Member> out;
   for (const auto& [id, m] : members_) out.push_back(m);
   return out;
 }
 
 bool KvStore::member_removed(uint64_t id) const {
-  std::shared_lock l(mu_);
+  auto l = read_lock();
   return removed_members_.count(id) > 0;
 }
 
 // ------------------------------------------------------------------ checks
 
 void KvStore::check_consistency() const {
-  std::shared_lock l(mu_);
+  auto l = read_lock();
   // Rebuild the index from disk exactly as load() does and compare.
   std::map<std::string, KeyHistory, std::less<>> fresh;
   std::unique_ptr<leveldb::Iterator> it(db_->db()->NewIterator(leveldb::ReadOptions()));

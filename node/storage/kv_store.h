@@ -29,10 +29,10 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <shared_mutex>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "node/raft/raft.pb.h"
@@ -108,6 +108,8 @@ class KvStore {
   size_t key_count() const;  // live keys
 
   // --- leases (leader side; not replicated) ---
+  // LeaseGrant is applied with the TTL as proposed: the server raises TTLs
+  // below its minimum (etcd: ceil(1.5 x election timeout)) before proposing.
   // Refreshes a lease's expiry to now + TTL; returns the TTL or kNotFound.
   Status lease_keepalive(int64_t id, int64_t* ttl);
   Status lease_time_to_live(const pb::LeaseTimeToLiveRequest& req,
@@ -126,7 +128,7 @@ class KvStore {
   class Writer;
 
   // Checks the in-memory index against a full scan of the revision records
-  // (tests and `musterctl check`): aborts on mismatch.
+  // (tests; a server may run it at startup): aborts on mismatch.
   void check_consistency() const;
 
  private:
@@ -164,8 +166,22 @@ class KvStore {
   Status apply_member(Writer& w, const pb::InternalRequest& req, pb::InternalResponse* resp);
   void fill_members(google::protobuf::RepeatedPtrField<pb::Member>* out) const;
 
+  // Readers share mu_, apply and lease bookkeeping hold it exclusively.
+  // glibc's shared_mutex prefers readers, so a steady stream of reads could
+  // starve apply; gate_ is a turnstile: a writer holds it while it waits for
+  // the readers inside to leave, and new readers queue behind it.
+  std::shared_lock<std::shared_mutex> read_lock() const {
+    std::lock_guard g(gate_);
+    return std::shared_lock<std::shared_mutex>(mu_);
+  }
+  std::unique_lock<std::shared_mutex> write_lock() {
+    std::lock_guard g(gate_);
+    return std::unique_lock<std::shared_mutex>(mu_);
+  }
+
   Database* db_;
   Options options_;
+  mutable std::mutex gate_;
   mutable std::shared_mutex mu_;
   std::map<std::string, KeyHistory, std::less<>> index_;
   size_t live_keys_ = 0;

@@ -1,23 +1,10 @@
 #include "node/storage/member_storage.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <filesystem>
 
 namespace muster::storage {
 
 namespace fs = std::filesystem;
-
-namespace {
-// Makes renames inside dir durable.
-void sync_dir(const std::string& dir) {
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
-  if (fd < 0) return;
-  ::fsync(fd);
-  ::close(fd);
-}
-}  // namespace
 
 Status MemberStorage::open(const std::string& data_dir, Options options,
                            std::unique_ptr<MemberStorage>* out) {

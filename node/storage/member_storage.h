@@ -45,6 +45,8 @@ class MemberStorage {
   // metadata, keeping this member's hard state, and swaps the new database
   // in: db/ -> db.old/, db.new/ -> db/, then db.old/ is removed.  A crash at
   // any point leaves either the old or the new state (Database::open).
+  // A failure after the swap started (reopening the new database) leaves
+  // this object without a database: the caller must stop the member.
   Status install(std::unique_ptr<SnapshotInstaller> installer,
                  const raftpb::SnapshotMetadata& meta);
 

@@ -415,7 +415,7 @@ pb::V2Event V2Store::apply(KvStore::Writer& w, const pb::V2Request& req, uint64_
 }
 
 pb::V2Event V2Store::get(const KvStore& store, const std::string& path, bool recursive) {
-  std::shared_lock l(store.mu_);
+  auto l = store.read_lock();
   return get_locked(store, clean_path(path), recursive);
 }
 
@@ -518,7 +518,7 @@ bool V2Store::wait(const KvStore& store, const std::string& raw_path, bool recur
       }
       if (put || del) {
         out->Clear();
-        std::shared_lock l(store.mu_);
+        auto l = store.read_lock();
         if (put) {
           const char code = put->kv().value().size() >= 2 ? put->kv().value()[1] : 's';
           out->set_action(action_name(code));

@@ -112,7 +112,8 @@ int sim_main(int argc, char** argv) {
   std::printf(
       "raft-sim: %llu seeds from %llu passed in %.2fs: %llu steps, %llu client entries applied, "
       "%llu elections, %llu crashes, %llu membership changes, %llu snapshots installed, %llu "
-      "linearizable reads checked; slowest recovery after healing: %llu ticks (bound %d)\n",
+      "linearizable reads checked; slowest recovery after healing: %llu ticks (bound %d + 2 per "
+      "entry of backlog)\n",
       static_cast<unsigned long long>(ran), static_cast<unsigned long long>(start), secs,
       static_cast<unsigned long long>(total.steps),
       static_cast<unsigned long long>(total.applied_entries),

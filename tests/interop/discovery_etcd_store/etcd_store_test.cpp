@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "net/client.h"
+#include "tests/interop/discovery_etcd_store/test_support.h"
 
 namespace muster::discovery {
 namespace {
@@ -35,260 +36,7 @@ namespace {
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
-constexpr char kEtcd[] = "/usr/bin/etcd";
-
-int64_t wall_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-uint16_t free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return 0;
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = 0;
-  socklen_t len = sizeof a;
-  uint16_t port = 0;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0)
-    port = ntohs(a.sin_port);
-  ::close(fd);
-  return port;
-}
-
-// A single-member etcd on loopback with its own data dir.  The child dies
-// with the test process (PR_SET_PDEATHSIG), and the destructor kills it, so
-// no etcd outlives a test, failed or not.
-class EtcdProcess {
- public:
-  EtcdProcess() {
-    char tmpl[] = "/tmp/muster-etcdstore-XXXXXX";
-    if (::mkdtemp(tmpl) == nullptr) throw std::runtime_error("mkdtemp failed");
-    dir_ = tmpl;
-  }
-  ~EtcdProcess() {
-    stop();
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
-
-  // Serves clients over https with this certificate (call before starting).
-  void use_tls(std::string cert_file, std::string key_file, std::string ca_file) {
-    cert_file_ = std::move(cert_file);
-    key_file_ = std::move(key_file);
-    ca_file_ = std::move(ca_file);
-  }
-  const std::string& dir() const { return dir_; }
-
-  // Starts etcd on fresh ports (retrying if a port was taken meanwhile).
-  // Returns an empty string or why it could not.
-  std::string start_fresh() {
-    std::string why;
-    for (int attempt = 0; attempt < 5; ++attempt) {
-      client_port_ = free_port();
-      peer_port_ = free_port();
-      if (client_port_ == 0 || peer_port_ == 0 || client_port_ == peer_port_) continue;
-      why = start();
-      if (why.empty()) return "";
-      std::error_code ec;
-      fs::remove_all(dir_ + "/data", ec);
-    }
-    return why;
-  }
-
-  // (Re)starts etcd on the same ports and data dir; waits for /health.
-  std::string start() {
-    stop();
-    std::string client = endpoint();
-    std::string peer = "http://127.0.0.1:" + std::to_string(peer_port_);
-    std::vector<std::string> args = {kEtcd,
-                                     "--name",
-                                     "default",
-                                     "--data-dir",
-                                     dir_ + "/data",
-                                     "--listen-client-urls",
-                                     client,
-                                     "--advertise-client-urls",
-                                     client,
-                                     "--listen-peer-urls",
-                                     peer,
-                                     "--initial-advertise-peer-urls",
-                                     peer,
-                                     "--initial-cluster",
-                                     "default=" + peer,
-                                     "--heartbeat-interval",
-                                     "20",
-                                     "--election-timeout",
-                                     "200"};
-    if (!cert_file_.empty()) {
-      for (auto a : {"--cert-file", cert_file_.c_str(), "--key-file", key_file_.c_str()})
-        args.emplace_back(a);
-    }
-    std::string log = dir_ + "/etcd.log";
-    pid_t parent = ::getpid();
-    pid_t pid = ::fork();
-    if (pid < 0) return "fork failed";
-    if (pid == 0) {
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (::getppid() != parent) ::_exit(127);
-      int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-      if (fd >= 0) {
-        ::dup2(fd, 1);
-        ::dup2(fd, 2);
-      }
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      ::execv(kEtcd, argv.data());
-      ::_exit(127);
-    }
-    pid_ = pid;
-    net::ClientOptions o;
-    o.timeout = 500ms;
-    o.connect_timeout = 500ms;
-    o.tls.trusted_ca_file = ca_file_;
-    net::HttpClient http(o);
-    auto deadline = std::chrono::steady_clock::now() + 20s;
-    while (std::chrono::steady_clock::now() < deadline) {
-      int status = 0;
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        return "etcd exited during startup; see " + log;
-      }
-      auto r = http.get(client + "/health");
-      if (r.ok() && r.response->status == 200 &&
-          r.response->body.find("\"true\"") != std::string::npos)
-        return "";
-      std::this_thread::sleep_for(20ms);  // polling interval, not a wait for an outcome
-    }
-    stop();
-    return "etcd did not become healthy within 20 s; see " + log;
-  }
-
-  void stop() {
-    if (pid_ <= 0) return;
-    ::kill(pid_, SIGKILL);
-    int status = 0;
-    ::waitpid(pid_, &status, 0);
-    pid_ = -1;
-  }
-
-  std::string endpoint() const {
-    return (cert_file_.empty() ? "http://127.0.0.1:" : "https://127.0.0.1:") +
-           std::to_string(client_port_);
-  }
-  uint16_t client_port() const { return client_port_; }
-
- private:
-  std::string dir_;
-  std::string cert_file_, key_file_, ca_file_;
-  uint16_t client_port_ = 0, peer_port_ = 0;
-  pid_t pid_ = -1;
-};
-
-// A TCP forwarder to etcd that the test can cut: cut() drops every
-// connection and refuses new ones until restore().  It stands for a network
-// partition between one replica and etcd.
-class CuttableProxy {
- public:
-  explicit CuttableProxy(uint16_t upstream) : upstream_(upstream) {
-    listen_fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a = loopback(0);
-    socklen_t len = sizeof a;
-    if (listen_fd_ < 0 || ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-        ::listen(listen_fd_, 64) != 0 ||
-        ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0)
-      throw std::runtime_error("proxy: cannot listen");
-    port_ = ntohs(a.sin_port);
-    acceptor_ = std::thread([this] { accept_loop(); });
-  }
-  ~CuttableProxy() {
-    stop_ = true;
-    acceptor_.join();
-    std::vector<std::thread> pumps;
-    {
-      std::lock_guard lock(mu_);
-      pumps.swap(pumps_);
-    }
-    for (auto& t : pumps) t.join();
-    ::close(listen_fd_);
-  }
-  uint16_t port() const { return port_; }
-  void cut() { cut_ = true; }
-  void restore() { cut_ = false; }
-  int open_connections() const { return open_; }
-
- private:
-  static sockaddr_in loopback(uint16_t port) {
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = htons(port);
-    return a;
-  }
-
-  void accept_loop() {
-    while (!stop_) {
-      pollfd p{listen_fd_, POLLIN, 0};
-      if (::poll(&p, 1, 20) <= 0) continue;
-      int client = ::accept(listen_fd_, nullptr, nullptr);
-      if (client < 0) continue;
-      if (cut_) {
-        ::close(client);
-        continue;
-      }
-      int up = ::socket(AF_INET, SOCK_STREAM, 0);
-      sockaddr_in a = loopback(upstream_);
-      if (up < 0 || ::connect(up, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-        if (up >= 0) ::close(up);
-        ::close(client);
-        continue;
-      }
-      ++open_;
-      std::lock_guard lock(mu_);
-      pumps_.emplace_back([this, client, up] { pump(client, up); });
-    }
-  }
-
-  void pump(int a, int b) {
-    char buf[16384];
-    while (!stop_ && !cut_) {
-      pollfd p[2] = {{a, POLLIN, 0}, {b, POLLIN, 0}};
-      if (::poll(p, 2, 20) <= 0) continue;
-      bool broken = false;
-      for (int i = 0; i < 2 && !broken; ++i) {
-        if (!(p[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
-        ssize_t n = ::read(p[i].fd, buf, sizeof buf);
-        if (n <= 0) {
-          broken = true;
-          break;
-        }
-        int to = i == 0 ? b : a;
-        for (ssize_t off = 0; off < n && !broken;) {
-          ssize_t w = ::write(to, buf + off, std::size_t(n - off));
-          if (w <= 0) broken = true;
-          off += w;
-        }
-      }
-      if (broken) break;
-    }
-    ::close(a);
-    ::close(b);
-    --open_;
-  }
-
-  uint16_t upstream_;
-  int listen_fd_ = -1;
-  uint16_t port_ = 0;
-  std::atomic<bool> stop_{false}, cut_{false};
-  std::atomic<int> open_{0};
-  std::thread acceptor_;
-  std::mutex mu_;
-  std::vector<std::thread> pumps_;
-};
+using namespace etcd_test;
 
 // Waits for one callback.
 class Result {
@@ -323,17 +71,6 @@ class Result {
   int calls_ = 0;
   StoreResult r_;
 };
-
-// Polls `pred` until it holds or the deadline passes; returns whether it held.
-template <class Pred>
-bool wait_until(Pred pred, std::chrono::milliseconds deadline = 20s) {
-  auto end = std::chrono::steady_clock::now() + deadline;
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() >= end) return false;
-    std::this_thread::sleep_for(5ms);
-  }
-  return true;
-}
 
 const char* name(StoreStatus s) {
   switch (s) {
@@ -832,7 +569,7 @@ TEST_F(EtcdStoreTest, FailsOverToTheNextEndpoint) {
 
 TEST_F(EtcdStoreTest, WaiterMissedByACompactedStreamIsFoundByReReading) {
   // Replica C reaches etcd through a proxy the test can cut.
-  CuttableProxy proxy(etcd_->client_port());
+  TcpProxy proxy({etcd_->client_port()});
   auto c = make_store({"http://127.0.0.1:" + std::to_string(proxy.port())});
   ASSERT_EQ(create(*a_, "tok-g", 3).status, StoreStatus::kOk);
   auto m1 = add(*a_, "tok-g", "m1");

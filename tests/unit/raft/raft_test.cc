@@ -406,6 +406,22 @@ TEST(RaftLearner, LearnerNeverCampaignsNorVotesTowardQuorum) {
   EXPECT_EQ(c.raft(3).lead(), 1u) << "learners still replicate";
 }
 
+TEST(RaftLearner, LearnerVoteDoesNotCountAndLearnerIsNotAsked) {
+  Cluster c({1, 2}, [](Config& cfg) { cfg.pre_vote = false; }, {3});
+  c.isolate(2);
+  c.raft(1).campaign();
+  auto msgs = c.take_messages();
+  EXPECT_EQ(count_type(msgs, pb::MsgVote, 3), 0) << "candidates ask voters only";
+  ASSERT_EQ(c.raft(1).role(), StateRole::kCandidate);
+  pb::Message grant;
+  grant.set_type(pb::MsgVoteResp);
+  grant.set_from(3);
+  grant.set_to(1);
+  grant.set_term(c.raft(1).term());
+  c.raft(1).step(grant);
+  EXPECT_EQ(c.raft(1).role(), StateRole::kCandidate) << "a learner's vote must not elect";
+}
+
 TEST(RaftLearner, LearnerAckDoesNotCountTowardCommit) {
   Cluster c({1, 2}, {}, {3});
   c.campaign(1);
@@ -717,6 +733,27 @@ TEST(RaftReplication, RestartKeepsOnlyPersistedState) {
   c.stabilize();
   // Committed entries are re-applied from the (bootstrap) snapshot on.
   EXPECT_EQ(c.node(2).applied.size(), 5u);
+}
+
+TEST(RaftReplication, RestartWithAppliedAheadOfStoredCommit) {
+  // The commit index may be persisted without sync; the applied index (kept
+  // with the state machine) can then be ahead of it after a crash.
+  Cluster c({1, 2, 3});
+  c.campaign(1);
+  for (int i = 0; i < 3; ++i)
+    ASSERT_EQ(c.raft(1).propose("a" + std::to_string(i)), DropReason::kNone);
+  c.stabilize();
+  const uint64_t applied = c.node(2).applied_index;
+  pb::HardState hs = c.storage(2).hard_state();
+  hs.set_commit(1);  // the unsynced commit update was lost
+  c.storage(2).set_hard_state(hs);
+  Config cfg;
+  cfg.id = 2;
+  cfg.applied = applied;
+  Raft r(cfg, &c.storage(2));
+  EXPECT_EQ(r.log().committed(), applied);
+  EXPECT_EQ(r.log().applied(), applied);
+  EXPECT_EQ(r.check_invariants(), "");
 }
 
 // --- ReadIndex -------------------------------------------------------------------

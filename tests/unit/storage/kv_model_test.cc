@@ -518,7 +518,8 @@ TEST_P(KvModelTest, RandomOpsMatchModel) {
   Model model;
   Gen gen(GetParam());
   uint64_t index = 0;
-  const int steps = 1500;
+  std::map<std::string, int> outcomes;  // what the sequence exercised
+  const int steps = 2500;
   for (int step = 0; step < steps; step++) {
     pb::InternalRequest req = gen.request(model.rev());
     index++;
@@ -528,6 +529,13 @@ TEST_P(KvModelTest, RandomOpsMatchModel) {
     expect_same(got, want, req, step);
     if (::testing::Test::HasFatalFailure()) return;
     ASSERT_EQ(member->kv().revision(), model.rev());
+    if (!want.status) {
+      outcomes[want.status.message()]++;
+    } else if (req.has_txn()) {
+      outcomes[want.response.txn().succeeded() ? "txn then" : "txn else"]++;
+    } else {
+      outcomes[std::to_string(req.request_case())]++;
+    }
 
     // Serializable reads see the same.
     pb::RangeRequest rr = gen.range(model.rev());
@@ -574,9 +582,16 @@ TEST_P(KvModelTest, RandomOpsMatchModel) {
     }
   }
   member->kv().check_consistency();
+  for (const std::string& o :
+       {std::string("txn then"), std::string("txn else"), std::string(errors::kCompacted),
+        std::string(errors::kFutureRev), std::string(errors::kLeaseNotFound),
+        std::string(errors::kLeaseExist), std::string(errors::kKeyNotFound),
+        std::string(errors::kDuplicateKey), std::to_string(pb::InternalRequest::kCompaction),
+        std::to_string(pb::InternalRequest::kLeaseRevoke)})
+    EXPECT_GT(outcomes[o], 0) << o;
 }
 
-INSTANTIATE_TEST_SUITE_P(Seeds, KvModelTest, ::testing::Values(1u, 2u, 3u, 4u, 5u, 6u));
+INSTANTIATE_TEST_SUITE_P(Seeds, KvModelTest, ::testing::Values(1u, 2u, 3u, 4u, 5u, 6u, 7u, 8u));
 
 }  // namespace
 }  // namespace muster::storage

@@ -135,7 +135,7 @@ TEST(RaftLogTest, RandomOperationsMatchMemoryStorage) {
       if (n(0, 3) == 0) term++;
       auto es = range_of(from, from + n(0, 5), term);
       mem.append(es);
-      ASSERT_TRUE(m->log().append(es).is_ok());
+      ASSERT_TRUE(m->log().append(es, /*sync=*/false).is_ok());
     } else if (k < 8 && mem.last_index() >= mem.first_index()) {
       const uint64_t i = n(mem.first_index(), mem.last_index());
       raftpb::ConfState cs;

@@ -125,6 +125,18 @@ class LocalMember : public MemberApi {
     subscribers_.erase(id);
   }
 
+  // Forgets swallowed callbacks (and the exchanges they hold): a driver drops
+  // its pending callbacks when it stops, before the client servers go away.
+  void drop_swallowed() {
+    std::vector<ApplyDone> a;
+    std::vector<std::function<void(storage::Status)>> b;
+    {
+      std::lock_guard l(mu_);
+      a.swap(swallowed_);
+      b.swap(swallowed_barriers_);
+    }
+  }
+
   size_t subscriber_count() const {
     std::lock_guard l(mu_);
     return subscribers_.size();

@@ -56,9 +56,10 @@ class ApiServer {
     thread_ = std::thread([this] { io_.run(); });
   }
   ~ApiServer() {
+    // Stop, then let the io thread run the cancel callbacks of open streams
+    // before the API goes away.
     server_->stop();
     guard_.reset();
-    io_.stop();
     thread_.join();
   }
 

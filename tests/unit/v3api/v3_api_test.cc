@@ -27,6 +27,7 @@ namespace {
 class V3ApiTest : public ::testing::Test {
  protected:
   V3ApiTest() : member_(dir_.path()), server_(member_) {}
+  ~V3ApiTest() override { member_.drop_swallowed(); }
 
   Reply post(const std::string& path, const json& body) {
     return call(client_, server_.url(path), body.dump());
