@@ -84,6 +84,9 @@ class Client {
 
   explicit Client(GlobalOptions options);
   Client(GlobalOptions options, Transport transport);
+  // The default transport refers to this object's connection pool.
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
 
   const GlobalOptions& options() const { return options_; }
 
