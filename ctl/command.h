@@ -23,6 +23,9 @@ struct Command {
   std::string_view usage;    // full help: synopsis, flags, examples
   // `args` excludes the command name.  Output to `out`, diagnostics to `err`.
   int (*run)(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
+  // Takes the global flags (--endpoints, --cacert, -w ...); its help ends
+  // with them.
+  bool global_flags;
 };
 
 // Every command, in the order `musterctl --help` lists them.

@@ -1,6 +1,8 @@
+#include <algorithm>
 #include <array>
 #include <ostream>
 
+#include "ctl/client.h"
 #include "ctl/command.h"
 
 #ifndef MUSTER_VERSION
@@ -11,6 +13,13 @@ namespace muster::ctl {
 
 // Each command's run function lives in ctl/<name>_command.cc.
 int run_srv(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
+int run_put(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
+int run_get(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
+int run_del(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
+int run_watch(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
+int run_member(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
+int run_endpoint(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
+int run_snapshot(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
 
 namespace {
 
@@ -52,10 +61,105 @@ Example:
     --initial-advertise-peer-urls https://infra0.example.com:2380
 )";
 
+// The usage texts of the commands that talk to a cluster; each ends with
+// the global flags (ctl/client.h: kGlobalFlagsUsage, appended when printed).
+constexpr std::string_view kPutUsage =
+    R"(Usage: musterctl put <key> [value] [flags]
+
+Puts the key; without a value argument the value is read from stdin.
+Prints OK.
+
+Flags:
+  --prev-kv           also print the previous key and value
+  --lease <hex id>    attach the key to this lease
+)";
+
+constexpr std::string_view kGetUsage =
+    R"(Usage: musterctl get <key> [range_end] [flags]
+
+Prints each key and its value on two lines (etcdctl's simple format), or
+the range response with -w json.
+
+Flags:
+  --prefix            every key starting with <key>
+  --from-key          every key >= <key>
+  --keys-only         keys only (an empty line stands for each value)
+  --rev <n>           read at revision n (0 = latest)
+  --limit <n>         at most n keys
+)";
+
+constexpr std::string_view kDelUsage =
+    R"(Usage: musterctl del <key> [range_end] [flags]
+
+Deletes the key (or range) and prints how many keys were deleted.
+
+Flags:
+  --prefix            every key starting with <key>
+  --from-key          every key >= <key>
+  --prev-kv           also print the deleted keys and values
+)";
+
+constexpr std::string_view kWatchUsage =
+    R"(Usage: musterctl watch <key> [range_end] [flags]
+
+Prints every change as it happens: PUT or DELETE, the key, the value.
+Runs until interrupted; if the member serving the watch goes away it resumes
+on the next endpoint after the last revision printed.
+
+Flags:
+  --prefix            every key starting with <key>
+  --rev <n>           start at revision n (replays history from there)
+  --prev-kv           also print the previous key and value
+)";
+
+constexpr std::string_view kMemberUsage =
+    R"(Usage: musterctl member <subcommand> [flags]
+
+  member list                                   list members (simple, json or table)
+  member add <name> --peer-urls <urls> [--learner]
+                                                add a member; prints the ETCD_* settings
+                                                it must start with
+  member remove <hex id>                        remove a member
+  member update <hex id> --peer-urls <urls>     change a member's peer URLs
+  member promote <hex id> [--wait-timeout 60s]  promote a learner to voter; while the
+                                                learner is catching up, retries and prints
+                                                a progress line on stderr (0 = no retry)
+)";
+
+constexpr std::string_view kEndpointUsage =
+    R"(Usage: musterctl endpoint health|status [--cluster] [flags]
+
+  endpoint health    a linearizable read on each endpoint; prints how long it took.
+                     Exit status 1 ("unhealthy cluster") when any fails.
+  endpoint status    each endpoint's member ID, version, DB size, leadership and
+                     raft term/index.
+
+Flags:
+  --cluster          ask every member's client URLs from the member list instead
+)";
+
+constexpr std::string_view kSnapshotUsage =
+    R"(Usage: musterctl snapshot save <file> [flags]
+
+Writes a logical backup: every key at one revision plus the leases, as JSON
+lines with a header (revision, cluster ID, member ID) and a SHA-256 trailer.
+Written to <file>.part and renamed when complete; progress goes to stderr.
+This is not etcd's bolt snapshot (see docs/musterctl.md for the format).
+)";
+
 constexpr std::array kCommands{
+    Command{"put", "Put a key", kPutUsage, &run_put, true},
+    Command{"get", "Get a key or a range of keys", kGetUsage, &run_get, true},
+    Command{"del", "Delete a key or a range of keys", kDelUsage, &run_del, true},
+    Command{"watch", "Watch a key or a range of keys for changes", kWatchUsage, &run_watch, true},
+    Command{"member", "List, add, remove, update or promote members", kMemberUsage, &run_member,
+            true},
+    Command{"endpoint", "Health and status of endpoints", kEndpointUsage, &run_endpoint, true},
+    Command{"snapshot", "Save a logical backup of the keyspace", kSnapshotUsage, &run_snapshot,
+            true},
     Command{"srv", "Show the cluster or client endpoints DNS SRV discovery would find", kSrvUsage,
-            &run_srv},
-    Command{"version", "Print the version", "Usage: musterctl version\n", &run_version},
+            &run_srv, false},
+    Command{"version", "Print the version", "Usage: musterctl version\n", &run_version, false},
 };
 
 void print_help(std::ostream& out) {
@@ -73,6 +177,27 @@ const Command* find_command(std::string_view name) {
   for (const Command& c : kCommands)
     if (c.name == name) return &c;
   return nullptr;
+}
+
+// How many leading arguments are global flags (with their values).
+std::size_t leading_global_flags(const std::vector<std::string>& args) {
+  static constexpr std::array<std::string_view, 8> kTakesValue = {
+      "endpoints", "cacert", "cert", "key", "dial-timeout", "command-timeout", "write-out", "w"};
+  std::size_t i = 0;
+  while (i < args.size()) {
+    std::string_view a = args[i];
+    if (a.size() < 2 || a[0] != '-' || a == "--" || a == "-h" || a == "--help" || a == "--version")
+      break;
+    a.remove_prefix(a.rfind("--", 0) == 0 ? 2 : 1);
+    if (a.find('=') != std::string_view::npos || a == "insecure-skip-tls-verify") {
+      ++i;
+    } else if (std::find(kTakesValue.begin(), kTakesValue.end(), a) != kTakesValue.end()) {
+      i += 2;
+    } else {
+      break;  // not a global flag: let the command report it
+    }
+  }
+  return std::min(i, args.size());
 }
 
 bool asks_for_help(const std::vector<std::string>& args) {
@@ -93,6 +218,15 @@ int run_musterctl(const std::vector<std::string>& args, std::ostream& out, std::
     print_help(err);
     return kExitBadArgs;
   }
+  // Global flags may come before the command, as with etcdctl
+  // (`musterctl -w json --endpoints=x get foo`): move them after it.
+  if (std::size_t skip = leading_global_flags(args); skip > 0 && skip < args.size()) {
+    std::vector<std::string> reordered(args.begin() + static_cast<std::ptrdiff_t>(skip),
+                                       args.end());
+    reordered.insert(reordered.end(), args.begin(),
+                     args.begin() + static_cast<std::ptrdiff_t>(skip));
+    return run_musterctl(reordered, out, err);
+  }
   const std::string& name = args.front();
   if (name == "-h" || name == "--help") {
     print_help(out);
@@ -106,6 +240,7 @@ int run_musterctl(const std::vector<std::string>& args, std::ostream& out, std::
     }
     if (const Command* c = find_command(args[1])) {
       out << c->usage;
+      if (c->global_flags) out << kGlobalFlagsUsage;
       return kExitSuccess;
     }
     err << "Error: unknown command \"" << args[1] << "\"\n";
@@ -120,6 +255,7 @@ int run_musterctl(const std::vector<std::string>& args, std::ostream& out, std::
   std::vector<std::string> rest(args.begin() + 1, args.end());
   if (asks_for_help(rest)) {
     out << command->usage;
+    if (command->global_flags) out << kGlobalFlagsUsage;
     return kExitSuccess;
   }
   return command->run(rest, out, err);
