@@ -10,4 +10,4 @@ JOBS=${JOBS:-$(nproc)}
 cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
 cmake --build "$BUILD_DIR" -j "$JOBS"
 cd "$BUILD_DIR"
-ctest --output-on-failure --timeout 900 -j "$JOBS" "$@"
+ctest --output-on-failure --timeout 300 -j "$JOBS" "$@"

@@ -38,6 +38,15 @@ class ClusterTest(unittest.TestCase):
                 st, j = c.members[0].call("/v3/cluster/member/list", {})
                 self.assertEqual(st, 200)
                 self.assertEqual(len(j["members"]), size)
+
+                # Every member publishes its client URLs through Raft.
+                def published():
+                    st, j = c.members[-1].call("/v3/cluster/member/list", {})
+                    return st == 200 and sorted(
+                        (x["name"], tuple(x.get("clientURLs", []))) for x in j["members"]) == sorted(
+                        (m.name, (m.client_url,)) for m in c.members)
+
+                wait_for(published, 10, "every member's client URLs in the member list")
                 c.close()
 
     def test_write_through_any_member_reads_linearizably_everywhere(self):
