@@ -1,9 +1,14 @@
 // muster: a cluster member.  Flags, environment and config file as etcd 3.4
 // (docs/configuration.md); static bootstrap with --initial-cluster; restart
 // from the data dir.
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <boost/asio.hpp>
+#include <cstddef>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -88,6 +93,29 @@ void write_identity(const std::string& data_dir, const Identity& id) {
     ::close(fd);
   }
   fs::rename(tmp, identity_path(data_dir));
+}
+
+// sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET.
+void notify_systemd_ready() {
+  const char* path = std::getenv("NOTIFY_SOCKET");
+  if (!path || !*path) return;
+  int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::string p = path;
+  if (p.size() >= sizeof addr.sun_path) {
+    ::close(fd);
+    return;
+  }
+  std::memcpy(addr.sun_path, p.data(), p.size());
+  if (p[0] == '@') addr.sun_path[0] = '\0';  // abstract namespace
+  socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + p.size());
+  const char msg[] = "READY=1";
+  if (::sendto(fd, msg, sizeof msg - 1, 0, reinterpret_cast<sockaddr*>(&addr), len) < 0)
+    log::warn("etcdmain", "cannot notify systemd",
+              {{"socket", p}, {"error", std::strerror(errno)}});
+  ::close(fd);
 }
 
 std::optional<net::TlsOptions> tls_of(const config::TlsConfig& t) {
@@ -251,6 +279,7 @@ int main(int argc, char** argv) {
   aopts.request_timeout = std::chrono::milliseconds(nopts.request_timeout_ms);
   server::V3Api api(*node, aopts, registry);
   std::vector<std::unique_ptr<net::Server>> servers;
+  std::vector<std::pair<std::string, uint16_t>> addresses;  // servers[i] listens on addresses[i]
   auto serve = [&](const std::vector<std::string>& urls, const config::TlsConfig& tls,
                    const char* what) {
     for (const auto& u : urls) {
@@ -269,11 +298,7 @@ int main(int argc, char** argv) {
           ex->respond(net::Response::json(
               404, "{\"error\":\"Not Found\",\"message\":\"Not Found\",\"code\":5}\n"));
       });
-      try {
-        s->listen(url->host, url->port);
-      } catch (const std::exception& e) {
-        die(std::string("listen tcp ") + url->authority() + ": " + e.what());
-      }
+      addresses.emplace_back(url->host, url->port);
       servers.push_back(std::move(s));
     }
   };
@@ -281,13 +306,33 @@ int main(int argc, char** argv) {
   serve(cfg.listen_metrics_urls, cfg.client_tls, "--listen-metrics-urls");
 
   node->start();
-  log::info("etcdserver", "serving",
+  log::info("etcdserver", "started",
             {{"name", me.name},
              {"member-id", bootstrap::id_to_hex(me.member_id)},
              {"cluster-id", bootstrap::id_to_hex(me.cluster_id)},
              {"data-dir", cfg.data_dir},
-             {"listen-client-urls", cfg.listen_client_urls},
              {"listen-peer-urls", cfg.listen_peer_urls}});
+
+  // As etcd: clients are served only once this member has joined, knows a
+  // leader and has published its client URLs through Raft; then systemd
+  // hears READY=1 (Type=notify).
+  std::atomic<bool> stopping{false};
+  std::thread ready_waiter([&] {
+    while (!stopping.load() && !node->published())
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    if (stopping.load()) return;
+    for (std::size_t i = 0; i < servers.size(); ++i) {
+      try {
+        servers[i]->listen(addresses[i].first, addresses[i].second);
+      } catch (const std::exception& e) {
+        die(std::string("listen tcp ") + addresses[i].first + ":" +
+            std::to_string(addresses[i].second) + ": " + e.what());
+      }
+    }
+    log::info("etcdserver", "ready to serve client requests",
+              {{"listen-client-urls", cfg.listen_client_urls}});
+    notify_systemd_ready();
+  });
 
   // On SIGTERM: hand leadership off, stop serving, stop the transport.  The
   // stopper runs beside the I/O threads because stopping waits on them.
@@ -296,7 +341,9 @@ int main(int argc, char** argv) {
       io, 2,
       [&] {
         log::info("etcdserver", "stopping");
+        stopping = true;
         stopper = std::thread([&] {
+          if (ready_waiter.joinable()) ready_waiter.join();
           node->stop(true);
           for (auto& s : servers) s->stop();
           transport.stop();
@@ -305,6 +352,8 @@ int main(int argc, char** argv) {
       },
       10000);
   if (stopper.joinable()) stopper.join();
+  stopping = true;
+  if (ready_waiter.joinable()) ready_waiter.join();
   log::info("etcdserver", "stopped", {{"signal", sig}});
   node.reset();
   return 0;

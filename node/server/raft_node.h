@@ -134,6 +134,9 @@ class RaftNode final : public MemberApi {
 
   // True once a leader is known (for /health and sd_notify).
   bool has_leader() const { return leader_.load() != 0; }
+  // True once this member's name and client URLs are in the applied member
+  // list (etcd's publish): then it may serve clients.
+  bool published() const { return published_.load(); }
   uint64_t id() const { return options_.member_id; }
   bool existing_state() const { return existing_state_; }
 

@@ -41,6 +41,7 @@ class Member:
         self.data_dir = cluster.group.path(name + ".data")
         self.proc = None
         self.extra = []
+        self.env = None  # extra environment variables
 
     @property
     def client_url(self):
@@ -61,7 +62,12 @@ class Member:
                 "--heartbeat-interval", str(HEARTBEAT_MS),
                 "--election-timeout", str(ELECTION_MS)]
         args += list(extra if extra is not None else self.extra)
-        self.proc = self.cluster.group.start(self.name + "-%d" % int(time.monotonic() * 1000), args)
+        env = None
+        if self.env:
+            env = dict(os.environ)
+            env.update(self.env)
+        self.proc = self.cluster.group.start(self.name + "-%d" % int(time.monotonic() * 1000), args,
+                                             env=env)
         return self
 
     def alive(self):

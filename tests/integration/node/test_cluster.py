@@ -263,6 +263,26 @@ class ClusterTest(unittest.TestCase):
         self.assertEqual(st, 200, j)
         self.assertTrue(m.healthy())
 
+    def test_sd_notify_ready_once_the_member_can_serve(self):
+        import socket
+        c = self.make(3)
+        path = c.group.path("notify.sock")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(path)
+        self.addCleanup(sock.close)
+        c.members[0].env = {"NOTIFY_SOCKET": path}
+        c.members[0].start()
+        # Alone, m1 has no quorum: it must not claim readiness.
+        sock.settimeout(2 * ELECTION_MS / 1000)
+        with self.assertRaises(socket.timeout):
+            sock.recv(64)
+        self.assertFalse(c.members[0].healthy())
+        c.members[1].start()
+        c.members[2].start()
+        sock.settimeout(20)
+        self.assertEqual(sock.recv(64), b"READY=1")
+        self.assertTrue(c.members[0].healthy())
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
