@@ -284,7 +284,7 @@ struct EtcdTokenStore::Core {
   std::unique_ptr<net::HttpClient> collect_client;
   std::mutex health_mu;
   std::unique_ptr<net::HttpClient> health_client;
-  Clock::time_point health_checked{};
+  Clock::time_point health_started{};
   std::string health_answer;
 
   // ----- keys
@@ -342,7 +342,11 @@ struct EtcdTokenStore::Core {
     net::Headers headers;
     headers.set("Content-Type", "application/json");
     std::size_t start = preferred.load();
+    // Retries stop once a request timeout has passed overall, so a call
+    // takes at most about twice the request timeout.
+    const auto deadline = Clock::now() + options.request_timeout;
     for (std::size_t a = 0; a < attempts; ++a) {
+      if (a > 0 && Clock::now() >= deadline) break;
       if (a > 0 && a % n == 0) {
         // A whole round failed: give a restarting or electing cluster a moment.
         if (stopping.load()) break;
@@ -1010,6 +1014,10 @@ EtcdTokenStore::EtcdTokenStore(EtcdStoreOptions options) : core_(std::make_share
       std::make_unique<net::HttpClient>(core_->client_options(core_->options.request_timeout));
   core_->health_client =
       std::make_unique<net::HttpClient>(core_->client_options(core_->options.health_timeout));
+  // Learn the current revision before serving, so that current_index()
+  // (what a wait without waitIndex starts after) is not 0 at startup.  A
+  // failed probe is not an error: operations answer kUnavailable meanwhile.
+  health();
   for (int i = 0; i < core_->options.workers; ++i)
     core_->workers.emplace_back([c = core_.get()] { c->run_worker(); });
   core_->watcher = std::thread([c = core_.get()] { c->run_watcher(); });
@@ -1143,12 +1151,12 @@ uint64_t EtcdTokenStore::current_index() { return core_->last_revision.load(); }
 
 std::string EtcdTokenStore::health() {
   Core& c = *core_;
+  auto entered = Clock::now();
   std::lock_guard lock(c.health_mu);
-  // Probes at most every 500 ms; callers in between get the last answer.
-  auto now = Clock::now();
-  if (c.health_checked != Clock::time_point{} &&
-      now - c.health_checked < std::chrono::milliseconds(500))
-    return c.health_answer;
+  // Callers that queued behind a probe which started after they arrived
+  // share its answer, so a burst of /health requests costs one probe.
+  if (c.health_started >= entered) return c.health_answer;
+  c.health_started = Clock::now();
   net::Headers headers;
   headers.set("Content-Type", "application/json");
   std::string body = json{
@@ -1172,7 +1180,6 @@ std::string EtcdTokenStore::health() {
     why += r.ok() ? ep + " answered " + std::to_string(r.response->status) : r.error;
   }
   if (!why.empty()) why = "etcd store unreachable: " + why;
-  c.health_checked = Clock::now();
   c.health_answer = why;
   return why;
 }

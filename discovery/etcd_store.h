@@ -62,8 +62,10 @@ struct EtcdStoreOptions {
 
 class EtcdTokenStore final : public TokenStore {
  public:
-  // Starts the worker and watch threads.  Does not fail when etcd is down:
-  // operations answer kUnavailable until it is back.  Throws
+  // Probes etcd once (to learn the current revision; bounded by
+  // health_timeout per endpoint), then starts the worker and watch threads.
+  // Does not fail when etcd is down: operations answer kUnavailable until it
+  // is back.  Throws
   // std::invalid_argument on an empty or malformed endpoint list or prefix.
   explicit EtcdTokenStore(EtcdStoreOptions options);
   // Fails queued operations and open watches with kUnavailable, then joins

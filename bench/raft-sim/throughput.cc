@@ -5,13 +5,15 @@
 //
 //   build/bin/raft-throughput [--entries N] [--batch B] [--size S] [--nodes K]
 //
-// Each round the leader gets B proposals of S bytes; then every Ready is
+// Each round the leader gets one proposal of B entries of S bytes
+// (Raft::propose_batch); then every Ready is
 // processed (persist to MemoryStorage, hand messages over, apply, advance)
 // until the cluster is quiet.  Logs are compacted every 10,000 entries.
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <deque>
 #include <map>
 #include <memory>
@@ -131,17 +133,23 @@ int main(int argc, char** argv) {
   const uint64_t start_index = b.node(1).applied;
   const uint64_t target = start_index + entries;
   const auto t0 = std::chrono::steady_clock::now();
+  const std::clock_t c0 = std::clock();
   uint64_t proposed = 0;
   while (b.node(1).applied < target) {
-    for (uint64_t k = 0; k < batch && proposed < entries; ++k, ++proposed) {
-      if (b.node(1).raft->propose(payload) != DropReason::kNone) {
-        std::fprintf(stderr, "proposal dropped\n");
-        return 1;
-      }
+    // One proposal of `batch` entries: the way a server groups the client
+    // writes that arrived while the previous batch was being persisted.
+    std::vector<std::string> group;
+    for (uint64_t k = 0; k < batch && proposed < entries; ++k, ++proposed) group.push_back(payload);
+    if (b.node(1).raft->propose_batch(std::move(group)) != DropReason::kNone) {
+      std::fprintf(stderr, "proposal dropped\n");
+      return 1;
     }
     b.pump();
   }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  // CPU time as well: on a shared machine wall-clock time also counts other
+  // processes; CPU time is what the core itself costs.
+  const double cpu = static_cast<double>(std::clock() - c0) / CLOCKS_PER_SEC;
   // Every follower applied everything as well.
   for (int i = 2; i <= nodes; ++i) {
     if (b.node(static_cast<uint64_t>(i)).applied < target) {
@@ -151,9 +159,11 @@ int main(int argc, char** argv) {
   }
   std::printf(
       "raft-throughput: %d nodes, %llu entries of %llu bytes, batch %llu: %.0f entries/s "
-      "committed and applied on every node (%.1f MB/s of payload), %.3f s\n",
+      "(%.1f MB/s of payload) by wall clock (%.3f s); %.0f entries/s per CPU-second (%.3f s "
+      "CPU); every node applied every entry\n",
       nodes, static_cast<unsigned long long>(entries), static_cast<unsigned long long>(size),
       static_cast<unsigned long long>(batch), static_cast<double>(entries) / secs,
-      static_cast<double>(entries * size) / secs / 1e6, secs);
+      static_cast<double>(entries * size) / secs / 1e6, secs, static_cast<double>(entries) / cpu,
+      cpu);
   return 0;
 }

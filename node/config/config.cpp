@@ -147,7 +147,7 @@ std::string read_environment(const std::map<std::string, std::string>& env, Conf
 }  // namespace
 
 ParseResult parse(const std::vector<std::string>& args,
-                  const std::map<std::string, std::string>& env) {
+                  const std::map<std::string, std::string>& env, const ParseOptions& options) {
   ParseResult r;
   Config cfg;
   CommandLine cl;
@@ -207,7 +207,7 @@ ParseResult parse(const std::vector<std::string>& args,
       cfg.initial_cluster.clear();
     }
   }
-  if (auto err = detail::validate_and_derive(cfg, r.log); !err.empty()) {
+  if (auto err = detail::validate_and_derive(cfg, r.log, options); !err.empty()) {
     r.error = std::move(err);
     return r;
   }

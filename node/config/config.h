@@ -176,11 +176,36 @@ struct ParseResult {
   bool ok() const { return config.has_value(); }
 };
 
+// What parse() may know about the machine.  Kept out of parse() itself so
+// that parsing stays pure and testable; node/main fills it in.
+struct ParseOptions {
+  // The host of the machine's default route (detect_default_host()).  etcd
+  // advertises it instead of "localhost" when a listener is 0.0.0.0 and the
+  // matching advertise URL was left at its default.  nullopt: no rewrite.
+  std::optional<std::string> default_host;
+};
+
 // Reads args (WITHOUT the program name) and the environment.  Never throws,
 // never exits.  On -h/--help and --version the result is ok with the
 // matching print_* flag set and validation skipped (as etcd does).
 ParseResult parse(const std::vector<std::string>& args,
-                  const std::map<std::string, std::string>& env);
+                  const std::map<std::string, std::string>& env, const ParseOptions& options = {});
+
+// The IPv4 address of the interface that holds the default route (from
+// /proc/net/route and getifaddrs), like etcd's netutil.GetDefaultHost.
+// nullopt when there is no default route or it has no IPv4 address.
+std::optional<std::string> detect_default_host();
+
+// etcd's bootstrap checks (etcdserver/config.go VerifyBootstrap for
+// --initial-cluster-state=new, VerifyJoinExisting for existing), for the
+// bootstrap code to run when the data dir holds no member yet.  `cluster` is
+// the initial cluster in force: parse_initial_cluster(cfg.initial_cluster)
+// for static bootstrap, the SRV answer, or {name: advertise URLs} before a
+// discovery run.  Checks: the local --name is in it; for a new cluster its
+// URLs there equal --initial-advertise-peer-urls (compared as strings; etcd
+// also tries resolving host names); no URL twice; not empty without
+// --discovery; no --discovery when joining.  Returns "" or etcd's sentence.
+std::string verify_bootstrap(const Config& cfg, const UrlsMap& cluster);
 
 // The flag list for --help, grouped as etcd groups it, with defaults.
 std::string usage_text();

@@ -183,6 +183,27 @@ Setter words(F field) {
   };
 }
 
+// etcd's UniqueStringsValue / UniqueURLsValue: a set, shown sorted.  For
+// URLs (--cors) every item but "*" must be an etcd URL (host:port, no path).
+template <class F>
+Setter unique_words(F field, bool urls_except_star) {
+  return [field, urls_except_star](Config& c, const std::string& v) -> std::string {
+    std::vector<std::string> items;
+    for (auto& w : split_commas(v)) {
+      if (urls_except_star && w != "*") {
+        auto u = parse_etcd_url(w);
+        if (!u) return u.error();
+        w = u->text;
+      }
+      items.push_back(w);
+    }
+    std::sort(items.begin(), items.end());
+    items.erase(std::unique(items.begin(), items.end()), items.end());
+    field(c) = items;
+    return "";
+  };
+}
+
 // etcd's flags.StringsFlag: one of a fixed set, checked when set; the error
 // is Go flag's "invalid value" (Muster adds the accepted values).
 template <class F>
@@ -354,9 +375,10 @@ std::vector<FlagSpec> build_table() {
   add("tls-max-version", s, "",
       "Highest TLS version accepted: TLS1.2 or TLS1.3 (empty = highest known).", K::kValue,
       str(FIELD(tls_max_version)));
-  add("cors", s, "*", "Comma-separated CORS origins.", K::kValue, words(FIELD(cors)));
+  add("cors", s, "*", "Comma-separated CORS origins ('*' or scheme://host:port).", K::kValue,
+      unique_words(FIELD(cors), true));
   add("host-whitelist", s, "*", "Comma-separated Host header values accepted on plain HTTP.",
-      K::kValue, words(FIELD(host_whitelist)));
+      K::kValue, unique_words(FIELD(host_whitelist), false));
   add("experimental-peer-skip-client-san-verification", s, "false",
       "Skip the SAN check on certificates of connecting peers.", K::kBool,
       boolean(FIELD(experimental_peer_skip_client_san_verification)));

@@ -60,6 +60,7 @@ std::string load_yaml_file(const std::string& path, Config& cfg, std::vector<Log
 // etcd 3.4's checks (embed.Config.Validate, etcdmain validate) plus Muster's,
 // then the derived defaults (data dir, initial cluster from --name, auto
 // compaction).  Returns "" or the error sentence.
-std::string validate_and_derive(Config& cfg, std::vector<LogLine>& log);
+std::string validate_and_derive(Config& cfg, std::vector<LogLine>& log,
+                                const ParseOptions& options);
 
 }  // namespace muster::config::detail

@@ -13,36 +13,11 @@
 #include <map>
 #include <string>
 #include <string_view>
-#include <variant>
 #include <vector>
 
+#include "node/config/result.h"
+
 namespace muster::config {
-
-// A value or an error sentence (in etcd's words where etcd has one).
-template <class T>
-class Result {
- public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT: implicit on purpose
-  static Result failure(std::string message) { return Result(Error{std::move(message)}); }
-
-  bool ok() const { return v_.index() == 0; }
-  explicit operator bool() const { return ok(); }
-  // REQUIRES: ok()
-  const T& value() const& { return std::get<0>(v_); }
-  T& value() & { return std::get<0>(v_); }
-  T&& value() && { return std::get<0>(std::move(v_)); }
-  const T& operator*() const& { return value(); }
-  const T* operator->() const { return &value(); }
-  // REQUIRES: !ok()
-  const std::string& error() const { return std::get<1>(v_).message; }
-
- private:
-  struct Error {
-    std::string message;
-  };
-  explicit Result(Error e) : v_(std::move(e)) {}
-  std::variant<T, Error> v_;
-};
 
 // One URL split into the parts etcd's checks look at.
 struct EtcdUrl {

@@ -159,9 +159,85 @@ std::string check_tls(const Config& cfg) {
   return "";
 }
 
+// etcd UpdateDefaultClusterFromName: a member listening on 0.0.0.0 that
+// left its advertise URL at the localhost default advertises the machine's
+// default host instead (with the listener's port; the advertise scheme).
+void apply_default_host(Config& cfg, const std::string& host, std::vector<LogLine>& log) {
+  bool used = false;
+  auto rewrite = [&](const std::vector<std::string>& listen, std::vector<std::string>& advertise,
+                     const char* default_url) {
+    if (listen.empty() || advertise.size() != 1 || advertise.front() != default_url) return;
+    auto l = parse_etcd_url(listen.front());
+    auto a = parse_etcd_url(advertise.front());
+    if (!l || !a || l->host != "0.0.0.0") return;
+    advertise.front() = a->scheme + "://" + host + ":" + l->port;
+    used = true;
+  };
+  rewrite(cfg.listen_peer_urls, cfg.initial_advertise_peer_urls, "http://localhost:2380");
+  rewrite(cfg.listen_client_urls, cfg.advertise_client_urls, "http://localhost:2379");
+  if (used)
+    log.push_back({LogLine::Level::kInfo, "advertising using detected default host " + q(host)});
+}
+
+// What etcd checks and warns about when it opens its listeners
+// (embed/etcd.go configurePeerListeners / configureClientListeners): a TLS
+// scheme needs a certificate (given or automatic); TLS settings on a plain
+// listener are ignored with a warning.
+std::string check_listener_tls(const Config& cfg, std::vector<LogLine>& log) {
+  const bool peer_certs = !cfg.peer_tls.empty() || cfg.peer_tls.auto_tls;
+  const bool client_certs = !cfg.client_tls.empty() || cfg.client_tls.auto_tls;
+  if (cfg.peer_tls.auto_tls && !cfg.peer_tls.empty())
+    warn(log, "ignoring peer auto TLS since certs given");
+  if (cfg.client_tls.auto_tls && !cfg.client_tls.empty())
+    warn(log, "ignoring client auto TLS since certs given");
+  for (const auto& text : cfg.listen_peer_urls) {
+    auto u = parse_etcd_url(text);
+    if (!u) return u.error();
+    const bool tls = u->scheme == "https" || u->scheme == "unixs";
+    if (tls && !peer_certs) {
+      const std::string hostport =
+          (u->host.find(':') != std::string::npos ? "[" + u->host + "]" : u->host) + ":" + u->port;
+      return "cannot listen on TLS for " + hostport + ": KeyFile and CertFile are not presented";
+    }
+    if (!tls && !cfg.peer_tls.empty()) {
+      warn(log,
+           "The scheme of peer url " + text +
+               " is HTTP while peer key/cert files are presented. Ignored peer key/cert files.");
+    }
+    if (!tls && cfg.peer_tls.client_cert_auth) {
+      warn(log, "The scheme of peer url " + text +
+                    " is HTTP while client cert auth (--peer-client-cert-auth) is enabled. Ignored "
+                    "client cert "
+                    "auth for this url.");
+    }
+  }
+  for (const auto& text : cfg.listen_client_urls) {
+    auto u = parse_etcd_url(text);
+    if (!u) return u.error();
+    const bool tls = u->scheme == "https" || u->scheme == "unixs";
+    if (tls && !client_certs) {
+      return "TLS key/cert (--cert-file, --key-file) must be provided for client url " + text +
+             " with HTTPS scheme";
+    }
+    if (!tls && !cfg.client_tls.empty()) {
+      // etcd's sentence says "peer" here too; kept word for word.
+      warn(log, "The scheme of client url " + text +
+                    " is HTTP while peer key/cert files are presented. Ignored key/cert files.");
+    }
+    if (!tls && cfg.client_tls.client_cert_auth) {
+      warn(log, "The scheme of client url " + text +
+                    " is HTTP while client cert auth (--client-cert-auth) is enabled. Ignored "
+                    "client cert auth "
+                    "for this url.");
+    }
+  }
+  return "";
+}
+
 }  // namespace
 
-std::string validate_and_derive(Config& cfg, std::vector<LogLine>& log) {
+std::string validate_and_derive(Config& cfg, std::vector<LogLine>& log,
+                                const ParseOptions& options) {
   // --- embed.Config.Validate, in etcd's order ---
   if (auto e = check_logging(cfg, log); !e.empty()) return e;
   for (const auto* urls :
@@ -233,6 +309,7 @@ std::string validate_and_derive(Config& cfg, std::vector<LogLine>& log) {
 
   // --- Muster's checks ---
   if (auto e = check_tls(cfg); !e.empty()) return e;
+  if (auto e = check_listener_tls(cfg, log); !e.empty()) return e;
   if (!cfg.dns_server.empty()) {
     std::string host, port;
     if (!split_host_port(cfg.dns_server, &host, &port) || host.empty() || port.empty() ||
@@ -262,6 +339,7 @@ std::string validate_and_derive(Config& cfg, std::vector<LogLine>& log) {
     cfg.data_dir = cfg.name + ".etcd";
     warn(log, "no data-dir provided, using default data-dir ./" + cfg.data_dir);
   }
+  if (options.default_host) apply_default_host(cfg, *options.default_host, log);
   // UpdateDefaultClusterFromName: "--name foo" alone makes the default
   // initial cluster "foo=<advertised peer URLs>".  etcd compares with the
   // default by value, and so do we.

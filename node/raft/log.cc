@@ -78,24 +78,28 @@ bool RaftLog::match_term(uint64_t i, uint64_t t) const {
   return got == t;
 }
 
-std::optional<uint64_t> RaftLog::maybe_append(uint64_t index, uint64_t log_term, uint64_t committed,
-                                              const std::vector<pb::Entry>& ents) {
+std::optional<uint64_t> RaftLog::maybe_append(
+    uint64_t index, uint64_t log_term, uint64_t committed,
+    const google::protobuf::RepeatedPtrField<pb::Entry>& ents) {
   if (!match_term(index, log_term)) return std::nullopt;
-  const uint64_t last_new = index + ents.size();
+  const uint64_t last_new = index + static_cast<uint64_t>(ents.size());
   // Find the first entry that is new or conflicts with ours.  Entries that
   // already match are skipped: re-appending them would needlessly truncate
   // (and a delayed, duplicated MsgApp must never cut off entries that a later
   // MsgApp from the same leader already added).
-  size_t k = 0;
-  for (; k < ents.size(); ++k) {
-    if (!match_term(ents[k].index(), ents[k].term())) break;
+  int k = 0;
+  // Fast path: the new entries start right after our last one (no overlap).
+  if (ents.empty() || ents[0].index() != last_index() + 1) {
+    for (; k < ents.size(); ++k) {
+      if (!match_term(ents[k].index(), ents[k].term())) break;
+    }
   }
   if (k < ents.size()) {
     const uint64_t ci = ents[k].index();
     // §5.3: a conflicting entry below our commit index means a leader tried to
     // overwrite committed state: Log Matching or Leader Completeness is broken.
     if (ci <= committed_) log_fatal("entry conflicts with a committed entry", ci, committed_);
-    append(std::vector<pb::Entry>(ents.begin() + static_cast<std::ptrdiff_t>(k), ents.end()));
+    append(std::vector<pb::Entry>(ents.begin() + k, ents.end()));
   }
   commit_to(std::min(committed, last_new));
   return last_new;

@@ -41,7 +41,7 @@ class RaftLog {
   // suffix), commits up to min(committed, index + ents.size()) and returns the
   // index of the last new entry.  Otherwise returns nullopt.
   std::optional<uint64_t> maybe_append(uint64_t index, uint64_t log_term, uint64_t committed,
-                                       const std::vector<pb::Entry>& ents);
+                                       const google::protobuf::RepeatedPtrField<pb::Entry>& ents);
   // Appends ents to the unstable tail (truncating anything from
   // ents.front().index on).  REQUIRES: ents.front().index > committed and
   // <= last_index() + 1.  Returns last_index().

@@ -415,6 +415,22 @@ DropReason Raft::propose(std::string data) {
   return last_drop_;
 }
 
+DropReason Raft::propose_batch(std::vector<std::string> data) {
+  require_not_in_ready("propose_batch");
+  pb::Message m;
+  m.set_type(pb::MsgProp);
+  m.set_from(id_);
+  m.mutable_entries()->Reserve(static_cast<int>(data.size()));
+  for (auto& d : data) {
+    pb::Entry* e = m.add_entries();
+    e->set_type(pb::EntryNormal);
+    e->set_data(std::move(d));
+  }
+  last_drop_ = DropReason::kNone;
+  step_internal(m);
+  return last_drop_;
+}
+
 DropReason Raft::propose_conf_change(const pb::ConfChange& cc) {
   require_not_in_ready("propose_conf_change");
   pb::Message m;
@@ -564,8 +580,7 @@ void Raft::handle_vote_request(const pb::Message& m) {
   if (cfg_.testing.vote_twice && m.type() == pb::MsgVote && state_ == StateRole::kFollower) {
     can_vote = true;  // deliberately broken: see TestingKnobs
   }
-  const bool log_ok =
-      cfg_.testing.vote_ignoring_log || log_.is_up_to_date(m.index(), m.log_term());
+  const bool log_ok = cfg_.testing.vote_ignoring_log || log_.is_up_to_date(m.index(), m.log_term());
   pb::Message r;
   r.set_to(m.from());
   r.set_type(m.type() == pb::MsgVote ? pb::MsgVoteResp : pb::MsgPreVoteResp);
@@ -885,8 +900,7 @@ void Raft::handle_append(const pb::Message& m) {
     send(std::move(r));
     return;
   }
-  std::vector<pb::Entry> ents(m.entries().begin(), m.entries().end());
-  if (auto last = log_.maybe_append(m.index(), m.log_term(), m.commit(), ents)) {
+  if (auto last = log_.maybe_append(m.index(), m.log_term(), m.commit(), m.entries())) {
     r.set_index(*last);
     send(std::move(r));
     return;

@@ -146,6 +146,9 @@ class Raft {
   void step(const pb::Message& m);
 
   DropReason propose(std::string data);
+  // Proposes several entries as one unit: one append and one round of MsgApp
+  // for all of them (the caller's group commit).  All or none are accepted.
+  DropReason propose_batch(std::vector<std::string> data);
   DropReason propose_conf_change(const pb::ConfChange& cc);
   // Applies a committed configuration change; returns the new configuration,
   // which the caller persists with its applied index.  A removed leader steps

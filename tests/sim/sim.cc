@@ -171,6 +171,7 @@ class Simulation {
     bool failure;
   };
   std::vector<SnapReport> snap_reports_;
+  std::vector<SnapReport> unreachable_reports_;
   std::vector<uint64_t> to_remove_;
 
   // checker state
@@ -320,8 +321,13 @@ void Simulation::deliver(const Flight& f) {
   const bool cut =
       group_.count(m.from()) && group_.count(m.to()) && group_.at(m.from()) != group_.at(m.to());
   if (!to.alive() || cut) {
-    if (m.type() == pb::MsgSnap)
+    if (m.type() == pb::MsgSnap) {
       snap_reports_.push_back({m.from(), f.from_incarnation, m.to(), true});
+    } else if (m.type() == pb::MsgApp && rng_.chance(0.3)) {
+      // The transport noticed the peer is unreachable (connection refused).
+      unreachable_reports_.push_back({m.from(), f.from_incarnation, m.to(), true});
+    }
+    after_step();
     return;
   }
   if (opts_.verbose) trace("deliver " + describe(m));
@@ -394,6 +400,19 @@ void Simulation::process_ready(SimNode& n) {
         fail("node " + std::to_string(n.id) + ": commit went backwards");
       if (hs.commit() > n.storage->last_index()) {
         fail("node " + std::to_string(n.id) + ": commit beyond its persisted log");
+      }
+      // Whatever a node considers committed must agree with the committed
+      // sequence wherever that is already known.
+      for (uint64_t i = std::max(old.commit() + 1, n.storage->first_index());
+           i <= hs.commit() && !failed(); ++i) {
+        auto c = committed_.find(i);
+        if (c == committed_.end()) break;
+        uint64_t t = 0;
+        if (n.storage->term(i, &t) == StorageError::kOk && t != c->second.term) {
+          fail("node " + std::to_string(n.id) + " commits index " + std::to_string(i) +
+               " with term " + std::to_string(t) + " but term " + std::to_string(c->second.term) +
+               " was committed there");
+        }
       }
       n.storage->set_hard_state(hs);
       n.last_hs = hs;
@@ -546,6 +565,13 @@ void Simulation::after_step() {
       process_ready(l);
     }
   }
+  for (const auto& r : unreachable_reports_) {
+    SimNode& l = nodes_.at(r.leader);
+    if (failed() || !l.alive() || l.incarnation != r.incarnation) continue;
+    l.raft->report_unreachable(r.to);
+    process_ready(l);
+  }
+  unreachable_reports_.clear();
   for (uint64_t id : to_remove_) {
     SimNode& n = nodes_.at(id);
     n.removed = true;
@@ -746,7 +772,10 @@ SimResult Simulation::run() {
           if (!is_member(id)) continue;
           if (!n.alive() || n.applied < marker_index) all = false;
         }
-        if (all) break;
+        if (all) {
+          result_.ticks_to_recover = static_cast<uint64_t>(tick - opts_.chaos_ticks);
+          break;
+        }
       }
     }
     // Tick every live node, in a seed-dependent order.

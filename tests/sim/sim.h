@@ -62,6 +62,8 @@ struct SimResult {
   uint64_t conf_changes = 0;  // applied membership changes
   uint64_t snapshots_installed = 0;
   uint64_t reads = 0;
+  // Ticks from healing until every member applied the marker proposal.
+  uint64_t ticks_to_recover = 0;
 };
 
 SimResult run_simulation(uint64_t seed, const SimOptions& opts);

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -74,6 +75,14 @@ class EtcdProcess {
     fs::remove_all(dir_, ec);
   }
 
+  // Serves clients over https with this certificate (call before starting).
+  void use_tls(std::string cert_file, std::string key_file, std::string ca_file) {
+    cert_file_ = std::move(cert_file);
+    key_file_ = std::move(key_file);
+    ca_file_ = std::move(ca_file);
+  }
+  const std::string& dir() const { return dir_; }
+
   // Starts etcd on fresh ports (retrying if a port was taken meanwhile).
   // Returns an empty string or why it could not.
   std::string start_fresh() {
@@ -93,7 +102,7 @@ class EtcdProcess {
   // (Re)starts etcd on the same ports and data dir; waits for /health.
   std::string start() {
     stop();
-    std::string client = "http://127.0.0.1:" + std::to_string(client_port_);
+    std::string client = endpoint();
     std::string peer = "http://127.0.0.1:" + std::to_string(peer_port_);
     std::vector<std::string> args = {kEtcd,
                                      "--name",
@@ -114,6 +123,10 @@ class EtcdProcess {
                                      "20",
                                      "--election-timeout",
                                      "200"};
+    if (!cert_file_.empty()) {
+      for (auto a : {"--cert-file", cert_file_.c_str(), "--key-file", key_file_.c_str()})
+        args.emplace_back(a);
+    }
     std::string log = dir_ + "/etcd.log";
     pid_t parent = ::getpid();
     pid_t pid = ::fork();
@@ -136,6 +149,7 @@ class EtcdProcess {
     net::ClientOptions o;
     o.timeout = 500ms;
     o.connect_timeout = 500ms;
+    o.tls.trusted_ca_file = ca_file_;
     net::HttpClient http(o);
     auto deadline = std::chrono::steady_clock::now() + 20s;
     while (std::chrono::steady_clock::now() < deadline) {
@@ -162,12 +176,118 @@ class EtcdProcess {
     pid_ = -1;
   }
 
-  std::string endpoint() const { return "http://127.0.0.1:" + std::to_string(client_port_); }
+  std::string endpoint() const {
+    return (cert_file_.empty() ? "http://127.0.0.1:" : "https://127.0.0.1:") +
+           std::to_string(client_port_);
+  }
+  uint16_t client_port() const { return client_port_; }
 
  private:
   std::string dir_;
+  std::string cert_file_, key_file_, ca_file_;
   uint16_t client_port_ = 0, peer_port_ = 0;
   pid_t pid_ = -1;
+};
+
+// A TCP forwarder to etcd that the test can cut: cut() drops every
+// connection and refuses new ones until restore().  It stands for a network
+// partition between one replica and etcd.
+class CuttableProxy {
+ public:
+  explicit CuttableProxy(uint16_t upstream) : upstream_(upstream) {
+    listen_fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a = loopback(0);
+    socklen_t len = sizeof a;
+    if (listen_fd_ < 0 || ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+        ::listen(listen_fd_, 64) != 0 ||
+        ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0)
+      throw std::runtime_error("proxy: cannot listen");
+    port_ = ntohs(a.sin_port);
+    acceptor_ = std::thread([this] { accept_loop(); });
+  }
+  ~CuttableProxy() {
+    stop_ = true;
+    acceptor_.join();
+    std::vector<std::thread> pumps;
+    {
+      std::lock_guard lock(mu_);
+      pumps.swap(pumps_);
+    }
+    for (auto& t : pumps) t.join();
+    ::close(listen_fd_);
+  }
+  uint16_t port() const { return port_; }
+  void cut() { cut_ = true; }
+  void restore() { cut_ = false; }
+  int open_connections() const { return open_; }
+
+ private:
+  static sockaddr_in loopback(uint16_t port) {
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(port);
+    return a;
+  }
+
+  void accept_loop() {
+    while (!stop_) {
+      pollfd p{listen_fd_, POLLIN, 0};
+      if (::poll(&p, 1, 20) <= 0) continue;
+      int client = ::accept(listen_fd_, nullptr, nullptr);
+      if (client < 0) continue;
+      if (cut_) {
+        ::close(client);
+        continue;
+      }
+      int up = ::socket(AF_INET, SOCK_STREAM, 0);
+      sockaddr_in a = loopback(upstream_);
+      if (up < 0 || ::connect(up, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+        if (up >= 0) ::close(up);
+        ::close(client);
+        continue;
+      }
+      ++open_;
+      std::lock_guard lock(mu_);
+      pumps_.emplace_back([this, client, up] { pump(client, up); });
+    }
+  }
+
+  void pump(int a, int b) {
+    char buf[16384];
+    while (!stop_ && !cut_) {
+      pollfd p[2] = {{a, POLLIN, 0}, {b, POLLIN, 0}};
+      if (::poll(p, 2, 20) <= 0) continue;
+      bool broken = false;
+      for (int i = 0; i < 2 && !broken; ++i) {
+        if (!(p[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+        ssize_t n = ::read(p[i].fd, buf, sizeof buf);
+        if (n <= 0) {
+          broken = true;
+          break;
+        }
+        int to = i == 0 ? b : a;
+        for (ssize_t off = 0; off < n && !broken;) {
+          ssize_t w = ::write(to, buf + off, std::size_t(n - off));
+          if (w <= 0) broken = true;
+          off += w;
+        }
+      }
+      if (broken) break;
+    }
+    ::close(a);
+    ::close(b);
+    --open_;
+  }
+
+  uint16_t upstream_;
+  int listen_fd_ = -1;
+  uint16_t port_ = 0;
+  std::atomic<bool> stop_{false}, cut_{false};
+  std::atomic<int> open_{0};
+  std::thread acceptor_;
+  std::mutex mu_;
+  std::vector<std::thread> pumps_;
 };
 
 // Waits for one callback.
@@ -247,9 +367,9 @@ class EtcdStoreTest : public ::testing::Test {
     etcd_.reset();
   }
 
-  std::unique_ptr<EtcdTokenStore> make_store() {
+  std::unique_ptr<EtcdTokenStore> make_store(std::vector<std::string> endpoints = {}) {
     EtcdStoreOptions o;
-    o.endpoints = {etcd_->endpoint()};
+    o.endpoints = endpoints.empty() ? std::vector<std::string>{etcd_->endpoint()} : endpoints;
     o.prefix = "/test-discovery/";
     o.request_timeout = 2s;
     o.connect_timeout = 1s;
@@ -524,6 +644,9 @@ TEST_F(EtcdStoreTest, IndexesOnlyIncrease) {
   auto g = get(*b_, "tok-i");
   EXPECT_GE(g.index, last);
   EXPECT_GE(b_->current_index(), last);
+  // A replica that starts now already knows the current index.
+  auto fresh = make_store();
+  EXPECT_GE(fresh->current_index(), last);
 }
 
 TEST_F(EtcdStoreTest, WatchFromAPastIndexReturnsTheExistingMember) {
@@ -559,6 +682,54 @@ TEST_F(EtcdStoreTest, WatchFromAPastIndexReturnsTheExistingMember) {
     EXPECT_EQ(got.member.id, "m3");
     EXPECT_EQ(got.member.created_index, m3.index);
   }
+}
+
+TEST_F(EtcdStoreTest, WaitersRacingRegistrationsGetTheFirstMemberAtOrAfterTheirIndex) {
+  // Waiters open on B while A registers members: whether a member lands
+  // before, during or after a waiter's initial read, the waiter must get the
+  // first member whose index is >= its waitIndex (no removals here, so that
+  // member is known once all registrations are done).
+  ASSERT_EQ(create(*a_, "tok-race", 3).status, StoreStatus::kOk);
+  constexpr int kMembers = 40;
+  std::vector<uint64_t> indexes;
+  std::atomic<bool> adding{true};
+  std::thread adder([&] {
+    for (int i = 0; i < kMembers; ++i) {
+      auto r = add(*a_, "tok-race", "m" + std::to_string(i), 100);
+      EXPECT_EQ(r.status, StoreStatus::kOk) << r.message;
+      indexes.push_back(r.index);
+    }
+    adding = false;
+  });
+  struct Waiting {
+    uint64_t from = 0;
+    Result result;
+    std::unique_ptr<Watch> watch;
+  };
+  std::vector<std::unique_ptr<Waiting>> waiting;
+  uint64_t salt = 0;
+  while (adding) {
+    auto w = std::make_unique<Waiting>();
+    uint64_t cur = std::max(b_->current_index(), a_->current_index());
+    w->from = cur + (salt++ % 4);  // at, or just after, the newest index
+    w->watch = b_->watch("tok-race", "", w->from, w->result.cb());
+    waiting.push_back(std::move(w));
+    std::this_thread::sleep_for(2ms);  // pacing, about one waiter per registration
+  }
+  adder.join();
+  ASSERT_EQ(indexes.size(), std::size_t(kMembers));
+  int checked = 0;
+  for (auto& w : waiting) {
+    auto first = std::lower_bound(indexes.begin(), indexes.end(), w->from);
+    if (first == indexes.end()) continue;  // nothing at or after its index
+    auto got = w->result.get(10s);
+    ASSERT_EQ(got.status, StoreStatus::kOk) << got.message;
+    EXPECT_EQ(got.member.created_index, *first) << "waitIndex " << w->from;
+    ++checked;
+  }
+  EXPECT_GT(checked, kMembers / 2);
+  std::cout << "[ figures  ] " << waiting.size() << " racing waiters, " << checked
+            << " answered and checked\n";
 }
 
 TEST_F(EtcdStoreTest, WatchOnAVanishingTokenAnswersNotFound) {
@@ -642,6 +813,116 @@ TEST_F(EtcdStoreTest, ShutdownAnswersOpenWatchesAndIsPrompt) {
   auto got = r.get();
   EXPECT_EQ(got.status, StoreStatus::kUnavailable) << name(got.status);
   w->cancel();  // the store is gone: harmless
+}
+
+TEST_F(EtcdStoreTest, FailsOverToTheNextEndpoint) {
+  // The first endpoint refuses connections (nothing listens there).
+  uint16_t dead = free_port();
+  auto c = make_store({"http://127.0.0.1:" + std::to_string(dead), etcd_->endpoint()});
+  auto created = create(*c, "tok-f", 3);
+  ASSERT_EQ(created.status, StoreStatus::kOk) << created.message;
+  Result r;
+  auto w = c->watch("tok-f", "", created.index + 1, r.cb());
+  EXPECT_STATUS(StoreStatus::kOk, add(*a_, "tok-f", "m1"));
+  auto got = r.get();
+  ASSERT_EQ(got.status, StoreStatus::kOk) << got.message;
+  EXPECT_EQ(got.member.id, "m1");
+  EXPECT_EQ(c->health(), "");
+}
+
+TEST_F(EtcdStoreTest, WaiterMissedByACompactedStreamIsFoundByReReading) {
+  // Replica C reaches etcd through a proxy the test can cut.
+  CuttableProxy proxy(etcd_->client_port());
+  auto c = make_store({"http://127.0.0.1:" + std::to_string(proxy.port())});
+  ASSERT_EQ(create(*a_, "tok-g", 3).status, StoreStatus::kOk);
+  auto m1 = add(*a_, "tok-g", "m1");
+  ASSERT_EQ(m1.status, StoreStatus::kOk);
+  Result r;
+  auto w = c->watch("tok-g", "", m1.index + 1, r.cb());
+  ASSERT_TRUE(wait_until([&] { return c->watch_streams_established() >= 1; }));
+  ASSERT_TRUE(wait_until([&] { return c->watches_reading() == 0; }));
+  ASSERT_FALSE(r.fired());
+
+  proxy.cut();
+  ASSERT_TRUE(wait_until([&] { return proxy.open_connections() == 0; }));
+  // While C is cut off: a registration, a later write, and a compaction
+  // that removes the registration's event from etcd's history.
+  auto m2 = add(*a_, "tok-g", "m2");
+  ASSERT_EQ(m2.status, StoreStatus::kOk);
+  auto later = create(*a_, "tok-g-later", 3);
+  ASSERT_EQ(later.status, StoreStatus::kOk);
+  net::HttpClient http;
+  auto compacted =
+      http.request("POST", etcd_->endpoint() + "/v3/kv/compaction",
+                   "{\"revision\":\"" + std::to_string(later.index) + "\",\"physical\":true}");
+  ASSERT_TRUE(compacted.ok()) << compacted.error;
+  ASSERT_EQ(compacted.response->status, 200) << compacted.response->body;
+  EXPECT_FALSE(r.fired());
+
+  uint64_t streams = c->watch_streams_established();
+  proxy.restore();
+  // C's stream resumes at a compacted revision, starts afresh and re-reads
+  // the waiting token, which finds m2.
+  auto got = r.get(20s);
+  ASSERT_EQ(got.status, StoreStatus::kOk) << got.message;
+  EXPECT_EQ(got.member.id, "m2");
+  EXPECT_EQ(got.member.created_index, m2.index);
+  EXPECT_GT(c->watch_streams_established(), streams);
+}
+
+// A throwaway CA and a server certificate for 127.0.0.1, made with the
+// openssl command.  Returns an empty string or why not.
+std::string make_certificates(const std::string& dir) {
+  std::string cmd =
+      "(cd '" + dir +
+      "' && openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 1 "
+      "-subj /CN=muster-test-ca && "
+      "openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr "
+      "-subj /CN=127.0.0.1 && "
+      "printf 'subjectAltName=IP:127.0.0.1\\n' > san.ext && "
+      "openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial "
+      "-out server.crt -days 1 -extfile san.ext) > '" +
+      dir + "/openssl.log' 2>&1";
+  if (std::system(cmd.c_str()) != 0) return "openssl failed; see " + dir + "/openssl.log";
+  return "";
+}
+
+TEST(EtcdStoreTls, WorksWithAnEtcdServingHttps) {
+  ASSERT_TRUE(fs::exists(kEtcd)) << kEtcd << " missing: install etcd-server";
+  EtcdProcess etcd;
+  std::string why = make_certificates(etcd.dir());
+  ASSERT_TRUE(why.empty()) << why;
+  etcd.use_tls(etcd.dir() + "/server.crt", etcd.dir() + "/server.key", etcd.dir() + "/ca.crt");
+  why = etcd.start_fresh();
+  ASSERT_TRUE(why.empty()) << why;
+  ASSERT_EQ(etcd.endpoint().rfind("https://", 0), 0u);
+
+  EtcdStoreOptions o;
+  o.endpoints = {etcd.endpoint()};
+  o.tls.trusted_ca_file = etcd.dir() + "/ca.crt";
+  EtcdTokenStore a(o), b(o);
+  EXPECT_EQ(a.health(), "");
+  Result created;
+  int64_t now = wall_ms();
+  a.create_token("tok-tls", 3, now, now + 60'000, created.cb());
+  auto c = created.get();
+  ASSERT_EQ(c.status, StoreStatus::kOk) << c.message;
+  Result woke, added;
+  auto w = b.watch("tok-tls", "", c.index + 1, woke.cb());
+  a.add_member("tok-tls", "m1", "m1=https://127.0.0.1:2380", 20, now, added.cb());
+  EXPECT_STATUS(StoreStatus::kOk, added.get());
+  auto got = woke.get();
+  ASSERT_EQ(got.status, StoreStatus::kOk) << got.message;
+  EXPECT_EQ(got.member.id, "m1");
+
+  // Without the CA the server is not trusted: the store says so.
+  EtcdStoreOptions untrusted = o;
+  untrusted.tls.trusted_ca_file.clear();
+  EtcdTokenStore u(untrusted);
+  EXPECT_NE(u.health(), "");
+  Result refused;
+  u.get_token("tok-tls", now, refused.cb());
+  EXPECT_STATUS(StoreStatus::kUnavailable, refused.get());
 }
 
 TEST(EtcdStoreEndpoints, ParsesCommaSeparatedUrls) {

@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <fstream>
+#include <sstream>
 
 namespace muster::config {
 namespace {
@@ -155,6 +157,19 @@ TEST(ConfigFlags, UrlFlagsParseAsEtcdUrlsAndAreSorted) {
             (std::vector<std::string>{"http://10.0.0.9:2380", "https://10.0.0.2:2380"}));
   EXPECT_EQ(c.listen_peer_urls,
             (std::vector<std::string>{"http://[::1]:2380", "unix://localhost:7"}));
+}
+
+TEST(ConfigFlags, CorsAndHostWhitelistAreSortedSets) {
+  auto c =
+      ok({"--cors", "http://b.example:80,*,http://a.example:8080,*", "--host-whitelist", "b,a,b"});
+  EXPECT_EQ(c.cors,
+            (std::vector<std::string>{"*", "http://a.example:8080", "http://b.example:80"}));
+  EXPECT_EQ(c.host_whitelist, (std::vector<std::string>{"a", "b"}));
+  // etcd 3.4 parses CORS origins as its URLs: a port is required.
+  EXPECT_EQ(err({"--cors", "http://a.example"}),
+            "invalid value \"http://a.example\" for flag -cors: URL address does not have the form "
+            "\"host:port\": "
+            "http://a.example");
 }
 
 TEST(ConfigFlags, LegacyFlagsAreIgnoredWithAWarning) {
@@ -308,7 +323,8 @@ TEST(ConfigValidate, ListenUrlsMustBeIpsOrLocalhost) {
   EXPECT_EQ(err({"--listen-metrics-urls", "http://metrics.local:9000"}),
             "expected IP in URL for binding (http://metrics.local:9000)");
   ok({"--listen-peer-urls",
-      "http://0.0.0.0:2380,https://[::]:2381,http://localhost:1,unixs://sock:0"});
+      "http://0.0.0.0:2380,https://[::]:2381,http://localhost:1,unixs://sock:0",
+      "--peer-auto-tls"});
 }
 
 TEST(ConfigValidate, AdvertisedUrlsNeedAHost) {
@@ -418,6 +434,26 @@ TEST(ConfigValidate, TlsSettings) {
             "AllowedCN and AllowedHostname are mutually exclusive (cn=\"a\", hostname=\"b\")");
 }
 
+TEST(ConfigValidate, TlsListenersNeedCertificates) {
+  EXPECT_EQ(err({"--listen-client-urls", "https://127.0.0.1:2379", "--advertise-client-urls",
+                 "https://h:2379"}),
+            "TLS key/cert (--cert-file, --key-file) must be provided for client url "
+            "https://127.0.0.1:2379 with "
+            "HTTPS scheme");
+  EXPECT_EQ(err({"--listen-peer-urls", "https://[::1]:2380"}),
+            "cannot listen on TLS for [::1]:2380: KeyFile and CertFile are not presented");
+  ok({"--listen-peer-urls", "https://127.0.0.1:2380", "--peer-auto-tls"});
+  ok({"--listen-client-urls", "https://127.0.0.1:2379", "--advertise-client-urls", "https://h:2379",
+      "--cert-file", "c.pem", "--key-file", "k.pem"});
+  auto r = run({"--cert-file", "c.pem", "--key-file", "k.pem", "--client-cert-auth", "--auto-tls"});
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_TRUE(logged(r, LogLine::Level::kWarn, "ignoring client auto TLS since certs given"));
+  EXPECT_TRUE(
+      logged(r, LogLine::Level::kWarn,
+             "The scheme of client url http://localhost:2379 is HTTP while client cert auth "
+             "(--client-cert-auth) is enabled. Ignored client cert auth for this url."));
+}
+
 TEST(ConfigValidate, DnsServerMustBeHostPort) {
   EXPECT_EQ(err({"--dns-server", "127.0.0.1"}), "--dns-server \"127.0.0.1\" must be \"host:port\"");
   EXPECT_EQ(err({"--dns-server", "127.0.0.1:99999"}),
@@ -471,6 +507,117 @@ TEST(ConfigSuggest, EditDistance) {
   EXPECT_EQ(edit_distance("", "abc"), 3u);
   EXPECT_EQ(edit_distance("kitten", "sitting"), 3u);
   EXPECT_EQ(edit_distance("name", "name"), 0u);
+}
+
+}  // namespace
+}  // namespace muster::config
+
+namespace muster::config {
+namespace {
+
+TEST(ConfigDerived, ZeroListenerAdvertisesTheDefaultHost) {
+  ParseOptions opts;
+  opts.default_host = "10.1.2.3";
+  auto r =
+      parse({"--name", "n1", "--listen-peer-urls", "http://0.0.0.0:7001", "--listen-client-urls",
+             "http://0.0.0.0:7002", "--advertise-client-urls", "http://localhost:2379"},
+            {}, opts);
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.config->initial_advertise_peer_urls,
+            std::vector<std::string>{"http://10.1.2.3:7001"});
+  EXPECT_EQ(r.config->advertise_client_urls, std::vector<std::string>{"http://10.1.2.3:7002"});
+  EXPECT_EQ(r.config->initial_cluster, "n1=http://10.1.2.3:7001");
+  EXPECT_TRUE(std::any_of(r.log.begin(), r.log.end(), [](const LogLine& l) {
+    return l.message == "advertising using detected default host \"10.1.2.3\"";
+  }));
+  // A specific listener, or a chosen advertise URL, is left alone.
+  auto kept = parse({"--listen-peer-urls", "http://127.0.0.1:7001", "--listen-client-urls",
+                     "http://0.0.0.0:7002", "--advertise-client-urls", "http://10.9.9.9:7002"},
+                    {}, opts);
+  ASSERT_TRUE(kept.ok()) << kept.error;
+  EXPECT_EQ(kept.config->initial_advertise_peer_urls,
+            std::vector<std::string>{"http://localhost:2380"});
+  EXPECT_EQ(kept.config->advertise_client_urls, std::vector<std::string>{"http://10.9.9.9:7002"});
+  // Without a detected host nothing changes.
+  auto none = parse({"--listen-peer-urls", "http://0.0.0.0:7001"}, {});
+  ASSERT_TRUE(none.ok()) << none.error;
+  EXPECT_EQ(none.config->initial_advertise_peer_urls,
+            std::vector<std::string>{"http://localhost:2380"});
+}
+
+TEST(ConfigDerived, DetectDefaultHostGivesAnIpOrNothing) {
+  const auto h = detect_default_host();
+  if (h) {
+    EXPECT_TRUE(is_ip_literal(*h)) << *h;
+  }
+}
+
+Config config_for(std::vector<std::string> args) {
+  auto r = parse(args, {});
+  EXPECT_TRUE(r.ok()) << r.error;
+  return r.config.value_or(Config{});
+}
+
+UrlsMap cluster_of(const Config& c) {
+  auto m = parse_initial_cluster(c.initial_cluster);
+  EXPECT_TRUE(m.ok()) << m.error();
+  return m.ok() ? m.value() : UrlsMap{};
+}
+
+TEST(VerifyBootstrap, StaticClusterMustContainThisMemberAsAdvertised) {
+  auto good = config_for({"--name", "a", "--initial-advertise-peer-urls", "http://10.0.0.1:2380",
+                          "--initial-cluster", "a=http://10.0.0.1:2380,b=http://10.0.0.2:2380"});
+  EXPECT_EQ(verify_bootstrap(good, cluster_of(good)), "");
+
+  auto stranger = config_for({"--name", "c", "--initial-cluster", "a=http://10.0.0.1:2380"});
+  EXPECT_EQ(verify_bootstrap(stranger, cluster_of(stranger)),
+            "couldn't find local name \"c\" in the initial cluster configuration");
+
+  auto moved = config_for({"--name", "a", "--initial-advertise-peer-urls", "http://10.0.0.9:2380",
+                           "--initial-cluster", "a=http://10.0.0.1:2380"});
+  EXPECT_EQ(verify_bootstrap(moved, cluster_of(moved)),
+            "--initial-cluster has a=http://10.0.0.1:2380 but missing from "
+            "--initial-advertise-peer-urls=http://10.0.0.9:2380 (\"http://10.0.0.9:2380\" != "
+            "\"http://10.0.0.1:2380\")");
+
+  auto extra = config_for({"--name", "a", "--initial-advertise-peer-urls",
+                           "http://10.0.0.1:2380,http://10.0.0.2:2380", "--initial-cluster",
+                           "a=http://10.0.0.1:2380"});
+  EXPECT_EQ(verify_bootstrap(extra, cluster_of(extra)),
+            "--initial-advertise-peer-urls has http://10.0.0.2:2380 but missing from "
+            "--initial-cluster=a=http://10.0.0.1:2380,a=http://10.0.0.2:2380");
+
+  // Joining: the advertise URLs are not compared, discovery is refused.
+  auto join = config_for({"--name", "a", "--initial-cluster-state", "existing", "--initial-cluster",
+                          "a=http://10.0.0.5:2380,b=http://10.0.0.2:2380"});
+  EXPECT_EQ(verify_bootstrap(join, cluster_of(join)), "");
+
+  auto nothing = config_for({"--discovery-srv", "example.com"});
+  EXPECT_EQ(verify_bootstrap(nothing, UrlsMap{{"default", {}}}),
+            "couldn't find local name \"default\" in the initial cluster configuration");
+  EXPECT_EQ(
+      verify_bootstrap(nothing, UrlsMap{{"default", {"http://h:1"}}, {"x", {"http://h:1"}}}),
+      "--initial-cluster has default=http://h:1 but missing from --initial-advertise-peer-urls="
+      "http://localhost:2380 (\"http://localhost:2380\" != \"http://h:1\")");
+}
+
+}  // namespace
+}  // namespace muster::config
+
+namespace muster::config {
+namespace {
+
+// docs/configuration.md must list every flag the parser accepts.
+TEST(ConfigDocs, EveryFlagIsDocumented) {
+  std::ifstream in(MUSTER_CONFIG_DOC);
+  ASSERT_TRUE(in.good()) << MUSTER_CONFIG_DOC;
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const std::string doc = ss.str();
+  for (const auto& name : flag_names()) {
+    EXPECT_NE(doc.find("| `--" + name + "` |"), std::string::npos)
+        << name << " missing from " << MUSTER_CONFIG_DOC;
+  }
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -140,6 +141,40 @@ TEST(EtcdParity, RefusedConfigurationsGetEtcdsSentence) {
   }
   std::error_code ec;
   std::filesystem::remove_all(dir, ec);
+}
+
+}  // namespace
+}  // namespace muster::config
+
+namespace muster::config {
+namespace {
+
+// Every flag `etcd -h` lists is a flag of ours (parsed from etcd's own help).
+TEST(EtcdParity, EveryFlagEtcdListsIsAccepted) {
+  if (access("/usr/bin/etcd", X_OK) != 0) GTEST_SKIP() << "etcd-server not installed";
+  FILE* p = popen("/usr/bin/etcd -h 2>&1", "r");
+  ASSERT_NE(p, nullptr);
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  pclose(p);
+  const auto ours = flag_names();
+  size_t seen = 0;
+  size_t start = 0;
+  while (start < out.size()) {
+    size_t end = out.find('\n', start);
+    if (end == std::string::npos) end = out.size();
+    std::string line = out.substr(start, end - start);
+    start = end + 1;
+    const size_t dash = line.find_first_not_of(' ');
+    if (dash == std::string::npos || line.compare(dash, 2, "--") != 0) continue;
+    const std::string name = line.substr(dash + 2, line.find(' ', dash) - dash - 2);
+    ++seen;
+    EXPECT_TRUE(std::binary_search(ours.begin(), ours.end(), name))
+        << "etcd flag --" << name << " not accepted";
+  }
+  EXPECT_GT(seen, 70u) << out;  // the parse of etcd's help found its flag list
 }
 
 }  // namespace

@@ -1,40 +1,17 @@
 // --config-file / ETCD_CONFIG_FILE: etcd's YAML keys, nested TLS blocks, and
 // "the file replaces flags and environment".
 #include <gtest/gtest.h>
-#include <stdlib.h>
 
 #include <algorithm>
-#include <filesystem>
-#include <fstream>
 
 #include "node/config/config.h"
+#include "node/config/flags.h"
+#include "tests/unit/config/test_util.h"
 
 namespace muster::config {
 namespace {
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "muster-config-XXXXXX").string();
-    if (mkdtemp(tmpl.data()) == nullptr) std::abort();
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-
-  std::string write(const std::string& name, const std::string& text) const {
-    const auto p = path_ / name;
-    std::ofstream(p) << text;
-    return p.string();
-  }
-
- private:
-  std::filesystem::path path_;
-};
+using testing::TempDir;
 
 bool logged(const ParseResult& r, const std::string& needle) {
   return std::any_of(r.log.begin(), r.log.end(),
@@ -215,6 +192,40 @@ TEST(ConfigFile, EmptyFileMeansDefaults) {
   ASSERT_TRUE(r.ok()) << r.error;
   EXPECT_EQ(r.config->name, "default");
   EXPECT_EQ(r.config->data_dir, "default.etcd");
+}
+
+}  // namespace
+}  // namespace muster::config
+
+namespace muster::config {
+namespace {
+
+// Every flag is reachable under its ETCD_* name and its YAML key.
+TEST(ConfigSources, EveryFlagHasAnEnvironmentVariableAndAYamlKey) {
+  TempDir dir;
+  for (const auto& spec : detail::flag_table()) {
+    if (spec.kind == detail::FlagKind::kIgnored || spec.name == "config-file") continue;
+    // A value the flag accepts: its default where that parses, else a sample.
+    std::string value = spec.kind == detail::FlagKind::kBool       ? "true"
+                        : spec.kind == detail::FlagKind::kDuration ? "7s"
+                        : spec.default_text.empty()                ? "x"
+                                                                   : spec.default_text;
+    Config scratch;
+    if (!spec.set(scratch, value).empty()) value = "10";
+    if (!spec.set(scratch, value).empty()) value = "http://127.0.0.1:9000";
+    ASSERT_EQ(spec.set(scratch, value), "") << spec.name << " has no sample value";
+
+    const std::string key = detail::env_name(spec.name);
+    auto by_env = parse({}, {{key, value}});
+    EXPECT_TRUE(logged(by_env, "recognized and used environment variable " + key + "=" + value))
+        << spec.name;
+
+    if (spec.name == "version") continue;  // not a YAML key in etcd either
+    const std::string path = dir.write("one.yml", spec.name + ": \"" + value + "\"\n");
+    auto by_yaml = parse({"--config-file", path}, {});
+    EXPECT_FALSE(logged(by_yaml, "ignoring unknown key")) << spec.name;
+    EXPECT_NE(by_yaml.error.rfind("config file ", 0), 0u) << spec.name << ": " << by_yaml.error;
+  }
 }
 
 }  // namespace

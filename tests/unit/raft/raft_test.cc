@@ -214,6 +214,98 @@ TEST(RaftCommit, Figure8BrokenKnobCommitsOldTermEntry) {
   EXPECT_EQ(committed, 2u);
 }
 
+// The full Figure 8 sequence on five nodes.  Returns what node 1 applied and
+// what node 2 ends up with at index 3.
+struct Fig8Outcome {
+  std::vector<std::string> applied_by_1;
+  uint64_t term_at_3_on_2 = 0;
+  uint64_t committed_on_2 = 0;
+};
+
+Fig8Outcome figure8_full(bool broken) {
+  std::vector<uint64_t> no_learners;
+  Cluster c({1, 2, 3, 4, 5}, [&](Config& cfg) {
+    cfg.pre_vote = false;
+    cfg.check_quorum = false;
+    cfg.max_size_per_msg = 1;  // one entry per MsgApp, as in the figure's timeline
+    cfg.testing.commit_entries_of_older_terms = broken;
+  });
+  // (a) S1 leads term 2 and replicates x (index 3, term 2) to S2 only.
+  c.campaign(1);
+  EXPECT_EQ(c.raft(1).term(), 2u);
+  c.cut(1, 3);
+  c.cut(1, 4);
+  c.cut(1, 5);
+  EXPECT_EQ(c.raft(1).propose("x"), DropReason::kNone);
+  c.stabilize();
+  EXPECT_EQ(c.raft(2).log().last_index(), 3u);
+  EXPECT_EQ(c.raft(1).log().committed(), 2u);
+  // (b) S1 goes away; S5 wins term 3 with S3 and S4 and appends its no-op
+  // at index 3 (term 3), which reaches nobody.
+  c.recover();
+  c.restart(1);  // crash: only persisted state survives
+  c.isolate(1);
+  c.set_drop_hook([](const pb::Message& m) { return m.from() == 5 && m.type() == pb::MsgApp; });
+  c.campaign(5);
+  EXPECT_EQ(c.raft(5).role(), StateRole::kLeader);
+  EXPECT_EQ(c.raft(5).term(), 3u);
+  c.drop_queued();
+  // (c) S5 goes away; S1 returns, wins term 4 and replicates x to S3 and S4
+  // (x is now on a majority: S1, S2, S3, S4), but its own no-op of term 4
+  // (index 4) reaches nobody.
+  c.recover();
+  c.restart(5);
+  c.isolate(5);
+  c.set_drop_hook([&c](const pb::Message& m) {
+    if (m.from() != 1 || m.type() != pb::MsgApp) return false;
+    if (m.to() == 2) return true;
+    // S3 and S4 may see the no-op only while they cannot accept it (they
+    // reject it, which makes S1 back up and send x).
+    if (c.raft(m.to()).log().last_index() < 3) return false;
+    for (const auto& e : m.entries()) {
+      if (e.index() >= 4) return true;
+    }
+    return false;
+  });
+  c.campaign(1);
+  if (c.raft(1).role() != StateRole::kLeader) c.campaign(1);
+  EXPECT_EQ(c.raft(1).role(), StateRole::kLeader);
+  EXPECT_EQ(c.raft(1).term(), 4u);
+  EXPECT_EQ(c.raft(3).log().term_or_zero(3), 2u);
+  c.drop_queued();
+  Fig8Outcome out;
+  out.applied_by_1 = c.node(1).applied;
+  // (d) S1 goes away again; S5 (last term 3) is elected by S2, S3, S4 (last
+  // term 2) and overwrites index 3 everywhere.
+  c.recover();
+  c.restart(1);
+  c.isolate(1);
+  c.campaign(5);
+  if (c.raft(5).role() != StateRole::kLeader) c.campaign(5);
+  EXPECT_EQ(c.raft(5).role(), StateRole::kLeader);
+  c.stabilize();
+  out.term_at_3_on_2 = c.raft(2).log().term_or_zero(3);
+  out.committed_on_2 = c.raft(2).log().committed();
+  return out;
+}
+
+TEST(RaftCommit, Figure8FullSequenceNeverLosesAnAppliedEntry) {
+  const Fig8Outcome o = figure8_full(false);
+  // S1 did not count x as committed in term 4, so S5 overwriting it is legal.
+  EXPECT_TRUE(o.applied_by_1.empty());
+  EXPECT_EQ(o.term_at_3_on_2, 3u);
+  EXPECT_GE(o.committed_on_2, 3u);
+}
+
+TEST(RaftCommit, Figure8FullSequenceWithBrokenRuleLosesAppliedEntry) {
+  // With the rule broken, S1 applies x, and then the new majority commits a
+  // different entry at the same index: exactly the loss Figure 8 warns about.
+  const Fig8Outcome o = figure8_full(true);
+  EXPECT_EQ(o.applied_by_1, std::vector<std::string>{"x"});
+  EXPECT_EQ(o.term_at_3_on_2, 3u);
+  EXPECT_GE(o.committed_on_2, 3u);
+}
+
 // --- pre-vote and check-quorum ----------------------------------------------
 
 TEST(RaftPreVote, PartitionedNodeRejoinsWithoutBumpingTerm) {
@@ -699,6 +791,26 @@ TEST(RaftProposal, UncommittedSizeLimitDropsProposals) {
   c.tick(1);
   c.stabilize();
   EXPECT_EQ(c.raft(1).propose(std::string(60, 'c')), DropReason::kNone);
+}
+
+TEST(RaftProposal, BatchIsAppendedAndReplicatedAsOneUnit) {
+  Cluster c({1, 2, 3});
+  c.campaign(1);
+  c.drop_queued();
+  ASSERT_EQ(c.raft(1).propose_batch({"a", "b", "c"}), DropReason::kNone);
+  auto msgs = c.take_messages();
+  // One MsgApp per follower carrying all three entries.
+  ASSERT_EQ(count_type(msgs, pb::MsgApp), 2);
+  for (auto& m : msgs) {
+    if (m.type() == pb::MsgApp) {
+      EXPECT_EQ(m.entries_size(), 3);
+    }
+  }
+  for (auto& m : msgs) c.deliver(m);
+  c.stabilize();
+  for (uint64_t id : {1, 2, 3}) {
+    EXPECT_EQ(c.node(id).applied, (std::vector<std::string>{"a", "b", "c"}));
+  }
 }
 
 TEST(RaftProposal, SingleNodeCommitsImmediately) {

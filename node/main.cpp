@@ -1,0 +1,291 @@
+// muster: a cluster member.  Flags, environment and config file as etcd 3.4
+// (docs/configuration.md); static bootstrap with --initial-cluster; restart
+// from the data dir.
+#include <unistd.h>
+
+#include <boost/asio.hpp>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "net/client.h"
+#include "net/log.h"
+#include "net/metrics.h"
+#include "net/runner.h"
+#include "net/server.h"
+#include "net/url.h"
+#include "node/bootstrap/ids.h"
+#include "node/config/config.h"
+#include "node/config/urls.h"
+#include "node/server/raft_node.h"
+#include "node/server/transport.h"
+#include "node/server/v3_api.h"
+
+extern char** environ;
+
+namespace {
+
+using namespace muster;
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+[[noreturn]] void die(const std::string& msg) {
+  log::error("etcdmain", msg);
+  std::exit(1);
+}
+
+std::map<std::string, std::string> environment() {
+  std::map<std::string, std::string> env;
+  for (char** e = environ; e && *e; ++e) {
+    std::string kv = *e;
+    auto eq = kv.find('=');
+    if (eq != std::string::npos) env[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  return env;
+}
+
+// What a member remembers about itself beside its database:
+// <data-dir>/member/identity.json {"name","member_id","cluster_id"}.
+struct Identity {
+  std::string name;
+  uint64_t member_id = 0;
+  uint64_t cluster_id = 0;
+};
+
+std::string identity_path(const std::string& data_dir) { return data_dir + "/member/identity.json"; }
+
+std::optional<Identity> read_identity(const std::string& data_dir) {
+  std::ifstream in(identity_path(data_dir));
+  if (!in) return std::nullopt;
+  json j = json::parse(in, nullptr, false);
+  if (j.is_discarded()) die("corrupt " + identity_path(data_dir));
+  return Identity{j.value("name", ""), bootstrap::parse_hex_id(j.value("member_id", "0")).value_or(0),
+                  bootstrap::parse_hex_id(j.value("cluster_id", "0")).value_or(0)};
+}
+
+void write_identity(const std::string& data_dir, const Identity& id) {
+  fs::create_directories(data_dir + "/member");
+  fs::permissions(data_dir, fs::perms::owner_all, fs::perm_options::replace);
+  std::string tmp = identity_path(data_dir) + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << json{{"name", id.name},
+                {"member_id", bootstrap::id_to_hex(id.member_id)},
+                {"cluster_id", bootstrap::id_to_hex(id.cluster_id)}}
+               .dump()
+        << "\n";
+    out.flush();
+    if (!out) die("cannot write " + tmp);
+  }
+  int fd = ::open(tmp.c_str(), O_RDONLY);
+  if (fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
+  fs::rename(tmp, identity_path(data_dir));
+}
+
+std::optional<net::TlsOptions> tls_of(const config::TlsConfig& t) {
+  if (t.empty()) return std::nullopt;
+  net::TlsOptions o;
+  o.cert_file = t.cert_file;
+  o.key_file = t.key_file;
+  o.trusted_ca_file = t.trusted_ca_file;
+  o.client_cert_auth = t.client_cert_auth;
+  return o;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  config::ParseOptions popts;
+  popts.default_host = config::detect_default_host();
+  auto parsed = config::parse(args, environment(), popts);
+  for (const auto& l : parsed.log) {
+    if (l.level == config::LogLine::Level::kWarn)
+      log::warn("etcdmain", l.message);
+    else
+      log::info("etcdmain", l.message);
+  }
+  if (parsed.print_help) {
+    std::cout << config::usage_text();
+    return 0;
+  }
+  if (parsed.print_version) {
+    std::cout << "muster Version: 0.1.0\netcd API Version: 3.4\n";
+    return 0;
+  }
+  if (!parsed.ok()) die(parsed.error);
+  config::Config cfg = *parsed.config;
+  if (cfg.log_level == "debug" || cfg.debug) log::set_min_level(log::Level::kDebug);
+
+  if (fs::exists(cfg.data_dir + "/proxy"))
+    die("this data dir holds a proxy (" + cfg.data_dir + "/proxy); proxy mode is not built yet");
+
+  // --- who am I, and which cluster ---
+  std::vector<server::InitialMember> initial;
+  Identity me;
+  if (auto id = read_identity(cfg.data_dir)) {
+    me = *id;
+    log::info("etcdmain", "server has been already initialized",
+              {{"data-dir", cfg.data_dir}, {"member-id", bootstrap::id_to_hex(me.member_id)}});
+  } else {
+    if (!cfg.discovery.empty() || !cfg.discovery_srv.empty())
+      die("bootstrap by --discovery or --discovery-srv is not built yet; use --initial-cluster");
+    if (cfg.initial_cluster_state != "new")
+      die("--initial-cluster-state=existing is not built yet");
+    auto cluster = config::parse_initial_cluster(cfg.initial_cluster);
+    if (!cluster.ok()) die(cluster.error());
+    if (auto err = config::verify_bootstrap(cfg, cluster.value()); !err.empty()) die(err);
+    std::vector<uint64_t> ids;
+    for (const auto& [name, urls] : cluster.value()) {
+      server::InitialMember m;
+      m.name = name;
+      m.peer_urls = urls;
+      m.id = bootstrap::member_id(urls, cfg.initial_cluster_token);
+      if (name == cfg.name) {
+        m.client_urls = cfg.advertise_client_urls;
+        me.member_id = m.id;
+      }
+      for (const auto& other : initial)
+        if (other.id == m.id) die("member " + bootstrap::id_to_hex(m.id) + " has already been bootstrapped");
+      ids.push_back(m.id);
+      initial.push_back(std::move(m));
+    }
+    if (me.member_id == 0) die("couldn't find local name \"" + cfg.name + "\" in the initial cluster configuration");
+    me.name = cfg.name;
+    me.cluster_id = bootstrap::cluster_id(ids);
+  }
+
+  boost::asio::io_context io;
+  metrics::Registry registry;
+
+  server::TransportOptions topts;
+  topts.cluster_id = me.cluster_id;
+  topts.local_id = me.member_id;
+  topts.server_tls = tls_of(cfg.peer_tls);
+  topts.client_tls = tls_of(cfg.peer_tls);
+  server::Transport transport(io, topts);
+
+  server::RaftNodeOptions nopts;
+  nopts.data_dir = cfg.data_dir;
+  nopts.name = me.name;
+  nopts.member_id = me.member_id;
+  nopts.cluster_id = me.cluster_id;
+  nopts.heartbeat_ms = cfg.heartbeat_interval_ms;
+  nopts.election_ms = cfg.election_timeout_ms;
+  nopts.snapshot_count = cfg.snapshot_count;
+  nopts.pre_vote = true;
+  nopts.unsafe_no_fsync = cfg.unsafe_no_fsync;
+  nopts.request_timeout_ms = 5000 + 2 * cfg.election_timeout_ms;
+
+  std::unique_ptr<server::RaftNode> node;
+  nopts.forward_keepalive = [&node](uint64_t leader, int64_t lease,
+                                    std::function<void(storage::Status, int64_t)> done) {
+    // Keepalives refresh the leader's lease clock: send it there over the
+    // leader's client URL, as etcd forwards over its peer connection.
+    std::vector<std::string> urls;
+    for (const auto& m : node->kv().members())
+      if (m.id() == leader) urls.assign(m.clienturls().begin(), m.clienturls().end());
+    std::thread([urls, lease, done = std::move(done)] {
+      net::HttpClient client;
+      for (const auto& u : urls) {
+        auto r = client.request("POST", u + "/v3/lease/keepalive",
+                                json{{"ID", std::to_string(lease)}}.dump());
+        if (!r.ok() || r.response->status != 200) continue;
+        auto j = json::parse(r.response->body, nullptr, false);
+        if (j.is_discarded()) continue;
+        auto result = j.contains("result") ? j["result"] : j;
+        int64_t ttl = std::stoll(result.value("TTL", std::string("0")));
+        if (ttl <= 0) return done(storage::Status(storage::Code::kNotFound, "etcdserver: requested lease not found"), 0);
+        return done(storage::Status(), ttl);
+      }
+      done(storage::Status(storage::Code::kUnavailable, "etcdserver: request timed out"), 0);
+    }).detach();
+  };
+  bool fresh = !fs::exists(identity_path(cfg.data_dir));
+  try {
+    node = std::make_unique<server::RaftNode>(nopts, initial, transport, registry);
+  } catch (const std::exception& e) {
+    die(e.what());
+  }
+  if (fresh) write_identity(cfg.data_dir, me);
+
+  transport.set_message_handler([&node](raftpb::Message m) { node->step(std::move(m)); });
+  transport.set_snapshot_handler([&node](const raftpb::Message& m) { return node->snapshot_sink(m); });
+
+  // Peer listeners.
+  for (const auto& u : cfg.listen_peer_urls) {
+    std::string err;
+    auto url = net::parse_url(u, &err);
+    if (!url) die("--listen-peer-urls: " + err);
+    try {
+      transport.listen(url->host, url->port, url->tls());
+    } catch (const std::exception& e) {
+      die(std::string("listen tcp ") + url->authority() + ": " + e.what());
+    }
+  }
+
+  // Client listeners.
+  server::V3ApiOptions aopts;
+  aopts.max_request_bytes = cfg.max_request_bytes;
+  aopts.max_txn_ops = cfg.max_txn_ops;
+  server::V3Api api(*node, aopts, registry);
+  std::vector<std::unique_ptr<net::Server>> servers;
+  auto serve = [&](const std::vector<std::string>& urls, const config::TlsConfig& tls,
+                   const char* what) {
+    for (const auto& u : urls) {
+      std::string err;
+      auto url = net::parse_url(u, &err);
+      if (!url) die(std::string(what) + ": " + err);
+      net::ServerOptions so;
+      so.body_limit = cfg.max_request_bytes + 1024;  // the API answers etcd's own error above its limit
+      if (url->tls()) {
+        auto t = tls_of(tls);
+        if (!t) die(std::string(what) + " " + u + " is https but no certificate is configured");
+        so.tls = *t;
+      }
+      auto s = std::make_unique<net::Server>(io, so, [&api](std::shared_ptr<net::Exchange> ex) {
+        if (!api.handle(ex))
+          ex->respond(net::Response::json(404, "{\"error\":\"Not Found\",\"message\":\"Not Found\",\"code\":5}\n"));
+      });
+      try {
+        s->listen(url->host, url->port);
+      } catch (const std::exception& e) {
+        die(std::string("listen tcp ") + url->authority() + ": " + e.what());
+      }
+      servers.push_back(std::move(s));
+    }
+  };
+  serve(cfg.listen_client_urls, cfg.client_tls, "--listen-client-urls");
+  serve(cfg.listen_metrics_urls, cfg.client_tls, "--listen-metrics-urls");
+
+  node->start();
+  log::info("etcdserver", "serving",
+            {{"name", me.name},
+             {"member-id", bootstrap::id_to_hex(me.member_id)},
+             {"cluster-id", bootstrap::id_to_hex(me.cluster_id)},
+             {"data-dir", cfg.data_dir},
+             {"listen-client-urls", cfg.listen_client_urls},
+             {"listen-peer-urls", cfg.listen_peer_urls}});
+
+  // On SIGTERM: hand leadership off, stop serving, stop the transport.  The
+  // stopper runs beside the I/O threads because stopping waits on them.
+  std::thread stopper;
+  int sig = net::run_until_signal(io, 2, [&] {
+    log::info("etcdserver", "stopping");
+    stopper = std::thread([&] {
+      node->stop(true);
+      for (auto& s : servers) s->stop();
+      transport.stop();
+      io.stop();
+    });
+  }, 10000);
+  if (stopper.joinable()) stopper.join();
+  log::info("etcdserver", "stopped", {{"signal", sig}});
+  node.reset();
+  return 0;
+}
