@@ -1,0 +1,164 @@
+// node/server/transport.h: the peer transport of a cluster member — Raft
+// messages and snapshots between members, on `--listen-peer-urls`.
+//
+// Who uses it: the Raft driver (one Transport per member).  Wire format and
+// behaviour are written down in docs/transport.md.
+//
+// Model:
+//   - One persistent outgoing connection per peer, dialed to the peer's first
+//     reachable URL (round-robin over its URLs on failure), re-dialed with
+//     exponential backoff and jitter after a failure.  The dialer opens with a
+//     handshake {cluster ID, from, to, protocol version}; the listener
+//     rejects another cluster ID, a `to` that is not itself and a `from` that
+//     is not a known peer (add_peer), replying with the reason before closing.
+//     Nothing is sent before the handshake is accepted.
+//   - Messages to a peer are queued (bounded, oldest dropped first) while its
+//     connection is up or being dialed, and written in batches.  Messages for
+//     an unknown peer, a peer in backoff after a failed dial, messages dropped
+//     from a full queue and messages lost with a broken connection are
+//     reported through the unreachable handler (the driver calls
+//     raft.report_unreachable), so Raft probes again instead of waiting.
+//   - Snapshots travel on a connection of their own (one per snapshot), so
+//     heartbeats and appends keep flowing on the persistent one.
+//
+// Threads: the caller drives the io_context (one or more threads).  Every
+// public method is thread-safe.  Handlers run on io_context threads, possibly
+// several at once (one inbound connection each); messages from one peer are
+// delivered one at a time, in the order it sent them.  Handlers must not
+// block for long and must not call stop() or the set_*_handler methods.
+// After stop() returns, no handler is running and none will start.
+//
+// Storage work (SnapshotWriter::next, SnapshotSink::add/finish) runs on a
+// small internal thread pool, never on the io_context's threads.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "net/tls.h"
+#include "node/raft/raft.pb.h"
+#include "node/storage/kv.pb.h"
+#include "node/storage/snapshot.h"
+#include "node/storage/status.h"
+
+namespace boost::asio {
+class io_context;
+}
+
+namespace muster::server {
+
+// Version of the frame protocol spoken here; the listener rejects others.
+inline constexpr uint32_t kTransportProtocolVersion = 1;
+
+struct TransportOptions {
+  uint64_t cluster_id = 0;
+  uint64_t local_id = 0;
+  std::optional<net::TlsOptions> server_tls;  // REQUIRED for https listeners
+  std::optional<net::TlsOptions> client_tls;  // REQUIRED to dial https peer URLs
+
+  // Redial delay after a failure: doubles from initial up to max; each wait
+  // is drawn uniformly from [delay/2, delay] so members do not redial in step.
+  std::chrono::milliseconds backoff_initial{50};
+  std::chrono::milliseconds backoff_max{2000};
+  // Dial: resolve + connect + TLS + handshake exchange.  Listener: TLS + the
+  // first frame.
+  std::chrono::milliseconds handshake_timeout{5000};
+  // Snapshot receiver: longest silence between two frames of the stream.
+  std::chrono::milliseconds snapshot_idle_timeout{30000};
+  // Snapshot sender: how long to wait for the receiver's verdict after the
+  // last chunk (the receiver's sink finishes first, which may install).
+  std::chrono::milliseconds snapshot_result_timeout{120000};
+  // Messages queued per peer; when full the oldest is dropped.
+  size_t max_queued_messages = 4096;
+  // Largest frame (type byte + payload) accepted or sent.  A peer that
+  // announces a larger one is disconnected; a larger outgoing message is
+  // dropped and reported unreachable.
+  size_t max_frame_bytes = 64u << 20;
+  // One write to a peer carries queued messages up to about this many bytes.
+  size_t max_batch_bytes = 1u << 20;
+  // Threads for snapshot storage work.
+  size_t storage_threads = 2;
+};
+
+// Receives one snapshot's state machine.  add() is called with each chunk in
+// order, from one thread at a time (not an io_context thread).  After the
+// last chunk was added successfully, finish(true) is called and then the
+// MsgSnap is delivered through the message handler.  If add() fails, the
+// connection breaks, the stream times out or the transport stops, finish(false)
+// is called instead (possibly from the destructor path of a stopped
+// transport, after stop() returned) and the MsgSnap is dropped.
+class SnapshotSink {
+ public:
+  virtual ~SnapshotSink() = default;
+  virtual storage::Status add(const etcdserverpb::SnapshotChunk& chunk) = 0;
+  virtual void finish(bool ok) = 0;
+};
+
+// What the transport knows about one peer (for logs, metrics and tests).
+struct PeerStatus {
+  bool known = false;   // add_peer'd and not removed
+  bool active = false;  // outgoing connection up and handshaken
+  uint64_t dial_failures = 0;
+  std::string last_error;  // the most recent dial or connection error
+};
+
+class Transport {
+ public:
+  // Builds the TLS contexts from options; throws std::runtime_error on bad
+  // certificate, key or CA files.  REQUIRES: io outlives the Transport.
+  Transport(boost::asio::io_context& io, TransportOptions options);
+  ~Transport();  // stop()s
+  Transport(const Transport&) = delete;
+  Transport& operator=(const Transport&) = delete;
+
+  // Starts accepting peer connections on host:port (port 0: any free port)
+  // and returns the bound port.  `tls` = an https peer URL.  Throws
+  // std::runtime_error when the address cannot be bound, or when tls is set
+  // without options.server_tls.  May be called more than once.
+  uint16_t listen(const std::string& host, uint16_t port, bool tls);
+
+  void set_message_handler(std::function<void(raftpb::Message)> handler);
+  // Called with an incoming MsgSnap (its snapshot.data is empty); returns the
+  // sink its state machine is fed into, or nullptr to refuse the snapshot.
+  void set_snapshot_handler(
+      std::function<std::unique_ptr<SnapshotSink>(const raftpb::Message&)> handler);
+  void set_unreachable_handler(std::function<void(uint64_t peer)> handler);
+
+  // Adds a peer, or replaces the URLs of a known one (used from its next dial
+  // on).  A known peer may also dial us.  URLs: http://host:port or
+  // https://host:port.
+  void add_peer(uint64_t id, std::vector<std::string> peer_urls);
+  // Forgets a peer: closes its connections both ways and drops its queue.
+  void remove_peer(uint64_t id);
+
+  // Queues messages for their `to` peers.  Never blocks.  MsgSnap must go
+  // through send_snapshot(); given here it is dropped and reported
+  // unreachable.
+  void send(std::vector<raftpb::Message> msgs);
+
+  // Sends a MsgSnap on a connection of its own and streams the state machine
+  // from `writer` after it.  `done(ok)` runs once, when the receiver has
+  // taken the whole snapshot (ok) or the attempt failed; not after stop().
+  void send_snapshot(raftpb::Message msg, std::unique_ptr<storage::SnapshotWriter> writer,
+                     std::function<void(bool ok)> done);
+
+  bool is_active(uint64_t peer) const;
+  PeerStatus peer_status(uint64_t peer) const;
+
+  // Closes listeners and connections; idempotent.  REQUIRES: not called from
+  // a handler.
+  void stop();
+
+  struct Core;
+
+ private:
+  std::shared_ptr<Core> core_;
+};
+
+}  // namespace muster::server

@@ -1,0 +1,88 @@
+// node/server/v3_api.h: the client-facing HTTP API of a member on
+// --listen-client-urls that etcd 3.4 serves through its gRPC JSON gateway,
+// plus /health, /version and /metrics (docs/api.md lists every route).
+//
+// Who uses it: the member's client listener hands every request to handle();
+// requests it does not own (v2 keys, /v2/members, the proxy) return false and
+// go elsewhere.  Everything it needs from the running member comes through
+// MemberApi (node/server/member_api.h): proposals, read barriers, local
+// reads, lease keepalives, status and the stream of applied events.
+//
+// Wire conventions are etcd's: request and response bodies are protobuf
+// messages with etcd's field names and numbers (node/storage/kv.proto) mapped
+// to JSON by protobuf's JSON support with the original field names — bytes
+// as standard base64, 64-bit integers as strings, enums as names, zero values
+// omitted.  Errors are {"error","message","code"} with the gRPC code and the
+// HTTP status grpc-gateway maps it to.
+//
+// Threads: handle() is called on a connection's strand and never blocks on
+// Raft; answers are sent from the MemberApi callbacks (usually the driver's
+// apply thread) or from this object's timer thread (request timeouts, watch
+// progress notifications).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "net/metrics.h"
+#include "net/server.h"
+#include "node/server/member_api.h"
+
+namespace muster::server {
+
+class V3Api {
+ public:
+  struct Options {
+    // --max-request-bytes: a write whose replicated request is larger fails
+    // with "etcdserver: request is too large" (etcd's default 1.5 MiB).
+    std::size_t max_request_bytes = 1536 * 1024;
+    // --max-txn-ops: more compares or ops on one side of a txn fail with
+    // "etcdserver: too many operations in txn request".
+    int max_txn_ops = 128;
+    // A proposal or read barrier not answered by then fails with
+    // "etcdserver: request timed out" (etcd: 5 s + 2 x election timeout).
+    std::chrono::milliseconds request_timeout{7'000};
+    // How long /health waits for its linearizable read.
+    std::chrono::milliseconds health_timeout{7'000};
+    // Interval of progress notifications for watches created with
+    // progress_notify (etcd's default is 10 minutes).
+    std::chrono::milliseconds watch_progress_interval{600'000};
+    // What /version and /v3/maintenance/status report.
+    std::string server_version = "3.4.0";
+    std::string cluster_version = "3.4.0";
+  };
+
+  // REQUIRES: member and metrics outlive this object; no MemberApi callback
+  // of a request handled here runs after it is destroyed, and the servers
+  // that call handle() are stopped before it (destroy it after the driver
+  // and the client listeners have stopped).
+  V3Api(MemberApi& member, Options options, metrics::Registry& metrics);
+  ~V3Api();
+  V3Api(const V3Api&) = delete;
+  V3Api& operator=(const V3Api&) = delete;
+
+  // Serves the request if its route belongs to this API (/v3/..., /v3beta/...,
+  // /health, /version, /metrics) and returns true; returns false otherwise
+  // without touching the exchange.
+  bool handle(const std::shared_ptr<net::Exchange>& ex);
+
+  // The request body limit the client listener should use so that oversized
+  // writes reach this API and get etcd's "request is too large" answer
+  // instead of a bare 413: room for base64 (4/3) and the JSON around it.
+  static std::size_t recommended_body_limit(const Options& o) {
+    return o.max_request_bytes * 2 + 512 * 1024;
+  }
+
+  // etcd_server_leader_changes_seen_total, for the driver to increment when
+  // it sees a new leader (the driver knows; this API only sees snapshots).
+  static metrics::Counter& leader_changes(metrics::Registry& r);
+
+  class Impl;
+
+ private:
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace muster::server

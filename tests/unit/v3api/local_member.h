@@ -1,0 +1,148 @@
+// A single-member MemberApi without Raft, for the v3 API tests: a proposal is
+// applied at once to a real MemberStorage with the next log index, a read
+// barrier passes at once, keepalives go to the store.  Knobs let a test take
+// the leader away, swallow read barriers or proposals (to see timeouts).
+#pragma once
+
+#include <stdlib.h>
+
+#include <atomic>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "node/server/member_api.h"
+#include "node/storage/member_storage.h"
+
+namespace muster::server::testing {
+
+// A fresh directory under $TMPDIR (or /tmp), removed on destruction.
+class ScratchDir {
+ public:
+  explicit ScratchDir(const std::string& prefix = "muster-v3api") {
+    const char* base = std::getenv("TMPDIR");
+    std::string tmpl = std::string(base && *base ? base : "/tmp") + "/" + prefix + "-XXXXXX";
+    if (::mkdtemp(tmpl.data()) != nullptr) path_ = tmpl;
+  }
+  ~ScratchDir() {
+    std::error_code ec;
+    if (!path_.empty()) std::filesystem::remove_all(path_, ec);
+  }
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+class LocalMember : public MemberApi {
+ public:
+  static constexpr uint64_t kClusterId = 0xcdef0123456789abULL;
+  static constexpr uint64_t kMemberId = 0x8e9e05c52164694dULL;
+
+  explicit LocalMember(const std::string& dir) {
+    storage::Status s = storage::MemberStorage::open(dir, {}, &storage_);
+    if (!s) storage::fatal("cannot open test storage: " + s.to_string());
+    index_ = storage_->kv().applied_index();
+  }
+
+  // Records this member in the store, as a bootstrapped member would be.
+  void add_self(const std::string& peer_url, const std::string& client_url) {
+    pb::InternalRequest req;
+    pb::Member* m = req.mutable_member_add()->mutable_member();
+    m->set_id(kMemberId);
+    m->set_name("default");
+    m->add_peerurls(peer_url);
+    m->add_clienturls(client_url);
+    propose(req, [](storage::Status, storage::KvStore::ApplyResult) {});
+  }
+
+  void propose(pb::InternalRequest req, ApplyDone done) override {
+    if (swallow_proposals) {
+      std::lock_guard l(mu_);
+      swallowed_.push_back(std::move(done));
+      return;
+    }
+    std::lock_guard l(mu_);
+    const uint64_t index = ++index_;
+    req.set_id(index);
+    storage::KvStore::ApplyResult r = storage_->kv().apply(req, index, kTerm);
+    // Under the lock, so subscribers see applies in order, as from a driver's
+    // single apply thread.
+    if (!r.events.empty())
+      for (auto& [id, cb] : subscribers_) cb(r.events);
+    done({}, std::move(r));
+  }
+
+  void read_barrier(std::function<void(storage::Status)> done) override {
+    if (swallow_barriers) {
+      std::lock_guard l(mu_);
+      swallowed_barriers_.push_back(std::move(done));
+      return;
+    }
+    done({});
+  }
+
+  storage::KvStore& kv() override { return storage_->kv(); }
+
+  void lease_keepalive(int64_t id, std::function<void(storage::Status, int64_t)> done) override {
+    int64_t ttl = 0;
+    storage::Status s = storage_->kv().lease_keepalive(id, &ttl);
+    done(s, ttl);
+  }
+
+  MemberStatus status() const override {
+    MemberStatus st;
+    st.cluster_id = kClusterId;
+    st.member_id = kMemberId;
+    st.leader = has_leader ? kMemberId : 0;
+    st.raft_term = kTerm;
+    {
+      std::lock_guard l(mu_);
+      st.raft_index = index_;
+    }
+    st.raft_applied_index = storage_->kv().applied_index();
+    st.revision = storage_->kv().revision();
+    std::error_code ec;
+    for (const auto& e : std::filesystem::recursive_directory_iterator(storage_->member_dir(), ec))
+      if (e.is_regular_file(ec)) st.db_size += static_cast<int64_t>(e.file_size(ec));
+    st.version = "3.4.0";
+    return st;
+  }
+
+  uint64_t subscribe(std::function<void(const std::vector<pb::Event>&)> cb) override {
+    std::lock_guard l(mu_);
+    const uint64_t id = next_sub_++;
+    subscribers_[id] = std::move(cb);
+    return id;
+  }
+  void unsubscribe(uint64_t id) override {
+    std::lock_guard l(mu_);
+    subscribers_.erase(id);
+  }
+
+  size_t subscriber_count() const {
+    std::lock_guard l(mu_);
+    return subscribers_.size();
+  }
+
+  std::atomic<bool> has_leader{true};
+  std::atomic<bool> swallow_barriers{false};
+  std::atomic<bool> swallow_proposals{false};
+
+ private:
+  static constexpr uint64_t kTerm = 2;
+  std::unique_ptr<storage::MemberStorage> storage_;
+  mutable std::mutex mu_;
+  uint64_t index_ = 0;
+  uint64_t next_sub_ = 1;
+  std::map<uint64_t, std::function<void(const std::vector<pb::Event>&)>> subscribers_;
+  std::vector<ApplyDone> swallowed_;
+  std::vector<std::function<void(storage::Status)>> swallowed_barriers_;
+};
+
+}  // namespace muster::server::testing
