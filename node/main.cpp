@@ -54,14 +54,17 @@ struct Identity {
   uint64_t cluster_id = 0;
 };
 
-std::string identity_path(const std::string& data_dir) { return data_dir + "/member/identity.json"; }
+std::string identity_path(const std::string& data_dir) {
+  return data_dir + "/member/identity.json";
+}
 
 std::optional<Identity> read_identity(const std::string& data_dir) {
   std::ifstream in(identity_path(data_dir));
   if (!in) return std::nullopt;
   json j = json::parse(in, nullptr, false);
   if (j.is_discarded()) die("corrupt " + identity_path(data_dir));
-  return Identity{j.value("name", ""), bootstrap::parse_hex_id(j.value("member_id", "0")).value_or(0),
+  return Identity{j.value("name", ""),
+                  bootstrap::parse_hex_id(j.value("member_id", "0")).value_or(0),
                   bootstrap::parse_hex_id(j.value("cluster_id", "0")).value_or(0)};
 }
 
@@ -151,11 +154,13 @@ int main(int argc, char** argv) {
         me.member_id = m.id;
       }
       for (const auto& other : initial)
-        if (other.id == m.id) die("member " + bootstrap::id_to_hex(m.id) + " has already been bootstrapped");
+        if (other.id == m.id)
+          die("member " + bootstrap::id_to_hex(m.id) + " has already been bootstrapped");
       ids.push_back(m.id);
       initial.push_back(std::move(m));
     }
-    if (me.member_id == 0) die("couldn't find local name \"" + cfg.name + "\" in the initial cluster configuration");
+    if (me.member_id == 0)
+      die("couldn't find local name \"" + cfg.name + "\" in the initial cluster configuration");
     me.name = cfg.name;
     me.cluster_id = bootstrap::cluster_id(ids);
   }
@@ -180,6 +185,7 @@ int main(int argc, char** argv) {
   nopts.snapshot_count = cfg.snapshot_count;
   nopts.pre_vote = true;
   nopts.unsafe_no_fsync = cfg.unsafe_no_fsync;
+  nopts.client_urls = cfg.advertise_client_urls;
   nopts.request_timeout_ms = 5000 + 2 * cfg.election_timeout_ms;
 
   std::unique_ptr<server::RaftNode> node;
@@ -200,7 +206,10 @@ int main(int argc, char** argv) {
         if (j.is_discarded()) continue;
         auto result = j.contains("result") ? j["result"] : j;
         int64_t ttl = std::stoll(result.value("TTL", std::string("0")));
-        if (ttl <= 0) return done(storage::Status(storage::Code::kNotFound, "etcdserver: requested lease not found"), 0);
+        if (ttl <= 0)
+          return done(
+              storage::Status(storage::Code::kNotFound, "etcdserver: requested lease not found"),
+              0);
         return done(storage::Status(), ttl);
       }
       done(storage::Status(storage::Code::kUnavailable, "etcdserver: request timed out"), 0);
@@ -215,7 +224,8 @@ int main(int argc, char** argv) {
   if (fresh) write_identity(cfg.data_dir, me);
 
   transport.set_message_handler([&node](raftpb::Message m) { node->step(std::move(m)); });
-  transport.set_snapshot_handler([&node](const raftpb::Message& m) { return node->snapshot_sink(m); });
+  transport.set_snapshot_handler(
+      [&node](const raftpb::Message& m) { return node->snapshot_sink(m); });
 
   // Peer listeners.
   for (const auto& u : cfg.listen_peer_urls) {
@@ -230,9 +240,10 @@ int main(int argc, char** argv) {
   }
 
   // Client listeners.
-  server::V3ApiOptions aopts;
+  server::V3Api::Options aopts;
   aopts.max_request_bytes = cfg.max_request_bytes;
-  aopts.max_txn_ops = cfg.max_txn_ops;
+  aopts.max_txn_ops = static_cast<int>(cfg.max_txn_ops);
+  aopts.request_timeout = std::chrono::milliseconds(nopts.request_timeout_ms);
   server::V3Api api(*node, aopts, registry);
   std::vector<std::unique_ptr<net::Server>> servers;
   auto serve = [&](const std::vector<std::string>& urls, const config::TlsConfig& tls,
@@ -242,7 +253,7 @@ int main(int argc, char** argv) {
       auto url = net::parse_url(u, &err);
       if (!url) die(std::string(what) + ": " + err);
       net::ServerOptions so;
-      so.body_limit = cfg.max_request_bytes + 1024;  // the API answers etcd's own error above its limit
+      so.body_limit = server::V3Api::recommended_body_limit(aopts);
       if (url->tls()) {
         auto t = tls_of(tls);
         if (!t) die(std::string(what) + " " + u + " is https but no certificate is configured");
@@ -250,7 +261,8 @@ int main(int argc, char** argv) {
       }
       auto s = std::make_unique<net::Server>(io, so, [&api](std::shared_ptr<net::Exchange> ex) {
         if (!api.handle(ex))
-          ex->respond(net::Response::json(404, "{\"error\":\"Not Found\",\"message\":\"Not Found\",\"code\":5}\n"));
+          ex->respond(net::Response::json(
+              404, "{\"error\":\"Not Found\",\"message\":\"Not Found\",\"code\":5}\n"));
       });
       try {
         s->listen(url->host, url->port);
@@ -275,15 +287,18 @@ int main(int argc, char** argv) {
   // On SIGTERM: hand leadership off, stop serving, stop the transport.  The
   // stopper runs beside the I/O threads because stopping waits on them.
   std::thread stopper;
-  int sig = net::run_until_signal(io, 2, [&] {
-    log::info("etcdserver", "stopping");
-    stopper = std::thread([&] {
-      node->stop(true);
-      for (auto& s : servers) s->stop();
-      transport.stop();
-      io.stop();
-    });
-  }, 10000);
+  int sig = net::run_until_signal(
+      io, 2,
+      [&] {
+        log::info("etcdserver", "stopping");
+        stopper = std::thread([&] {
+          node->stop(true);
+          for (auto& s : servers) s->stop();
+          transport.stop();
+          io.stop();
+        });
+      },
+      10000);
   if (stopper.joinable()) stopper.join();
   log::info("etcdserver", "stopped", {{"signal", sig}});
   node.reset();

@@ -16,6 +16,12 @@ using storage::Status;
 
 namespace {
 
+std::string hex(uint64_t id) {
+  char buf[20];
+  std::snprintf(buf, sizeof buf, "%llx", static_cast<unsigned long long>(id));
+  return buf;
+}
+
 int64_t monotonic_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now().time_since_epoch())
       .count();
@@ -29,15 +35,18 @@ Status stopped() { return Status(Code::kUnavailable, "etcdserver: server stopped
 
 Status dropped(raft::DropReason r) {
   switch (r) {
-    case raft::DropReason::kNoLeader: return no_leader();
+    case raft::DropReason::kNoLeader:
+      return no_leader();
     case raft::DropReason::kLeaderTransferInProgress:
       return Status(Code::kUnavailable, "etcdserver: leader changed");
     case raft::DropReason::kUncommittedSizeLimit:
       return Status(Code::kUnavailable, "etcdserver: too many requests");
     case raft::DropReason::kNotMember:
-      return Status(Code::kFailedPrecondition, "etcdserver: the member has been permanently removed from the cluster");
+      return Status(Code::kFailedPrecondition,
+                    "etcdserver: the member has been permanently removed from the cluster");
     default:
-      return Status(Code::kUnavailable, std::string("etcdserver: proposal dropped: ") + raft::to_string(r));
+      return Status(Code::kUnavailable,
+                    std::string("etcdserver: proposal dropped: ") + raft::to_string(r));
   }
 }
 
@@ -55,14 +64,16 @@ RaftNode::RaftNode(RaftNodeOptions options, std::vector<InitialMember> initial,
 
   // Request IDs: the member's ID in the top 16 bits, a time-seeded counter
   // below, so that IDs of different members and of restarts do not collide.
-  request_seq_ = (options_.member_id << 48) ^
-                 (static_cast<uint64_t>(std::chrono::system_clock::now().time_since_epoch().count()) &
-                  0xffffffffffffull);
+  request_seq_ =
+      (options_.member_id << 48) ^
+      (static_cast<uint64_t>(std::chrono::system_clock::now().time_since_epoch().count()) &
+       0xffffffffffffull);
 
   raft::Config rc;
   rc.id = options_.member_id;
   rc.heartbeat_tick = 1;
-  rc.election_tick = std::max<int>(2, static_cast<int>(options_.election_ms / options_.heartbeat_ms));
+  rc.election_tick =
+      std::max<int>(2, static_cast<int>(options_.election_ms / options_.heartbeat_ms));
   rc.applied = storage_->kv().applied_index();
   rc.pre_vote = options_.pre_vote;
   rc.check_quorum = true;
@@ -80,13 +91,7 @@ RaftNode::RaftNode(RaftNodeOptions options, std::vector<InitialMember> initial,
   term_ = raft_->term();
   sync_peers();
 
-  metrics_.gauge("etcd_server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not.");
-  metrics_.gauge("etcd_server_is_leader", "Whether or not this member is a leader. 1 if is, 0 otherwise.");
   metrics_.counter("etcd_server_leader_changes_seen_total", "The number of leader changes seen.");
-  metrics_.counter("etcd_server_proposals_committed_total", "The total number of consensus proposals committed.");
-  metrics_.counter("etcd_server_proposals_applied_total", "The total number of consensus proposals applied.");
-  metrics_.counter("etcd_server_proposals_failed_total", "The total number of failed proposals seen.");
-  metrics_.gauge("etcd_server_proposals_pending", "The current number of pending proposals to commit.");
   metrics_.histogram("etcd_disk_wal_fsync_duration_seconds",
                      "The latency distributions of fsync called by WAL.",
                      metrics::exponential_buckets(0.001, 2, 14));
@@ -184,11 +189,11 @@ void RaftNode::propose(pb::InternalRequest req, ApplyDone done) {
   if (!running_.load()) return done(stopped(), {});
   {
     std::lock_guard lock(mu_);
-    pending_.emplace(id, PendingProposal{std::move(done),
-                                         Clock::now() + std::chrono::milliseconds(options_.request_timeout_ms)});
+    pending_.emplace(
+        id, PendingProposal{std::move(done),
+                            Clock::now() + std::chrono::milliseconds(options_.request_timeout_ms)});
     inbox_.proposals.emplace_back(req.SerializeAsString(), id);
   }
-  metrics_.gauge("etcd_server_proposals_pending", "").add(1);
   cv_.notify_one();
 }
 
@@ -199,7 +204,8 @@ void RaftNode::read_barrier(std::function<void(Status)> done) {
     std::lock_guard lock(mu_);
     std::string ctx = std::to_string(options_.member_id) + "/" + std::to_string(++read_seq_);
     reads_waiting_index_.emplace(
-        ctx, PendingRead{std::move(done), Clock::now() + std::chrono::milliseconds(options_.request_timeout_ms)});
+        ctx, PendingRead{std::move(done),
+                         Clock::now() + std::chrono::milliseconds(options_.request_timeout_ms)});
     inbox_.reads.push_back(ctx);
   }
   cv_.notify_one();
@@ -213,7 +219,8 @@ void RaftNode::lease_keepalive(int64_t id, std::function<void(Status, int64_t)> 
     auto st = storage_->kv().lease_keepalive(id, &ttl);
     return done(st, ttl);
   }
-  if (!options_.forward_keepalive) return done(Status(Code::kUnavailable, "etcdserver: not leader"), 0);
+  if (!options_.forward_keepalive)
+    return done(Status(Code::kUnavailable, "etcdserver: not leader"), 0);
   options_.forward_keepalive(lead, id, std::move(done));
 }
 
@@ -262,8 +269,6 @@ void RaftNode::fail(uint64_t id, Status st) {
     done = std::move(it->second.done);
     pending_.erase(it);
   }
-  metrics_.gauge("etcd_server_proposals_pending", "").add(-1);
-  metrics_.counter("etcd_server_proposals_failed_total", "").inc();
   done(st, {});
 }
 
@@ -327,6 +332,7 @@ void RaftNode::run() {
       next_housekeeping = now + std::chrono::milliseconds(100);
       fail_timeouts();
       if (raft_->role() == raft::StateRole::kLeader) expire_leases();
+      maybe_publish();
     }
   }
 }
@@ -358,13 +364,11 @@ void RaftNode::handle_ready(raft::Ready& rd) {
       if (rd.soft_state->lead != 0)
         metrics_.counter("etcd_server_leader_changes_seen_total", "").inc();
       log::info("raft", "leader changed",
-                {{"local-member-id", options_.member_id},
-                 {"leader", rd.soft_state->lead},
+                {{"local-member-id", hex(options_.member_id)},
+                 {"leader", hex(rd.soft_state->lead)},
                  {"role", raft::to_string(rd.soft_state->role)}});
     }
-    metrics_.gauge("etcd_server_has_leader", "").set(rd.soft_state->lead != 0 ? 1 : 0);
     bool leader = rd.soft_state->role == raft::StateRole::kLeader;
-    metrics_.gauge("etcd_server_is_leader", "").set(leader ? 1 : 0);
     // A new leader restarts every lease's clock (as etcd's lessor Promote):
     // the old leader's view of keepalives is not ours.
     if (leader) storage_->kv().reset_lease_expiries();
@@ -387,7 +391,8 @@ void RaftNode::handle_ready(raft::Ready& rd) {
       conf_state_ = rd.snapshot->metadata().conf_state();
       applied_ = storage_->kv().applied_index();
       sync_peers();
-      log::info("raft", "installed snapshot", {{"index", snapshot_index_}, {"applied", applied_.load()}});
+      log::info("raft", "installed snapshot",
+                {{"index", snapshot_index_}, {"applied", applied_.load()}});
     }
   }
   if (rd.hard_state || !rd.entries.empty()) {
@@ -408,7 +413,8 @@ void RaftNode::handle_ready(raft::Ready& rd) {
   for (auto& d : rd.dropped_proposals) {
     for (auto& e : d.entries) {
       pb::InternalRequest req;
-      if (e.type() == raftpb::EntryNormal && req.ParseFromString(e.data())) fail(req.id(), dropped(d.reason));
+      if (e.type() == raftpb::EntryNormal && req.ParseFromString(e.data()))
+        fail(req.id(), dropped(d.reason));
     }
   }
   if (!rd.committed_entries.empty()) apply_entries(rd.committed_entries);
@@ -425,7 +431,8 @@ void RaftNode::handle_ready(raft::Ready& rd) {
   {
     std::lock_guard lock(mu_);
     auto end = reads_waiting_apply_.upper_bound(applied_.load());
-    for (auto it = reads_waiting_apply_.begin(); it != end; ++it) ready.push_back(std::move(it->second));
+    for (auto it = reads_waiting_apply_.begin(); it != end; ++it)
+      ready.push_back(std::move(it->second));
     reads_waiting_apply_.erase(reads_waiting_apply_.begin(), end);
   }
   for (auto& r : ready) r.done(Status());
@@ -437,7 +444,6 @@ void RaftNode::apply_entries(const std::vector<raftpb::Entry>& entries) {
   std::vector<pb::Event> events;
   for (const auto& e : entries) {
     if (e.index() <= storage_->kv().applied_index()) continue;  // already in the state (snapshot)
-    metrics_.counter("etcd_server_proposals_committed_total", "").inc();
     if (e.type() == raftpb::EntryConfChange) {
       apply_conf_change(e);
     } else if (e.data().empty()) {
@@ -460,13 +466,11 @@ void RaftNode::apply_entries(const std::vector<raftpb::Entry>& entries) {
           }
         }
         if (done) {
-          metrics_.gauge("etcd_server_proposals_pending", "").add(-1);
           Status st = result.status;
           done(st, std::move(result));
         }
       }
     }
-    metrics_.counter("etcd_server_proposals_applied_total", "").inc();
     applied_ = e.index();
   }
   metrics_.histogram("etcd_disk_backend_commit_duration_seconds", "", {})
@@ -499,7 +503,8 @@ void RaftNode::apply_conf_change(const raftpb::Entry& e) {
       m.set_id(cc.node_id());
       m.set_islearner(cc.type() == raftpb::ConfChangeAddLearnerNode);
       *req.mutable_member_add()->mutable_member() = m;
-      if (m.id() != options_.member_id) transport_.add_peer(m.id(), {m.peerurls().begin(), m.peerurls().end()});
+      if (m.id() != options_.member_id)
+        transport_.add_peer(m.id(), {m.peerurls().begin(), m.peerurls().end()});
       break;
     }
     case raftpb::ConfChangeRemoveNode:
@@ -513,6 +518,46 @@ void RaftNode::apply_conf_change(const raftpb::Entry& e) {
   if (!result.status && !result.skipped)
     log::warn("apply", "conf change apply reported an error",
               {{"index", e.index()}, {"error", result.status.message()}});
+}
+
+void RaftNode::maybe_publish() {
+  if (published_.load() || publishing_.load() || leader_.load() == 0) return;
+  for (const auto& m : storage_->kv().members()) {
+    if (m.id() != options_.member_id) continue;
+    if (m.name() == options_.name &&
+        std::equal(m.clienturls().begin(), m.clienturls().end(), options_.client_urls.begin(),
+                   options_.client_urls.end())) {
+      published_ = true;
+      return;
+    }
+  }
+  publishing_ = true;
+  pb::InternalRequest req;
+  auto* a = req.mutable_member_attributes();
+  a->set_id(options_.member_id);
+  a->set_name(options_.name);
+  for (const auto& u : options_.client_urls) a->add_clienturls(u);
+  uint64_t id = next_request_id();
+  req.set_id(id);
+  {
+    std::lock_guard lock(mu_);
+    pending_.emplace(
+        id, PendingProposal{
+                [this](Status st, storage::KvStore::ApplyResult) {
+                  publishing_ = false;
+                  if (st) {
+                    published_ = true;
+                    log::info("etcdserver", "published local member to cluster through raft",
+                              {{"name", options_.name}, {"client-urls", options_.client_urls}});
+                  }
+                },
+                Clock::now() + std::chrono::milliseconds(options_.request_timeout_ms)});
+  }
+  if (raft_->propose(req.SerializeAsString()) != raft::DropReason::kNone) {
+    std::lock_guard lock(mu_);
+    pending_.erase(id);
+    publishing_ = false;
+  }
 }
 
 void RaftNode::maybe_snapshot() {
@@ -574,7 +619,8 @@ std::unique_ptr<SnapshotSink> RaftNode::snapshot_sink(const raftpb::Message& m) 
     log::error("raft", "cannot receive a snapshot", {{"from", m.from()}, {"error", st.message()}});
     return nullptr;
   }
-  log::info("raft", "receiving snapshot", {{"from", m.from()}, {"index", m.snapshot().metadata().index()}});
+  log::info("raft", "receiving snapshot",
+            {{"from", m.from()}, {"index", m.snapshot().metadata().index()}});
   return std::make_unique<InstallerSink>(*this, std::move(inst));
 }
 

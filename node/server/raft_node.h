@@ -52,10 +52,14 @@ class LogView final : public raft::Storage {
                              std::vector<raftpb::Entry>* out) const override {
     return ms_->log().entries(lo, hi, max_bytes, out);
   }
-  raft::StorageError term(uint64_t i, uint64_t* out) const override { return ms_->log().term(i, out); }
+  raft::StorageError term(uint64_t i, uint64_t* out) const override {
+    return ms_->log().term(i, out);
+  }
   uint64_t first_index() const override { return ms_->log().first_index(); }
   uint64_t last_index() const override { return ms_->log().last_index(); }
-  raft::StorageError snapshot(raftpb::Snapshot* out) const override { return ms_->log().snapshot(out); }
+  raft::StorageError snapshot(raftpb::Snapshot* out) const override {
+    return ms_->log().snapshot(out);
+  }
 
  private:
   storage::MemberStorage*& ms_;
@@ -73,6 +77,9 @@ struct RaftNodeOptions {
   uint32_t request_timeout_ms = 7000;        // etcd: 5 s + 2 x election timeout
   bool pre_vote = true;
   bool unsafe_no_fsync = false;
+  // Published through Raft once a leader is known (etcd's publish): the
+  // member's name and client URLs, so every member lists them.
+  std::vector<std::string> client_urls;
   // Leader forwarding of lease keepalives: client URL of a member by ID.
   std::function<void(uint64_t leader, int64_t lease, std::function<void(storage::Status, int64_t)>)>
       forward_keepalive;
@@ -135,8 +142,8 @@ class RaftNode final : public MemberApi {
   struct Inbox {
     std::vector<raftpb::Message> messages;
     std::vector<std::pair<std::string, uint64_t>> proposals;  // data, request id
-    std::vector<std::string> reads;                            // read contexts
-    std::vector<std::pair<uint64_t, bool>> snapshot_reports;   // peer, failed
+    std::vector<std::string> reads;                           // read contexts
+    std::vector<std::pair<uint64_t, bool>> snapshot_reports;  // peer, failed
     std::vector<uint64_t> unreachable;
     std::vector<std::unique_ptr<storage::SnapshotInstaller>> installs;
     bool transfer = false;
@@ -148,6 +155,7 @@ class RaftNode final : public MemberApi {
   void apply_conf_change(const raftpb::Entry& e);
   void send(std::vector<raftpb::Message> msgs);
   void maybe_snapshot();
+  void maybe_publish();
   void expire_leases();
   void fail_timeouts();
   void sync_peers();
@@ -168,8 +176,8 @@ class RaftNode final : public MemberApi {
   std::condition_variable cv_;
   Inbox inbox_;
   std::map<uint64_t, PendingProposal> pending_;
-  std::map<std::string, PendingRead> reads_waiting_index_;          // ctx -> read
-  std::multimap<uint64_t, PendingRead> reads_waiting_apply_;        // index -> read
+  std::map<std::string, PendingRead> reads_waiting_index_;    // ctx -> read
+  std::multimap<uint64_t, PendingRead> reads_waiting_apply_;  // index -> read
   std::map<uint64_t, std::function<void(const std::vector<pb::Event>&)>> subscribers_;
   uint64_t next_subscriber_ = 1;
   // A completely received state machine waiting for its Ready.snapshot.
@@ -182,6 +190,7 @@ class RaftNode final : public MemberApi {
   raftpb::ConfState conf_state_;
   std::map<int64_t, std::chrono::steady_clock::time_point> revoking_;  // lease -> when proposed
   uint64_t read_seq_ = 0;
+  std::atomic<bool> published_{false}, publishing_{false};
   std::thread thread_;
 };
 
