@@ -2,6 +2,7 @@
 
 #include <openssl/x509.h>
 
+#include <array>
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
@@ -429,6 +430,7 @@ class Connection final : public ConnectionBase,
 
   void after_response() {
     finish_exchange();
+    if (rejecting_ && !peer_gone_) return linger();
     if (rejecting_ || !keep_alive_ || peer_gone_) return close();
     // A pending watch read will deliver the next request's first bytes.
     if (watching_) {
@@ -437,6 +439,32 @@ class Connection final : public ConnectionBase,
     }
     read_request();
   }
+
+  // After refusing a request that may still be arriving (a body over the
+  // limit, headers past the limit): send FIN, then read and discard what the
+  // client still sends, for a bounded time and amount, before closing.
+  // Closing at once with unread bytes makes the kernel send a reset, and a
+  // client still writing its body then loses our answer (RFC 9112 9.6).
+  // Reads go to the TCP layer under TLS too: the bytes are thrown away.
+  void linger() {
+    boost::system::error_code ignored;
+    auto& tcp_layer = beast::get_lowest_layer(stream_);
+    tcp_layer.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    tcp_layer.expires_after(kLingerTime);
+    linger_buf_ = std::make_unique<std::array<char, 4096>>();
+    drain(0);
+  }
+  void drain(std::size_t so_far) {
+    if (so_far >= kLingerBytes) return close();
+    beast::get_lowest_layer(stream_).async_read_some(
+        asio::buffer(*linger_buf_),
+        [self = this->shared_from_this(), so_far](boost::system::error_code ec, std::size_t n) {
+          if (ec) return self->close();  // EOF (the client is done), timeout or error
+          self->drain(so_far + n);
+        });
+  }
+  static constexpr std::chrono::seconds kLingerTime{2};
+  static constexpr std::size_t kLingerBytes = 64 * 1024 * 1024;
 
   void arm_idle_timer() {
     idle_timer_.expires_after(server_->options_.idle_timeout);
@@ -469,6 +497,8 @@ class Connection final : public ConnectionBase,
   Stream stream_;
   asio::steady_timer idle_timer_;
   beast::flat_buffer buffer_;
+  // Only while lingering (see linger()): most connections never need it.
+  std::unique_ptr<std::array<char, 4096>> linger_buf_;
   std::optional<http::request_parser<http::string_body>> parser_;
   std::shared_ptr<ExchangeImpl<Stream>> exchange_;
   std::function<void()> cancel_;

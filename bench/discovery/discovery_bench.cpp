@@ -2,8 +2,9 @@
 // a real etcd with --enable-v2 used as a self-hosted one).
 //
 // Mode "bootstrap": `clusters` clusters of `size` members bootstrap at once,
-// over and over, for `duration` seconds.  Each member is a thread with its own
-// keep-alive connection and speaks etcd's v2 discovery protocol request by
+// over and over, for `duration` seconds.  Each member is a coroutine (all on
+// one thread) with its own keep-alive connection and speaks etcd's v2
+// discovery protocol request by
 // request (shared/research/discovery.md 1.5): size GET, directory GET,
 // registration PUT ?prevExist=false, wait for its own key, size and directory
 // GET again, then long-poll the directory until `size` members are known.
@@ -24,6 +25,7 @@
 #include <atomic>
 #include <barrier>
 #include <boost/asio.hpp>
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -205,51 +207,6 @@ class Member {
     return path;
   }
 
-  // etcd's JoinCluster, request by request.  True when the member learned the
-  // whole cluster.
-  bool join(const std::string& tok, int index_in_cluster) {
-    const std::string q = "?quorum=false&recursive=false&sorted=false";
-    std::string id = random_hex(rng_, 16);
-    if (!timed("GET", tok + "/_config/size" + q, "", 200)) return false;
-    if (!timed("GET", tok + q, "", 200)) return false;
-    std::string value = "value=m" + std::to_string(index_in_cluster) + "%3Dhttp%3A%2F%2F10.0." +
-                        std::to_string(rng_() % 250) + "." + std::to_string(rng_() % 250) +
-                        "%3A2380";
-    auto put = timed("PUT", tok + "/" + id + "?prevExist=false", value, 201, true);
-    if (!put) return false;
-    ++st_.registrations;
-    uint64_t created = json::parse(put->body)["node"]["createdIndex"].get<uint64_t>();
-    if (!timed("GET",
-               tok + "/" + id + "?recursive=false&wait=true&waitIndex=" + std::to_string(created),
-               "", 200))
-      return false;
-    if (!timed("GET", tok + "/_config/size" + q, "", 200)) return false;
-    auto dir = timed("GET", tok + q, "", 200);
-    if (!dir) return false;
-    auto doc = json::parse(dir->body);
-    std::size_t known = doc["node"].contains("nodes") ? doc["node"]["nodes"].size() : 0;
-    uint64_t index = std::stoull(dir->headers.get("X-Etcd-Index").value_or("0"));
-    // Wait for the rest (not timed: the wait is the other members' arrival).
-    while (known < static_cast<std::size_t>(o_.size)) {
-      Headers h;
-      ++st_.polls;
-      auto r = client_.request(
-          "GET", o_.url + tok + "?recursive=true&wait=true&waitIndex=" + std::to_string(index + 1),
-          "", h);
-      if (!r.ok() || r.response->status != 200) {
-        ++st_.errors;
-        if (st_.first_error.empty())
-          st_.first_error = "watch: " + (r.ok() ? std::to_string(r.response->status) : r.error);
-        return false;
-      }
-      if (r.response->body.empty()) continue;  // long-poll timeout: poll again
-      auto ev = json::parse(r.response->body);
-      index = ev["node"]["modifiedIndex"].get<uint64_t>();
-      ++known;
-    }
-    return true;
-  }
-
  private:
   const Options& o_;
   Stats& st_;
@@ -264,72 +221,285 @@ uint32_t percentile(std::vector<uint32_t>& v, double p) {
   return v[k];
 }
 
+// The bootstrap load runs on one thread: every member is a coroutine on one
+// io_context with its own keep-alive connection, and HTTP/1.1 is written and
+// read by hand (Content-Length and chunked bodies, which is all a v2 keys
+// server sends).  A thread per member with a general-purpose client cost as
+// much CPU per request as the server under test; this costs a fraction.
+namespace engine {
+
+namespace asio = boost::asio;
+using asio::awaitable;
+using asio::use_awaitable;
+using tcp = asio::ip::tcp;
+
+struct Reply {
+  int status = 0;
+  std::string body;
+  uint64_t etcd_index = 0;
+};
+
+bool iequals_prefix(std::string_view line, std::string_view name) {
+  if (line.size() < name.size()) return false;
+  for (std::size_t i = 0; i < name.size(); ++i)
+    if (std::tolower(static_cast<unsigned char>(line[i])) != name[i]) return false;
+  return true;
+}
+
+class Conn {
+ public:
+  Conn(asio::io_context& io, tcp::endpoint ep, std::string host)
+      : sock_(io), ep_(ep), host_(std::move(host)) {}
+
+  // One request/response on the kept-alive connection (reconnects when the
+  // server closed it).  Throws boost::system::system_error on I/O errors.
+  awaitable<Reply> call(std::string_view method, const std::string& target,
+                        const std::string& body) {
+    if (!open_) {
+      buf_.clear();
+      co_await sock_.async_connect(ep_, use_awaitable);
+      sock_.set_option(tcp::no_delay(true));
+      open_ = true;
+    }
+    std::string req;
+    req.reserve(160 + target.size() + body.size());
+    req.append(method).append(" ").append(target).append(" HTTP/1.1\r\nHost: ").append(host_);
+    req.append("\r\n");
+    if (!body.empty() || method == "PUT")
+      req.append("Content-Type: application/x-www-form-urlencoded\r\nContent-Length: ")
+          .append(std::to_string(body.size()))
+          .append("\r\n");
+    req.append("\r\n").append(body);
+    co_await asio::async_write(sock_, asio::buffer(req), use_awaitable);
+
+    std::size_t end;
+    while ((end = buf_.find("\r\n\r\n")) == std::string::npos) co_await fill();
+    Reply r;
+    if (buf_.size() < 12 || buf_.compare(0, 5, "HTTP/") != 0)
+      throw std::runtime_error("not an HTTP response");
+    r.status = std::atoi(buf_.c_str() + 9);
+    std::size_t length = 0;
+    bool chunked = false, close = false;
+    std::size_t pos = buf_.find("\r\n") + 2;
+    while (pos < end) {
+      std::size_t eol = buf_.find("\r\n", pos);
+      std::string_view line(buf_.data() + pos, eol - pos);
+      auto value = [&] {
+        auto colon = line.find(':');
+        std::string_view v = line.substr(colon + 1);
+        while (!v.empty() && v.front() == ' ') v.remove_prefix(1);
+        return v;
+      };
+      if (iequals_prefix(line, "content-length:"))
+        length = std::stoul(std::string(value()));
+      else if (iequals_prefix(line, "transfer-encoding:"))
+        chunked = value().find("chunked") != std::string_view::npos;
+      else if (iequals_prefix(line, "x-etcd-index:"))
+        r.etcd_index = std::stoull(std::string(value()));
+      else if (iequals_prefix(line, "connection:"))
+        close = value().find("close") != std::string_view::npos;
+      pos = eol + 2;
+    }
+    buf_.erase(0, end + 4);
+    if (chunked) {
+      for (;;) {
+        std::size_t eol;
+        while ((eol = buf_.find("\r\n")) == std::string::npos) co_await fill();
+        std::size_t n = std::stoul(buf_.substr(0, eol), nullptr, 16);
+        buf_.erase(0, eol + 2);
+        while (buf_.size() < n + 2) co_await fill();
+        r.body.append(buf_, 0, n);
+        buf_.erase(0, n + 2);
+        if (n == 0) break;
+      }
+    } else {
+      while (buf_.size() < length) co_await fill();
+      r.body.assign(buf_, 0, length);
+      buf_.erase(0, length);
+    }
+    if (close) {
+      boost::system::error_code ignored;
+      sock_.close(ignored);
+      open_ = false;
+    }
+    co_return r;
+  }
+
+ private:
+  awaitable<void> fill() {
+    char tmp[16384];
+    std::size_t n = co_await sock_.async_read_some(asio::buffer(tmp), use_awaitable);
+    buf_.append(tmp, n);
+  }
+
+  tcp::socket sock_;
+  tcp::endpoint ep_;
+  std::string host_;
+  std::string buf_;
+  bool open_ = false;
+};
+
+struct Run {
+  Run(const Options& opts, asio::io_context& ctx, tcp::endpoint endpoint, std::string host_header,
+      Clock::time_point until)
+      : o(opts), io(ctx), ep(endpoint), host(std::move(host_header)), end(until) {}
+
+  const Options& o;
+  asio::io_context& io;
+  tcp::endpoint ep;
+  std::string host;
+  Clock::time_point end;
+  Stats st;
+  uint64_t clusters_done = 0;
+  bool failed = false;
+  std::mt19937_64 rng{12345};
+
+  void error(std::string what) {
+    ++st.errors;
+    failed = true;
+    if (st.first_error.empty()) st.first_error = std::move(what);
+  }
+
+  awaitable<std::optional<Reply>> timed(Conn& c, std::string_view method, const std::string& target,
+                                        const std::string& body, int want,
+                                        bool registration = false) {
+    auto start = Clock::now();
+    Reply r = co_await c.call(method, target, body);
+    auto us = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start).count();
+    st.latency_us.push_back(static_cast<uint32_t>(us));
+    ++st.timed;
+    if (registration) st.put_latency_us.push_back(static_cast<uint32_t>(us));
+    if (r.status != want) {
+      error(std::string(method) + " " + target + ": " + std::to_string(r.status) + " " + r.body);
+      co_return std::nullopt;
+    }
+    co_return r;
+  }
+};
+
+struct Cluster {
+  std::string token;
+  int remaining = 0;
+  std::unique_ptr<asio::steady_timer> all_done;
+  std::vector<std::unique_ptr<Conn>> conns;
+};
+
+// etcd's JoinCluster, request by request (see the file comment).
+awaitable<void> join(Run& run, Cluster& cl, int m) {
+  Conn& c = *cl.conns[m];
+  const Options& o = run.o;
+  const std::string& tok = cl.token;
+  const std::string q = "?quorum=false&recursive=false&sorted=false";
+  std::string id = random_hex(run.rng, 16);
+  if (!co_await run.timed(c, "GET", tok + "/_config/size" + q, "", 200)) co_return;
+  if (!co_await run.timed(c, "GET", tok + q, "", 200)) co_return;
+  std::string value = "value=m" + std::to_string(m) + "%3Dhttp%3A%2F%2F10.0." +
+                      std::to_string(run.rng() % 250) + "." + std::to_string(run.rng() % 250) +
+                      "%3A2380";
+  auto put = co_await run.timed(c, "PUT", tok + "/" + id + "?prevExist=false", value, 201, true);
+  if (!put) co_return;
+  ++run.st.registrations;
+  uint64_t created = json::parse(put->body)["node"]["createdIndex"].get<uint64_t>();
+  if (!co_await run.timed(
+          c, "GET",
+          tok + "/" + id + "?recursive=false&wait=true&waitIndex=" + std::to_string(created), "",
+          200))
+    co_return;
+  if (!co_await run.timed(c, "GET", tok + "/_config/size" + q, "", 200)) co_return;
+  auto dir = co_await run.timed(c, "GET", tok + q, "", 200);
+  if (!dir) co_return;
+  auto doc = json::parse(dir->body);
+  std::size_t known = doc["node"].contains("nodes") ? doc["node"]["nodes"].size() : 0;
+  uint64_t index = dir->etcd_index;
+  // Wait for the rest (not timed: the wait is the other members' arrival).
+  while (known < static_cast<std::size_t>(o.size)) {
+    ++run.st.polls;
+    Reply r = co_await c.call(
+        "GET", tok + "?recursive=true&wait=true&waitIndex=" + std::to_string(index + 1), "");
+    if (r.status != 200) {
+      run.error("watch " + tok + ": " + std::to_string(r.status) + " " + r.body);
+      co_return;
+    }
+    if (r.body.empty()) continue;  // long-poll timeout: poll again
+    index = json::parse(r.body)["node"]["modifiedIndex"].get<uint64_t>();
+    ++known;
+  }
+}
+
+awaitable<void> member(Run& run, Cluster& cl, int m) {
+  try {
+    co_await join(run, cl, m);
+  } catch (const std::exception& e) {
+    run.error(std::string("member: ") + e.what());
+  }
+  if (--cl.remaining == 0) cl.all_done->cancel();
+}
+
+awaitable<void> cluster_loop(Run& run, int index) {
+  const Options& o = run.o;
+  Cluster cl;
+  for (int m = 0; m < o.size; ++m)
+    cl.conns.push_back(std::make_unique<Conn>(run.io, run.ep, run.host));
+  cl.all_done = std::make_unique<asio::steady_timer>(run.io);
+  std::mt19937_64 rng(static_cast<uint64_t>(index) * 7919 + 1);
+  try {
+    while (Clock::now() < run.end && !run.failed) {
+      if (o.target == "muster") {
+        auto r =
+            co_await run.timed(*cl.conns[0], "PUT", "/new?size=" + std::to_string(o.size), "", 201);
+        if (!r) co_return;
+        std::string url = r->body;
+        while (!url.empty() && (url.back() == '\n' || url.back() == '\r')) url.pop_back();
+        cl.token = url.substr(url.rfind('/'));
+      } else {
+        cl.token = o.prefix + random_hex(rng, 32);
+        if (!co_await run.timed(*cl.conns[0], "PUT", cl.token + "/_config/size",
+                                "value=" + std::to_string(o.size), 201))
+          co_return;
+      }
+      cl.remaining = o.size;
+      cl.all_done->expires_at(asio::steady_timer::time_point::max());
+      for (int m = 0; m < o.size; ++m) asio::co_spawn(run.io, member(run, cl, m), asio::detached);
+      boost::system::error_code ec;
+      co_await cl.all_done->async_wait(asio::redirect_error(use_awaitable, ec));
+      if (!run.failed) ++run.clusters_done;
+    }
+  } catch (const std::exception& e) {
+    run.error(std::string("cluster: ") + e.what());
+  }
+}
+
+}  // namespace engine
+
 json bootstrap(const Options& o) {
-  const int n = o.clusters * o.size;
-  std::vector<Stats> stats(n);
-  std::atomic<uint64_t> clusters_done{0};
-  std::atomic<bool> any_failed{false};
-  struct Slot {
-    std::unique_ptr<std::barrier<>> barrier;
-    std::string token;
-    bool stop = false;
-  };
-  std::vector<Slot> slots(o.clusters);
-  for (auto& s : slots) s.barrier = std::make_unique<std::barrier<>>(o.size);
+  boost::asio::io_context io(1);
+  auto url = muster::net::parse_url(o.url);
+  if (!url) usage("bad --url");
+  engine::Run run(
+      o, io,
+      boost::asio::ip::tcp::endpoint(
+          boost::asio::ip::make_address(url->host == "localhost" ? "127.0.0.1" : url->host),
+          url->port),
+      url->authority(),
+      Clock::now() +
+          std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o.duration_s)));
   ProcSample before = sample(o.pid);
   double gen_cpu_before = self_cpu_s();
   auto start = Clock::now();
-  auto end = start + std::chrono::duration<double>(o.duration_s);
-  std::vector<std::thread> threads;
   for (int c = 0; c < o.clusters; ++c)
-    for (int m = 0; m < o.size; ++m)
-      threads.emplace_back([&, c, m] {
-        Slot& slot = slots[c];
-        Stats& st = stats[c * o.size + m];
-        Member member(o, st, (static_cast<uint64_t>(c) << 20) ^ static_cast<uint64_t>(m) ^ 0x9e37);
-        for (;;) {
-          if (m == 0) {
-            slot.stop = Clock::now() >= end || any_failed.load();
-            if (!slot.stop) {
-              auto t = member.create_token();
-              if (!t) {
-                any_failed = true;
-                slot.stop = true;
-              } else {
-                slot.token = *t;
-              }
-            }
-          }
-          slot.barrier->arrive_and_wait();
-          if (slot.stop) return;
-          if (!member.join(slot.token, m)) any_failed = true;
-          slot.barrier->arrive_and_wait();
-          if (m == 0) ++clusters_done;
-        }
-      });
-  for (auto& t : threads) t.join();
+    boost::asio::co_spawn(io, engine::cluster_loop(run, c), boost::asio::detached);
+  io.run();
   double secs = std::chrono::duration<double>(Clock::now() - start).count();
   ProcSample after = sample(o.pid);
   double gen_cpu = self_cpu_s() - gen_cpu_before;
-
-  Stats all;
-  for (auto& s : stats) {
-    all.latency_us.insert(all.latency_us.end(), s.latency_us.begin(), s.latency_us.end());
-    all.put_latency_us.insert(all.put_latency_us.end(), s.put_latency_us.begin(),
-                              s.put_latency_us.end());
-    all.timed += s.timed;
-    all.registrations += s.registrations;
-    all.polls += s.polls;
-    all.errors += s.errors;
-    if (all.first_error.empty()) all.first_error = s.first_error;
-  }
+  Stats& all = run.st;
   json out;
   out["mode"] = "bootstrap";
   out["target"] = o.target;
   out["clusters_in_flight"] = o.clusters;
   out["size"] = o.size;
   out["seconds"] = secs;
-  out["clusters_bootstrapped"] = clusters_done.load();
+  out["clusters_bootstrapped"] = run.clusters_done;
   out["requests"] = all.timed;
   out["requests_per_s"] = static_cast<double>(all.timed) / secs;
   out["registrations"] = all.registrations;

@@ -162,6 +162,36 @@ TEST(ServerClient, OversizedBodyGets413WhetherLengthIsDeclaredOrChunked) {
   EXPECT_EQ(handled.load(), 1);
 }
 
+TEST(ServerClient, ClientStillSendingARefusedBodyStillReadsThe413) {
+  // A client that does not wait for 100-continue keeps writing the body after
+  // the server has refused it.  If the server closed with those bytes unread,
+  // the kernel would answer with a reset and the client would lose the 413
+  // (seen with Python's http.client).  The server must drain for a while.
+  ServerOptions o;
+  o.body_limit = 1000;
+  RunningServer s(echo, o);
+  for (int round = 0; round < 3; ++round) {
+    RawClient raw(s.port());
+    std::string req = "PUT /x HTTP/1.1\r\nHost: t\r\nContent-Length: 8000000\r\n\r\n";
+    req += std::string(8'000'000, 'b');
+    EXPECT_TRUE(raw.send(req)) << "the server reset the connection while the body was sent";
+    ASSERT_TRUE(raw.read_to_eof(10'000ms));
+    EXPECT_EQ(raw.received().rfind("HTTP/1.1 413 ", 0), 0u) << raw.received().substr(0, 200);
+    EXPECT_FALSE(raw.reset());
+  }
+  // The same for a header that is too large.
+  ServerOptions h;
+  h.header_limit = 2048;
+  RunningServer hs(echo, h);
+  RawClient raw(hs.port());
+  std::string req = "GET / HTTP/1.1\r\nHost: t\r\n";
+  for (int i = 0; i < 40'000; ++i) req += "X-Filler-" + std::to_string(i) + ": yes\r\n";
+  req += "\r\n";
+  EXPECT_TRUE(raw.send(req));
+  ASSERT_TRUE(raw.read_to_eof(10'000ms));
+  EXPECT_EQ(raw.received().rfind("HTTP/1.1 431 ", 0), 0u) << raw.received().substr(0, 200);
+}
+
 TEST(ServerClient, MalformedRequestGets400) {
   RunningServer s(echo);
   RawClient raw(s.port());
