@@ -1,11 +1,14 @@
 // muster-discovery: an etcd discovery service (see docs/discovery.md).
 #include <boost/asio.hpp>
+#include <condition_variable>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "discovery/leveldb_store.h"
@@ -206,23 +209,31 @@ int main(int argc, char** argv) {
   opts.public_url = flags["public-url"].empty() ? bound.origin() : flags["public-url"];
   service = std::make_unique<discovery::Service>(io, opts, store);
 
-  // Expired tokens are collected off the I/O threads.
-  boost::asio::steady_timer gc(io);
-  std::function<void()> schedule_gc = [&] {
-    gc.expires_after(std::chrono::milliseconds(gc_ms));
-    gc.async_wait([&](boost::system::error_code ec) {
-      if (ec) return;
-      std::thread([&, s = store] {
-        auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
-                       std::chrono::system_clock::now().time_since_epoch())
-                       .count();
-        if (auto n = s->collect_expired(now); n > 0)
-          log::info("discovery", "expired tokens collected", {{"count", n}});
-        boost::asio::post(io, schedule_gc);
-      }).detach();
-    });
+  // Expired tokens are collected on a thread of their own (a store may
+  // block), which main stops and joins before anything it uses goes away.
+  std::mutex gc_mu;
+  std::condition_variable gc_cv;
+  bool gc_stop = false;
+  std::thread gc([&, s = store] {
+    std::unique_lock lock(gc_mu);
+    while (!gc_cv.wait_for(lock, std::chrono::milliseconds(gc_ms), [&] { return gc_stop; })) {
+      lock.unlock();
+      auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                     std::chrono::system_clock::now().time_since_epoch())
+                     .count();
+      if (auto n = s->collect_expired(now); n > 0)
+        log::info("discovery", "expired tokens collected", {{"count", n}});
+      lock.lock();
+    }
+  });
+  auto stop_gc = [&] {
+    {
+      std::lock_guard lock(gc_mu);
+      gc_stop = true;
+    }
+    gc_cv.notify_all();
+    if (gc.joinable()) gc.join();
   };
-  schedule_gc();
 
   log::info("discovery/main", "serving",
             {{"url", bound.origin()},
@@ -234,8 +245,8 @@ int main(int argc, char** argv) {
     log::info("discovery/main", "stopping");
     service->stopping();
     server->stop();
-    gc.cancel();
   });
+  stop_gc();
   log::info("discovery/main", "stopped", {{"signal", sig}});
   server.reset();
   service.reset();

@@ -519,6 +519,12 @@ void Service::handle_token(const std::shared_ptr<net::Exchange>& ex) {
       if (!value)
         return ex->respond(
             v2_error(kInvalidField, "value", index, "Invalid field: value is required"));
+      // A name that could also be a member ID would make paths ambiguous
+      // ("<prefix>/<name>" vs "<token>/<member>"; rules.h), so refuse it.
+      if (valid_member_id(tp.token))
+        return ex->respond(v2_error(kInvalidField, "token", index,
+                                    "Invalid field: a token name must not look like a member ID "
+                                    "(1 to 16 lowercase hex characters)"));
       auto parsed = parse_size(*value, options_.max_size);
       if (auto* err = std::get_if<std::string>(&parsed))
         return ex->respond(v2_error(kInvalidField, "value", index, "Invalid field: " + *err));

@@ -371,19 +371,18 @@ class Connection final : public ConnectionBase,
   void watch_peer() {
     if (watching_ || peer_gone_ || buffer_.size() > 0) return;
     watching_ = true;
-    stream_.async_read_some(
-        buffer_.prepare(4096),
-        [self = this->shared_from_this()](boost::system::error_code ec, std::size_t n) {
-          self->watching_ = false;
-          if (ec) {
-            self->peer_gone_ = true;
-            self->fire_cancel();
-            if (!self->writing_) self->close();
-            return;
-          }
-          self->buffer_.commit(n);
-          if (!self->exchange_) self->read_request();
-        });
+    stream_.async_read_some(buffer_.prepare(512), [self = this->shared_from_this()](
+                                                      boost::system::error_code ec, std::size_t n) {
+      self->watching_ = false;
+      if (ec) {
+        self->peer_gone_ = true;
+        self->fire_cancel();
+        if (!self->writing_) self->close();
+        return;
+      }
+      self->buffer_.commit(n);
+      if (!self->exchange_) self->read_request();
+    });
   }
 
   void fire_cancel() {

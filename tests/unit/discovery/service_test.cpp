@@ -192,6 +192,17 @@ TEST_F(ServiceTest, PathPrefixAndNamedTokens) {
   EXPECT_EQ(bare["node"]["nodes"].size(), 1u);
 }
 
+TEST_F(ServiceTest, NamedTokensThatLookLikeMemberIdsAreRefused) {
+  // "/v2/keys/my-discovery-prefix/0123456789abcdef" could be that token or
+  // member 0123456789abcdef of token "my-discovery-prefix": refuse the name.
+  auto r = call("PUT", "/v2/keys/my-discovery-prefix/0123456789abcdef/_config/size", "value=3");
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_EQ(json::parse(r.body)["errorCode"], 209);
+  EXPECT_EQ(
+      call("PUT", "/v2/keys/my-discovery-prefix/0123456789abcdefg/_config/size", "value=3").status,
+      201);
+}
+
 TEST_F(ServiceTest, DeleteFreesTheSlot) {
   auto tok = new_token(1);
   call("PUT", "/" + tok + "/a?prevExist=false", "value=n%3Dhttp%3A%2F%2Fx%3A1");
