@@ -11,7 +11,7 @@ import threading
 import time
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "lib"))
 import harness  # noqa: E402
 from harness import Discovery, Etcd, ProcessGroup, free_port, wait_for  # noqa: E402
 

@@ -14,7 +14,6 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "lib"))
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "discovery"))
 from harness import ProcessGroup, free_port, wait_for  # noqa: E402
 
 BIN_DIR = os.environ.get("MUSTER_BIN_DIR", "")

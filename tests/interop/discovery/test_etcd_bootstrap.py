@@ -12,7 +12,7 @@ import sys
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                "..", "..", "integration", "discovery"))
+                                "..", "..", "lib"))
 import harness  # noqa: E402
 from harness import Discovery, Etcd, ProcessGroup, wait_for  # noqa: E402
 
