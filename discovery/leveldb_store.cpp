@@ -129,6 +129,14 @@ Token LevelDbTokenStore::visible(const Token& t) const {
   return v;
 }
 
+void LevelDbTokenStore::enqueue(std::unique_ptr<Op> op) {
+  {
+    std::lock_guard lock(mu_);
+    queue_.push_back(std::move(op));
+  }
+  cv_.notify_one();
+}
+
 void LevelDbTokenStore::create_token(const std::string& name, uint32_t size, int64_t now_unix_ms,
                                      int64_t expires_unix_ms, StoreCallback cb) {
   auto op = std::make_unique<Op>();
@@ -138,11 +146,7 @@ void LevelDbTokenStore::create_token(const std::string& name, uint32_t size, int
   op->now_ms = now_unix_ms;
   op->expires_ms = expires_unix_ms;
   op->cb = std::move(cb);
-  {
-    std::lock_guard lock(mu_);
-    queue_.push_back(std::move(op));
-  }
-  cv_.notify_one();
+  enqueue(std::move(op));
 }
 
 void LevelDbTokenStore::add_member(const std::string& token, const std::string& id,
@@ -156,11 +160,7 @@ void LevelDbTokenStore::add_member(const std::string& token, const std::string& 
   op->max_registrations = max_registrations;
   op->now_ms = now_unix_ms;
   op->cb = std::move(cb);
-  {
-    std::lock_guard lock(mu_);
-    queue_.push_back(std::move(op));
-  }
-  cv_.notify_one();
+  enqueue(std::move(op));
 }
 
 void LevelDbTokenStore::remove_member(const std::string& token, const std::string& id,
@@ -170,11 +170,7 @@ void LevelDbTokenStore::remove_member(const std::string& token, const std::strin
   op->token = token;
   op->id = id;
   op->cb = std::move(cb);
-  {
-    std::lock_guard lock(mu_);
-    queue_.push_back(std::move(op));
-  }
-  cv_.notify_one();
+  enqueue(std::move(op));
 }
 
 std::size_t LevelDbTokenStore::collect_expired(int64_t now_unix_ms) {

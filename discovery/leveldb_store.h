@@ -57,6 +57,7 @@ class LevelDbTokenStore final : public TokenStore {
 
  private:
   struct Op;
+  void enqueue(std::unique_ptr<Op> op);  // hands a change to the writer thread
   void run_writer();
   void load();
   Token visible(const Token& t) const;  // REQUIRES: mu_ held
