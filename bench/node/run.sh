@@ -20,11 +20,12 @@ BUILD_DIR=${BUILD_DIR:-build}
 BIN=$BUILD_DIR/bin
 MUSTER=${MUSTER:-$BIN/muster}
 ETCD=${ETCD:-/usr/bin/etcd}
-DURATION=${DURATION:-6}
+DURATION=${DURATION:-5}
 WARMUP=${WARMUP:-1}
 CONNS=${CONNS:-"1 16 64 256"}
 OPS=${OPS:-"put range range-s"}
 KEYSPACE=${KEYSPACE:-100000}
+REPEAT=${REPEAT:-3}  # runs per cell and cluster; the table shows the median by ops/s
 
 if [[ -z "${NO_BUILD:-}" ]]; then
   cmake --build "$BUILD_DIR" --target muster node-bench >/dev/null
@@ -34,8 +35,10 @@ ulimit -n "$(ulimit -Hn)"
 work=$(mktemp -d /tmp/muster-bench-node.XXXXXX)
 pids=()
 cleanup() {
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  {
+    for p in "${pids[@]}"; do kill -9 "$p" || true; done
+    wait || true
+  } 2>/dev/null
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -104,6 +107,7 @@ results=$work/results.jsonl
 cell=0
 for op in $OPS; do
   for c in $CONNS; do
+   for _ in $(seq "$REPEAT"); do
     order=(muster etcd)
     ((cell % 2)) && order=(etcd muster)
     for kind in "${order[@]}"; do
@@ -114,6 +118,7 @@ for op in $OPS; do
         >>"$results" || echo "node-bench failed: $kind $op $c" >&2
     done
     cell=$((cell + 1))
+   done
   done
 done
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -131,19 +136,27 @@ for kind in muster etcd; do
   done
 done
 
-python3 - "$work" "$load_before" "$load_after" "$start_time" "$DURATION" "$WARMUP" \
+python3 - "$work" "$load_before" "$load_after" "$start_time" "$DURATION" "$WARMUP" "$REPEAT" \
   "$idle_muster" "$idle_etcd" "$end_rss_muster" "$end_rss_etcd" <<'EOF'
 import glob, json, re, sys
-(work, lb, la, start, duration, warmup, idle_m, idle_e, end_m, end_e) = sys.argv[1:]
+(work, lb, la, start, duration, warmup, repeat, idle_m, idle_e, end_m, end_e) = sys.argv[1:]
 rows = [json.loads(l) for l in open(work + "/results.jsonl") if l.strip()]
-cells = {}
+runs = {}
 for r in rows:
-    cells.setdefault((r["op"], r["conns"]), {})[r["label"]] = r
+    runs.setdefault((r["op"], r["conns"]), {}).setdefault(r["label"], []).append(r)
+# Per cell and cluster, the run with the median ops/s (its latency, memory and
+# CPU figures are shown as measured in that run).
+cells = {}
+for key, by_label in runs.items():
+    for label, rs in by_label.items():
+        rs = sorted(rs, key=lambda r: r["ops_per_s"])
+        cells.setdefault(key, {})[label] = rs[(len(rs) - 1) // 2]
 names = {"put": "put 256 B", "range": "range (linearizable)", "range-s": "range (serializable)"}
 def ratio(a, b):
     return "%.2f" % (a / b) if b else "n/a"
-print("Run started %s; %ss measured per cell after %ss warm-up; load average before %s, after %s."
-      % (start, duration, warmup, lb, la))
+print("Run started %s; %s runs per cell and cluster, each %ss measured after %ss warm-up, the"
+      " median run by ops/s shown; load average before %s, after %s."
+      % (start, repeat, duration, warmup, lb, la))
 print("Both clusters ran side by side; generator: node-bench, one asio thread.\n")
 print("| workload | conns | ops/s muster | ops/s etcd | ratio | p50 ms m / e | p99 ms m / e "
       "| p99 ratio | peak RSS MB m / e | RSS ratio | CPU s/10k ops m / e | CPU ratio | errors m / e |")
