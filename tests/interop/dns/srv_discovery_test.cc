@@ -6,6 +6,7 @@
 #include <boost/asio/io_context.hpp>
 #include <map>
 #include <random>
+#include <stdexcept>
 
 #include "dns/resolver.h"
 #include "dns/srv_lookup.h"
