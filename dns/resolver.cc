@@ -134,7 +134,7 @@ struct Resolver::Impl : std::enable_shared_from_this<Impl> {
   // ares_destroy).  It carries what the error text needs, because the
   // callback may run while the Impl is being destroyed.
   struct Query {
-    Query(Impl& impl) : owner(&impl), io(&impl.io), context(impl.error_context()) {}
+    explicit Query(Impl& impl) : owner(&impl), io(&impl.io), context(impl.error_context()) {}
     virtual ~Query() = default;
     // Hands the query to c-ares, which owns `this` from then on.
     virtual void start(ares_channel channel) = 0;

@@ -6,6 +6,7 @@
 #include <boost/asio/io_context.hpp>
 #include <map>
 #include <random>
+#include <stdexcept>
 
 #include "dns/resolver.h"
 #include "dns/srv_lookup.h"
@@ -297,6 +298,21 @@ TEST_F(SrvDiscovery, RefusedAnswersAreReportedAsUnreachable) {
       << result.error().message;
 }
 
+TEST(SrvDiscoveryIpv6Server, DnsServerOverIpv6) {
+  if (!testing::ipv6_loopback_available()) GTEST_SKIP() << "no IPv6 loopback on this machine";
+  Dnsmasq v6(srv_test_zone(), /*answer_locally=*/true, /*ipv6=*/true);
+  SrvClusterRequest r;
+  r.domain = "plain.muster.test";
+  r.member_name = "p1";
+  r.advertise_peer_urls = "http://127.0.0.1:12380";
+  r.resolver.server = v6.server();
+  auto result = resolve_server_cluster(r);
+  ASSERT_TRUE(result) << result.error().message << "\n" << v6.log();
+  EXPECT_EQ(result->initial_cluster,
+            "p1=http://p1.plain.muster.test:12380,0=http://p2.plain.muster.test:22380,"
+            "1=http://p3.plain.muster.test:32380");
+}
+
 TEST(SrvDiscoveryFailures, SilentServerTimesOut) {
   SilentUdpServer silent;
   SrvClusterRequest r;
@@ -405,6 +421,23 @@ TEST_F(SrvDiscovery, ManyConcurrentLookupsOnOneResolver) {
   }
   io.run();
   EXPECT_EQ(done, 20);
+}
+
+}  // namespace
+}  // namespace muster::dns
+
+namespace muster::dns {
+namespace {
+
+// The harness itself: a dnsmasq that cannot start is an error with its
+// output, not a hang.
+TEST(DnsmasqHarness, StartFailureIsReported) {
+  try {
+    testing::Dnsmasq broken({"--no-such-option"});
+    FAIL() << "dnsmasq started with a bad option";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("dnsmasq did not start"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

@@ -52,42 +52,60 @@ class Fd {
   int fd_;
 };
 
-sockaddr_in loopback(std::uint16_t port) {
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  return a;
+// 127.0.0.1 or ::1 with `port`.
+struct Loopback {
+  sockaddr_storage storage{};
+  socklen_t length = 0;
+  const sockaddr* addr() const { return reinterpret_cast<const sockaddr*>(&storage); }
+};
+
+Loopback loopback(bool v6, std::uint16_t port) {
+  Loopback l;
+  if (v6) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&l.storage);
+    a->sin6_family = AF_INET6;
+    a->sin6_port = htons(port);
+    a->sin6_addr = in6addr_loopback;
+    l.length = sizeof *a;
+  } else {
+    auto* a = reinterpret_cast<sockaddr_in*>(&l.storage);
+    a->sin_family = AF_INET;
+    a->sin_port = htons(port);
+    a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    l.length = sizeof *a;
+  }
+  return l;
 }
 
-Fd bound_socket(int type, std::uint16_t port) {
-  Fd fd(::socket(AF_INET, type | SOCK_CLOEXEC, 0));
-  if (fd.get() < 0) throw std::runtime_error(std::string("socket: ") + std::strerror(errno));
-  const sockaddr_in a = loopback(port);
-  if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&a), sizeof a) != 0) return Fd();
+Fd bound_socket(int type, std::uint16_t port, bool v6 = false) {
+  Fd fd(::socket(v6 ? AF_INET6 : AF_INET, type | SOCK_CLOEXEC, 0));
+  if (fd.get() < 0) return Fd();
+  const Loopback a = loopback(v6, port);
+  if (::bind(fd.get(), a.addr(), a.length) != 0) return Fd();
   return fd;
 }
 
 std::uint16_t port_of(int fd) {
-  sockaddr_in a{};
+  sockaddr_storage a{};
   socklen_t len = sizeof a;
   if (::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0)
     throw std::runtime_error(std::string("getsockname: ") + std::strerror(errno));
-  return ntohs(a.sin_port);
+  return a.ss_family == AF_INET6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&a)->sin6_port)
+                                 : ntohs(reinterpret_cast<sockaddr_in*>(&a)->sin_port);
 }
 
 // A port free for both UDP and TCP on 127.0.0.1 right now (dnsmasq serves
 // both).  Another process may still take it before dnsmasq binds; callers
 // retry on that.
-std::uint16_t free_udp_tcp_port() {
+std::uint16_t free_udp_tcp_port(bool v6) {
   for (int attempt = 0; attempt < 50; ++attempt) {
-    Fd udp = bound_socket(SOCK_DGRAM, 0);
+    Fd udp = bound_socket(SOCK_DGRAM, 0, v6);
     if (udp.get() < 0) continue;
     const std::uint16_t port = port_of(udp.get());
-    Fd tcp = bound_socket(SOCK_STREAM, port);
+    Fd tcp = bound_socket(SOCK_STREAM, port, v6);
     if (tcp.get() >= 0) return port;
   }
-  throw std::runtime_error("no free UDP+TCP port on 127.0.0.1");
+  throw std::runtime_error(std::string("no free UDP+TCP port on ") + (v6 ? "::1" : "127.0.0.1"));
 }
 
 // A minimal DNS query for "ready.test" A, to see whether dnsmasq answers.
@@ -112,14 +130,12 @@ std::vector<unsigned char> readiness_query(std::uint16_t id) {
   return q;
 }
 
-bool answers_dns(std::uint16_t port) {
-  Fd fd(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-  const sockaddr_in a = loopback(port);
+bool answers_dns(bool v6, std::uint16_t port) {
+  Fd fd(::socket(v6 ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  const Loopback a = loopback(v6, port);
   const std::uint16_t id = 0x5eed;
   const auto q = readiness_query(id);
-  if (::sendto(fd.get(), q.data(), q.size(), 0, reinterpret_cast<const sockaddr*>(&a), sizeof a) <
-      0)
-    return false;
+  if (::sendto(fd.get(), q.data(), q.size(), 0, a.addr(), a.length) < 0) return false;
   pollfd p{fd.get(), POLLIN, 0};
   if (::poll(&p, 1, 100) != 1) return false;
   std::array<unsigned char, 512> buf{};
@@ -162,27 +178,31 @@ std::vector<char*> c_argv(const std::vector<std::string>& args) {
 
 }  // namespace
 
-Dnsmasq::Dnsmasq(std::vector<std::string> extra_args, bool answer_locally) {
+bool ipv6_loopback_available() { return bound_socket(SOCK_DGRAM, 0, true).get() >= 0; }
+
+Dnsmasq::Dnsmasq(std::vector<std::string> extra_args, bool answer_locally, bool ipv6)
+    : ipv6_(ipv6) {
   char tmpl[] = "/tmp/muster-dnsmasq-XXXXXX";
   if (!::mkdtemp(tmpl)) throw std::runtime_error("mkdtemp failed");
   dir_ = tmpl;
   if (answer_locally) extra_args.insert(extra_args.begin(), "--local=/test/");
   std::string why;
-  for (int attempt = 0; attempt < 5; ++attempt) {
-    if (try_start(extra_args, &why)) return;
+  bool retry = true;  // dnsmasq exited early, e.g. another process took the port
+  for (int attempt = 0; attempt < 5 && retry; ++attempt) {
+    if (try_start(extra_args, &why, &retry)) return;
   }
   std::filesystem::remove_all(dir_);
   throw std::runtime_error("dnsmasq did not start: " + why);
 }
 
-bool Dnsmasq::try_start(const std::vector<std::string>& extra, std::string* why) {
-  port_ = free_udp_tcp_port();
+bool Dnsmasq::try_start(const std::vector<std::string>& extra, std::string* why, bool* retry) {
+  port_ = free_udp_tcp_port(ipv6_);
   std::vector<std::string> args = {dnsmasq_path(),
                                    "--keep-in-foreground",
                                    "--conf-file=/dev/null",
                                    "--no-resolv",
                                    "--no-hosts",
-                                   "--listen-address=127.0.0.1",
+                                   std::string("--listen-address=") + (ipv6_ ? "::1" : "127.0.0.1"),
                                    "--bind-interfaces",
                                    "--port=" + std::to_string(port_),
                                    "--pid-file=" + (dir_ / "dnsmasq.pid").string(),
@@ -207,7 +227,7 @@ bool Dnsmasq::try_start(const std::vector<std::string>& extra, std::string* why)
     ::_exit(127);
   }
   pid_ = pid;
-  const auto deadline = Clock::now() + std::chrono::seconds(10);
+  const auto deadline = Clock::now() + std::chrono::seconds(5);
   while (Clock::now() < deadline) {
     int status = 0;
     if (::waitpid(pid_, &status, WNOHANG) == pid_) {  // exited: port taken, bad option ...
@@ -215,10 +235,12 @@ bool Dnsmasq::try_start(const std::vector<std::string>& extra, std::string* why)
       *why = "exit status " + std::to_string(status) + ": " + read_file(log_path);
       return false;
     }
-    if (answers_dns(port_)) return true;  // answers_dns waits up to 100 ms
+    if (answers_dns(ipv6_, port_)) return true;  // answers_dns waits up to 100 ms
   }
-  *why = "no DNS answer within 10 s: " + read_file(log_path);
+  // Running but silent: retrying on another port would not help.
+  *why = "no DNS answer within 5 s: " + read_file(log_path);
   stop();
+  *retry = false;
   return false;
 }
 

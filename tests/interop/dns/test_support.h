@@ -12,8 +12,8 @@
 
 namespace muster::dns::testing {
 
-// A dnsmasq child process serving only the records given, on 127.0.0.1 and a
-// free port.  The constructor returns once dnsmasq answers queries (polled
+// A dnsmasq child process serving only the records given, on 127.0.0.1 (or
+// ::1) and a free port.  The constructor returns once dnsmasq answers queries (polled
 // with a deadline); the destructor stops it and removes its scratch dir.
 // `extra_args` are dnsmasq options such as "--srv-host=..." and
 // "--host-record=...".  Unless `answer_locally` is false, the whole ".test"
@@ -21,23 +21,30 @@ namespace muster::dns::testing {
 // NODATA); without it dnsmasq, having no upstream, answers REFUSED.
 class Dnsmasq {
  public:
-  explicit Dnsmasq(std::vector<std::string> extra_args, bool answer_locally = true);
+  explicit Dnsmasq(std::vector<std::string> extra_args, bool answer_locally = true,
+                   bool ipv6 = false);
   ~Dnsmasq();
   Dnsmasq(const Dnsmasq&) = delete;
   Dnsmasq& operator=(const Dnsmasq&) = delete;
 
   std::uint16_t port() const { return port_; }
-  std::string server() const { return "127.0.0.1:" + std::to_string(port_); }
+  std::string server() const { return (ipv6_ ? "[::1]:" : "127.0.0.1:") + std::to_string(port_); }
   std::string log() const;  // dnsmasq's output, for failure messages
 
  private:
-  bool try_start(const std::vector<std::string>& args, std::string* why);
+  // False with *why set on failure; *retry = false when another port would
+  // not help.
+  bool try_start(const std::vector<std::string>& args, std::string* why, bool* retry);
   void stop();
 
+  bool ipv6_ = false;
   std::filesystem::path dir_;
   pid_t pid_ = -1;
   std::uint16_t port_ = 0;
 };
+
+// Whether this machine can bind ::1 (some CI containers have no IPv6).
+bool ipv6_loopback_available();
 
 // A bound UDP socket on 127.0.0.1 that never reads or replies: a DNS server
 // that never answers.
