@@ -2,35 +2,15 @@
 // from DNS right now, or the error it would stop with.  Operators run it to
 // check records before starting members.
 #include <charconv>
-#include <cmath>
 #include <ostream>
 
+#include "ctl/client.h"
 #include "ctl/command.h"
 #include "ctl/flags.h"
 #include "dns/srv_lookup.h"
 
 namespace muster::ctl {
 namespace {
-
-// Go-style durations as etcd flags take them: "500ms", "2s", "1.5s".
-std::optional<std::chrono::milliseconds> parse_duration(std::string_view text) {
-  double scale = 0;
-  if (text.size() > 2 && text.substr(text.size() - 2) == "ms") {
-    scale = 1;
-    text.remove_suffix(2);
-  } else if (text.size() > 1 && text.back() == 's') {
-    scale = 1000;
-    text.remove_suffix(1);
-  } else {
-    return std::nullopt;
-  }
-  double value = 0;
-  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (ec != std::errc() || end != text.data() + text.size() || !(value > 0)) return std::nullopt;
-  const double ms = std::ceil(value * scale);
-  if (ms > 3600e3) return std::nullopt;
-  return std::chrono::milliseconds(static_cast<long long>(ms));
-}
 
 int bad_args(std::ostream& err, const std::string& message) {
   err << "Error: " << message << "\nRun 'musterctl srv --help' for usage.\n";
