@@ -469,6 +469,5 @@ int main(int argc, char** argv) {
   stopping = true;
   if (ready_waiter.joinable()) ready_waiter.join();
   log::info("etcdserver", "stopped", {{"signal", sig}});
-  node.reset();
   return 0;
 }

@@ -193,6 +193,7 @@ void RaftNode::sync_peers() {
     if (m.id() == options_.member_id) continue;
     transport_.add_peer(m.id(), {m.peerurls().begin(), m.peerurls().end()});
   }
+  for (uint64_t id : storage_->kv().removed_members()) transport_.mark_removed(id);
 }
 
 void RaftNode::start() {
@@ -341,6 +342,15 @@ void RaftNode::run() {
   auto tick_every = std::chrono::milliseconds(options_.heartbeat_ms);
   auto next_tick = Clock::now() + tick_every;
   auto next_housekeeping = Clock::now();
+  // A peer that refuses us as removed (we missed the commit of our own
+  // removal: the leader stopped sending before we learned it) stops us, as
+  // etcd's 410 Gone does.
+  transport_.set_removed_handler([this] {
+    if (removed_.exchange(true)) return;
+    log::warn("etcdserver", "the member has been permanently removed from the cluster",
+              {{"local-member-id", hex(options_.member_id)}, {"learned-from", "a peer"}});
+    if (options_.on_removed) options_.on_removed();
+  });
   transport_.set_unreachable_handler([this](uint64_t peer) {
     {
       std::lock_guard lock(mu_);

@@ -35,6 +35,7 @@
 #include <stdexcept>
 #include <type_traits>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "net/log.h"
 #include "net/url.h"
@@ -349,9 +350,11 @@ struct Transport::Core : std::enable_shared_from_this<Core> {
   std::function<std::unique_ptr<SnapshotSink>(const raftpb::Message&)> on_snapshot;
   std::function<void(uint64_t)> on_unreachable;
   std::function<Transport::HttpAnswer(const std::string&)> on_http;
+  std::function<void()> on_removed;
 
   mutable std::mutex mu;  // guards everything below
   std::unordered_map<uint64_t, std::shared_ptr<Peer>> peers;
+  std::unordered_set<uint64_t> removed_ids;  // members removed from the cluster
   std::vector<std::shared_ptr<tcp::acceptor>> acceptors;
   std::vector<std::weak_ptr<FrameConn>> conns;  // every connection, for stop()/remove_peer()
 
@@ -364,6 +367,16 @@ struct Transport::Core : std::enable_shared_from_this<Core> {
   bool known(uint64_t id) const {
     std::lock_guard l(mu);
     return peers.count(id) != 0;
+  }
+  bool is_removed(uint64_t id) const {
+    std::lock_guard l(mu);
+    return removed_ids.count(id) != 0;
+  }
+  void report_removed() {
+    if (stopped) return;
+    std::shared_lock l(handler_mu);
+    if (stopped || !on_removed) return;
+    on_removed();
   }
 
   void deliver(raftpb::Message m) {
@@ -428,6 +441,8 @@ struct Transport::Core : std::enable_shared_from_this<Core> {
     if (hs.to() != opts.local_id)
       return "member ID mismatch: this member is " + hex_id(opts.local_id) +
              ", the dialer expected " + hex_id(hs.to());
+    if (is_removed(hs.from()))
+      return "member " + hex_id(hs.from()) + " has been permanently removed from the cluster";
     if (!known(hs.from()))
       return "unknown member " + hex_id(hs.from()) + ": not a peer of member " +
              hex_id(opts.local_id);
@@ -498,7 +513,10 @@ struct Transport::Core : std::enable_shared_from_this<Core> {
     }
     deadline.unwatch();
     if (!failure.empty()) throw std::runtime_error(url + ": " + failure);
-    if (!reply.accepted()) throw std::runtime_error(url + ": rejected by peer: " + reply.reason());
+    if (!reply.accepted()) {
+      if (reply.removed()) report_removed();
+      throw std::runtime_error(url + ": rejected by peer: " + reply.reason());
+    }
     conn->peer_id = to;
   }
 
@@ -792,6 +810,7 @@ awaitable<void> Transport::Core::serve_inbound(std::shared_ptr<FrameConn> conn, 
       reply.set_reason(reason);
       reply.set_cluster_id(opts.cluster_id);
       reply.set_member_id(opts.local_id);
+      reply.set_removed(!reason.empty() && is_removed(hs.from()));
       std::string out;
       append_frame(&out, FrameType::kHandshakeReply, reply, opts.max_frame_bytes);
       try {
@@ -1125,6 +1144,16 @@ void Transport::set_unreachable_handler(std::function<void(uint64_t)> handler) {
   core_->on_unreachable = std::move(handler);
 }
 
+void Transport::set_removed_handler(std::function<void()> handler) {
+  std::unique_lock l(core_->handler_mu);
+  core_->on_removed = std::move(handler);
+}
+
+void Transport::mark_removed(uint64_t id) {
+  std::lock_guard l(core_->mu);
+  core_->removed_ids.insert(id);
+}
+
 void Transport::set_http_handler(std::function<HttpAnswer(const std::string&)> handler) {
   std::unique_lock l(core_->handler_mu);
   core_->on_http = std::move(handler);
@@ -1141,6 +1170,7 @@ void Transport::add_peer(uint64_t id, std::vector<std::string> peer_urls) {
   bool is_new = false;
   {
     std::lock_guard l(core_->mu);
+    core_->removed_ids.erase(id);
     auto& slot = core_->peers[id];
     if (!slot) {
       slot = std::make_shared<Peer>(core_, id, peer_urls);
@@ -1161,6 +1191,7 @@ void Transport::remove_peer(uint64_t id) {
   std::vector<std::shared_ptr<FrameConn>> inbound;
   {
     std::lock_guard l(core_->mu);
+    core_->removed_ids.insert(id);
     auto it = core_->peers.find(id);
     if (it == core_->peers.end()) return;
     peer = std::move(it->second);

@@ -156,7 +156,14 @@ class Transport {
   // https://host:port.  The local member's own ID (and 0) is ignored.
   void add_peer(uint64_t id, std::vector<std::string> peer_urls);
   // Forgets a peer: closes its connections both ways and drops its queue.
+  // A removed member that dials us later is told it was removed.
   void remove_peer(uint64_t id);
+  // Records a member removed before this transport started (from the
+  // member's state), so that it is told too if it dials.
+  void mark_removed(uint64_t id);
+  // Called (any thread) when a peer refuses us because this member has been
+  // removed from the cluster.
+  void set_removed_handler(std::function<void()> handler);
 
   // Queues messages for their `to` peers.  Never blocks.  MsgSnap must go
   // through send_snapshot(); given here it is dropped and reported
