@@ -106,7 +106,7 @@ json node_json(const pb::V2Node& n, std::chrono::system_clock::time_point now) {
   return j;
 }
 
-std::string event_json(const pb::V2Event& ev, bool no_value, bool refresh) {
+std::string event_json(const pb::V2Event& ev, bool no_value) {
   const auto now = std::chrono::system_clock::now();
   json j = json::object();
   j["action"] = ev.action();
@@ -116,7 +116,6 @@ std::string event_json(const pb::V2Event& ev, bool no_value, bool refresh) {
                                  ev.action() == "create" || ev.action() == "update");
   if (!drop && ev.has_node()) j["node"] = node_json(ev.node(), now);
   if (!drop && ev.has_prevnode()) j["prevNode"] = node_json(ev.prevnode(), now);
-  if (refresh) j["refresh"] = true;
   return j.dump() + "\n";
 }
 
@@ -378,8 +377,8 @@ class V2Api::Impl : public std::enable_shared_from_this<V2Api::Impl> {
 void V2Api::Impl::respond_event(const Ex& ex, const pb::V2Event& ev, const KeysRequest& k,
                                 bool head) {
   if (ev.has_error() && ev.error().errorcode() != 0) return respond(ex, v2_error(ev.error()));
-  net::Response r = net::Response::json(ev.created() ? 201 : 200,
-                                        head ? "" : event_json(ev, k.no_value, k.req.refresh()));
+  net::Response r =
+      net::Response::json(ev.created() ? 201 : 200, head ? "" : event_json(ev, k.no_value));
   set_raft_headers(r, ev.etcd_index());
   respond(ex, std::move(r));
 }
@@ -585,7 +584,7 @@ class V2Api::Impl::Waiter : public std::enable_shared_from_this<Waiter> {
       ex_->end_stream();
       return true;
     }
-    ex_->write(event_json(ev, false, false));
+    ex_->write(event_json(ev, false));
     next_ = std::max<uint64_t>(next_, ev.node().modifiedindex() + 1);
     if (!k_->stream) {
       closed_ = true;

@@ -297,18 +297,28 @@ pb::V2Event V2Apply::put() {
   return set(path);
 }
 
+// etcd's refresh: a write that keeps the value and sets a new TTL without
+// notifying watchers.  Here it changes only the lease (no new revision, so
+// no wait sees it; etcd gives it a new index), and answers as the write it
+// stands for would: set, update (prevExist=true) or compareAndSwap.
 pb::V2Event V2Apply::refresh(const std::string& path) {
   if (!req_.value().empty()) return fail(kV2RefreshValue, "");
   if (!req_.has_ttl()) return fail(kV2RefreshTTLRequired, "");
   pb::KeyValue kv;
   if (!lookup(path, &kv)) return missing(path);
-  if (req_.prev_index() != 0 || !req_.prev_value().empty()) {
+  if (req_.has_prev_exist() && !req_.prev_exist()) return fail(kV2NodeExist, path);
+  const bool compare = req_.prev_index() != 0 || !req_.prev_value().empty();
+  if (compare) {
     if (is_dir(kv)) return fail(kV2NotFile, path);
     bool ok = false;
     std::string cause = compare_cause(kv, &ok);
     if (!ok) return fail(kV2TestFailed, cause);
   }
-  // A refresh changes only the TTL: no new revision, no watch event.
+  pb::V2Event ev;
+  ev.set_action(compare ? "compareAndSwap"
+                        : (req_.has_prev_exist() && req_.prev_exist() ? "update" : "set"));
+  // The previous node shows the TTL as it was.
+  *ev.mutable_prevnode() = node_of(s_, kv);
   if (kv.lease() != 0 && req_.ttl() > 0) {
     auto l = s_.leases_.find(kv.lease());
     if (l != s_.leases_.end()) {
@@ -323,9 +333,6 @@ pb::V2Event V2Apply::refresh(const std::string& path) {
       l->second.expiry_ms = s_.options_.clock_ms() + req_.ttl() * 1000;
     }
   }
-  pb::V2Event ev;
-  ev.set_action(req_.has_prev_exist() && req_.prev_exist() ? "update" : "set");
-  *ev.mutable_prevnode() = node_of(s_, kv);
   finish(&ev, path);
   return ev;
 }

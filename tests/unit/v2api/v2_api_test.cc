@@ -320,9 +320,17 @@ TEST_F(V2ApiTest, RefreshChangesOnlyTheTtl) {
   Reply s = put("/v2/keys/r", "value=x&ttl=100");
   Reply r = put("/v2/keys/r?refresh=true&prevExist=true", "ttl=200");
   ASSERT_EQ(r.status, 200) << r.raw;
-  EXPECT_EQ(r.body["refresh"], true);
+  EXPECT_EQ(r.body["action"], "update");
+  EXPECT_FALSE(r.body.contains("refresh"));  // etcd 3.4 does not say so either
   EXPECT_EQ(r.body["node"]["value"], "x");
   EXPECT_EQ(r.body["node"]["ttl"], 200);
+  EXPECT_EQ(r.body["prevNode"]["ttl"], 100);
+  Reply cas = put("/v2/keys/r?refresh=true&prevValue=x", "ttl=300");
+  EXPECT_EQ(cas.body["action"], "compareAndSwap");
+  EXPECT_EQ(cas.body["node"]["ttl"], 300);
+  expect_error(put("/v2/keys/r?refresh=true&prevValue=y", "ttl=300"), 412, 101, "Compare failed",
+               "[y != x]");
+  expect_error(put("/v2/keys/none?refresh=true", "ttl=300"), 404, 100, "Key not found", "/none");
   expect_error(put("/v2/keys/r?refresh=true", "ttl=5&value=y"), 400, 211,
                "Value provided on refresh", "A value was provided on a refresh");
   expect_error(put("/v2/keys/r?refresh=true", ""), 400, 212, "A TTL must be provided on refresh",
