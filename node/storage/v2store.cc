@@ -133,6 +133,13 @@ std::pair<int, std::string> explain_missing(const std::string& path, Lookup look
   return {kV2KeyNotFound, path};
 }
 
+// The ancestors of a cleaned path below the root, outermost first.
+std::vector<std::string> ancestors_of(const std::string& p) {
+  std::vector<std::string> out;
+  for (std::string a = parent_of(p); a != "/"; a = parent_of(a)) out.insert(out.begin(), a);
+  return out;
+}
+
 bool hidden_below(const std::string& watch_path, const std::string& key_path) {
   std::string after = key_path.substr(watch_path == "/" ? 0 : watch_path.size());
   return after.find("/_") != std::string::npos;
@@ -573,6 +580,21 @@ bool V2Store::wait(const KvStore& store, const std::string& raw_path, bool recur
         const pb::Event& e = evs[k];
         if (e.type() != pb::Event::DELETE || !matches(e.kv().key())) continue;
         if (!del || e.kv().key().size() < del->kv().key().size()) del = &e;
+      }
+      // A deleted directory above the watched path: etcd reports the
+      // directory's own delete event to watchers of keys inside it.  Its
+      // event is outside the range read above; look for it at `main`.
+      std::vector<pb::Event> top;
+      if (del && path != "/") {
+        for (const std::string& a : ancestors_of(path)) {
+          int64_t unused = 0;
+          if (store.events(mvcc_key(a), "", main, 1, true, &top, &unused) && !top.empty() &&
+              top[0].kv().mod_revision() == main && top[0].type() == pb::Event::DELETE) {
+            del = &top[0];
+            break;
+          }
+          top.clear();
+        }
       }
       if (put || del) {
         out->Clear();

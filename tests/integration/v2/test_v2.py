@@ -224,6 +224,12 @@ class V2ApiTest(unittest.TestCase):
             ("GET", lambda r: "/v2/keys/cmp/c?wait=true&waitIndex=%s" % r[38][1]["x-etcd-index"],
              None),
             ("GET", "/v2/keys/cmp?recursive=true&sorted=true", None),
+            # A wait on a key inside a deleted directory gets the directory's
+            # delete (step 44's X-Etcd-Index is the delete's index).
+            ("PUT", "/v2/keys/cmp/dir2/x", "value=x"),
+            ("DELETE", "/v2/keys/cmp/dir2?recursive=true", None),
+            ("GET", lambda r: "/v2/keys/cmp/dir2/x?wait=true&waitIndex=%s"
+             % r[44][1]["x-etcd-index"], None),
             ("PATCH", "/v2/keys/cmp/a", None),
         ]
 
@@ -237,6 +243,7 @@ class V2ApiTest(unittest.TestCase):
         want = run(etcd.client_url)
         got = run(muster.client_url)
         self.assertEqual(steps[38][1], "/v2/keys/cmp/c?noValueOnSuccess=true")
+        self.assertEqual(steps[44][1], "/v2/keys/cmp/dir2?recursive=true")
         for (method, path, form), (ws, wh, wb), (gs, gh, gb) in zip(steps, want, got):
             waits = callable(path) or "wait=true" in path
             what = "%s %s %s" % (method, "<wait>" if callable(path) else path, form or "")

@@ -238,6 +238,42 @@ TEST_F(V2Test, WaitFromIndexSeesActionsAndSkipsHiddenKeys) {
   EXPECT_EQ(ev.error().errorcode(), 401);
 }
 
+TEST_F(V2Test, WaitInsideADeletedDirectorySeesTheDirectorysDelete) {
+  auto a = put("/top/mid/leaf", "x");
+  put("/other", "y");
+  pb::V2Request del;
+  del.set_method("DELETE");
+  del.set_path("/top");
+  del.set_recursive(true);
+  auto d = run(del);
+  ASSERT_EQ(d.action(), "delete");
+  pb::V2Event ev;
+  uint64_t next = 0;
+  // Non-recursive and recursive waits on a key inside: the event is /top's.
+  for (bool recursive : {false, true}) {
+    for (const char* p : {"/top/mid/leaf", "/top/mid"}) {
+      ASSERT_TRUE(
+          V2Store::wait(member_->kv(), p, recursive, a.node().modifiedindex() + 1, &ev, &next))
+          << p;
+      EXPECT_EQ(ev.action(), "delete");
+      EXPECT_EQ(ev.node().key(), "/top") << p;
+      EXPECT_TRUE(ev.node().dir());
+      EXPECT_EQ(ev.node().modifiedindex(), d.node().modifiedindex());
+      EXPECT_EQ(ev.prevnode().key(), "/top");
+    }
+  }
+  // Deleting a file does not report an unrelated ancestor.
+  put("/p/q", "1");
+  auto q = put("/p/q", "2");
+  pb::V2Request dq;
+  dq.set_method("DELETE");
+  dq.set_path("/p/q");
+  run(dq);
+  ASSERT_TRUE(
+      V2Store::wait(member_->kv(), "/p/q", false, q.node().modifiedindex() + 1, &ev, &next));
+  EXPECT_EQ(ev.node().key(), "/p/q");
+}
+
 TEST_F(V2Test, MissingNodesNameTheFirstMissingComponentOrTheFileInTheWay) {
   put("/a/file", "x");
   // Reads: the first missing component is the cause, as etcd's walk says.
