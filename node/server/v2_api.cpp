@@ -300,6 +300,9 @@ class V2Api::Impl : public std::enable_shared_from_this<V2Api::Impl> {
  public:
   Impl(MemberApi& member, Options options)
       : member_(member), options_(options), started_(std::chrono::system_clock::now()) {
+    for (const char* op :
+         {"get", "set", "create", "update", "delete", "compareAndSwap", "compareAndDelete"})
+      counts_[op];  // every operation reported, from 0
     refresh_identity();
   }
   ~Impl();
@@ -320,7 +323,6 @@ class V2Api::Impl : public std::enable_shared_from_this<V2Api::Impl> {
   void refresh_identity() {
     const MemberStatus st = member_.status();
     cluster_id_.store(st.cluster_id);
-    member_id_.store(st.member_id);
     raft_term_.store(st.raft_term);
   }
   void set_raft_headers(net::Response& r, uint64_t etcd_index) {
@@ -352,7 +354,7 @@ class V2Api::Impl : public std::enable_shared_from_this<V2Api::Impl> {
   MemberApi& member_;
   Options options_;
   const std::chrono::system_clock::time_point started_;
-  std::atomic<uint64_t> cluster_id_{0}, member_id_{0}, raft_term_{0};
+  std::atomic<uint64_t> cluster_id_{0}, raft_term_{0};
   std::atomic<int64_t> identity_at_{0};
 
   // Per-operation counts of this member's v2 requests (/v2/stats/store).
@@ -365,13 +367,6 @@ class V2Api::Impl : public std::enable_shared_from_this<V2Api::Impl> {
   mutable std::mutex waiters_mu_;
   std::map<const Waiter*, std::shared_ptr<Waiter>> waiters_;
   std::vector<uint64_t> dead_subscriptions_;
-
- public:
-  void init_counts() {
-    for (const char* a :
-         {"get", "set", "create", "update", "delete", "compareAndSwap", "compareAndDelete"})
-      counts_[a];
-  }
 };
 
 void V2Api::Impl::respond_event(const Ex& ex, const pb::V2Event& ev, const KeysRequest& k,
@@ -404,19 +399,19 @@ bool V2Api::Impl::handle(const Ex& ex) {
   }
   if (path == "/v2/machines") {
     if (method != "GET" && method != "HEAD")
-      return respond(ex, method_not_allowed("GET,HEAD")), true;
-    machines(ex);
-    return true;
-  }
-  if (path == "/v2/stats/self" || path == "/v2/stats/store") {
-    if (method != "GET") return respond(ex, method_not_allowed("GET")), true;
-    if (path == "/v2/stats/self")
+      respond(ex, method_not_allowed("GET,HEAD"));
+    else
+      machines(ex);
+  } else if (path == "/v2/stats/self" || path == "/v2/stats/store") {
+    if (method != "GET")
+      respond(ex, method_not_allowed("GET"));
+    else if (path == "/v2/stats/self")
       stats_self(ex);
     else
       stats_store(ex);
-    return true;
+  } else {
+    respond(ex, not_found());
   }
-  respond(ex, not_found());
   return true;
 }
 
@@ -762,9 +757,7 @@ void V2Api::Impl::stats_store(const Ex& ex) {
 
 // ---------------------------------------------------------------- V2Api
 
-V2Api::V2Api(MemberApi& member, Options options) : impl_(std::make_shared<Impl>(member, options)) {
-  impl_->init_counts();
-}
+V2Api::V2Api(MemberApi& member, Options options) : impl_(std::make_shared<Impl>(member, options)) {}
 
 V2Api::~V2Api() = default;
 
