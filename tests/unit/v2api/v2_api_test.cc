@@ -61,6 +61,24 @@ Reply call(net::HttpClient& c, const std::string& method, const std::string& url
   return out;
 }
 
+// LocalMember whose proposals and read barriers can be made to fail as a
+// member without a leader fails them.
+class FlakyMember : public LocalMember {
+ public:
+  using LocalMember::LocalMember;
+  void propose(pb::InternalRequest req, ApplyDone done) override {
+    if (fail)
+      return done(storage::Status(storage::Code::kUnavailable, "etcdserver: no leader"), {});
+    LocalMember::propose(std::move(req), std::move(done));
+  }
+  void read_barrier(std::function<void(storage::Status)> done) override {
+    if (fail)
+      return done(storage::Status(storage::Code::kUnavailable, "etcdserver: request timed out"));
+    LocalMember::read_barrier(std::move(done));
+  }
+  std::atomic<bool> fail{false};
+};
+
 // A V2Api behind a net::Server on 127.0.0.1, with its io thread, and the
 // leader's lease expiry loop.
 class V2ApiTest : public ::testing::Test {
@@ -132,7 +150,7 @@ class V2ApiTest : public ::testing::Test {
   }
 
   ScratchDir dir_{"muster-v2api"};
-  LocalMember member_;
+  FlakyMember member_;
   V2Api api_;
   boost::asio::io_context io_;
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> guard_{
@@ -529,6 +547,45 @@ TEST_F(V2ApiTest, NoValueOnSuccessAndQuorumGet) {
   Reply q = get("/v2/keys/n?quorum=true");
   ASSERT_EQ(q.status, 200) << q.raw;
   EXPECT_EQ(q.body["node"]["value"], "1");
+}
+
+TEST_F(V2ApiTest, MemberFailuresAreRaftInternalErrors) {
+  put("/v2/keys/k", "value=1");
+  member_.fail = true;
+  expect_error(put("/v2/keys/k", "value=2"), 500, 300, "Raft Internal Error",
+               "etcdserver: no leader");
+  expect_error(get("/v2/keys/k?quorum=true"), 500, 300, "Raft Internal Error",
+               "etcdserver: request timed out");
+  // A serializable read is local and still answers.
+  EXPECT_EQ(get("/v2/keys/k").body["node"]["value"], "1");
+  member_.fail = false;
+  EXPECT_EQ(put("/v2/keys/k", "value=2").status, 200);
+}
+
+TEST_F(V2ApiTest, ManyWaitersEachGetTheirOwnChange) {
+  constexpr int kWaiters = 24;
+  std::vector<std::future<Reply>> waits;
+  for (int i = 0; i < kWaiters; ++i)
+    waits.push_back(wait_async("/v2/keys/many/k" + std::to_string(i) + "?wait=true"));
+  // Each waits on its own key; writes come from three clients at once.
+  ASSERT_TRUE(eventually([&] { return api_.open_waiters() == kWaiters; }, 10s));
+  std::vector<std::thread> writers;
+  for (int t = 0; t < 3; ++t)
+    writers.emplace_back([this, t] {
+      net::HttpClient c;
+      for (int i = t; i < kWaiters; i += 3)
+        call(c, "PUT", url("/v2/keys/many/k" + std::to_string(i)), "value=v" + std::to_string(i));
+    });
+  for (auto& w : writers) w.join();
+  for (int i = 0; i < kWaiters; ++i) {
+    ASSERT_EQ(waits[i].wait_for(10s), std::future_status::ready) << i;
+    Reply r = waits[i].get();
+    EXPECT_EQ(r.body["node"]["key"], "/many/k" + std::to_string(i));
+    EXPECT_EQ(r.body["node"]["value"], "v" + std::to_string(i));
+  }
+  EXPECT_TRUE(eventually([&] { return api_.open_waiters() == 0; }));
+  get("/v2/keys/many");
+  EXPECT_EQ(member_.subscriber_count(), 0u);
 }
 
 TEST_F(V2ApiTest, MembersMachinesAndStats) {
