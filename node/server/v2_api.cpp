@@ -335,10 +335,11 @@ class V2Api::Impl : public std::enable_shared_from_this<V2Api::Impl> {
     ex->respond(std::move(r));
   }
   // A store answer: the event (201 when it created a node) or its error.
-  void respond_event(const Ex& ex, const pb::V2Event& ev, const KeysRequest& k, bool head);
+  // (HEAD gets the same answer; the server sends only its head.)
+  void respond_event(const Ex& ex, const pb::V2Event& ev, const KeysRequest& k);
 
   void keys(const Ex& ex, const std::string& key);
-  void keys_get(const Ex& ex, std::shared_ptr<KeysRequest> k, bool head);
+  void keys_get(const Ex& ex, std::shared_ptr<KeysRequest> k);
   void keys_wait(const Ex& ex, std::shared_ptr<KeysRequest> k);
   void members(const Ex& ex, const std::string& rest);
   void machines(const Ex& ex);
@@ -369,11 +370,9 @@ class V2Api::Impl : public std::enable_shared_from_this<V2Api::Impl> {
   std::vector<uint64_t> dead_subscriptions_;
 };
 
-void V2Api::Impl::respond_event(const Ex& ex, const pb::V2Event& ev, const KeysRequest& k,
-                                bool head) {
+void V2Api::Impl::respond_event(const Ex& ex, const pb::V2Event& ev, const KeysRequest& k) {
   if (ev.has_error() && ev.error().errorcode() != 0) return respond(ex, v2_error(ev.error()));
-  net::Response r =
-      net::Response::json(ev.created() ? 201 : 200, head ? "" : event_json(ev, k.no_value));
+  net::Response r = net::Response::json(ev.created() ? 201 : 200, event_json(ev, k.no_value));
   set_raft_headers(r, ev.etcd_index());
   respond(ex, std::move(r));
 }
@@ -426,7 +425,7 @@ void V2Api::Impl::keys(const Ex& ex, const std::string& key) {
   if (k->error != 0) return respond(ex, v2_error(k->error, k->cause, 0));
   if (m == "GET" || m == "HEAD") {
     if (k->wait) return keys_wait(ex, k);
-    return keys_get(ex, k, m == "HEAD");
+    return keys_get(ex, k);
   }
   pb::InternalRequest ir;
   *ir.mutable_v2() = k->req;
@@ -442,20 +441,20 @@ void V2Api::Impl::keys(const Ex& ex, const std::string& key) {
     const bool failed = ev.has_error() && ev.error().errorcode() != 0;
     Counter& c = self->count(operation_of(k->req));
     (failed ? c.fail : c.ok).fetch_add(1);
-    self->respond_event(ex, ev, *k, false);
+    self->respond_event(ex, ev, *k);
   });
 }
 
-void V2Api::Impl::keys_get(const Ex& ex, std::shared_ptr<KeysRequest> k, bool head) {
+void V2Api::Impl::keys_get(const Ex& ex, std::shared_ptr<KeysRequest> k) {
   std::weak_ptr<Impl> weak = weak_from_this();
-  auto serve = [weak, ex, k, head] {
+  auto serve = [weak, ex, k] {
     auto self = weak.lock();
     if (!self) return;
     pb::V2Event ev = V2Store::get(self->member_.kv(), k->req.path(), k->req.recursive());
     const bool failed = ev.has_error() && ev.error().errorcode() != 0;
     Counter& c = self->count("get");
     (failed ? c.fail : c.ok).fetch_add(1);
-    self->respond_event(ex, ev, *k, head);
+    self->respond_event(ex, ev, *k);
   };
   if (!k->quorum) return serve();
   // quorum=true: linearizable, as etcd's QGET through Raft.

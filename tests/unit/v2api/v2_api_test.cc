@@ -214,6 +214,9 @@ TEST_F(V2ApiTest, QueryParametersAndFormBodiesBothWork) {
   Reply h = call(client_, "HEAD", url("/v2/keys/q"), "");
   EXPECT_EQ(h.status, 200);
   EXPECT_TRUE(h.raw.empty());
+  EXPECT_EQ(h.headers.get("Content-Length").value_or(""),
+            std::to_string(get("/v2/keys/q").raw.size()));
+  EXPECT_EQ(call(client_, "HEAD", url("/v2/keys/none"), "").status, 404);
 }
 
 TEST_F(V2ApiTest, CreateOnExistingKeyIs105) {
