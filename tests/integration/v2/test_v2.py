@@ -7,7 +7,8 @@
   muster gives the same statuses and JSON, apart from indexes;
 - without --enable-v2, /v2/ answers 404, as etcd 3.4;
 - a 3-member real etcd 3.4 cluster bootstraps with
-  --discovery http://<muster client URL>/v2/keys/discovery/<token>.
+  --discovery http://<muster client URL>/v2/keys/discovery/<token>, and a
+  late fourth etcd finds the token full and becomes a proxy.
 """
 
 import json
@@ -312,6 +313,11 @@ class V2ApiTest(unittest.TestCase):
             names = wait_for(lambda: e.member_names(), 15, "member list on " + e.name,
                              interval=0.2)
             self.assertEqual(names, want)
+
+        # A late joiner finds the token full and becomes a proxy (etcd's
+        # default --discovery-fallback=proxy) without registering.
+        late = Etcd(self.group, "late", ["--discovery", url])
+        wait_for(late.is_proxy, 30, "the late joiner to fall back to proxy", interval=0.1)
 
         # The token directory on every muster member: the three
         # registrations, _config hidden.
