@@ -76,6 +76,11 @@ class FlakyMember : public LocalMember {
       return done(storage::Status(storage::Code::kUnavailable, "etcdserver: request timed out"));
     LocalMember::read_barrier(std::move(done));
   }
+  // No Raft configuration here: the change goes straight to the store, as
+  // the driver applies it once the configuration entry commits.
+  void change_member(pb::InternalRequest req, ApplyDone done) override {
+    propose(std::move(req), std::move(done));
+  }
   std::atomic<bool> fail{false};
 };
 
