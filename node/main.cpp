@@ -29,6 +29,7 @@
 #include "node/server/peer_members.h"
 #include "node/server/raft_node.h"
 #include "node/server/transport.h"
+#include "node/server/v2_api.h"
 #include "node/server/v3_api.h"
 
 extern char** environ;
@@ -392,6 +393,10 @@ int main(int argc, char** argv) {
   if (cfg.quota_backend_bytes > 0) aopts.quota_backend_bytes = cfg.quota_backend_bytes;
   aopts.request_timeout = std::chrono::milliseconds(nopts.request_timeout_ms);
   server::V3Api api(*node, aopts, registry);
+  // --enable-v2: the v2 API on the client listeners; without it /v2/ is 404.
+  std::unique_ptr<server::V2Api> v2;
+  if (cfg.enable_v2)
+    v2 = std::make_unique<server::V2Api>(*node, server::V2Api::Options{cfg.max_request_bytes});
   std::vector<std::unique_ptr<net::Server>> servers;
   std::vector<std::pair<std::string, uint16_t>> addresses;  // servers[i] listens on addresses[i]
   auto serve = [&](const std::vector<std::string>& urls, const config::TlsConfig& tls,
@@ -407,8 +412,8 @@ int main(int argc, char** argv) {
         if (!t) die(std::string(what) + " " + u + " is https but no certificate is configured");
         so.tls = *t;
       }
-      auto s = std::make_unique<net::Server>(io, so, [&api](std::shared_ptr<net::Exchange> ex) {
-        if (!api.handle(ex))
+      auto s = std::make_unique<net::Server>(io, so, [&](std::shared_ptr<net::Exchange> ex) {
+        if (!api.handle(ex) && !(v2 && v2->handle(ex)))
           ex->respond(net::Response::json(
               404, "{\"error\":\"Not Found\",\"message\":\"Not Found\",\"code\":5}\n"));
       });
