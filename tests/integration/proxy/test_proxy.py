@@ -250,8 +250,10 @@ class MusterMembersTest(Scenarios, unittest.TestCase):
 
     def start_cluster(self):
         c = super().start_cluster()
-        if not peer_serves_members(c.members[0].peer_url):
-            self.skipTest("muster members do not serve GET <peer-url>/members yet")
+        self.assertTrue(peer_serves_members(c.members[0].peer_url),
+                        "a muster member does not answer GET <peer-url>/members")
+        # The v2 API of muster members is being built in another branch: the
+        # v2 parts run as soon as the members answer it.
         st, _, _ = call(c.members[0].client_port, "/v2/keys/", method="GET")
         self.member_serves_v2 = st == 200
         for m in c.members:
