@@ -1,13 +1,13 @@
 #include "node/proxy/forwarder.h"
 
 #include <array>
-#include <cstdint>
-#include <limits>
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
+#include <cstdint>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <optional>
 
@@ -180,7 +180,7 @@ class Attempt : public std::enable_shared_from_this<Attempt> {
     if (cancelled_) return;
     if (ec) return failed("cannot resolve", ec, false);
     plain_ = std::make_unique<beast::tcp_stream>(strand_);
-    plain_->expires_after(options_->dial_timeout);
+    arm(options_->dial_timeout);
     plain_->async_connect(results,
                           [self = shared_from_this()](error_code ec, const tcp::endpoint&) {
                             self->on_connected(ec);
@@ -208,7 +208,7 @@ class Attempt : public std::enable_shared_from_this<Attempt> {
       else
         X509_VERIFY_PARAM_set1_ip_asc(param, name.c_str());
     }
-    beast::get_lowest_layer(*tls_).expires_after(options_->dial_timeout);
+    arm(options_->dial_timeout);
     tls_->async_handshake(asio::ssl::stream_base::client,
                           [self = shared_from_this()](error_code ec) {
                             if (self->cancelled_) return;
@@ -218,7 +218,7 @@ class Attempt : public std::enable_shared_from_this<Attempt> {
   }
 
   void send() {
-    lowest().expires_after(options_->write_timeout);
+    arm(options_->write_timeout);
     with_stream([&](auto& s) {
       http::async_write(s, req_, [self = shared_from_this()](error_code ec, std::size_t) {
         if (self->cancelled_) return;
@@ -228,12 +228,14 @@ class Attempt : public std::enable_shared_from_this<Attempt> {
     });
   }
 
-  void arm_read_deadline() {
-    if (options_->read_timeout.count() > 0)
-      lowest().expires_after(options_->read_timeout);
+  // The proxy timeouts follow etcd: 0 means no limit.
+  void arm(std::chrono::milliseconds limit) {
+    if (limit.count() > 0)
+      lowest().expires_after(limit);
     else
       lowest().expires_never();
   }
+  void arm_read_deadline() { arm(options_->read_timeout); }
 
   void read_head() {
     parser_.emplace();

@@ -50,11 +50,12 @@ class context;
 
 namespace muster::proxy {
 
+// Every timeout: 0 = no limit (etcd's meaning for the --proxy-*-timeout flags).
 struct ForwarderOptions {
-  std::chrono::milliseconds dial_timeout{1000};
-  std::chrono::milliseconds write_timeout{5000};
-  std::chrono::milliseconds read_timeout{0};  // per read; 0 = none
-  net::TlsOptions tls;                        // for https member URLs
+  std::chrono::milliseconds dial_timeout{1000};   // connect and TLS handshake
+  std::chrono::milliseconds write_timeout{5000};  // sending the request
+  std::chrono::milliseconds read_timeout{0};      // each read of the answer
+  net::TlsOptions tls;                            // for https member URLs
   std::size_t buffered_body_limit = 64 * 1024 * 1024;
 };
 

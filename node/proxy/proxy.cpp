@@ -73,7 +73,10 @@ class Refresher {
         director_(director),
         rng_(std::random_device{}()) {
     net::ClientOptions co;
-    co.connect_timeout = milliseconds(cfg.proxy_dial_timeout_ms);
+    // --proxy-dial-timeout 0 means no limit; the refresher still needs one
+    // so that stop() is not held up: use the whole-request 10 s.
+    co.connect_timeout = cfg.proxy_dial_timeout_ms > 0 ? milliseconds(cfg.proxy_dial_timeout_ms)
+                                                       : milliseconds(10000);
     co.timeout = std::chrono::seconds(10);  // etcd: GetClusterFromRemotePeers' 10 s
     co.tls = tls_options(cfg.peer_tls);
     client_ = net::HttpClient(co);

@@ -5,7 +5,9 @@
 
 #include <atomic>
 #include <boost/asio.hpp>
+#include <cstdlib>
 #include <fstream>
+#include <stdexcept>
 #include <thread>
 
 #include "net/client.h"
@@ -459,6 +461,104 @@ TEST(Forwarder, AReadTimeoutEndsASilentMember) {
   EXPECT_TRUE(cancelled.wait(5000ms).value_or(false));
   std::lock_guard lock(mu);
   held.clear();
+}
+
+// --- TLS on both sides ---
+
+// A CA, a certificate for 127.0.0.1 (member and proxy listener) and a client
+// certificate (the proxy's, towards members), made with the openssl command.
+class Pki {
+ public:
+  Pki() {
+    run("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2"
+        " -subj /CN=ca -keyout ca.key -out ca.crt");
+    leaf("server", "muster-member", "subjectAltName=IP:127.0.0.1\n");
+    leaf("client", "muster-proxy", "extendedKeyUsage=clientAuth\n");
+  }
+  std::string file(const std::string& name) const { return dir_.file(name); }
+
+ private:
+  void run(const std::string& cmd) {
+    std::string full = "cd '" + dir_.path().string() + "' && " + cmd + " >/dev/null 2>&1";
+    if (std::system(full.c_str()) != 0) throw std::runtime_error("failed: " + cmd);
+  }
+  void leaf(const std::string& name, const std::string& cn, const std::string& ext) {
+    std::ofstream(dir_.file(name + ".ext")) << ext;
+    run("openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=" + cn +
+        " -keyout " + name + ".key -out " + name + ".csr");
+    run("openssl x509 -req -in " + name +
+        ".csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2"
+        " -out " +
+        name + ".crt -extfile " + name + ".ext");
+  }
+  TempDir dir_;
+};
+
+TEST(Forwarder, SpeaksMutualTlsToMembersAndTlsToItsClients) {
+  Pki pki;
+  net::ServerOptions member_opts;
+  net::TlsOptions mt;
+  mt.cert_file = pki.file("server.crt");
+  mt.key_file = pki.file("server.key");
+  mt.trusted_ca_file = pki.file("ca.crt");
+  mt.client_cert_auth = true;
+  member_opts.tls = mt;
+  RunningServer member(
+      [](std::shared_ptr<net::Exchange> ex) {
+        ex->respond(net::Response::text(200, "from " + ex->peer_common_name()));
+      },
+      member_opts);
+
+  ForwarderOptions fo;
+  fo.tls.cert_file = pki.file("client.crt");
+  fo.tls.key_file = pki.file("client.key");
+  fo.tls.trusted_ca_file = pki.file("ca.crt");
+  // The proxy's own listener is https too (--cert-file/--key-file).
+  Director director(5000ms);
+  director.set_endpoints({member.url("", "https")});
+  metrics::Registry registry;
+  std::atomic<Forwarder*> fwd{nullptr};
+  net::ServerOptions proxy_opts;
+  net::TlsOptions pt;
+  pt.cert_file = pki.file("server.crt");
+  pt.key_file = pki.file("server.key");
+  proxy_opts.tls = pt;
+  RunningServer proxy(
+      [&](std::shared_ptr<net::Exchange> ex) {
+        Forwarder* f;
+        while (!(f = fwd.load())) std::this_thread::yield();
+        f->forward(std::move(ex));
+      },
+      proxy_opts);
+  Forwarder forwarder(proxy.io(), director, registry, fo);
+  fwd = &forwarder;
+
+  net::ClientOptions co;
+  co.tls.trusted_ca_file = pki.file("ca.crt");
+  net::HttpClient c(co);
+  auto r = c.get(proxy.url("/health", "https"));
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.response->status, 200);
+  EXPECT_EQ(r.response->body, "from muster-proxy");
+
+  // Without a client certificate the member refuses the handshake: the
+  // proxy reports that no endpoint answered.
+  ForwarderOptions no_cert;
+  no_cert.tls.trusted_ca_file = pki.file("ca.crt");
+  Director d2(5000ms);
+  d2.set_endpoints({member.url("", "https")});
+  std::atomic<Forwarder*> fwd2{nullptr};
+  RunningServer proxy2([&](std::shared_ptr<net::Exchange> ex) {
+    Forwarder* f;
+    while (!(f = fwd2.load())) std::this_thread::yield();
+    f->forward(std::move(ex));
+  });
+  Forwarder forwarder2(proxy2.io(), d2, registry, no_cert);
+  fwd2 = &forwarder2;
+  auto refused = net::HttpClient().get(proxy2.url("/health"));
+  ASSERT_TRUE(refused.ok()) << refused.error;
+  EXPECT_EQ(refused.response->status, 502);
+  EXPECT_TRUE(d2.available().empty());
 }
 
 }  // namespace
