@@ -8,6 +8,8 @@
 #include <boost/beast/ssl.hpp>
 #include <cstdint>
 #include <limits>
+#include <map>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
 
@@ -44,6 +46,57 @@ net::Response message(int status, const std::string& text) {
 
 std::vector<double> duration_buckets() { return metrics::exponential_buckets(0.0005, 2, 13); }
 
+}  // namespace
+
+// One connection to a member, with what was read past the last answer
+// (always empty when it is pooled).
+struct Upstream {
+  std::unique_ptr<beast::tcp_stream> plain;
+  std::unique_ptr<beast::ssl_stream<beast::tcp_stream>> tls;
+  beast::flat_buffer buffer;
+  std::chrono::steady_clock::time_point idle_since;
+};
+
+// Idle keep-alive connections by member URL.  Only reads use them: a write
+// sent on a connection the member had just closed could not be told apart
+// from a write the member received, so writes get a fresh connection and
+// are never resent.  A pooled connection the member closed meanwhile shows
+// up as an error before any answer byte; the read is then sent again on a
+// fresh connection to the same member, which is not marked failed.
+class ConnectionPool {
+ public:
+  static constexpr std::size_t kMaxIdlePerEndpoint = 64;
+  // Members close idle keep-alive connections after 120 s (net::Server's
+  // default); give them up well before.
+  static constexpr std::chrono::seconds kMaxIdle{30};
+
+  std::unique_ptr<Upstream> take(const std::string& endpoint) {
+    std::lock_guard lock(mu_);
+    auto it = idle_.find(endpoint);
+    if (it == idle_.end()) return nullptr;
+    auto now = std::chrono::steady_clock::now();
+    while (!it->second.empty()) {
+      auto c = std::move(it->second.back());
+      it->second.pop_back();
+      if (now - c->idle_since < kMaxIdle) return c;
+    }
+    return nullptr;
+  }
+
+  void put(const std::string& endpoint, std::unique_ptr<Upstream> c) {
+    c->idle_since = std::chrono::steady_clock::now();
+    std::lock_guard lock(mu_);
+    auto& v = idle_[endpoint];
+    if (v.size() < kMaxIdlePerEndpoint) v.push_back(std::move(c));
+  }
+
+ private:
+  std::mutex mu_;
+  std::map<std::string, std::vector<std::unique_ptr<Upstream>>> idle_;
+};
+
+namespace {
+
 // One forwarded request: tries the usable endpoints in order until one
 // answers.  Lives as long as an operation or the exchange's cancel callback
 // (weak) refers to it; every handler runs on `strand_`.
@@ -51,8 +104,10 @@ class Attempt : public std::enable_shared_from_this<Attempt> {
  public:
   Attempt(asio::io_context& io, std::shared_ptr<net::Exchange> ex, Director& director,
           metrics::Registry& registry, std::shared_ptr<const ForwarderOptions> options,
-          std::shared_ptr<asio::ssl::context> tls_ctx)
-      : strand_(asio::make_strand(io)),
+          std::shared_ptr<asio::ssl::context> tls_ctx, std::shared_ptr<ConnectionPool> pool)
+      : io_exec_(io.get_executor()),
+        pool_(std::move(pool)),
+        strand_(asio::make_strand(io)),
         resolver_(strand_),
         ex_(std::move(ex)),
         director_(director),
@@ -132,32 +187,33 @@ class Attempt : public std::enable_shared_from_this<Attempt> {
     req_.body() = in.body;
     if (!in.body.empty() || in.method == "POST" || in.method == "PUT" || in.method == "PATCH")
       req_.prepare_payload();
-    // One request per connection: the member closes after answering.
-    req_.keep_alive(false);
+    // Reads keep the connection for the next read (pooled); a write's
+    // connection is closed after its answer (see ConnectionPool).
+    req_.keep_alive(idempotent_);
   }
 
-  beast::tcp_stream& lowest() { return plain_ ? *plain_ : beast::get_lowest_layer(*tls_); }
+  beast::tcp_stream& lowest() {
+    return conn_->plain ? *conn_->plain : beast::get_lowest_layer(*conn_->tls);
+  }
 
   void close_stream() {
     error_code ignored;
-    if (plain_ || tls_) lowest().socket().close(ignored);
+    if (conn_ && (conn_->plain || conn_->tls)) lowest().socket().close(ignored);
   }
 
   template <class F>
   void with_stream(F&& f) {
-    if (tls_)
-      f(*tls_);
+    if (conn_->tls)
+      f(*conn_->tls);
     else
-      f(*plain_);
+      f(*conn_->plain);
   }
 
   // Moves on to the next endpoint, or gives up.
   void next() {
     if (cancelled_) return;
     close_stream();
-    tls_.reset();
-    plain_.reset();
-    buffer_.clear();
+    conn_.reset();
     if (index_ >= endpoints_.size()) return give_up();
     current_ = endpoints_[index_++];
     std::string err;
@@ -169,6 +225,18 @@ class Attempt : public std::enable_shared_from_this<Attempt> {
     }
     url_ = *url;
     req_.set(http::field::host, url_.explicit_port ? url_.authority() : url_.host);
+    if (idempotent_) {
+      if (auto pooled = pool_->take(current_)) {
+        conn_ = std::move(pooled);
+        reused_ = true;
+        return send();
+      }
+    }
+    connect_fresh();
+  }
+
+  void connect_fresh() {
+    reused_ = false;
     resolver_.async_resolve(
         url_.host, std::to_string(url_.port),
         [self = shared_from_this()](error_code ec, tcp::resolver::results_type r) {
@@ -179,28 +247,31 @@ class Attempt : public std::enable_shared_from_this<Attempt> {
   void on_resolved(error_code ec, tcp::resolver::results_type results) {
     if (cancelled_) return;
     if (ec) return failed("cannot resolve", ec, false);
-    plain_ = std::make_unique<beast::tcp_stream>(strand_);
+    conn_ = std::make_unique<Upstream>();
+    conn_->plain = std::make_unique<beast::tcp_stream>(io_exec_);
     arm(options_->dial_timeout);
-    plain_->async_connect(results,
-                          [self = shared_from_this()](error_code ec, const tcp::endpoint&) {
-                            self->on_connected(ec);
-                          });
+    conn_->plain->async_connect(
+        results, asio::bind_executor(
+                     strand_, [self = shared_from_this()](error_code ec, const tcp::endpoint&) {
+                       self->on_connected(ec);
+                     }));
   }
 
   void on_connected(error_code ec) {
     if (cancelled_) return;
     if (ec) return failed("cannot connect", ec, false);
     error_code ignored;
-    plain_->socket().set_option(tcp::no_delay(true), ignored);
+    conn_->plain->socket().set_option(tcp::no_delay(true), ignored);
     if (!url_.tls()) return send();
     if (!tls_ctx_) return failed("no TLS settings for", asio::error::no_protocol_option, false);
-    tls_ = std::make_unique<beast::ssl_stream<beast::tcp_stream>>(std::move(*plain_), *tls_ctx_);
-    plain_.reset();
+    conn_->tls =
+        std::make_unique<beast::ssl_stream<beast::tcp_stream>>(std::move(*conn_->plain), *tls_ctx_);
+    conn_->plain.reset();
     const std::string& name =
         options_->tls.server_name.empty() ? url_.host : options_->tls.server_name;
-    SSL_set_tlsext_host_name(tls_->native_handle(), name.c_str());
+    SSL_set_tlsext_host_name(conn_->tls->native_handle(), name.c_str());
     if (!options_->tls.insecure_skip_verify) {
-      X509_VERIFY_PARAM* param = SSL_get0_param(tls_->native_handle());
+      X509_VERIFY_PARAM* param = SSL_get0_param(conn_->tls->native_handle());
       error_code aec;
       asio::ip::make_address(name, aec);
       if (aec)
@@ -209,22 +280,25 @@ class Attempt : public std::enable_shared_from_this<Attempt> {
         X509_VERIFY_PARAM_set1_ip_asc(param, name.c_str());
     }
     arm(options_->dial_timeout);
-    tls_->async_handshake(asio::ssl::stream_base::client,
-                          [self = shared_from_this()](error_code ec) {
-                            if (self->cancelled_) return;
-                            if (ec) return self->failed("TLS handshake failed with", ec, false);
-                            self->send();
-                          });
+    conn_->tls->async_handshake(
+        asio::ssl::stream_base::client,
+        asio::bind_executor(strand_, [self = shared_from_this()](error_code ec) {
+          if (self->cancelled_) return;
+          if (ec) return self->failed("TLS handshake failed with", ec, false);
+          self->send();
+        }));
   }
 
   void send() {
     arm(options_->write_timeout);
     with_stream([&](auto& s) {
-      http::async_write(s, req_, [self = shared_from_this()](error_code ec, std::size_t) {
-        if (self->cancelled_) return;
-        if (ec) return self->failed("cannot send request to", ec, true);
-        self->read_head();
-      });
+      http::async_write(
+          s, req_,
+          asio::bind_executor(strand_, [self = shared_from_this()](error_code ec, std::size_t) {
+            if (self->cancelled_) return;
+            if (ec) return self->failed("cannot send request to", ec, true);
+            self->read_head();
+          }));
     });
   }
 
@@ -245,16 +319,18 @@ class Attempt : public std::enable_shared_from_this<Attempt> {
     if (method_ == "HEAD") parser_->skip(true);
     arm_read_deadline();
     with_stream([&](auto& s) {
-      http::async_read_header(s, buffer_, *parser_,
-                              [self = shared_from_this()](error_code ec, std::size_t) {
-                                if (self->cancelled_) return;
-                                if (ec) return self->failed("no answer from", ec, true);
-                                self->on_head();
-                              });
+      http::async_read_header(
+          s, conn_->buffer, *parser_,
+          asio::bind_executor(strand_, [self = shared_from_this()](error_code ec, std::size_t) {
+            if (self->cancelled_) return;
+            if (ec) return self->failed("no answer from", ec, true);
+            self->on_head();
+          }));
     });
   }
 
   void on_head() {
+    reused_ = false;  // the connection answered: later failures are the member's
     auto& msg = parser_->get();
     head_ = net::Response{};
     head_.status = static_cast<int>(msg.result_int());
@@ -278,8 +354,10 @@ class Attempt : public std::enable_shared_from_this<Attempt> {
     arm_read_deadline();
     with_stream([&](auto& s) {
       http::async_read_some(
-          s, buffer_, *parser_,
-          [self = shared_from_this()](error_code ec, std::size_t) { self->on_body(ec); });
+          s, conn_->buffer, *parser_,
+          asio::bind_executor(strand_, [self = shared_from_this()](error_code ec, std::size_t) {
+            self->on_body(ec);
+          }));
     });
   }
 
@@ -322,12 +400,25 @@ class Attempt : public std::enable_shared_from_this<Attempt> {
       ex_->end_stream();
     else
       ex_->respond(std::move(head_));
-    close_stream();
+    if (idempotent_ && parser_->keep_alive() && conn_->buffer.size() == 0) {
+      lowest().expires_never();
+      pool_->put(current_, std::move(conn_));
+    } else {
+      close_stream();
+    }
   }
 
   // An attempt on `current_` failed before the client saw anything.
   // `sent`: the request may have reached the member.
   void failed(const char* what, error_code ec, bool sent) {
+    if (reused_) {
+      // The member closed this idle connection before our request reached
+      // it (or while it did): say nothing, and try again on a fresh one.
+      // Only reads are sent on pooled connections (ConnectionPool).
+      close_stream();
+      conn_.reset();
+      return connect_fresh();
+    }
     log::warn("httpproxy", "failed to direct request",
               {{"endpoint", current_},
                {"error", std::string(what) + " " + current_ + ": " + ec.message()}});
@@ -346,6 +437,11 @@ class Attempt : public std::enable_shared_from_this<Attempt> {
     ex_->respond(message(502, msg));
   }
 
+  // Connections live on the plain io executor (so a pooled one can serve any
+  // later Attempt); every completion handler is bound to this Attempt's
+  // strand.
+  asio::io_context::executor_type io_exec_;
+  std::shared_ptr<ConnectionPool> pool_;
   asio::strand<asio::io_context::executor_type> strand_;
   tcp::resolver resolver_;
   std::shared_ptr<net::Exchange> ex_;
@@ -363,9 +459,8 @@ class Attempt : public std::enable_shared_from_this<Attempt> {
   net::Url url_;
 
   http::request<http::string_body> req_;
-  std::unique_ptr<beast::tcp_stream> plain_;
-  std::unique_ptr<beast::ssl_stream<beast::tcp_stream>> tls_;
-  beast::flat_buffer buffer_;
+  std::unique_ptr<Upstream> conn_;
+  bool reused_ = false;  // conn_ came from the pool
   std::optional<http::response_parser<http::buffer_body>> parser_;
   std::array<char, 16384> buf_{};
   net::Response head_;
@@ -379,7 +474,8 @@ Forwarder::Forwarder(asio::io_context& io, Director& director, metrics::Registry
     : io_(io),
       director_(director),
       registry_(registry),
-      options_(std::make_shared<const ForwarderOptions>(std::move(options))) {
+      options_(std::make_shared<const ForwarderOptions>(std::move(options))),
+      pool_(std::make_shared<ConnectionPool>()) {
   // Built once: loading the files is the expensive part, and a bad file
   // should stop the proxy at start-up, not fail every request.
   tls_ctx_ = net::make_client_tls_context(options_->tls);
@@ -388,7 +484,8 @@ Forwarder::Forwarder(asio::io_context& io, Director& director, metrics::Registry
 Forwarder::~Forwarder() = default;
 
 void Forwarder::forward(std::shared_ptr<net::Exchange> ex) {
-  std::make_shared<Attempt>(io_, std::move(ex), director_, registry_, options_, tls_ctx_)->start();
+  std::make_shared<Attempt>(io_, std::move(ex), director_, registry_, options_, tls_ctx_, pool_)
+      ->start();
 }
 
 }  // namespace muster::proxy

@@ -26,10 +26,14 @@
 //      (code 14, Unavailable) before it ends; others just end.
 //   5. the client hanging up closes the upstream connection at once.
 //
-// Limits: one upstream connection per request (no pooling; on loopback a
-// connect costs tens of microseconds); no back-pressure from a slow client
-// to a fast stream (pieces queue in the server's memory); a buffered answer
-// above `buffered_body_limit` is relayed chunked instead.
+// Connections: reads reuse idle keep-alive connections to the member
+// (ConnectionPool in forwarder.cpp); every write gets a fresh connection
+// that is closed after its answer, so a write is never sent on a connection
+// the member may have just closed.
+//
+// Limits: no back-pressure from a slow client to a fast stream (pieces
+// queue in the server's memory); a buffered answer above
+// `buffered_body_limit` is relayed chunked instead.
 #pragma once
 
 #include <chrono>
@@ -49,6 +53,8 @@ class context;
 }  // namespace boost::asio
 
 namespace muster::proxy {
+
+class ConnectionPool;
 
 // Every timeout: 0 = no limit (etcd's meaning for the --proxy-*-timeout flags).
 struct ForwarderOptions {
@@ -77,6 +83,7 @@ class Forwarder {
   metrics::Registry& registry_;
   std::shared_ptr<const ForwarderOptions> options_;
   std::shared_ptr<boost::asio::ssl::context> tls_ctx_;
+  std::shared_ptr<ConnectionPool> pool_;  // idle member connections for reads
 };
 
 }  // namespace muster::proxy

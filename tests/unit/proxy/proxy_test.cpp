@@ -377,6 +377,53 @@ TEST(Forwarder, NoUsableEndpointGets503AndAllFailingGets502) {
       << dead.registry.render();
 }
 
+TEST(Forwarder, ReadsReuseAPooledConnectionAndWritesGetTheirOwn) {
+  Seen seen;
+  RunningServer member([&](std::shared_ptr<net::Exchange> ex) {
+    seen.add(ex);
+    ex->respond(net::Response::json(200, "{}"));
+  });
+  Proxy p({member.url("")});
+  net::HttpClient c;
+  for (int i = 0; i < 5; ++i) {
+    auto r = c.request("POST", p.server.url("/v3/kv/range"), "{}");
+    ASSERT_TRUE(r.ok()) << r.error;
+    EXPECT_EQ(member.server().open_connections(), 1u) << "read " << i;
+  }
+  for (int i = 0; i < 3; ++i) {
+    auto w = c.request("POST", p.server.url("/v3/kv/put"), "{}");
+    ASSERT_TRUE(w.ok()) << w.error;
+  }
+  // Each write's connection is closed after its answer; the read's stays.
+  EXPECT_TRUE(wait_until([&] { return member.server().open_connections() == 1u; }))
+      << member.server().open_connections();
+  ASSERT_EQ(seen.count(), 8u);
+  EXPECT_EQ(seen.requests[7].headers.get("Connection"), "close");
+  EXPECT_FALSE(seen.requests[0].headers.has("Connection"));
+}
+
+TEST(Forwarder, APooledConnectionTheMemberClosedIsReplacedQuietly) {
+  Seen seen;
+  net::ServerOptions so;
+  so.idle_timeout = 100ms;
+  RunningServer member(
+      [&](std::shared_ptr<net::Exchange> ex) {
+        seen.add(ex);
+        ex->respond(net::Response::json(200, "{}"));
+      },
+      so);
+  Proxy p({member.url("")});
+  net::HttpClient c;
+  ASSERT_TRUE(c.get(p.server.url("/v2/keys/a")).ok());
+  ASSERT_TRUE(wait_until([&] { return member.server().open_connections() == 0u; }))
+      << "the member did not close the idle connection";
+  auto r = c.get(p.server.url("/v2/keys/b"));
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.response->status, 200);
+  EXPECT_EQ(seen.count(), 2u);
+  EXPECT_EQ(p.director.available(), (std::vector<std::string>{member.url("")}));
+}
+
 TEST(Forwarder, RelaysAStreamPieceByPieceAndHangsUpUpstreamWhenTheClientLeaves) {
   std::mutex mu;
   std::shared_ptr<net::Exchange> open;
