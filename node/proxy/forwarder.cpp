@@ -1,5 +1,9 @@
 #include "node/proxy/forwarder.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
 #include <array>
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
@@ -42,6 +46,22 @@ bool hop_by_hop(std::string_view name) {
 
 net::Response message(int status, const std::string& text) {
   return net::Response::json(status, nlohmann::json{{"message", text}}.dump());
+}
+
+// A member machine that dies without closing its connections (power loss,
+// partition) must not hang a pooled read or an idle watch for the kernel's
+// default 15 minutes: keep-alive probes after 30 s idle, and unacknowledged
+// data or probes give up after 10 s (TCP_USER_TIMEOUT).  The connection then
+// fails like any other.
+void detect_dead_peer(tcp::socket& s) {
+  int fd = s.native_handle();
+  int on = 1, idle = 30, interval = 10, count = 3;
+  unsigned int user_timeout_ms = 10000;
+  ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof user_timeout_ms);
 }
 
 std::vector<double> duration_buckets() { return metrics::exponential_buckets(0.0005, 2, 13); }
@@ -262,6 +282,7 @@ class Attempt : public std::enable_shared_from_this<Attempt> {
     if (ec) return failed("cannot connect", ec, false);
     error_code ignored;
     conn_->plain->socket().set_option(tcp::no_delay(true), ignored);
+    detect_dead_peer(conn_->plain->socket());
     if (!url_.tls()) return send();
     if (!tls_ctx_) return failed("no TLS settings for", asio::error::no_protocol_option, false);
     conn_->tls =
