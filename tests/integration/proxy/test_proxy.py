@@ -272,5 +272,19 @@ class EtcdMembersTest(Scenarios, unittest.TestCase):
         return c
 
 
+class DataDirTest(unittest.TestCase):
+    def test_a_data_dir_holding_both_a_member_and_a_proxy_is_refused(self):
+        from proxy_helpers import ProcessGroup
+        group = ProcessGroup(prefix="muster-proxy-test-")
+        self.addCleanup(group.close)
+        p = Proxy(group)
+        os.makedirs(os.path.join(p.data_dir, "member"))
+        os.makedirs(os.path.join(p.data_dir, "proxy"))
+        p.start([])
+        self.assertIsNotNone(p.proc.wait(15), "muster kept running on a mixed data dir")
+        self.assertNotEqual(p.proc.popen.returncode, 0)
+        self.assertIn("invalid datadir. Both member and proxy directories exist.", p.proc.log())
+
+
 if __name__ == "__main__":
     unittest.main()
