@@ -26,6 +26,7 @@
 #include "node/bootstrap/ids.h"
 #include "node/config/config.h"
 #include "node/config/urls.h"
+#include "node/proxy/proxy.h"
 #include "node/server/peer_members.h"
 #include "node/server/raft_node.h"
 #include "node/server/transport.h"
@@ -202,8 +203,16 @@ int main(int argc, char** argv) {
   config::Config cfg = *parsed.config;
   if (cfg.log_level == "debug" || cfg.debug) log::set_min_level(log::Level::kDebug);
 
-  if (fs::exists(cfg.data_dir + "/proxy"))
-    die("this data dir holds a proxy (" + cfg.data_dir + "/proxy); proxy mode is not built yet");
+  // A data dir holding <data-dir>/proxy belongs to a proxy: it stays one,
+  // flags or not, following the peers in <data-dir>/proxy/cluster (etcd).
+  if (proxy::data_dir_holds_proxy(cfg.data_dir)) {
+    if (fs::exists(cfg.data_dir + "/member"))
+      die("invalid datadir. Both member and proxy directories exist.");
+    return proxy::run(cfg, proxy::initial_cluster_peer_urls(cfg));
+  }
+  // --proxy on|readonly: a proxy unless this data dir already holds a member.
+  if (cfg.proxy != "off" && !fs::exists(cfg.data_dir + "/member"))
+    return proxy::run(cfg, proxy::initial_cluster_peer_urls(cfg));
 
   // --- who am I, and which cluster ---
   std::vector<server::InitialMember> initial;
