@@ -22,6 +22,7 @@
 #include "net/server.h"
 #include "net/url.h"
 #include "node/bootstrap/ids.h"
+#include "node/bootstrap/initial_cluster.h"
 #include "node/config/config.h"
 #include "node/config/urls.h"
 #include "node/server/raft_node.h"
@@ -128,6 +129,15 @@ std::optional<net::TlsOptions> tls_of(const config::TlsConfig& t) {
   return o;
 }
 
+// A member that discovery found to be one too many, with
+// --discovery-fallback=proxy: it forwards client requests to `peer_urls`'
+// cluster instead of joining it.
+int become_proxy(const config::Config& cfg, const std::vector<std::string>& peer_urls) {
+  log::error("etcdmain", "proxy mode is not built yet",
+             {{"data-dir", cfg.data_dir}, {"peer-urls", peer_urls}});
+  return 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -159,13 +169,27 @@ int main(int argc, char** argv) {
   // --- who am I, and which cluster ---
   std::vector<server::InitialMember> initial;
   Identity me;
+  std::optional<std::string> peer_tls_server_name;  // set by --discovery-srv with https peers
   if (auto id = read_identity(cfg.data_dir)) {
     me = *id;
     log::info("etcdmain", "server has been already initialized",
               {{"data-dir", cfg.data_dir}, {"member-id", bootstrap::id_to_hex(me.member_id)}});
   } else {
-    if (!cfg.discovery.empty() || !cfg.discovery_srv.empty())
-      die("bootstrap by --discovery or --discovery-srv is not built yet; use --initial-cluster");
+    // --discovery / --discovery-srv / --initial-cluster -> one initial
+    // cluster string and token (node/bootstrap/initial_cluster.h); then the
+    // static path below.  Runs only here, with no identity on disk: a
+    // restarted member never asks discovery again.
+    auto boot = bootstrap::resolve_initial_cluster(cfg);
+    if (boot.kind == bootstrap::InitialCluster::Kind::kFull) {
+      if (cfg.discovery_fallback == "exit") die(boot.message + " (--discovery-fallback=exit)");
+      log::warn("etcdmain", "discovery cluster is full, falling back to proxy",
+                {{"reason", boot.message}});
+      return become_proxy(cfg, boot.peer_urls);
+    }
+    if (boot.kind == bootstrap::InitialCluster::Kind::kError) die(boot.message);
+    cfg.initial_cluster = boot.initial_cluster;
+    cfg.initial_cluster_token = boot.token;
+    peer_tls_server_name = boot.peer_tls_server_name;
     if (cfg.initial_cluster_state != "new")
       die("--initial-cluster-state=existing is not built yet");
     auto cluster = config::parse_initial_cluster(cfg.initial_cluster);
@@ -201,6 +225,8 @@ int main(int argc, char** argv) {
   topts.local_id = me.member_id;
   topts.server_tls = tls_of(cfg.peer_tls);
   topts.client_tls = tls_of(cfg.peer_tls);
+  if (topts.client_tls && peer_tls_server_name)
+    topts.client_tls->server_name = *peer_tls_server_name;
   server::Transport transport(io, topts);
 
   server::RaftNodeOptions nopts;
