@@ -266,7 +266,10 @@ def start_dnsmasq(group, domain, srv_records, name="dnsmasq"):
     argv = [DNSMASQ, "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
             "--listen-address=127.0.0.1", "--bind-interfaces", "--port=%d" % port,
             "--pid-file=" + group.path(name + ".pid"), "--log-facility=-", "--log-queries",
-            "--local=/%s/" % domain]
+            "--local=/%s/" % domain,
+            # The SRV targets are "localhost": c-ares asks DNS for the rooted
+            # "localhost." (the hosts file is not consulted for it).
+            "--local=/localhost/", "--host-record=localhost,127.0.0.1"]
     if os.geteuid() == 0:
         argv.append("--user=root")  # else dnsmasq drops to nobody and cannot write its pid file
     for service, target, p in srv_records:
