@@ -76,13 +76,12 @@ class DiscoveryBootstrapTest(unittest.TestCase):
                 self.assertEqual(st, 200)
                 doc = json.loads(body)
                 self.assertEqual(len(doc["node"]["nodes"]), size)
-                if size == 3:
-                    # A restart uses the data dir: no discovery, even with
-                    # the discovery service gone.
-                    d.kill9()
-                    self.restart_all(c)
-                    self.assertEqual(c.members[1].value(key), "v")
-                    d.start()
+                # A restart uses the data dir: no discovery, even with the
+                # discovery service gone.
+                d.kill9()
+                self.restart_all(c)
+                self.assertEqual(c.members[1].value(key), "v")
+                d.start()
                 c.stop_all()
 
     def test_three_members_form_one_cluster_through_etcd_v2_keys(self):
@@ -102,6 +101,32 @@ class DiscoveryBootstrapTest(unittest.TestCase):
             self.assertIn(m.name, out)
         self.restart_all(c)
         self.assertEqual(c.members[2].value(key), "v")
+
+    def test_deletes_and_overwrites_while_waiting_are_not_new_members(self):
+        # etcd 3.4 counts every watch event as a member: these three events
+        # would end m1's wait early with a wrong cluster.
+        e = self.etcd_v2()
+        token = "w%d" % time.monotonic_ns()
+        path = "/v2/keys/discovery/" + token
+        request(e.client_url, "PUT", path + "/_config/size", "value=3")
+        url = e.client_url + path
+        c = self.cluster(3)
+        m1 = c.members[0]
+        m1.start(["--discovery", url])
+        wait_for(lambda: "waiting for other members" in m1.proc.log(), 20, "m1 to wait")
+        m1_id = member_id_hex([m1.peer_url], url)
+        st, _, body = request(e.client_url, "PUT", path + "/bogus", "value=bogus=http://127.0.0.1:1")
+        self.assertEqual(st, 201, body)
+        st, _, body = request(e.client_url, "DELETE", path + "/bogus")
+        self.assertEqual(st, 200, body)
+        st, _, body = request(e.client_url, "PUT", path + "/" + m1_id, "value=m1=" + m1.peer_url)
+        self.assertEqual(st, 200, body)  # an overwrite of m1's own registration
+        wait_for(lambda: "a registration was removed" in m1.proc.log(), 10,
+                 "m1 to see the delete")
+        self.assertTrue(m1.alive(), m1.proc.log())
+        c.start(["--discovery", url], members=c.members[1:])
+        self.check_one_cluster(c)
+        self.assertEqual(c.member_names(), ["m1", "m2", "m3"])
 
     def test_503s_are_retried_and_the_bootstrap_succeeds(self):
         d = self.discovery()

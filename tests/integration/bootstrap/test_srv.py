@@ -81,6 +81,12 @@ class SrvBootstrapTest(unittest.TestCase):
         c, boot = self._ssl_cluster([DOMAIN, "localhost", "127.0.0.1"])
         c.start(boot)
         self.check_one_cluster(c)
+        # Restarted members use their data dir (and, as in etcd, check peers
+        # against the peer URL's host, which the certificate also names).
+        c.stop_all()
+        c.start(None)
+        c.wait_healthy()
+        self.assertEqual(c.members[0].value("srv"), "yes")
 
     def test_ssl_certificate_without_the_srv_domain_is_rejected(self):
         # Valid for the peers' host name (localhost) but not for the domain:
