@@ -163,7 +163,11 @@ std::optional<DiscoveryUrl> parse_discovery_url(const std::string& url, std::str
     return std::nullopt;
   }
   DiscoveryUrl d;
-  d.endpoint = u->origin();
+  // scheme://host[:port], the port only when the URL gave one (as etcd's
+  // endpoint keeps the URL's own text).
+  std::string authority = u->authority();
+  if (!u->explicit_port) authority.resize(authority.rfind(':'));
+  d.endpoint = u->scheme + "://" + authority;
   d.tls = u->tls();
   d.directory = collapse_slashes(u->path);
   while (d.directory.size() > 1 && d.directory.back() == '/') d.directory.pop_back();
