@@ -143,6 +143,28 @@ class FrameConn : public std::enable_shared_from_this<FrameConn> {
     co_return f;
   }
 
+  // The next `n` buffered bytes, without consuming them.
+  awaitable<std::string_view> peek(size_t n) {
+    while (end_ - begin_ < n) co_await fill(n);
+    co_return std::string_view(buf_.data() + begin_, n);
+  }
+
+  // Reads an HTTP request head (up to the blank line, at most `limit`
+  // bytes); throws ProtocolError when it is longer.
+  awaitable<std::string> read_http_head(size_t limit) {
+    for (;;) {
+      std::string_view have(buf_.data() + begin_, end_ - begin_);
+      auto pos = have.find("\r\n\r\n");
+      if (pos != std::string_view::npos) {
+        std::string head(have.substr(0, pos));
+        begin_ += pos + 4;
+        co_return head;
+      }
+      if (have.size() >= limit) throw ProtocolError("HTTP request head too long");
+      co_await fill(have.size() + 1);
+    }
+  }
+
   void close() {
     closed_ = true;
     error_code ec;
@@ -326,6 +348,7 @@ struct Transport::Core : std::enable_shared_from_this<Core> {
   std::function<void(raftpb::Message)> on_message;
   std::function<std::unique_ptr<SnapshotSink>(const raftpb::Message&)> on_snapshot;
   std::function<void(uint64_t)> on_unreachable;
+  std::function<Transport::HttpAnswer(const std::string&)> on_http;
 
   mutable std::mutex mu;  // guards everything below
   std::unordered_map<uint64_t, std::shared_ptr<Peer>> peers;
@@ -364,6 +387,34 @@ struct Transport::Core : std::enable_shared_from_this<Core> {
     std::shared_lock l(handler_mu);
     if (stopped || !on_snapshot) return nullptr;
     return on_snapshot(m);
+  }
+
+  // One HTTP/1.1 answer (Connection: close) to a GET request head.
+  std::string answer_http(const std::string& head) {
+    // "GET <target> HTTP/1.1"
+    std::string target;
+    auto sp1 = head.find(' ');
+    auto sp2 = head.find(' ', sp1 + 1);
+    if (sp1 != std::string::npos && sp2 != std::string::npos)
+      target = head.substr(sp1 + 1, sp2 - sp1 - 1);
+    Transport::HttpAnswer a;
+    a.body = "404 page not found\n";
+    if (!stopped) {
+      std::shared_lock l(handler_mu);
+      if (!stopped && on_http) a = on_http(target);
+    }
+    static const std::map<int, const char*> reasons = {{200, "OK"},
+                                                       {404, "Not Found"},
+                                                       {500, "Internal Server Error"},
+                                                       {503, "Service Unavailable"}};
+    auto r = reasons.find(a.status);
+    std::string out = "HTTP/1.1 " + std::to_string(a.status) + " " +
+                      (r == reasons.end() ? "Unknown" : r->second) + "\r\n";
+    out += "Content-Type: " + a.content_type + "\r\n";
+    for (const auto& [k, v] : a.headers) out += k + ": " + v + "\r\n";
+    out += "Content-Length: " + std::to_string(a.body.size()) + "\r\nConnection: close\r\n\r\n";
+    out += a.body;
+    return out;
   }
 
   // Empty when the listener accepts the handshake, else the reason.
@@ -707,6 +758,7 @@ awaitable<void> Transport::Core::serve_inbound(std::shared_ptr<FrameConn> conn, 
   conn->socket().set_option(asio::socket_base::keep_alive(true), ec);
   transportpb::Handshake hs;
   std::string failure;
+  std::optional<std::string> http_head;
   {
     Deadline deadline(ex, conn, opts.handshake_timeout);
     try {
@@ -714,11 +766,24 @@ awaitable<void> Transport::Core::serve_inbound(std::shared_ptr<FrameConn> conn, 
         conn->use_tls(*server_ctx);
         co_await conn->tls_handshake(ssl::stream_base::server);
       }
-      Frame f = co_await conn->read_frame(opts.max_frame_bytes);
-      if (f.type != FrameType::kHandshake) throw ProtocolError("first frame is not a handshake");
-      hs = parse_payload<transportpb::Handshake>(f, "handshake");
+      if (co_await conn->peek(4) == "GET ") {
+        http_head = co_await conn->read_http_head(8192);
+      } else {
+        Frame f = co_await conn->read_frame(opts.max_frame_bytes);
+        if (f.type != FrameType::kHandshake) throw ProtocolError("first frame is not a handshake");
+        hs = parse_payload<transportpb::Handshake>(f, "handshake");
+      }
     } catch (const std::exception& e) {
       failure = describe(e, deadline, "waiting for the handshake");
+    }
+    if (failure.empty() && http_head) {
+      try {
+        co_await conn->write(answer_http(*http_head));
+        conn->shutdown_send();
+      } catch (const std::exception&) {
+        // The asker went away; nothing to tell anyone.
+      }
+      co_return;
     }
     if (failure.empty()) {
       const std::string reason = check_handshake(hs);
@@ -1058,6 +1123,11 @@ void Transport::set_snapshot_handler(
 void Transport::set_unreachable_handler(std::function<void(uint64_t)> handler) {
   std::unique_lock l(core_->handler_mu);
   core_->on_unreachable = std::move(handler);
+}
+
+void Transport::set_http_handler(std::function<HttpAnswer(const std::string&)> handler) {
+  std::unique_lock l(core_->handler_mu);
+  core_->on_http = std::move(handler);
 }
 
 void Transport::add_peer(uint64_t id, std::vector<std::string> peer_urls) {

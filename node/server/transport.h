@@ -138,6 +138,19 @@ class Transport {
       std::function<std::unique_ptr<SnapshotSink>(const raftpb::Message&)> handler);
   void set_unreachable_handler(std::function<void(uint64_t peer)> handler);
 
+  // Plain HTTP on the peer listener.  etcd serves `GET /members` (and
+  // /version) on its peer URLs; joining members, proxies and operators with
+  // curl read the member list there.  A connection whose first bytes are an
+  // HTTP GET (not a frame: a frame length never spells "GET ") gets one
+  // answer from this handler and is closed.  Without a handler: 404.
+  struct HttpAnswer {
+    int status = 404;
+    std::string content_type = "text/plain; charset=utf-8";
+    std::string body;
+    std::vector<std::pair<std::string, std::string>> headers;
+  };
+  void set_http_handler(std::function<HttpAnswer(const std::string& target)> handler);
+
   // Adds a peer, or replaces the URLs of a known one (used from its next dial
   // on).  A known peer may also dial us.  URLs: http://host:port or
   // https://host:port.  The local member's own ID (and 0) is ignored.

@@ -97,6 +97,30 @@ class SrvBootstrapTest(unittest.TestCase):
                  "a peer to refuse a certificate without the SRV domain")
         self.assertFalse(any(m.healthy() for m in c.members))
 
+    def test_existing_member_joins_with_srv_records(self):
+        # The records after `member add`: the grown set is published under
+        # another --discovery-srv-name, so the first three members' bootstrap
+        # sees three records and the joiner sees four.
+        c = BootCluster(4, group=self.group, host="localhost", scheme="http")
+        first, m4 = c.members[:3], c.members[3]
+        records = [("_etcd-server._tcp", "localhost", m.peer_port) for m in first]
+        records += [("_etcd-server-grown._tcp", "localhost", m.peer_port) for m in c.members]
+        _, server = start_dnsmasq(self.group, DOMAIN, records)
+        c.start(["--discovery-srv", DOMAIN, "--dns-server", server], members=first)
+        c.wait_healthy(members=first)
+
+        def added():
+            st, j = first[0].call("/v3/cluster/member/add", {"peerURLs": [m4.peer_url]})
+            if st == 503:
+                return None  # "unhealthy cluster" until the voters are connected for a while
+            self.assertEqual(st, 200, j)
+            return j
+        wait_for(added, 30, "member add to be accepted")
+        m4.start(["--discovery-srv", DOMAIN, "--discovery-srv-name", "grown",
+                  "--dns-server", server, "--initial-cluster-state", "existing"])
+        self.check_one_cluster(c)
+        self.assertIn("joining an existing cluster", m4.proc.log())
+
     def test_no_srv_records_is_a_clear_error(self):
         c, boot = self.srv_cluster(1, "_etcd-client._tcp", "http")  # no server records
         m = c.members[0]
