@@ -23,6 +23,8 @@ namespace {
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
 constexpr std::string_view kLog = "discovery";
+// An empty long-poll answer faster than this is followed by this pause.
+constexpr std::chrono::milliseconds kQuickEmpty{100};
 
 // Go's strconv.ParseUint(s, 10, 64): decimal digits only.
 std::optional<uint64_t> parse_uint(std::string_view s) {
@@ -469,6 +471,13 @@ class Joiner {
 
   Answer get(const std::string& key, const std::string& query) { return impl_->get(key, query); }
 
+  void pause(std::chrono::milliseconds d) {
+    if (options_.sleep)
+      options_.sleep(d);
+    else
+      std::this_thread::sleep_for(d);
+  }
+
   Answer watch(const std::string& key, const std::string& query,
                std::chrono::milliseconds timeout) {
     std::string body;
@@ -494,11 +503,17 @@ class Joiner {
     while (known.size() < st.size) {
       log::info(kLog, "waiting for other members to register",
                 {{"registered", known.size()}, {"size", st.size}});
+      const auto asked = Clock::now();
       Answer a = watch("", "recursive=true&wait=true&waitIndex=" + std::to_string(next),
                        options_.watch_timeout);
       if (a.kind == Answer::Kind::kEmpty ||
           (a.kind == Answer::Kind::kTransient && a.detail.rfind("timed out", 0) == 0)) {
-        continue;  // long-poll ended without an event: ask again from the same index
+        // The long-poll ended without an event: ask again from the same
+        // index.  A server that answers "nothing" at once must not make
+        // us poll it in a tight loop.
+        if (a.kind == Answer::Kind::kEmpty && Clock::now() - asked < kQuickEmpty)
+          pause(kQuickEmpty);
+        continue;
       }
       if (a.kind == Answer::Kind::kOk) {
         failures = 0;

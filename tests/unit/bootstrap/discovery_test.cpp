@@ -308,6 +308,21 @@ TEST(JoinCluster, OnlyNewMemberKeysCountWhileWaiting) {
             "n1=http://10.0.0.1:2380,n2=http://10.0.0.2:2380,n3=http://10.0.0.3:2380");
 }
 
+TEST(JoinCluster, PausesBetweenImmediateEmptyPollAnswers) {
+  FakeV2 fake;  // answers a watch with no matching event by an empty 200 at once
+  fake.size = "2";
+  Recorded rec;
+  auto o = options_for(fake, &rec);
+  o.sleep = [&](std::chrono::milliseconds d) {
+    rec.sleeps.push_back(d);
+    if (rec.sleeps.size() == 3) fake.add("bbbb", "n2=http://10.0.0.2:2380");
+  };
+  auto r = join_cluster(o);
+  ASSERT_TRUE(r.ok()) << r.message;
+  EXPECT_EQ(r.initial_cluster, "n1=http://10.0.0.1:2380,n2=http://10.0.0.2:2380");
+  EXPECT_EQ(rec.sleeps, std::vector<std::chrono::milliseconds>(3, std::chrono::milliseconds(100)));
+}
+
 TEST(JoinCluster, DuplicateIdWithAnotherValueIsAnError) {
   FakeV2 fake;
   fake.size = "3";
