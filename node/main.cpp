@@ -24,6 +24,7 @@
 #include "net/server.h"
 #include "net/url.h"
 #include "node/bootstrap/ids.h"
+#include "node/bootstrap/initial_cluster.h"
 #include "node/config/config.h"
 #include "node/config/urls.h"
 #include "node/proxy/proxy.h"
@@ -133,6 +134,14 @@ std::optional<net::TlsOptions> tls_of(const config::TlsConfig& t) {
   return o;
 }
 
+// A member that discovery found to be one too many, with
+// --discovery-fallback=proxy: it forwards client requests to `peer_urls`'
+// cluster instead of joining it, and stays a proxy across restarts
+// (<data-dir>/proxy).  Nothing was written to <data-dir>/member before this.
+int become_proxy(const config::Config& cfg, const std::vector<std::string>& peer_urls) {
+  return proxy::run(cfg, peer_urls);
+}
+
 // Joining a running cluster (--initial-cluster-state existing), as etcd:
 // the other members listed in --initial-cluster are asked for the member
 // list on their peer URLs; the member whose peer URLs are ours (added
@@ -144,7 +153,8 @@ struct Joining {
   std::vector<server::PeerMember> members;
 };
 
-Joining join_existing(const config::Config& cfg, const config::UrlsMap& cluster) {
+Joining join_existing(const config::Config& cfg, const config::UrlsMap& cluster,
+                      const net::TlsOptions& peer_tls) {
   std::vector<std::string> mine = cfg.initial_advertise_peer_urls;
   std::sort(mine.begin(), mine.end());
   std::vector<std::string> others;
@@ -152,8 +162,7 @@ Joining join_existing(const config::Config& cfg, const config::UrlsMap& cluster)
     if (name != cfg.name) others.insert(others.end(), urls.begin(), urls.end());
   if (others.empty())
     die("--initial-cluster-state=existing: --initial-cluster lists no other member to join");
-  auto fetched =
-      server::fetch_cluster_members(others, tls_of(cfg.peer_tls).value_or(net::TlsOptions{}));
+  auto fetched = server::fetch_cluster_members(others, peer_tls);
   if (!fetched.cluster) die("cannot fetch cluster info from peer urls: " + fetched.error);
   Joining j;
   j.me.name = cfg.name;
@@ -217,19 +226,37 @@ int main(int argc, char** argv) {
   // --- who am I, and which cluster ---
   std::vector<server::InitialMember> initial;
   Identity me;
+  std::optional<std::string> peer_tls_server_name;  // set by --discovery-srv with https peers
   std::optional<Joining> joining;
   if (auto id = read_identity(cfg.data_dir)) {
     me = *id;
     log::info("etcdmain", "server has been already initialized",
               {{"data-dir", cfg.data_dir}, {"member-id", bootstrap::id_to_hex(me.member_id)}});
   } else {
-    if (!cfg.discovery.empty() || !cfg.discovery_srv.empty())
-      die("bootstrap by --discovery or --discovery-srv is not built yet; use --initial-cluster");
+    // --discovery / --discovery-srv / --initial-cluster -> one initial
+    // cluster string and token (node/bootstrap/initial_cluster.h); then the
+    // static path below.  Runs only here, with no identity on disk: a
+    // restarted member never asks discovery again.
+    auto boot = bootstrap::resolve_initial_cluster(cfg);
+    if (boot.kind == bootstrap::InitialCluster::Kind::kFull) {
+      if (cfg.discovery_fallback == "exit") die(boot.message + " (--discovery-fallback=exit)");
+      log::warn("etcdmain", "discovery cluster is full, falling back to proxy",
+                {{"reason", boot.message}});
+      return become_proxy(cfg, boot.peer_urls);
+    }
+    if (boot.kind == bootstrap::InitialCluster::Kind::kError) die(boot.message);
+    cfg.initial_cluster = boot.initial_cluster;
+    cfg.initial_cluster_token = boot.token;
+    peer_tls_server_name = boot.peer_tls_server_name;
     auto cluster = config::parse_initial_cluster(cfg.initial_cluster);
     if (!cluster.ok()) die(cluster.error());
     if (auto err = config::verify_bootstrap(cfg, cluster.value()); !err.empty()) die(err);
     if (cfg.initial_cluster_state == "existing") {
-      joining = join_existing(cfg, cluster.value());
+      // With https SRV records the peers' certificates carry the SRV
+      // domain, not the host in the URL.
+      net::TlsOptions peer_tls = tls_of(cfg.peer_tls).value_or(net::TlsOptions{});
+      if (peer_tls_server_name) peer_tls.server_name = *peer_tls_server_name;
+      joining = join_existing(cfg, cluster.value(), peer_tls);
       me = joining->me;
     }
   }
@@ -266,6 +293,8 @@ int main(int argc, char** argv) {
   topts.local_id = me.member_id;
   topts.server_tls = tls_of(cfg.peer_tls);
   topts.client_tls = tls_of(cfg.peer_tls);
+  if (topts.client_tls && peer_tls_server_name)
+    topts.client_tls->server_name = *peer_tls_server_name;
   server::Transport transport(io, topts);
   if (joining)
     for (const auto& m : joining->members)
