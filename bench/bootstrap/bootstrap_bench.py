@@ -72,6 +72,9 @@ MILESTONES = {
         # The bootstrap configuration applied: the transport knows its peers.
         ("conf_applied", lambda r: r.get("msg") == "applied membership change"),
         ("peer_connected", lambda r: r.get("msg") == "peer connection established"),
+        # Present only in a build that advances the first election.
+        ("fast_forward", lambda r: "fast-forwarding election ticks" in r.get("msg", "")
+         or "first candidate" in r.get("msg", "")),
         ("leader_known", _leader_known),
         ("published", lambda r: r.get("msg") == "published local member to cluster through raft"),
         ("serving", lambda r: r.get("msg") == "ready to serve client requests"),
@@ -193,7 +196,11 @@ def run_once(args, disco, system, n, hb, el, tag):
         # recorded (spawn_spread_ms) and counted in both systems' times.
         t0_wall = time.time()
         t0 = time.monotonic()
-        procs = [group.start(name, argv) for name, _, argv in members]
+        env = None
+        if system == "muster" and args.muster_env:
+            env = dict(os.environ)
+            env.update(kv.split("=", 1) for kv in args.muster_env)
+        procs = [group.start(name, argv, env=env) for name, _, argv in members]
         spread = time.monotonic() - t0
         pollers = [Poller(cport) for _, cport, _ in members]
         healthy_at = [None] * n
@@ -325,6 +332,8 @@ def main():
     ap.add_argument("--muster", default=os.path.join(bin_dir, "muster"))
     ap.add_argument("--discovery-bin", default=os.path.join(bin_dir, "muster-discovery"))
     ap.add_argument("--etcd", default=os.environ.get("ETCD", "/usr/bin/etcd"))
+    ap.add_argument("--muster-env", action="append", default=[], metavar="VAR=VALUE",
+                    help="extra environment for the muster members (repeatable)")
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--sizes", default="3,5")
     ap.add_argument("--configs", default="100/1000,50/500",
