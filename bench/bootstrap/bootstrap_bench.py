@@ -31,14 +31,51 @@ import datetime
 import http.client
 import json
 import os
-import statistics
+import random
+import socket
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "tests", "lib"))
 import harness  # noqa: E402
-from harness import Discovery, ProcessGroup, free_port  # noqa: E402
+from harness import Discovery, ProcessGroup  # noqa: E402
+
+
+def _ephemeral_range():
+    try:
+        lo, hi = open("/proc/sys/net/ipv4/ip_local_port_range").read().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+_EPHEMERAL = _ephemeral_range()
+_given = set()
+
+
+def free_port():
+    """A loopback port that is bindable now, not handed out before, and
+    outside the kernel's ephemeral range.  A muster member binds its client
+    port only once it has published (about a second after start), so a port
+    picked from the ephemeral range could meanwhile become the local end of
+    some outgoing connection (harness.free_port picks from that range)."""
+    lo, hi = _EPHEMERAL
+    candidates = [p for p in range(10000, 30000) if not lo <= p <= hi]
+    if not candidates:  # the whole range is ephemeral: fall back to it
+        candidates = list(range(10000, 60000))
+    for _ in range(500):
+        port = random.choice(candidates)
+        if port in _given:
+            continue
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        _given.add(port)
+        return port
+    raise RuntimeError("no free loopback port outside the ephemeral range")
 
 
 def parse_ts(s):
