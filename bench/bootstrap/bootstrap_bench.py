@@ -229,14 +229,14 @@ def run_once(args, disco, system, n, hb, el, tag):
             if system == "etcd":
                 argv += ["--logger", "zap", "--log-outputs", "stderr"]
             members.append((name, cport, argv))
-        # Back to back: the spread between the first and the last exec is
-        # recorded (spawn_spread_ms) and counted in both systems' times.
-        t0_wall = time.time()
-        t0 = time.monotonic()
         env = None
         if system == "muster" and args.muster_env:
             env = dict(os.environ)
             env.update(kv.split("=", 1) for kv in args.muster_env)
+        # Back to back: the spread between the first and the last exec is
+        # recorded (spawn_spread_ms) and counted in both systems' times.
+        t0_wall = time.time()
+        t0 = time.monotonic()
         procs = [group.start(name, argv, env=env) for name, _, argv in members]
         spread = time.monotonic() - t0
         pollers = [Poller(cport) for _, cport, _ in members]
@@ -311,7 +311,7 @@ def ms(v):
     return "n/a" if v is None else "%.0f" % (v * 1000)
 
 
-def summarize(results, rounds):
+def summarize(results):
     out = []
     cells = {}
     for r in results:
@@ -422,7 +422,7 @@ def main():
     print("Run started %s, %d rounds, %.0f s wall; load average before %s, after %s.\n" % (
         started, args.rounds, time.monotonic() - t_start, " ".join(load_before),
         " ".join(load_after)))
-    print(summarize(results, args.rounds))
+    print(summarize(results))
     if args.check and not all(r["ok"] for r in results):
         return 1
     return 0
