@@ -22,6 +22,7 @@
 #include "net/metrics.h"
 #include "net/runner.h"
 #include "net/server.h"
+#include "net/systemd.h"
 #include "net/url.h"
 #include "node/bootstrap/ids.h"
 #include "node/bootstrap/initial_cluster.h"
@@ -101,29 +102,6 @@ void write_identity(const std::string& data_dir, const Identity& id) {
   fs::rename(tmp, identity_path(data_dir));
 }
 
-// sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET.
-void notify_systemd_ready() {
-  const char* path = std::getenv("NOTIFY_SOCKET");
-  if (!path || !*path) return;
-  int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return;
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::string p = path;
-  if (p.size() >= sizeof addr.sun_path) {
-    ::close(fd);
-    return;
-  }
-  std::memcpy(addr.sun_path, p.data(), p.size());
-  if (p[0] == '@') addr.sun_path[0] = '\0';  // abstract namespace
-  socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + p.size());
-  const char msg[] = "READY=1";
-  if (::sendto(fd, msg, sizeof msg - 1, 0, reinterpret_cast<sockaddr*>(&addr), len) < 0)
-    log::warn("etcdmain", "cannot notify systemd",
-              {{"socket", p}, {"error", std::strerror(errno)}});
-  ::close(fd);
-}
-
 std::optional<net::TlsOptions> tls_of(const config::TlsConfig& t) {
   if (t.empty()) return std::nullopt;
   net::TlsOptions o;
@@ -189,7 +167,9 @@ Joining join_existing(const config::Config& cfg, const config::UrlsMap& cluster,
 
 }  // namespace
 
-int main(int argc, char** argv) {
+namespace {
+
+int run(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   config::ParseOptions popts;
   popts.default_host = config::detect_default_host();
@@ -488,7 +468,7 @@ int main(int argc, char** argv) {
     }
     log::info("etcdserver", "ready to serve client requests",
               {{"listen-client-urls", cfg.listen_client_urls}});
-    notify_systemd_ready();
+    net::notify_systemd("READY=1", "etcdmain");
   });
 
   // On SIGTERM: hand leadership off, stop serving, stop the transport.  The
@@ -513,4 +493,17 @@ int main(int argc, char** argv) {
   if (ready_waiter.joinable()) ready_waiter.join();
   log::info("etcdserver", "stopped", {{"signal", sig}});
   return 0;
+}
+
+}  // namespace
+
+// Anything thrown while starting (a certificate that does not load, an
+// address that cannot be bound) ends the process with its sentence and exit
+// status 1, as etcd's startup errors do.
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    die(e.what());
+  }
 }

@@ -20,6 +20,7 @@
 #include "net/metrics.h"
 #include "net/runner.h"
 #include "net/server.h"
+#include "net/systemd.h"
 #include "net/url.h"
 #include "node/config/urls.h"
 #include "node/proxy/cluster_file.h"
@@ -154,27 +155,6 @@ class Refresher {
   std::thread thread_;
 };
 
-// sd_notify(3) READY=1 without libsystemd, as the member does once it
-// serves (etcd's proxy notifies too).  node/main.cpp has the same few lines
-// for the member; both could move to net/ one day.
-void notify_systemd_ready() {
-  const char* path = std::getenv("NOTIFY_SOCKET");
-  if (!path || !*path) return;
-  std::string p = path;
-  sockaddr_un addr{};
-  if (p.size() >= sizeof addr.sun_path) return;
-  int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return;
-  addr.sun_family = AF_UNIX;
-  std::memcpy(addr.sun_path, p.data(), p.size());
-  if (p[0] == '@') addr.sun_path[0] = '\0';  // abstract namespace
-  socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + p.size());
-  const char msg[] = "READY=1";
-  if (::sendto(fd, msg, sizeof msg - 1, 0, reinterpret_cast<sockaddr*>(&addr), len) < 0)
-    log::warn("proxy", "cannot notify systemd", {{"socket", p}, {"error", std::strerror(errno)}});
-  ::close(fd);
-}
-
 net::Response readonly_refusal(const net::Request& r) {
   if (v3_route(r.path()).empty()) return net::Response::text(501, "");  // etcd: bare 501
   // The v3 gateway's error shape; code 12 (Unimplemented) is what
@@ -290,7 +270,7 @@ int run(const config::Config& cfg, std::vector<std::string> peer_urls) {
              {"peer-urls", peer_urls},
              {"refresh-interval-ms", cfg.proxy_refresh_interval_ms},
              {"failure-wait-ms", cfg.proxy_failure_wait_ms}});
-  notify_systemd_ready();
+  net::notify_systemd("READY=1", "proxy");
 
   // On SIGTERM/SIGINT: stop listening and cancel open exchanges (their
   // upstream connections close), stop refreshing; the io_context then runs
