@@ -26,6 +26,7 @@
 #include "net/url.h"
 #include "node/bootstrap/ids.h"
 #include "node/bootstrap/initial_cluster.h"
+#include "node/bootstrap/peer_members.h"
 #include "node/config/config.h"
 #include "node/config/urls.h"
 #include "node/proxy/proxy.h"
@@ -128,7 +129,7 @@ int become_proxy(const config::Config& cfg, const std::vector<std::string>& peer
 // it only has to reach one.
 struct Joining {
   Identity me;
-  std::vector<server::PeerMember> members;
+  std::vector<bootstrap::MemberInfo> members;
 };
 
 Joining join_existing(const config::Config& cfg, const config::UrlsMap& cluster,
@@ -140,12 +141,19 @@ Joining join_existing(const config::Config& cfg, const config::UrlsMap& cluster,
     if (name != cfg.name) others.insert(others.end(), urls.begin(), urls.end());
   if (others.empty())
     die("--initial-cluster-state=existing: --initial-cluster lists no other member to join");
-  auto fetched = server::fetch_cluster_members(others, peer_tls);
-  if (!fetched.cluster) die("cannot fetch cluster info from peer urls: " + fetched.error);
+  net::ClientOptions co;
+  co.tls = peer_tls;
+  co.connect_timeout = co.timeout = std::chrono::seconds(2);
+  net::HttpClient client(co);
+  std::string err;
+  auto fetched = bootstrap::fetch_cluster(others, client, &err);
+  if (!fetched || fetched->cluster_id == 0)
+    die("cannot fetch cluster info from peer urls: " +
+        (fetched ? std::string("no X-Etcd-Cluster-ID in the answer") : err));
   Joining j;
   j.me.name = cfg.name;
-  j.me.cluster_id = fetched.cluster->cluster_id;
-  j.members = fetched.cluster->members;
+  j.me.cluster_id = fetched->cluster_id;
+  j.members = fetched->members;
   for (const auto& m : j.members) {
     std::vector<std::string> theirs = m.peer_urls;
     std::sort(theirs.begin(), theirs.end());

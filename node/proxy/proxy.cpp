@@ -22,11 +22,11 @@
 #include "net/server.h"
 #include "net/systemd.h"
 #include "net/url.h"
+#include "node/bootstrap/peer_members.h"
 #include "node/config/urls.h"
 #include "node/proxy/cluster_file.h"
 #include "node/proxy/director.h"
 #include "node/proxy/forwarder.h"
-#include "node/proxy/members.h"
 #include "node/proxy/routes.h"
 
 namespace muster::proxy {
@@ -87,7 +87,7 @@ class Refresher {
   // client URLs.
   bool refresh_once() {
     std::string err;
-    auto view = fetch_cluster(peer_urls_, client_, &err);
+    auto view = bootstrap::fetch_cluster(peer_urls_, client_, &err);
     if (!view) {
       log::warn("proxy", "could not get the member list from any peer",
                 {{"peer-urls", peer_urls_}, {"error", err}});
