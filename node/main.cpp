@@ -205,11 +205,15 @@ int run(int argc, char** argv) {
   if (proxy::data_dir_holds_proxy(cfg.data_dir)) {
     if (fs::exists(cfg.data_dir + "/member"))
       die("invalid datadir. Both member and proxy directories exist.");
-    return proxy::run(cfg, proxy::initial_cluster_peer_urls(cfg));
+    return proxy::run(cfg, {});  // the peers stored in <data-dir>/proxy/cluster
   }
   // --proxy on|readonly: a proxy unless this data dir already holds a member.
-  if (cfg.proxy != "off" && !fs::exists(cfg.data_dir + "/member"))
-    return proxy::run(cfg, proxy::initial_cluster_peer_urls(cfg));
+  if (cfg.proxy != "off" && !fs::exists(cfg.data_dir + "/member")) {
+    std::string err;
+    auto urls = bootstrap::proxy_peer_urls(cfg, &err);
+    if (urls.empty()) die("proxy: no cluster to forward to: " + err);
+    return proxy::run(cfg, urls);
+  }
 
   // --- who am I, and which cluster ---
   std::vector<server::InitialMember> initial;

@@ -34,16 +34,6 @@ namespace muster::proxy {
 namespace fs = std::filesystem;
 using std::chrono::milliseconds;
 
-std::vector<std::string> initial_cluster_peer_urls(const config::Config& cfg) {
-  std::vector<std::string> out;
-  auto cluster = config::parse_initial_cluster(cfg.initial_cluster);
-  if (!cluster.ok()) return out;
-  for (const auto& [name, urls] : cluster.value()) out.insert(out.end(), urls.begin(), urls.end());
-  std::sort(out.begin(), out.end());
-  out.erase(std::unique(out.begin(), out.end()), out.end());
-  return out;
-}
-
 bool data_dir_holds_proxy(const std::string& data_dir) {
   std::error_code ec;
   return fs::is_directory(proxy_dir(data_dir), ec);
