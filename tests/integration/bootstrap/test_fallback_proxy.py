@@ -3,6 +3,7 @@ a user meets them: N+1 nodes started together on a size-N token, whichever
 registers too late serves clients by forwarding to the cluster, and every
 node keeps its role and the data across a restart of everything."""
 
+import json
 import os
 import sys
 import time
@@ -108,6 +109,17 @@ class FallbackProxyTest(unittest.TestCase):
             self.assertIn("server has been already initialized", m.proc.log(), m.name)
         self.assertEqual(proxy.value("k/before"), "v")
         self.check_proxy_serves(proxy, members, "after")
+
+    def test_proxy_on_with_discovery_reads_the_token_without_registering(self):
+        url, c, members, proxies = self.form(3, 0)
+        p = c.add("explicit-proxy")
+        p.start(["--discovery", url, "--proxy", "on"])
+        wait_for(lambda: (p.alive() or c._died(p)) and p.healthy(), 30, "the proxy to serve")
+        self.assertTrue(os.path.isdir(os.path.join(p.data_dir, "proxy")))
+        self.check_proxy_serves(p, members, "explicit")
+        code, out, err = musterctl("discovery", "show", url, "-w", "json")
+        self.assertEqual(code, 0, err)
+        self.assertEqual(len(json.loads(out)["members"]), 3)
 
     def test_five_members_and_two_proxies(self):
         url, c, members, proxies = self.form(5, 2)
