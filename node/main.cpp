@@ -302,6 +302,7 @@ int run(int argc, char** argv) {
   nopts.snapshot_count = cfg.snapshot_count;
   nopts.snapshot_catchup_entries = cfg.experimental_snapshot_catchup_entries;
   nopts.pre_vote = true;
+  nopts.initial_election_tick_advance = cfg.initial_election_tick_advance;
   nopts.unsafe_no_fsync = cfg.unsafe_no_fsync;
   nopts.force_new_cluster = cfg.force_new_cluster;
   nopts.client_urls = cfg.advertise_client_urls;

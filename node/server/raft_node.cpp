@@ -64,7 +64,14 @@ RaftNode::RaftNode(RaftNodeOptions options, std::vector<InitialMember> initial,
   if (!st) throw std::runtime_error("cannot open member storage: " + st.message());
   storage_ptr_ = storage_.get();
   existing_state_ = storage_->log().last_index() > 0 || storage_->kv().applied_index() > 0;
-  if (!existing_state_ && !initial.empty()) write_bootstrap(initial);
+  if (!existing_state_ && !initial.empty()) {
+    write_bootstrap(initial);
+    // Known to the transport from the start, not only once the bootstrap
+    // entries are applied: a peer that dials us first is not refused as
+    // unknown (and made to back off) meanwhile.
+    for (const auto& m : initial)
+      if (m.id != options_.member_id) transport_.add_peer(m.id, m.peer_urls);
+  }
   if (existing_state_ && options_.force_new_cluster) force_new_cluster();
 
   // Request IDs: the member's ID in the top 16 bits, a time-seeded counter
@@ -342,6 +349,16 @@ void RaftNode::run() {
   auto tick_every = std::chrono::milliseconds(options_.heartbeat_ms);
   auto next_tick = Clock::now() + tick_every;
   auto next_housekeeping = Clock::now();
+  const auto started = Clock::now();
+  bool first_election_pending = true;
+  // What is ready at start (a new cluster's committed bootstrap entries)
+  // is handled before the first wait: the configuration and the peers are
+  // known at once, not a heartbeat later.
+  while (raft_->has_ready()) {
+    raft::Ready rd = raft_->ready();
+    handle_ready(rd);
+    raft_->advance(rd);
+  }
   // A peer that refuses us as removed (we missed the commit of our own
   // removal: the leader stopped sending before we learned it) stops us, as
   // etcd's 410 Gone does.
@@ -362,7 +379,12 @@ void RaftNode::run() {
     Inbox in;
     {
       std::unique_lock lock(mu_);
-      cv_.wait_until(lock, next_tick, [&] {
+      // While the first election waits for peers to connect, look again
+      // every few milliseconds rather than every heartbeat.
+      auto wake_at = next_tick;
+      if (first_election_pending)
+        wake_at = std::min(wake_at, Clock::now() + std::chrono::milliseconds(2));
+      cv_.wait_until(lock, wake_at, [&] {
         return !running_.load() || !inbox_.messages.empty() || !inbox_.proposals.empty() ||
                !inbox_.reads.empty() || !inbox_.snapshot_reports.empty() ||
                !inbox_.unreachable.empty() || !inbox_.installs.empty() ||
@@ -395,6 +417,9 @@ void RaftNode::run() {
       }
       if (best) raft_->transfer_leadership(best);
     }
+    if (first_election_pending &&
+        (maybe_hasten_first_election() || Clock::now() - started > std::chrono::seconds(5)))
+      first_election_pending = false;  // (etcd gives up waiting for peers after 5 s too)
     auto now = Clock::now();
     while (now >= next_tick) {
       raft_->tick();
@@ -405,6 +430,8 @@ void RaftNode::run() {
       handle_ready(rd);
       raft_->advance(rd);
     }
+    // Publish as soon as a leader is known (clients wait for it).
+    if (!published_.load() && leader_.load() != 0) maybe_publish();
     if (now >= next_housekeeping) {
       next_housekeeping = now + std::chrono::milliseconds(100);
       fail_timeouts();
@@ -422,6 +449,42 @@ void RaftNode::run() {
       }
     }
   }
+}
+
+bool RaftNode::maybe_hasten_first_election() {
+  // etcd's initial election tick advance waits until peers are connected,
+  // then skips all but two ticks of the election timeout.  Here a quorum of
+  // voters must be connected (a lone member that advanced would only
+  // pre-vote in vain).  On a brand-new cluster, the voter with the lowest ID
+  // campaigns at once instead: every member agrees who that is, so the
+  // first election is not a race of timeouts; with pre-vote it cannot
+  // disrupt anything, and the others' shortened timeouts remain the
+  // fallback if it is down.
+  if (raft_->role() == raft::StateRole::kLeader || leader_.load() != 0) return true;
+  const int voters = conf_state_.voters_size();
+  if (voters == 0) return false;  // joining: the configuration comes from the leader
+  bool voter = false;
+  int connected = 0;
+  uint64_t lowest = UINT64_MAX;
+  for (uint64_t v : conf_state_.voters()) {
+    lowest = std::min(lowest, v);
+    if (v == options_.member_id) voter = true;
+    if (v == options_.member_id || transport_.is_active(v)) ++connected;
+  }
+  if (!voter) return true;
+  if (connected * 2 <= voters) return false;
+  if (!existing_state_ && raft_->term() <= 1 && lowest == options_.member_id) {
+    log::info("raft", "campaigning at once as the new cluster's first candidate",
+              {{"local-member-id", hex(options_.member_id)}});
+    raft_->campaign();
+  } else if (options_.initial_election_tick_advance) {
+    const int ticks =
+        std::max<int>(2, static_cast<int>(options_.election_ms / options_.heartbeat_ms)) - 2;
+    log::info("raft", "fast-forwarding election ticks",
+              {{"local-member-id", hex(options_.member_id)}, {"forward-ticks", ticks}});
+    for (int i = 0; i < ticks; ++i) raft_->tick();
+  }
+  return true;
 }
 
 void RaftNode::send(std::vector<raftpb::Message> msgs) {
@@ -1012,7 +1075,11 @@ void RaftNode::maybe_publish() {
                               {{"name", options_.name}, {"client-urls", options_.client_urls}});
                   }
                 },
-                Clock::now() + std::chrono::milliseconds(options_.request_timeout_ms)});
+                // Short: a publish lost with a dropped message is simply
+                // proposed again (it is idempotent), instead of holding the
+                // member's readiness for a whole request timeout.
+                Clock::now() +
+                    std::chrono::milliseconds(std::max<uint32_t>(2 * options_.heartbeat_ms, 100))});
   }
   if (raft_->propose(req.SerializeAsString()) != raft::DropReason::kNone) {
     std::lock_guard lock(mu_);

@@ -76,6 +76,11 @@ struct RaftNodeOptions {
   uint64_t snapshot_catchup_entries = 5000;  // kept after compaction (etcd's value)
   uint32_t request_timeout_ms = 7000;        // etcd: 5 s + 2 x election timeout
   bool pre_vote = true;
+  // --initial-election-tick-advance (etcd's default on): once a quorum of
+  // voters is connected after start, skip all but two ticks of the first
+  // election timeout, so a new cluster (or a restarted member) does not sit
+  // out a whole timeout before the first election.
+  bool initial_election_tick_advance = true;
   bool unsafe_no_fsync = false;
   // --force-new-cluster: on an existing data dir, remove every other member.
   bool force_new_cluster = false;
@@ -174,6 +179,9 @@ class RaftNode final : public MemberApi {
   };
 
   void run();
+  // The first election after start (--initial-election-tick-advance, and a
+  // fresh cluster's designated first candidate).  Returns true once done.
+  bool maybe_hasten_first_election();
   void handle_ready(raft::Ready& rd);
   void apply_entries(const std::vector<raftpb::Entry>& entries);
   void apply_conf_change(const raftpb::Entry& e);
