@@ -1079,7 +1079,7 @@ void RaftNode::maybe_publish() {
                 // proposed again (it is idempotent), instead of holding the
                 // member's readiness for a whole request timeout.
                 Clock::now() +
-                    std::chrono::milliseconds(std::max<uint32_t>(2 * options_.heartbeat_ms, 100))});
+                    std::chrono::milliseconds(std::max<uint32_t>(options_.heartbeat_ms, 50))});
   }
   if (raft_->propose(req.SerializeAsString()) != raft::DropReason::kNone) {
     std::lock_guard lock(mu_);

@@ -560,6 +560,12 @@ struct Peer : std::enable_shared_from_this<Peer> {
   std::shared_ptr<FrameConn> conn;  // being dialed or active
   bool in_backoff = false;
   bool removed = false;
+  // Until the first connection, messages wait (a few) instead of being
+  // dropped: at a cluster's start the peers come up at slightly different
+  // moments, and the first votes must not be lost to a peer that was not
+  // listening yet.  Once connected, a broken connection drops as before.
+  bool ever_connected = false;
+  static constexpr size_t kMaxWaitingBeforeFirstConnection = 64;
   std::mt19937_64 rng;
 
   // --- any thread ---
@@ -583,15 +589,17 @@ struct Peer : std::enable_shared_from_this<Peer> {
   // On the strand.
   void enqueue(std::vector<raftpb::Message> msgs) {
     if (removed) return;
-    if (in_backoff) {
+    if (in_backoff && ever_connected) {
       // The last dial failed: messages would be stale by the next one.
       dropped += msgs.size();
       core->report_unreachable(id);
       return;
     }
+    const size_t limit =
+        ever_connected ? core->opts.max_queued_messages : kMaxWaitingBeforeFirstConnection;
     bool dropped = false;
     for (auto& m : msgs) {
-      if (queue.size() >= core->opts.max_queued_messages) {
+      if (queue.size() >= limit) {
         queue.pop_front();
         this->dropped++;
         dropped = true;
@@ -666,9 +674,12 @@ struct Peer : std::enable_shared_from_this<Peer> {
         self->conn.reset();
       }
       if (self->removed || self->core->stopped) break;
-      // Whatever was queued or in flight is lost: let Raft know.
-      self->dropped += self->queue.size();
-      self->queue.clear();
+      // Whatever was queued or in flight is lost: let Raft know.  (Before
+      // the first connection the queue waits for it; see ever_connected.)
+      if (self->ever_connected) {
+        self->dropped += self->queue.size();
+        self->queue.clear();
+      }
       self->in_backoff = true;
       self->core->report_unreachable(self->id);
       self->backoff_timer.expires_after(self->jittered(backoff));
@@ -685,6 +696,7 @@ struct Peer : std::enable_shared_from_this<Peer> {
   // returns the reason.
   awaitable<std::string> serve(std::shared_ptr<FrameConn> c, std::string url) {
     active = true;
+    ever_connected = true;
     log::info(kCaller, "peer connection established",
               {{"local-member-id", hex_id(core->opts.local_id)},
                {"remote-peer-id", hex_id(id)},

@@ -13,8 +13,11 @@
 //     is not a known peer (add_peer), replying with the reason before closing.
 //     Nothing is sent before the handshake is accepted.
 //   - Messages to a peer are queued (bounded, oldest dropped first) while its
-//     connection is up or being dialed, and written in batches.  Messages for
-//     an unknown peer, a peer in backoff after a failed dial, messages dropped
+//     connection is up or being dialed, and written in batches.  Until a peer
+//     has been reached once, up to 64 messages also wait through failed dials
+//     (a new cluster's first votes must not be lost to a peer that is not
+//     listening yet).  Messages for an unknown peer, a peer in backoff after a
+//     failed dial once it had been reached, messages dropped
 //     from a full queue and messages lost with a broken connection are
 //     reported through the unreachable handler (the driver calls
 //     raft.report_unreachable), so Raft probes again instead of waiting.
