@@ -25,6 +25,7 @@
 #include "node/config/config.h"
 #include "node/config/urls.h"
 #include "node/server/raft_node.h"
+#include "node/server/tls_setup.h"
 #include "node/server/transport.h"
 #include "node/server/v3_api.h"
 
@@ -118,14 +119,14 @@ void notify_systemd_ready() {
   ::close(fd);
 }
 
-std::optional<net::TlsOptions> tls_of(const config::TlsConfig& t) {
-  if (t.empty()) return std::nullopt;
-  net::TlsOptions o;
-  o.cert_file = t.cert_file;
-  o.key_file = t.key_file;
-  o.trusted_ca_file = t.trusted_ca_file;
-  o.client_cert_auth = t.client_cert_auth;
-  return o;
+// TLS of every listener and of the peer dialer (node/server/tls_setup.h);
+// a bad flag or file stops the member before anything listens.
+server::TlsSetup tls_setup_or_die(const config::Config& cfg) {
+  try {
+    return server::make_tls_setup(cfg);
+  } catch (const std::exception& e) {
+    die(e.what());
+  }
 }
 
 }  // namespace
@@ -199,8 +200,9 @@ int main(int argc, char** argv) {
   server::TransportOptions topts;
   topts.cluster_id = me.cluster_id;
   topts.local_id = me.member_id;
-  topts.server_tls = tls_of(cfg.peer_tls);
-  topts.client_tls = tls_of(cfg.peer_tls);
+  const server::TlsSetup tls = tls_setup_or_die(cfg);
+  topts.server_tls = tls.peer_server;
+  topts.client_tls = tls.peer_client;
   server::Transport transport(io, topts);
 
   server::RaftNodeOptions nopts;
@@ -280,8 +282,8 @@ int main(int argc, char** argv) {
   server::V3Api api(*node, aopts, registry);
   std::vector<std::unique_ptr<net::Server>> servers;
   std::vector<std::pair<std::string, uint16_t>> addresses;  // servers[i] listens on addresses[i]
-  auto serve = [&](const std::vector<std::string>& urls, const config::TlsConfig& tls,
-                   const char* what) {
+  auto serve = [&](const std::vector<std::string>& urls,
+                   const std::optional<net::TlsOptions>& tls_options, const char* what) {
     for (const auto& u : urls) {
       std::string err;
       auto url = net::parse_url(u, &err);
@@ -289,9 +291,9 @@ int main(int argc, char** argv) {
       net::ServerOptions so;
       so.body_limit = server::V3Api::recommended_body_limit(aopts);
       if (url->tls()) {
-        auto t = tls_of(tls);
-        if (!t) die(std::string(what) + " " + u + " is https but no certificate is configured");
-        so.tls = *t;
+        if (!tls_options)
+          die(std::string(what) + " " + u + " is https but no certificate is configured");
+        so.tls = *tls_options;
       }
       auto s = std::make_unique<net::Server>(io, so, [&api](std::shared_ptr<net::Exchange> ex) {
         if (!api.handle(ex))
@@ -302,8 +304,8 @@ int main(int argc, char** argv) {
       servers.push_back(std::move(s));
     }
   };
-  serve(cfg.listen_client_urls, cfg.client_tls, "--listen-client-urls");
-  serve(cfg.listen_metrics_urls, cfg.client_tls, "--listen-metrics-urls");
+  serve(cfg.listen_client_urls, tls.client_server, "--listen-client-urls");
+  serve(cfg.listen_metrics_urls, tls.client_server, "--listen-metrics-urls");
 
   node->start();
   log::info("etcdserver", "started",
