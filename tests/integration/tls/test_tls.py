@@ -30,10 +30,10 @@ MUSTERCTL = os.path.join(BIN_DIR, "musterctl") if BIN_DIR else "musterctl"
 HAVE_CFSSL = bool(shutil.which("cfssl") and shutil.which("cfssljson"))
 
 
-def gencerts(script, out, env=None):
+def gencerts(script, out, env=None, hosts=("localhost", "127.0.0.1")):
     e = dict(os.environ)
     e.update(env or {})
-    r = subprocess.run([script, out, "localhost", "127.0.0.1"], env=e, capture_output=True,
+    r = subprocess.run([script, out] + list(hosts), env=e, capture_output=True,
                        text=True, timeout=120)
     if r.returncode != 0:
         raise AssertionError("%s failed (%d):\n%s" % (script, r.returncode, r.stderr))
@@ -256,6 +256,31 @@ class TlsTest(unittest.TestCase):
         m3_entry = [x for x in j["members"] if x.get("name") == "m3"]
         self.assertFalse(m3_entry and m3_entry[0].get("clientURLs"),
                          "the intruder published its client URLs: %s" % j)
+
+    @unittest.skipUnless(HAVE_CFSSL, "cfssl and cfssljson are not installed")
+    def test_peer_certificate_for_another_host_is_refused_by_the_dialer(self):
+        # Trusted CA, but the peer certificates name only wrong.example.com
+        # while the peer URLs say 127.0.0.1: every dialer must refuse.
+        d = gencerts(GENCERTS, self.group.path("pki"), hosts=("wrong.example.com",))
+        c = TlsCluster(3, self.group, None, cert_flags(d))
+        c.start()
+
+        def dial_refused():
+            for m in c.members:
+                for line in m.proc.log_lines_json():
+                    if line.get("msg") == "cannot connect to peer" and \
+                            "certificate verify failed" in line.get("error", ""):
+                        return True
+            return False
+        wait_for(dial_refused, 20, "a dialer to refuse the peer certificate for another host")
+        # No member can reach another, so none elects a leader or serves.
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            for m in c.members:
+                self.assertTrue(m.alive())
+                with self.assertRaises(OSError):
+                    socket.create_connection(("127.0.0.1", m.client_port), timeout=1).close()
+            time.sleep(0.2)
 
     def test_openssl_certificates_and_cipher_suites(self):
         d = gencerts(GENCERTS_OPENSSL, self.group.path("pki"))
