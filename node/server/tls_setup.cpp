@@ -158,7 +158,21 @@ TlsSetup make_tls_setup(const config::Config& cfg) {
   s.peer_client.insecure_skip_verify = peer_auto;
   if (peer_auto) s.peer_client.trusted_ca_file.clear();
 
-  check_contexts("client", s.client_server, std::nullopt);
+  s.member_client = base;
+  if (client_auto) {
+    s.member_client.insecure_skip_verify = true;
+  } else {
+    s.member_client.trusted_ca_file = cfg.client_tls.trusted_ca_file;
+    if (cfg.client_tls.client_cert_auth) {
+      const auto& own = s.peer_server && !peer_auto ? s.peer_server : s.client_server;
+      if (own) {
+        s.member_client.cert_file = own->cert_file;
+        s.member_client.key_file = own->key_file;
+      }
+    }
+  }
+
+  check_contexts("client", s.client_server, s.member_client);
   check_contexts("peer", s.peer_server, s.peer_client);
 
   if (s.client_server)

@@ -36,6 +36,13 @@ struct TlsSetup {
   std::optional<net::TlsOptions> client_server;  // https client and metrics listeners
   std::optional<net::TlsOptions> peer_server;    // https peer listeners
   net::TlsOptions peer_client;                   // dialing https peer URLs (always usable)
+  // A member calling another member's https CLIENT URL (e.g. forwarding a
+  // lease keepalive to the leader): verifies it against --trusted-ca-file
+  // (system roots when empty; nothing with --auto-tls) and, when the client
+  // side has --client-cert-auth, presents the peer certificate (the peer
+  // profile carries client auth) or, without one, the client-side server
+  // certificate.  Both must then be signed by --trusted-ca-file's CA.
+  net::TlsOptions member_client;
 };
 
 // Builds the three option sets and checks them by building their OpenSSL
