@@ -234,6 +234,33 @@ std::string openssl_cipher_list(const std::vector<std::string>& go_names) {
   return list;
 }
 
+PeerSans peer_certificate_sans(SSL* ssl) {
+  PeerSans out;
+  X509* cert = SSL_get0_peer_certificate(ssl);
+  if (!cert) return out;
+  out.has_certificate = true;
+  auto* names =
+      static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
+  if (!names) return out;
+  for (int i = 0; i < sk_GENERAL_NAME_num(names); ++i) {
+    const GENERAL_NAME* n = sk_GENERAL_NAME_value(names, i);
+    if (n->type == GEN_DNS) {
+      const ASN1_STRING* v = n->d.dNSName;
+      out.dns_names.emplace_back(reinterpret_cast<const char*>(ASN1_STRING_get0_data(v)),
+                                 static_cast<size_t>(ASN1_STRING_length(v)));
+    } else if (n->type == GEN_IPADD) {
+      const ASN1_OCTET_STRING* v = n->d.iPAddress;
+      const int len = ASN1_STRING_length(v);
+      char text[INET6_ADDRSTRLEN] = {};
+      const int family = len == 4 ? AF_INET : len == 16 ? AF_INET6 : 0;
+      if (family && inet_ntop(family, ASN1_STRING_get0_data(v), text, sizeof text))
+        out.ip_addresses.emplace_back(text);
+    }
+  }
+  GENERAL_NAMES_free(names);
+  return out;
+}
+
 // ---------------------------------------------------------------------------
 // Self-signed certificates.
 

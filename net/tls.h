@@ -18,6 +18,7 @@
 namespace boost::asio::ssl {
 class context;
 }
+struct ssl_st;  // OpenSSL's SSL
 
 namespace muster::net {
 
@@ -49,6 +50,13 @@ struct TlsOptions {
   // CA; a client certificate listed there is refused (--client-crl-file,
   // --peer-crl-file).  Empty = no revocation check.
   std::string crl_file;
+  // Server with client_cert_auth, peer listeners only: the client's
+  // certificate must name the address the connection comes from (an IP SAN
+  // equal to it, or a DNS SAN resolving to it), as etcd 3.4 checks peers
+  // unless --experimental-peer-skip-client-san-verification.  A certificate
+  // without any SAN passes.  Applied by the listener after the handshake
+  // (node/server/transport.cpp); see peer_certificate_sans().
+  bool verify_client_san = false;
 
   bool has_certificate() const { return !cert_file.empty() && !key_file.empty(); }
 };
@@ -71,6 +79,15 @@ std::optional<std::string> openssl_cipher_name(std::string_view go_name);
 // Throws std::runtime_error "unexpected TLS cipher suite \"X\"" (etcd's
 // words) plus a hint for the first unknown name.
 std::string openssl_cipher_list(const std::vector<std::string>& go_names);
+
+// The subject alternative names of the certificate the other end of an
+// established TLS connection presented.
+struct PeerSans {
+  bool has_certificate = false;
+  std::vector<std::string> dns_names;
+  std::vector<std::string> ip_addresses;  // canonical text ("10.0.0.1", "::1")
+};
+PeerSans peer_certificate_sans(ssl_st* ssl);
 
 // What a self-signed certificate is for: etcd's --auto-tls/--peer-auto-tls.
 struct SelfSignedSpec {

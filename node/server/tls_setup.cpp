@@ -73,6 +73,9 @@ std::optional<net::TlsOptions> server_side(const config::Config& cfg, const Side
                              side.flag("client-cert-auth") +
                              " (no certificate is asked of the other end)");
     o.crl_file = t.crl_file;
+    // etcd checks an incoming peer's SANs against its address.
+    o.verify_client_san = side.prefix[0] != '\0' && t.client_cert_auth &&
+                          !cfg.experimental_peer_skip_client_san_verification;
     return o;
   }
   if (!t.auto_tls) return std::nullopt;

@@ -91,17 +91,19 @@ class TlsMember(Member):
     """A Member with https client and peer URLs; HTTP calls go through the
     cluster's client TLS context."""
 
+    host = "127.0.0.1"  # listen and advertise address
+
     @property
     def client_url(self):
-        return "https://127.0.0.1:%d" % self.client_port
+        return "https://%s:%d" % (self.host, self.client_port)
 
     @property
     def peer_url(self):
-        return "https://127.0.0.1:%d" % self.peer_port
+        return "https://%s:%d" % (self.host, self.peer_port)
 
     def call(self, path, body=None, method="POST", timeout=10):
         import json
-        conn = http.client.HTTPSConnection("127.0.0.1", self.client_port,
+        conn = http.client.HTTPSConnection(self.host, self.client_port,
                                            context=self.cluster.client_ctx, timeout=timeout)
         try:
             data = None if body is None else json.dumps(body)
@@ -281,6 +283,44 @@ class TlsTest(unittest.TestCase):
                 with self.assertRaises(OSError):
                     socket.create_connection(("127.0.0.1", m.client_port), timeout=1).close()
             time.sleep(0.2)
+
+    @unittest.skipUnless(HAVE_CFSSL, "cfssl and cfssljson are not installed")
+    def test_peer_certificate_must_name_the_address_it_connects_from(self):
+        # Members listen on 127.0.0.2 with certificates for 127.0.0.2 only,
+        # but connect from 127.0.0.1: as etcd 3.4, the listener refuses a
+        # peer whose certificate does not name its source address, unless
+        # --experimental-peer-skip-client-san-verification.
+        d = gencerts(GENCERTS, self.group.path("pki"), hosts=("127.0.0.2",))
+        good = client_context(pki(d, "ca.pem"), pki(d, "client.pem"), pki(d, "client-key.pem"))
+
+        def cluster(tag, extra):
+            c = TlsCluster(3, self.group, good, cert_flags(d) + extra)
+            for m in c.members:
+                m.host = "127.0.0.2"
+                m.data_dir = self.group.path("%s-%s.data" % (tag, m.name))
+            return c.start()
+
+        strict = cluster("strict", [])
+
+        def san_refused():
+            for m in strict.members:
+                for line in m.proc.log_lines_json():
+                    if "do not name its address 127.0.0.1" in line.get("error", ""):
+                        return True
+            return False
+        wait_for(san_refused, 20, "a listener to refuse a peer certificate for another address")
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            for m in strict.members:
+                self.assertTrue(m.alive())
+                self.assertFalse(m.healthy(), "a member served though no peer was accepted")
+            time.sleep(0.2)
+        for m in strict.members:
+            m.stop()
+
+        relaxed = cluster("relaxed", ["--experimental-peer-skip-client-san-verification"])
+        relaxed.wait_healthy(timeout=60)
+        self.assertEqual(relaxed.members[0].put("san", "skipped")[0], 200)
 
     def test_openssl_certificates_and_cipher_suites(self):
         d = gencerts(GENCERTS_OPENSSL, self.group.path("pki"))
