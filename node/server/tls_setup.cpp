@@ -21,6 +21,7 @@ struct Side {
   const char* prefix;  // "" | "peer-"
   const config::TlsConfig& tls;
   const std::vector<std::string>& listen_urls;
+  bool serves_tls;  // some listener of this side is https
   std::string flag(const char* name) const { return std::string("--") + prefix + name; }
 };
 
@@ -45,6 +46,7 @@ nlohmann::json describe(const net::TlsOptions& o, bool automatic) {
           {"allowed-cn", o.allowed_cn},
           {"allowed-hostname", o.allowed_hostname},
           {"crl-file", o.crl_file},
+          {"verify-client-san", o.verify_client_san},
           {"auto-tls", automatic}};
 }
 
@@ -73,6 +75,12 @@ std::optional<net::TlsOptions> server_side(const config::Config& cfg, const Side
                              side.flag("client-cert-auth") +
                              " (no certificate is asked of the other end)");
     o.crl_file = t.crl_file;
+    // Checked only where it matters: etcd ignores TLS settings (with a
+    // warning, see config validation) on a side with plain listeners only.
+    if (side.serves_tls && t.client_cert_auth && t.trusted_ca_file.empty())
+      throw std::runtime_error(side.flag("client-cert-auth") + " needs " +
+                               side.flag("trusted-ca-file") + " (the CA that signs the " +
+                               side.what + " certificates to accept)");
     // etcd checks an incoming peer's SANs against its address.
     o.verify_client_san = side.prefix[0] != '\0' && t.client_cert_auth &&
                           !cfg.experimental_peer_skip_client_san_verification;
@@ -102,6 +110,14 @@ void check_contexts(const char* what, const std::optional<net::TlsOptions>& serv
   } catch (const std::exception& e) {
     throw std::runtime_error(std::string(what) + " TLS: " + e.what());
   }
+}
+
+bool any_tls(const std::vector<std::string>& urls) {
+  for (const auto& text : urls) {
+    auto u = config::parse_etcd_url(text);
+    if (u && (u->scheme == "https" || u->scheme == "unixs")) return true;
+  }
+  return false;
 }
 
 }  // namespace
@@ -142,10 +158,14 @@ TlsSetup make_tls_setup(const config::Config& cfg) {
 
   TlsSetup s;
   bool client_auto = false, peer_auto = false;
-  s.client_server = server_side(cfg, Side{"client", "", cfg.client_tls, cfg.listen_client_urls},
-                                base, &client_auto);
+  const bool client_tls_used = any_tls(cfg.listen_client_urls) || any_tls(cfg.listen_metrics_urls);
+  const bool peer_tls_used = any_tls(cfg.listen_peer_urls);
+  s.client_server =
+      server_side(cfg, Side{"client", "", cfg.client_tls, cfg.listen_client_urls, client_tls_used},
+                  base, &client_auto);
   s.peer_server =
-      server_side(cfg, Side{"peer", "peer-", cfg.peer_tls, cfg.listen_peer_urls}, base, &peer_auto);
+      server_side(cfg, Side{"peer", "peer-", cfg.peer_tls, cfg.listen_peer_urls, peer_tls_used},
+                  base, &peer_auto);
 
   // The peer dialer presents the peer certificate (a peer with
   // --peer-client-cert-auth asks for it) and verifies the other member's
@@ -175,14 +195,14 @@ TlsSetup make_tls_setup(const config::Config& cfg) {
     }
   }
 
-  check_contexts("client", s.client_server, s.member_client);
-  check_contexts("peer", s.peer_server, s.peer_client);
+  check_contexts("client", client_tls_used ? s.client_server : std::nullopt, s.member_client);
+  check_contexts("peer", peer_tls_used ? s.peer_server : std::nullopt, s.peer_client);
 
-  if (s.client_server)
+  if (s.client_server && client_tls_used)
     log::info(kCaller, "starting with client TLS",
               {{"tls-info", describe(*s.client_server, client_auto)},
                {"cipher-suites", cfg.cipher_suites}});
-  if (s.peer_server)
+  if (s.peer_server && peer_tls_used)
     log::info(
         kCaller, "starting with peer TLS",
         {{"tls-info", describe(*s.peer_server, peer_auto)}, {"cipher-suites", cfg.cipher_suites}});

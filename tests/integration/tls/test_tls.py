@@ -403,7 +403,7 @@ class TlsTest(unittest.TestCase):
         self.assertNotEqual(m.proc.wait(20), 0)
         self.assertIn("IANA name", m.proc.log())
 
-    def test_https_url_without_certificate_stops_startup(self):
+    def test_https_url_without_certificate_or_with_bad_tls_settings_stops_startup(self):
         c = TlsCluster(1, self.group, None, [])
         m = c.members[0]
         m.start()
@@ -411,6 +411,23 @@ class TlsTest(unittest.TestCase):
         self.assertIsNotNone(rc)
         self.assertNotEqual(rc, 0)
         self.assertIn("KeyFile and CertFile are not presented", m.proc.log())
+
+        # --peer-client-cert-auth with nothing to check peers against.
+        cert, key = self.group.path("c.pem"), self.group.path("k.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:prime256v1", "-nodes", "-subj", "/CN=x", "-days", "1",
+                        "-keyout", key, "-out", cert], check=True, capture_output=True, timeout=60)
+        m.start(extra=["--cert-file", cert, "--key-file", key, "--peer-cert-file", cert,
+                       "--peer-key-file", key, "--peer-client-cert-auth"])
+        rc = m.proc.wait(20)
+        self.assertIsNotNone(rc)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("--peer-client-cert-auth needs --peer-trusted-ca-file", m.proc.log())
+        # A missing file is named.
+        m.start(extra=["--cert-file", self.group.path("absent.pem"), "--key-file", key,
+                       "--peer-cert-file", cert, "--peer-key-file", key])
+        self.assertNotEqual(m.proc.wait(20), 0)
+        self.assertIn("absent.pem", m.proc.log())
 
 
 if __name__ == "__main__":
