@@ -20,6 +20,7 @@ int run_watch(const std::vector<std::string>& args, std::ostream& out, std::ostr
 int run_member(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
 int run_endpoint(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
 int run_snapshot(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
+int run_discovery(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
 
 namespace {
 
@@ -59,6 +60,27 @@ Exit status: 0 on success, 1 when discovery fails, 128 on bad arguments.
 Example:
   musterctl srv example.com --name infra0 \
     --initial-advertise-peer-urls https://infra0.example.com:2380
+)";
+
+constexpr std::string_view kDiscoveryUsage =
+    R"(Usage: musterctl discovery <subcommand> [flags]
+
+  discovery new [--size N] [--endpoint URL]
+      asks a discovery service for a new token of N members (default 3) and
+      prints its URL; --endpoint defaults to muster-discovery's default
+      listen URL, http://127.0.0.1:8087
+  discovery show <token URL> [-w simple|json]
+      the token's size and registrations (member ID, name, peer URLs) in
+      createdIndex order, then "complete" or "waiting for N more"
+  discovery rm <token URL> <member ID>
+      removes one registration, so that a bootstrap that failed halfway can
+      be retried on the same token (only before the cluster has formed)
+
+show and rm work on any discovery URL a member accepts (muster-discovery,
+discovery.etcd.io, an etcd or muster v2 keys directory).  They take
+--discovery-proxy <url> and --timeout <ms> (default 5000).
+
+Exit status: 0 on success, 1 when the service fails, 128 on bad arguments.
 )";
 
 // The usage texts of the commands that talk to a cluster; each ends with
@@ -159,6 +181,8 @@ constexpr std::array kCommands{
             true},
     Command{"srv", "Show the cluster or client endpoints DNS SRV discovery would find", kSrvUsage,
             &run_srv, false},
+    Command{"discovery", "Create, inspect or clean up discovery tokens", kDiscoveryUsage,
+            &run_discovery, false},
     Command{"version", "Print the version", "Usage: musterctl version\n", &run_version, false},
 };
 

@@ -5,6 +5,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
+#include <limits>
 #include <utility>
 
 namespace muster::net {
@@ -167,7 +168,10 @@ class HttpClient::Impl {
     Response out;
     if (on_data) {
       http::response_parser<http::buffer_body> p;
-      p.body_limit(boost::none);
+      // No limit, spelled as the largest value: Boost 1.74's parser compares
+      // a Content-Length against an empty optional as "over the limit", so
+      // boost::none rejects every streamed response that has a length.
+      p.body_limit(std::numeric_limits<std::uint64_t>::max());
       done = false;
       if (c.tls)
         http::async_read_header(*c.tls, c.buffer, p, on_done);

@@ -2,10 +2,12 @@
 // (docs/configuration.md); static bootstrap with --initial-cluster; restart
 // from the data dir.
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/asio.hpp>
 #include <cstddef>
 #include <cstring>
@@ -22,11 +24,15 @@
 #include "net/server.h"
 #include "net/url.h"
 #include "node/bootstrap/ids.h"
+#include "node/bootstrap/initial_cluster.h"
 #include "node/config/config.h"
 #include "node/config/urls.h"
+#include "node/proxy/proxy.h"
+#include "node/server/peer_members.h"
 #include "node/server/raft_node.h"
 #include "node/server/tls_setup.h"
 #include "node/server/transport.h"
+#include "node/server/v2_api.h"
 #include "node/server/v3_api.h"
 
 extern char** environ;
@@ -129,6 +135,59 @@ server::TlsSetup tls_setup_or_die(const config::Config& cfg) {
   }
 }
 
+// A member that discovery found to be one too many, with
+// --discovery-fallback=proxy: it forwards client requests to `peer_urls`'
+// cluster instead of joining it, and stays a proxy across restarts
+// (<data-dir>/proxy).  Nothing was written to <data-dir>/member before this.
+int become_proxy(const config::Config& cfg, const std::vector<std::string>& peer_urls) {
+  return proxy::run(cfg, peer_urls);
+}
+
+// Joining a running cluster (--initial-cluster-state existing), as etcd:
+// the other members listed in --initial-cluster are asked for the member
+// list on their peer URLs; the member whose peer URLs are ours (added
+// beforehand with "member add") gives this member its ID, and the answer the
+// cluster ID.  Unlike etcd, --initial-cluster need not list every member:
+// it only has to reach one.
+struct Joining {
+  Identity me;
+  std::vector<server::PeerMember> members;
+};
+
+Joining join_existing(const config::Config& cfg, const config::UrlsMap& cluster,
+                      const net::TlsOptions& peer_tls) {
+  std::vector<std::string> mine = cfg.initial_advertise_peer_urls;
+  std::sort(mine.begin(), mine.end());
+  std::vector<std::string> others;
+  for (const auto& [name, urls] : cluster)
+    if (name != cfg.name) others.insert(others.end(), urls.begin(), urls.end());
+  if (others.empty())
+    die("--initial-cluster-state=existing: --initial-cluster lists no other member to join");
+  auto fetched = server::fetch_cluster_members(others, peer_tls);
+  if (!fetched.cluster) die("cannot fetch cluster info from peer urls: " + fetched.error);
+  Joining j;
+  j.me.name = cfg.name;
+  j.me.cluster_id = fetched.cluster->cluster_id;
+  j.members = fetched.cluster->members;
+  for (const auto& m : j.members) {
+    std::vector<std::string> theirs = m.peer_urls;
+    std::sort(theirs.begin(), theirs.end());
+    if (theirs == mine) j.me.member_id = m.id;
+  }
+  if (j.me.member_id == 0) {
+    std::string list;
+    for (const auto& u : mine) list += (list.empty() ? "" : ",") + u;
+    die("this member's peer URLs (" + list +
+        ") are not in the cluster's member list; add it first: musterctl member add " + cfg.name +
+        " --peer-urls=" + list);
+  }
+  log::info("etcdmain", "joining an existing cluster",
+            {{"cluster-id", bootstrap::id_to_hex(j.me.cluster_id)},
+             {"member-id", bootstrap::id_to_hex(j.me.member_id)},
+             {"members", j.members.size()}});
+  return j;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -154,24 +213,61 @@ int main(int argc, char** argv) {
   config::Config cfg = *parsed.config;
   if (cfg.log_level == "debug" || cfg.debug) log::set_min_level(log::Level::kDebug);
 
-  if (fs::exists(cfg.data_dir + "/proxy"))
-    die("this data dir holds a proxy (" + cfg.data_dir + "/proxy); proxy mode is not built yet");
+  // A data dir holding <data-dir>/proxy belongs to a proxy: it stays one,
+  // flags or not, following the peers in <data-dir>/proxy/cluster (etcd).
+  if (proxy::data_dir_holds_proxy(cfg.data_dir)) {
+    if (fs::exists(cfg.data_dir + "/member"))
+      die("invalid datadir. Both member and proxy directories exist.");
+    return proxy::run(cfg, proxy::initial_cluster_peer_urls(cfg));
+  }
+  // --proxy on|readonly: a proxy unless this data dir already holds a member.
+  if (cfg.proxy != "off" && !fs::exists(cfg.data_dir + "/member"))
+    return proxy::run(cfg, proxy::initial_cluster_peer_urls(cfg));
+
+  // TLS of the listeners and of the peer dialer; a bad TLS flag or file
+  // stops the member here, before bootstrap.
+  const server::TlsSetup tls = tls_setup_or_die(cfg);
 
   // --- who am I, and which cluster ---
   std::vector<server::InitialMember> initial;
   Identity me;
+  std::optional<std::string> peer_tls_server_name;  // set by --discovery-srv with https peers
+  std::optional<Joining> joining;
   if (auto id = read_identity(cfg.data_dir)) {
     me = *id;
     log::info("etcdmain", "server has been already initialized",
               {{"data-dir", cfg.data_dir}, {"member-id", bootstrap::id_to_hex(me.member_id)}});
   } else {
-    if (!cfg.discovery.empty() || !cfg.discovery_srv.empty())
-      die("bootstrap by --discovery or --discovery-srv is not built yet; use --initial-cluster");
-    if (cfg.initial_cluster_state != "new")
-      die("--initial-cluster-state=existing is not built yet");
+    // --discovery / --discovery-srv / --initial-cluster -> one initial
+    // cluster string and token (node/bootstrap/initial_cluster.h); then the
+    // static path below.  Runs only here, with no identity on disk: a
+    // restarted member never asks discovery again.
+    auto boot = bootstrap::resolve_initial_cluster(cfg);
+    if (boot.kind == bootstrap::InitialCluster::Kind::kFull) {
+      if (cfg.discovery_fallback == "exit") die(boot.message + " (--discovery-fallback=exit)");
+      log::warn("etcdmain", "discovery cluster is full, falling back to proxy",
+                {{"reason", boot.message}});
+      return become_proxy(cfg, boot.peer_urls);
+    }
+    if (boot.kind == bootstrap::InitialCluster::Kind::kError) die(boot.message);
+    cfg.initial_cluster = boot.initial_cluster;
+    cfg.initial_cluster_token = boot.token;
+    peer_tls_server_name = boot.peer_tls_server_name;
     auto cluster = config::parse_initial_cluster(cfg.initial_cluster);
     if (!cluster.ok()) die(cluster.error());
     if (auto err = config::verify_bootstrap(cfg, cluster.value()); !err.empty()) die(err);
+    if (cfg.initial_cluster_state == "existing") {
+      // With https SRV records the peers' certificates carry the SRV
+      // domain, not the host in the URL.
+      net::TlsOptions peer_tls = tls.peer_client;
+      if (peer_tls_server_name) peer_tls.server_name = *peer_tls_server_name;
+      joining = join_existing(cfg, cluster.value(), peer_tls);
+      me = joining->me;
+    }
+  }
+  if (!joining && me.member_id == 0) {
+    auto cluster = config::parse_initial_cluster(cfg.initial_cluster);
+    if (!cluster.ok()) die(cluster.error());
     std::vector<uint64_t> ids;
     for (const auto& [name, urls] : cluster.value()) {
       server::InitialMember m;
@@ -200,10 +296,13 @@ int main(int argc, char** argv) {
   server::TransportOptions topts;
   topts.cluster_id = me.cluster_id;
   topts.local_id = me.member_id;
-  const server::TlsSetup tls = tls_setup_or_die(cfg);
   topts.server_tls = tls.peer_server;
   topts.client_tls = tls.peer_client;
+  if (peer_tls_server_name) topts.client_tls->server_name = *peer_tls_server_name;
   server::Transport transport(io, topts);
+  if (joining)
+    for (const auto& m : joining->members)
+      if (m.id != me.member_id) transport.add_peer(m.id, m.peer_urls);
 
   server::RaftNodeOptions nopts;
   nopts.data_dir = cfg.data_dir;
@@ -213,6 +312,7 @@ int main(int argc, char** argv) {
   nopts.heartbeat_ms = cfg.heartbeat_interval_ms;
   nopts.election_ms = cfg.election_timeout_ms;
   nopts.snapshot_count = cfg.snapshot_count;
+  nopts.snapshot_catchup_entries = cfg.experimental_snapshot_catchup_entries;
   nopts.pre_vote = true;
   nopts.unsafe_no_fsync = cfg.unsafe_no_fsync;
   nopts.force_new_cluster = cfg.force_new_cluster;
@@ -221,33 +321,66 @@ int main(int argc, char** argv) {
       std::chrono::duration_cast<std::chrono::milliseconds>(cfg.auto_compaction_period);
   nopts.auto_compaction_revisions = cfg.auto_compaction_revisions;
   nopts.request_timeout_ms = 5000 + 2 * cfg.election_timeout_ms;
+  nopts.strict_reconfig_check = cfg.strict_reconfig_check;
+  nopts.on_removed = [] {
+    // Stop the way SIGTERM does; the removal is applied and durable.
+    ::kill(::getpid(), SIGTERM);
+  };
 
   std::unique_ptr<server::RaftNode> node;
-  nopts.forward_keepalive = [&node](uint64_t leader, int64_t lease,
-                                    std::function<void(storage::Status, int64_t)> done) {
-    // Keepalives refresh the leader's lease clock: send it there over the
-    // leader's client URL, as etcd forwards over its peer connection.
+  // Some requests only the leader can answer (lease keepalives refresh its
+  // lease clock; learner promotion needs its view of the learner's log):
+  // they are sent to the leader's client URL, as etcd forwards them over its
+  // peer connection.  The answer comes back on a thread of its own.
+  auto to_leader = [&node](uint64_t leader, std::string path, std::string body,
+                           std::function<void(std::optional<net::Response>)> done) {
     std::vector<std::string> urls;
     for (const auto& m : node->kv().members())
       if (m.id() == leader) urls.assign(m.clienturls().begin(), m.clienturls().end());
-    std::thread([urls, lease, done = std::move(done)] {
+    std::thread([urls, path = std::move(path), body = std::move(body), done = std::move(done)] {
       net::HttpClient client;
       for (const auto& u : urls) {
-        auto r = client.request("POST", u + "/v3/lease/keepalive",
-                                json{{"ID", std::to_string(lease)}}.dump());
-        if (!r.ok() || r.response->status != 200) continue;
-        auto j = json::parse(r.response->body, nullptr, false);
-        if (j.is_discarded()) continue;
-        auto result = j.contains("result") ? j["result"] : j;
-        int64_t ttl = std::stoll(result.value("TTL", std::string("0")));
-        if (ttl <= 0)
-          return done(
-              storage::Status(storage::Code::kNotFound, "etcdserver: requested lease not found"),
-              0);
-        return done(storage::Status(), ttl);
+        auto r = client.request("POST", u + path, body);
+        if (r.ok()) return done(std::move(r.response));
       }
-      done(storage::Status(storage::Code::kUnavailable, "etcdserver: request timed out"), 0);
+      done(std::nullopt);
     }).detach();
+  };
+  nopts.forward_keepalive = [to_leader](uint64_t leader, int64_t lease,
+                                        std::function<void(storage::Status, int64_t)> done) {
+    to_leader(
+        leader, "/v3/lease/keepalive", json{{"ID", std::to_string(lease)}}.dump(),
+        [lease, done = std::move(done)](std::optional<net::Response> r) {
+          json j = r && r->status == 200 ? json::parse(r->body, nullptr, false) : json();
+          if (!j.is_object())
+            return done(
+                storage::Status(storage::Code::kUnavailable, "etcdserver: request timed out"), 0);
+          auto result = j.contains("result") ? j["result"] : j;
+          int64_t ttl = std::stoll(result.value("TTL", std::string("0")));
+          if (ttl <= 0)
+            return done(
+                storage::Status(storage::Code::kNotFound, "etcdserver: requested lease not found"),
+                0);
+          done(storage::Status(), ttl);
+        });
+  };
+  nopts.forward_promote = [to_leader](uint64_t leader, uint64_t member,
+                                      std::function<void(storage::Status)> done) {
+    to_leader(
+        leader, "/v3/cluster/member/promote", json{{"ID", std::to_string(member)}}.dump(),
+        [done = std::move(done)](std::optional<net::Response> r) {
+          if (!r)
+            return done(
+                storage::Status(storage::Code::kUnavailable, "etcdserver: request timed out"));
+          if (r->status == 200) return done(storage::Status());
+          json j = json::parse(r->body, nullptr, false);
+          if (!j.is_object())
+            return done(
+                storage::Status(storage::Code::kUnavailable,
+                                "etcdserver: leader answered HTTP " + std::to_string(r->status)));
+          done(storage::Status(static_cast<storage::Code>(j.value("code", 14)),
+                               j.value("message", std::string("etcdserver: promote failed"))));
+        });
   };
   bool fresh = !fs::exists(identity_path(cfg.data_dir));
   try {
@@ -256,10 +389,32 @@ int main(int argc, char** argv) {
     die(e.what());
   }
   if (fresh) write_identity(cfg.data_dir, me);
+  if (node->removed_from_cluster())
+    die("the member has been permanently removed from the cluster; remove " + cfg.data_dir +
+        " to join again as a new member");
 
   transport.set_message_handler([&node](raftpb::Message m) { node->step(std::move(m)); });
   transport.set_snapshot_handler(
       [&node](const raftpb::Message& m) { return node->snapshot_sink(m); });
+  // etcd's peer HTTP: GET /members (joining members and proxies read it)
+  // and GET /version.
+  transport.set_http_handler([&node, cid = me.cluster_id](const std::string& target) {
+    server::Transport::HttpAnswer a;
+    std::string path = target.substr(0, target.find('?'));
+    if (path == "/members") {
+      a.status = 200;
+      a.content_type = "application/json";
+      a.headers.emplace_back("X-Etcd-Cluster-ID", bootstrap::id_to_hex(cid));
+      a.body = server::members_json(node->kv().members());
+    } else if (path == "/version") {
+      a.status = 200;
+      a.content_type = "application/json";
+      a.body = json{{"etcdserver", "3.4.0"}, {"etcdcluster", "3.4.0"}}.dump();
+    } else {
+      a.body = "404 page not found\n";
+    }
+    return a;
+  });
 
   // Peer listeners.
   for (const auto& u : cfg.listen_peer_urls) {
@@ -280,6 +435,10 @@ int main(int argc, char** argv) {
   if (cfg.quota_backend_bytes > 0) aopts.quota_backend_bytes = cfg.quota_backend_bytes;
   aopts.request_timeout = std::chrono::milliseconds(nopts.request_timeout_ms);
   server::V3Api api(*node, aopts, registry);
+  // --enable-v2: the v2 API on the client listeners; without it /v2/ is 404.
+  std::unique_ptr<server::V2Api> v2;
+  if (cfg.enable_v2)
+    v2 = std::make_unique<server::V2Api>(*node, server::V2Api::Options{cfg.max_request_bytes});
   std::vector<std::unique_ptr<net::Server>> servers;
   std::vector<std::pair<std::string, uint16_t>> addresses;  // servers[i] listens on addresses[i]
   auto serve = [&](const std::vector<std::string>& urls,
@@ -295,8 +454,8 @@ int main(int argc, char** argv) {
           die(std::string(what) + " " + u + " is https but no certificate is configured");
         so.tls = *tls_options;
       }
-      auto s = std::make_unique<net::Server>(io, so, [&api](std::shared_ptr<net::Exchange> ex) {
-        if (!api.handle(ex))
+      auto s = std::make_unique<net::Server>(io, so, [&](std::shared_ptr<net::Exchange> ex) {
+        if (!api.handle(ex) && !(v2 && v2->handle(ex)))
           ex->respond(net::Response::json(
               404, "{\"error\":\"Not Found\",\"message\":\"Not Found\",\"code\":5}\n"));
       });
@@ -357,6 +516,5 @@ int main(int argc, char** argv) {
   stopping = true;
   if (ready_waiter.joinable()) ready_waiter.join();
   log::info("etcdserver", "stopped", {{"signal", sig}});
-  node.reset();
   return 0;
 }

@@ -54,6 +54,7 @@ struct Config {
   std::string data_dir;  // derived: "<name>.etcd" when not given
   std::string wal_dir;
   uint64_t snapshot_count = 100000;
+  uint64_t experimental_snapshot_catchup_entries = 5000;
   uint32_t heartbeat_interval_ms = 100;
   uint32_t election_timeout_ms = 1000;
   bool initial_election_tick_advance = true;

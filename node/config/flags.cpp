@@ -430,6 +430,11 @@ std::vector<FlagSpec> build_table() {
   add("experimental-watch-progress-notify-interval", x, "10m",
       "Interval of watch progress notifications.", K::kDuration,
       duration(FIELD(experimental_watch_progress_notify_interval)));
+  // etcd 3.5's flag; 3.4 hard-codes 5000.  Tests lower it to force a
+  // lagging member onto a snapshot.
+  add("experimental-snapshot-catchup-entries", x, "5000",
+      "Entries kept after a snapshot for slow followers to catch up.", K::kValue,
+      u64(FIELD(experimental_snapshot_catchup_entries)));
   add("experimental-warning-apply-duration", x, "100ms",
       "Warn when applying an entry takes longer.", K::kDuration,
       duration(FIELD(experimental_warning_apply_duration)));

@@ -61,6 +61,16 @@ class MemberApi {
   // the leader).  `done(status, ttl)`.
   virtual void lease_keepalive(int64_t id, std::function<void(storage::Status, int64_t)> done) = 0;
 
+  // A membership change: `req` carries exactly one of member_add (the new
+  // member's peer URLs and isLearner; the ID is assigned here),
+  // member_remove, member_update or member_promote.  It is checked against
+  // the current configuration (--strict-reconfig-check included), replicated
+  // as a Raft configuration change and applied; `done` gets the apply result
+  // (its response holds the member_* answer with the new member list) or
+  // etcd's error ("etcdserver: member not found", "... not enough started
+  // members", ...).
+  virtual void change_member(pb::InternalRequest req, ApplyDone done) = 0;
+
   virtual MemberStatus status() const = 0;
 
   // Applied changes, in revision order, as they are applied: `cb(events)`.

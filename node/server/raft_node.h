@@ -87,6 +87,16 @@ struct RaftNodeOptions {
   // Published through Raft once a leader is known (etcd's publish): the
   // member's name and client URLs, so every member lists them.
   std::vector<std::string> client_urls;
+  // --strict-reconfig-check: refuse a membership change that would leave
+  // fewer started voters than a quorum needs.
+  bool strict_reconfig_check = true;
+  // Promoting a learner is decided by the leader (only it knows how far the
+  // learner is); a follower asks it through this (status from its answer).
+  std::function<void(uint64_t leader, uint64_t member, std::function<void(storage::Status)>)>
+      forward_promote;
+  // Called once (from the driver thread) when this member has applied its own
+  // removal from the cluster: the process should stop.
+  std::function<void()> on_removed;
   // Leader forwarding of lease keepalives: client URL of a member by ID.
   std::function<void(uint64_t leader, int64_t lease, std::function<void(storage::Status, int64_t)>)>
       forward_keepalive;
@@ -120,6 +130,7 @@ class RaftNode final : public MemberApi {
   void read_barrier(std::function<void(storage::Status)> done) override;
   storage::KvStore& kv() override { return storage_->kv(); }
   void lease_keepalive(int64_t id, std::function<void(storage::Status, int64_t)> done) override;
+  void change_member(pb::InternalRequest req, ApplyDone done) override;
   MemberStatus status() const override;
   uint64_t subscribe(std::function<void(const std::vector<pb::Event>&)> cb) override;
   void unsubscribe(uint64_t id) override;
@@ -139,6 +150,8 @@ class RaftNode final : public MemberApi {
   bool published() const { return published_.load(); }
   uint64_t id() const { return options_.member_id; }
   bool existing_state() const { return existing_state_; }
+  // This member's removal is in its applied state (a restart after removal).
+  bool removed_from_cluster() const { return storage_->kv().member_removed(options_.member_id); }
 
  private:
   struct PendingProposal {
@@ -156,6 +169,7 @@ class RaftNode final : public MemberApi {
     std::vector<std::pair<uint64_t, bool>> snapshot_reports;  // peer, failed
     std::vector<uint64_t> unreachable;
     std::vector<std::unique_ptr<storage::SnapshotInstaller>> installs;
+    std::vector<pb::InternalRequest> member_changes;  // request ID set
     bool transfer = false;
   };
 
@@ -163,6 +177,17 @@ class RaftNode final : public MemberApi {
   void handle_ready(raft::Ready& rd);
   void apply_entries(const std::vector<raftpb::Entry>& entries);
   void apply_conf_change(const raftpb::Entry& e);
+  // Checks a membership change against the applied configuration and
+  // builds its ConfChange; an error status refuses it.
+  storage::Status check_member_change(pb::InternalRequest& req, raftpb::ConfChange* cc);
+  void start_member_change(pb::InternalRequest req);
+  // When each peer's connection has been up since (etcd's ActiveSince),
+  // sampled by the driver; the strict reconfiguration checks read it.
+  void track_peer_activity();
+  bool connected_since(uint64_t id, std::chrono::steady_clock::time_point cutoff) const;
+  static constexpr std::chrono::seconds kHealthInterval{5};  // etcd's HealthInterval
+  void note_conf_state();                                    // is_learner_ from conf_state_
+  void adopt_installed_configuration();
   void send(std::vector<raftpb::Message> msgs);
   void maybe_snapshot();
   void maybe_publish();
@@ -204,6 +229,8 @@ class RaftNode final : public MemberApi {
   std::map<int64_t, std::chrono::steady_clock::time_point> revoking_;  // lease -> when proposed
   uint64_t read_seq_ = 0;
   std::atomic<bool> published_{false}, publishing_{false};
+  std::atomic<bool> is_learner_{false}, removed_{false};
+  std::map<uint64_t, std::chrono::steady_clock::time_point> active_since_;  // driver thread
   // Periodic compaction: (when, revision) samples, oldest first.
   std::deque<std::pair<std::chrono::steady_clock::time_point, int64_t>> revision_samples_;
   std::chrono::steady_clock::time_point next_compaction_check_{};

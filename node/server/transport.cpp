@@ -35,6 +35,7 @@
 #include <stdexcept>
 #include <type_traits>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "net/log.h"
 #include "net/url.h"
@@ -141,6 +142,28 @@ class FrameConn : public std::enable_shared_from_this<FrameConn> {
     Frame f{static_cast<FrameType>(type), std::string_view(buf_.data() + begin_ + 5, len - 1)};
     begin_ += total;
     co_return f;
+  }
+
+  // The next `n` buffered bytes, without consuming them.
+  awaitable<std::string_view> peek(size_t n) {
+    while (end_ - begin_ < n) co_await fill(n);
+    co_return std::string_view(buf_.data() + begin_, n);
+  }
+
+  // Reads an HTTP request head (up to the blank line, at most `limit`
+  // bytes); throws ProtocolError when it is longer.
+  awaitable<std::string> read_http_head(size_t limit) {
+    for (;;) {
+      std::string_view have(buf_.data() + begin_, end_ - begin_);
+      auto pos = have.find("\r\n\r\n");
+      if (pos != std::string_view::npos) {
+        std::string head(have.substr(0, pos));
+        begin_ += pos + 4;
+        co_return head;
+      }
+      if (have.size() >= limit) throw ProtocolError("HTTP request head too long");
+      co_await fill(have.size() + 1);
+    }
   }
 
   void close() {
@@ -326,9 +349,12 @@ struct Transport::Core : std::enable_shared_from_this<Core> {
   std::function<void(raftpb::Message)> on_message;
   std::function<std::unique_ptr<SnapshotSink>(const raftpb::Message&)> on_snapshot;
   std::function<void(uint64_t)> on_unreachable;
+  std::function<Transport::HttpAnswer(const std::string&)> on_http;
+  std::function<void()> on_removed;
 
   mutable std::mutex mu;  // guards everything below
   std::unordered_map<uint64_t, std::shared_ptr<Peer>> peers;
+  std::unordered_set<uint64_t> removed_ids;  // members removed from the cluster
   std::vector<std::shared_ptr<tcp::acceptor>> acceptors;
   std::vector<std::weak_ptr<FrameConn>> conns;  // every connection, for stop()/remove_peer()
 
@@ -341,6 +367,16 @@ struct Transport::Core : std::enable_shared_from_this<Core> {
   bool known(uint64_t id) const {
     std::lock_guard l(mu);
     return peers.count(id) != 0;
+  }
+  bool is_removed(uint64_t id) const {
+    std::lock_guard l(mu);
+    return removed_ids.count(id) != 0;
+  }
+  void report_removed() {
+    if (stopped) return;
+    std::shared_lock l(handler_mu);
+    if (stopped || !on_removed) return;
+    on_removed();
   }
 
   void deliver(raftpb::Message m) {
@@ -366,6 +402,34 @@ struct Transport::Core : std::enable_shared_from_this<Core> {
     return on_snapshot(m);
   }
 
+  // One HTTP/1.1 answer (Connection: close) to a GET request head.
+  std::string answer_http(const std::string& head) {
+    // "GET <target> HTTP/1.1"
+    std::string target;
+    auto sp1 = head.find(' ');
+    auto sp2 = head.find(' ', sp1 + 1);
+    if (sp1 != std::string::npos && sp2 != std::string::npos)
+      target = head.substr(sp1 + 1, sp2 - sp1 - 1);
+    Transport::HttpAnswer a;
+    a.body = "404 page not found\n";
+    if (!stopped) {
+      std::shared_lock l(handler_mu);
+      if (!stopped && on_http) a = on_http(target);
+    }
+    static const std::map<int, const char*> reasons = {{200, "OK"},
+                                                       {404, "Not Found"},
+                                                       {500, "Internal Server Error"},
+                                                       {503, "Service Unavailable"}};
+    auto r = reasons.find(a.status);
+    std::string out = "HTTP/1.1 " + std::to_string(a.status) + " " +
+                      (r == reasons.end() ? "Unknown" : r->second) + "\r\n";
+    out += "Content-Type: " + a.content_type + "\r\n";
+    for (const auto& [k, v] : a.headers) out += k + ": " + v + "\r\n";
+    out += "Content-Length: " + std::to_string(a.body.size()) + "\r\nConnection: close\r\n\r\n";
+    out += a.body;
+    return out;
+  }
+
   // Empty when the listener accepts the handshake, else the reason.
   std::string check_handshake(const transportpb::Handshake& hs) const {
     if (hs.version() != kTransportProtocolVersion)
@@ -377,6 +441,8 @@ struct Transport::Core : std::enable_shared_from_this<Core> {
     if (hs.to() != opts.local_id)
       return "member ID mismatch: this member is " + hex_id(opts.local_id) +
              ", the dialer expected " + hex_id(hs.to());
+    if (is_removed(hs.from()))
+      return "member " + hex_id(hs.from()) + " has been permanently removed from the cluster";
     if (!known(hs.from()))
       return "unknown member " + hex_id(hs.from()) + ": not a peer of member " +
              hex_id(opts.local_id);
@@ -447,7 +513,10 @@ struct Transport::Core : std::enable_shared_from_this<Core> {
     }
     deadline.unwatch();
     if (!failure.empty()) throw std::runtime_error(url + ": " + failure);
-    if (!reply.accepted()) throw std::runtime_error(url + ": rejected by peer: " + reply.reason());
+    if (!reply.accepted()) {
+      if (reply.removed()) report_removed();
+      throw std::runtime_error(url + ": rejected by peer: " + reply.reason());
+    }
     conn->peer_id = to;
   }
 
@@ -744,6 +813,7 @@ awaitable<void> Transport::Core::serve_inbound(std::shared_ptr<FrameConn> conn, 
   conn->socket().set_option(asio::socket_base::keep_alive(true), ec);
   transportpb::Handshake hs;
   std::string failure;
+  std::optional<std::string> http_head;
   {
     Deadline deadline(ex, conn, opts.handshake_timeout);
     try {
@@ -752,11 +822,24 @@ awaitable<void> Transport::Core::serve_inbound(std::shared_ptr<FrameConn> conn, 
         co_await conn->tls_handshake(ssl::stream_base::server);
         if (opts.server_tls->verify_client_san) co_await check_client_san(conn, deadline);
       }
-      Frame f = co_await conn->read_frame(opts.max_frame_bytes);
-      if (f.type != FrameType::kHandshake) throw ProtocolError("first frame is not a handshake");
-      hs = parse_payload<transportpb::Handshake>(f, "handshake");
+      if (co_await conn->peek(4) == "GET ") {
+        http_head = co_await conn->read_http_head(8192);
+      } else {
+        Frame f = co_await conn->read_frame(opts.max_frame_bytes);
+        if (f.type != FrameType::kHandshake) throw ProtocolError("first frame is not a handshake");
+        hs = parse_payload<transportpb::Handshake>(f, "handshake");
+      }
     } catch (const std::exception& e) {
       failure = describe(e, deadline, "waiting for the handshake");
+    }
+    if (failure.empty() && http_head) {
+      try {
+        co_await conn->write(answer_http(*http_head));
+        conn->shutdown_send();
+      } catch (const std::exception&) {
+        // The asker went away; nothing to tell anyone.
+      }
+      co_return;
     }
     if (failure.empty()) {
       const std::string reason = check_handshake(hs);
@@ -765,6 +848,7 @@ awaitable<void> Transport::Core::serve_inbound(std::shared_ptr<FrameConn> conn, 
       reply.set_reason(reason);
       reply.set_cluster_id(opts.cluster_id);
       reply.set_member_id(opts.local_id);
+      reply.set_removed(!reason.empty() && is_removed(hs.from()));
       std::string out;
       append_frame(&out, FrameType::kHandshakeReply, reply, opts.max_frame_bytes);
       try {
@@ -1098,6 +1182,21 @@ void Transport::set_unreachable_handler(std::function<void(uint64_t)> handler) {
   core_->on_unreachable = std::move(handler);
 }
 
+void Transport::set_removed_handler(std::function<void()> handler) {
+  std::unique_lock l(core_->handler_mu);
+  core_->on_removed = std::move(handler);
+}
+
+void Transport::mark_removed(uint64_t id) {
+  std::lock_guard l(core_->mu);
+  core_->removed_ids.insert(id);
+}
+
+void Transport::set_http_handler(std::function<HttpAnswer(const std::string&)> handler) {
+  std::unique_lock l(core_->handler_mu);
+  core_->on_http = std::move(handler);
+}
+
 void Transport::add_peer(uint64_t id, std::vector<std::string> peer_urls) {
   if (core_->stopped) return;
   if (id == core_->opts.local_id || id == 0) {
@@ -1109,6 +1208,7 @@ void Transport::add_peer(uint64_t id, std::vector<std::string> peer_urls) {
   bool is_new = false;
   {
     std::lock_guard l(core_->mu);
+    core_->removed_ids.erase(id);
     auto& slot = core_->peers[id];
     if (!slot) {
       slot = std::make_shared<Peer>(core_, id, peer_urls);
@@ -1129,6 +1229,7 @@ void Transport::remove_peer(uint64_t id) {
   std::vector<std::shared_ptr<FrameConn>> inbound;
   {
     std::lock_guard l(core_->mu);
+    core_->removed_ids.insert(id);
     auto it = core_->peers.find(id);
     if (it == core_->peers.end()) return;
     peer = std::move(it->second);

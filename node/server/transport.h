@@ -138,12 +138,32 @@ class Transport {
       std::function<std::unique_ptr<SnapshotSink>(const raftpb::Message&)> handler);
   void set_unreachable_handler(std::function<void(uint64_t peer)> handler);
 
+  // Plain HTTP on the peer listener.  etcd serves `GET /members` (and
+  // /version) on its peer URLs; joining members, proxies and operators with
+  // curl read the member list there.  A connection whose first bytes are an
+  // HTTP GET (not a frame: a frame length never spells "GET ") gets one
+  // answer from this handler and is closed.  Without a handler: 404.
+  struct HttpAnswer {
+    int status = 404;
+    std::string content_type = "text/plain; charset=utf-8";
+    std::string body;
+    std::vector<std::pair<std::string, std::string>> headers;
+  };
+  void set_http_handler(std::function<HttpAnswer(const std::string& target)> handler);
+
   // Adds a peer, or replaces the URLs of a known one (used from its next dial
   // on).  A known peer may also dial us.  URLs: http://host:port or
   // https://host:port.  The local member's own ID (and 0) is ignored.
   void add_peer(uint64_t id, std::vector<std::string> peer_urls);
   // Forgets a peer: closes its connections both ways and drops its queue.
+  // A removed member that dials us later is told it was removed.
   void remove_peer(uint64_t id);
+  // Records a member removed before this transport started (from the
+  // member's state), so that it is told too if it dials.
+  void mark_removed(uint64_t id);
+  // Called (any thread) when a peer refuses us because this member has been
+  // removed from the cluster.
+  void set_removed_handler(std::function<void()> handler);
 
   // Queues messages for their `to` peers.  Never blocks.  MsgSnap must go
   // through send_snapshot(); given here it is dropped and reported

@@ -303,6 +303,10 @@ class V3Api::Impl {
   void lease_timetolive(const Ex& ex);
   void lease_leases(const Ex& ex);
   void member_list(const Ex& ex);
+  void member_add(const Ex& ex);
+  void member_remove(const Ex& ex);
+  void member_update(const Ex& ex);
+  void member_promote(const Ex& ex);
   void maintenance_status(const Ex& ex);
   void health(const Ex& ex);
   void version(const Ex& ex);
@@ -414,6 +418,10 @@ V3Api::Impl::Impl(MemberApi& member, Options options, metrics::Registry& reg)
       {"/v3/lease/leases", &Impl::lease_leases},
       {"/v3/kv/lease/leases", &Impl::lease_leases},
       {"/v3/cluster/member/list", &Impl::member_list},
+      {"/v3/cluster/member/add", &Impl::member_add},
+      {"/v3/cluster/member/remove", &Impl::member_remove},
+      {"/v3/cluster/member/update", &Impl::member_update},
+      {"/v3/cluster/member/promote", &Impl::member_promote},
       {"/v3/maintenance/status", &Impl::maintenance_status},
   };
 }
@@ -496,7 +504,9 @@ void V3Api::Impl::propose(const Ex& ex, pb::InternalRequest req) {
     failed_.inc();
     fail(ex, {Code::kUnavailable, kTimedOut});
   });
-  member_.propose(std::move(req), [this, ex, once](Status s, storage::KvStore::ApplyResult r) {
+  const bool membership = req.has_member_add() || req.has_member_remove() ||
+                          req.has_member_update() || req.has_member_promote();
+  auto on_applied = [this, ex, once](Status s, storage::KvStore::ApplyResult r) {
     if (!once->claim()) return;
     timers_.cancel(once->timer);
     pending_.add(-1);
@@ -527,12 +537,29 @@ void V3Api::Impl::propose(const Ex& ex, pb::InternalRequest req) {
       case pb::InternalResponse::kLeaseRevoke:
         m = out.mutable_lease_revoke(), h = out.mutable_lease_revoke()->mutable_header();
         break;
+      case pb::InternalResponse::kMemberAdd:
+        m = out.mutable_member_add(), h = out.mutable_member_add()->mutable_header();
+        break;
+      case pb::InternalResponse::kMemberRemove:
+        m = out.mutable_member_remove(), h = out.mutable_member_remove()->mutable_header();
+        break;
+      case pb::InternalResponse::kMemberUpdate:
+        m = out.mutable_member_update(), h = out.mutable_member_update()->mutable_header();
+        break;
+      case pb::InternalResponse::kMemberPromote:
+        m = out.mutable_member_promote(), h = out.mutable_member_promote()->mutable_header();
+        break;
       default:
         return fail(ex, {Code::kInternal, "etcdserver: unexpected response to a proposal"});
     }
-    fill_header(h);
+    // Member-API headers carry no revision, as etcd's.
+    fill_header(h, out.response_case() < pb::InternalResponse::kMemberAdd);
     respond(ex, json_ok(*m));
-  });
+  };
+  if (membership)
+    member_.change_member(std::move(req), std::move(on_applied));
+  else
+    member_.propose(std::move(req), std::move(on_applied));
 }
 
 // ---------------------------------------------------------------- KV
@@ -696,6 +723,34 @@ void V3Api::Impl::member_list(const Ex& ex) {
     linearizable(ex, std::move(serve));
   else
     serve();
+}
+
+void V3Api::Impl::member_add(const Ex& ex) {
+  pb::MemberAddRequest req;
+  if (Status s = parse(ex->request().body, &req); !s) return fail(ex, s);
+  pb::InternalRequest ir;
+  auto* m = ir.mutable_member_add()->mutable_member();
+  *m->mutable_peerurls() = req.peerurls();
+  m->set_islearner(req.islearner());
+  propose(ex, std::move(ir));
+}
+
+void V3Api::Impl::member_remove(const Ex& ex) {
+  pb::InternalRequest ir;
+  if (Status s = parse(ex->request().body, ir.mutable_member_remove()); !s) return fail(ex, s);
+  propose(ex, std::move(ir));
+}
+
+void V3Api::Impl::member_update(const Ex& ex) {
+  pb::InternalRequest ir;
+  if (Status s = parse(ex->request().body, ir.mutable_member_update()); !s) return fail(ex, s);
+  propose(ex, std::move(ir));
+}
+
+void V3Api::Impl::member_promote(const Ex& ex) {
+  pb::InternalRequest ir;
+  if (Status s = parse(ex->request().body, ir.mutable_member_promote()); !s) return fail(ex, s);
+  propose(ex, std::move(ir));
 }
 
 void V3Api::Impl::maintenance_status(const Ex& ex) {

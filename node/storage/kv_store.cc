@@ -1105,6 +1105,11 @@ bool KvStore::member_removed(uint64_t id) const {
   return removed_members_.count(id) > 0;
 }
 
+std::vector<uint64_t> KvStore::removed_members() const {
+  auto l = read_lock();
+  return {removed_members_.begin(), removed_members_.end()};
+}
+
 // ------------------------------------------------------------------ checks
 
 void KvStore::check_consistency() const {

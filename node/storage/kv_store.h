@@ -123,6 +123,7 @@ class KvStore {
   // --- membership ---
   std::vector<pb::Member> members() const;
   bool member_removed(uint64_t id) const;
+  std::vector<uint64_t> removed_members() const;
 
   // --- internal: the write side used by apply() and the v2 layer ---
   class Writer;

@@ -25,6 +25,8 @@ const char* v2_error_message(int code) {
       return "Root is read only";
     case kV2DirNotEmpty:
       return "Directory not empty";
+    case kV2Unauthorized:
+      return "The request requires user authentication";
     case kV2PrevValueRequired:
       return "PrevValue is Required in POST form";
     case kV2TTLNaN:
@@ -33,10 +35,18 @@ const char* v2_error_message(int code) {
       return "The given index in POST form is not a number";
     case kV2InvalidField:
       return "Invalid field";
+    case kV2InvalidForm:
+      return "Invalid POST form";
     case kV2RefreshValue:
       return "Value provided on refresh";
     case kV2RefreshTTLRequired:
       return "A TTL must be provided on refresh";
+    case kV2RaftInternal:
+      return "Raft Internal Error";
+    case kV2LeaderElect:
+      return "During Leader Election";
+    case kV2WatcherCleared:
+      return "watcher is cleared due to etcd recovery";
     case kV2EventIndexCleared:
       return "The event in requested index is outdated and cleared";
     default:
@@ -54,6 +64,11 @@ int v2_error_status(int code) {
     case kV2NotFile:
     case kV2DirNotEmpty:
       return 403;
+    case kV2Unauthorized:
+      return 401;
+    case kV2RaftInternal:
+    case kV2LeaderElect:
+      return 500;
     default:
       return 400;
   }
@@ -100,6 +115,29 @@ const char* action_name(char code) {
 std::string parent_of(const std::string& p) {
   size_t slash = p.rfind('/');
   return slash == 0 ? "/" : p.substr(0, slash);
+}
+
+// Why `path` is not there, as etcd's walk reports it: the first path
+// component that is missing (100, Key not found) or a file in the way
+// (104, Not a directory), with that component as the cause.
+// `lookup(p, &is_dir)` says whether p exists and whether it is a directory.
+template <class Lookup>
+std::pair<int, std::string> explain_missing(const std::string& path, Lookup lookup) {
+  std::vector<std::string> chain;
+  for (std::string p = path; p != "/"; p = parent_of(p)) chain.push_back(p);
+  for (auto it = chain.rbegin(); it != chain.rend(); ++it) {
+    bool dir = false;
+    if (!lookup(*it, &dir)) return {kV2KeyNotFound, *it};
+    if (!dir && std::next(it) != chain.rend()) return {kV2NotDir, *it};
+  }
+  return {kV2KeyNotFound, path};
+}
+
+// The ancestors of a cleaned path below the root, outermost first.
+std::vector<std::string> ancestors_of(const std::string& p) {
+  std::vector<std::string> out;
+  for (std::string a = parent_of(p); a != "/"; a = parent_of(a)) out.insert(out.begin(), a);
+  return out;
 }
 
 bool hidden_below(const std::string& watch_path, const std::string& key_path) {
@@ -151,6 +189,16 @@ class V2Apply {
   }
   bool lookup(const std::string& path, pb::KeyValue* kv) {
     return w_.get(V2Store::mvcc_key(path), kv);
+  }
+  // The error for a node that is not there (see explain_missing).
+  pb::V2Event missing(const std::string& path) {
+    auto [code, cause] = explain_missing(path, [this](const std::string& p, bool* dir) {
+      pb::KeyValue kv;
+      if (!lookup(p, &kv)) return false;
+      *dir = is_dir(kv);
+      return true;
+    });
+    return fail(code, cause);
   }
   // Checks that every ancestor of path is a directory or absent; collects the
   // absent ones (outermost first) to create.
@@ -231,7 +279,9 @@ class V2Apply {
 };
 
 pb::V2Event V2Apply::run() {
-  if (req_.has_ttl() && req_.ttl() < 0) return fail(kV2TTLNaN, "");
+  // A TTL no lease can carry would make grant_ttl() abort: refuse it.
+  if (req_.has_ttl() && (req_.ttl() < 0 || req_.ttl() > kMaxLeaseTTL))
+    return fail(kV2TTLNaN, "invalid value for \"ttl\"");
   const std::string path = V2Store::clean_path(req_.path());
   if (req_.method() == "PUT") return put();
   if (req_.method() == "POST") return create(path, true);
@@ -254,18 +304,28 @@ pb::V2Event V2Apply::put() {
   return set(path);
 }
 
+// etcd's refresh: a write that keeps the value and sets a new TTL without
+// notifying watchers.  Here it changes only the lease (no new revision, so
+// no wait sees it; etcd gives it a new index), and answers as the write it
+// stands for would: set, update (prevExist=true) or compareAndSwap.
 pb::V2Event V2Apply::refresh(const std::string& path) {
   if (!req_.value().empty()) return fail(kV2RefreshValue, "");
   if (!req_.has_ttl()) return fail(kV2RefreshTTLRequired, "");
   pb::KeyValue kv;
-  if (!lookup(path, &kv)) return fail(kV2KeyNotFound, path);
-  if (req_.prev_index() != 0 || !req_.prev_value().empty()) {
+  if (!lookup(path, &kv)) return missing(path);
+  if (req_.has_prev_exist() && !req_.prev_exist()) return fail(kV2NodeExist, path);
+  const bool compare = req_.prev_index() != 0 || !req_.prev_value().empty();
+  if (compare) {
     if (is_dir(kv)) return fail(kV2NotFile, path);
     bool ok = false;
     std::string cause = compare_cause(kv, &ok);
     if (!ok) return fail(kV2TestFailed, cause);
   }
-  // A refresh changes only the TTL: no new revision, no watch event.
+  pb::V2Event ev;
+  ev.set_action(compare ? "compareAndSwap"
+                        : (req_.has_prev_exist() && req_.prev_exist() ? "update" : "set"));
+  // The previous node shows the TTL as it was.
+  *ev.mutable_prevnode() = node_of(s_, kv);
   if (kv.lease() != 0 && req_.ttl() > 0) {
     auto l = s_.leases_.find(kv.lease());
     if (l != s_.leases_.end()) {
@@ -280,9 +340,6 @@ pb::V2Event V2Apply::refresh(const std::string& path) {
       l->second.expiry_ms = s_.options_.clock_ms() + req_.ttl() * 1000;
     }
   }
-  pb::V2Event ev;
-  ev.set_action(req_.has_prev_exist() && req_.prev_exist() ? "update" : "set");
-  *ev.mutable_prevnode() = node_of(s_, kv);
   finish(&ev, path);
   return ev;
 }
@@ -337,7 +394,7 @@ pb::V2Event V2Apply::create(const std::string& dir_or_path, bool in_order) {
 
 pb::V2Event V2Apply::update(const std::string& path) {
   pb::KeyValue old;
-  if (!lookup(path, &old)) return fail(kV2KeyNotFound, path);
+  if (!lookup(path, &old)) return missing(path);
   if (is_dir(old) && !req_.value().empty()) return fail(kV2NotFile, path);
   // Without a TTL an update makes the node permanent (etcd v2 semantics).
   const int64_t lease = grant_ttl();
@@ -353,7 +410,7 @@ pb::V2Event V2Apply::update(const std::string& path) {
 
 pb::V2Event V2Apply::cas(const std::string& path) {
   pb::KeyValue old;
-  if (!lookup(path, &old)) return fail(kV2KeyNotFound, path);
+  if (!lookup(path, &old)) return missing(path);
   if (is_dir(old)) return fail(kV2NotFile, path);
   bool ok = false;
   std::string cause = compare_cause(old, &ok);
@@ -371,7 +428,7 @@ pb::V2Event V2Apply::cas(const std::string& path) {
 pb::V2Event V2Apply::del(const std::string& path) {
   if (path == "/") return fail(kV2RootReadOnly, "/");
   pb::KeyValue old;
-  if (!lookup(path, &old)) return fail(kV2KeyNotFound, path);
+  if (!lookup(path, &old)) return missing(path);
   const bool compare = req_.prev_index() != 0 || !req_.prev_value().empty();
   std::vector<std::string> below;
   if (compare) {
@@ -432,9 +489,17 @@ pb::V2Event V2Store::get_locked(const KvStore& s, const std::string& path, bool 
   } else {
     auto it = s.index_.find(mvcc_key(path));
     if (it == s.index_.end() || !it->second.alive()) {
-      ev.mutable_error()->set_errorcode(kV2KeyNotFound);
-      ev.mutable_error()->set_message(v2_error_message(kV2KeyNotFound));
-      ev.mutable_error()->set_cause(path);
+      auto [code, cause] = explain_missing(path, [&](const std::string& p, bool* dir) {
+        auto at = s.index_.find(mvcc_key(p));
+        if (at == s.index_.end() || !at->second.alive()) return false;
+        pb::KeyValue kv;
+        latest(at->first, at->second, &kv);
+        *dir = is_dir(kv);
+        return true;
+      });
+      ev.mutable_error()->set_errorcode(code);
+      ev.mutable_error()->set_message(v2_error_message(code));
+      ev.mutable_error()->set_cause(cause);
       ev.mutable_error()->set_index(static_cast<uint64_t>(s.rev_));
       return ev;
     }
@@ -515,6 +580,21 @@ bool V2Store::wait(const KvStore& store, const std::string& raw_path, bool recur
         const pb::Event& e = evs[k];
         if (e.type() != pb::Event::DELETE || !matches(e.kv().key())) continue;
         if (!del || e.kv().key().size() < del->kv().key().size()) del = &e;
+      }
+      // A deleted directory above the watched path: etcd reports the
+      // directory's own delete event to watchers of keys inside it.  Its
+      // event is outside the range read above; look for it at `main`.
+      std::vector<pb::Event> top;
+      if (del && path != "/") {
+        for (const std::string& a : ancestors_of(path)) {
+          int64_t unused = 0;
+          if (store.events(mvcc_key(a), "", main, 1, true, &top, &unused) && !top.empty() &&
+              top[0].kv().mod_revision() == main && top[0].type() == pb::Event::DELETE) {
+            del = &top[0];
+            break;
+          }
+          top.clear();
+        }
       }
       if (put || del) {
         out->Clear();

@@ -41,12 +41,17 @@ enum V2ErrorCode : int {
   kV2NodeExist = 105,
   kV2RootReadOnly = 107,
   kV2DirNotEmpty = 108,
+  kV2Unauthorized = 110,
   kV2PrevValueRequired = 201,
   kV2TTLNaN = 202,
   kV2IndexNaN = 203,
   kV2InvalidField = 209,
+  kV2InvalidForm = 210,
   kV2RefreshValue = 211,
   kV2RefreshTTLRequired = 212,
+  kV2RaftInternal = 300,
+  kV2LeaderElect = 301,
+  kV2WatcherCleared = 400,
   kV2EventIndexCleared = 401,
 };
 const char* v2_error_message(int code);

@@ -64,6 +64,18 @@ struct V2Model {
     }
     return "";
   }
+  // etcd's tree walk for a node that is not there: the first missing
+  // component (100), or a file where a directory must be (104).
+  pb::V2Event missing(const std::string& p) const {
+    std::vector<std::string> chain = ancestors(p);
+    chain.push_back(p);
+    for (const auto& a : chain) {
+      auto it = nodes.find(a);
+      if (it == nodes.end()) return fail(100, a);
+      if (!it->second.dir && a != p) return fail(104, a);
+    }
+    return fail(100, p);
+  }
   void make_parents(const std::string& p) {
     for (const auto& a : ancestors(p))
       if (!nodes.count(a)) nodes[a] = MNode{true, "", rev, rev};
@@ -125,7 +137,7 @@ struct V2Model {
     if (r.has_prev_exist() && !r.prev_exist()) return write(path, r, "create", true, false);
     if ((r.has_prev_exist() && r.prev_exist()) || cas) {
       auto it = nodes.find(path);
-      if (it == nodes.end()) return fail(100, path);
+      if (it == nodes.end()) return missing(path);
       MNode& n = it->second;
       if (cas) {
         if (n.dir) return fail(102, path);
@@ -151,7 +163,7 @@ struct V2Model {
   pb::V2Event del(const std::string& path, const pb::V2Request& r) {
     if (path == "/") return fail(107, "/");
     auto it = nodes.find(path);
-    if (it == nodes.end()) return fail(100, path);
+    if (it == nodes.end()) return missing(path);
     const MNode old = it->second;
     const bool cmp = r.prev_index() != 0 || !r.prev_value().empty();
     if (cmp) {
@@ -198,7 +210,7 @@ struct V2Model {
       root.set_dir(true);
     } else {
       auto it = nodes.find(path);
-      if (it == nodes.end()) return fail(100, path);
+      if (it == nodes.end()) return missing(path);
       root = repr(path, it->second);
     }
     ev.set_action("get");

@@ -238,6 +238,100 @@ TEST_F(V2Test, WaitFromIndexSeesActionsAndSkipsHiddenKeys) {
   EXPECT_EQ(ev.error().errorcode(), 401);
 }
 
+TEST_F(V2Test, WaitInsideADeletedDirectorySeesTheDirectorysDelete) {
+  auto a = put("/top/mid/leaf", "x");
+  put("/other", "y");
+  pb::V2Request del;
+  del.set_method("DELETE");
+  del.set_path("/top");
+  del.set_recursive(true);
+  auto d = run(del);
+  ASSERT_EQ(d.action(), "delete");
+  pb::V2Event ev;
+  uint64_t next = 0;
+  // Non-recursive and recursive waits on a key inside: the event is /top's.
+  for (bool recursive : {false, true}) {
+    for (const char* p : {"/top/mid/leaf", "/top/mid"}) {
+      ASSERT_TRUE(
+          V2Store::wait(member_->kv(), p, recursive, a.node().modifiedindex() + 1, &ev, &next))
+          << p;
+      EXPECT_EQ(ev.action(), "delete");
+      EXPECT_EQ(ev.node().key(), "/top") << p;
+      EXPECT_TRUE(ev.node().dir());
+      EXPECT_EQ(ev.node().modifiedindex(), d.node().modifiedindex());
+      EXPECT_EQ(ev.prevnode().key(), "/top");
+    }
+  }
+  // Deleting a file does not report an unrelated ancestor.
+  put("/p/q", "1");
+  auto q = put("/p/q", "2");
+  pb::V2Request dq;
+  dq.set_method("DELETE");
+  dq.set_path("/p/q");
+  run(dq);
+  ASSERT_TRUE(
+      V2Store::wait(member_->kv(), "/p/q", false, q.node().modifiedindex() + 1, &ev, &next));
+  EXPECT_EQ(ev.node().key(), "/p/q");
+}
+
+TEST_F(V2Test, MissingNodesNameTheFirstMissingComponentOrTheFileInTheWay) {
+  put("/a/file", "x");
+  // Reads: the first missing component is the cause, as etcd's walk says.
+  auto g = get("/nope/b/c");
+  EXPECT_EQ(g.error().errorcode(), 100);
+  EXPECT_EQ(g.error().cause(), "/nope");
+  g = get("/a/missing/c");
+  EXPECT_EQ(g.error().cause(), "/a/missing");
+  // A file on the way: 104 Not a directory, naming the file.
+  g = get("/a/file/c");
+  EXPECT_EQ(g.error().errorcode(), 104);
+  EXPECT_EQ(g.error().cause(), "/a/file");
+  // Writes that need the node report it the same way.
+  pb::V2Request u;
+  u.set_method("PUT");
+  u.set_path("/nope/b");
+  u.set_prev_exist(true);
+  auto e = run(u);
+  EXPECT_EQ(e.error().errorcode(), 100);
+  EXPECT_EQ(e.error().cause(), "/nope");
+  pb::V2Request d;
+  d.set_method("DELETE");
+  d.set_path("/a/file/x");
+  e = run(d);
+  EXPECT_EQ(e.error().errorcode(), 104);
+  EXPECT_EQ(e.error().cause(), "/a/file");
+  d.set_path("/a/gone");
+  EXPECT_EQ(run(d).error().cause(), "/a/gone");
+}
+
+TEST_F(V2Test, TtlBeyondTheLongestLeaseIsRefusedNotFatal) {
+  pb::V2Request r;
+  r.set_method("PUT");
+  r.set_path("/k");
+  r.set_value("v");
+  r.set_ttl(kMaxLeaseTTL + 1);
+  auto e = run(r);
+  EXPECT_EQ(e.error().errorcode(), 202);
+  EXPECT_EQ(get("/k").error().errorcode(), 100);
+  r.set_ttl(kMaxLeaseTTL);
+  EXPECT_EQ(run(r).error().errorcode(), 0);
+}
+
+TEST(V2ErrorTest, StatusesAndMessagesAsEtcd) {
+  EXPECT_EQ(v2_error_status(100), 404);
+  EXPECT_EQ(v2_error_status(101), 412);
+  EXPECT_EQ(v2_error_status(102), 403);
+  EXPECT_EQ(v2_error_status(104), 400);
+  EXPECT_EQ(v2_error_status(108), 403);
+  EXPECT_EQ(v2_error_status(110), 401);
+  EXPECT_EQ(v2_error_status(300), 500);
+  EXPECT_EQ(v2_error_status(301), 500);
+  EXPECT_EQ(v2_error_status(401), 400);
+  EXPECT_STREQ(v2_error_message(210), "Invalid POST form");
+  EXPECT_STREQ(v2_error_message(300), "Raft Internal Error");
+  EXPECT_STREQ(v2_error_message(301), "During Leader Election");
+}
+
 TEST(V2PathTest, CleanPathLikeGo) {
   EXPECT_EQ(V2Store::clean_path(""), "/");
   EXPECT_EQ(V2Store::clean_path("a//b/"), "/a/b");

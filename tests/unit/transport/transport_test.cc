@@ -272,8 +272,11 @@ TEST(TransportTest, OtherClusterIdIsRejectedAndItsMessagesNeverDelivered) {
 
 TEST(TransportTest, UnknownSenderIsRejectedUntilAdded) {
   Node a(1), b(2);
+  std::atomic<int> told_removed{0};
+  a.t().set_removed_handler([&] { ++told_removed; });
   a.t().add_peer(2, {b.url()});  // b does not know a
   ASSERT_TRUE(eventually([&] { return a.t().peer_status(2).dial_failures >= 2; }));
+  EXPECT_EQ(told_removed.load(), 0);  // unknown is not removed
   EXPECT_NE(a.t().peer_status(2).last_error.find("unknown member 1"), std::string::npos)
       << a.t().peer_status(2).last_error;
   a.t().send({app(1, 2, 0)});
@@ -375,11 +378,16 @@ TEST(TransportTest, RemovedPeerIsDisconnectedAndRejected) {
   Node a(1), b(2);
   connect(a, b);
   ASSERT_TRUE(eventually([&] { return a.t().is_active(2); }));
+  std::atomic<int> told_removed{0};
+  a.t().set_removed_handler([&] { ++told_removed; });
   b.t().remove_peer(1);
   ASSERT_TRUE(eventually([&] { return !a.t().is_active(2); }));
+  // The removed member is told why, so that it can stop (etcd's 410 Gone).
   ASSERT_TRUE(eventually([&] {
-    return a.t().peer_status(2).last_error.find("unknown member 1") != std::string::npos;
+    return a.t().peer_status(2).last_error.find(
+               "member 1 has been permanently removed from the cluster") != std::string::npos;
   }));
+  EXPECT_GE(told_removed.load(), 1);
   EXPECT_FALSE(b.t().peer_status(1).known);
 }
 

@@ -61,6 +61,15 @@ class LocalMember : public MemberApi {
     propose(req, [](storage::Status, storage::KvStore::ApplyResult) {});
   }
 
+  // Without Raft a membership change is just its store update: a new
+  // member gets the next free ID (the Raft member's checks and
+  // configuration changes are tested in tests/integration/node).
+  void change_member(pb::InternalRequest req, ApplyDone done) override {
+    if (req.has_member_add() && req.member_add().member().id() == 0)
+      req.mutable_member_add()->mutable_member()->set_id(next_member_id_++);
+    propose(std::move(req), std::move(done));
+  }
+
   void propose(pb::InternalRequest req, ApplyDone done) override {
     if (swallow_proposals) {
       std::lock_guard l(mu_);
@@ -150,6 +159,7 @@ class LocalMember : public MemberApi {
   static constexpr uint64_t kTerm = 2;
   std::unique_ptr<storage::MemberStorage> storage_;
   mutable std::mutex mu_;
+  std::atomic<uint64_t> next_member_id_{0x1000};
   uint64_t index_ = 0;
   uint64_t next_sub_ = 1;
   std::map<uint64_t, std::function<void(const std::vector<pb::Event>&)>> subscribers_;

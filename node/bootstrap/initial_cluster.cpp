@@ -1,0 +1,79 @@
+#include "node/bootstrap/initial_cluster.h"
+
+#include "dns/srv_lookup.h"
+#include "net/log.h"
+#include "node/bootstrap/discovery.h"
+
+namespace muster::bootstrap {
+namespace {
+
+std::string join(const std::vector<std::string>& v) {
+  std::string out;
+  for (size_t i = 0; i < v.size(); ++i) out += (i ? "," : "") + v[i];
+  return out;
+}
+
+InitialCluster from_discovery(const config::Config& cfg) {
+  DiscoveryOptions o;
+  o.url = cfg.discovery;
+  o.proxy = cfg.discovery_proxy;
+  o.name = cfg.name;
+  o.peer_urls = cfg.initial_advertise_peer_urls;
+  DiscoveryResult r = join_cluster(o);
+  InitialCluster out;
+  out.message = r.message;
+  out.peer_urls = r.peer_urls;
+  switch (r.kind) {
+    case DiscoveryResult::Kind::kCluster:
+      out.kind = InitialCluster::Kind::kCluster;
+      out.initial_cluster = r.initial_cluster;
+      out.token = cfg.discovery;  // etcd: the discovery URL is the cluster token
+      break;
+    case DiscoveryResult::Kind::kFull:
+      out.kind = InitialCluster::Kind::kFull;
+      break;
+    case DiscoveryResult::Kind::kError:
+      out.kind = InitialCluster::Kind::kError;
+      break;
+  }
+  return out;
+}
+
+InitialCluster from_srv(const config::Config& cfg) {
+  dns::SrvClusterRequest req;
+  req.domain = cfg.discovery_srv;
+  req.srv_name = cfg.discovery_srv_name;
+  req.member_name = cfg.name;
+  req.advertise_peer_urls = join(cfg.initial_advertise_peer_urls);
+  req.resolver.server = cfg.dns_server;
+  auto r = dns::resolve_server_cluster(req);
+  InitialCluster out;
+  if (!r) {
+    out.message = "error setting up initial cluster: " + r.error().message;
+    return out;
+  }
+  for (const auto& w : r->warnings)
+    log::warn("discovery-srv", "failed to resolve during SRV discovery", {{"error", w}});
+  for (const auto& e : r->entries)
+    log::info("discovery-srv", "got bootstrap from DNS for etcd-server",
+              {{"node", e.name + "=" + e.url}});
+  out.kind = InitialCluster::Kind::kCluster;
+  out.initial_cluster = r->initial_cluster;
+  out.token = cfg.initial_cluster_token;  // SRV keeps --initial-cluster-token, as etcd
+  out.peer_tls_server_name = r->peer_tls_server_name(!cfg.peer_tls.trusted_ca_file.empty());
+  return out;
+}
+
+}  // namespace
+
+InitialCluster resolve_initial_cluster(const config::Config& cfg) {
+  if (!cfg.discovery.empty()) return from_discovery(cfg);
+  if (!cfg.discovery_srv.empty()) return from_srv(cfg);
+  InitialCluster out;
+  out.kind = InitialCluster::Kind::kCluster;
+  out.initial_cluster = cfg.initial_cluster;
+  out.token = cfg.initial_cluster_token;
+  return out;
+}
+
+}  // namespace muster::bootstrap

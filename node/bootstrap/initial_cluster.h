@@ -1,0 +1,37 @@
+// node/bootstrap/initial_cluster.h: where a member that has no data yet gets
+// its initial cluster from: --initial-cluster as given, a --discovery URL, or
+// --discovery-srv DNS records.  node/main calls resolve_initial_cluster()
+// once, before the server starts, and then follows the static path with the
+// answer.
+//
+// Blocking; logs progress.  Any thread.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "node/config/config.h"
+
+namespace muster::bootstrap {
+
+struct InitialCluster {
+  enum class Kind {
+    kCluster,  // `initial_cluster` and `token` are set: bootstrap with them
+    kFull,     // discovery said the cluster is full: `peer_urls` are its members
+    kError,    // `message` says why; exit non-zero
+  };
+  Kind kind = Kind::kError;
+  std::string initial_cluster;  // "name=url,..." as --initial-cluster would say it
+  std::string token;            // the cluster token member IDs are computed with
+  std::vector<std::string> peer_urls;
+  // For --discovery-srv with https peers and no --peer-trusted-ca-file: the
+  // name peer certificates are verified against (the SRV domain), as etcd.
+  std::optional<std::string> peer_tls_server_name;
+  std::string message;
+};
+
+// REQUIRES: `cfg` passed config validation (at most one bootstrap source).
+InitialCluster resolve_initial_cluster(const config::Config& cfg);
+
+}  // namespace muster::bootstrap

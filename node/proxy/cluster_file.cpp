@@ -1,0 +1,82 @@
+#include "node/proxy/cluster_file.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+namespace muster::proxy {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+std::string proxy_dir(const std::string& data_dir) { return data_dir + "/proxy"; }
+std::string cluster_file_path(const std::string& data_dir) {
+  return proxy_dir(data_dir) + "/cluster";
+}
+
+std::optional<std::vector<std::string>> read_cluster_file(const std::string& data_dir,
+                                                          std::string* error) {
+  std::string path = cluster_file_path(data_dir);
+  std::ifstream in(path);
+  if (!in) {
+    if (errno != ENOENT && error) *error = "cannot read " + path + ": " + std::strerror(errno);
+    return std::nullopt;
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  json j = json::parse(ss.str(), nullptr, false);
+  if (j.is_discarded() || !j.is_object() || !j.contains("PeerURLs") || !j["PeerURLs"].is_array()) {
+    if (error) *error = path + " is not {\"PeerURLs\":[...]}";
+    return std::nullopt;
+  }
+  std::vector<std::string> urls;
+  for (const auto& u : j["PeerURLs"]) {
+    if (!u.is_string()) {
+      if (error) *error = path + " holds a peer URL that is not a string";
+      return std::nullopt;
+    }
+    urls.push_back(u.get<std::string>());
+  }
+  return urls;
+}
+
+std::string write_cluster_file(const std::string& data_dir,
+                               const std::vector<std::string>& peer_urls) {
+  std::error_code ec;
+  std::string dir = proxy_dir(data_dir);
+  fs::create_directories(dir, ec);
+  if (ec) return "cannot create " + dir + ": " + ec.message();
+  fs::permissions(dir, fs::perms::owner_all, fs::perm_options::replace, ec);
+  std::string bak = cluster_file_path(data_dir) + ".bak";
+  std::string text = json{{"PeerURLs", peer_urls}}.dump() + "\n";
+  int fd = ::open(bak.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return "cannot write " + bak + ": " + std::strerror(errno);
+  std::size_t off = 0;
+  while (off < text.size()) {
+    ssize_t n = ::write(fd, text.data() + off, text.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      std::string err = "cannot write " + bak + ": " + std::strerror(errno);
+      ::close(fd);
+      return err;
+    }
+    off += static_cast<std::size_t>(n);
+  }
+  if (::fsync(fd) != 0) {
+    std::string err = "cannot sync " + bak + ": " + std::strerror(errno);
+    ::close(fd);
+    return err;
+  }
+  ::close(fd);
+  fs::rename(bak, cluster_file_path(data_dir), ec);
+  if (ec) return "cannot rename " + bak + ": " + ec.message();
+  return "";
+}
+
+}  // namespace muster::proxy

@@ -1,0 +1,88 @@
+#include "node/proxy/members.h"
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+
+namespace muster::proxy {
+
+using nlohmann::json;
+
+namespace {
+
+bool string_list(const json& j, const char* field, std::vector<std::string>* out) {
+  if (!j.contains(field) || j[field].is_null()) return true;  // omitted = empty
+  if (!j[field].is_array()) return false;
+  for (const auto& v : j[field]) {
+    if (!v.is_string()) return false;
+    out->push_back(v.get<std::string>());
+  }
+  return true;
+}
+
+void sort_unique(std::vector<std::string>& v) {
+  std::sort(v.begin(), v.end());
+  v.erase(std::unique(v.begin(), v.end()), v.end());
+}
+
+}  // namespace
+
+std::optional<std::vector<MemberInfo>> parse_members(std::string_view body, std::string* error) {
+  json j = json::parse(body, nullptr, false);
+  if (j.is_discarded() || !j.is_array()) {
+    if (error) *error = "member list is not a JSON array";
+    return std::nullopt;
+  }
+  std::vector<MemberInfo> out;
+  for (const auto& m : j) {
+    if (!m.is_object()) {
+      if (error) *error = "member list holds a member that is not an object";
+      return std::nullopt;
+    }
+    MemberInfo info;
+    if (m.contains("name") && m["name"].is_string()) info.name = m["name"].get<std::string>();
+    if (!string_list(m, "peerURLs", &info.peer_urls) ||
+        !string_list(m, "clientURLs", &info.client_urls)) {
+      if (error) *error = "member list holds URLs that are not strings";
+      return std::nullopt;
+    }
+    out.push_back(std::move(info));
+  }
+  return out;
+}
+
+std::optional<ClusterView> fetch_cluster(const std::vector<std::string>& peer_urls,
+                                         net::HttpClient& client, std::string* error) {
+  std::string last = "no peer URLs to ask";
+  for (const auto& base : peer_urls) {
+    std::string url = base;
+    while (!url.empty() && url.back() == '/') url.pop_back();
+    auto r = client.get(url + "/members");
+    if (!r.ok()) {
+      last = r.error;
+      continue;
+    }
+    if (r.response->status != 200) {
+      last = "GET " + url + "/members: status " + std::to_string(r.response->status);
+      continue;
+    }
+    std::string err;
+    auto members = parse_members(r.response->body, &err);
+    if (!members) {
+      last = "GET " + url + "/members: " + err;
+      continue;
+    }
+    ClusterView view;
+    view.source = base;
+    for (const auto& m : *members) {
+      view.peer_urls.insert(view.peer_urls.end(), m.peer_urls.begin(), m.peer_urls.end());
+      view.client_urls.insert(view.client_urls.end(), m.client_urls.begin(), m.client_urls.end());
+    }
+    sort_unique(view.peer_urls);
+    sort_unique(view.client_urls);
+    return view;
+  }
+  if (error) *error = last;
+  return std::nullopt;
+}
+
+}  // namespace muster::proxy

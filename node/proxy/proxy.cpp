@@ -1,0 +1,308 @@
+#include "node/proxy/proxy.h"
+
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <boost/asio.hpp>
+#include <cerrno>
+#include <condition_variable>
+#include <cstddef>
+#include <cstring>
+#include <filesystem>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "net/client.h"
+#include "net/log.h"
+#include "net/metrics.h"
+#include "net/runner.h"
+#include "net/server.h"
+#include "net/url.h"
+#include "node/config/urls.h"
+#include "node/proxy/cluster_file.h"
+#include "node/proxy/director.h"
+#include "node/proxy/forwarder.h"
+#include "node/proxy/members.h"
+#include "node/proxy/routes.h"
+
+namespace muster::proxy {
+
+namespace fs = std::filesystem;
+using std::chrono::milliseconds;
+
+std::vector<std::string> initial_cluster_peer_urls(const config::Config& cfg) {
+  std::vector<std::string> out;
+  auto cluster = config::parse_initial_cluster(cfg.initial_cluster);
+  if (!cluster.ok()) return out;
+  for (const auto& [name, urls] : cluster.value()) out.insert(out.end(), urls.begin(), urls.end());
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
+bool data_dir_holds_proxy(const std::string& data_dir) {
+  std::error_code ec;
+  return fs::is_directory(proxy_dir(data_dir), ec);
+}
+
+namespace {
+
+net::TlsOptions tls_options(const config::TlsConfig& t) {
+  net::TlsOptions o;
+  o.cert_file = t.cert_file;
+  o.key_file = t.key_file;
+  o.trusted_ca_file = t.trusted_ca_file;
+  o.client_cert_auth = t.client_cert_auth;
+  return o;
+}
+
+// Keeps the Director's endpoints in step with the cluster: asks the members'
+// peer listeners every refresh interval (every second while no endpoint is
+// usable, as etcd does, so a proxy started before its cluster comes up
+// quickly), shuffles the client URLs so proxies spread their load, and
+// stores changed peer URLs in the cluster file.
+class Refresher {
+ public:
+  Refresher(const config::Config& cfg, std::vector<std::string> peer_urls, Director& director)
+      : data_dir_(cfg.data_dir),
+        interval_(cfg.proxy_refresh_interval_ms),
+        peer_urls_(std::move(peer_urls)),
+        director_(director),
+        rng_(std::random_device{}()) {
+    net::ClientOptions co;
+    // --proxy-dial-timeout 0 means no limit; the refresher still needs one
+    // so that stop() is not held up: use the whole-request 10 s.
+    co.connect_timeout = cfg.proxy_dial_timeout_ms > 0 ? milliseconds(cfg.proxy_dial_timeout_ms)
+                                                       : milliseconds(10000);
+    co.timeout = std::chrono::seconds(10);  // etcd: GetClusterFromRemotePeers' 10 s
+    co.tls = tls_options(cfg.peer_tls);
+    client_ = net::HttpClient(co);
+  }
+
+  // One refresh, on the caller's thread.  Returns true when it learned
+  // client URLs.
+  bool refresh_once() {
+    std::string err;
+    auto view = fetch_cluster(peer_urls_, client_, &err);
+    if (!view) {
+      log::warn("proxy", "could not get the member list from any peer",
+                {{"peer-urls", peer_urls_}, {"error", err}});
+      return false;
+    }
+    if (view->client_urls.empty()) {
+      log::warn("proxy", "no member has published client URLs yet", {{"from", view->source}});
+      return false;
+    }
+    auto urls = view->client_urls;
+    std::shuffle(urls.begin(), urls.end(), rng_);
+    auto before = director_.all();
+    std::sort(before.begin(), before.end());
+    if (before != view->client_urls)
+      log::info("proxy", "endpoints changed",
+                {{"endpoints", view->client_urls}, {"from", view->source}});
+    director_.set_endpoints(std::move(urls));
+    if (!view->peer_urls.empty() && view->peer_urls != peer_urls_) {
+      peer_urls_ = view->peer_urls;
+      if (auto werr = write_cluster_file(data_dir_, peer_urls_); !werr.empty())
+        log::warn("proxy", "cannot store the cluster's peer URLs", {{"error", werr}});
+      else
+        log::info("proxy", "stored the cluster's peer URLs", {{"peer-urls", peer_urls_}});
+    }
+    return true;
+  }
+
+  void start() {
+    thread_ = std::thread([this] {
+      std::unique_lock lock(mu_);
+      while (!stop_) {
+        lock.unlock();
+        refresh_once();
+        lock.lock();
+        milliseconds wait = interval_;
+        if (director_.available().empty()) wait = std::min(wait, milliseconds(1000));
+        cv_.wait_for(lock, wait, [this] { return stop_; });
+      }
+    });
+  }
+
+  void stop() {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+  }
+
+  ~Refresher() {
+    stop();
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  const std::string data_dir_;
+  const milliseconds interval_;
+  std::vector<std::string> peer_urls_;  // only the refresher thread touches it after start
+  Director& director_;
+  net::HttpClient client_;
+  std::mt19937_64 rng_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+// sd_notify(3) READY=1 without libsystemd, as the member does once it
+// serves (etcd's proxy notifies too).  node/main.cpp has the same few lines
+// for the member; both could move to net/ one day.
+void notify_systemd_ready() {
+  const char* path = std::getenv("NOTIFY_SOCKET");
+  if (!path || !*path) return;
+  std::string p = path;
+  sockaddr_un addr{};
+  if (p.size() >= sizeof addr.sun_path) return;
+  int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return;
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, p.data(), p.size());
+  if (p[0] == '@') addr.sun_path[0] = '\0';  // abstract namespace
+  socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + p.size());
+  const char msg[] = "READY=1";
+  if (::sendto(fd, msg, sizeof msg - 1, 0, reinterpret_cast<sockaddr*>(&addr), len) < 0)
+    log::warn("proxy", "cannot notify systemd", {{"socket", p}, {"error", std::strerror(errno)}});
+  ::close(fd);
+}
+
+net::Response readonly_refusal(const net::Request& r) {
+  if (v3_route(r.path()).empty()) return net::Response::text(501, "");  // etcd: bare 501
+  // The v3 gateway's error shape; code 12 (Unimplemented) is what
+  // grpc-gateway maps to 501.
+  return net::Response::json(
+      501,
+      "{\"error\":\"httpproxy: read-only proxy refuses writes\",\"message\":\"httpproxy: "
+      "read-only proxy refuses writes\",\"code\":12}\n");
+}
+
+}  // namespace
+
+int run(const config::Config& cfg, std::vector<std::string> peer_urls) {
+  std::string err;
+  if (auto stored = read_cluster_file(cfg.data_dir, &err)) {
+    if (!stored->empty()) {
+      log::info("proxy", "using peer URLs from the cluster file",
+                {{"peer-urls", *stored}, {"file", cluster_file_path(cfg.data_dir)}});
+      peer_urls = std::move(*stored);
+    }
+  } else if (!err.empty()) {
+    log::error("proxy", err);
+    return 1;
+  }
+  if (peer_urls.empty()) {
+    log::error("proxy", "no peer URLs to learn the cluster from: give --initial-cluster");
+    return 1;
+  }
+  if (auto werr = write_cluster_file(cfg.data_dir, peer_urls); !werr.empty()) {
+    log::error("proxy", werr);
+    return 1;
+  }
+
+  const bool readonly = cfg.proxy == "readonly";
+  metrics::Registry registry;
+  Director director(milliseconds(cfg.proxy_failure_wait_ms));
+
+  ForwarderOptions fo;
+  fo.dial_timeout = milliseconds(cfg.proxy_dial_timeout_ms);
+  fo.write_timeout = milliseconds(cfg.proxy_write_timeout_ms);
+  fo.read_timeout = milliseconds(cfg.proxy_read_timeout_ms);
+  // As etcd's proxy: the client-side certificate settings are used towards
+  // the members; without them, the peer ones (etcd's old behaviour, kept).
+  fo.tls = tls_options(cfg.client_tls.empty() ? cfg.peer_tls : cfg.client_tls);
+
+  boost::asio::io_context io;
+  std::unique_ptr<Forwarder> forwarder;
+  try {
+    forwarder = std::make_unique<Forwarder>(io, director, registry, fo);
+  } catch (const std::exception& e) {
+    log::error("proxy", "cannot load the TLS files for member connections", {{"error", e.what()}});
+    return 1;
+  }
+
+  auto handler = [&](std::shared_ptr<net::Exchange> ex) {
+    const net::Request& r = ex->request();
+    if (r.path() == "/metrics") {
+      if (r.method != "GET" && r.method != "HEAD") {
+        auto resp = net::Response::text(405, "Method Not Allowed\n");
+        resp.headers.set("Allow", "GET");
+        return ex->respond(std::move(resp));
+      }
+      auto resp = net::Response::text(200, registry.render());
+      resp.headers.set("Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+      return ex->respond(std::move(resp));
+    }
+    if (readonly && is_write(r)) return ex->respond(readonly_refusal(r));
+    forwarder->forward(std::move(ex));
+  };
+
+  std::vector<std::unique_ptr<net::Server>> servers;
+  auto serve = [&](const std::vector<std::string>& urls, const char* what) -> bool {
+    for (const auto& u : urls) {
+      std::string uerr;
+      auto url = net::parse_url(u, &uerr);
+      if (!url) {
+        log::error("proxy", std::string(what) + ": " + uerr);
+        return false;
+      }
+      net::ServerOptions so;
+      so.body_limit = std::max<std::size_t>(cfg.max_request_bytes + 512 * 1024, 1024 * 1024);
+      if (url->tls()) {
+        if (cfg.client_tls.empty()) {
+          log::error("proxy", std::string(what) + " " + u +
+                                  " is https but no certificate is configured (--cert-file)");
+          return false;
+        }
+        so.tls = tls_options(cfg.client_tls);
+      }
+      try {
+        auto s = std::make_unique<net::Server>(io, so, handler);
+        s->listen(url->host, url->port);
+        servers.push_back(std::move(s));
+      } catch (const std::exception& e) {
+        log::error("proxy", std::string("listen tcp ") + url->authority() + ": " + e.what());
+        return false;
+      }
+      log::info("proxy", "listening for client requests", {{"address", u}});
+    }
+    return true;
+  };
+  if (!serve(cfg.listen_client_urls, "--listen-client-urls") ||
+      !serve(cfg.listen_metrics_urls, "--listen-metrics-urls")) {
+    for (auto& s : servers) s->stop();
+    return 1;
+  }
+
+  Refresher refresher(cfg, peer_urls, director);
+  refresher.start();
+  log::info("proxy", "started as a proxy",
+            {{"mode", readonly ? "readonly" : "on"},
+             {"data-dir", cfg.data_dir},
+             {"peer-urls", peer_urls},
+             {"refresh-interval-ms", cfg.proxy_refresh_interval_ms},
+             {"failure-wait-ms", cfg.proxy_failure_wait_ms}});
+  notify_systemd_ready();
+
+  // On SIGTERM/SIGINT: stop listening and cancel open exchanges (their
+  // upstream connections close), stop refreshing; the io_context then runs
+  // dry.  A second signal or 5 s end it outright.
+  int sig = net::run_until_signal(io, 2, [&] {
+    log::info("proxy", "stopping");
+    refresher.stop();
+    for (auto& s : servers) s->stop();
+  });
+  refresher.stop();
+  log::info("proxy", "stopped", {{"signal", sig}});
+  return 0;
+}
+
+}  // namespace muster::proxy
