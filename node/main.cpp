@@ -32,6 +32,7 @@
 #include "node/proxy/proxy.h"
 #include "node/server/peer_members.h"
 #include "node/server/raft_node.h"
+#include "node/server/tls_setup.h"
 #include "node/server/transport.h"
 #include "node/server/v2_api.h"
 #include "node/server/v3_api.h"
@@ -103,14 +104,14 @@ void write_identity(const std::string& data_dir, const Identity& id) {
   fs::rename(tmp, identity_path(data_dir));
 }
 
-std::optional<net::TlsOptions> tls_of(const config::TlsConfig& t) {
-  if (t.empty()) return std::nullopt;
-  net::TlsOptions o;
-  o.cert_file = t.cert_file;
-  o.key_file = t.key_file;
-  o.trusted_ca_file = t.trusted_ca_file;
-  o.client_cert_auth = t.client_cert_auth;
-  return o;
+// TLS of every listener and of the peer dialer (node/server/tls_setup.h);
+// a bad flag or file stops the member before anything listens.
+server::TlsSetup tls_setup_or_die(const config::Config& cfg) {
+  try {
+    return server::make_tls_setup(cfg);
+  } catch (const std::exception& e) {
+    die(e.what());
+  }
 }
 
 // A member that discovery found to be one too many, with
@@ -215,6 +216,10 @@ int run(int argc, char** argv) {
     return proxy::run(cfg, urls);
   }
 
+  // TLS of the listeners and of the peer dialer; a bad TLS flag or file
+  // stops the member here, before bootstrap.
+  const server::TlsSetup tls = tls_setup_or_die(cfg);
+
   // --- who am I, and which cluster ---
   std::vector<server::InitialMember> initial;
   Identity me;
@@ -246,7 +251,7 @@ int run(int argc, char** argv) {
     if (cfg.initial_cluster_state == "existing") {
       // With https SRV records the peers' certificates carry the SRV
       // domain, not the host in the URL.
-      net::TlsOptions peer_tls = tls_of(cfg.peer_tls).value_or(net::TlsOptions{});
+      net::TlsOptions peer_tls = tls.peer_client;
       if (peer_tls_server_name) peer_tls.server_name = *peer_tls_server_name;
       joining = join_existing(cfg, cluster.value(), peer_tls);
       me = joining->me;
@@ -283,10 +288,9 @@ int run(int argc, char** argv) {
   server::TransportOptions topts;
   topts.cluster_id = me.cluster_id;
   topts.local_id = me.member_id;
-  topts.server_tls = tls_of(cfg.peer_tls);
-  topts.client_tls = tls_of(cfg.peer_tls);
-  if (topts.client_tls && peer_tls_server_name)
-    topts.client_tls->server_name = *peer_tls_server_name;
+  topts.server_tls = tls.peer_server;
+  topts.client_tls = tls.peer_client;
+  if (peer_tls_server_name) topts.client_tls->server_name = *peer_tls_server_name;
   server::Transport transport(io, topts);
   if (joining)
     for (const auto& m : joining->members)
@@ -430,8 +434,8 @@ int run(int argc, char** argv) {
     v2 = std::make_unique<server::V2Api>(*node, server::V2Api::Options{cfg.max_request_bytes});
   std::vector<std::unique_ptr<net::Server>> servers;
   std::vector<std::pair<std::string, uint16_t>> addresses;  // servers[i] listens on addresses[i]
-  auto serve = [&](const std::vector<std::string>& urls, const config::TlsConfig& tls,
-                   const char* what) {
+  auto serve = [&](const std::vector<std::string>& urls,
+                   const std::optional<net::TlsOptions>& tls_options, const char* what) {
     for (const auto& u : urls) {
       std::string err;
       auto url = net::parse_url(u, &err);
@@ -439,9 +443,9 @@ int run(int argc, char** argv) {
       net::ServerOptions so;
       so.body_limit = server::V3Api::recommended_body_limit(aopts);
       if (url->tls()) {
-        auto t = tls_of(tls);
-        if (!t) die(std::string(what) + " " + u + " is https but no certificate is configured");
-        so.tls = *t;
+        if (!tls_options)
+          die(std::string(what) + " " + u + " is https but no certificate is configured");
+        so.tls = *tls_options;
       }
       auto s = std::make_unique<net::Server>(io, so, [&](std::shared_ptr<net::Exchange> ex) {
         if (!api.handle(ex) && !(v2 && v2->handle(ex)))
@@ -452,8 +456,8 @@ int run(int argc, char** argv) {
       servers.push_back(std::move(s));
     }
   };
-  serve(cfg.listen_client_urls, cfg.client_tls, "--listen-client-urls");
-  serve(cfg.listen_metrics_urls, cfg.client_tls, "--listen-metrics-urls");
+  serve(cfg.listen_client_urls, tls.client_server, "--listen-client-urls");
+  serve(cfg.listen_metrics_urls, tls.client_server, "--listen-metrics-urls");
 
   node->start();
   log::info("etcdserver", "started",

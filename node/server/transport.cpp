@@ -521,6 +521,7 @@ struct Transport::Core : std::enable_shared_from_this<Core> {
   }
 
   awaitable<void> accept_loop(std::shared_ptr<tcp::acceptor> acceptor, bool tls);
+  awaitable<void> check_client_san(std::shared_ptr<FrameConn> conn, Deadline& deadline);
   awaitable<void> serve_inbound(std::shared_ptr<FrameConn> conn, bool tls);
   awaitable<void> receive_raft(std::shared_ptr<FrameConn> conn, uint64_t from);
   awaitable<void> receive_snapshot(std::shared_ptr<FrameConn> conn, uint64_t from);
@@ -779,6 +780,42 @@ awaitable<void> Transport::Core::accept_loop(std::shared_ptr<tcp::acceptor> acce
   }
 }
 
+// etcd 3.4's check of an incoming peer (pkg/transport checkSAN): the
+// certificate it presented must name the address it connects from, by an IP
+// SAN or by a DNS SAN that resolves to it.  A certificate without SANs, or no
+// certificate (no --peer-client-cert-auth), passes.  Throws on a mismatch.
+awaitable<void> Transport::Core::check_client_san(std::shared_ptr<FrameConn> conn,
+                                                  Deadline& deadline) {
+  const net::PeerSans sans = net::peer_certificate_sans(conn->ssl_handle());
+  if (!sans.has_certificate || (sans.dns_names.empty() && sans.ip_addresses.empty())) co_return;
+  error_code ec;
+  auto address = conn->socket().remote_endpoint(ec).address();
+  if (ec) throw std::runtime_error("cannot read the remote address: " + ec.message());
+  if (address.is_v6() && address.to_v6().is_v4_mapped())
+    address = asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6());
+  const std::string ip = address.to_string();
+  for (const auto& a : sans.ip_addresses)
+    if (a == ip) co_return;
+  tcp::resolver resolver(co_await asio::this_coro::executor);
+  deadline.watch(&resolver);
+  bool found = false;
+  for (const auto& name : sans.dns_names) {
+    auto results =
+        co_await resolver.async_resolve(name, "", asio::redirect_error(use_awaitable, ec));
+    if (ec) continue;
+    for (const auto& r : results)
+      if (r.endpoint().address() == address) found = true;
+    if (found) break;
+  }
+  deadline.unwatch();
+  if (found) co_return;
+  std::string names;
+  for (const auto& n : sans.ip_addresses) names += (names.empty() ? "" : ",") + n;
+  for (const auto& n : sans.dns_names) names += (names.empty() ? "" : ",") + n;
+  throw std::runtime_error("peer certificate SANs [" + names + "] do not name its address " + ip +
+                           " (--experimental-peer-skip-client-san-verification skips this check)");
+}
+
 awaitable<void> Transport::Core::serve_inbound(std::shared_ptr<FrameConn> conn, bool tls) {
   auto self = shared_from_this();  // keeps the Core alive while this runs
   auto ex = co_await asio::this_coro::executor;
@@ -795,6 +832,7 @@ awaitable<void> Transport::Core::serve_inbound(std::shared_ptr<FrameConn> conn, 
       if (tls) {
         conn->use_tls(*server_ctx);
         co_await conn->tls_handshake(ssl::stream_base::server);
+        if (opts.server_tls->verify_client_san) co_await check_client_san(conn, deadline);
       }
       if (co_await conn->peek(4) == "GET ") {
         http_head = co_await conn->read_http_head(8192);
