@@ -325,13 +325,16 @@ int run(int argc, char** argv) {
   // lease clock; learner promotion needs its view of the learner's log):
   // they are sent to the leader's client URL, as etcd forwards them over its
   // peer connection.  The answer comes back on a thread of its own.
-  auto to_leader = [&node](uint64_t leader, std::string path, std::string body,
-                           std::function<void(std::optional<net::Response>)> done) {
+  auto to_leader = [&node, &tls](uint64_t leader, std::string path, std::string body,
+                                 std::function<void(std::optional<net::Response>)> done) {
     std::vector<std::string> urls;
     for (const auto& m : node->kv().members())
       if (m.id() == leader) urls.assign(m.clienturls().begin(), m.clienturls().end());
-    std::thread([urls, path = std::move(path), body = std::move(body), done = std::move(done)] {
-      net::HttpClient client;
+    std::thread([urls, member_tls = tls.member_client, path = std::move(path),
+                 body = std::move(body), done = std::move(done)] {
+      net::ClientOptions co;
+      co.tls = member_tls;  // https client URLs (and client-cert-auth) as any client
+      net::HttpClient client(co);
       for (const auto& u : urls) {
         auto r = client.request("POST", u + path, body);
         if (r.ok()) return done(std::move(r.response));

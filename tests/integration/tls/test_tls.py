@@ -219,6 +219,16 @@ class TlsTest(unittest.TestCase):
             pki(d, "ca.pem"), pki(other, "peer.pem"), pki(other, "peer-key.pem"))))
         self.assertTrue(m1.healthy())
 
+        # What only the leader answers (lease keepalives) a follower forwards
+        # to the leader's https client URL with the member's certificate.
+        lead = wait_for(c.leader, 10, "one agreed leader")
+        follower = next(m for m in c.members if m is not lead)
+        st, j = lead.call("/v3/lease/grant", {"TTL": 60})
+        self.assertEqual(st, 200, j)
+        st, j = follower.call("/v3/lease/keepalive", {"ID": j["ID"]})
+        self.assertEqual(st, 200, j)
+        self.assertEqual(j["result"]["TTL"], "60")
+
     @unittest.skipUnless(HAVE_CFSSL, "cfssl and cfssljson are not installed")
     def test_peer_whose_common_name_is_not_allowed_cannot_join(self):
         d = gencerts(GENCERTS, self.group.path("pki"))
