@@ -143,6 +143,23 @@ class LocalClusterTest(unittest.TestCase):
         self.assertIn("port %s is taken" % port, r.stderr)
 
 
+    def test_member_that_does_not_come_up_fails_with_its_log_tail(self):
+        # A bad value in the environment (etcd's ETCD_* variables) makes
+        # every member exit at start: the script must say which, show the
+        # logs, stop the rest, and keep the directory for inspection.
+        r = subprocess.run([SCRIPT, "--check"], env=script_env(ETCD_ELECTION_TIMEOUT="soon"),
+                           capture_output=True, text=True, timeout=90)
+        m = re.search(r"data dirs and logs kept in (\S+)", r.stdout + r.stderr)
+        if m:
+            self.addCleanup(subprocess.run, ["rm", "-rf", m.group(1)])
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertRegex(r.stderr, r"FAILED: m[1-4] exited")
+        self.assertIn("---- last lines of", r.stderr)
+        self.assertIn("ETCD_ELECTION_TIMEOUT", r.stderr)  # the member's own error, from its log
+        self.assertIsNotNone(m)
+        self.assertEqual(processes_mentioning(m.group(1)), [])
+
+
 class ProcfileTest(unittest.TestCase):
     def test_every_line_runs_and_the_cluster_forms(self):
         group = ProcessGroup(prefix="muster-procfile-test-")
