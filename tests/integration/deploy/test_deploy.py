@@ -304,6 +304,51 @@ class KubernetesTest(unittest.TestCase):
         self.assertIn(claims[0], mounts)
         self.assertEqual(mounts[claims[0]], args["data-dir"])
 
+    @unittest.skipUnless(DNSMASQ, "dnsmasq not installed")
+    def test_each_pod_finds_itself_in_the_records_kubernetes_would_publish(self):
+        # dnsmasq serves what Kubernetes DNS publishes for this Service (one
+        # SRV record per pod of the StatefulSet under the named port, and the
+        # pods' A records); `musterctl srv` then runs the member's SRV
+        # bootstrap with each pod's expanded arguments.
+        sts = self.docs["StatefulSet"][0]
+        svc = next(s for s in self.docs["Service"] if s["metadata"]["name"] == sts["spec"]["serviceName"])
+        ns = "demo"
+        zone = "%s.%s.svc.cluster.local" % (svc["metadata"]["name"], ns)
+        port = next(p for p in svc["spec"]["ports"] if p["name"] == "etcd-server")
+        pods = ["%s-%d" % (sts["metadata"]["name"], i) for i in range(sts["spec"]["replicas"])]
+        group = ProcessGroup(prefix="muster-k8s-test-")
+        self.addCleanup(group.close)
+        dns_port = free_port()
+        argv = [DNSMASQ, "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
+                "--listen-address=127.0.0.1", "--bind-interfaces", "--port=%d" % dns_port,
+                "--pid-file=" + group.path("dnsmasq.pid"), "--log-facility=-",
+                "--local=/cluster.local/"]
+        if os.geteuid() == 0:
+            argv.append("--user=root")
+        for i, pod in enumerate(pods):
+            argv.append("--srv-host=_%s._%s.%s,%s.%s,%d" % (
+                port["name"], port.get("protocol", "TCP").lower(), zone, pod, zone, port["port"]))
+            argv.append("--host-record=%s.%s,10.244.%d.10" % (pod, zone, i + 1))
+        dns = group.start("dnsmasq", argv)
+        c = sts["spec"]["template"]["spec"]["containers"][0]
+        for pod in pods:
+            args = {}
+            for a in c["args"]:
+                k, v = a[2:].split("=", 1)
+                args[k] = v.replace("$(POD_NAME)", pod).replace("$(POD_NAMESPACE)", ns)
+
+            def srv():
+                self.assertTrue(dns.alive(), dns.log())
+                r = ctl("srv", args["discovery-srv"], "--dns-server", "127.0.0.1:%d" % dns_port,
+                        "--name", args["name"],
+                        "--initial-advertise-peer-urls", args["initial-advertise-peer-urls"])
+                return r if r.returncode == 0 else None
+            r = wait_for(srv, 15, "musterctl srv for " + pod)
+            entries = r.stdout.strip().split(",")
+            self.assertEqual(len(entries), len(pods), r.stdout)
+            self.assertIn("%s=%s" % (pod, args["initial-advertise-peer-urls"]), entries)
+
+
     def test_pod_disruption_budget_keeps_quorum(self):
         pdb = self.docs["PodDisruptionBudget"][0]
         sts = self.docs["StatefulSet"][0]
