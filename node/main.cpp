@@ -22,9 +22,11 @@
 #include "net/metrics.h"
 #include "net/runner.h"
 #include "net/server.h"
+#include "net/systemd.h"
 #include "net/url.h"
 #include "node/bootstrap/ids.h"
 #include "node/bootstrap/initial_cluster.h"
+#include "node/bootstrap/peer_members.h"
 #include "node/config/config.h"
 #include "node/config/urls.h"
 #include "node/proxy/proxy.h"
@@ -101,29 +103,6 @@ void write_identity(const std::string& data_dir, const Identity& id) {
   fs::rename(tmp, identity_path(data_dir));
 }
 
-// sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET.
-void notify_systemd_ready() {
-  const char* path = std::getenv("NOTIFY_SOCKET");
-  if (!path || !*path) return;
-  int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return;
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::string p = path;
-  if (p.size() >= sizeof addr.sun_path) {
-    ::close(fd);
-    return;
-  }
-  std::memcpy(addr.sun_path, p.data(), p.size());
-  if (p[0] == '@') addr.sun_path[0] = '\0';  // abstract namespace
-  socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + p.size());
-  const char msg[] = "READY=1";
-  if (::sendto(fd, msg, sizeof msg - 1, 0, reinterpret_cast<sockaddr*>(&addr), len) < 0)
-    log::warn("etcdmain", "cannot notify systemd",
-              {{"socket", p}, {"error", std::strerror(errno)}});
-  ::close(fd);
-}
-
 std::optional<net::TlsOptions> tls_of(const config::TlsConfig& t) {
   if (t.empty()) return std::nullopt;
   net::TlsOptions o;
@@ -150,7 +129,7 @@ int become_proxy(const config::Config& cfg, const std::vector<std::string>& peer
 // it only has to reach one.
 struct Joining {
   Identity me;
-  std::vector<server::PeerMember> members;
+  std::vector<bootstrap::MemberInfo> members;
 };
 
 Joining join_existing(const config::Config& cfg, const config::UrlsMap& cluster,
@@ -162,12 +141,19 @@ Joining join_existing(const config::Config& cfg, const config::UrlsMap& cluster,
     if (name != cfg.name) others.insert(others.end(), urls.begin(), urls.end());
   if (others.empty())
     die("--initial-cluster-state=existing: --initial-cluster lists no other member to join");
-  auto fetched = server::fetch_cluster_members(others, peer_tls);
-  if (!fetched.cluster) die("cannot fetch cluster info from peer urls: " + fetched.error);
+  net::ClientOptions co;
+  co.tls = peer_tls;
+  co.connect_timeout = co.timeout = std::chrono::seconds(2);
+  net::HttpClient client(co);
+  std::string err;
+  auto fetched = bootstrap::fetch_cluster(others, client, &err);
+  if (!fetched || fetched->cluster_id == 0)
+    die("cannot fetch cluster info from peer urls: " +
+        (fetched ? std::string("no X-Etcd-Cluster-ID in the answer") : err));
   Joining j;
   j.me.name = cfg.name;
-  j.me.cluster_id = fetched.cluster->cluster_id;
-  j.members = fetched.cluster->members;
+  j.me.cluster_id = fetched->cluster_id;
+  j.members = fetched->members;
   for (const auto& m : j.members) {
     std::vector<std::string> theirs = m.peer_urls;
     std::sort(theirs.begin(), theirs.end());
@@ -189,7 +175,9 @@ Joining join_existing(const config::Config& cfg, const config::UrlsMap& cluster,
 
 }  // namespace
 
-int main(int argc, char** argv) {
+namespace {
+
+int run(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   config::ParseOptions popts;
   popts.default_host = config::detect_default_host();
@@ -217,11 +205,15 @@ int main(int argc, char** argv) {
   if (proxy::data_dir_holds_proxy(cfg.data_dir)) {
     if (fs::exists(cfg.data_dir + "/member"))
       die("invalid datadir. Both member and proxy directories exist.");
-    return proxy::run(cfg, proxy::initial_cluster_peer_urls(cfg));
+    return proxy::run(cfg, {});  // the peers stored in <data-dir>/proxy/cluster
   }
   // --proxy on|readonly: a proxy unless this data dir already holds a member.
-  if (cfg.proxy != "off" && !fs::exists(cfg.data_dir + "/member"))
-    return proxy::run(cfg, proxy::initial_cluster_peer_urls(cfg));
+  if (cfg.proxy != "off" && !fs::exists(cfg.data_dir + "/member")) {
+    std::string err;
+    auto urls = bootstrap::proxy_peer_urls(cfg, &err);
+    if (urls.empty()) die("proxy: no cluster to forward to: " + err);
+    return proxy::run(cfg, urls);
+  }
 
   // --- who am I, and which cluster ---
   std::vector<server::InitialMember> initial;
@@ -488,7 +480,7 @@ int main(int argc, char** argv) {
     }
     log::info("etcdserver", "ready to serve client requests",
               {{"listen-client-urls", cfg.listen_client_urls}});
-    notify_systemd_ready();
+    net::notify_systemd("READY=1", "etcdmain");
   });
 
   // On SIGTERM: hand leadership off, stop serving, stop the transport.  The
@@ -513,4 +505,17 @@ int main(int argc, char** argv) {
   if (ready_waiter.joinable()) ready_waiter.join();
   log::info("etcdserver", "stopped", {{"signal", sig}});
   return 0;
+}
+
+}  // namespace
+
+// Anything thrown while starting (a certificate that does not load, an
+// address that cannot be bound) ends the process with its sentence and exit
+// status 1, as etcd's startup errors do.
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    die(e.what());
+  }
 }

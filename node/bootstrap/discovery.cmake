@@ -9,3 +9,8 @@ target_link_libraries(muster_discovery_client PUBLIC muster_ids muster_config mu
 # (node/bootstrap/initial_cluster.h), for node/main.
 add_library(muster_bootstrap STATIC ${CMAKE_CURRENT_LIST_DIR}/initial_cluster.cpp)
 target_link_libraries(muster_bootstrap PUBLIC muster_discovery_client muster_dns muster_config)
+
+# What a member serves on GET <peer-url>/members, read by a joining member and
+# by the proxy (node/bootstrap/peer_members.h).
+add_library(muster_peer_members STATIC ${CMAKE_CURRENT_LIST_DIR}/peer_members.cpp)
+target_link_libraries(muster_peer_members PUBLIC muster_ids muster_net nlohmann_json::nlohmann_json)

@@ -1,5 +1,7 @@
 #include "node/bootstrap/initial_cluster.h"
 
+#include <algorithm>
+
 #include "dns/srv_lookup.h"
 #include "net/log.h"
 #include "node/bootstrap/discovery.h"
@@ -74,6 +76,44 @@ InitialCluster resolve_initial_cluster(const config::Config& cfg) {
   out.initial_cluster = cfg.initial_cluster;
   out.token = cfg.initial_cluster_token;
   return out;
+}
+
+std::vector<std::string> proxy_peer_urls(const config::Config& cfg, std::string* error) {
+  std::vector<std::string> urls;
+  if (cfg.discovery.empty()) {
+    auto cluster = config::parse_initial_cluster(cfg.initial_cluster);
+    if (!cluster.ok()) {
+      *error = cluster.error();
+      return {};
+    }
+    for (const auto& [name, u] : cluster.value()) urls.insert(urls.end(), u.begin(), u.end());
+  } else {
+    std::string perr;
+    if (!parse_discovery_url(cfg.discovery, &perr)) {
+      *error = perr;
+      return {};
+    }
+    DiscoveryOptions o;
+    o.url = cfg.discovery;
+    o.proxy = cfg.discovery_proxy;
+    DiscoveryClient client(o);
+    TokenState st;
+    if (auto f = client.state(&st)) {
+      *error = f->message;
+      return {};
+    }
+    for (size_t i = 0; i < st.members.size() && i < st.size; ++i) {
+      std::vector<std::pair<std::string, std::string>> pairs;
+      if (!parse_registration(st.members[i].value, &pairs)) continue;
+      for (const auto& [name, u] : pairs) urls.push_back(u);
+    }
+  }
+  std::sort(urls.begin(), urls.end());
+  urls.erase(std::unique(urls.begin(), urls.end()), urls.end());
+  if (urls.empty() && error->empty())
+    *error = cfg.discovery.empty() ? "--initial-cluster names no peer URLs"
+                                   : "no member has registered with " + cfg.discovery + " yet";
+  return urls;
 }
 
 }  // namespace muster::bootstrap

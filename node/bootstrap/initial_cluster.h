@@ -34,4 +34,10 @@ struct InitialCluster {
 // REQUIRES: `cfg` passed config validation (at most one bootstrap source).
 InitialCluster resolve_initial_cluster(const config::Config& cfg);
 
+// The cluster a node started with --proxy on|readonly forwards to, as etcd:
+// the peer URLs of --initial-cluster, or with --discovery the registered
+// members of the token (the first `size` by createdIndex), read without
+// registering.  Empty with `*error` set when there are none.
+std::vector<std::string> proxy_peer_urls(const config::Config& cfg, std::string* error);
+
 }  // namespace muster::bootstrap

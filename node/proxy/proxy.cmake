@@ -5,7 +5,7 @@ add_library(muster_proxy STATIC
   ${CMAKE_CURRENT_LIST_DIR}/proxy.cpp
   ${CMAKE_CURRENT_LIST_DIR}/forwarder.cpp
   ${CMAKE_CURRENT_LIST_DIR}/director.cpp
-  ${CMAKE_CURRENT_LIST_DIR}/members.cpp
   ${CMAKE_CURRENT_LIST_DIR}/routes.cpp
   ${CMAKE_CURRENT_LIST_DIR}/cluster_file.cpp)
-target_link_libraries(muster_proxy PUBLIC muster_net muster_config nlohmann_json::nlohmann_json)
+target_link_libraries(muster_proxy PUBLIC muster_net muster_config muster_peer_members
+                                          nlohmann_json::nlohmann_json)

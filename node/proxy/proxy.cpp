@@ -20,28 +20,19 @@
 #include "net/metrics.h"
 #include "net/runner.h"
 #include "net/server.h"
+#include "net/systemd.h"
 #include "net/url.h"
+#include "node/bootstrap/peer_members.h"
 #include "node/config/urls.h"
 #include "node/proxy/cluster_file.h"
 #include "node/proxy/director.h"
 #include "node/proxy/forwarder.h"
-#include "node/proxy/members.h"
 #include "node/proxy/routes.h"
 
 namespace muster::proxy {
 
 namespace fs = std::filesystem;
 using std::chrono::milliseconds;
-
-std::vector<std::string> initial_cluster_peer_urls(const config::Config& cfg) {
-  std::vector<std::string> out;
-  auto cluster = config::parse_initial_cluster(cfg.initial_cluster);
-  if (!cluster.ok()) return out;
-  for (const auto& [name, urls] : cluster.value()) out.insert(out.end(), urls.begin(), urls.end());
-  std::sort(out.begin(), out.end());
-  out.erase(std::unique(out.begin(), out.end()), out.end());
-  return out;
-}
 
 bool data_dir_holds_proxy(const std::string& data_dir) {
   std::error_code ec;
@@ -86,7 +77,7 @@ class Refresher {
   // client URLs.
   bool refresh_once() {
     std::string err;
-    auto view = fetch_cluster(peer_urls_, client_, &err);
+    auto view = bootstrap::fetch_cluster(peer_urls_, client_, &err);
     if (!view) {
       log::warn("proxy", "could not get the member list from any peer",
                 {{"peer-urls", peer_urls_}, {"error", err}});
@@ -153,27 +144,6 @@ class Refresher {
   bool stop_ = false;
   std::thread thread_;
 };
-
-// sd_notify(3) READY=1 without libsystemd, as the member does once it
-// serves (etcd's proxy notifies too).  node/main.cpp has the same few lines
-// for the member; both could move to net/ one day.
-void notify_systemd_ready() {
-  const char* path = std::getenv("NOTIFY_SOCKET");
-  if (!path || !*path) return;
-  std::string p = path;
-  sockaddr_un addr{};
-  if (p.size() >= sizeof addr.sun_path) return;
-  int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return;
-  addr.sun_family = AF_UNIX;
-  std::memcpy(addr.sun_path, p.data(), p.size());
-  if (p[0] == '@') addr.sun_path[0] = '\0';  // abstract namespace
-  socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + p.size());
-  const char msg[] = "READY=1";
-  if (::sendto(fd, msg, sizeof msg - 1, 0, reinterpret_cast<sockaddr*>(&addr), len) < 0)
-    log::warn("proxy", "cannot notify systemd", {{"socket", p}, {"error", std::strerror(errno)}});
-  ::close(fd);
-}
 
 net::Response readonly_refusal(const net::Request& r) {
   if (v3_route(r.path()).empty()) return net::Response::text(501, "");  // etcd: bare 501
@@ -290,7 +260,7 @@ int run(const config::Config& cfg, std::vector<std::string> peer_urls) {
              {"peer-urls", peer_urls},
              {"refresh-interval-ms", cfg.proxy_refresh_interval_ms},
              {"failure-wait-ms", cfg.proxy_failure_wait_ms}});
-  notify_systemd_ready();
+  net::notify_systemd("READY=1", "proxy");
 
   // On SIGTERM/SIGINT: stop listening and cancel open exchanges (their
   // upstream connections close), stop refreshing; the io_context then runs

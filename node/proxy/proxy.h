@@ -27,10 +27,6 @@ namespace muster::proxy {
 // following the cluster it followed before), as in etcd.
 int run(const config::Config& cfg, std::vector<std::string> peer_urls);
 
-// Every peer URL named in --initial-cluster (all members), sorted, without
-// duplicates.  Empty if the flag does not parse.
-std::vector<std::string> initial_cluster_peer_urls(const config::Config& cfg);
-
 // True when <data-dir>/proxy exists: the data dir belongs to a proxy.
 bool data_dir_holds_proxy(const std::string& data_dir);
 

@@ -342,6 +342,7 @@ class V2Api::Impl : public std::enable_shared_from_this<V2Api::Impl> {
   void keys_get(const Ex& ex, std::shared_ptr<KeysRequest> k);
   void keys_wait(const Ex& ex, std::shared_ptr<KeysRequest> k);
   void members(const Ex& ex, const std::string& rest);
+  void change_members(const Ex& ex, const std::string& rest);
   void machines(const Ex& ex);
   void stats_self(const Ex& ex);
   void stats_store(const Ex& ex);
@@ -679,12 +680,14 @@ net::Response message(int status, const std::string& text) {
 
 }  // namespace
 
-// GET /v2/members and /v2/members/leader.  Adding, removing and updating
-// members through this API is not served here (405): the v3 cluster API
-// does it.
+// /v2/members as etcd 3.4's v2 members API: GET lists (and /leader),
+// POST {"peerURLs":[...]} adds (201 with the new member), DELETE /<id>
+// removes and PUT /<id> {"peerURLs":[...]} updates (204).  Changes go
+// through the same checked configuration change as the v3 cluster API.
 void V2Api::Impl::members(const Ex& ex, const std::string& rest) {
   const std::string& m = ex->request().method;
-  if (m != "GET") return respond(ex, method_not_allowed("GET"));
+  if (m == "POST" || m == "PUT" || m == "DELETE") return change_members(ex, rest);
+  if (m != "GET") return respond(ex, method_not_allowed("GET, POST, PUT, DELETE"));
   const std::vector<pb::Member> all = member_.kv().members();
   if (rest.empty() || rest == "/") {
     json list = json::array();
@@ -701,6 +704,72 @@ void V2Api::Impl::members(const Ex& ex, const std::string& rest) {
     return respond(ex, message(503, "During election"));
   }
   respond(ex, message(404, "Not found"));
+}
+
+void V2Api::Impl::change_members(const Ex& ex, const std::string& rest) {
+  const std::string& method = ex->request().method;
+  pb::InternalRequest ir;
+  uint64_t id = 0;
+  if (method != "POST") {
+    // DELETE and PUT name the member: /v2/members/<hex id>.
+    std::string hex = rest.size() > 1 && rest[0] == '/' ? rest.substr(1) : "";
+    char* end = nullptr;
+    id = hex.empty() ? 0 : std::strtoull(hex.c_str(), &end, 16);
+    if (hex.empty() || *end != '\0' || hex.size() > 16)
+      return respond(ex, message(404, "Not found"));
+  } else if (!rest.empty() && rest != "/") {
+    return respond(ex, method_not_allowed("GET"));
+  }
+  std::vector<std::string> urls;
+  if (method != "DELETE") {
+    std::string ct = ex->request().headers.get("Content-Type").value_or("");
+    if (ct.substr(0, ct.find(';')) != "application/json")
+      return respond(ex, message(415, "Bad Content-Type"));
+    json body = json::parse(ex->request().body, nullptr, false);
+    if (!body.is_object() || !body.contains("peerURLs") || !body["peerURLs"].is_array())
+      return respond(ex, message(400, "Bad Request"));
+    for (const auto& u : body["peerURLs"]) {
+      if (!u.is_string()) return respond(ex, message(400, "Bad Request"));
+      urls.push_back(u.get<std::string>());
+    }
+  }
+  if (method == "POST") {
+    for (const auto& u : urls) ir.mutable_member_add()->mutable_member()->add_peerurls(u);
+  } else if (method == "PUT") {
+    ir.mutable_member_update()->set_id(id);
+    for (const auto& u : urls) ir.mutable_member_update()->add_peerurls(u);
+  } else {
+    ir.mutable_member_remove()->set_id(id);
+  }
+  std::weak_ptr<Impl> weak = weak_from_this();
+  member_.change_member(
+      std::move(ir), [weak, ex, method, id](Status s, storage::KvStore::ApplyResult r) {
+        auto self = weak.lock();
+        if (!self) return;
+        if (s && !r.status) s = r.status;
+        if (!s) {
+          // etcd's statuses: 409 for a taken ID or URL, 404 for an unknown or
+          // removed member, 400 for bad URLs, 500 for the rest.
+          int status = 500;
+          std::string text = s.message();
+          if (text.find("already exist") != std::string::npos) {
+            status = 409;
+          } else if (s.code() == storage::Code::kNotFound) {
+            status = 404;
+            text = "No such member: " + hex_id(id);
+          } else if (s.code() == storage::Code::kInvalidArgument) {
+            status = 400;
+          }
+          return self->respond(ex, message(status, text));
+        }
+        if (method == "POST")
+          return self->respond(
+              ex, net::Response::json(201,
+                                      member_json(r.response.member_add().member()).dump() + "\n"));
+        net::Response done;
+        done.status = 204;
+        self->respond(ex, std::move(done));
+      });
 }
 
 void V2Api::Impl::machines(const Ex& ex) {

@@ -102,6 +102,24 @@ class DiscoveryBootstrapTest(unittest.TestCase):
         self.restart_all(c)
         self.assertEqual(c.members[2].value(key), "v")
 
+    def test_three_members_form_one_cluster_through_a_muster_clusters_v2_keys(self):
+        # Seed 003's layout with muster on both sides: discovery tokens kept
+        # in a muster cluster's v2 keys.
+        host = BootCluster(1, group=self.group, names=["host"])
+        host.start(["--initial-cluster", "host=" + host.members[0].peer_url, "--enable-v2"])
+        host.wait_healthy()
+        host_url = host.members[0].client_url
+        path = "/v2/keys/discovery/tok-muster"
+        st, _, body = request(host_url, "PUT", path + "/_config/size", "value=3")
+        self.assertEqual(st, 201, body)
+        base = host_url + path
+        c = self.cluster(3)
+        c.start(["--discovery", base])
+        self.check_one_cluster(c)
+        st, _, body = request(host_url, "GET", path)
+        registered = [n for n in json.loads(body)["node"].get("nodes", []) if not n.get("dir")]
+        self.assertEqual(len(registered), 3, body)
+
     def test_deletes_and_overwrites_while_waiting_are_not_new_members(self):
         # etcd 3.4 counts every watch event as a member: these three events
         # would end m1's wait early with a wrong cluster.

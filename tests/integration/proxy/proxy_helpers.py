@@ -197,7 +197,9 @@ class WatchStream:
                 if not line:
                     break
                 self.lines.append(json.loads(line))
-        except (OSError, ValueError, http.client.HTTPException):
+        except (OSError, ValueError, http.client.HTTPException, AttributeError):
+            # (AttributeError: http.client's reader after close() from
+            # another thread.)
             pass
         self.ended.set()
 

@@ -164,6 +164,33 @@ class V2ApiTest(unittest.TestCase):
         self.assertEqual(status, 200)
         self.assertEqual(body, ", ".join(sorted(m.client_url for m in c.members)))
 
+        # member add / remove through the v2 members API (etcdctl v2).  As
+        # etcd, a member refuses changes until it has been connected to the
+        # voters for 5 s ("unhealthy cluster", a 5xx that etcdctl v2 words
+        # as "has no leader"): retry until accepted.
+        newcomer = "http://127.0.0.1:%d" % harness.free_port()
+        box = {}
+
+        def added():
+            box["r"] = etcdctl2(one, "member", "add", "m4", newcomer)
+            return box["r"][0] == 0 or "has no leader" not in box["r"][2]
+        wait_for(added, 30, "member add to be accepted")
+        rc, out, err = box["r"]
+        self.assertEqual(rc, 0, err)
+        m = re.match(r"Added member named m4 with ID ([0-9a-f]+) to cluster", out)
+        self.assertTrue(m, out)
+        new_id = m.group(1)
+        self.assertIn('ETCD_INITIAL_CLUSTER_STATE="existing"', out)
+        status, _, body = v2(two, "GET", "/v2/members")
+        self.assertIn(new_id, [x["id"] for x in body["members"]])
+        rc, out, err = etcdctl2(one, "member", "add", "m5", newcomer)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("Peer URLs already exists", out + err)
+        rc, out, err = etcdctl2(one, "member", "remove", new_id)
+        self.assertEqual((rc, out.strip()), (0, "Removed member %s from cluster" % new_id), err)
+        rc, out, err = etcdctl2(one, "member", "remove", new_id)
+        self.assertNotEqual(rc, 0)
+
     def test_same_requests_give_the_same_json_as_etcd_34(self):
         try:
             self._same_json()

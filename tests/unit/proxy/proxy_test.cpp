@@ -12,10 +12,10 @@
 
 #include "net/client.h"
 #include "net/metrics.h"
+#include "node/bootstrap/peer_members.h"
 #include "node/proxy/cluster_file.h"
 #include "node/proxy/director.h"
 #include "node/proxy/forwarder.h"
-#include "node/proxy/members.h"
 #include "node/proxy/routes.h"
 #include "tests/unit/net/net_test_support.h"
 
@@ -96,17 +96,19 @@ TEST(Members, ParsesEtcdsAnswerIncludingUnpublishedMembers) {
       R"("clientURLs":["http://127.0.0.1:2379","http://10.0.0.1:2379"]},)"
       R"({"id":"a1","peerURLs":["http://127.0.0.1:2381"]}])";
   std::string err;
-  auto m = parse_members(body, &err);
+  auto m = bootstrap::parse_members(body, &err);
   ASSERT_TRUE(m) << err;
   ASSERT_EQ(m->size(), 2u);
+  EXPECT_EQ((*m)[0].id, 13668033151171901709ull);
+  EXPECT_EQ((*m)[1].id, 0xa1u);  // the v2 members API's hex form
   EXPECT_EQ((*m)[0].name, "m1");
   EXPECT_EQ((*m)[0].client_urls.size(), 2u);
   EXPECT_TRUE((*m)[1].client_urls.empty());
   EXPECT_EQ((*m)[1].peer_urls, (std::vector<std::string>{"http://127.0.0.1:2381"}));
 
-  EXPECT_FALSE(parse_members("{}", &err));
-  EXPECT_FALSE(parse_members(R"([{"clientURLs":[1]}])", &err));
-  EXPECT_FALSE(parse_members("[1]", &err));
+  EXPECT_FALSE(bootstrap::parse_members("{}", &err));
+  EXPECT_FALSE(bootstrap::parse_members(R"([{"clientURLs":[1]}])", &err));
+  EXPECT_FALSE(bootstrap::parse_members("[1]", &err));
 }
 
 TEST(Members, FetchAsksPeersInTurnUntilOneAnswers) {
@@ -123,13 +125,13 @@ TEST(Members, FetchAsksPeersInTurnUntilOneAnswers) {
   co.connect_timeout = 500ms;
   net::HttpClient client(co);
   std::string err;
-  auto view = fetch_cluster({wrong.url(""), peer.url("/")}, client, &err);
+  auto view = bootstrap::fetch_cluster({wrong.url(""), peer.url("/")}, client, &err);
   ASSERT_TRUE(view) << err;
   EXPECT_EQ(view->source, peer.url("/"));
   EXPECT_EQ(view->peer_urls, (std::vector<std::string>{"http://p1:2380", "http://p2:2380"}));
   EXPECT_EQ(view->client_urls, (std::vector<std::string>{"http://c1:2379"}));
 
-  EXPECT_FALSE(fetch_cluster({wrong.url("")}, client, &err));
+  EXPECT_FALSE(bootstrap::fetch_cluster({wrong.url("")}, client, &err));
   EXPECT_NE(err.find("status 404"), std::string::npos) << err;
 }
 

@@ -1,9 +1,11 @@
-#include "node/proxy/members.h"
+#include "node/bootstrap/peer_members.h"
 
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
-namespace muster::proxy {
+#include "node/bootstrap/ids.h"
+
+namespace muster::bootstrap {
 
 using nlohmann::json;
 
@@ -39,7 +41,16 @@ std::optional<std::vector<MemberInfo>> parse_members(std::string_view body, std:
       return std::nullopt;
     }
     MemberInfo info;
+    if (m.contains("id")) {
+      const json& id = m["id"];
+      if (id.is_number_unsigned())
+        info.id = id.get<uint64_t>();
+      else if (id.is_string())
+        info.id = parse_hex_id(id.get<std::string>()).value_or(0);
+    }
     if (m.contains("name") && m["name"].is_string()) info.name = m["name"].get<std::string>();
+    if (m.contains("isLearner") && m["isLearner"].is_boolean())
+      info.is_learner = m["isLearner"].get<bool>();
     if (!string_list(m, "peerURLs", &info.peer_urls) ||
         !string_list(m, "clientURLs", &info.client_urls)) {
       if (error) *error = "member list holds URLs that are not strings";
@@ -73,6 +84,9 @@ std::optional<ClusterView> fetch_cluster(const std::vector<std::string>& peer_ur
     }
     ClusterView view;
     view.source = base;
+    if (auto cid = r.response->headers.get("X-Etcd-Cluster-ID"))
+      view.cluster_id = parse_hex_id(*cid).value_or(0);
+    view.members = *members;
     for (const auto& m : *members) {
       view.peer_urls.insert(view.peer_urls.end(), m.peer_urls.begin(), m.peer_urls.end());
       view.client_urls.insert(view.client_urls.end(), m.client_urls.begin(), m.client_urls.end());
@@ -85,4 +99,4 @@ std::optional<ClusterView> fetch_cluster(const std::vector<std::string>& peer_ur
   return std::nullopt;
 }
 
-}  // namespace muster::proxy
+}  // namespace muster::bootstrap
