@@ -83,7 +83,9 @@ cleanup() {
     wait "${PIDS[$i]}" 2>/dev/null || true
   done
   if [ ${#PIDS[@]} -gt 0 ]; then echo "local-cluster: stopped ${#PIDS[@]} processes"; fi
-  if [ $FAILED = 1 ] || [ "${MUSTER_KEEP:-0}" = 1 ]; then
+  if rmdir "$WORK" 2>/dev/null; then
+    : # failed before anything was written: nothing to keep
+  elif [ $FAILED = 1 ] || [ "${MUSTER_KEEP:-0}" = 1 ]; then
     echo "local-cluster: data dirs and logs kept in $WORK"
   else
     rm -rf "$WORK"

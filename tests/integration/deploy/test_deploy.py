@@ -141,6 +141,7 @@ class LocalClusterTest(unittest.TestCase):
                            capture_output=True, text=True, timeout=60)
         self.assertEqual(r.returncode, 1)
         self.assertIn("port %s is taken" % port, r.stderr)
+        self.assertNotIn("kept in", r.stdout + r.stderr)  # nothing was written: nothing left
 
 
     def test_member_that_does_not_come_up_fails_with_its_log_tail(self):
