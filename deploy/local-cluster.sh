@@ -166,19 +166,20 @@ read -r -a P <<<"$(free_ports 9)"
 # members m1..m3, proxy m4: client port P[2i], peer port P[2i+1]; P[8]: DNS
 CLIENT=() PEER=() CURL=()
 for i in 0 1 2 3; do
-  CLIENT[$i]=${P[$((2 * i))]}
-  PEER[$i]=${P[$((2 * i + 1))]}
-  CURL[$i]=http://127.0.0.1:${CLIENT[$i]}
+  CLIENT[i]=${P[2 * i]}
+  PEER[i]=${P[2 * i + 1]}
+  CURL[i]=http://127.0.0.1:${CLIENT[i]}
 done
 MEMBER_EPS="${CURL[0]},${CURL[1]},${CURL[2]}"
 PROXY_EP=${CURL[3]}
 
-member_flags() { # <index> <advertised peer host>
+# member_flags <index> <advertised peer host>: sets MF to the member's flags.
+member_flags() {
   local i=$1 host=$2
-  echo --name "m$((i + 1))" --data-dir "$WORK/m$((i + 1)).data" \
+  MF=(--name "m$((i + 1))" --data-dir "$WORK/m$((i + 1)).data" \
     --listen-client-urls "${CURL[$i]}" --advertise-client-urls "${CURL[$i]}" \
     --listen-peer-urls "http://127.0.0.1:${PEER[$i]}" \
-    --initial-advertise-peer-urls "http://$host:${PEER[$i]}"
+    --initial-advertise-peer-urls "http://$host:${PEER[$i]}")
 }
 
 if [ $MODE = discovery ]; then
@@ -197,18 +198,19 @@ if [ $MODE = discovery ]; then
   TOKEN=$(ctl discovery new --size 3 --endpoint "$DISCO_URL") || fail "musterctl discovery new failed"
   echo "discovery token (size 3): $TOKEN"
   for i in 0 1 2; do
-    # shellcheck disable=SC2046 # member_flags prints words without spaces
-    start "m$((i + 1))" "$BIN/muster" $(member_flags $i 127.0.0.1) --discovery "$TOKEN"
+    member_flags $i 127.0.0.1
+    start "m$((i + 1))" "$BIN/muster" "${MF[@]}" --discovery "$TOKEN"
   done
   # The fourth joiner starts once the three have registered, so it is the
   # one that finds the token full and falls back to a proxy
   # (--discovery-fallback=proxy is the default).
   wait_until 30 "three registrations on $TOKEN" token_complete
-  # shellcheck disable=SC2046
-  start m4 "$BIN/muster" $(member_flags 3 127.0.0.1) --discovery "$TOKEN"
+  member_flags 3 127.0.0.1
+  start m4 "$BIN/muster" "${MF[@]}" --discovery "$TOKEN"
 else
   DOMAIN=muster.test
   DNS=127.0.0.1:${P[8]}
+  # shellcheck disable=SC2054 # the commas are inside dnsmasq option values
   dns_args=(--keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts
     --listen-address=127.0.0.1 --bind-interfaces "--port=${P[8]}"
     "--pid-file=$WORK/dnsmasq.pid" --log-facility=- --log-queries
@@ -223,8 +225,8 @@ else
   wait_until 10 "dnsmasq on $DNS" bash -c "dig @127.0.0.1 -p ${P[8]} +time=1 +tries=1 +short SRV _etcd-server._tcp.$DOMAIN | grep -q localhost"
   echo "dnsmasq on $DNS serves _etcd-server._tcp.$DOMAIN -> localhost:${PEER[0]}, :${PEER[1]}, :${PEER[2]}"
   for i in 0 1 2; do
-    # shellcheck disable=SC2046
-    start "m$((i + 1))" "$BIN/muster" $(member_flags $i localhost) \
+    member_flags $i localhost
+    start "m$((i + 1))" "$BIN/muster" "${MF[@]}" \
       --discovery-srv "$DOMAIN" --dns-server "$DNS" --initial-cluster-token muster-local-srv
   done
   # SRV records have no size quota, so nothing would turn a fourth member
