@@ -110,8 +110,8 @@ class LocalClusterTest(unittest.TestCase):
         self.assertIn("serves _etcd-server._tcp.muster.test", out)
         self.assertIn("local-cluster: stopped 5 processes", out)  # dnsmasq + 3 members + proxy
 
-    def test_sigint_stops_every_process_it_started(self):
-        p = subprocess.Popen([SCRIPT], env=script_env(), stdout=subprocess.PIPE,
+    def interrupt(self, args, to_group):
+        p = subprocess.Popen([SCRIPT] + args, env=script_env(), stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
         self.addCleanup(lambda: p.poll() is None and os.killpg(p.pid, signal.SIGKILL))
         lines = []
@@ -124,14 +124,24 @@ class LocalClusterTest(unittest.TestCase):
         self.assertIn("Ctrl-C stops everything", out)
         work = re.search(r"data:\s+(\S+)/m\{1,2,3\}\.data", out).group(1)
         children = processes_mentioning(work)
-        self.assertEqual(len(children), 5, out)  # discovery, m1..m3, proxy m4
-        os.kill(p.pid, signal.SIGINT)  # what Ctrl-C delivers to the script
+        self.assertEqual(len(children), 5, out)  # discovery or dnsmasq, m1..m3, proxy m4
+        if to_group:
+            os.killpg(p.pid, signal.SIGINT)  # Ctrl-C in a terminal: the whole foreground group
+        else:
+            os.kill(p.pid, signal.SIGINT)  # kill -INT <script>
         rest = p.communicate(timeout=60)[0]
         self.assertEqual(p.returncode, 130, out + rest)
         self.assertIn("stopped 5 processes", rest)
         self.assertNotIn("ignored SIGTERM", rest)  # each exited on SIGTERM, not SIGKILL
         self.assertEqual(processes_mentioning(work), [])
         self.assertFalse(os.path.exists(work))
+
+    def test_sigint_stops_every_process_it_started(self):
+        self.interrupt([], to_group=False)
+
+    @unittest.skipUnless(DNSMASQ, "dnsmasq not installed")
+    def test_ctrl_c_to_the_process_group_stops_everything_in_srv_mode(self):
+        self.interrupt(["--srv"], to_group=True)
 
     def test_busy_discovery_port_fails_loudly(self):
         group = ProcessGroup(prefix="muster-deploy-test-")
