@@ -12,7 +12,7 @@
   deploy/systemd/muster.service verbatim, and the EnvironmentFile its script
   writes starts a real muster that registers with a real muster-discovery.
 
-Python 3 standard library plus python3-yaml (skipped without it).
+Python 3 standard library plus python3-yaml (deploy/install-deps.sh installs it).
 """
 
 import os
@@ -30,10 +30,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "node"))
 from harness import Discovery, ProcessGroup, free_port, request, wait_for  # noqa: E402
 from cluster import MUSTER  # noqa: E402
 
-try:
-    import yaml
-except ImportError:  # pragma: no cover - python3-yaml is in install-deps' python3 set on Debian
-    yaml = None
+import yaml  # python3-yaml, installed by deploy/install-deps.sh
 
 BIN_DIR = os.environ.get("MUSTER_BIN_DIR", "")
 MUSTERCTL = os.path.join(BIN_DIR, "musterctl")
@@ -249,7 +246,6 @@ class ProcfileTest(unittest.TestCase):
             print(group.dump_logs(2000), file=sys.stderr)
 
 
-@unittest.skipIf(yaml is None, "python3-yaml not installed")
 class KubernetesTest(unittest.TestCase):
     def setUp(self):
         self.docs = {}
@@ -368,7 +364,6 @@ class KubernetesTest(unittest.TestCase):
         self.assertEqual(pdb["spec"]["selector"]["matchLabels"], sts["spec"]["selector"]["matchLabels"])
 
 
-@unittest.skipIf(yaml is None, "python3-yaml not installed")
 class CloudInitTest(unittest.TestCase):
     def setUp(self):
         path = os.path.join(ROOT, "deploy", "cloud-init", "user-data.yaml")

@@ -27,7 +27,6 @@ from harness import ProcessGroup, wait_for  # noqa: E402
 GENCERTS = os.path.join(ROOT, "deploy", "certs", "gencerts.sh")
 GENCERTS_OPENSSL = os.path.join(ROOT, "deploy", "certs", "gencerts-openssl.sh")
 MUSTERCTL = os.path.join(BIN_DIR, "musterctl") if BIN_DIR else "musterctl"
-HAVE_CFSSL = bool(shutil.which("cfssl") and shutil.which("cfssljson"))
 
 
 def gencerts(script, out, env=None, hosts=("localhost", "127.0.0.1")):
@@ -167,7 +166,6 @@ class TlsTest(unittest.TestCase):
             raise
         return c
 
-    @unittest.skipUnless(HAVE_CFSSL, "cfssl and cfssljson are not installed")
     def test_cfssl_certificates_mutual_tls_serves_only_trusted_clients(self):
         d = gencerts(GENCERTS, self.group.path("pki"))
         other = gencerts(GENCERTS, self.group.path("other-pki"))  # a second, unrelated CA
@@ -229,7 +227,6 @@ class TlsTest(unittest.TestCase):
         self.assertEqual(st, 200, j)
         self.assertEqual(j["result"]["TTL"], "60")
 
-    @unittest.skipUnless(HAVE_CFSSL, "cfssl and cfssljson are not installed")
     def test_peer_whose_common_name_is_not_allowed_cannot_join(self):
         d = gencerts(GENCERTS, self.group.path("pki"))
         # Same CA, a peer certificate with another common name.
@@ -269,7 +266,6 @@ class TlsTest(unittest.TestCase):
         self.assertFalse(m3_entry and m3_entry[0].get("clientURLs"),
                          "the intruder published its client URLs: %s" % j)
 
-    @unittest.skipUnless(HAVE_CFSSL, "cfssl and cfssljson are not installed")
     def test_peer_certificate_for_another_host_is_refused_by_the_dialer(self):
         # Trusted CA, but the peer certificates name only wrong.example.com
         # while the peer URLs say 127.0.0.1: every dialer must refuse.
@@ -294,7 +290,6 @@ class TlsTest(unittest.TestCase):
                     socket.create_connection(("127.0.0.1", m.client_port), timeout=1).close()
             time.sleep(0.2)
 
-    @unittest.skipUnless(HAVE_CFSSL, "cfssl and cfssljson are not installed")
     def test_peer_certificate_must_name_the_address_it_connects_from(self):
         # Members listen on 127.0.0.2 with certificates for 127.0.0.2 only,
         # but connect from 127.0.0.1: as etcd 3.4, the listener refuses a
