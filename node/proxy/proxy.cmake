@@ -8,4 +8,5 @@ add_library(muster_proxy STATIC
   ${CMAKE_CURRENT_LIST_DIR}/routes.cpp
   ${CMAKE_CURRENT_LIST_DIR}/cluster_file.cpp)
 target_link_libraries(muster_proxy PUBLIC muster_net muster_config muster_peer_members
+                                          muster_tls_setup
                                           nlohmann_json::nlohmann_json)

@@ -28,6 +28,7 @@
 #include "node/proxy/director.h"
 #include "node/proxy/forwarder.h"
 #include "node/proxy/routes.h"
+#include "node/server/tls_setup.h"
 
 namespace muster::proxy {
 
@@ -41,15 +42,6 @@ bool data_dir_holds_proxy(const std::string& data_dir) {
 
 namespace {
 
-net::TlsOptions tls_options(const config::TlsConfig& t) {
-  net::TlsOptions o;
-  o.cert_file = t.cert_file;
-  o.key_file = t.key_file;
-  o.trusted_ca_file = t.trusted_ca_file;
-  o.client_cert_auth = t.client_cert_auth;
-  return o;
-}
-
 // Keeps the Director's endpoints in step with the cluster: asks the members'
 // peer listeners every refresh interval (every second while no endpoint is
 // usable, as etcd does, so a proxy started before its cluster comes up
@@ -57,7 +49,8 @@ net::TlsOptions tls_options(const config::TlsConfig& t) {
 // stores changed peer URLs in the cluster file.
 class Refresher {
  public:
-  Refresher(const config::Config& cfg, std::vector<std::string> peer_urls, Director& director)
+  Refresher(const config::Config& cfg, const net::TlsOptions& peer_tls,
+            std::vector<std::string> peer_urls, Director& director)
       : data_dir_(cfg.data_dir),
         interval_(cfg.proxy_refresh_interval_ms),
         peer_urls_(std::move(peer_urls)),
@@ -69,7 +62,7 @@ class Refresher {
     co.connect_timeout = cfg.proxy_dial_timeout_ms > 0 ? milliseconds(cfg.proxy_dial_timeout_ms)
                                                        : milliseconds(10000);
     co.timeout = std::chrono::seconds(10);  // etcd: GetClusterFromRemotePeers' 10 s
-    co.tls = tls_options(cfg.peer_tls);
+    co.tls = peer_tls;
     client_ = net::HttpClient(co);
   }
 
@@ -178,6 +171,13 @@ int run(const config::Config& cfg, std::vector<std::string> peer_urls) {
     return 1;
   }
 
+  server::TlsSetup tls;
+  try {
+    tls = server::make_tls_setup(cfg);
+  } catch (const std::exception& e) {
+    log::error("proxy", e.what());
+    return 1;
+  }
   const bool readonly = cfg.proxy == "readonly";
   metrics::Registry registry;
   Director director(milliseconds(cfg.proxy_failure_wait_ms));
@@ -188,7 +188,9 @@ int run(const config::Config& cfg, std::vector<std::string> peer_urls) {
   fo.read_timeout = milliseconds(cfg.proxy_read_timeout_ms);
   // As etcd's proxy: the client-side certificate settings are used towards
   // the members; without them, the peer ones (etcd's old behaviour, kept).
-  fo.tls = tls_options(cfg.client_tls.empty() ? cfg.peer_tls : cfg.client_tls);
+  // Both come from the member's TLS rules (node/server/tls_setup.h), so
+  // --cipher-suites, --tls-min/max-version, CRLs and --auto-tls hold here too.
+  fo.tls = tls.client_server ? *tls.client_server : tls.peer_client;
 
   boost::asio::io_context io;
   std::unique_ptr<Forwarder> forwarder;
@@ -227,12 +229,12 @@ int run(const config::Config& cfg, std::vector<std::string> peer_urls) {
       net::ServerOptions so;
       so.body_limit = std::max<std::size_t>(cfg.max_request_bytes + 512 * 1024, 1024 * 1024);
       if (url->tls()) {
-        if (cfg.client_tls.empty()) {
+        if (!tls.client_server) {
           log::error("proxy", std::string(what) + " " + u +
                                   " is https but no certificate is configured (--cert-file)");
           return false;
         }
-        so.tls = tls_options(cfg.client_tls);
+        so.tls = *tls.client_server;
       }
       try {
         auto s = std::make_unique<net::Server>(io, so, handler);
@@ -252,7 +254,7 @@ int run(const config::Config& cfg, std::vector<std::string> peer_urls) {
     return 1;
   }
 
-  Refresher refresher(cfg, peer_urls, director);
+  Refresher refresher(cfg, tls.peer_client, peer_urls, director);
   refresher.start();
   log::info("proxy", "started as a proxy",
             {{"mode", readonly ? "readonly" : "on"},

@@ -54,6 +54,18 @@ Status dropped(raft::DropReason r) {
   }
 }
 
+// True when a member other than `except` already has one of `urls`.
+bool peer_urls_taken(const std::vector<pb::Member>& members,
+                     const google::protobuf::RepeatedPtrField<std::string>& urls, uint64_t except) {
+  for (const auto& x : members) {
+    if (x.id() == except) continue;
+    for (const auto& u : x.peerurls())
+      for (const auto& v : urls)
+        if (u == v) return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 RaftNode::RaftNode(RaftNodeOptions options, std::vector<InitialMember> initial,
@@ -333,16 +345,26 @@ void RaftNode::step(raftpb::Message m) {
   cv_.notify_one();
 }
 
-void RaftNode::fail(uint64_t id, Status st) {
-  ApplyDone done;
-  {
-    std::lock_guard lock(mu_);
-    auto it = pending_.find(id);
-    if (it == pending_.end()) return;
-    done = std::move(it->second.done);
-    pending_.erase(it);
-  }
-  done(st, {});
+RaftNode::ApplyDone RaftNode::take_pending(uint64_t id) {
+  std::lock_guard lock(mu_);
+  auto it = pending_.find(id);
+  if (it == pending_.end()) return {};
+  ApplyDone done = std::move(it->second.done);
+  pending_.erase(it);
+  return done;
+}
+
+void RaftNode::finish(uint64_t id, Status st, storage::KvStore::ApplyResult result) {
+  if (ApplyDone done = take_pending(id)) done(st, std::move(result));
+}
+
+void RaftNode::fail(uint64_t id, Status st) { finish(id, std::move(st), {}); }
+
+void RaftNode::note_removed(const char* learned_from) {
+  if (removed_.exchange(true)) return;
+  log::warn("etcdserver", "the member has been permanently removed from the cluster",
+            {{"local-member-id", hex(options_.member_id)}, {"learned-from", learned_from}});
+  if (options_.on_removed) options_.on_removed();
 }
 
 void RaftNode::run() {
@@ -362,12 +384,7 @@ void RaftNode::run() {
   // A peer that refuses us as removed (we missed the commit of our own
   // removal: the leader stopped sending before we learned it) stops us, as
   // etcd's 410 Gone does.
-  transport_.set_removed_handler([this] {
-    if (removed_.exchange(true)) return;
-    log::warn("etcdserver", "the member has been permanently removed from the cluster",
-              {{"local-member-id", hex(options_.member_id)}, {"learned-from", "a peer"}});
-    if (options_.on_removed) options_.on_removed();
-  });
+  transport_.set_removed_handler([this] { note_removed("a peer"); });
   transport_.set_unreachable_handler([this](uint64_t peer) {
     {
       std::lock_guard lock(mu_);
@@ -607,19 +624,8 @@ void RaftNode::apply_entries(const std::vector<raftpb::Entry>& entries) {
       } else {
         auto result = storage_->kv().apply(req, e.index(), e.term());
         for (auto& ev : result.events) events.push_back(ev);
-        ApplyDone done;
-        {
-          std::lock_guard lock(mu_);
-          auto it = pending_.find(req.id());
-          if (it != pending_.end()) {
-            done = std::move(it->second.done);
-            pending_.erase(it);
-          }
-        }
-        if (done) {
-          Status st = result.status;
-          done(st, std::move(result));
-        }
+        Status st = result.status;
+        finish(req.id(), st, std::move(result));
       }
     }
     applied_ = e.index();
@@ -689,12 +695,8 @@ void RaftNode::apply_conf_change(const raftpb::Entry& e) {
       holds = false;
       break;
   }
-  if (holds && req.has_member_add()) {
-    for (const auto& x : storage_->kv().members())
-      for (const auto& u : x.peerurls())
-        for (const auto& v : m.peerurls())
-          if (u == v) holds = false;
-  }
+  if (holds && req.has_member_add() && peer_urls_taken(storage_->kv().members(), m.peerurls(), 0))
+    holds = false;
   if (holds) {
     conf_state_ = raft_->apply_conf_change(cc);
     note_conf_state();
@@ -722,26 +724,11 @@ void RaftNode::apply_conf_change(const raftpb::Entry& e) {
                {"change", raftpb::ConfChangeType_Name(cc.type())},
                {"member-id", hex(cc.node_id())}});
   if (cc.id() != 0) {
-    ApplyDone done;
-    {
-      std::lock_guard lock(mu_);
-      auto it = pending_.find(cc.id());
-      if (it != pending_.end()) {
-        done = std::move(it->second.done);
-        pending_.erase(it);
-      }
-    }
-    if (done) {
-      Status st = result.status;
-      done(st, std::move(result));
-    }
+    Status st = result.status;
+    finish(cc.id(), st, std::move(result));
   }
-  if (holds && cc.type() == raftpb::ConfChangeRemoveNode && cc.node_id() == options_.member_id &&
-      !removed_.exchange(true)) {
-    log::warn("etcdserver", "the member has been permanently removed from the cluster",
-              {{"local-member-id", hex(options_.member_id)}});
-    if (options_.on_removed) options_.on_removed();
-  }
+  if (holds && cc.type() == raftpb::ConfChangeRemoveNode && cc.node_id() == options_.member_id)
+    note_removed("the log");
 }
 
 void RaftNode::adopt_installed_configuration() {
@@ -773,11 +760,7 @@ void RaftNode::adopt_installed_configuration() {
   for (uint64_t id : tv) change(raftpb::ConfChangeAddNode, id);         // promotes learners
   conf_state_ = raft_->conf_state();
   note_conf_state();
-  if (storage_->kv().member_removed(options_.member_id) && !removed_.exchange(true)) {
-    log::warn("etcdserver", "the member has been permanently removed from the cluster",
-              {{"local-member-id", hex(options_.member_id)}});
-    if (options_.on_removed) options_.on_removed();
-  }
+  if (storage_->kv().member_removed(options_.member_id)) note_removed("a received snapshot");
 }
 
 void RaftNode::note_conf_state() {
@@ -838,15 +821,7 @@ Status RaftNode::check_member_change(pb::InternalRequest& req, raftpb::ConfChang
     return false;
   };
   auto url_taken = [&](const google::protobuf::RepeatedPtrField<std::string>& urls,
-                       uint64_t except) {
-    for (const auto& x : members) {
-      if (x.id() == except) continue;
-      for (const auto& u : x.peerurls())
-        for (const auto& v : urls)
-          if (u == v) return true;
-    }
-    return false;
-  };
+                       uint64_t except) { return peer_urls_taken(members, urls, except); };
   track_peer_activity();
   const auto cutoff = Clock::now() - kHealthInterval;
   const std::set<uint64_t> voters(conf_state_.voters().begin(), conf_state_.voters().end());
@@ -981,15 +956,7 @@ void RaftNode::start_member_change(pb::InternalRequest req) {
         storage::KvStore::ApplyResult r;
         for (auto& m : storage_->kv().members())
           *r.response.mutable_member_promote()->add_members() = std::move(m);
-        ApplyDone done;
-        {
-          std::lock_guard lock(mu_);
-          auto it = pending_.find(id);
-          if (it == pending_.end()) return;
-          done = std::move(it->second.done);
-          pending_.erase(it);
-        }
-        done(Status(), std::move(r));
+        finish(id, Status(), std::move(r));
       });
     });
     return;

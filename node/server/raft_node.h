@@ -207,7 +207,14 @@ class RaftNode final : public MemberApi {
   void write_bootstrap(const std::vector<InitialMember>& initial);
   void force_new_cluster();
   uint64_t next_request_id();
+  // The waiting proposal `id`'s callback, removed from the table (empty if
+  // none waits: another member proposed it, or it timed out).
+  ApplyDone take_pending(uint64_t id);
+  // Answers the waiting proposal `id`, if any.
+  void finish(uint64_t id, storage::Status st, storage::KvStore::ApplyResult result);
   void fail(uint64_t id, storage::Status st);
+  // Once: logs that this member was removed and calls options_.on_removed.
+  void note_removed(const char* learned_from);
 
   RaftNodeOptions options_;
   Transport& transport_;
