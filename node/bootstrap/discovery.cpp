@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <charconv>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -430,7 +432,11 @@ class Joiner {
           value = mine.body["node"].value("value", std::string());
         TokenState now;
         if (auto f = impl_->state(&now)) return error(*f);
-        if (value == self_value_ && now.members.size() < now.size) {
+        bool among_first = false;
+        for (size_t i = 0; i < now.members.size() && i < now.size; ++i)
+          if (now.members[i].id == self_id_) among_first = true;
+        if (value == self_value_ &&
+            (now.members.size() < now.size || (among_first && has_registration_marker()))) {
           log::info(kLog, "found this member's own earlier registration; resuming",
                     {{"member-id", self_id_}});
           created = mine.body["node"].value("createdIndex", uint64_t{0});
@@ -457,6 +463,7 @@ class Joiner {
     }
     log::info(kLog, "registered with the discovery service",
               {{"member-id", self_id_}, {"created-index", created}});
+    write_registration_marker();
     // Wait until our key is visible on the server we will read from (the
     // event is normally there already, so this returns at once).  A timeout
     // is not fatal: the re-check below reads the listing anyway.
@@ -593,6 +600,27 @@ class Joiner {
     for (auto& [n, u] : pairs) result_.peer_urls.push_back(u);
     log::info(kLog, "discovery complete", {{"initial-cluster", cluster}});
     return result_;
+  }
+
+  // The marker holds our registration's value (options_.registration_marker).
+  bool has_registration_marker() const {
+    if (options_.registration_marker.empty()) return false;
+    std::ifstream in(options_.registration_marker);
+    std::string v;
+    return std::getline(in, v) && v == self_value_;
+  }
+  void write_registration_marker() const {
+    if (options_.registration_marker.empty()) return;
+    std::error_code ec;
+    const auto dir = std::filesystem::path(options_.registration_marker).parent_path();
+    std::filesystem::create_directories(dir, ec);
+    std::filesystem::permissions(dir, std::filesystem::perms::owner_all,
+                                 std::filesystem::perm_options::replace, ec);
+    std::ofstream out(options_.registration_marker, std::ios::trunc);
+    out << self_value_ << "\n";
+    if (!out)
+      log::warn(kLog, "cannot write the registration marker",
+                {{"file", options_.registration_marker}});
   }
 
   DiscoveryOptions options_;

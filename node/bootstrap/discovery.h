@@ -62,6 +62,13 @@ struct DiscoveryOptions {
   std::string proxy;                   // --discovery-proxy ("" = direct; "host:port" gets http://)
   std::string name;                    // --name
   std::vector<std::string> peer_urls;  // --initial-advertise-peer-urls
+  // A file this member writes once it has registered (in its data dir,
+  // "" = none).  Finding it with our own registration among the cluster's
+  // first `size` proves this member registered but never started Raft (a
+  // member that did has an identity and skips discovery; one whose data
+  // dir was wiped lost the file too), so it may take its place in a
+  // cluster the others formed meanwhile.
+  std::string registration_marker;
 
   std::chrono::milliseconds request_timeout{5000};  // one GET or PUT
   // A watch that has delivered nothing for this long is re-issued from the

@@ -21,6 +21,7 @@ InitialCluster from_discovery(const config::Config& cfg) {
   o.proxy = cfg.discovery_proxy;
   o.name = cfg.name;
   o.peer_urls = cfg.initial_advertise_peer_urls;
+  o.registration_marker = cfg.data_dir + "/discovery-registration";
   DiscoveryResult r = join_cluster(o);
   InitialCluster out;
   out.message = r.message;

@@ -276,9 +276,28 @@ class DiscoveryBootstrapTest(unittest.TestCase):
         m1.start(["--discovery", url])
         wait_for(lambda: "waiting for other members" in m1.proc.log(), 20, "m1 to wait")
         m1.kill9()
-        c.start(["--discovery", url])
+        # The others complete the token (m1's registration counts) and form
+        # the cluster before m1 is back: m1 must still take its place.
+        c.start(["--discovery", url], members=c.members[1:])
+        wait_for(lambda: "complete" in musterctl("discovery", "show", url)[1], 20,
+                 "the token to be complete")
+        m1.start(["--discovery", url])
         self.check_one_cluster(c)
         self.assertIn("found this member's own earlier registration", m1.proc.log())
+
+    def test_wiped_member_is_refused_once_its_cluster_formed(self):
+        d = self.discovery()
+        url = d.new_token(3)
+        c = self.cluster(3)
+        c.start(["--discovery", url])
+        c.wait_healthy()
+        m1 = c.members[0]
+        m1.kill9()
+        # Its data dir lost: it cannot prove it never started Raft.
+        shutil.rmtree(m1.data_dir, ignore_errors=True)
+        m1.start(["--discovery", url])
+        self.assertEqual(m1.exit_code(20), 1)
+        self.assertIn("found duplicate id", m1.proc.log())
 
 
 def member_id_hex(peer_urls, token):
