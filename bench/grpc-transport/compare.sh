@@ -5,14 +5,17 @@
 #
 # Usage: bench/grpc-transport/compare.sh [BIN_DIR]      (default: build/bin)
 # Env:   DURATION (10s per run)  ROUNDS (3)  SCENARIOS ("1/1 8/64 10/100",
-#        conns/clients)  OP (put)  DRIVER (a grpc-load binary; built if unset)
+#        conns/clients)  OP (put)  WARMUP (2s, not counted)
+#        DRIVER: the load tool; unset: bench/grpc/build.sh (grpc-bench, the
+#        tests' clientv3 tool) when it is in the tree, else this directory's
+#        fallback loop (build-load.sh).  Both take the same command line.
 #
 # Both servers run for the whole comparison; each scenario is run ROUNDS
 # times per server, alternating which server goes first, so that load from
 # elsewhere on the machine falls on both.  Per run it records the driver's
-# requests/s and p99, the server's CPU time (utime+stime from
-# /proc/PID/stat) over the run divided by the requests answered, and the
-# server's RSS after the run.  Prints one line per run and a markdown table
+# requests/s and p50/p99 (after a separate warm-up run), the server's CPU
+# time (utime+stime from /proc/PID/stat) over the measured run divided by
+# the requests it answered, and the server's RSS after the run.  Prints one line per run and a markdown table
 # of the means.  A server binary that is missing is reported as "not built".
 set -euo pipefail
 
@@ -23,6 +26,7 @@ DURATION=${DURATION:-10s}
 ROUNDS=${ROUNDS:-3}
 SCENARIOS=${SCENARIOS:-"1/1 8/64 10/100"}
 OP=${OP:-put}
+WARMUP=${WARMUP:-2s}
 work=$(mktemp -d "${TMPDIR:-/tmp}/grpc-transport.XXXXXX")
 hz=$(getconf CLK_TCK)
 
@@ -36,8 +40,12 @@ trap cleanup EXIT
 
 driver=${DRIVER:-}
 if [ -z "$driver" ]; then
-  driver=$work/grpc-load
-  "$here/build-load.sh" "$driver"
+  if [ -x "$repo/bench/grpc/build.sh" ]; then
+    driver=$("$repo/bench/grpc/build.sh" "$work/grpc-bench")
+  else
+    driver=$work/grpc-load
+    "$here/build-load.sh" "$driver"
+  fi
 fi
 
 # start NAME BINARY ARGS...: starts a server on a free loopback port and
@@ -81,7 +89,7 @@ rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 field() { sed -n "s/.*\"$1\":\([0-9.eE+-]*\).*/\1/p"; }
 
 echo "# $(date -u +%FT%TZ) $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "# op=$OP duration=$DURATION rounds=$ROUNDS; servers: ${servers[*]}"
+echo "# op=$OP duration=$DURATION warmup=$WARMUP rounds=$ROUNDS; servers: ${servers[*]}; driver: $(basename "$driver")"
 printf '%-8s %-8s %5s %10s %8s %8s %10s %9s\n' server conns/cl round req/s p50_ms p99_ms cpu_us/req rss_MiB
 : >"$work/runs"
 for sc in $SCENARIOS; do
@@ -92,9 +100,17 @@ for sc in $SCENARIOS; do
     if ((r % 2 == 0)) && [ ${#servers[@]} -eq 2 ]; then order=("${servers[1]}" "${servers[0]}"); fi
     for s in "${order[@]}"; do
       p=${pid[$s]}
+      # Warm-up in its own run, so that the CPU counted below is the
+      # measured requests' only.
+      "$driver" "$OP" --endpoints "127.0.0.1:${port[$s]}" --conns "$conns" --clients "$clients" \
+        --duration "$WARMUP" --json >/dev/null 2>"$work/driver.err" || {
+        cat "$work/driver.err" >&2
+        exit 1
+      }
       before=$(cpu_ticks "$p")
-      out=$("$driver" -endpoints "127.0.0.1:${port[$s]}" -conns "$conns" -clients "$clients" \
-        -duration "$DURATION" -op "$OP") || {
+      out=$("$driver" "$OP" --endpoints "127.0.0.1:${port[$s]}" --conns "$conns" \
+        --clients "$clients" --duration "$DURATION" --json 2>"$work/driver.err") || {
+        cat "$work/driver.err" >&2
         echo "compare: driver failed against $s: $out" >&2
         exit 1
       }

@@ -1,10 +1,13 @@
-// grpc-load: a minimal clientv3 load loop for the transport benchmark.
+// grpc-load: a minimal clientv3 load loop for the transport benchmark, the
+// fallback compare.sh uses when bench/grpc/ (grpc-bench, the tests' load
+// tool) is not in the tree.  Same command line for what compare.sh uses:
+//
+//	grpc-load put|range --endpoints H:P --conns M --clients N --duration D [--warmup D] [--json]
 //
 // N clients share M connections (one clientv3.Client, hence one gRPC
-// connection, per connection) and each issues Put (or Range) back to back
-// for a fixed duration.  Prints one JSON line: requests, errors, seconds,
-// requests/s, p50/p99 latency in ms.  Built offline in GOPATH mode by
-// build.sh against Debian's golang-etcd-server-dev.
+// connection, each) and issue Put (256-byte values) or Range back to back.
+// Prints one JSON line: requests, errors, seconds, rps, p50_ms, p99_ms.
+// Built offline in GOPATH mode by build-load.sh (golang-etcd-server-dev).
 package main
 
 import (
@@ -36,16 +39,22 @@ type result struct {
 }
 
 func main() {
+	if len(os.Args) < 2 || (os.Args[1] != "put" && os.Args[1] != "range") {
+		fmt.Fprintln(os.Stderr, "usage: grpc-load put|range [flags]")
+		os.Exit(2)
+	}
+	op := os.Args[1]
 	endpoints := flag.String("endpoints", "127.0.0.1:2379", "comma-separated endpoints")
 	conns := flag.Int("conns", 1, "gRPC connections")
 	clients := flag.Int("clients", 1, "concurrent clients, spread over the connections")
 	duration := flag.Duration("duration", 10*time.Second, "how long to send requests")
-	op := flag.String("op", "put", "put or range")
 	valSize := flag.Int("val-size", 256, "value size in bytes (put)")
-	keySpace := flag.Int("key-space", 100000, "keys are drawn from this many")
-	flag.Parse()
-	if *conns < 1 || *clients < 1 || (*op != "put" && *op != "range") {
-		fmt.Fprintln(os.Stderr, "want -conns >= 1, -clients >= 1, -op put|range")
+	keySpace := flag.Int("key-space-size", 100000, "keys are drawn from this many")
+	warmup := flag.Duration("warmup", 0, "run this long first, not counted")
+	flag.Bool("json", true, "accepted for grpc-bench's command line; the output is always JSON")
+	flag.CommandLine.Parse(os.Args[2:])
+	if *conns < 1 || *clients < 1 {
+		fmt.Fprintln(os.Stderr, "want --conns >= 1, --clients >= 1")
 		os.Exit(2)
 	}
 
@@ -79,44 +88,54 @@ func main() {
 		}
 	}
 
-	lat := make([][]time.Duration, *clients)
-	errs := make([]int, *clients)
-	var wg sync.WaitGroup
-	start := time.Now()
-	deadline := start.Add(*duration)
-	for i := 0; i < *clients; i++ {
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			c := cs[i%len(cs)]
-			r := rand.New(rand.NewSource(int64(i)))
-			mine := make([]time.Duration, 0, 1<<16)
-			for {
-				t0 := time.Now()
-				if t0.After(deadline) {
-					break
+	// run drives the load for d; with record it returns each client's
+	// latencies and error count.
+	run := func(d time.Duration, record bool) ([][]time.Duration, []int, float64) {
+		lat := make([][]time.Duration, *clients)
+		errs := make([]int, *clients)
+		var wg sync.WaitGroup
+		start := time.Now()
+		deadline := start.Add(d)
+		for i := 0; i < *clients; i++ {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				c := cs[i%len(cs)]
+				r := rand.New(rand.NewSource(int64(i)))
+				mine := make([]time.Duration, 0, 1<<16)
+				for {
+					t0 := time.Now()
+					if t0.After(deadline) {
+						break
+					}
+					key := fmt.Sprintf("k%07d", r.Intn(*keySpace))
+					var err error
+					if op == "put" {
+						_, err = c.Put(context.Background(), key, value)
+					} else {
+						_, err = c.Get(context.Background(), key)
+					}
+					if err != nil {
+						errs[i]++
+						continue
+					}
+					if record {
+						mine = append(mine, time.Since(t0))
+					}
 				}
-				key := fmt.Sprintf("k%07d", r.Intn(*keySpace))
-				var err error
-				if *op == "put" {
-					_, err = c.Put(context.Background(), key, value)
-				} else {
-					_, err = c.Get(context.Background(), key)
-				}
-				if err != nil {
-					errs[i]++
-					continue
-				}
-				mine = append(mine, time.Since(t0))
-			}
-			lat[i] = mine
-		}(i)
+				lat[i] = mine
+			}(i)
+		}
+		wg.Wait()
+		return lat, errs, time.Since(start).Seconds()
 	}
-	wg.Wait()
-	elapsed := time.Since(start).Seconds()
+	if *warmup > 0 {
+		run(*warmup, false)
+	}
+	lat, errs, elapsed := run(*duration, true)
 
 	var all []time.Duration
-	res := result{Op: *op, Conns: *conns, Clients: *clients, Seconds: elapsed}
+	res := result{Op: op, Conns: *conns, Clients: *clients, Seconds: elapsed}
 	for i := range lat {
 		all = append(all, lat[i]...)
 		res.Errors += errs[i]
