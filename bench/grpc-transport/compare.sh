@@ -6,6 +6,9 @@
 # Usage: bench/grpc-transport/compare.sh [BIN_DIR]      (default: build/bin)
 # Env:   DURATION (10s per run)  ROUNDS (3)  SCENARIOS ("1/1 8/64 10/100",
 #        conns/clients)  OP (put)  WARMUP (2s, not counted)
+#        TLS=1: both servers terminate TLS (certificates made with
+#        deploy/certs/gencerts-openssl.sh); grpc_fd_server then relays
+#        plaintext to grpc++ over a socketpair.
 #        DRIVER: the load tool; unset: bench/grpc/build.sh (grpc-bench, the
 #        tests' clientv3 tool) when it is in the tree, else this directory's
 #        fallback loop (build-load.sh).  Both take the same command line.
@@ -27,6 +30,7 @@ ROUNDS=${ROUNDS:-3}
 SCENARIOS=${SCENARIOS:-"1/1 8/64 10/100"}
 OP=${OP:-put}
 WARMUP=${WARMUP:-2s}
+TLS=${TLS:-0}
 work=$(mktemp -d "${TMPDIR:-/tmp}/grpc-transport.XXXXXX")
 hz=$(getconf CLK_TCK)
 
@@ -46,6 +50,16 @@ if [ -z "$driver" ]; then
     driver=$work/grpc-load
     "$here/build-load.sh" "$driver"
   fi
+fi
+
+scheme=
+tls_server=()
+tls_client=()
+if [ "$TLS" = 1 ]; then
+  "$repo/deploy/certs/gencerts-openssl.sh" "$work/certs" localhost 127.0.0.1 >/dev/null 2>&1
+  scheme=https://
+  tls_server=(--cert "$work/certs/server.pem" --key "$work/certs/server-key.pem")
+  tls_client=(--cacert "$work/certs/ca.pem")
 fi
 
 # start NAME BINARY ARGS...: starts a server on a free loopback port and
@@ -72,11 +86,11 @@ start() {
 
 servers=()
 if [ -x "$bin/grpc_fd_server" ]; then
-  start grpc_fd "$bin/grpc_fd_server"
+  start grpc_fd "$bin/grpc_fd_server" "${tls_server[@]}"
   servers+=(grpc_fd)
 fi
 if [ -x "$bin/h2_trivial_server" ]; then
-  start net_h2 "$bin/h2_trivial_server" --threads 2
+  start net_h2 "$bin/h2_trivial_server" --threads 2 "${tls_server[@]}"
   servers+=(net_h2)
 fi
 if [ ${#servers[@]} -eq 0 ]; then
@@ -89,7 +103,7 @@ rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 field() { sed -n "s/.*\"$1\":\([0-9.eE+-]*\).*/\1/p"; }
 
 echo "# $(date -u +%FT%TZ) $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "# op=$OP duration=$DURATION warmup=$WARMUP rounds=$ROUNDS; servers: ${servers[*]}; driver: $(basename "$driver")"
+echo "# op=$OP tls=$TLS duration=$DURATION warmup=$WARMUP rounds=$ROUNDS; servers: ${servers[*]}; driver: $(basename "$driver")"
 printf '%-8s %-8s %5s %10s %8s %8s %10s %9s\n' server conns/cl round req/s p50_ms p99_ms cpu_us/req rss_MiB
 : >"$work/runs"
 for sc in $SCENARIOS; do
@@ -102,13 +116,13 @@ for sc in $SCENARIOS; do
       p=${pid[$s]}
       # Warm-up in its own run, so that the CPU counted below is the
       # measured requests' only.
-      "$driver" "$OP" --endpoints "127.0.0.1:${port[$s]}" --conns "$conns" --clients "$clients" \
-        --duration "$WARMUP" --json >/dev/null 2>"$work/driver.err" || {
+      "$driver" "$OP" --endpoints "${scheme}127.0.0.1:${port[$s]}" "${tls_client[@]}" --conns "$conns" \
+        --clients "$clients" --duration "$WARMUP" --json >/dev/null 2>"$work/driver.err" || {
         cat "$work/driver.err" >&2
         exit 1
       }
       before=$(cpu_ticks "$p")
-      out=$("$driver" "$OP" --endpoints "127.0.0.1:${port[$s]}" --conns "$conns" \
+      out=$("$driver" "$OP" --endpoints "${scheme}127.0.0.1:${port[$s]}" "${tls_client[@]}" --conns "$conns" \
         --clients "$clients" --duration "$DURATION" --json 2>"$work/driver.err") || {
         cat "$work/driver.err" >&2
         echo "compare: driver failed against $s: $out" >&2
@@ -130,7 +144,7 @@ for sc in $SCENARIOS; do
 done
 
 echo
-echo "Means over $ROUNDS rounds of $DURATION ($OP, 256-byte values):"
+echo "Means over $ROUNDS rounds of $DURATION ($OP, 256-byte values, TLS=$TLS):"
 echo
 echo "| server | conns / clients | ${OP}s/s | p50 ms | p99 ms | server CPU us/req | RSS MiB |"
 echo "| --- | --- | ---: | ---: | ---: | ---: | ---: |"

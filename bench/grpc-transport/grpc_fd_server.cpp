@@ -8,7 +8,13 @@
 // /etcdserverpb.KV/Put and /etcdserverpb.KV/Range with the trivial handler
 // (trivial_kv.h) on its own callback threads.
 //
+// With --cert/--key the acceptor terminates TLS itself (net/'s server TLS
+// context, ALPN h2) and relays the plaintext over an AF_UNIX socketpair
+// whose other end goes to grpc++: the way research/grpc.md found to keep one
+// TLS stack and one port.
+//
 // Usage: grpc_fd_server [--listen 127.0.0.1:0] [--acceptor-threads 1]
+//                       [--cert server.pem --key server-key.pem]
 // Prints "listening on HOST:PORT" once ready; stops on SIGTERM/SIGINT and
 // prints the number of requests it answered.
 #include <fcntl.h>
@@ -17,12 +23,14 @@
 #include <grpcpp/server_posix.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/ssl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <array>
 #include <atomic>
 #include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
 #include <climits>
 #include <cstdio>
 #include <cstring>
@@ -33,6 +41,7 @@
 #include <vector>
 
 #include "kv_bench.grpc.pb.h"
+#include "net/tls.h"
 #include "trivial_kv.h"
 
 namespace {
@@ -71,6 +80,8 @@ class KvService final : public etcdserverpb::KV::CallbackService {
   muster::bench::TrivialKv kv_;
 };
 
+bool hand_over(int fd, grpc::Server* server);
+
 // One accepted connection until its preface is seen: then its descriptor
 // belongs to grpc++.
 class Handoff : public std::enable_shared_from_this<Handoff> {
@@ -102,25 +113,115 @@ class Handoff : public std::enable_shared_from_this<Handoff> {
     }
     boost::system::error_code ec;
     int fd = socket_.release(ec);
-    if (ec) return;
-    int flags = ::fcntl(fd, F_GETFL);
-    if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
-      ::close(fd);
-      return;
-    }
-    grpc::AddInsecureChannelFromFd(server_, fd);
+    if (!ec) hand_over(fd, server_);
   }
 
   tcp::socket socket_;
   grpc::Server* server_;
 };
 
-void accept_loop(tcp::acceptor& acceptor, grpc::Server* server) {
-  acceptor.async_accept([&acceptor, server](boost::system::error_code ec, tcp::socket s) {
-    if (ec == asio::error::operation_aborted) return;
-    if (!ec) std::make_shared<Handoff>(std::move(s), server)->start();
-    accept_loop(acceptor, server);
-  });
+// Hands a descriptor to grpc++ as a plaintext HTTP/2 connection.
+bool hand_over(int fd, grpc::Server* server) {
+  int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
+    ::close(fd);
+    return false;
+  }
+  grpc::AddInsecureChannelFromFd(server, fd);
+  return true;
+}
+
+// One TLS connection: the handshake here, then plaintext copied both ways
+// between the TLS stream and our end of a socketpair; grpc++ has the other
+// end.  All on the connection's strand.
+class TlsRelay : public std::enable_shared_from_this<TlsRelay> {
+ public:
+  TlsRelay(tcp::socket s, asio::ssl::context& ctx, grpc::Server* server)
+      : tls_(std::move(s), ctx), plain_(tls_.get_executor()), server_(server) {}
+
+  void start() {
+    boost::system::error_code ec;
+    tls_.lowest_layer().set_option(tcp::no_delay(true), ec);
+    tls_.async_handshake(asio::ssl::stream_base::server,
+                         [self = shared_from_this()](boost::system::error_code ec) {
+                           if (!ec) self->connect();
+                         });
+  }
+
+ private:
+  void connect() {
+    asio::local::stream_protocol::socket grpc_end(tls_.get_executor());
+    boost::system::error_code ec;
+    asio::local::connect_pair(plain_, grpc_end, ec);
+    if (ec) return;
+    int fd = grpc_end.release(ec);
+    if (ec || !hand_over(fd, server_)) return;
+    up();
+    down();
+  }
+
+  // client -> grpc++
+  void up() {
+    tls_.async_read_some(asio::buffer(up_),
+                         [self = shared_from_this()](boost::system::error_code ec, std::size_t n) {
+                           if (ec) return self->close();
+                           asio::async_write(self->plain_, asio::buffer(self->up_, n),
+                                             [self](boost::system::error_code ec, std::size_t) {
+                                               if (ec) return self->close();
+                                               self->up();
+                                             });
+                         });
+  }
+
+  // grpc++ -> client
+  void down() {
+    plain_.async_read_some(asio::buffer(down_), [self = shared_from_this()](
+                                                    boost::system::error_code ec, std::size_t n) {
+      if (ec) return self->close();
+      asio::async_write(self->tls_, asio::buffer(self->down_, n),
+                        [self](boost::system::error_code ec, std::size_t) {
+                          if (ec) return self->close();
+                          self->down();
+                        });
+    });
+  }
+
+  void close() {
+    boost::system::error_code ec;
+    plain_.close(ec);
+    tls_.lowest_layer().close(ec);
+  }
+
+  asio::ssl::stream<tcp::socket> tls_;
+  asio::local::stream_protocol::socket plain_;
+  grpc::Server* server_;
+  std::array<char, 64 * 1024> up_;
+  std::array<char, 64 * 1024> down_;
+};
+
+// ALPN: the client must offer h2, as gRPC over TLS requires.
+int select_h2(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
+              unsigned int inlen, void*) {
+  static constexpr unsigned char kH2[] = {2, 'h', '2'};
+  unsigned char* chosen = nullptr;
+  if (SSL_select_next_proto(&chosen, outlen, kH2, sizeof kH2, in, inlen) != OPENSSL_NPN_NEGOTIATED)
+    return SSL_TLSEXT_ERR_ALERT_FATAL;
+  *out = chosen;
+  return SSL_TLSEXT_ERR_OK;
+}
+
+void accept_loop(tcp::acceptor& acceptor, asio::ssl::context* tls, grpc::Server* server) {
+  acceptor.async_accept(asio::make_strand(acceptor.get_executor()),
+                        [&acceptor, tls, server](boost::system::error_code ec, tcp::socket s) {
+                          if (ec == asio::error::operation_aborted) return;
+                          if (!ec) {
+                            if (tls)
+                              std::make_shared<TlsRelay>(std::move(s), *tls, server)->start();
+                            else
+                              std::make_shared<Handoff>(std::move(s), server)->start();
+                          }
+                          accept_loop(acceptor, tls, server);
+                        });
 }
 
 }  // namespace
@@ -128,14 +229,21 @@ void accept_loop(tcp::acceptor& acceptor, grpc::Server* server) {
 int main(int argc, char** argv) {
   std::string listen = "127.0.0.1:0";
   int acceptor_threads = 1;
+  std::string cert, key;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string_view a = argv[i];
     if (a == "--listen") {
       listen = argv[i + 1];
     } else if (a == "--acceptor-threads") {
       acceptor_threads = std::stoi(argv[i + 1]);
+    } else if (a == "--cert") {
+      cert = argv[i + 1];
+    } else if (a == "--key") {
+      key = argv[i + 1];
     } else {
-      std::fprintf(stderr, "usage: %s [--listen HOST:PORT] [--acceptor-threads N]\n", argv[0]);
+      std::fprintf(stderr,
+                   "usage: %s [--listen HOST:PORT] [--acceptor-threads N] [--cert F --key F]\n",
+                   argv[0]);
       return 2;
     }
   }
@@ -175,7 +283,15 @@ int main(int argc, char** argv) {
   acceptor.set_option(tcp::acceptor::reuse_address(true));
   acceptor.bind(ep);
   acceptor.listen();
-  accept_loop(acceptor, server.get());
+  std::shared_ptr<asio::ssl::context> tls;
+  if (!cert.empty()) {
+    muster::net::TlsOptions o;
+    o.cert_file = cert;
+    o.key_file = key;
+    tls = muster::net::make_server_tls_context(o);
+    SSL_CTX_set_alpn_select_cb(tls->native_handle(), select_h2, nullptr);
+  }
+  accept_loop(acceptor, tls.get(), server.get());
 
   asio::signal_set signals(io, SIGTERM, SIGINT);
   signals.async_wait([&](boost::system::error_code, int) {

@@ -2,7 +2,8 @@
 // fallback compare.sh uses when bench/grpc/ (grpc-bench, the tests' load
 // tool) is not in the tree.  Same command line for what compare.sh uses:
 //
-//	grpc-load put|range --endpoints H:P --conns M --clients N --duration D [--warmup D] [--json]
+//	grpc-load put|range --endpoints [https://]H:P --conns M --clients N --duration D
+//	          [--warmup D] [--cacert F] [--json]
 //
 // N clients share M connections (one clientv3.Client, hence one gRPC
 // connection, each) and issue Put (256-byte values) or Range back to back.
@@ -12,9 +13,12 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io/ioutil"
 	"math/rand"
 	"os"
 	"sort"
@@ -51,6 +55,7 @@ func main() {
 	valSize := flag.Int("val-size", 256, "value size in bytes (put)")
 	keySpace := flag.Int("key-space-size", 100000, "keys are drawn from this many")
 	warmup := flag.Duration("warmup", 0, "run this long first, not counted")
+	cacert := flag.String("cacert", "", "TLS: CA bundle to verify https endpoints with")
 	flag.Bool("json", true, "accepted for grpc-bench's command line; the output is always JSON")
 	flag.CommandLine.Parse(os.Args[2:])
 	if *conns < 1 || *clients < 1 {
@@ -58,6 +63,19 @@ func main() {
 		os.Exit(2)
 	}
 
+	var tc *tls.Config
+	if *cacert != "" {
+		pem, err := ioutil.ReadFile(*cacert)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		tc = &tls.Config{RootCAs: x509.NewCertPool()}
+		if !tc.RootCAs.AppendCertsFromPEM(pem) {
+			fmt.Fprintln(os.Stderr, "no certificate in", *cacert)
+			os.Exit(1)
+		}
+	}
 	quiet := zap.NewProductionConfig()
 	quiet.Level = zap.NewAtomicLevelAt(zap.ErrorLevel)
 	cs := make([]*clientv3.Client, *conns)
@@ -65,6 +83,7 @@ func main() {
 		c, err := clientv3.New(clientv3.Config{
 			Endpoints:   strings.Split(*endpoints, ","),
 			DialTimeout: 5 * time.Second,
+			TLS:         tc,
 			LogConfig:   &quiet,
 		})
 		if err != nil {
