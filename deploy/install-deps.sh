@@ -9,6 +9,9 @@ PACKAGES=(
   libprotobuf-dev protobuf-compiler libyaml-cpp-dev googletest libgtest-dev
   etcd-server etcd-client dnsmasq dnsutils golang-cfssl openssl wrk curl
   procps psmisc iproute2 python3 python3-yaml
+  # bench/grpc-transport's grpc_fd_server (grpc++ with fd handoff, issue 12's
+  # measured alternative; the bench skips it when gRPC++ is absent).
+  libgrpc++-dev protobuf-compiler-grpc
 )
 
 missing=()
