@@ -6,7 +6,7 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake ninja-build pkg-config
   libboost-dev libssl-dev libc-ares-dev nlohmann-json3-dev libleveldb-dev
-  libprotobuf-dev protobuf-compiler libyaml-cpp-dev googletest libgtest-dev
+  libprotobuf-dev protobuf-compiler libnghttp2-dev libyaml-cpp-dev googletest libgtest-dev
   etcd-server etcd-client dnsmasq dnsutils golang-cfssl openssl wrk curl
   procps psmisc iproute2 python3 python3-yaml
   # bench/grpc-transport's grpc_fd_server (grpc++ with fd handoff, issue 12's
