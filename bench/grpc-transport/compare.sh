@@ -72,7 +72,7 @@ start() {
   local p=$!
   pids+=("$p")
   local deadline=$((SECONDS + 10))
-  until grep -q '^listening on ' "$work/$name.out"; do
+  until grep -qs '^listening on ' "$work/$name.out"; do
     if ! kill -0 "$p" 2>/dev/null || [ $SECONDS -ge $deadline ]; then
       echo "compare: $name did not start:" >&2
       cat "$work/$name.err" >&2
@@ -146,7 +146,7 @@ done
 echo
 echo "Means over $ROUNDS rounds of $DURATION ($OP, 256-byte values, TLS=$TLS):"
 echo
-echo "| server | conns / clients | ${OP}s/s | p50 ms | p99 ms | server CPU us/req | RSS MiB |"
+echo "| server | conns / clients | ${OP}s/s | p50 ms | p99 ms | server CPU us/req | RSS MiB (max after a run) |"
 echo "| --- | --- | ---: | ---: | ---: | ---: | ---: |"
 for sc in $SCENARIOS; do
   for s in "${servers[@]}"; do
