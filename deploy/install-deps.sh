@@ -8,7 +8,7 @@ PACKAGES=(
   libboost-dev libssl-dev libc-ares-dev nlohmann-json3-dev libleveldb-dev
   libprotobuf-dev protobuf-compiler libnghttp2-dev libyaml-cpp-dev googletest libgtest-dev
   etcd-server etcd-client dnsmasq dnsutils golang-cfssl openssl wrk curl
-  procps psmisc iproute2 python3 python3-yaml
+  procps psmisc iproute2 python3 python3-yaml python3-grpcio
   # bench/grpc-transport's grpc_fd_server (grpc++ with fd handoff, issue 12's
   # measured alternative; the bench skips it when gRPC++ is absent).
   libgrpc++-dev protobuf-compiler-grpc
