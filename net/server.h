@@ -26,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "net/grpc.h"
 #include "net/http.h"
 #include "net/tls.h"
 
@@ -76,6 +77,10 @@ struct ServerOptions {
   std::chrono::milliseconds handshake_timeout{10'000};
   std::size_t max_connections = 50'000;
   std::optional<TlsOptions> tls;  // set: serve https
+  // HTTP/2 requests with content-type application/grpc (net/grpc.h); unset:
+  // such requests are answered like any other HTTP request.
+  grpc::Handler grpc_handler;
+  grpc::Options grpc;
 };
 
 class Server {

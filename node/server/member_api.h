@@ -15,10 +15,9 @@
 #include <vector>
 
 #include "node/storage/kv_store.h"
-#include "node/storage/snapshot.h"
 #include "node/storage/pb.h"
+#include "node/storage/snapshot.h"
 #include "node/storage/status.h"
-
 
 namespace muster::server {
 
