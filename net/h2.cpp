@@ -362,6 +362,11 @@ void H2Connection::start(std::string initial) {
   // up to the concurrent-stream limit (unbounded here, as etcd's): memory that
   // grows with traffic for no use of ours.
   nghttp2_option_set_no_closed_streams(opt, 1);
+  // nghttp2's HTTP messaging checks refuse what Go's server (and so etcd)
+  // accepts: etcdctl sends ":authority: http://127.0.0.1:2379" when its
+  // --endpoints carry a scheme, and nghttp2 resets that stream with
+  // PROTOCOL_ERROR.  The frame layer stays strict; requests are checked here.
+  nghttp2_option_set_no_http_messaging(opt, 1);
   int rv = nghttp2_session_server_new2(&session_, cbs, this, opt);
   nghttp2_option_del(opt);
   nghttp2_session_callbacks_del(cbs);

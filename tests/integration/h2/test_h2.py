@@ -134,6 +134,10 @@ class H2Test(unittest.TestCase):
         r = curl("--http2-prior-knowledge", "--data-binary", "x" * 100000, "-w", "\n%{http_version}",
                  "http://%s/echo" % s.addr)
         self.assertEqual(r.stdout, "x" * 100000 + "\n2", r.stderr)
+        # etcdctl sends the whole endpoint URL as :authority; Go accepts it.
+        r = curl("--http2-prior-knowledge", "-H", "Host: http://%s" % s.addr,
+                 "-w", "\n%{http_version}", "http://%s/hello" % s.addr)
+        self.assertEqual(r.stdout, "hello\n\n2", r.stderr)
         r = curl("--http2-prior-knowledge", "http://%s/stream" % s.addr)
         self.assertEqual(r.stdout, "chunk0\nchunk1\nchunk2\n", r.stderr)
         # gRPC over HTTP/1.1 is told it needs HTTP/2.
