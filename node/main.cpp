@@ -30,6 +30,7 @@
 #include "node/config/config.h"
 #include "node/config/urls.h"
 #include "node/proxy/proxy.h"
+#include "node/server/leader_client.h"
 #include "node/server/peer_members.h"
 #include "node/server/raft_node.h"
 #include "node/server/tls_setup.h"
@@ -322,62 +323,24 @@ int run(int argc, char** argv) {
   };
 
   std::unique_ptr<server::RaftNode> node;
-  // Some requests only the leader can answer (lease keepalives refresh its
-  // lease clock; learner promotion needs its view of the learner's log):
-  // they are sent to the leader's client URL, as etcd forwards them over its
-  // peer connection.  The answer comes back on a thread of its own.
-  auto to_leader = [&node, &tls](uint64_t leader, std::string path, std::string body,
-                                 std::function<void(std::optional<net::Response>)> done) {
-    std::vector<std::string> urls;
-    for (const auto& m : node->kv().members())
-      if (m.id() == leader) urls.assign(m.clienturls().begin(), m.clienturls().end());
-    std::thread([urls, member_tls = tls.member_client, path = std::move(path),
-                 body = std::move(body), done = std::move(done)] {
-      net::ClientOptions co;
-      co.tls = member_tls;  // https client URLs (and client-cert-auth) as any client
-      net::HttpClient client(co);
-      for (const auto& u : urls) {
-        auto r = client.request("POST", u + path, body);
-        if (r.ok()) return done(std::move(r.response));
-      }
-      done(std::nullopt);
-    }).detach();
+  // Lease keepalives and learner promotion go to the leader's client URLs
+  // as gRPC calls on this io_context (node/server/leader_client.h).  Made
+  // before the node, so it outlives the node's callbacks.
+  server::LeaderClient leader_client(
+      io, tls.member_client, std::chrono::milliseconds(nopts.request_timeout_ms),
+      [&node](uint64_t id) {
+        std::vector<std::string> urls;
+        for (const auto& m : node->kv().members())
+          if (m.id() == id) urls.assign(m.clienturls().begin(), m.clienturls().end());
+        return urls;
+      });
+  nopts.forward_keepalive = [&leader_client](uint64_t leader, int64_t lease,
+                                             std::function<void(storage::Status, int64_t)> done) {
+    leader_client.keepalive(leader, lease, std::move(done));
   };
-  nopts.forward_keepalive = [to_leader](uint64_t leader, int64_t lease,
-                                        std::function<void(storage::Status, int64_t)> done) {
-    to_leader(
-        leader, "/v3/lease/keepalive", json{{"ID", std::to_string(lease)}}.dump(),
-        [lease, done = std::move(done)](std::optional<net::Response> r) {
-          json j = r && r->status == 200 ? json::parse(r->body, nullptr, false) : json();
-          if (!j.is_object())
-            return done(
-                storage::Status(storage::Code::kUnavailable, "etcdserver: request timed out"), 0);
-          auto result = j.contains("result") ? j["result"] : j;
-          int64_t ttl = std::stoll(result.value("TTL", std::string("0")));
-          if (ttl <= 0)
-            return done(
-                storage::Status(storage::Code::kNotFound, "etcdserver: requested lease not found"),
-                0);
-          done(storage::Status(), ttl);
-        });
-  };
-  nopts.forward_promote = [to_leader](uint64_t leader, uint64_t member,
-                                      std::function<void(storage::Status)> done) {
-    to_leader(
-        leader, "/v3/cluster/member/promote", json{{"ID", std::to_string(member)}}.dump(),
-        [done = std::move(done)](std::optional<net::Response> r) {
-          if (!r)
-            return done(
-                storage::Status(storage::Code::kUnavailable, "etcdserver: request timed out"));
-          if (r->status == 200) return done(storage::Status());
-          json j = json::parse(r->body, nullptr, false);
-          if (!j.is_object())
-            return done(
-                storage::Status(storage::Code::kUnavailable,
-                                "etcdserver: leader answered HTTP " + std::to_string(r->status)));
-          done(storage::Status(static_cast<storage::Code>(j.value("code", 14)),
-                               j.value("message", std::string("etcdserver: promote failed"))));
-        });
+  nopts.forward_promote = [&leader_client](uint64_t leader, uint64_t member,
+                                           std::function<void(storage::Status)> done) {
+    leader_client.promote(leader, member, std::move(done));
   };
   bool fresh = !fs::exists(identity_path(cfg.data_dir));
   try {
