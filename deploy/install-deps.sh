@@ -9,6 +9,9 @@ PACKAGES=(
   libprotobuf-dev protobuf-compiler libyaml-cpp-dev googletest libgtest-dev
   etcd-server etcd-client dnsmasq dnsutils golang-cfssl openssl wrk curl
   procps psmisc iproute2 python3 python3-yaml
+  # etcd's own v3 clients for the gRPC interop tests and bench/grpc:
+  # Go clientv3 (built offline in GOPATH mode) and npm etcd3 (npm ci).
+  golang-go golang-etcd-server-dev nodejs npm
 )
 
 missing=()

@@ -94,7 +94,8 @@ def conns_for(clients, max_conns):
 
 def run_bench(bench, cluster, op, clients, conns, args):
     argv = [bench, "put" if op == "put" else "range", "--endpoints", cluster.endpoints,
-            "--clients", str(clients), "--conns", str(conns), "--json"]
+            "--clients", str(clients), "--conns", str(conns), "--json",
+            "--max-errors", str(args.max_errors)]
     if args.total:
         argv += ["--total", str(args.total)]
     else:
@@ -139,6 +140,8 @@ def main():
     ap.add_argument("--heartbeat-interval", default="100")
     ap.add_argument("--election-timeout", default="1000")
     ap.add_argument("--extra-flags", default="", help="flags given to both systems' members")
+    ap.add_argument("--max-errors", type=int, default=1000,
+                    help="a cell fails when more requests than this fail")
     ap.add_argument("--json", action="store_true", help="also print the raw results")
     args = ap.parse_args()
 
