@@ -148,8 +148,15 @@ def main():
     kinds = args.systems.split(",")
     if len(kinds) != 2 or any(k not in ("muster", "etcd") for k in kinds):
         ap.error("--systems takes two of muster, etcd")
-    bench = args.bench or subprocess.run([os.path.join(HERE, "build.sh")], check=True,
-                                         capture_output=True, text=True).stdout.strip()
+    if args.bench:
+        bench = args.bench
+    else:
+        # Built next to the muster binary (build/bin by default).
+        out = os.path.join(os.path.dirname(os.path.abspath(args.muster)), "grpc-bench")
+        r = subprocess.run([os.path.join(HERE, "build.sh"), out], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise SystemExit("bench/grpc/build.sh failed:\n" + r.stderr)
+        bench = r.stdout.strip()
     try:
         import resource
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
