@@ -273,11 +273,16 @@ class EtcdctlComparison(unittest.TestCase):
             s.ctl("txn", input="\n" + ok + "\n\n", show="txn (%d puts = --max-txn-ops)" %
                   MAX_TXN_OPS, expect_rc=0)
             s.ctl("get", "tx/", "--prefix", "-w", "json")
+            # etcdctl lock: a lease, a txn on the lock key, a watch on the
+            # keys before it (concurrency package), the command, the release.
+            s.ctl("lock", "tx-lock", "echo", "held", expect_rc=0)
+            s.ctl("get", "tx-lock", "--prefix", "--keys-only")
         text = self.compare(script)
         self.assertIn("SUCCESS\n\nOK\n\ntx/k\nv2\n", text)
         self.assertIn("FAILURE\n\ntx/k\nv2\n", text)
         self.assertIn("Error: etcdserver: duplicate key given in txn request", text)
         self.assertIn("Error: etcdserver: too many operations in txn request", text)
+        self.assertIn("$ etcdctl lock tx-lock echo held\n[exit 0]\nheld\n", text)
 
     def test_watch(self):
         def script(s):
