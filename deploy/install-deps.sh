@@ -6,9 +6,9 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake ninja-build pkg-config
   libboost-dev libssl-dev libc-ares-dev nlohmann-json3-dev libleveldb-dev
-  libprotobuf-dev protobuf-compiler libyaml-cpp-dev googletest libgtest-dev
+  libprotobuf-dev protobuf-compiler libnghttp2-dev libyaml-cpp-dev googletest libgtest-dev
   etcd-server etcd-client dnsmasq dnsutils golang-cfssl openssl wrk curl
-  procps psmisc iproute2 python3 python3-yaml
+  procps psmisc iproute2 python3 python3-yaml python3-grpcio
   # etcd's own v3 clients for the gRPC interop tests and bench/grpc:
   # Go clientv3 (built offline in GOPATH mode) and npm etcd3 (npm ci).
   golang-go golang-etcd-server-dev nodejs npm

@@ -89,17 +89,7 @@ class HttpClient::Impl {
           std::make_unique<beast::ssl_stream<beast::tcp_stream>>(std::move(*c.plain), *tls_ctx_);
       c.plain.reset();
       std::string name = options_.tls.server_name.empty() ? u.host : options_.tls.server_name;
-      SSL_set_tlsext_host_name(c.tls->native_handle(), name.c_str());
-      if (!options_.tls.insecure_skip_verify) {
-        // Check the certificate names the host we meant to reach.
-        X509_VERIFY_PARAM* param = SSL_get0_param(c.tls->native_handle());
-        boost::system::error_code aec;
-        asio::ip::make_address(name, aec);
-        if (aec)
-          X509_VERIFY_PARAM_set1_host(param, name.c_str(), 0);
-        else
-          X509_VERIFY_PARAM_set1_ip_asc(param, name.c_str());
-      }
+      prepare_client_tls(c.tls->native_handle(), name, options_.tls);
       done = false;
       c.tls->async_handshake(asio::ssl::stream_base::client, [&](boost::system::error_code e) {
         ec = e;

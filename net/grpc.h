@@ -89,8 +89,8 @@ class Call {
   // What the client sent with the request.
   virtual const std::string& method() const = 0;  // the :path, "/pkg.Service/Method"
   virtual const Metadata& metadata() const = 0;
-  virtual const std::string& remote_address() const = 0;      // "127.0.0.1"
-  virtual const std::string& peer_common_name() const = 0;    // verified client cert CN
+  virtual const std::string& remote_address() const = 0;    // "127.0.0.1"
+  virtual const std::string& peer_common_name() const = 0;  // verified client cert CN
   // The client's deadline (grpc-timeout), if it sent one.  When it passes,
   // net/ answers DEADLINE_EXCEEDED and the listener's on_cancel runs.
   virtual std::optional<std::chrono::steady_clock::time_point> deadline() const = 0;

@@ -1,6 +1,8 @@
 #include "net/server.h"
 
+#include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <sys/socket.h>
 
 #include <array>
 #include <boost/asio.hpp>
@@ -12,6 +14,10 @@
 #include <map>
 #include <utility>
 
+#include "net/connection.h"
+#include "net/h2.h"
+#include "net/log.h"
+
 namespace muster::net {
 
 namespace asio = boost::asio;
@@ -19,18 +25,62 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 using tcp = asio::ip::tcp;
 
-// Connections register here so stop() can reach them.
-class ConnectionBase {
- public:
-  virtual ~ConnectionBase() = default;
-  virtual void shutdown() = 0;  // called on the server's stop, any thread
-};
+using detail::ConnectionBase;
+
+namespace {
+
+constexpr const char* kCaller = "net/server";
+
+// ALPN on a port that speaks HTTP/2: "h2" when the client offers it, else
+// "http/1.1"; a client that offers neither goes on without ALPN (HTTP/1.1).
+int select_alpn(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
+                unsigned int inlen, void*) {
+  static const unsigned char ours[] = "\x02h2\x08http/1.1";
+  unsigned char* selected = nullptr;
+  if (SSL_select_next_proto(&selected, outlen, ours, sizeof ours - 1, in, inlen) !=
+      OPENSSL_NPN_NEGOTIATED)
+    return SSL_TLSEXT_ERR_NOACK;
+  *out = selected;
+  return SSL_TLSEXT_ERR_OK;
+}
+
+}  // namespace
 
 class Server::Impl : public std::enable_shared_from_this<Server::Impl> {
  public:
   Impl(asio::io_context& io, ServerOptions o, Handler h)
       : io_(io), options_(std::move(o)), handler_(std::move(h)) {
-    if (options_.tls) tls_ = make_server_tls_context(*options_.tls);
+    if (options_.tls) {
+      tls_ = make_server_tls_context(*options_.tls);
+      if (options_.grpc_handler)
+        SSL_CTX_set_alpn_select_cb(tls_->native_handle(), &select_alpn, nullptr);
+    }
+  }
+
+  bool http2() const { return static_cast<bool>(options_.grpc_handler); }
+
+  // What HTTP/2 connections of this server share (built on first use:
+  // it points back at this object).
+  std::shared_ptr<const detail::H2Context> h2_context() {
+    std::lock_guard lock(mu_);
+    if (!h2_) {
+      auto c = std::make_shared<detail::H2Context>();
+      c->http_handler = handler_;
+      c->grpc_handler = options_.grpc_handler;
+      c->grpc = options_.grpc;
+      c->header_limit = options_.header_limit;
+      c->body_limit = options_.body_limit;
+      std::weak_ptr<Impl> weak = shared_from_this();
+      c->on_open = [weak](const std::shared_ptr<ConnectionBase>& conn) {
+        auto self = weak.lock();
+        return self && self->add(conn);
+      };
+      c->on_closed = [weak](ConnectionBase* conn) {
+        if (auto self = weak.lock()) self->remove(conn);
+      };
+      h2_ = std::move(c);
+    }
+    return h2_;
   }
 
   uint16_t listen(const std::string& host, uint16_t port) {
@@ -110,9 +160,31 @@ class Server::Impl : public std::enable_shared_from_this<Server::Impl> {
   bool stopping_ = false;
   std::vector<std::shared_ptr<tcp::acceptor>> acceptors_;
   std::map<ConnectionBase*, std::weak_ptr<ConnectionBase>> connections_;
+  std::shared_ptr<const detail::H2Context> h2_;
 };
 
 namespace {
+
+// An accepted stream handed to the HTTP/2 connection.
+template <class Stream>
+class ByteStreamOf final : public detail::ByteStream {
+ public:
+  explicit ByteStreamOf(Stream s) : s_(std::move(s)) {}
+  asio::any_io_executor executor() override { return s_.get_executor(); }
+  void read_some(asio::mutable_buffer b, IoHandler h) override {
+    s_.async_read_some(b, std::move(h));
+  }
+  void write(asio::const_buffer b, IoHandler h) override { asio::async_write(s_, b, std::move(h)); }
+  void close() override {
+    boost::system::error_code ignored;
+    auto& sock = beast::get_lowest_layer(s_).socket();
+    sock.shutdown(tcp::socket::shutdown_both, ignored);
+    sock.close(ignored);
+  }
+
+ private:
+  Stream s_;
+};
 
 template <class Stream>
 class Connection;
@@ -187,6 +259,7 @@ class Connection final : public ConnectionBase,
   ~Connection() override { server_->remove(this); }
 
   auto executor() { return stream_.get_executor(); }
+  static constexpr bool is_tls = std::is_same_v<Stream, beast::ssl_stream<beast::tcp_stream>>;
 
   void start() {
     boost::system::error_code ec;
@@ -197,17 +270,111 @@ class Connection final : public ConnectionBase,
         a = asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6());
       remote_ = a.to_string();
     }
-    if constexpr (std::is_same_v<Stream, beast::ssl_stream<beast::tcp_stream>>) {
+    if constexpr (is_tls) {
+      // Peek at the first bytes before the handshake: a plaintext client on
+      // a TLS port gets told so (and a log line) instead of a silent close.
+      idle_timer_.expires_after(server_->options_.handshake_timeout);
+      idle_timer_.async_wait([self = this->shared_from_this()](boost::system::error_code ec) {
+        if (!ec && !self->handshaken_) self->close();
+      });
+      beast::get_lowest_layer(stream_).socket().async_wait(
+          tcp::socket::wait_read, [self = this->shared_from_this()](boost::system::error_code ec) {
+            if (ec) return self->close();
+            self->after_first_bytes_tls();
+          });
+    } else {
+      sniff();
+    }
+  }
+
+  // TLS port: the client's first bytes are there (not yet read).
+  void after_first_bytes_tls() {
+    if constexpr (is_tls) {
+      if (closed_) return;
+      char head[4] = {0};
+      const ssize_t n = ::recv(beast::get_lowest_layer(stream_).socket().native_handle(), head,
+                               sizeof head, MSG_PEEK);
+      if (n > 0 && head[0] != 0x16) {  // not a TLS handshake record
+        const bool h2 = n >= 3 && std::string_view(head, 3) == "PRI";
+        log::warn(kCaller,
+                  h2 ? "plaintext HTTP/2 (gRPC) client on a TLS port; the client must use https "
+                       "and TLS"
+                     : "plaintext HTTP client on a TLS port; the client must use https",
+                  {{"remote-addr", remote_}});
+        if (!h2) {
+          // What Go's servers (and so etcd) answer.
+          auto msg = std::make_shared<std::string>(
+              "HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS "
+              "server.\n");
+          asio::async_write(beast::get_lowest_layer(stream_).socket(), asio::buffer(*msg),
+                            [msg, self = this->shared_from_this()](boost::system::error_code,
+                                                                   std::size_t) { self->close(); });
+          return;
+        }
+        return close();
+      }
       beast::get_lowest_layer(stream_).expires_after(server_->options_.handshake_timeout);
       stream_.async_handshake(asio::ssl::stream_base::server,
                               [self = this->shared_from_this()](boost::system::error_code ec) {
+                                self->handshaken_ = true;
+                                self->idle_timer_.cancel();
                                 if (ec) return self->close();
                                 self->read_peer_cn();
+                                if (self->server_->http2()) {
+                                  const unsigned char* p = nullptr;
+                                  unsigned int len = 0;
+                                  SSL_get0_alpn_selected(self->stream_.native_handle(), &p, &len);
+                                  if (len == 2 && p[0] == 'h' && p[1] == '2')
+                                    return self->hand_over_h2();
+                                }
                                 self->read_request();
                               });
-    } else {
-      read_request();
     }
+  }
+
+  // Plaintext port: reads the first bytes and tells HTTP/2 (the preface, as
+  // grpc-go dials with prior knowledge), a TLS client (a handshake record) and
+  // HTTP/1.1 apart.  The bytes stay in buffer_ for whichever reads next.
+  void sniff() {
+    beast::get_lowest_layer(stream_).expires_after(server_->options_.request_timeout);
+    stream_.async_read_some(
+        buffer_.prepare(4096),
+        [self = this->shared_from_this()](boost::system::error_code ec, std::size_t n) {
+          if (ec) return self->close();
+          self->buffer_.commit(n);
+          auto data = static_cast<const char*>(self->buffer_.data().data());
+          std::string_view got(data, self->buffer_.size());
+          if (!got.empty() && got[0] == 0x16) {
+            log::warn(kCaller,
+                      "TLS handshake on a plaintext port; the client must use http, or the "
+                      "server https",
+                      {{"remote-addr", self->remote_}});
+            return self->close();
+          }
+          const std::string_view preface = detail::kH2Preface;
+          const size_t m = std::min(got.size(), preface.size());
+          if (got.substr(0, m) == preface.substr(0, m)) {
+            if (m < preface.size()) return self->sniff();  // not all of it yet
+            if (self->server_->http2()) return self->hand_over_h2();
+            log::warn(kCaller, "HTTP/2 client on a port that serves HTTP/1.1 only",
+                      {{"remote-addr", self->remote_}});
+            return self->close();
+          }
+          self->read_request();
+        });
+  }
+
+  // The connection speaks HTTP/2 from here on: the socket (and any bytes
+  // read) move to an H2 connection, and this object lets go.
+  void hand_over_h2() {
+    beast::get_lowest_layer(stream_).expires_never();
+    idle_timer_.cancel();
+    std::string initial(static_cast<const char*>(buffer_.data().data()), buffer_.size());
+    buffer_.consume(buffer_.size());
+    closed_ = true;
+    server_->remove(this);
+    detail::start_h2_connection(std::make_unique<ByteStreamOf<Stream>>(std::move(stream_)),
+                                std::move(initial), remote_, peer_cn_, server_->h2_context());
   }
 
   void shutdown() override {
@@ -355,9 +522,19 @@ class Connection final : public ConnectionBase,
     responding_ = streaming_ = cancelled_ = false;
     cancel_ = nullptr;
     beast::get_lowest_layer(stream_).expires_never();
+    const bool grpc_over_http1 =
+        server_->http2() &&
+        req.headers.get("Content-Type").value_or("").rfind("application/grpc", 0) == 0;
     exchange_ = std::make_shared<ExchangeImpl<Stream>>(this->shared_from_this(), std::move(req),
                                                        remote_, peer_cn_);
     watch_peer();
+    if (grpc_over_http1) {
+      // What grpc-go's ServeHTTP answers an HTTP/1.x gRPC request.
+      log::warn(kCaller, "gRPC request over HTTP/1.1; gRPC needs HTTP/2",
+                {{"remote-addr", remote_}, {"path", exchange_->request().target}});
+      exchange_->respond(Response::text(400, "gRPC requires HTTP/2\n"));
+      return;
+    }
     server_->handler_(exchange_);
   }
 
@@ -505,7 +682,7 @@ class Connection final : public ConnectionBase,
   std::string remote_, peer_cn_, current_method_;
   bool keep_alive_ = true, responding_ = false, streaming_ = false, cancelled_ = false;
   bool writing_ = false, watching_ = false, peer_gone_ = false, closed_ = false;
-  bool stopping_ = false, rejecting_ = false;
+  bool stopping_ = false, rejecting_ = false, handshaken_ = false;
 };
 
 template <class Stream>

@@ -26,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "net/grpc.h"
 #include "net/http.h"
 #include "net/tls.h"
 
@@ -76,6 +77,13 @@ struct ServerOptions {
   std::chrono::milliseconds handshake_timeout{10'000};
   std::size_t max_connections = 50'000;
   std::optional<TlsOptions> tls;  // set: serve https
+  // Set: the port also speaks HTTP/2 (net/h2.h): plaintext connections that
+  // open with the HTTP/2 preface, and TLS connections that agree on "h2" by
+  // ALPN (preferred over "http/1.1", as Go's servers prefer it).  HTTP/2
+  // requests with content-type application/grpc become grpc::Calls for this
+  // handler; other HTTP/2 requests reach the Handler like HTTP/1.1 ones.
+  grpc::Handler grpc_handler;
+  grpc::Options grpc;
 };
 
 class Server {

@@ -144,6 +144,16 @@ std::shared_ptr<ssl::context> make_server_tls_context(const TlsOptions& o) {
   return ctx;
 }
 
+void prepare_client_tls(ssl_st* ssl, const std::string& name, const TlsOptions& o) {
+  SSL_set_tlsext_host_name(ssl, name.c_str());
+  if (o.insecure_skip_verify) return;
+  X509_VERIFY_PARAM* param = SSL_get0_param(ssl);
+  if (is_ip(name))
+    X509_VERIFY_PARAM_set1_ip_asc(param, name.c_str());
+  else
+    X509_VERIFY_PARAM_set1_host(param, name.c_str(), 0);
+}
+
 std::shared_ptr<ssl::context> make_client_tls_context(const TlsOptions& o) {
   auto ctx = std::make_shared<ssl::context>(ssl::context::tls_client);
   ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |

@@ -4,6 +4,7 @@
 add_library(muster_proxy STATIC
   ${CMAKE_CURRENT_LIST_DIR}/proxy.cpp
   ${CMAKE_CURRENT_LIST_DIR}/forwarder.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/grpc_forwarder.cpp
   ${CMAKE_CURRENT_LIST_DIR}/director.cpp
   ${CMAKE_CURRENT_LIST_DIR}/routes.cpp
   ${CMAKE_CURRENT_LIST_DIR}/cluster_file.cpp)

@@ -27,6 +27,7 @@
 #include "node/proxy/cluster_file.h"
 #include "node/proxy/director.h"
 #include "node/proxy/forwarder.h"
+#include "node/proxy/grpc_forwarder.h"
 #include "node/proxy/routes.h"
 #include "node/server/tls_setup.h"
 
@@ -201,6 +202,9 @@ int run(const config::Config& cfg, std::vector<std::string> peer_urls) {
     return 1;
   }
 
+  // gRPC calls (etcdctl, clientv3) are relayed call by call to a member.
+  GrpcForwarder grpc_forwarder(io, director, fo.tls, readonly);
+
   auto handler = [&](std::shared_ptr<net::Exchange> ex) {
     const net::Request& r = ex->request();
     if (r.path() == "/metrics") {
@@ -228,6 +232,10 @@ int run(const config::Config& cfg, std::vector<std::string> peer_urls) {
       }
       net::ServerOptions so;
       so.body_limit = std::max<std::size_t>(cfg.max_request_bytes + 512 * 1024, 1024 * 1024);
+      so.grpc_handler = [&grpc_forwarder](std::shared_ptr<net::grpc::Call> c) {
+        grpc_forwarder.forward(c);
+      };
+      so.grpc.max_receive_message_bytes = cfg.max_request_bytes + 512 * 1024;
       if (url->tls()) {
         if (!tls.client_server) {
           log::error("proxy", std::string(what) + " " + u +

@@ -481,17 +481,7 @@ struct Transport::Core : std::enable_shared_from_this<Core> {
         conn->use_tls(*client_ctx);
         const std::string& name =
             opts.client_tls->server_name.empty() ? u->host : opts.client_tls->server_name;
-        SSL_set_tlsext_host_name(conn->ssl_handle(), name.c_str());
-        if (!opts.client_tls->insecure_skip_verify) {
-          // The certificate must name the host we meant to reach.
-          X509_VERIFY_PARAM* param = SSL_get0_param(conn->ssl_handle());
-          error_code aec;
-          asio::ip::make_address(name, aec);
-          if (aec)
-            X509_VERIFY_PARAM_set1_host(param, name.c_str(), 0);
-          else
-            X509_VERIFY_PARAM_set1_ip_asc(param, name.c_str());
-        }
+        net::prepare_client_tls(conn->ssl_handle(), name, *opts.client_tls);
         co_await conn->tls_handshake(ssl::stream_base::client);
       }
       transportpb::Handshake hs;

@@ -129,11 +129,16 @@ TEST_F(Tls, ClientRefusesAnUnknownCaOrTheWrongHostUnlessToldToSkip) {
   EXPECT_EQ(r.response->status, 200);
 }
 
+// The plaintext client is told what went wrong in the words Go's servers
+// (and so etcd) use, and the server keeps serving TLS clients.
 TEST_F(Tls, PlainHttpToATlsPortFailsAndTheServerKeepsServing) {
   RunningServer s(answer_with_cn, server_options(false));
   ClientOptions o;
   o.timeout = 2000ms;
-  EXPECT_FALSE(HttpClient(o).get(s.url("/", "http")).ok());
+  auto plain = HttpClient(o).get(s.url("/", "http"));
+  ASSERT_TRUE(plain.ok()) << plain.error;
+  EXPECT_EQ(plain.response->status, 400);
+  EXPECT_EQ(plain.response->body, "Client sent an HTTP request to an HTTPS server.\n");
   auto r = HttpClient(client_options()).get(s.url("/after", "https"));
   ASSERT_TRUE(r.ok()) << r.error;
 }
