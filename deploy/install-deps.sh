@@ -12,6 +12,9 @@ PACKAGES=(
   # etcd's own v3 clients for the gRPC interop tests and bench/grpc:
   # Go clientv3 (built offline in GOPATH mode) and npm etcd3 (npm ci).
   golang-go golang-etcd-server-dev nodejs npm
+  # bench/grpc-transport's grpc_fd_server (grpc++ with fd handoff, issue 12's
+  # measured alternative; the bench skips it when gRPC++ is absent).
+  libgrpc++-dev protobuf-compiler-grpc
 )
 
 missing=()

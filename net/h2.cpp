@@ -358,6 +358,10 @@ void H2Connection::start(std::string initial) {
   nghttp2_option_new(&opt);
   // Header blocks are bounded by header_limit in on_header.
   nghttp2_option_set_max_send_header_block_length(opt, 1 << 20);
+  // By default a server session keeps closed streams for the priority tree,
+  // up to the concurrent-stream limit (unbounded here, as etcd's): memory that
+  // grows with traffic for no use of ours.
+  nghttp2_option_set_no_closed_streams(opt, 1);
   int rv = nghttp2_session_server_new2(&session_, cbs, this, opt);
   nghttp2_option_del(opt);
   nghttp2_session_callbacks_del(cbs);

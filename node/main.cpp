@@ -36,6 +36,7 @@
 #include "node/server/transport.h"
 #include "node/server/v2_api.h"
 #include "node/server/v3_api.h"
+#include "node/server/v3_grpc.h"
 
 extern char** environ;
 
@@ -431,6 +432,18 @@ int run(int argc, char** argv) {
   if (cfg.quota_backend_bytes > 0) aopts.quota_backend_bytes = cfg.quota_backend_bytes;
   aopts.request_timeout = std::chrono::milliseconds(nopts.request_timeout_ms);
   server::V3Api api(*node, aopts, registry);
+  // etcd's gRPC API on the same client listeners (HTTP/2, net/grpc.h), over
+  // the same service as the JSON gateway.
+  server::V3Grpc grpc_api(api.service(), registry);
+  net::grpc::Options gopts;
+  gopts.max_concurrent_streams = cfg.max_concurrent_streams;
+  gopts.max_receive_message_bytes = std::size_t{cfg.max_request_bytes} + 512 * 1024;  // as etcd
+  auto ms = [](std::chrono::nanoseconds d) {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(d);
+  };
+  gopts.keepalive_min_time = ms(cfg.grpc_keepalive_min_time);
+  gopts.keepalive_interval = ms(cfg.grpc_keepalive_interval);
+  gopts.keepalive_timeout = ms(cfg.grpc_keepalive_timeout);
   // --enable-v2: the v2 API on the client listeners; without it /v2/ is 404.
   std::unique_ptr<server::V2Api> v2;
   if (cfg.enable_v2)
@@ -438,13 +451,18 @@ int run(int argc, char** argv) {
   std::vector<std::unique_ptr<net::Server>> servers;
   std::vector<std::pair<std::string, uint16_t>> addresses;  // servers[i] listens on addresses[i]
   auto serve = [&](const std::vector<std::string>& urls,
-                   const std::optional<net::TlsOptions>& tls_options, const char* what) {
+                   const std::optional<net::TlsOptions>& tls_options, const char* what,
+                   bool with_grpc) {
     for (const auto& u : urls) {
       std::string err;
       auto url = net::parse_url(u, &err);
       if (!url) die(std::string(what) + ": " + err);
       net::ServerOptions so;
       so.body_limit = server::V3Api::recommended_body_limit(aopts);
+      if (with_grpc) {
+        so.grpc_handler = grpc_api.handler();
+        so.grpc = gopts;
+      }
       if (url->tls()) {
         if (!tls_options)
           die(std::string(what) + " " + u + " is https but no certificate is configured");
@@ -459,8 +477,8 @@ int run(int argc, char** argv) {
       servers.push_back(std::move(s));
     }
   };
-  serve(cfg.listen_client_urls, tls.client_server, "--listen-client-urls");
-  serve(cfg.listen_metrics_urls, tls.client_server, "--listen-metrics-urls");
+  serve(cfg.listen_client_urls, tls.client_server, "--listen-client-urls", true);
+  serve(cfg.listen_metrics_urls, tls.client_server, "--listen-metrics-urls", false);
 
   node->start();
   log::info("etcdserver", "started",

@@ -10,11 +10,13 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
-#include "node/storage/kv.pb.h"
 #include "node/storage/kv_store.h"
+#include "node/storage/pb.h"
+#include "node/storage/snapshot.h"
 #include "node/storage/status.h"
 
 namespace muster::server {
@@ -78,6 +80,13 @@ class MemberApi {
   // applied after subscribe() returns.
   virtual uint64_t subscribe(std::function<void(const std::vector<pb::Event>&)> cb) = 0;
   virtual void unsubscribe(uint64_t id) = 0;
+
+  // A consistent dump of the member's state machine as of now (what the
+  // Maintenance Snapshot stream sends); nullptr when this member cannot
+  // provide one.
+  virtual std::unique_ptr<storage::SnapshotWriter> snapshot_writer() { return nullptr; }
+  // Reclaims space in the member's database files (Maintenance Defragment).
+  virtual storage::Status defragment() { return {}; }
 };
 
 }  // namespace muster::server

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "node/storage/kv.pb.h"
+#include "node/storage/pb.h"
 
 namespace muster::server {
 

@@ -1,5 +1,7 @@
 #include "node/server/raft_node.h"
 
+#include <leveldb/db.h>
+
 #include <algorithm>
 #include <filesystem>
 #include <optional>
@@ -335,6 +337,13 @@ uint64_t RaftNode::subscribe(std::function<void(const std::vector<pb::Event>&)> 
 void RaftNode::unsubscribe(uint64_t id) {
   std::lock_guard lock(mu_);
   subscribers_.erase(id);
+}
+
+// LevelDB's whole-range compaction: rewrites the tables without deleted and
+// overwritten entries (what etcd's defragment achieves for bolt).
+storage::Status RaftNode::defragment() {
+  storage_->db().db()->CompactRange(nullptr, nullptr);
+  return {};
 }
 
 void RaftNode::step(raftpb::Message m) {

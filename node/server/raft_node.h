@@ -139,6 +139,10 @@ class RaftNode final : public MemberApi {
   MemberStatus status() const override;
   uint64_t subscribe(std::function<void(const std::vector<pb::Event>&)> cb) override;
   void unsubscribe(uint64_t id) override;
+  std::unique_ptr<storage::SnapshotWriter> snapshot_writer() override {
+    return storage_->snapshot_writer();
+  }
+  storage::Status defragment() override;
 
   // From the transport (any thread).
   void step(raftpb::Message m);

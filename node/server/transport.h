@@ -46,7 +46,7 @@
 
 #include "net/tls.h"
 #include "node/raft/raft.pb.h"
-#include "node/storage/kv.pb.h"
+#include "node/storage/pb.h"
 #include "node/storage/snapshot.h"
 #include "node/storage/status.h"
 

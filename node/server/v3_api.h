@@ -6,10 +6,13 @@
 // requests it does not own (v2 keys, /v2/members, the proxy) return false and
 // go elsewhere.  Everything it needs from the running member comes through
 // MemberApi (node/server/member_api.h): proposals, read barriers, local
-// reads, lease keepalives, status and the stream of applied events.
+// reads, lease keepalives, status and the stream of applied events.  The
+// v3 routes are a thin mapping onto V3Service (node/server/v3_service.h),
+// which the gRPC adapter serves as well: a route parses its JSON body into
+// the method's request message and prints the response message.
 //
 // Wire conventions are etcd's: request and response bodies are protobuf
-// messages with etcd's field names and numbers (node/storage/kv.proto) mapped
+// messages with etcd's field names and numbers (api/etcdserverpb/rpc.proto) mapped
 // to JSON by protobuf's JSON support with the original field names — bytes
 // as standard base64, 64-bit integers as strings, enums as names, zero values
 // omitted.  Errors are {"error","message","code"} with the gRPC code and the
@@ -29,32 +32,14 @@
 #include "net/metrics.h"
 #include "net/server.h"
 #include "node/server/member_api.h"
+#include "node/server/v3_service.h"
 
 namespace muster::server {
 
 class V3Api {
  public:
-  struct Options {
-    // --max-request-bytes: a write whose replicated request is larger fails
-    // with "etcdserver: request is too large" (etcd's default 1.5 MiB).
-    std::size_t max_request_bytes = 1536 * 1024;
-    // --quota-backend-bytes (etcd's default: 2 GiB; <= 0 = that default).
-    int64_t quota_backend_bytes = 2LL << 30;
-    // --max-txn-ops: more compares or ops on one side of a txn fail with
-    // "etcdserver: too many operations in txn request".
-    int max_txn_ops = 128;
-    // A proposal or read barrier not answered by then fails with
-    // "etcdserver: request timed out" (etcd: 5 s + 2 x election timeout).
-    std::chrono::milliseconds request_timeout{7'000};
-    // How long /health waits for its linearizable read.
-    std::chrono::milliseconds health_timeout{7'000};
-    // Interval of progress notifications for watches created with
-    // progress_notify (etcd's default is 10 minutes).
-    std::chrono::milliseconds watch_progress_interval{600'000};
-    // What /version and /v3/maintenance/status report.
-    std::string server_version = "3.4.0";
-    std::string cluster_version = "3.4.0";
-  };
+  // The service's options (node/server/v3_service.h).
+  using Options = V3Service::Options;
 
   // REQUIRES: member and metrics outlive this object; no MemberApi callback
   // of a request handled here runs after it is destroyed, and the servers
@@ -69,6 +54,10 @@ class V3Api {
   // /health, /version, /metrics) and returns true; returns false otherwise
   // without touching the exchange.
   bool handle(const std::shared_ptr<net::Exchange>& ex);
+
+  // The transport-independent API this gateway maps onto; the gRPC adapter
+  // (node/server/v3_grpc.h) serves the same one.
+  V3Service& service();
 
   // The request body limit the client listener should use so that oversized
   // writes reach this API and get etcd's "request is too large" answer

@@ -1,5 +1,10 @@
-# The member's v3 JSON gateway, /health, /version and /metrics
-# (node/server/v3_api.h).  Included from node/server/CMakeLists.txt.
-add_library(muster_v3api STATIC ${CMAKE_CURRENT_LIST_DIR}/v3_api.cpp)
-target_link_libraries(muster_v3api PUBLIC muster_net muster_storage protobuf::libprotobuf
-                                          nlohmann_json::nlohmann_json)
+# The member's v3 API: the transport-independent service
+# (node/server/v3_service.h), the JSON gateway with /health, /version and
+# /metrics (node/server/v3_api.h) and the gRPC adapter
+# (node/server/v3_grpc.h).  Included from node/server/CMakeLists.txt.
+add_library(muster_v3api STATIC ${CMAKE_CURRENT_LIST_DIR}/v3_service.cpp
+                                ${CMAKE_CURRENT_LIST_DIR}/v3_api.cpp
+                                ${CMAKE_CURRENT_LIST_DIR}/v3_grpc.cpp)
+target_link_libraries(muster_v3api PUBLIC muster_net muster_storage muster_apipb
+                                          protobuf::libprotobuf nlohmann_json::nlohmann_json
+                                          Boost::boost OpenSSL::Crypto)

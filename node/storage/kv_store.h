@@ -38,7 +38,7 @@
 #include "node/raft/raft.pb.h"
 #include "node/storage/db.h"
 #include "node/storage/key_index.h"
-#include "node/storage/kv.pb.h"
+#include "node/storage/pb.h"
 #include "node/storage/status.h"
 
 namespace muster::storage {

@@ -27,7 +27,7 @@
 #include <string>
 #include <vector>
 
-#include "node/storage/kv.pb.h"
+#include "node/storage/pb.h"
 #include "node/storage/kv_store.h"
 
 namespace muster::storage {

@@ -4,7 +4,7 @@
 #include <google/protobuf/util/json_util.h>
 #include <gtest/gtest.h>
 
-#include "node/storage/kv.pb.h"
+#include "node/storage/pb.h"
 
 namespace muster::storage {
 namespace {

@@ -134,6 +134,14 @@ class LocalMember : public MemberApi {
     subscribers_.erase(id);
   }
 
+  std::unique_ptr<storage::SnapshotWriter> snapshot_writer() override {
+    return storage_->snapshot_writer();
+  }
+  storage::Status defragment() override {
+    ++defragments;
+    return {};
+  }
+
   // Forgets swallowed callbacks (and the exchanges they hold): a driver drops
   // its pending callbacks when it stops, before the client servers go away.
   void drop_swallowed() {
@@ -154,6 +162,7 @@ class LocalMember : public MemberApi {
   std::atomic<bool> has_leader{true};
   std::atomic<bool> swallow_barriers{false};
   std::atomic<bool> swallow_proposals{false};
+  std::atomic<int> defragments{0};
 
  private:
   static constexpr uint64_t kTerm = 2;

@@ -1,0 +1,1277 @@
+// node/server/v3_service.cpp: the v3 API's methods over MemberApi (see
+// v3_service.h for the contract).
+#include "node/server/v3_service.h"
+
+#include <google/protobuf/descriptor.h>
+#include <openssl/evp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <boost/crc.hpp>
+#include <condition_variable>
+#include <cstdio>
+#include <deque>
+#include <optional>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "node/storage/errors.h"
+#include "node/storage/snapshot.h"
+
+namespace muster::server {
+
+namespace {
+
+using storage::Code;
+using Status = storage::Status;
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+constexpr const char* kRequestTooLarge = "etcdserver: request is too large";
+constexpr const char* kTimedOut = "etcdserver: request timed out";
+constexpr const char* kNoSpace = "etcdserver: mvcc: database space exceeded";
+constexpr const char* kAuthNotEnabled = "etcdserver: authentication is not enabled";
+constexpr const char* kRootUserNotExist = "etcdserver: root user does not exist";
+constexpr const char* kUserNotFound = "etcdserver: user name not found";
+constexpr const char* kRoleNotFound = "etcdserver: role name not found";
+constexpr const char* kAuthUnsupported =
+    "etcdserver: user and role management is not supported by this member yet";
+constexpr const char* kMoveLeaderUnsupported =
+    "etcdserver: leadership transfer on request is not supported by this member yet";
+constexpr const char* kSnapshotUnsupported = "etcdserver: snapshot is not supported by this member";
+constexpr const char* kAlarmActivateUnsupported =
+    "etcdserver: raising an alarm by request is not supported by this member";
+// History read per step of a watch catch-up; each step becomes one response.
+constexpr size_t kWatchBatch = 1000;
+// Bytes of dump per Snapshot message, and how much a snapshot stream may
+// have queued before it waits for the client.
+constexpr size_t kSnapshotBlob = 64 * 1024;
+constexpr size_t kSnapshotQueued = 1 << 20;
+// The dump of a Snapshot stream (see snapshot()).
+constexpr std::string_view kSnapshotMagic = "MUSTER-SNAPSHOT-1\n";
+
+// One-shot timers on a thread of their own: request deadlines, watch
+// progress notifications, snapshot pacing.  Callbacks run without the lock.
+class Timers {
+ public:
+  Timers() : thread_([this] { run(); }) {}
+  ~Timers() {
+    {
+      std::lock_guard l(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+  uint64_t after(std::chrono::milliseconds d, std::function<void()> f) {
+    std::lock_guard l(mu_);
+    const uint64_t id = next_id_++;
+    const auto at = Clock::now() + d;
+    queue_.emplace(std::make_pair(at, id), std::move(f));
+    when_[id] = at;
+    cv_.notify_all();
+    return id;
+  }
+
+  void cancel(uint64_t id) {
+    std::lock_guard l(mu_);
+    auto it = when_.find(id);
+    if (it == when_.end()) return;
+    queue_.erase({it->second, id});
+    when_.erase(it);
+  }
+
+ private:
+  void run() {
+    std::unique_lock l(mu_);
+    while (!stop_) {
+      if (queue_.empty()) {
+        cv_.wait(l);
+        continue;
+      }
+      auto first = queue_.begin();
+      if (first->first.first > Clock::now()) {
+        cv_.wait_until(l, first->first.first);
+        continue;
+      }
+      std::function<void()> f = std::move(first->second);
+      when_.erase(first->first.second);
+      queue_.erase(first);
+      l.unlock();
+      f();
+      l.lock();
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<std::pair<Clock::time_point, uint64_t>, std::function<void()>> queue_;
+  std::unordered_map<uint64_t, Clock::time_point> when_;
+  uint64_t next_id_ = 1;
+  bool stop_ = false;
+  std::thread thread_;  // last: starts after everything above exists
+};
+
+// One thread for work that reads or rewrites the whole store (hash,
+// defragment): it must not run on a transport's strand or delay timers.
+class Worker {
+ public:
+  Worker() : thread_([this] { run(); }) {}
+  ~Worker() {
+    {
+      std::lock_guard l(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  void post(std::function<void()> f) {
+    {
+      std::lock_guard l(mu_);
+      queue_.push_back(std::move(f));
+    }
+    cv_.notify_all();
+  }
+
+ private:
+  void run() {
+    std::unique_lock l(mu_);
+    for (;;) {
+      cv_.wait(l, [this] { return stop_ || !queue_.empty(); });
+      if (stop_) return;
+      std::function<void()> f = std::move(queue_.front());
+      queue_.pop_front();
+      l.unlock();
+      f();
+      l.lock();
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> queue_;
+  bool stop_ = false;
+  std::thread thread_;  // last
+};
+
+// Answered exactly once: by the member's callback or by the deadline.
+struct Once {
+  std::atomic<bool> done{false};
+  uint64_t timer = 0;
+  bool claim() { return !done.exchange(true); }
+};
+
+// Every key: [\0, \0) in etcd's range convention.
+const std::string kAllKeys(1, '\0');
+
+}  // namespace
+
+// ---------------------------------------------------------------- Impl
+
+class V3Service::Impl {
+ public:
+  Impl(MemberApi& member, Options options, metrics::Registry& reg);
+  ~Impl();
+
+  class WatchStream;
+
+  void fill_header(pb::ResponseHeader* h, bool with_revision = true) const;
+  void refresh_identity();
+  void request_arrived();
+
+  void after_barrier(std::chrono::milliseconds timeout, std::function<void()> then,
+                     std::function<void(const Status&)> on_error);
+  // Validates, proposes (or changes membership) and answers with the
+  // applied response of the request's kind.
+  template <class Resp>
+  void propose(pb::InternalRequest req, Done<Resp> done);
+  Status hash_kv(int64_t rev, uint32_t* hash, int64_t* compact_rev) const;
+  void close_stream(WatchStream* s);
+  void close_stream(WatchStream* s, const std::optional<Status>& why);
+
+  MemberApi& member_;
+  Options options_;
+
+  metrics::Gauge& pending_;
+  metrics::Counter& failed_;
+  metrics::Gauge& watchers_;
+
+  std::atomic<uint64_t> cluster_id_{0}, member_id_{0}, raft_term_{0};
+  std::atomic<int64_t> db_size_bytes_{0};
+  std::atomic<int64_t> identity_at_{0};  // steady clock ticks of the last refresh
+
+  std::mutex streams_mu_;
+  std::map<const WatchStream*, std::shared_ptr<WatchStream>> streams_;
+
+  Worker worker_;
+  Timers timers_;  // last: its thread stops first on destruction
+};
+
+V3Service::Impl::Impl(MemberApi& member, Options options, metrics::Registry& reg)
+    : member_(member),
+      options_(std::move(options)),
+      pending_(reg.gauge("etcd_server_proposals_pending",
+                         "The current number of pending proposals to commit.")),
+      failed_(reg.counter("etcd_server_proposals_failed_total",
+                          "The total number of failed proposals seen.")),
+      watchers_(reg.gauge("etcd_debugging_mvcc_watcher_total", "Total number of watchers.")) {
+  refresh_identity();
+}
+
+// Response headers come from a copy of the member's identity and term,
+// refreshed as requests arrive: headers are also written from member
+// callbacks, which must not call back into the member (status() may take a
+// lock the driver holds while it runs callbacks).
+void V3Service::Impl::fill_header(pb::ResponseHeader* h, bool with_revision) const {
+  h->set_cluster_id(cluster_id_.load());
+  h->set_member_id(member_id_.load());
+  h->set_raft_term(raft_term_.load());
+  if (!with_revision) h->clear_revision();
+}
+
+void V3Service::Impl::refresh_identity() {
+  const MemberStatus st = member_.status();
+  cluster_id_.store(st.cluster_id);
+  member_id_.store(st.member_id);
+  raft_term_.store(st.raft_term);
+  db_size_bytes_.store(st.db_size);
+}
+
+// At most every 10 ms: status() may not be free, and the identity changes
+// only with a new term.
+void V3Service::Impl::request_arrived() {
+  const int64_t now = Clock::now().time_since_epoch().count();
+  int64_t last = identity_at_.load();
+  if (now - last >= std::chrono::nanoseconds(10ms).count() &&
+      identity_at_.compare_exchange_strong(last, now))
+    refresh_identity();
+}
+
+void V3Service::Impl::after_barrier(std::chrono::milliseconds timeout, std::function<void()> then,
+                                    std::function<void(const Status&)> on_error) {
+  auto once = std::make_shared<Once>();
+  auto err = std::make_shared<std::function<void(const Status&)>>(std::move(on_error));
+  once->timer = timers_.after(timeout, [once, err] {
+    if (once->claim()) (*err)({Code::kUnavailable, kTimedOut});
+  });
+  member_.read_barrier([this, once, err, then = std::move(then)](Status s) {
+    if (!once->claim()) return;
+    timers_.cancel(once->timer);
+    if (!s)
+      (*err)(s);
+    else
+      then();
+  });
+}
+
+// The response of the request's kind inside an InternalResponse.
+template <class Resp>
+Resp* response_of(pb::InternalResponse& r);
+#define MUSTER_RESPONSE_OF(Type, field)                       \
+  template <>                                                 \
+  pb::Type* response_of<pb::Type>(pb::InternalResponse & r) { \
+    return r.has_##field() ? r.mutable_##field() : nullptr;   \
+  }
+MUSTER_RESPONSE_OF(PutResponse, put)
+MUSTER_RESPONSE_OF(DeleteRangeResponse, delete_range)
+MUSTER_RESPONSE_OF(TxnResponse, txn)
+MUSTER_RESPONSE_OF(CompactionResponse, compaction)
+MUSTER_RESPONSE_OF(LeaseGrantResponse, lease_grant)
+MUSTER_RESPONSE_OF(LeaseRevokeResponse, lease_revoke)
+MUSTER_RESPONSE_OF(MemberAddResponse, member_add)
+MUSTER_RESPONSE_OF(MemberRemoveResponse, member_remove)
+MUSTER_RESPONSE_OF(MemberUpdateResponse, member_update)
+MUSTER_RESPONSE_OF(MemberPromoteResponse, member_promote)
+#undef MUSTER_RESPONSE_OF
+
+template <class Resp>
+void V3Service::Impl::propose(pb::InternalRequest req, Done<Resp> done) {
+  Status v = storage::validate(req, options_.max_txn_ops);
+  if (!v) return done(v, Resp());
+  if (req.ByteSizeLong() > options_.max_request_bytes)
+    return done({Code::kInvalidArgument, kRequestTooLarge}, Resp());
+  // --quota-backend-bytes: once the database is over its quota, requests
+  // that can grow it are refused, as etcd's NOSPACE alarm does (deletes and
+  // compactions still pass, so an operator can make room).
+  if (options_.quota_backend_bytes > 0 && db_size_bytes_.load() > options_.quota_backend_bytes &&
+      (req.has_put() || req.has_txn() || req.has_lease_grant()))
+    return done({Code::kResourceExhausted, kNoSpace}, Resp());
+  auto once = std::make_shared<Once>();
+  auto cb = std::make_shared<Done<Resp>>(std::move(done));
+  pending_.add(1);
+  once->timer = timers_.after(options_.request_timeout, [this, cb, once] {
+    if (!once->claim()) return;
+    pending_.add(-1);
+    failed_.inc();
+    (*cb)({Code::kUnavailable, kTimedOut}, Resp());
+  });
+  const bool membership = req.has_member_add() || req.has_member_remove() ||
+                          req.has_member_update() || req.has_member_promote();
+  auto on_applied = [this, cb, once, membership](Status s, storage::KvStore::ApplyResult r) {
+    if (!once->claim()) return;
+    timers_.cancel(once->timer);
+    pending_.add(-1);
+    if (!s) {
+      failed_.inc();
+      return (*cb)(s, Resp());
+    }
+    if (!r.status) return (*cb)(r.status, Resp());
+    Resp* m = response_of<Resp>(r.response);
+    if (m == nullptr)
+      return (*cb)({Code::kInternal, "etcdserver: unexpected response to a proposal"}, Resp());
+    // Member-API headers carry no revision, as etcd's.
+    fill_header(m->mutable_header(), !membership);
+    (*cb)({}, std::move(*m));
+  };
+  if (membership)
+    member_.change_member(std::move(req), std::move(on_applied));
+  else
+    member_.propose(std::move(req), std::move(on_applied));
+}
+
+// ---------------------------------------------------------------- V3Service
+
+V3Service::V3Service(MemberApi& member, Options options, metrics::Registry& metrics)
+    : impl_(std::make_shared<Impl>(member, std::move(options), metrics)) {}
+
+V3Service::~V3Service() = default;
+
+const V3Service::Options& V3Service::options() const { return impl_->options_; }
+MemberApi& V3Service::member() { return impl_->member_; }
+void V3Service::request_arrived() { impl_->request_arrived(); }
+
+// ---------------------------------------------------------------- KV
+
+void V3Service::range(const pb::RangeRequest& r, Done<pb::RangeResponse> done) {
+  auto req = std::make_shared<pb::RangeRequest>(r);
+  pb::InternalRequest ir;
+  *ir.mutable_range() = r;
+  if (Status s = storage::validate(ir, impl_->options_.max_txn_ops); !s)
+    return done(s, pb::RangeResponse());
+  Impl* impl = impl_.get();
+  auto cb = std::make_shared<Done<pb::RangeResponse>>(std::move(done));
+  auto serve = [impl, req, cb] {
+    pb::RangeResponse resp;
+    Status s = impl->member_.kv().range(*req, &resp);
+    if (!s) return (*cb)(s, pb::RangeResponse());
+    impl->fill_header(resp.mutable_header());
+    (*cb)({}, std::move(resp));
+  };
+  if (req->serializable())
+    serve();
+  else
+    impl_->after_barrier(impl_->options_.request_timeout, std::move(serve),
+                         [cb](const Status& s) { (*cb)(s, pb::RangeResponse()); });
+}
+
+void V3Service::put(const pb::PutRequest& r, Done<pb::PutResponse> done) {
+  pb::InternalRequest ir;
+  *ir.mutable_put() = r;
+  impl_->propose(std::move(ir), std::move(done));
+}
+
+void V3Service::delete_range(const pb::DeleteRangeRequest& r, Done<pb::DeleteRangeResponse> done) {
+  pb::InternalRequest ir;
+  *ir.mutable_delete_range() = r;
+  impl_->propose(std::move(ir), std::move(done));
+}
+
+// Every txn goes through Raft, read-only ones included: the store evaluates
+// compares only while applying, and a replicated read is linearizable.
+void V3Service::txn(const pb::TxnRequest& r, Done<pb::TxnResponse> done) {
+  pb::InternalRequest ir;
+  *ir.mutable_txn() = r;
+  impl_->propose(std::move(ir), std::move(done));
+}
+
+void V3Service::compact(const pb::CompactionRequest& r, Done<pb::CompactionResponse> done) {
+  pb::InternalRequest ir;
+  *ir.mutable_compaction() = r;
+  impl_->propose(std::move(ir), std::move(done));
+}
+
+// ---------------------------------------------------------------- Lease
+
+void V3Service::lease_grant(const pb::LeaseGrantRequest& r, Done<pb::LeaseGrantResponse> done) {
+  pb::InternalRequest ir;
+  *ir.mutable_lease_grant() = r;
+  impl_->propose(std::move(ir), std::move(done));
+}
+
+void V3Service::lease_revoke(const pb::LeaseRevokeRequest& r, Done<pb::LeaseRevokeResponse> done) {
+  pb::InternalRequest ir;
+  *ir.mutable_lease_revoke() = r;
+  impl_->propose(std::move(ir), std::move(done));
+}
+
+void V3Service::lease_keepalive(const pb::LeaseKeepAliveRequest& r,
+                                Done<pb::LeaseKeepAliveResponse> done) {
+  Impl* impl = impl_.get();
+  auto once = std::make_shared<Once>();
+  auto cb = std::make_shared<Done<pb::LeaseKeepAliveResponse>>(std::move(done));
+  once->timer = impl->timers_.after(impl->options_.request_timeout, [cb, once] {
+    if (once->claim()) (*cb)({Code::kUnavailable, kTimedOut}, pb::LeaseKeepAliveResponse());
+  });
+  const int64_t id = r.id();
+  impl->member_.lease_keepalive(id, [impl, cb, once, id](Status s, int64_t ttl) {
+    if (!once->claim()) return;
+    impl->timers_.cancel(once->timer);
+    if (!s && s.code() != Code::kNotFound) return (*cb)(s, pb::LeaseKeepAliveResponse());
+    pb::LeaseKeepAliveResponse resp;
+    impl->fill_header(resp.mutable_header());
+    resp.mutable_header()->set_revision(impl->member_.kv().revision());
+    resp.set_id(id);
+    resp.set_ttl(s ? ttl : 0);
+    (*cb)({}, std::move(resp));
+  });
+}
+
+// A lease this member does not know answers TTL -1, as etcd does.
+void V3Service::lease_time_to_live(const pb::LeaseTimeToLiveRequest& r,
+                                   Done<pb::LeaseTimeToLiveResponse> done) {
+  Impl* impl = impl_.get();
+  auto req = std::make_shared<pb::LeaseTimeToLiveRequest>(r);
+  auto cb = std::make_shared<Done<pb::LeaseTimeToLiveResponse>>(std::move(done));
+  impl->after_barrier(
+      impl->options_.request_timeout,
+      [impl, req, cb] {
+        pb::LeaseTimeToLiveResponse resp;
+        Status s = impl->member_.kv().lease_time_to_live(*req, &resp);
+        if (!s) {
+          if (s.code() != Code::kNotFound) return (*cb)(s, pb::LeaseTimeToLiveResponse());
+          resp.Clear();
+          resp.mutable_header()->set_revision(impl->member_.kv().revision());
+          resp.set_id(req->id());
+          resp.set_ttl(-1);
+        }
+        impl->fill_header(resp.mutable_header());
+        (*cb)({}, std::move(resp));
+      },
+      [cb](const Status& s) { (*cb)(s, pb::LeaseTimeToLiveResponse()); });
+}
+
+void V3Service::lease_leases(const pb::LeaseLeasesRequest&, Done<pb::LeaseLeasesResponse> done) {
+  Impl* impl = impl_.get();
+  auto cb = std::make_shared<Done<pb::LeaseLeasesResponse>>(std::move(done));
+  impl->after_barrier(
+      impl->options_.request_timeout,
+      [impl, cb] {
+        pb::LeaseLeasesResponse resp = impl->member_.kv().leases();
+        impl->fill_header(resp.mutable_header());
+        (*cb)({}, std::move(resp));
+      },
+      [cb](const Status& s) { (*cb)(s, pb::LeaseLeasesResponse()); });
+}
+
+// ---------------------------------------------------------------- Cluster
+
+void V3Service::member_add(const pb::MemberAddRequest& r, Done<pb::MemberAddResponse> done) {
+  pb::InternalRequest ir;
+  auto* m = ir.mutable_member_add()->mutable_member();
+  *m->mutable_peerurls() = r.peerurls();
+  m->set_islearner(r.islearner());
+  impl_->propose(std::move(ir), std::move(done));
+}
+
+void V3Service::member_remove(const pb::MemberRemoveRequest& r,
+                              Done<pb::MemberRemoveResponse> done) {
+  pb::InternalRequest ir;
+  *ir.mutable_member_remove() = r;
+  impl_->propose(std::move(ir), std::move(done));
+}
+
+void V3Service::member_update(const pb::MemberUpdateRequest& r,
+                              Done<pb::MemberUpdateResponse> done) {
+  pb::InternalRequest ir;
+  *ir.mutable_member_update() = r;
+  impl_->propose(std::move(ir), std::move(done));
+}
+
+// Member-API headers carry no revision, as etcd's.
+void V3Service::member_list(const pb::MemberListRequest& r, Done<pb::MemberListResponse> done) {
+  Impl* impl = impl_.get();
+  auto cb = std::make_shared<Done<pb::MemberListResponse>>(std::move(done));
+  auto serve = [impl, cb] {
+    pb::MemberListResponse resp;
+    impl->fill_header(resp.mutable_header(), false);
+    for (auto& m : impl->member_.kv().members()) *resp.add_members() = std::move(m);
+    (*cb)({}, std::move(resp));
+  };
+  if (r.linearizable())
+    impl->after_barrier(impl->options_.request_timeout, std::move(serve),
+                        [cb](const Status& s) { (*cb)(s, pb::MemberListResponse()); });
+  else
+    serve();
+}
+
+void V3Service::member_promote(const pb::MemberPromoteRequest& r,
+                               Done<pb::MemberPromoteResponse> done) {
+  pb::InternalRequest ir;
+  *ir.mutable_member_promote() = r;
+  impl_->propose(std::move(ir), std::move(done));
+}
+
+// ---------------------------------------------------------------- Maintenance
+
+// No alarm is ever raised by this member except NOSPACE, which it reports
+// while the database is over --quota-backend-bytes (the condition under
+// which writes are refused with "database space exceeded").  Deactivating is
+// accepted: the condition clears by itself once there is room.
+void V3Service::alarm(const pb::AlarmRequest& r, Done<pb::AlarmResponse> done) {
+  Impl* impl = impl_.get();
+  impl->refresh_identity();
+  pb::AlarmResponse resp;
+  impl->fill_header(resp.mutable_header());
+  resp.mutable_header()->set_revision(impl->member_.kv().revision());
+  const bool nospace = impl->options_.quota_backend_bytes > 0 &&
+                       impl->db_size_bytes_.load() > impl->options_.quota_backend_bytes;
+  switch (r.action()) {
+    case pb::AlarmRequest::GET:
+      if (nospace && (r.alarm() == pb::NONE || r.alarm() == pb::NOSPACE)) {
+        pb::AlarmMember* a = resp.add_alarms();
+        a->set_memberid(impl->member_id_.load());
+        a->set_alarm(pb::NOSPACE);
+      }
+      break;
+    case pb::AlarmRequest::DEACTIVATE:
+      break;
+    default:
+      return done({Code::kUnimplemented, kAlarmActivateUnsupported}, pb::AlarmResponse());
+  }
+  done({}, std::move(resp));
+}
+
+void V3Service::status(const pb::StatusRequest&, Done<pb::StatusResponse> done) {
+  Impl* impl = impl_.get();
+  const MemberStatus st = impl->member_.status();
+  pb::StatusResponse resp;
+  impl->fill_header(resp.mutable_header());
+  resp.mutable_header()->set_revision(impl->member_.kv().revision());
+  resp.set_version(impl->options_.server_version);
+  resp.set_dbsize(st.db_size);
+  resp.set_leader(st.leader);
+  resp.set_raftindex(st.raft_index);
+  resp.set_raftterm(st.raft_term);
+  resp.set_raftappliedindex(st.raft_applied_index);
+  resp.set_dbsizeinuse(st.db_size);
+  resp.set_islearner(st.is_learner);
+  done({}, std::move(resp));
+}
+
+void V3Service::defragment(const pb::DefragmentRequest&, Done<pb::DefragmentResponse> done) {
+  Impl* impl = impl_.get();
+  impl->worker_.post([impl, done = std::move(done)] {
+    Status s = impl->member_.defragment();
+    if (!s) return done(s, pb::DefragmentResponse());
+    pb::DefragmentResponse resp;
+    impl->fill_header(resp.mutable_header());
+    resp.mutable_header()->set_revision(impl->member_.kv().revision());
+    done({}, std::move(resp));
+  });
+}
+
+// The MVCC state at `rev` (0 = current): CRC-32 (Castagnoli, as etcd) over
+// every key-value pair live at the compacted revision and every change
+// after it up to `rev`, in revision order.  Two members that applied the
+// same history and compactions give the same hash at the same revision.
+Status V3Service::Impl::hash_kv(int64_t rev, uint32_t* hash, int64_t* compact_rev) const {
+  const storage::KvStore& kv = member_.kv();
+  const int64_t current = kv.revision();
+  const int64_t compacted = kv.compact_revision();
+  if (rev <= 0) rev = current;
+  if (rev > current) return storage::errors::future_rev();
+  if (rev < compacted) return storage::errors::compacted();
+  boost::crc_optimal<32, 0x1EDC6F41, 0xFFFFFFFF, 0xFFFFFFFF, true, true> crc;
+  auto add_kv = [&crc](const pb::KeyValue& kvp, int type) {
+    std::string bytes;
+    kvp.SerializeToString(&bytes);
+    const uint32_t n = static_cast<uint32_t>(bytes.size());
+    crc.process_bytes(&n, sizeof n);
+    crc.process_bytes(&type, sizeof type);
+    crc.process_bytes(bytes.data(), bytes.size());
+  };
+  if (compacted > 0) {
+    pb::RangeRequest all;
+    all.set_key(kAllKeys);
+    all.set_range_end(kAllKeys);
+    all.set_revision(compacted);
+    pb::RangeResponse base;
+    if (Status s = kv.range(all, &base); !s) return s;
+    for (const auto& k : base.kvs()) add_kv(k, 0);
+  }
+  int64_t next = compacted + 1;
+  while (next <= rev) {
+    std::vector<pb::Event> events;
+    int64_t resume = 0;
+    if (Status s = kv.events(kAllKeys, kAllKeys, next, kWatchBatch, false, &events, &resume); !s)
+      return s;
+    bool past = false;
+    for (const auto& e : events) {
+      if (e.kv().mod_revision() > rev) {
+        past = true;
+        break;
+      }
+      add_kv(e.kv(), e.type() == pb::Event::PUT ? 1 : 2);
+    }
+    if (past || events.empty() || resume <= next) break;
+    next = resume;
+  }
+  *hash = crc.checksum();
+  *compact_rev = compacted;
+  return {};
+}
+
+void V3Service::hash(const pb::HashRequest&, Done<pb::HashResponse> done) {
+  Impl* impl = impl_.get();
+  impl->worker_.post([impl, done = std::move(done)] {
+    uint32_t h = 0;
+    int64_t compacted = 0;
+    if (Status s = impl->hash_kv(0, &h, &compacted); !s) return done(s, pb::HashResponse());
+    pb::HashResponse resp;
+    impl->fill_header(resp.mutable_header());
+    resp.mutable_header()->set_revision(impl->member_.kv().revision());
+    resp.set_hash(h);
+    done({}, std::move(resp));
+  });
+}
+
+void V3Service::hash_kv(const pb::HashKVRequest& r, Done<pb::HashKVResponse> done) {
+  Impl* impl = impl_.get();
+  impl->worker_.post([impl, rev = r.revision(), done = std::move(done)] {
+    uint32_t h = 0;
+    int64_t compacted = 0;
+    if (Status s = impl->hash_kv(rev, &h, &compacted); !s) return done(s, pb::HashKVResponse());
+    pb::HashKVResponse resp;
+    impl->fill_header(resp.mutable_header());
+    resp.mutable_header()->set_revision(impl->member_.kv().revision());
+    resp.set_hash(h);
+    resp.set_compact_revision(compacted);
+    done({}, std::move(resp));
+  });
+}
+
+void V3Service::move_leader(const pb::MoveLeaderRequest&, Done<pb::MoveLeaderResponse> done) {
+  done({Code::kUnimplemented, kMoveLeaderUnsupported}, pb::MoveLeaderResponse());
+}
+
+// ---------------------------------------------------------------- Auth
+//
+// Authentication is never enabled on this member yet, and it has no users
+// or roles: the answers are what etcd 3.4 gives in that state where it has
+// one (disable is a no-op, authenticate fails with "not enabled", lists are
+// empty, lookups find nothing); adding users or roles is refused as
+// unimplemented.
+
+namespace {
+template <class Resp>
+void header_only(V3Service::Impl& impl, V3Service::Done<Resp>& done) {
+  Resp resp;
+  impl.fill_header(resp.mutable_header());
+  resp.mutable_header()->set_revision(impl.member_.kv().revision());
+  done({}, std::move(resp));
+}
+template <class Resp>
+void refuse(V3Service::Done<Resp>& done, Code code, const char* message) {
+  done({code, message}, Resp());
+}
+}  // namespace
+
+void V3Service::auth_enable(const pb::AuthEnableRequest&, Done<pb::AuthEnableResponse> done) {
+  refuse(done, Code::kFailedPrecondition, kRootUserNotExist);
+}
+void V3Service::auth_disable(const pb::AuthDisableRequest&, Done<pb::AuthDisableResponse> done) {
+  header_only(*impl_, done);
+}
+void V3Service::authenticate(const pb::AuthenticateRequest&, Done<pb::AuthenticateResponse> done) {
+  refuse(done, Code::kFailedPrecondition, kAuthNotEnabled);
+}
+void V3Service::user_add(const pb::AuthUserAddRequest&, Done<pb::AuthUserAddResponse> done) {
+  refuse(done, Code::kUnimplemented, kAuthUnsupported);
+}
+void V3Service::user_get(const pb::AuthUserGetRequest&, Done<pb::AuthUserGetResponse> done) {
+  refuse(done, Code::kFailedPrecondition, kUserNotFound);
+}
+void V3Service::user_list(const pb::AuthUserListRequest&, Done<pb::AuthUserListResponse> done) {
+  header_only(*impl_, done);
+}
+void V3Service::user_delete(const pb::AuthUserDeleteRequest&,
+                            Done<pb::AuthUserDeleteResponse> done) {
+  refuse(done, Code::kFailedPrecondition, kUserNotFound);
+}
+void V3Service::user_change_password(const pb::AuthUserChangePasswordRequest&,
+                                     Done<pb::AuthUserChangePasswordResponse> done) {
+  refuse(done, Code::kFailedPrecondition, kUserNotFound);
+}
+void V3Service::user_grant_role(const pb::AuthUserGrantRoleRequest&,
+                                Done<pb::AuthUserGrantRoleResponse> done) {
+  refuse(done, Code::kFailedPrecondition, kUserNotFound);
+}
+void V3Service::user_revoke_role(const pb::AuthUserRevokeRoleRequest&,
+                                 Done<pb::AuthUserRevokeRoleResponse> done) {
+  refuse(done, Code::kFailedPrecondition, kUserNotFound);
+}
+void V3Service::role_add(const pb::AuthRoleAddRequest&, Done<pb::AuthRoleAddResponse> done) {
+  refuse(done, Code::kUnimplemented, kAuthUnsupported);
+}
+void V3Service::role_get(const pb::AuthRoleGetRequest&, Done<pb::AuthRoleGetResponse> done) {
+  refuse(done, Code::kFailedPrecondition, kRoleNotFound);
+}
+void V3Service::role_list(const pb::AuthRoleListRequest&, Done<pb::AuthRoleListResponse> done) {
+  header_only(*impl_, done);
+}
+void V3Service::role_delete(const pb::AuthRoleDeleteRequest&,
+                            Done<pb::AuthRoleDeleteResponse> done) {
+  refuse(done, Code::kFailedPrecondition, kRoleNotFound);
+}
+void V3Service::role_grant_permission(const pb::AuthRoleGrantPermissionRequest&,
+                                      Done<pb::AuthRoleGrantPermissionResponse> done) {
+  refuse(done, Code::kFailedPrecondition, kRoleNotFound);
+}
+void V3Service::role_revoke_permission(const pb::AuthRoleRevokePermissionRequest&,
+                                       Done<pb::AuthRoleRevokePermissionResponse> done) {
+  refuse(done, Code::kFailedPrecondition, kRoleNotFound);
+}
+
+// ---------------------------------------------------------------- health
+
+void V3Service::health(std::function<void(bool)> done) {
+  if (impl_->member_.status().leader == 0) return done(false);
+  auto cb = std::make_shared<std::function<void(bool)>>(std::move(done));
+  impl_->after_barrier(
+      impl_->options_.health_timeout, [cb] { (*cb)(true); }, [cb](const Status&) { (*cb)(false); });
+}
+
+// ---------------------------------------------------------------- snapshot
+//
+// The dump (our own format, not a bolt database): kSnapshotMagic, then each
+// SnapshotChunk of a SnapshotWriter as an 8-byte little-endian length and
+// its bytes, up to the chunk with `last` set; then zero bytes up to a
+// multiple of 512.  A reader stops after the last chunk and ignores the
+// padding.  The stream sends the dump, then the SHA-256 of it as the final
+// 32-byte blob, as etcd does, so the saved file is dump + digest and etcdctl's
+// size check (size % 512 == 32) holds.
+//
+// Work runs on the timer thread in steps: the dump is first written to an
+// anonymous temporary file (so remaining_bytes is exact and memory stays
+// bounded), then sent in kSnapshotBlob pieces while the transport holds
+// less than kSnapshotQueued unsent bytes.
+namespace {
+
+struct SnapshotJob {
+  std::unique_ptr<storage::SnapshotWriter> writer;
+  std::shared_ptr<V3Service::SnapshotSink> sink;
+  std::FILE* file = nullptr;
+  uint64_t total = 0, sent = 0;
+  bool dumped = false;
+  EVP_MD_CTX* sha = nullptr;
+  ~SnapshotJob() {
+    if (file) std::fclose(file);
+    if (sha) EVP_MD_CTX_free(sha);
+  }
+  bool write(const void* p, size_t n) {
+    total += n;
+    return std::fwrite(p, 1, n, file) == n;
+  }
+};
+
+}  // namespace
+
+void V3Service::snapshot(const pb::SnapshotRequest&, std::shared_ptr<SnapshotSink> sink) {
+  auto job = std::make_shared<SnapshotJob>();
+  job->writer = impl_->member_.snapshot_writer();
+  if (!job->writer) return sink->finish({Code::kUnimplemented, kSnapshotUnsupported});
+  job->sink = std::move(sink);
+  job->file = std::tmpfile();
+  job->sha = EVP_MD_CTX_new();
+  if (!job->file || !job->sha || EVP_DigestInit_ex(job->sha, EVP_sha256(), nullptr) != 1)
+    return job->sink->finish({Code::kInternal, "etcdserver: cannot create a snapshot file"});
+  if (!job->write(kSnapshotMagic.data(), kSnapshotMagic.size()))
+    return job->sink->finish({Code::kInternal, "etcdserver: cannot write the snapshot file"});
+  Impl* impl = impl_.get();
+  auto step = std::make_shared<std::function<void()>>();
+  *step = [impl, job, step_weak = std::weak_ptr<std::function<void()>>(step)] {
+    auto again = [impl, step_weak](std::chrono::milliseconds d) {
+      if (auto st = step_weak.lock()) impl->timers_.after(d, [st] { (*st)(); });
+    };
+    auto fail = [&job](const char* what) { job->sink->finish({Code::kInternal, what}); };
+    if (job->sink->cancelled()) return;
+    if (!job->dumped) {
+      // About 4 MiB of dump per step, so request timeouts keep firing.
+      for (int i = 0; i < 4; ++i) {
+        pb::SnapshotChunk chunk;
+        if (!job->writer->next(&chunk)) {
+          if (!job->writer->status()) return fail("etcdserver: snapshot read failed");
+          job->dumped = true;
+          break;
+        }
+        std::string bytes = chunk.SerializeAsString();
+        uint8_t len[8];
+        for (int b = 0; b < 8; ++b) len[b] = static_cast<uint8_t>(bytes.size() >> (8 * b));
+        if (!job->write(len, sizeof len) || !job->write(bytes.data(), bytes.size()))
+          return fail("etcdserver: cannot write the snapshot file");
+      }
+      if (job->dumped) {
+        const std::string pad((512 - job->total % 512) % 512, '\0');
+        if (!job->write(pad.data(), pad.size()) || std::fflush(job->file) != 0)
+          return fail("etcdserver: cannot write the snapshot file");
+        std::rewind(job->file);
+        job->writer.reset();
+      }
+      return again(0ms);
+    }
+    if (job->sink->queued_bytes() >= kSnapshotQueued) return again(5ms);
+    pb::SnapshotResponse resp;
+    impl->fill_header(resp.mutable_header());
+    if (job->sent < job->total) {
+      std::string blob(std::min<uint64_t>(kSnapshotBlob, job->total - job->sent), '\0');
+      if (std::fread(blob.data(), 1, blob.size(), job->file) != blob.size())
+        return fail("etcdserver: cannot read the snapshot file");
+      EVP_DigestUpdate(job->sha, blob.data(), blob.size());
+      job->sent += blob.size();
+      resp.set_remaining_bytes(job->total - job->sent + 32);
+      resp.set_blob(std::move(blob));
+      job->sink->send(resp);
+      return again(0ms);
+    }
+    unsigned char digest[32];
+    unsigned int n = 0;
+    EVP_DigestFinal_ex(job->sha, digest, &n);
+    resp.set_remaining_bytes(0);
+    resp.set_blob(std::string(reinterpret_cast<const char*>(digest), n));
+    job->sink->send(resp);
+    job->sink->finish({});
+  };
+  // The step function owns itself only through pending timers: the job ends
+  // when no timer holds it any more.
+  impl->timers_.after(0ms, [step] { (*step)(); });
+}
+
+// ---------------------------------------------------------------- method table
+
+namespace {
+
+template <class Req, class Resp>
+V3Service::UnaryMethod method(void (V3Service::*f)(const Req&, V3Service::Done<Resp>)) {
+  V3Service::UnaryMethod m;
+  m.request = Req::descriptor();
+  m.response = Resp::descriptor();
+  m.call = [f](V3Service& s, const google::protobuf::Message& req,
+               std::function<void(Status, const google::protobuf::Message&)> reply) {
+    (s.*f)(static_cast<const Req&>(req),
+           [reply = std::move(reply)](Status st, Resp resp) { reply(st, resp); });
+  };
+  return m;
+}
+
+}  // namespace
+
+const std::map<std::string, V3Service::UnaryMethod, std::less<>>& V3Service::unary_methods() {
+  static const auto* table = new std::map<std::string, UnaryMethod, std::less<>>{
+      {"KV/Range", method(&V3Service::range)},
+      {"KV/Put", method(&V3Service::put)},
+      {"KV/DeleteRange", method(&V3Service::delete_range)},
+      {"KV/Txn", method(&V3Service::txn)},
+      {"KV/Compact", method(&V3Service::compact)},
+      {"Lease/LeaseGrant", method(&V3Service::lease_grant)},
+      {"Lease/LeaseRevoke", method(&V3Service::lease_revoke)},
+      {"Lease/LeaseTimeToLive", method(&V3Service::lease_time_to_live)},
+      {"Lease/LeaseLeases", method(&V3Service::lease_leases)},
+      {"Cluster/MemberAdd", method(&V3Service::member_add)},
+      {"Cluster/MemberRemove", method(&V3Service::member_remove)},
+      {"Cluster/MemberUpdate", method(&V3Service::member_update)},
+      {"Cluster/MemberList", method(&V3Service::member_list)},
+      {"Cluster/MemberPromote", method(&V3Service::member_promote)},
+      {"Maintenance/Alarm", method(&V3Service::alarm)},
+      {"Maintenance/Status", method(&V3Service::status)},
+      {"Maintenance/Defragment", method(&V3Service::defragment)},
+      {"Maintenance/Hash", method(&V3Service::hash)},
+      {"Maintenance/HashKV", method(&V3Service::hash_kv)},
+      {"Maintenance/MoveLeader", method(&V3Service::move_leader)},
+      {"Auth/AuthEnable", method(&V3Service::auth_enable)},
+      {"Auth/AuthDisable", method(&V3Service::auth_disable)},
+      {"Auth/Authenticate", method(&V3Service::authenticate)},
+      {"Auth/UserAdd", method(&V3Service::user_add)},
+      {"Auth/UserGet", method(&V3Service::user_get)},
+      {"Auth/UserList", method(&V3Service::user_list)},
+      {"Auth/UserDelete", method(&V3Service::user_delete)},
+      {"Auth/UserChangePassword", method(&V3Service::user_change_password)},
+      {"Auth/UserGrantRole", method(&V3Service::user_grant_role)},
+      {"Auth/UserRevokeRole", method(&V3Service::user_revoke_role)},
+      {"Auth/RoleAdd", method(&V3Service::role_add)},
+      {"Auth/RoleGet", method(&V3Service::role_get)},
+      {"Auth/RoleList", method(&V3Service::role_list)},
+      {"Auth/RoleDelete", method(&V3Service::role_delete)},
+      {"Auth/RoleGrantPermission", method(&V3Service::role_grant_permission)},
+      {"Auth/RoleRevokePermission", method(&V3Service::role_revoke_permission)},
+  };
+  return *table;
+}
+
+const V3Service::UnaryMethod* V3Service::unary(std::string_view name) {
+  const auto& t = unary_methods();
+  auto it = t.find(name);
+  return it == t.end() ? nullptr : &it->second;
+}
+
+// ---------------------------------------------------------------- watch
+//
+// One WatchStream per Watch stream; it holds every watcher created on it and
+// one subscription to the member's applied events.
+//
+// No event is lost or repeated across the switch from history to live
+// events: the stream subscribes BEFORE any history is read.  A watcher that
+// starts in the past is "catching up": live events that match it are
+// buffered while its history is read from the store in batches; at the end,
+// under the stream lock, the buffer is delivered from the first revision the
+// history did not cover (`next_rev`), and the watcher turns live.  Live
+// delivery skips events below `next_rev`, which covers events that were both
+// in the history and reported live.  Every write to the sink happens under
+// the stream lock, so responses of one watcher are in revision order.
+class V3Service::Impl::WatchStream : public V3Service::WatchSession,
+                                     public std::enable_shared_from_this<WatchStream> {
+ public:
+  WatchStream(Impl* svc, std::shared_ptr<WatchSink> sink, size_t max_queued)
+      : svc_(svc), sink_(std::move(sink)), max_queued_(max_queued) {}
+
+  struct Watcher {
+    int64_t id = 0;
+    std::string key, range_end;
+    bool prev_kv = false, no_put = false, no_delete = false, progress_notify = false;
+    bool fragment = false;
+    bool catching_up = true;
+    int64_t next_rev = 0;  // first revision not yet delivered
+    std::vector<pb::Event> buffer;
+    uint64_t progress_timer = 0;
+  };
+
+  // Records the stream's subscription; false when the stream closed first
+  // (the caller then drops the subscription itself).
+  bool start(uint64_t subscription) {
+    std::lock_guard l(mu_);
+    subscription_ = subscription;
+    return !closed_;
+  }
+
+  void request(const pb::WatchRequest& r) override {
+    switch (r.request_union_case()) {
+      case pb::WatchRequest::kCreateRequest:
+        create(r.create_request());
+        break;
+      case pb::WatchRequest::kCancelRequest:
+        cancel(r.cancel_request().watch_id());
+        break;
+      case pb::WatchRequest::kProgressRequest:
+        progress();
+        break;
+      case pb::WatchRequest::REQUEST_UNION_NOT_SET:
+        break;
+    }
+  }
+  void close() override { svc_->close_stream(this); }
+
+  void on_events(const std::vector<pb::Event>& events);
+  // Stops everything; returns the subscription to drop (none if already
+  // closed).  `why` set: the sink is told the stream ends from this side.
+  std::optional<uint64_t> shut(const std::optional<Status>& why);
+
+ private:
+  void create(const pb::WatchCreateRequest& req);
+  void cancel(int64_t id);
+  void progress();
+
+  bool matches(const Watcher& w, const pb::Event& e) const {
+    if (e.type() == pb::Event::PUT ? w.no_put : w.no_delete) return false;
+    return storage::in_range(e.kv().key(), w.key, w.range_end);
+  }
+  void send_locked(const pb::WatchResponse& r) {
+    if (overflowed_) return;
+    sink_->send(r);
+    if (max_queued_ > 0 && sink_->queued_bytes() > max_queued_) {
+      // The client does not read: end the stream (it resumes its watchers
+      // from their last revision on a new one) rather than buffer forever.
+      overflowed_ = true;
+      std::weak_ptr<WatchStream> self = weak_from_this();
+      svc_->timers_.after(0ms, [self] {
+        if (auto s = self.lock())
+          s->svc_->close_stream(s.get(),
+                                Status{Code::kUnavailable, "etcdserver: watch stream too slow"});
+      });
+    }
+  }
+  pb::WatchResponse response(int64_t id, int64_t revision) const {
+    pb::WatchResponse r;
+    svc_->fill_header(r.mutable_header());
+    r.mutable_header()->set_revision(revision);
+    r.set_watch_id(id);
+    return r;
+  }
+  void deliver_locked(Watcher& w, std::vector<pb::Event> events, int64_t header_rev);
+  void catch_up(int64_t id, int64_t start_rev);
+  void schedule_progress(int64_t id);
+
+  friend class V3Service::Impl;
+  Impl* svc_;
+  std::shared_ptr<WatchSink> sink_;
+  size_t max_queued_;
+  std::mutex mu_;
+  bool closed_ = false;
+  bool overflowed_ = false;
+  uint64_t subscription_ = 0;
+  int64_t next_auto_id_ = 0;
+  std::map<int64_t, Watcher> watchers_;
+};
+
+void V3Service::Impl::WatchStream::deliver_locked(Watcher& w, std::vector<pb::Event> events,
+                                                  int64_t header_rev) {
+  pb::WatchResponse r = response(w.id, header_rev);
+  for (auto& e : events) {
+    if (e.kv().mod_revision() < w.next_rev) continue;
+    w.next_rev = e.kv().mod_revision() + 1;
+    if (!w.prev_kv) e.clear_prev_kv();
+    *r.add_events() = std::move(e);
+  }
+  if (r.events_size() == 0) return;
+  // fragment: a response over --max-request-bytes goes out in pieces, all
+  // but the last marked fragment (etcd's sendFragments), each piece with at
+  // least one event.
+  const size_t limit = svc_->options_.max_request_bytes;
+  if (!w.fragment || r.ByteSizeLong() <= limit) return send_locked(r);
+  pb::WatchResponse piece = response(w.id, header_rev);
+  const size_t empty = piece.ByteSizeLong();
+  size_t size = empty;
+  for (auto& e : *r.mutable_events()) {
+    const size_t n = e.ByteSizeLong() + 8;
+    if (piece.events_size() > 0 && size + n > limit) {
+      piece.set_fragment(true);
+      send_locked(piece);
+      piece = response(w.id, header_rev);
+      size = empty;
+    }
+    *piece.add_events() = std::move(e);
+    size += n;
+  }
+  send_locked(piece);
+}
+
+void V3Service::Impl::WatchStream::create(const pb::WatchCreateRequest& req) {
+  int64_t id;
+  {
+    std::lock_guard l(mu_);
+    if (closed_) return;
+    if (req.watch_id() != 0) {
+      id = req.watch_id();
+      if (watchers_.count(id)) {
+        // etcd answers a watch_id already in use on the stream with a
+        // created-and-canceled reply for watch -1.
+        pb::WatchResponse r = response(-1, svc_->member_.kv().revision());
+        r.set_created(true);
+        r.set_canceled(true);
+        r.set_cancel_reason("mvcc: duplicate watch ID provided on the WatchStream");
+        send_locked(r);
+        return;
+      }
+    } else {
+      while (watchers_.count(next_auto_id_)) ++next_auto_id_;
+      id = next_auto_id_++;
+    }
+    Watcher& w = watchers_[id];
+    w.id = id;
+    w.key = req.key();
+    w.range_end = req.range_end();
+    w.prev_kv = req.prev_kv();
+    w.progress_notify = req.progress_notify();
+    w.fragment = req.fragment();
+    for (int f : req.filters()) {
+      if (f == pb::WatchCreateRequest::NOPUT) w.no_put = true;
+      if (f == pb::WatchCreateRequest::NODELETE) w.no_delete = true;
+    }
+    pb::WatchResponse r = response(id, svc_->member_.kv().revision());
+    r.set_created(true);
+    send_locked(r);
+    svc_->watchers_.add(1);
+    if (req.start_revision() <= 0) {
+      // From now on: everything after the current revision.  Events buffered
+      // since subscribe() at or below it are dropped by next_rev.
+      w.next_rev = svc_->member_.kv().revision() + 1;
+      w.catching_up = false;
+    }
+  }
+  if (req.start_revision() > 0) catch_up(id, req.start_revision());
+  if (req.progress_notify()) schedule_progress(id);
+}
+
+void V3Service::Impl::WatchStream::catch_up(int64_t id, int64_t start_rev) {
+  const storage::KvStore& kv = svc_->member_.kv();
+  std::string key, range_end;
+  bool prev_kv;
+  {
+    std::lock_guard l(mu_);
+    auto it = watchers_.find(id);
+    if (it == watchers_.end()) return;
+    key = it->second.key;
+    range_end = it->second.range_end;
+    prev_kv = it->second.prev_kv;
+  }
+  int64_t next = start_rev;
+  for (;;) {
+    std::vector<pb::Event> events;
+    int64_t resume = 0, compacted_at = 0;
+    Status s =
+        kv.events(key, range_end, next, kWatchBatch, prev_kv, &events, &resume, &compacted_at);
+    std::lock_guard l(mu_);
+    auto it = watchers_.find(id);
+    if (closed_ || it == watchers_.end()) return;
+    Watcher& w = it->second;
+    if (!s) {
+      // etcd: a start revision below the compacted one cancels the watcher
+      // with compact_revision set; the header carries no revision.
+      pb::WatchResponse r = response(id, 0);
+      r.mutable_header()->clear_revision();
+      r.set_canceled(true);
+      if (s.code() == Code::kOutOfRange)
+        r.set_compact_revision(compacted_at);
+      else
+        r.set_cancel_reason(s.message());
+      send_locked(r);
+      watchers_.erase(it);
+      svc_->watchers_.add(-1);
+      return;
+    }
+    const bool done = events.size() < kWatchBatch;
+    std::vector<pb::Event> matching;
+    for (auto& e : events)
+      if (matches(w, e)) matching.push_back(std::move(e));
+    w.next_rev = std::max(w.next_rev, next);
+    deliver_locked(w, std::move(matching), kv.revision());
+    // A future start revision: nothing before it may be delivered.
+    next = std::max(resume, start_rev);
+    w.next_rev = std::max(w.next_rev, next);
+    if (done) {
+      std::vector<pb::Event> buffered = std::move(w.buffer);
+      w.buffer.clear();
+      w.catching_up = false;
+      if (!buffered.empty()) {
+        const int64_t rev = buffered.back().kv().mod_revision();
+        deliver_locked(w, std::move(buffered), rev);
+      }
+      return;
+    }
+  }
+}
+
+void V3Service::Impl::WatchStream::on_events(const std::vector<pb::Event>& events) {
+  if (events.empty()) return;
+  std::lock_guard l(mu_);
+  if (closed_) return;
+  const int64_t rev = events.back().kv().mod_revision();
+  for (auto& [id, w] : watchers_) {
+    std::vector<pb::Event> matching;
+    for (const auto& e : events)
+      if (matches(w, e)) matching.push_back(e);
+    if (matching.empty()) continue;
+    if (w.catching_up) {
+      for (auto& e : matching) w.buffer.push_back(std::move(e));
+    } else {
+      deliver_locked(w, std::move(matching), rev);
+    }
+  }
+}
+
+void V3Service::Impl::WatchStream::cancel(int64_t id) {
+  std::lock_guard l(mu_);
+  auto it = watchers_.find(id);
+  if (closed_ || it == watchers_.end()) return;
+  if (it->second.progress_timer) svc_->timers_.cancel(it->second.progress_timer);
+  watchers_.erase(it);
+  svc_->watchers_.add(-1);
+  pb::WatchResponse r = response(id, svc_->member_.kv().revision());
+  r.set_canceled(true);
+  send_locked(r);
+}
+
+// etcd 3.4 answers a progress request with a header-only response whose
+// watch_id is -1.
+void V3Service::Impl::WatchStream::progress() {
+  std::lock_guard l(mu_);
+  if (closed_) return;
+  send_locked(response(-1, svc_->member_.kv().revision()));
+}
+
+void V3Service::Impl::WatchStream::schedule_progress(int64_t id) {
+  std::weak_ptr<WatchStream> self = weak_from_this();
+  std::lock_guard l(mu_);
+  auto it = watchers_.find(id);
+  if (closed_ || it == watchers_.end()) return;
+  it->second.progress_timer =
+      svc_->timers_.after(svc_->options_.watch_progress_interval, [self, id] {
+        auto s = self.lock();
+        if (!s) return;
+        {
+          std::lock_guard l2(s->mu_);
+          auto w = s->watchers_.find(id);
+          if (s->closed_ || w == s->watchers_.end()) return;
+          // Only a synced watcher reports progress: its header revision
+          // promises that every event up to it has been sent.
+          if (!w->second.catching_up)
+            s->send_locked(s->response(id, s->svc_->member_.kv().revision()));
+        }
+        s->schedule_progress(id);
+      });
+}
+
+std::optional<uint64_t> V3Service::Impl::WatchStream::shut(const std::optional<Status>& why) {
+  std::lock_guard l(mu_);
+  if (closed_) return std::nullopt;
+  closed_ = true;
+  if (why) sink_->close(*why);
+  for (auto& [id, w] : watchers_)
+    if (w.progress_timer) svc_->timers_.cancel(w.progress_timer);
+  svc_->watchers_.add(-static_cast<double>(watchers_.size()));
+  watchers_.clear();
+  return subscription_;
+}
+
+std::weak_ptr<V3Service::WatchSession> V3Service::watch(std::shared_ptr<WatchSink> sink,
+                                                        size_t max_queued) {
+  auto stream = std::make_shared<Impl::WatchStream>(impl_.get(), std::move(sink), max_queued);
+  {
+    std::lock_guard l(impl_->streams_mu_);
+    impl_->streams_[stream.get()] = stream;
+  }
+  std::weak_ptr<Impl::WatchStream> weak = stream;
+  // Subscribe before any history is read (see WatchStream).
+  const uint64_t sub = impl_->member_.subscribe([weak](const std::vector<pb::Event>& events) {
+    if (auto s = weak.lock()) s->on_events(events);
+  });
+  if (!stream->start(sub)) impl_->member_.unsubscribe(sub);
+  return stream;
+}
+
+void V3Service::Impl::close_stream(WatchStream* s) { close_stream(s, std::nullopt); }
+
+void V3Service::Impl::close_stream(WatchStream* s, const std::optional<Status>& why) {
+  std::shared_ptr<WatchStream> keep;
+  {
+    std::lock_guard l(streams_mu_);
+    auto it = streams_.find(s);
+    if (it == streams_.end()) return;
+    keep = it->second;
+    streams_.erase(it);
+  }
+  if (auto sub = keep->shut(why)) member_.unsubscribe(*sub);
+}
+
+V3Service::Impl::~Impl() {
+  std::map<const WatchStream*, std::shared_ptr<WatchStream>> streams;
+  {
+    std::lock_guard l(streams_mu_);
+    streams.swap(streams_);
+  }
+  for (auto& [p, s] : streams)
+    if (auto sub = s->shut(std::nullopt)) member_.unsubscribe(*sub);
+}
+
+}  // namespace muster::server
