@@ -9,6 +9,9 @@ PACKAGES=(
   libprotobuf-dev protobuf-compiler libnghttp2-dev libyaml-cpp-dev googletest libgtest-dev
   etcd-server etcd-client dnsmasq dnsutils golang-cfssl openssl wrk curl
   procps psmisc iproute2 python3 python3-yaml python3-grpcio
+  # etcd's own v3 clients for the gRPC interop tests and bench/grpc:
+  # Go clientv3 (built offline in GOPATH mode) and npm etcd3 (npm ci).
+  golang-go golang-etcd-server-dev nodejs npm
   # bench/grpc-transport's grpc_fd_server (grpc++ with fd handoff, issue 12's
   # measured alternative; the bench skips it when gRPC++ is absent).
   libgrpc++-dev protobuf-compiler-grpc
