@@ -10,12 +10,18 @@ PACKAGES=(
   etcd-server etcd-client dnsmasq dnsutils golang-cfssl openssl wrk curl
   procps psmisc iproute2 python3 python3-yaml python3-grpcio
   # etcd's own v3 clients for the gRPC interop tests and bench/grpc:
-  # Go clientv3 (built offline in GOPATH mode) and npm etcd3 (npm ci).
-  golang-go golang-etcd-server-dev nodejs npm
+  # Go clientv3 (built offline in GOPATH mode); npm etcd3 (npm ci) needs
+  # node and npm, installed below only where the machine has none (these
+  # machines ship Node.js with its own npm, which Debian's npm conflicts with).
+  golang-go golang-etcd-server-dev
   # bench/grpc-transport's grpc_fd_server (grpc++ with fd handoff, issue 12's
   # measured alternative; the bench skips it when gRPC++ is absent).
   libgrpc++-dev protobuf-compiler-grpc
 )
+
+if ! command -v npm >/dev/null 2>&1 || ! command -v node >/dev/null 2>&1; then
+  PACKAGES+=(nodejs npm)
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do
