@@ -1027,9 +1027,12 @@ class V3Service::Impl::WatchStream : public V3Service::WatchSession,
 void V3Service::Impl::WatchStream::deliver_locked(Watcher& w, std::vector<pb::Event> events,
                                                   int64_t header_rev) {
   pb::WatchResponse r = response(w.id, header_rev);
+  // Every event of a revision goes out (a txn's puts and a range delete
+  // share one); revisions already delivered do not.
+  const int64_t from = w.next_rev;
   for (auto& e : events) {
-    if (e.kv().mod_revision() < w.next_rev) continue;
-    w.next_rev = e.kv().mod_revision() + 1;
+    if (e.kv().mod_revision() < from) continue;
+    w.next_rev = std::max(w.next_rev, e.kv().mod_revision() + 1);
     if (!w.prev_kv) e.clear_prev_kv();
     *r.add_events() = std::move(e);
   }
