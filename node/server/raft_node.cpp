@@ -857,12 +857,10 @@ Status RaftNode::check_member_change(pb::InternalRequest& req, raftpb::ConfChang
   switch (req.request_case()) {
     case pb::InternalRequest::kMemberAdd: {
       pb::Member& m = *req.mutable_member_add()->mutable_member();
+      // etcd's order: the URLs' syntax (gRPC handler), the strict checks
+      // (mayAddMember), then what the apply validates (URLs in use, one
+      // learner at a time).
       if (bad_urls(m.peerurls())) return bad_urls_error;
-      if (url_taken(m.peerurls(), 0))
-        return Status(Code::kFailedPrecondition, "etcdserver: Peer URLs already exists");
-      // etcd 3.4 allows one learner at a time.
-      if (m.islearner() && !learners.empty())
-        return Status(Code::kFailedPrecondition, "etcdserver: too many learner members in cluster");
       if (strict) {
         if (!m.islearner()) {
           // etcd's exception: a second member for a one-member cluster.
