@@ -30,7 +30,6 @@
 #include "node/config/config.h"
 #include "node/config/urls.h"
 #include "node/proxy/proxy.h"
-#include "node/server/leader_client.h"
 #include "node/server/peer_members.h"
 #include "node/server/raft_node.h"
 #include "node/server/tls_setup.h"
@@ -323,25 +322,6 @@ int run(int argc, char** argv) {
   };
 
   std::unique_ptr<server::RaftNode> node;
-  // Lease keepalives and learner promotion go to the leader's client URLs
-  // as gRPC calls on this io_context (node/server/leader_client.h).  Made
-  // before the node, so it outlives the node's callbacks.
-  server::LeaderClient leader_client(
-      io, tls.member_client, std::chrono::milliseconds(nopts.request_timeout_ms),
-      [&node](uint64_t id) {
-        std::vector<std::string> urls;
-        for (const auto& m : node->kv().members())
-          if (m.id() == id) urls.assign(m.clienturls().begin(), m.clienturls().end());
-        return urls;
-      });
-  nopts.forward_keepalive = [&leader_client](uint64_t leader, int64_t lease,
-                                             std::function<void(storage::Status, int64_t)> done) {
-    leader_client.keepalive(leader, lease, std::move(done));
-  };
-  nopts.forward_promote = [&leader_client](uint64_t leader, uint64_t member,
-                                           std::function<void(storage::Status)> done) {
-    leader_client.promote(leader, member, std::move(done));
-  };
   bool fresh = !fs::exists(identity_path(cfg.data_dir));
   try {
     node = std::make_unique<server::RaftNode>(nopts, initial, transport, registry);
@@ -354,6 +334,11 @@ int run(int argc, char** argv) {
         " to join again as a new member");
 
   transport.set_message_handler([&node](raftpb::Message m) { node->step(std::move(m)); });
+  // Keepalives, time-to-live questions and promotions for the leader travel
+  // on the peer streams (node/server/leader_forward.h).
+  transport.set_forward_handler([&node](uint64_t from, transportpb::Forward f) {
+    node->receive_forward(from, std::move(f));
+  });
   transport.set_snapshot_handler(
       [&node](const raftpb::Message& m) { return node->snapshot_sink(m); });
   // etcd's peer HTTP: GET /members (joining members and proxies read it)

@@ -118,6 +118,12 @@ RaftNode::RaftNode(RaftNodeOptions options, std::vector<InitialMember> initial,
   term_ = raft_->term();
   measure_db_size();
   sync_peers();
+  forwarder_ = std::make_unique<LeaderForwarder>(
+      options_.member_id, std::chrono::milliseconds(options_.request_timeout_ms),
+      [this](uint64_t to, transportpb::Forward f) { transport_.send_forward(to, std::move(f)); },
+      [this](transportpb::ForwardKind kind, std::string body, LeaderForwarder::Reply reply) {
+        serve_forwarded(kind, std::move(body), std::move(reply));
+      });
 
   metrics_.counter("etcd_server_leader_changes_seen_total", "The number of leader changes seen.");
   metrics_.histogram("etcd_disk_wal_fsync_duration_seconds",
@@ -244,12 +250,16 @@ void RaftNode::stop(bool transfer_leadership) {
   std::map<uint64_t, PendingProposal> pending;
   std::map<std::string, PendingRead> reads;
   std::multimap<uint64_t, PendingRead> applying;
+  std::vector<LeaderMove> moves;
   {
     std::lock_guard lock(mu_);
     pending.swap(pending_);
     reads.swap(reads_waiting_index_);
     applying.swap(reads_waiting_apply_);
+    moves.swap(leader_moves_);
   }
+  forwarder_->fail_all(stopped());
+  for (auto& m : moves) m.done(stopped());
   for (auto& [id, p] : pending) p.done(stopped(), {});
   for (auto& [c, r] : reads) r.done(stopped());
   for (auto& [i, r] : applying) r.done(stopped());
@@ -301,15 +311,124 @@ void RaftNode::read_barrier(std::function<void(Status)> done) {
 
 void RaftNode::lease_keepalive(int64_t id, std::function<void(Status, int64_t)> done) {
   uint64_t lead = leader_.load();
-  if (lead == 0) return done(no_leader(), 0);
   if (lead == options_.member_id) {
     int64_t ttl = 0;
     auto st = storage_->kv().lease_keepalive(id, &ttl);
     return done(st, ttl);
   }
-  if (!options_.forward_keepalive)
-    return done(Status(Code::kUnavailable, "etcdserver: not leader"), 0);
-  options_.forward_keepalive(lead, id, std::move(done));
+  if (!running_.load()) return done(stopped(), 0);
+  pb::LeaseKeepAliveRequest req;
+  req.set_id(id);
+  forwarder_->call(lead, transportpb::FORWARD_LEASE_KEEPALIVE, req.SerializeAsString(),
+                   [done = std::move(done)](Status st, std::string body) {
+                     pb::LeaseKeepAliveResponse resp;
+                     if (st && !resp.ParseFromString(body))
+                       st = Status(Code::kInternal, "etcdserver: malformed forwarded answer");
+                     done(st, st ? resp.ttl() : 0);
+                   });
+}
+
+void RaftNode::lease_time_to_live(const pb::LeaseTimeToLiveRequest& req,
+                                  std::function<void(Status, pb::LeaseTimeToLiveResponse)> done) {
+  uint64_t lead = leader_.load();
+  if (lead == options_.member_id) {
+    pb::LeaseTimeToLiveResponse resp;
+    auto st = storage_->kv().lease_time_to_live(req, &resp);
+    return done(st, std::move(resp));
+  }
+  if (!running_.load()) return done(stopped(), {});
+  forwarder_->call(lead, transportpb::FORWARD_LEASE_TIME_TO_LIVE, req.SerializeAsString(),
+                   [done = std::move(done)](Status st, std::string body) {
+                     pb::LeaseTimeToLiveResponse resp;
+                     if (st && !resp.ParseFromString(body))
+                       st = Status(Code::kInternal, "etcdserver: malformed forwarded answer");
+                     done(st, std::move(resp));
+                   });
+}
+
+void RaftNode::receive_forward(uint64_t from, transportpb::Forward f) {
+  forwarder_->receive(from, std::move(f));
+}
+
+void RaftNode::serve_forwarded(transportpb::ForwardKind kind, std::string body,
+                               LeaderForwarder::Reply reply) {
+  // Only the leader answers; anyone else tells the asker to look again.
+  if (leader_.load() != options_.member_id)
+    return reply(Status(Code::kFailedPrecondition, LeaderForwarder::kNotLeader), {});
+  const Status malformed(Code::kInvalidArgument, "etcdserver: malformed forwarded request");
+  switch (kind) {
+    case transportpb::FORWARD_LEASE_KEEPALIVE: {
+      pb::LeaseKeepAliveRequest req;
+      if (!req.ParseFromString(body)) return reply(malformed, {});
+      int64_t ttl = 0;
+      Status st = storage_->kv().lease_keepalive(req.id(), &ttl);
+      if (!st) return reply(st, {});
+      pb::LeaseKeepAliveResponse resp;
+      resp.set_id(req.id());
+      resp.set_ttl(ttl);
+      return reply({}, resp.SerializeAsString());
+    }
+    case transportpb::FORWARD_LEASE_TIME_TO_LIVE: {
+      pb::LeaseTimeToLiveRequest req;
+      if (!req.ParseFromString(body)) return reply(malformed, {});
+      pb::LeaseTimeToLiveResponse resp;
+      Status st = storage_->kv().lease_time_to_live(req, &resp);
+      if (!st) return reply(st, {});
+      return reply({}, resp.SerializeAsString());
+    }
+    case transportpb::FORWARD_MEMBER_PROMOTE: {
+      pb::InternalRequest req;
+      if (!req.mutable_member_promote()->ParseFromString(body)) return reply(malformed, {});
+      return change_member(std::move(req), [reply](Status st, storage::KvStore::ApplyResult r) {
+        if (!st) return reply(st, {});
+        reply({}, r.response.member_promote().SerializeAsString());
+      });
+    }
+    default:
+      return reply(Status(Code::kInvalidArgument, "etcdserver: unknown forwarded request"), {});
+  }
+}
+
+void RaftNode::move_leader(uint64_t target, std::function<void(Status)> done) {
+  if (leader_.load() != options_.member_id)
+    return done(Status(Code::kFailedPrecondition, LeaderForwarder::kNotLeader));
+  bool voter = false;
+  for (const auto& m : storage_->kv().members())
+    if (m.id() == target && !m.islearner()) voter = true;
+  if (!voter) return done(Status(Code::kFailedPrecondition, "etcdserver: bad leader transferee"));
+  if (target == options_.member_id) return done({});
+  {
+    std::lock_guard lock(mu_);
+    leader_moves_.push_back(
+        {target, std::move(done),
+         Clock::now() + std::chrono::milliseconds(options_.request_timeout_ms)});
+    inbox_.transfer_to = target;
+  }
+  cv_.notify_one();
+}
+
+void RaftNode::finish_leader_moves() {
+  const uint64_t lead = leader_.load();
+  const auto now = Clock::now();
+  std::vector<std::pair<std::function<void(Status)>, Status>> answers;
+  {
+    std::lock_guard lock(mu_);
+    std::erase_if(leader_moves_, [&](LeaderMove& m) {
+      if (m.target == lead) {
+        answers.emplace_back(std::move(m.done), Status());
+        return true;
+      }
+      if (now >= m.deadline) {
+        answers.emplace_back(
+            std::move(m.done),
+            Status(Code::kUnavailable,
+                   "etcdserver: request timed out, leader transfer took too long"));
+        return true;
+      }
+      return false;
+    });
+  }
+  for (auto& [done, st] : answers) done(st);
 }
 
 MemberStatus RaftNode::status() const {
@@ -414,7 +533,7 @@ void RaftNode::run() {
         return !running_.load() || !inbox_.messages.empty() || !inbox_.proposals.empty() ||
                !inbox_.reads.empty() || !inbox_.snapshot_reports.empty() ||
                !inbox_.unreachable.empty() || !inbox_.installs.empty() ||
-               !inbox_.member_changes.empty() || inbox_.transfer;
+               !inbox_.member_changes.empty() || inbox_.transfer || inbox_.transfer_to != 0;
       });
       std::swap(in, inbox_);
     }
@@ -443,6 +562,8 @@ void RaftNode::run() {
       }
       if (best) raft_->transfer_leadership(best);
     }
+    if (in.transfer_to != 0 && raft_->role() == raft::StateRole::kLeader)
+      raft_->transfer_leadership(in.transfer_to);
     if (first_election_pending &&
         (maybe_hasten_first_election() || Clock::now() - started > std::chrono::seconds(5)))
       first_election_pending = false;  // (etcd gives up waiting for peers after 5 s too)
@@ -458,9 +579,11 @@ void RaftNode::run() {
     }
     // Publish as soon as a leader is known (clients wait for it).
     if (!published_.load() && leader_.load() != 0) maybe_publish();
+    finish_leader_moves();
     if (now >= next_housekeeping) {
       next_housekeeping = now + std::chrono::milliseconds(100);
       fail_timeouts();
+      forwarder_->poll(now, leader_.load());
       if (raft_->role() == raft::StateRole::kLeader) {
         expire_leases();
         maybe_auto_compact();
@@ -869,6 +992,10 @@ Status RaftNode::check_member_change(pb::InternalRequest& req, raftpb::ConfChang
         }
         if (!connected_fully()) return unhealthy;
       }
+      if (url_taken(m.peerurls(), 0))
+        return Status(Code::kFailedPrecondition, "etcdserver: Peer URLs already exists");
+      if (m.islearner() && !learners.empty())
+        return Status(Code::kFailedPrecondition, "etcdserver: too many learner members in cluster");
       // etcd's ID for a member added at run time: its peer URLs and the
       // current time; bumped past any ID in use or removed.
       uint64_t id = bootstrap::member_id({m.peerurls().begin(), m.peerurls().end()}, "",
@@ -952,20 +1079,19 @@ void RaftNode::start_member_change(pb::InternalRequest req) {
   if (req.has_member_promote() && raft_->role() != raft::StateRole::kLeader) {
     const uint64_t lead = leader_.load();
     if (lead == 0) return fail(id, no_leader());
-    if (!options_.forward_promote)
-      return fail(id, Status(Code::kFailedPrecondition, "etcdserver: not leader"));
-    options_.forward_promote(lead, req.member_promote().id(), [this, id](Status st) {
-      if (!st) return fail(id, st);
-      // The leader answered after applying the promotion; once our applied
-      // index passes a read barrier, our member list shows it too.
-      read_barrier([this, id](Status st2) {
-        if (!st2) return fail(id, st2);
-        storage::KvStore::ApplyResult r;
-        for (auto& m : storage_->kv().members())
-          *r.response.mutable_member_promote()->add_members() = std::move(m);
-        finish(id, Status(), std::move(r));
-      });
-    });
+    forwarder_->call(lead, transportpb::FORWARD_MEMBER_PROMOTE,
+                     req.member_promote().SerializeAsString(), [this, id](Status st, std::string) {
+                       if (!st) return fail(id, st);
+                       // The leader answered after applying the promotion; once our
+                       // applied index passes a read barrier, our member list shows it too.
+                       read_barrier([this, id](Status st2) {
+                         if (!st2) return fail(id, st2);
+                         storage::KvStore::ApplyResult r;
+                         for (auto& m : storage_->kv().members())
+                           *r.response.mutable_member_promote()->add_members() = std::move(m);
+                         finish(id, Status(), std::move(r));
+                       });
+                     });
     return;
   }
   raftpb::ConfChange cc;

@@ -31,6 +31,7 @@
 
 #include "net/metrics.h"
 #include "node/raft/raft.h"
+#include "node/server/leader_forward.h"
 #include "node/server/member_api.h"
 #include "node/storage/member_storage.h"
 
@@ -95,16 +96,9 @@ struct RaftNodeOptions {
   // --strict-reconfig-check: refuse a membership change that would leave
   // fewer started voters than a quorum needs.
   bool strict_reconfig_check = true;
-  // Promoting a learner is decided by the leader (only it knows how far the
-  // learner is); a follower asks it through this (status from its answer).
-  std::function<void(uint64_t leader, uint64_t member, std::function<void(storage::Status)>)>
-      forward_promote;
   // Called once (from the driver thread) when this member has applied its own
   // removal from the cluster: the process should stop.
   std::function<void()> on_removed;
-  // Leader forwarding of lease keepalives: client URL of a member by ID.
-  std::function<void(uint64_t leader, int64_t lease, std::function<void(storage::Status, int64_t)>)>
-      forward_keepalive;
 };
 
 // The initial members of a new cluster (static bootstrap).
@@ -135,6 +129,10 @@ class RaftNode final : public MemberApi {
   void read_barrier(std::function<void(storage::Status)> done) override;
   storage::KvStore& kv() override { return storage_->kv(); }
   void lease_keepalive(int64_t id, std::function<void(storage::Status, int64_t)> done) override;
+  void lease_time_to_live(
+      const pb::LeaseTimeToLiveRequest& req,
+      std::function<void(storage::Status, pb::LeaseTimeToLiveResponse)> done) override;
+  void move_leader(uint64_t target, std::function<void(storage::Status)> done) override;
   void change_member(pb::InternalRequest req, ApplyDone done) override;
   MemberStatus status() const override;
   uint64_t subscribe(std::function<void(const std::vector<pb::Event>&)> cb) override;
@@ -146,6 +144,8 @@ class RaftNode final : public MemberApi {
 
   // From the transport (any thread).
   void step(raftpb::Message m);
+  // A forwarded request from peer `from`, or the answer to one of ours.
+  void receive_forward(uint64_t from, transportpb::Forward f);
   // The transport's snapshot handler: a sink that builds the received state
   // machine next to the live one; complete, it is installed when the core
   // hands the matching snapshot over in a Ready.
@@ -179,7 +179,8 @@ class RaftNode final : public MemberApi {
     std::vector<uint64_t> unreachable;
     std::vector<std::unique_ptr<storage::SnapshotInstaller>> installs;
     std::vector<pb::InternalRequest> member_changes;  // request ID set
-    bool transfer = false;
+    bool transfer = false;                            // to the most caught-up voter (stopping)
+    uint64_t transfer_to = 0;                         // to this member (MoveLeader)
   };
 
   void run();
@@ -193,6 +194,13 @@ class RaftNode final : public MemberApi {
   // builds its ConfChange; an error status refuses it.
   storage::Status check_member_change(pb::InternalRequest& req, raftpb::ConfChange* cc);
   void start_member_change(pb::InternalRequest req);
+  // This member's answer to a request another member forwarded to its
+  // leader (LeaderForwarder::Serve).
+  void serve_forwarded(transportpb::ForwardKind kind, std::string body,
+                       LeaderForwarder::Reply reply);
+  // Answers MoveLeader waiters whose transferee leads now or whose deadline
+  // passed.
+  void finish_leader_moves();
   // When each peer's connection has been up since (etcd's ActiveSince),
   // sampled by the driver; the strict reconfiguration checks read it.
   void track_peer_activity();
@@ -237,6 +245,14 @@ class RaftNode final : public MemberApi {
   std::multimap<uint64_t, PendingRead> reads_waiting_apply_;  // index -> read
   std::map<uint64_t, std::function<void(const std::vector<pb::Event>&)>> subscribers_;
   uint64_t next_subscriber_ = 1;
+  struct LeaderMove {
+    uint64_t target;
+    std::function<void(storage::Status)> done;
+    std::chrono::steady_clock::time_point deadline;
+  };
+  std::vector<LeaderMove> leader_moves_;
+  // Keepalives, time-to-live questions and promotions for the leader.
+  std::unique_ptr<LeaderForwarder> forwarder_;
   // A completely received state machine waiting for its Ready.snapshot.
   std::unique_ptr<storage::SnapshotInstaller> pending_install_;
 

@@ -60,6 +60,7 @@ enum class FrameType : uint8_t {
   kRaftMessage = 3,
   kSnapshotChunk = 4,
   kSnapshotResult = 5,
+  kForward = 6,  // transportpb.Forward, on a Raft stream
 };
 
 // A peer broke the protocol (bad frame, bad payload, unexpected frame).
@@ -138,7 +139,7 @@ class FrameConn : public std::enable_shared_from_this<FrameConn> {
     const size_t total = size_t{4} + len;
     while (end_ - begin_ < total) co_await fill(total);
     const auto type = static_cast<uint8_t>(buf_[begin_ + 4]);
-    if (type < 1 || type > 5) throw ProtocolError("unknown frame type " + std::to_string(type));
+    if (type < 1 || type > 6) throw ProtocolError("unknown frame type " + std::to_string(type));
     Frame f{static_cast<FrameType>(type), std::string_view(buf_.data() + begin_ + 5, len - 1)};
     begin_ += total;
     co_return f;
@@ -351,6 +352,7 @@ struct Transport::Core : std::enable_shared_from_this<Core> {
   std::function<void(uint64_t)> on_unreachable;
   std::function<Transport::HttpAnswer(const std::string&)> on_http;
   std::function<void()> on_removed;
+  std::function<void(uint64_t, transportpb::Forward)> on_forward;
 
   mutable std::mutex mu;  // guards everything below
   std::unordered_map<uint64_t, std::shared_ptr<Peer>> peers;
@@ -384,6 +386,12 @@ struct Transport::Core : std::enable_shared_from_this<Core> {
     std::shared_lock l(handler_mu);
     if (stopped || !on_message) return;
     on_message(std::move(m));
+  }
+  void deliver_forward(uint64_t from, transportpb::Forward f) {
+    if (stopped) return;
+    std::shared_lock l(handler_mu);
+    if (stopped || !on_forward) return;
+    on_forward(from, std::move(f));
   }
   void report_unreachable(uint64_t id) {
     if (stopped) return;
@@ -548,6 +556,11 @@ struct Peer : std::enable_shared_from_this<Peer> {
   // A copy of the URLs for other strands (snapshot senders); guarded by Core::mu.
   std::vector<std::string> published_urls;
   std::deque<raftpb::Message> queue;
+  // Forwarded requests and replies (transportpb.Forward) waiting for the
+  // connection; the asker resends on its own schedule, so these are simply
+  // dropped wherever Raft messages would be.
+  std::deque<transportpb::Forward> forwards;
+  static constexpr size_t kMaxQueuedForwards = 1024;
   std::shared_ptr<FrameConn> conn;  // being dialed or active
   bool in_backoff = false;
   bool removed = false;
@@ -602,10 +615,19 @@ struct Peer : std::enable_shared_from_this<Peer> {
   }
 
   // On the strand.
+  void enqueue_forward(transportpb::Forward f) {
+    if (removed || (in_backoff && ever_connected)) return;
+    if (forwards.size() >= kMaxQueuedForwards) forwards.pop_front();
+    forwards.push_back(std::move(f));
+    wake.cancel();
+  }
+
+  // On the strand.
   void shutdown() {
     removed = true;
     active = false;
     queue.clear();
+    forwards.clear();
     if (conn) conn->close();
     wake.cancel();
     backoff_timer.cancel();
@@ -670,6 +692,7 @@ struct Peer : std::enable_shared_from_this<Peer> {
       if (self->ever_connected) {
         self->dropped += self->queue.size();
         self->queue.clear();
+        self->forwards.clear();
       }
       self->in_backoff = true;
       self->core->report_unreachable(self->id);
@@ -681,6 +704,7 @@ struct Peer : std::enable_shared_from_this<Peer> {
     }
     self->active = false;
     self->queue.clear();
+    self->forwards.clear();
   }
 
   // Writes queued messages on an accepted connection until it breaks;
@@ -699,13 +723,19 @@ struct Peer : std::enable_shared_from_this<Peer> {
     std::string reason;
     try {
       while (c->is_open()) {
-        if (queue.empty()) {
+        if (queue.empty() && forwards.empty()) {
           wake.expires_at(asio::steady_timer::time_point::max());
           error_code ec;
           co_await wake.async_wait(asio::redirect_error(use_awaitable, ec));
           continue;
         }
         std::string batch;
+        for (; !forwards.empty(); forwards.pop_front())
+          if (!append_frame(&batch, FrameType::kForward, forwards.front(),
+                            core->opts.max_frame_bytes))
+            log::error(
+                kCaller, "dropping a forwarded request larger than the frame limit",
+                {{"remote-peer-id", hex_id(id)}, {"bytes", forwards.front().ByteSizeLong()}});
         while (!queue.empty() && batch.size() < core->opts.max_batch_bytes) {
           if (!append_frame(&batch, FrameType::kRaftMessage, queue.front(),
                             core->opts.max_frame_bytes)) {
@@ -902,6 +932,11 @@ awaitable<void> Transport::Core::receive_raft(std::shared_ptr<FrameConn> conn, u
   try {
     for (;;) {
       Frame f = co_await conn->read_frame(opts.max_frame_bytes);
+      if (f.type == FrameType::kForward) {
+        if (peer) peer->received_bytes += 5 + f.payload.size();
+        deliver_forward(from, parse_payload<transportpb::Forward>(f, "forward"));
+        continue;
+      }
       if (f.type != FrameType::kRaftMessage)
         throw ProtocolError("unexpected frame type " + std::to_string(static_cast<int>(f.type)) +
                             " on a Raft stream");
@@ -1187,6 +1222,24 @@ void Transport::set_unreachable_handler(std::function<void(uint64_t)> handler) {
 void Transport::set_removed_handler(std::function<void()> handler) {
   std::unique_lock l(core_->handler_mu);
   core_->on_removed = std::move(handler);
+}
+
+void Transport::set_forward_handler(std::function<void(uint64_t, transportpb::Forward)> handler) {
+  std::unique_lock l(core_->handler_mu);
+  core_->on_forward = std::move(handler);
+}
+
+void Transport::send_forward(uint64_t to, transportpb::Forward f) {
+  if (core_->stopped) return;
+  std::shared_ptr<Peer> peer;
+  {
+    std::lock_guard l(core_->mu);
+    auto it = core_->peers.find(to);
+    if (it != core_->peers.end()) peer = it->second;
+  }
+  if (!peer) return;
+  asio::post(peer->strand,
+             [peer, f = std::move(f)]() mutable { peer->enqueue_forward(std::move(f)); });
 }
 
 void Transport::mark_removed(uint64_t id) {

@@ -46,6 +46,7 @@
 
 #include "net/tls.h"
 #include "node/raft/raft.pb.h"
+#include "node/server/transport.pb.h"
 #include "node/storage/pb.h"
 #include "node/storage/snapshot.h"
 #include "node/storage/status.h"
@@ -140,6 +141,10 @@ class Transport {
   void set_snapshot_handler(
       std::function<std::unique_ptr<SnapshotSink>(const raftpb::Message&)> handler);
   void set_unreachable_handler(std::function<void(uint64_t peer)> handler);
+  // Forwarded requests and replies (transportpb.Forward) from peer `from`,
+  // delivered in the order that peer sent them, interleaved with its Raft
+  // messages.
+  void set_forward_handler(std::function<void(uint64_t from, transportpb::Forward)> handler);
 
   // Plain HTTP on the peer listener.  etcd serves `GET /members` (and
   // /version) on its peer URLs; joining members, proxies and operators with
@@ -172,6 +177,12 @@ class Transport {
   // through send_snapshot(); given here it is dropped and reported
   // unreachable.
   void send(std::vector<raftpb::Message> msgs);
+
+  // Queues a forwarded request or reply for peer `to` on its Raft stream.
+  // Never blocks.  Dropped, silently, where Raft messages would be (unknown
+  // peer, a dial that failed, a broken connection): the asker retries on its
+  // own schedule (LeaderForwarder).
+  void send_forward(uint64_t to, transportpb::Forward f);
 
   // Sends a MsgSnap on a connection of its own and streams the state machine
   // from `writer` after it.  `done(ok)` runs once, when the receiver has

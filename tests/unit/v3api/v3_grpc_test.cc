@@ -486,7 +486,19 @@ TEST_F(V3GrpcTest, MaintenanceAnswers) {
   pb::MoveLeaderRequest ml;
   ml.set_targetid(2);
   unary<pb::MoveLeaderResponse>("/etcdserverpb.Maintenance/MoveLeader", ml, &s);
-  EXPECT_EQ(s.code, GCode::kUnimplemented);
+  EXPECT_EQ(s.code, GCode::kFailedPrecondition);
+  EXPECT_EQ(s.message, "etcdserver: bad leader transferee");
+  // To the leader itself: nothing to move, answered with a header.
+  ml.set_targetid(LocalMember::kMemberId);
+  EXPECT_EQ(unary<pb::MoveLeaderResponse>("/etcdserverpb.Maintenance/MoveLeader", ml)
+                .header()
+                .member_id(),
+            LocalMember::kMemberId);
+  member_.has_leader = false;
+  unary<pb::MoveLeaderResponse>("/etcdserverpb.Maintenance/MoveLeader", ml, &s);
+  EXPECT_EQ(s.code, GCode::kFailedPrecondition);
+  EXPECT_EQ(s.message, "etcdserver: not leader");
+  member_.has_leader = true;
 
   unary<pb::AuthDisableResponse>("/etcdserverpb.Auth/AuthDisable", pb::AuthDisableRequest());
   unary<pb::AuthenticateResponse>("/etcdserverpb.Auth/Authenticate", pb::AuthenticateRequest(), &s);
