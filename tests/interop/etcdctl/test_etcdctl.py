@@ -143,7 +143,8 @@ class EtcdctlComparison(unittest.TestCase):
         doc = json.loads(r.stdout)
         n.register_id(doc["header"]["cluster_id"], "<cluster>")
         for m in doc["members"]:
-            n.register_id(m["ID"], "<id:%s>" % m["name"])
+            # An added member that has not started yet has no name.
+            n.register_id(m["ID"], "<id:%s>" % m["name"] if m.get("name") else None)
         r = c.ctl("get", "x", "-w", "json", endpoints=[c.members[0].client_url])
         self.assertEqual(r.returncode, 0, r.stderr)
         n.base_rev = json.loads(r.stdout)["header"]["revision"]
@@ -483,7 +484,7 @@ class EtcdctlComparison(unittest.TestCase):
             return r
 
         def new_id(r):
-            m = re.search(r"Member ([0-9a-f]+) added", r.stdout)
+            m = re.search(r"Member +([0-9a-f]+) added", r.stdout)  # %16x
             self.assertTrue(m, r.stdout + r.stderr)
             return m.group(1)
 
