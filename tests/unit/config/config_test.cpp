@@ -70,7 +70,7 @@ TEST(ConfigDefaults, MatchEtcd34) {
   EXPECT_EQ(c.bcrypt_cost, 10u);
   EXPECT_EQ(c.metrics, "basic");
   EXPECT_TRUE(c.listen_metrics_urls.empty());
-  EXPECT_EQ(c.logger, "capnslog");
+  EXPECT_EQ(c.logger, "zap");  // Muster's default: JSON lines (etcd 3.5's default)
   EXPECT_EQ(c.log_outputs, std::vector<std::string>{"default"});
   EXPECT_EQ(c.experimental_watch_progress_notify_interval, std::chrono::minutes(10));
   EXPECT_FALSE(c.force_new_cluster);
