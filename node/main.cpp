@@ -20,6 +20,7 @@
 #include "net/client.h"
 #include "net/log.h"
 #include "net/metrics.h"
+#include "net/pprof.h"
 #include "net/runner.h"
 #include "net/server.h"
 #include "net/systemd.h"
@@ -32,6 +33,7 @@
 #include "node/proxy/proxy.h"
 #include "node/server/leader_client.h"
 #include "node/server/peer_members.h"
+#include "node/server/peer_metrics.h"
 #include "node/server/raft_node.h"
 #include "node/server/tls_setup.h"
 #include "node/server/transport.h"
@@ -48,7 +50,7 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 [[noreturn]] void die(const std::string& msg) {
-  log::error("etcdmain", msg);
+  log::fatal("etcdmain", msg);
   std::exit(1);
 }
 
@@ -185,6 +187,18 @@ int run(int argc, char** argv) {
   config::ParseOptions popts;
   popts.default_host = config::detect_default_host();
   auto parsed = config::parse(args, environment(), popts);
+  // --enable-pprof: heap sampling must be on from the start (net/pprof.h).
+  if (parsed.ok() && parsed.config->enable_pprof) net::pprof::enable_heap_sampling(argv);
+  // --logger, --log-outputs, --log-level (net/log.h) before anything else logs.
+  if (parsed.ok()) {
+    const auto& c = *parsed.config;
+    log::Options lo;
+    lo.logger = c.logger;
+    lo.outputs = c.log_outputs;
+    lo.level = log::parse_level(c.log_level).value_or(log::Level::kInfo);
+    lo.program = fs::path(argv[0]).filename().string();
+    if (auto err = log::configure(lo); !err.empty()) die(err);
+  }
   for (const auto& l : parsed.log) {
     if (l.level == config::LogLine::Level::kWarn)
       log::warn("etcdmain", l.message);
@@ -201,7 +215,6 @@ int run(int argc, char** argv) {
   }
   if (!parsed.ok()) die(parsed.error);
   config::Config cfg = *parsed.config;
-  if (cfg.log_level == "debug" || cfg.debug) log::set_min_level(log::Level::kDebug);
 
   // A data dir holding <data-dir>/proxy belongs to a proxy: it stays one,
   // flags or not, following the peers in <data-dir>/proxy/cluster (etcd).
@@ -369,7 +382,11 @@ int run(int argc, char** argv) {
     } else if (path == "/version") {
       a.status = 200;
       a.content_type = "application/json";
-      a.body = json{{"etcdserver", "3.4.0"}, {"etcdcluster", "3.4.0"}}.dump();
+      // etcd's key order; the cluster version is decided once the member
+      // has joined and published itself ("not_decided" before, as etcd).
+      a.body = nlohmann::ordered_json{{"etcdserver", "3.4.0"},
+                                      {"etcdcluster", node->published() ? "3.4.0" : "not_decided"}}
+                   .dump();
     } else {
       a.body = "404 page not found\n";
     }
@@ -395,9 +412,22 @@ int run(int argc, char** argv) {
   if (cfg.quota_backend_bytes > 0) aopts.quota_backend_bytes = cfg.quota_backend_bytes;
   aopts.request_timeout = std::chrono::milliseconds(nopts.request_timeout_ms);
   server::V3Api api(*node, aopts, registry);
+  // etcd_network_peer_* (node/server/peer_metrics.h).
+  server::PeerMetrics peer_metrics(
+      registry, transport,
+      [&node, self = me.member_id] {
+        std::map<uint64_t, std::vector<std::string>> peers;
+        for (const auto& m : node->kv().members())
+          if (m.id() != self) peers[m.id()].assign(m.peerurls().begin(), m.peerurls().end());
+        return peers;
+      },
+      tls.peer_client);
+  api.set_metrics_collector([&peer_metrics] { peer_metrics.collect(); });
   // etcd's gRPC API on the same client listeners (HTTP/2, net/grpc.h), over
   // the same service as the JSON gateway.
-  server::V3Grpc grpc_api(api.service(), registry);
+  server::V3Grpc::Options grpc_api_options;
+  grpc_api_options.handling_time_histogram = cfg.metrics == "extensive";
+  server::V3Grpc grpc_api(api.service(), registry, grpc_api_options);
   net::grpc::Options gopts;
   gopts.max_concurrent_streams = cfg.max_concurrent_streams;
   gopts.max_receive_message_bytes = std::size_t{cfg.max_request_bytes} + 512 * 1024;  // as etcd
@@ -411,6 +441,9 @@ int run(int argc, char** argv) {
   std::unique_ptr<server::V2Api> v2;
   if (cfg.enable_v2)
     v2 = std::make_unique<server::V2Api>(*node, server::V2Api::Options{cfg.max_request_bytes});
+  // --enable-pprof: /debug/pprof/ on the client URLs, as etcd.
+  std::unique_ptr<net::pprof::Handler> pprof;
+  if (cfg.enable_pprof) pprof = std::make_unique<net::pprof::Handler>(io, cfg.data_dir + "/pprof");
   std::vector<std::unique_ptr<net::Server>> servers;
   std::vector<std::pair<std::string, uint16_t>> addresses;  // servers[i] listens on addresses[i]
   auto serve = [&](const std::vector<std::string>& urls,
@@ -431,17 +464,37 @@ int run(int argc, char** argv) {
           die(std::string(what) + " " + u + " is https but no certificate is configured");
         so.tls = *tls_options;
       }
-      auto s = std::make_unique<net::Server>(io, so, [&](std::shared_ptr<net::Exchange> ex) {
-        if (!api.handle(ex) && !(v2 && v2->handle(ex)))
-          ex->respond(net::Response::json(
-              404, "{\"error\":\"Not Found\",\"message\":\"Not Found\",\"code\":5}\n"));
-      });
+      auto s =
+          std::make_unique<net::Server>(io, so, [&, with_grpc](std::shared_ptr<net::Exchange> ex) {
+            // --listen-metrics-urls serve /metrics and /health only, as etcd's.
+            const std::string& target = ex->request().target;
+            const std::string path = target.substr(0, target.find('?'));
+            if (!with_grpc && path != "/metrics" && path != "/health")
+              return ex->respond(net::Response::text(404, "404 page not found\n"));
+            if (!api.handle(ex) && !(v2 && v2->handle(ex)) && !(pprof && pprof->handle(ex)))
+              ex->respond(net::Response::json(
+                  404, "{\"error\":\"Not Found\",\"message\":\"Not Found\",\"code\":5}\n"));
+          });
       addresses.emplace_back(url->host, url->port);
       servers.push_back(std::move(s));
     }
   };
   serve(cfg.listen_client_urls, tls.client_server, "--listen-client-urls", true);
+  const std::size_t client_servers = servers.size();
   serve(cfg.listen_metrics_urls, tls.client_server, "--listen-metrics-urls", false);
+  // As etcd: the client ports are bound now and their connections wait
+  // until the member is ready (below); the metrics ports answer at once.
+  for (std::size_t i = 0; i < servers.size(); ++i) {
+    try {
+      if (i < client_servers)
+        servers[i]->bind(addresses[i].first, addresses[i].second);
+      else
+        servers[i]->listen(addresses[i].first, addresses[i].second);
+    } catch (const std::exception& e) {
+      die(std::string("listen tcp ") + addresses[i].first + ":" +
+          std::to_string(addresses[i].second) + ": " + e.what());
+    }
+  }
 
   node->start();
   log::info("etcdserver", "started",
@@ -452,21 +505,14 @@ int run(int argc, char** argv) {
              {"listen-peer-urls", cfg.listen_peer_urls}});
 
   // As etcd: clients are served only once this member has joined, knows a
-  // leader and has published its client URLs through Raft; then systemd
-  // hears READY=1 (Type=notify).
+  // leader and has published its client URLs through Raft (their
+  // connections wait until then); then systemd hears READY=1 (Type=notify).
   std::atomic<bool> stopping{false};
   std::thread ready_waiter([&] {
     while (!stopping.load() && !node->published())
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     if (stopping.load()) return;
-    for (std::size_t i = 0; i < servers.size(); ++i) {
-      try {
-        servers[i]->listen(addresses[i].first, addresses[i].second);
-      } catch (const std::exception& e) {
-        die(std::string("listen tcp ") + addresses[i].first + ":" +
-            std::to_string(addresses[i].second) + ": " + e.what());
-      }
-    }
+    for (std::size_t i = 0; i < client_servers; ++i) servers[i]->accept_connections();
     log::info("etcdserver", "ready to serve client requests",
               {{"listen-client-urls", cfg.listen_client_urls}});
     net::notify_systemd("READY=1", "etcdmain");
