@@ -62,22 +62,11 @@ json member_node(const TokenPath& tp, const Member& m) {
               {"createdIndex", m.created_index}};
 }
 
-json size_node(const TokenPath& tp, const Token& t);
-
-// The token's directory.  Under etcd's keys API (path mode) it lists the
-// `_config` directory too, as etcd's v2 API does (its `size` key only with
-// recursive=true); etcd's discovery client skips `_config` itself.  The
-// public form (/<token>) lists the registrations only, as discovery.etcd.io.
-json directory_node(const TokenPath& tp, const Token& t, bool recursive = false) {
+// The token's directory: its registrations.  `_config` is not listed, as
+// etcd's v2 API hides keys that start with '_' (discovery.etcd.io likewise).
+json directory_node(const TokenPath& tp, const Token& t) {
   json node{{"key", tp.directory_key()}, {"dir", true}};
   json nodes = json::array();
-  if (tp.v2_keys_path()) {
-    json config{{"key", tp.directory_key() + "/_config"}, {"dir", true}};
-    if (recursive) config["nodes"] = json::array({size_node(tp, t)});
-    config["modifiedIndex"] = t.created_index;
-    config["createdIndex"] = t.created_index;
-    nodes.push_back(std::move(config));
-  }
   for (const auto& m : t.members) nodes.push_back(member_node(tp, m));
   if (!nodes.empty()) node["nodes"] = std::move(nodes);
   node["modifiedIndex"] = t.created_index;
@@ -535,8 +524,9 @@ void Service::handle_token(const std::shared_ptr<net::Exchange>& ex) {
       return;
     }
     store_->get_token(tp.token, now_ms(), [this, ex, tp](StoreResult r) {
+      // etcd names the first node on the path that does not exist: the token.
       if (r.status == StoreStatus::kNotFound)
-        return ex->respond(v2_error(kKeyNotFound, tp.key(), r.index));
+        return ex->respond(v2_error(kKeyNotFound, tp.directory_key(), r.index));
       if (r.status != StoreStatus::kOk)
         return ex->respond(v2_error(kRaftInternal, "", r.index, r.message));
       switch (tp.kind) {
@@ -559,13 +549,8 @@ void Service::handle_token(const std::shared_ptr<net::Exchange>& ex) {
             page.headers.set("X-Etcd-Index", std::to_string(r.index));
             return ex->respond(std::move(page));
           }
-          const bool recursive =
-              net::form_get(net::parse_form(ex->request().raw_query()).value_or(net::FormValues{}),
-                            "recursive")
-                  .value_or("") == "true";
           return ex->respond(
-              v2_ok(200, json{{"action", "get"}, {"node", directory_node(tp, r.token, recursive)}},
-                    r.index));
+              v2_ok(200, json{{"action", "get"}, {"node", directory_node(tp, r.token)}}, r.index));
         }
       }
     });

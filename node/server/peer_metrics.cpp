@@ -60,7 +60,7 @@ void PeerMetrics::collect() {
 
 void PeerMetrics::probe_loop() {
   net::ClientOptions co;
-  co.tls = tls_;
+  if (tls_) co.tls = *tls_;
   co.connect_timeout = co.timeout = std::chrono::seconds(2);
   net::HttpClient client(co);
   std::unique_lock lock(mu_);
