@@ -4,6 +4,8 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/un.h>
+// etcd sends no CODE_FILE/CODE_LINE/CODE_FUNC fields; neither do we.
+#define SD_JOURNAL_SUPPRESS_LOCATION 1
 #include <systemd/sd-journal.h>
 #include <unistd.h>
 

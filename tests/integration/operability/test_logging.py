@@ -94,7 +94,9 @@ class LoggingTest(unittest.TestCase):
                 r = subprocess.run([MUSTER, "--data-dir", self.group.path("bad.data")] + args,
                                    capture_output=True, text=True, timeout=20)
                 self.assertEqual(r.returncode, 1, r.stderr)
-                self.assertIn(want, r.stderr + r.stdout)
+                fatal = [l for l in json_lines(r.stderr) if l["level"] == "fatal"]
+                self.assertEqual(len(fatal), 1, r.stderr)
+                self.assertIn(want, fatal[0]["msg"])
 
     def test_journal_unreachable_is_refused(self):
         if os.path.exists("/run/systemd/journal/socket"):
@@ -102,7 +104,7 @@ class LoggingTest(unittest.TestCase):
         r = subprocess.run([MUSTER, "--data-dir", self.group.path("j.data"), "--log-outputs",
                             "systemd/journal"], capture_output=True, text=True, timeout=20)
         self.assertEqual(r.returncode, 1)
-        self.assertIn("can't find journal", r.stderr)
+        self.assertIn("can't find journal", json_lines(r.stderr)[-1]["msg"])
 
     @unittest.skipUnless(os.geteuid() == 0 and shutil.which("unshare")
                          and os.path.exists("/lib/systemd/systemd-journald"),
