@@ -17,6 +17,11 @@ except ImportError:  # pragma: no cover - install-deps installs it
     text_string_to_metric_families = None
 
 
+# etcd's CounterVecs without a series until the first event: absent from
+# etcd's /metrics before any send fails.  Muster exports them at 0.
+ETCD_ONLY_AFTER_AN_EVENT = {"etcd_network_peer_sent_failures_total"}
+
+
 def families(url):
     st, _, body = request(url, "GET", "/metrics")
     assert st == 200, st
@@ -54,7 +59,9 @@ class MixinMetricsTest(unittest.TestCase):
         by_name = {name_of(f): f for f in fams.values()}
         for name, (typ, labels, buckets, selected) in MIXIN.items():
             with self.subTest(who=who, metric=name):
-                self.assertIn(name, by_name, "%s has no %s" % (who, name))
+                if who == "etcd" and name in ETCD_ONLY_AFTER_AN_EVENT and name not in by_name:
+                    continue  # etcd creates the series at the first failure
+                self.assertTrue(name in by_name, "%s has no %s" % (who, name))
                 f = by_name[name]
                 self.assertEqual(f.type, typ)
                 samples = [s for s in f.samples if not s.name.endswith(("_created",))]
@@ -72,7 +79,10 @@ class MixinMetricsTest(unittest.TestCase):
                         self.assertAlmostEqual(a, b, delta=b * 1e-9)
                 if labels & {"To", "From"}:
                     ids = {s.labels.get("To") or s.labels.get("From") for s in samples}
-                    self.assertEqual(len(ids), peers, (name, ids))
+                    # etcd also counts bytes from ID 0 (probes, streams
+                    # before the handshake names the peer): at least peers.
+                    self.assertGreaterEqual(len(ids - {"0"}), peers, (name, ids))
+                    self.assertLessEqual(len(ids - {"0"}), peers, (name, ids))
         started = by_name["grpc_server_started_total"]
         for service, typ in STREAMS:
             self.assertTrue(any(s.labels["grpc_service"] == service and s.labels["grpc_type"] == typ
