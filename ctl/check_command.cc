@@ -130,7 +130,7 @@ std::vector<std::thread> start_workers(const GlobalOptions& options, int clients
   std::vector<std::thread> workers;
   const std::string value64 = base64_encode(value);
   for (int i = 0; i < clients; ++i) {
-    workers.emplace_back([&, options] {
+    workers.emplace_back([&requests, &stats, &done, options, value64] {
       Client client(options);
       while (auto key = requests.pop()) {
         const auto start = Clock::now();
