@@ -31,7 +31,7 @@ foreach(comp member discovery)
   endif()
   set(USER ${PKG})
   set(HOME /var/lib/${PKG})
-  set(dir ${CMAKE_BINARY_DIR}/deb/${comp})
+  set(dir ${CMAKE_BINARY_DIR}/deb-control/${comp})
   foreach(script postinst prerm postrm)
     configure_file(${MUSTER_DEB_DIR}/${script}.in ${dir}/${script} @ONLY
                    FILE_PERMISSIONS OWNER_READ OWNER_WRITE OWNER_EXECUTE GROUP_READ

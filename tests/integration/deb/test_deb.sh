@@ -28,7 +28,7 @@ dpkg_retry() {
 }
 trap cleanup EXIT
 
-rm -rf "$build/deb"
+rm -f "$build"/deb/*.deb
 (cd "$build" && cpack -G DEB --config CPackConfig.cmake >"$work/cpack.log" 2>&1) \
   || { cat "$work/cpack.log"; fail "cpack"; }
 member=$(ls "$build"/deb/muster_*.deb)
