@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "net/log.h"
+#include "net/pprof.h"
 #include "node/bootstrap/initial_cluster.h"
 #include "node/bootstrap/member_plan.h"
 #include "node/config/config.h"
@@ -24,7 +25,7 @@ using namespace muster;
 namespace fs = std::filesystem;
 
 [[noreturn]] void die(const std::string& msg) {
-  log::error("etcdmain", msg);
+  log::fatal("etcdmain", msg);
   std::exit(1);
 }
 
@@ -43,6 +44,18 @@ int run(int argc, char** argv) {
   config::ParseOptions popts;
   popts.default_host = config::detect_default_host();
   auto parsed = config::parse(args, environment(), popts);
+  // --enable-pprof: heap sampling must be on from the start (net/pprof.h).
+  if (parsed.ok() && parsed.config->enable_pprof) net::pprof::enable_heap_sampling(argv);
+  // --logger, --log-outputs, --log-level (net/log.h) before anything else logs.
+  if (parsed.ok()) {
+    const auto& c = *parsed.config;
+    log::Options lo;
+    lo.logger = c.logger;
+    lo.outputs = c.log_outputs;
+    lo.level = log::parse_level(c.log_level).value_or(log::Level::kInfo);
+    lo.program = fs::path(argv[0]).filename().string();
+    if (auto err = log::configure(lo); !err.empty()) die(err);
+  }
   for (const auto& l : parsed.log) {
     if (l.level == config::LogLine::Level::kWarn)
       log::warn("etcdmain", l.message);
@@ -59,7 +72,6 @@ int run(int argc, char** argv) {
   }
   if (!parsed.ok()) die(parsed.error);
   const config::Config cfg = *parsed.config;
-  if (cfg.log_level == "debug" || cfg.debug) log::set_min_level(log::Level::kDebug);
 
   // A data dir holding <data-dir>/proxy belongs to a proxy: it stays one,
   // flags or not, following the peers in <data-dir>/proxy/cluster (etcd).

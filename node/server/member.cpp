@@ -14,6 +14,7 @@
 
 #include "net/log.h"
 #include "net/metrics.h"
+#include "net/pprof.h"
 #include "net/runner.h"
 #include "net/server.h"
 #include "net/systemd.h"
@@ -22,6 +23,7 @@
 #include "node/bootstrap/ids.h"
 #include "node/bootstrap/peer_members.h"
 #include "node/server/member_server.h"
+#include "node/server/peer_metrics.h"
 #include "node/server/transport.h"
 #include "node/server/v2_api.h"
 #include "node/server/v3_api.h"
@@ -82,7 +84,11 @@ Transport::HttpAnswer peer_http(MemberServer& node, uint64_t cluster_id,
   } else if (path == "/version") {
     a.status = 200;
     a.content_type = "application/json";
-    a.body = json{{"etcdserver", "3.4.0"}, {"etcdcluster", "3.4.0"}}.dump();
+    // etcd's key order; the cluster version is decided once the member has
+    // joined and published itself ("not_decided" before, as etcd).
+    a.body = nlohmann::ordered_json{{"etcdserver", "3.4.0"},
+                                    {"etcdcluster", node.published() ? "3.4.0" : "not_decided"}}
+                 .dump();
   } else {
     a.body = "404 page not found\n";
   }
@@ -140,7 +146,20 @@ int run_member(const config::Config& cfg, const bootstrap::MemberPlan& plan,
   if (cfg.quota_backend_bytes > 0) aopts.quota_backend_bytes = cfg.quota_backend_bytes;
   aopts.request_timeout = std::chrono::milliseconds(sopts.request_timeout_ms);
   V3Api api(*node, aopts, registry);
-  V3Grpc grpc_api(api.service(), registry);
+  // etcd_network_peer_* (node/server/peer_metrics.h).
+  PeerMetrics peer_metrics(
+      registry, transport,
+      [&node, self = me.member_id] {
+        std::map<uint64_t, std::vector<std::string>> peers;
+        for (const auto& m : node->kv().members())
+          if (m.id() != self) peers[m.id()].assign(m.peerurls().begin(), m.peerurls().end());
+        return peers;
+      },
+      tls.peer_client);
+  api.set_metrics_collector([&peer_metrics] { peer_metrics.collect(); });
+  V3Grpc::Options grpc_api_options;
+  grpc_api_options.handling_time_histogram = cfg.metrics == "extensive";
+  V3Grpc grpc_api(api.service(), registry, grpc_api_options);
   net::grpc::Options gopts;
   gopts.max_concurrent_streams = cfg.max_concurrent_streams;
   gopts.max_receive_message_bytes = std::size_t{cfg.max_request_bytes} + 512 * 1024;  // as etcd
@@ -152,6 +171,9 @@ int run_member(const config::Config& cfg, const bootstrap::MemberPlan& plan,
   gopts.keepalive_timeout = ms(cfg.grpc_keepalive_timeout);
   std::unique_ptr<V2Api> v2;
   if (cfg.enable_v2) v2 = std::make_unique<V2Api>(*node, V2Api::Options{cfg.max_request_bytes});
+  // --enable-pprof: /debug/pprof/ on the client URLs, as etcd.
+  std::unique_ptr<net::pprof::Handler> pprof;
+  if (cfg.enable_pprof) pprof = std::make_unique<net::pprof::Handler>(io, cfg.data_dir + "/pprof");
   std::vector<std::unique_ptr<net::Server>> servers;
   std::vector<std::pair<std::string, uint16_t>> addresses;  // servers[i] listens on addresses[i]
   auto serve = [&](const std::vector<std::string>& urls,
@@ -173,17 +195,37 @@ int run_member(const config::Config& cfg, const bootstrap::MemberPlan& plan,
                                    " is https but no certificate is configured");
         so.tls = *tls_options;
       }
-      auto s = std::make_unique<net::Server>(io, so, [&](std::shared_ptr<net::Exchange> ex) {
-        if (!api.handle(ex) && !(v2 && v2->handle(ex)))
-          ex->respond(net::Response::json(
-              404, "{\"error\":\"Not Found\",\"message\":\"Not Found\",\"code\":5}\n"));
-      });
+      auto s =
+          std::make_unique<net::Server>(io, so, [&, with_grpc](std::shared_ptr<net::Exchange> ex) {
+            // --listen-metrics-urls serve /metrics and /health only, as etcd's.
+            const std::string& target = ex->request().target;
+            const std::string path = target.substr(0, target.find('?'));
+            if (!with_grpc && path != "/metrics" && path != "/health")
+              return ex->respond(net::Response::text(404, "404 page not found\n"));
+            if (!api.handle(ex) && !(v2 && v2->handle(ex)) && !(pprof && pprof->handle(ex)))
+              ex->respond(net::Response::json(
+                  404, "{\"error\":\"Not Found\",\"message\":\"Not Found\",\"code\":5}\n"));
+          });
       addresses.emplace_back(url->host, url->port);
       servers.push_back(std::move(s));
     }
   };
   serve(cfg.listen_client_urls, tls.client_server, "--listen-client-urls", true);
+  const std::size_t client_servers = servers.size();
   serve(cfg.listen_metrics_urls, tls.client_server, "--listen-metrics-urls", false);
+  // As etcd: the client ports are bound now and their connections wait
+  // until the member is ready (below); the metrics ports answer at once.
+  for (std::size_t i = 0; i < servers.size(); ++i) {
+    try {
+      if (i < client_servers)
+        servers[i]->bind(addresses[i].first, addresses[i].second);
+      else
+        servers[i]->listen(addresses[i].first, addresses[i].second);
+    } catch (const std::exception& e) {
+      throw std::runtime_error(std::string("listen tcp ") + addresses[i].first + ":" +
+                               std::to_string(addresses[i].second) + ": " + e.what());
+    }
+  }
 
   node->start();
   log::info("etcdserver", "started",
@@ -194,22 +236,14 @@ int run_member(const config::Config& cfg, const bootstrap::MemberPlan& plan,
              {"listen-peer-urls", cfg.listen_peer_urls}});
 
   // As etcd: clients are served only once this member has joined, knows a
-  // leader and has published its client URLs through Raft; then systemd
-  // hears READY=1 (Type=notify).
+  // leader and has published its client URLs through Raft (their
+  // connections wait until then); then systemd hears READY=1 (Type=notify).
   std::atomic<bool> stopping{false};
   std::thread ready_waiter([&] {
     while (!stopping.load() && !node->published())
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     if (stopping.load()) return;
-    for (std::size_t i = 0; i < servers.size(); ++i) {
-      try {
-        servers[i]->listen(addresses[i].first, addresses[i].second);
-      } catch (const std::exception& e) {
-        log::error("etcdmain", std::string("listen tcp ") + addresses[i].first + ":" +
-                                   std::to_string(addresses[i].second) + ": " + e.what());
-        std::exit(1);
-      }
-    }
+    for (std::size_t i = 0; i < client_servers; ++i) servers[i]->accept_connections();
     log::info("etcdserver", "ready to serve client requests",
               {{"listen-client-urls", cfg.listen_client_urls}});
     net::notify_systemd("READY=1", "etcdmain");
