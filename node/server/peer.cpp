@@ -10,6 +10,28 @@
 
 namespace muster::server {
 
+namespace {
+
+using Resolved = std::pair<std::vector<asio::ip::address>, std::string>;
+
+// TransportOptions::resolve_host as an awaitable: its answer comes back on
+// the awaiting coroutine's executor.
+auto resolve_with(const TransportOptions::ResolveHost& resolve, const std::string& host) {
+  return asio::async_initiate<const asio::use_awaitable_t<>&, void(Resolved)>(
+      [&resolve, host](auto handler) {
+        auto ex = asio::get_associated_executor(handler);
+        auto shared = std::make_shared<decltype(handler)>(std::move(handler));
+        resolve(host, [ex, shared](std::vector<asio::ip::address> addresses, std::string error) {
+          asio::post(ex, [shared, r = Resolved(std::move(addresses), std::move(error))]() mutable {
+            std::move(*shared)(std::move(r));
+          });
+        });
+      },
+      use_awaitable);
+}
+
+}  // namespace
+
 // Connects `conn` (already on the caller's strand) to url, runs TLS and the
 // handshake.  Throws std::exception with a readable message on failure.
 awaitable<void> Transport::Core::dial(std::shared_ptr<FrameConn> conn, std::string url, uint64_t to,
@@ -26,8 +48,18 @@ awaitable<void> Transport::Core::dial(std::shared_ptr<FrameConn> conn, std::stri
   std::string failure;
   transportpb::HandshakeReply reply;
   try {
-    auto endpoints =
-        co_await resolver.async_resolve(u->host, std::to_string(u->port), use_awaitable);
+    std::vector<tcp::endpoint> endpoints;
+    if (opts.resolve_host) {
+      auto [addresses, error] = co_await resolve_with(opts.resolve_host, u->host);
+      if (addresses.empty())
+        throw std::runtime_error("cannot resolve " + u->host + ": " +
+                                 (error.empty() ? "no addresses" : error));
+      for (const auto& a : addresses) endpoints.emplace_back(a, u->port);
+    } else {
+      for (const auto& r :
+           co_await resolver.async_resolve(u->host, std::to_string(u->port), use_awaitable))
+        endpoints.push_back(r.endpoint());
+    }
     co_await asio::async_connect(conn->socket(), endpoints, use_awaitable);
     error_code ec;
     conn->socket().set_option(tcp::no_delay(true), ec);

@@ -35,6 +35,7 @@
 // small internal thread pool, never on the io_context's threads.
 #pragma once
 
+#include <boost/asio/ip/address.hpp>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -61,10 +62,19 @@ namespace muster::server {
 inline constexpr uint32_t kTransportProtocolVersion = 1;
 
 struct TransportOptions {
+  // Resolves a peer URL's host name: `done(addresses, error)` once, from any
+  // thread.  Empty: the system resolver.  A member started with
+  // --dns-server resolves peer names through that server, the same one its
+  // SRV lookups used.
+  using ResolveHost = std::function<void(
+      const std::string& host,
+      std::function<void(std::vector<boost::asio::ip::address>, std::string error)> done)>;
+
   uint64_t cluster_id = 0;
   uint64_t local_id = 0;
   std::optional<net::TlsOptions> server_tls;  // REQUIRED for https listeners
   std::optional<net::TlsOptions> client_tls;  // REQUIRED to dial https peer URLs
+  ResolveHost resolve_host;
 
   // Redial delay after a failure: doubles from initial up to max; each wait
   // is drawn uniformly from [delay/2, delay] so members do not redial in step.
