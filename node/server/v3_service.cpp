@@ -1179,10 +1179,24 @@ void V3Service::Impl::WatchStream::on_events(const std::vector<pb::Event>& event
   std::lock_guard l(mu_);
   if (closed_) return;
   const int64_t rev = events.back().kv().mod_revision();
+  // Applied puts come without prev_kv (the store reads it only when asked):
+  // looked up once per event, and only for watchers that want it.
+  std::vector<std::optional<pb::Event>> with_prev(events.size());
+  auto prev_filled = [&](size_t i) -> const pb::Event& {
+    const pb::Event& e = events[i];
+    if (e.type() != pb::Event::PUT || e.has_prev_kv() || e.kv().version() <= 1) return e;
+    if (!with_prev[i]) {
+      with_prev[i] = e;
+      svc_->member_.kv().previous(e.kv().key(), e.kv().mod_revision(),
+                                  with_prev[i]->mutable_prev_kv());
+      if (with_prev[i]->prev_kv().key().empty()) with_prev[i]->clear_prev_kv();
+    }
+    return *with_prev[i];
+  };
   for (auto& [id, w] : watchers_) {
     std::vector<pb::Event> matching;
-    for (const auto& e : events)
-      if (matches(w, e)) matching.push_back(e);
+    for (size_t i = 0; i < events.size(); ++i)
+      if (matches(w, events[i])) matching.push_back(w.prev_kv ? prev_filled(i) : events[i]);
     if (matching.empty()) continue;
     if (w.catching_up) {
       for (auto& e : matching) w.buffer.push_back(std::move(e));

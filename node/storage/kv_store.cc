@@ -309,12 +309,37 @@ Status KvStore::load() {
 // ------------------------------------------------------------------ reads
 
 bool KvStore::read_record(Revision rev, pb::KeyValue* kv) const {
+  // While an ApplyBatch runs (its thread holds the write lock, so only it
+  // reads), records it staged are not in LevelDB yet.
+  if (staged_ != nullptr) {
+    auto it = staged_->find(rev);
+    if (it != staged_->end()) {
+      *kv = it->second;
+      return true;
+    }
+  }
   std::string v;
   Status s = db_->get(keys::revision_key(rev.main, rev.sub), &v);
   if (s.code() == Code::kNotFound) return false;
   if (!s) fatal("reading revision record: " + s.message());
   if (!kv->ParseFromString(v)) fatal("unparsable revision record");
   return true;
+}
+
+bool KvStore::previous(const std::string& key, int64_t mod_revision, pb::KeyValue* out) const {
+  auto l = read_lock();
+  auto it = index_.find(key);
+  if (it == index_.end()) return false;
+  const auto& revs = it->second.revs;
+  // A key changes at most once per revision (etcd refuses duplicate keys in
+  // a txn), so the change before `mod_revision` is the last one below it.
+  auto pos = std::lower_bound(
+      revs.begin(), revs.end(), mod_revision,
+      [](const KeyHistory::Rev& r, int64_t main) { return r.rev.main < main; });
+  if (pos == revs.begin()) return false;
+  --pos;
+  if (pos->tombstone) return false;
+  return read_record(pos->rev, out);
 }
 
 int64_t KvStore::revision() const {
@@ -509,12 +534,9 @@ Status KvStore::events(const std::string& key, const std::string& range_end, int
 // ------------------------------------------------------------------ writer
 
 bool KvStore::Writer::read(Revision rev, pb::KeyValue* kv) const {
-  if (rev.main == main_) {
-    auto it = pending_.find(rev);
-    if (it == pending_.end()) return false;
-    *kv = it->second;
-    return true;
-  }
+  // Staged by this entry, or by an earlier entry of the same batch: not in
+  // LevelDB yet (read_record looks there too).
+  if (rev.main == main_ && !pending_.count(rev)) return false;
   return s_.read_record(rev, kv);
 }
 
@@ -549,7 +571,12 @@ void KvStore::Writer::put(const std::string& key, const std::string& value, int6
   KeyHistory& kh = s_.index_[key];
   pb::KeyValue old;
   const bool had = kh.alive();
-  if (had && !read(kh.revs.back().rev, &old)) fatal("indexed revision record missing for " + key);
+  // The previous value is read only when the caller wants it: events go
+  // out without prev_kv (watchers that ask for it look it up, previous()).
+  const bool read_old = had && prev != nullptr;
+  if (read_old && !read(kh.revs.back().rev, &old))
+    fatal("indexed revision record missing for " + key);
+  const int64_t old_lease = had ? kh.lease : 0;
   const Revision r{main_, sub_++};
   pb::KeyValue kv;
   kv.set_key(key);
@@ -561,7 +588,6 @@ void KvStore::Writer::put(const std::string& key, const std::string& value, int6
   kh.revs.push_back({r, false});
   kh.create_revision = kv.create_revision();
   kh.version = kv.version();
-  const int64_t old_lease = had ? old.lease() : 0;
   kh.lease = lease;
   if (!had) s_.live_keys_++;
   if (old_lease != lease && old_lease != 0) {
@@ -577,7 +603,7 @@ void KvStore::Writer::put(const std::string& key, const std::string& value, int6
   pb::Event ev;
   ev.set_type(pb::Event::PUT);
   *ev.mutable_kv() = kv;
-  if (had) *ev.mutable_prev_kv() = old;
+  if (read_old) *ev.mutable_prev_kv() = old;
   events_.push_back(std::move(ev));
   if (prev) {
     if (had) {
@@ -683,13 +709,14 @@ Status KvStore::plan_txn(const pb::TxnRequest& req, TxnPlan* plan) const {
 }
 
 void KvStore::exec_put(Writer& w, const pb::PutRequest& p, pb::PutResponse* resp) {
+  // The current value is read only when the request needs it.
   pb::KeyValue cur;
-  const bool had = w.get(p.key(), &cur);
+  if (p.ignore_value() || p.ignore_lease()) w.get(p.key(), &cur);
   const std::string& value = p.ignore_value() ? cur.value() : p.value();
   const int64_t lease = p.ignore_lease() ? cur.lease() : p.lease();
   pb::KeyValue prev;
-  w.put(p.key(), std::string(value), lease, &prev);
-  if (p.prev_kv() && had) *resp->mutable_prev_kv() = std::move(prev);
+  w.put(p.key(), value, lease, p.prev_kv() ? &prev : nullptr);
+  if (p.prev_kv() && !prev.key().empty()) *resp->mutable_prev_kv() = std::move(prev);
   resp->mutable_header()->set_revision(w.read_rev());
 }
 
@@ -919,42 +946,106 @@ Status KvStore::apply_member(Writer& w, const pb::InternalRequest& req,
 
 KvStore::ApplyResult KvStore::apply(const pb::InternalRequest& req, uint64_t index, uint64_t term,
                                     const raftpb::ConfState* cs) {
-  auto lock = write_lock();
+  ApplyBatch b(*this);
+  ApplyResult res = b.apply(req, index, term, cs);
+  b.commit();
+  return res;
+}
+
+void KvStore::apply_noop(uint64_t index, uint64_t term, const raftpb::ConfState* cs) {
+  ApplyBatch b(*this);
+  b.apply_noop(index, term, cs);
+  b.commit();
+}
+
+KvStore::ApplyBatch::ApplyBatch(KvStore& store) : s_(store), lock_(store.write_lock()) {
+  s_.staged_ = &pending_;
+}
+
+KvStore::ApplyBatch::~ApplyBatch() { commit(); }
+
+void KvStore::ApplyBatch::flush() {
+  if (!dirty_) return;
+  pb::AppliedRecord a;
+  a.set_index(s_.applied_index_);
+  a.set_term(s_.applied_term_);
+  a.set_revision(s_.rev_);
+  a.set_compact_revision(s_.compact_rev_);
+  batch_.Put(keys::kApplied, a.SerializeAsString());
+  if (!conf_state_.empty()) batch_.Put(keys::kConfState, conf_state_);
+  Status ws = s_.db_->write(&batch_, s_.options_.sync_apply);
+  // The in-memory state already moved on; a store that cannot persist it
+  // must stop rather than diverge from its own disk.
+  if (!ws) fatal("apply write failed: " + ws.message());
+  batch_.Clear();
+  pending_.clear();
+  conf_state_.clear();
+  dirty_ = false;
+}
+
+void KvStore::ApplyBatch::commit() {
+  if (committed_) return;
+  flush();
+  committed_ = true;
+  s_.staged_ = nullptr;
+  lock_.unlock();
+}
+
+void KvStore::ApplyBatch::advance(uint64_t index, uint64_t term, const raftpb::ConfState* cs) {
+  s_.applied_index_ = index;
+  s_.applied_term_ = term;
+  if (cs != nullptr) conf_state_ = cs->SerializeAsString();
+  dirty_ = true;
+}
+
+void KvStore::ApplyBatch::apply_noop(uint64_t index, uint64_t term, const raftpb::ConfState* cs) {
+  if (committed_) fatal("apply on a committed batch");
+  if (index <= s_.applied_index_) return;
+  advance(index, term, cs);
+}
+
+KvStore::ApplyResult KvStore::ApplyBatch::apply(const pb::InternalRequest& req, uint64_t index,
+                                                uint64_t term, const raftpb::ConfState* cs) {
+  if (committed_) fatal("apply on a committed batch");
   ApplyResult res;
-  if (index <= applied_index_) {
+  if (index <= s_.applied_index_) {
     res.skipped = true;
     return res;
   }
-  Writer w(*this);
+  // A compaction scans LevelDB for the previous compaction's records: what
+  // this batch staged must be there first.
+  if (req.has_compaction()) flush();
+  KvStore& st = s_;
+  Writer w(st, batch_, pending_);
   pb::InternalResponse& out = res.response;
   Status s = validate(req);
   if (s) {
     switch (req.request_case()) {
       case pb::InternalRequest::kRange:
-        s = range_locked(req.range(), rev_, nullptr, out.mutable_range());
+        s = st.range_locked(req.range(), st.rev_, &w, out.mutable_range());
         break;
       case pb::InternalRequest::kPut:
-        s = check_put(req.put());
-        if (s) exec_put(w, req.put(), out.mutable_put());
+        s = st.check_put(req.put());
+        if (s) st.exec_put(w, req.put(), out.mutable_put());
         break;
       case pb::InternalRequest::kDeleteRange:
-        exec_delete(w, req.delete_range(), out.mutable_delete_range());
+        st.exec_delete(w, req.delete_range(), out.mutable_delete_range());
         break;
       case pb::InternalRequest::kTxn: {
         TxnPlan plan;
-        s = plan_txn(req.txn(), &plan);
-        if (s) exec_txn(w, req.txn(), &plan, out.mutable_txn());
+        s = st.plan_txn(req.txn(), &plan);
+        if (s) st.exec_txn(w, req.txn(), &plan, out.mutable_txn());
         break;
       }
       case pb::InternalRequest::kCompaction:
-        s = apply_compaction(w, req.compaction());
+        s = st.apply_compaction(w, req.compaction());
         if (s) out.mutable_compaction()->mutable_header();
         break;
       case pb::InternalRequest::kLeaseGrant:
-        s = apply_lease_grant(w, req.lease_grant(), index, out.mutable_lease_grant());
+        s = st.apply_lease_grant(w, req.lease_grant(), index, out.mutable_lease_grant());
         break;
       case pb::InternalRequest::kLeaseRevoke:
-        s = apply_lease_revoke(w, req.lease_revoke().id());
+        s = st.apply_lease_revoke(w, req.lease_revoke().id());
         if (s) out.mutable_lease_revoke()->mutable_header();
         break;
       case pb::InternalRequest::kV2:
@@ -965,7 +1056,7 @@ KvStore::ApplyResult KvStore::apply(const pb::InternalRequest& req, uint64_t ind
       case pb::InternalRequest::kMemberUpdate:
       case pb::InternalRequest::kMemberPromote:
       case pb::InternalRequest::kMemberAttributes:
-        s = apply_member(w, req, &out);
+        s = st.apply_member(w, req, &out);
         break;
       case pb::InternalRequest::REQUEST_NOT_SET:
         break;
@@ -977,64 +1068,35 @@ KvStore::ApplyResult KvStore::apply(const pb::InternalRequest& req, uint64_t ind
     out.Clear();
     res.status = s;
   }
-  if (w.changed()) rev_ = w.pending_main();
-  applied_index_ = index;
-  applied_term_ = term;
-  pb::AppliedRecord a;
-  a.set_index(index);
-  a.set_term(term);
-  a.set_revision(rev_);
-  a.set_compact_revision(compact_rev_);
-  w.batch().Put(keys::kApplied, a.SerializeAsString());
-  if (cs != nullptr) w.batch().Put(keys::kConfState, cs->SerializeAsString());
-  Status ws = db_->write(&w.batch(), options_.sync_apply);
-  // The in-memory state already moved on; a store that cannot persist it
-  // must stop rather than diverge from its own disk.
-  if (!ws) fatal("apply write failed: " + ws.message());
+  if (w.changed()) st.rev_ = w.pending_main();
+  advance(index, term, cs);
   res.events = std::move(w.events());
   // Top-level response headers carry the revision after the request.
   switch (out.response_case()) {
     case pb::InternalResponse::kRange:
       break;
     case pb::InternalResponse::kPut:
-      out.mutable_put()->mutable_header()->set_revision(rev_);
+      out.mutable_put()->mutable_header()->set_revision(st.rev_);
       break;
     case pb::InternalResponse::kDeleteRange:
-      out.mutable_delete_range()->mutable_header()->set_revision(rev_);
+      out.mutable_delete_range()->mutable_header()->set_revision(st.rev_);
       break;
     case pb::InternalResponse::kTxn:
-      out.mutable_txn()->mutable_header()->set_revision(rev_);
+      out.mutable_txn()->mutable_header()->set_revision(st.rev_);
       break;
     case pb::InternalResponse::kCompaction:
-      out.mutable_compaction()->mutable_header()->set_revision(rev_);
+      out.mutable_compaction()->mutable_header()->set_revision(st.rev_);
       break;
     case pb::InternalResponse::kLeaseGrant:
-      out.mutable_lease_grant()->mutable_header()->set_revision(rev_);
+      out.mutable_lease_grant()->mutable_header()->set_revision(st.rev_);
       break;
     case pb::InternalResponse::kLeaseRevoke:
-      out.mutable_lease_revoke()->mutable_header()->set_revision(rev_);
+      out.mutable_lease_revoke()->mutable_header()->set_revision(st.rev_);
       break;
     default:
       break;
   }
   return res;
-}
-
-void KvStore::apply_noop(uint64_t index, uint64_t term, const raftpb::ConfState* cs) {
-  auto lock = write_lock();
-  if (index <= applied_index_) return;
-  applied_index_ = index;
-  applied_term_ = term;
-  leveldb::WriteBatch batch;
-  pb::AppliedRecord a;
-  a.set_index(index);
-  a.set_term(term);
-  a.set_revision(rev_);
-  a.set_compact_revision(compact_rev_);
-  batch.Put(keys::kApplied, a.SerializeAsString());
-  if (cs != nullptr) batch.Put(keys::kConfState, cs->SerializeAsString());
-  Status ws = db_->write(&batch, options_.sync_apply);
-  if (!ws) fatal("apply write failed: " + ws.message());
 }
 
 // ------------------------------------------------------------------ leases

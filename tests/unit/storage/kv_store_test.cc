@@ -159,6 +159,65 @@ TEST_F(KvStoreTest, ApplyIsIdempotentAndAppliedIndexPersists) {
   EXPECT_EQ(kv().revision(), 2);
 }
 
+// Many entries, one LevelDB write: later entries see what earlier ones
+// staged (a put's previous value, a txn's compare, a v2 read), readers see
+// the batch only once it is written, and the applied index of the last
+// entry survives a restart with every record.
+TEST_F(KvStoreTest, ApplyBatchEntriesSeeEachOtherAndLandTogether) {
+  put("b/k", "0");
+  const uint64_t before = index_;
+  {
+    KvStore::ApplyBatch batch(kv());
+    auto r = [&](const std::string& v) {
+      pb::InternalRequest p;
+      p.mutable_put()->set_key("b/k");
+      p.mutable_put()->set_value(v);
+      p.mutable_put()->set_prev_kv(true);
+      return batch.apply(p, ++index_, 1);
+    };
+    EXPECT_EQ(r("1").response.put().prev_kv().value(), "0");
+    auto second = r("2");
+    EXPECT_EQ(second.response.put().prev_kv().value(), "1");
+    ASSERT_EQ(second.events.size(), 1u);
+    EXPECT_EQ(second.events[0].prev_kv().value(), "1");
+    pb::InternalRequest txn;
+    auto* c = txn.mutable_txn()->add_compare();
+    c->set_key("b/k");
+    c->set_target(pb::Compare::VALUE);
+    c->set_result(pb::Compare::EQUAL);
+    c->set_value("2");
+    auto* then = txn.mutable_txn()->add_success()->mutable_request_put();
+    then->set_key("b/t");
+    then->set_value("seen");
+    auto t = batch.apply(txn, ++index_, 1);
+    EXPECT_TRUE(t.response.txn().succeeded());
+    pb::InternalRequest range;
+    range.mutable_range()->set_key("b/k");
+    auto rr = batch.apply(range, ++index_, 1);
+    ASSERT_EQ(rr.response.range().kvs_size(), 1);
+    EXPECT_EQ(rr.response.range().kvs(0).value(), "2");
+    batch.apply_noop(++index_, 1);
+    // Not written yet: a reader on another thread waits for the batch.
+    std::atomic<bool> read_done{false};
+    std::thread reader([&] {
+      auto got = get("b/t");
+      EXPECT_EQ(got.kvs_size(), 1);
+      read_done = true;
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    EXPECT_FALSE(read_done.load()) << "a reader saw an unwritten batch";
+    batch.commit();
+    reader.join();
+  }
+  EXPECT_EQ(kv().applied_index(), before + 5);
+  reopen();
+  EXPECT_EQ(kv().applied_index(), before + 5);
+  EXPECT_EQ(get("b/k").kvs(0).value(), "2");
+  EXPECT_EQ(get("b/t").kvs(0).value(), "seen");
+  EXPECT_EQ(get("b/k").kvs(0).version(), 3);
+  kv().check_consistency();
+}
+
 TEST_F(KvStoreTest, ValidateRejectsWhatEtcdRejects) {
   pb::InternalRequest r;
   r.mutable_put();
