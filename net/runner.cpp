@@ -1,5 +1,7 @@
 #include "net/runner.h"
 
+#include <pthread.h>
+
 #include <atomic>
 #include <boost/asio.hpp>
 #include <chrono>
@@ -9,6 +11,8 @@
 #include <vector>
 
 namespace muster::net {
+
+void set_thread_name(const char* name) { ::pthread_setname_np(::pthread_self(), name); }
 
 int run_until_signal(boost::asio::io_context& io, int threads, std::function<void()> on_signal,
                      int grace_ms) {
@@ -36,9 +40,16 @@ int run_until_signal(boost::asio::io_context& io, int threads, std::function<voi
         signals.async_wait(handler);
       };
   signals.async_wait(handler);
-  std::thread control_thread([&] { control.run(); });
+  std::thread control_thread([&] {
+    set_thread_name("signals");
+    control.run();
+  });
   std::vector<std::thread> pool;
-  for (int i = 1; i < threads; ++i) pool.emplace_back([&] { io.run(); });
+  for (int i = 1; i < threads; ++i)
+    pool.emplace_back([&] {
+      set_thread_name("io");
+      io.run();
+    });
   io.run();
   for (auto& t : pool) t.join();
   control.stop();

@@ -9,6 +9,10 @@ class io_context;
 
 namespace muster::net {
 
+// Names the calling thread (as ps, top and perf show it; 15 characters at
+// most), e.g. "raft", "apply", "io".
+void set_thread_name(const char* name);
+
 // Runs `io` on `threads` threads.  On the first SIGTERM or SIGINT calls
 // `on_signal` (on an io thread): it should stop servers and release work so
 // that `io` runs dry.  A second signal, or `grace_ms` after the first, stops
