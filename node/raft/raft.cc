@@ -1238,6 +1238,10 @@ Ready Raft::ready() {
   rd.entries = log_.unstable_entries();
   if (log_.unstable_snapshot()) rd.snapshot = *log_.unstable_snapshot();
   rd.committed_entries = log_.next_committed_entries(cfg_.max_committed_size_per_ready);
+  if (!rd.committed_entries.empty()) {
+    rd.committed_last_index = rd.committed_entries.back().index();
+    rd.committed_payload_bytes = payload_size(rd.committed_entries);
+  }
   const SoftState ss = soft_state();
   if (!(ss == prev_soft_)) rd.soft_state = ss;
   const pb::HardState hs = hard_state();
@@ -1267,10 +1271,10 @@ void Raft::advance(const Ready& rd) {
     if (idx > log_.applied()) log_.applied_to(idx);
   }
   if (!rd.entries.empty()) log_.stable_to(rd.entries.back().index(), rd.entries.back().term());
-  if (!rd.committed_entries.empty()) {
-    log_.applied_to(rd.committed_entries.back().index());
+  if (rd.committed_last_index != 0) {
+    log_.applied_to(rd.committed_last_index);
     if (state_ == StateRole::kLeader) {
-      const uint64_t s = payload_size(rd.committed_entries);
+      const uint64_t s = rd.committed_payload_bytes;
       uncommitted_size_ = s > uncommitted_size_ ? 0 : uncommitted_size_ - s;
     }
   }

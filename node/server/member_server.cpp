@@ -177,7 +177,11 @@ DriverHooks MemberServer::hooks() {
     // the old leader's view of keepalives is not ours.
     if (now.role == raft::StateRole::kLeader) storage_->kv().reset_lease_expiries();
   };
-  h.apply = [this](const std::vector<raftpb::Entry>& entries) { applier_->apply(entries, *raft_); };
+  h.apply = [this](std::vector<raftpb::Entry> entries) { applier_->enqueue(std::move(entries)); };
+  h.drain = [this] { applier_->drain(); };
+  h.apply_now = [this](const std::vector<raftpb::Entry>& entries) {
+    applier_->apply(entries, *raft_);
+  };
   h.on_installed = [this](const raftpb::SnapshotMetadata& meta) {
     membership_->adopt_installed(*raft_, meta.conf_state());
     applier_->reload_applied();
@@ -210,10 +214,14 @@ DriverHooks MemberServer::hooks() {
   return h;
 }
 
-void MemberServer::start() { driver_->start(); }
+void MemberServer::start() {
+  applier_->start();
+  driver_->start();
+}
 
 void MemberServer::stop(bool transfer_leadership) {
   driver_->stop(transfer_leadership);
+  applier_->stop();
   // Everyone still waiting learns the server stopped.
   std::vector<LeaderMove> moves;
   {

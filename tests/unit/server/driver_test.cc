@@ -6,8 +6,8 @@
 // What it checks is the driver's side of the Ready contract:
 //   - a follower never sends an ack or a vote its disk does not hold yet
 //     (checked inside the fake transport, at the moment of sending);
-//   - committed entries reach the apply hook once each, in log order,
-//     never beyond what is persisted;
+//   - committed entries reach the apply side once each, in log order,
+//     never before they are on this member's disk;
 //   - a configuration change is applied to the core through the hook and
 //     every member's core agrees on the new configuration;
 //   - a follower cut off past the leader's compaction catches up from a
@@ -178,13 +178,22 @@ class DriverTest : public ::testing::Test {
     o.snapshot_catchup_entries = 5;
     o.existing_state = false;
     DriverHooks h;
-    h.apply = [this, &n](const std::vector<raftpb::Entry>& entries) {
+    h.apply_now = [this, &n](const std::vector<raftpb::Entry>& entries) {
       for (const auto& e : entries) {
         if (e.index() <= n.storage->kv().applied_index()) continue;  // came with a snapshot
-        if (e.index() > n.storage->log().hard_state().commit() ||
-            e.index() > n.storage->log().last_index())
+        // Committed (the core says so; the commit index itself may reach
+        // the disk with this Ready's write: a restart raises it to the
+        // applied index) and on this member's disk: that very entry, not an
+        // older one at its index that this Ready is about to replace.
+        uint64_t disk_term = 0;
+        const bool on_disk = e.index() <= n.storage->log().last_index() &&
+                             n.storage->log().term(e.index(), &disk_term) ==
+                                 raft::StorageError::kOk &&
+                             disk_term == e.term();
+        if (e.index() > n.raft->log().committed() || !on_disk)
           net_.violations.push_back("member " + std::to_string(n.id) + " applies index " +
-                                    std::to_string(e.index()) + " beyond its durable commit");
+                                    std::to_string(e.index()) + " (term " +
+                                    std::to_string(e.term()) + ") not committed or not on disk");
         if (!n.applied.empty() && e.index() != n.applied.back() + 1)
           net_.violations.push_back("member " + std::to_string(n.id) + " applies " +
                                     std::to_string(e.index()) + " after " +
@@ -200,6 +209,12 @@ class DriverTest : public ::testing::Test {
         }
       }
     };
+    // The apply side of the test applies at once (no thread): what the
+    // driver hands over must already be persisted.
+    h.apply = [apply_now = h.apply_now](std::vector<raftpb::Entry> entries) {
+      apply_now(entries);
+    };
+    h.drain = [] {};
     h.on_installed = [&n](const raftpb::SnapshotMetadata& meta) {
       n.installs++;
       // What the member does (membership's adopt_installed): the applied
@@ -263,6 +278,39 @@ TEST_F(DriverTest, FollowersAckOnlyWhatTheirDiskHoldsAndApplyInOrder) {
     ASSERT_FALSE(n->applied.empty());
     EXPECT_EQ(n->applied.back(), last) << "member " << id;
   }
+}
+
+// A deposed leader's own uncommitted entries are replaced when it rejoins:
+// the new leader's entries and their commit arrive in one Ready, and what
+// its disk holds at those indexes until the write is the old entries, so
+// nothing may be applied before the write (the apply-side hand-over must
+// take the first entry the Ready writes as the end of what is durable).
+TEST_F(DriverTest, ARejoiningLeaderAppliesTheNewEntriesOnlyAfterReplacingItsOwn) {
+  const uint64_t old = elect();
+  ASSERT_NE(old, 0u);
+  propose_on_leader(3);
+  settle(5);  // committed everywhere
+  // The leader takes proposals no one else hears of, then is cut off.
+  net_.cut.insert(old);
+  Node& a = *nodes_[old];
+  for (int i = 0; i < 3; ++i) a.driver->propose("lost", 5000 + i);
+  a.driver->turn(now_);  // appended and persisted by the old leader only
+  const uint64_t lost_from = a.storage->log().last_index() - 2;
+  ASSERT_GE(lost_from, 1u);
+  const uint64_t fresh = elect();
+  ASSERT_NE(fresh, 0u);
+  ASSERT_NE(fresh, old);
+  propose_on_leader(6);
+  settle(5);
+  net_.cut.erase(old);
+  settle(30);
+  EXPECT_EQ(net_.violations, std::vector<std::string>{});
+  const uint64_t last = nodes_[fresh]->storage->log().last_index();
+  EXPECT_EQ(a.storage->kv().applied_index(), last);
+  uint64_t t_new = 0, t_old = 0;
+  ASSERT_EQ(a.storage->log().term(lost_from, &t_old), raft::StorageError::kOk);
+  ASSERT_EQ(nodes_[fresh]->storage->log().term(lost_from, &t_new), raft::StorageError::kOk);
+  EXPECT_EQ(t_old, t_new) << "the old leader's lost entries were not replaced";
 }
 
 TEST_F(DriverTest, ConfigurationChangeIsAppliedToEveryCore) {
