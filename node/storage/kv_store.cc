@@ -1177,7 +1177,7 @@ std::vector<uint64_t> KvStore::removed_members() const {
 void KvStore::check_consistency() const {
   auto l = read_lock();
   // Rebuild the index from disk exactly as load() does and compare.
-  std::map<std::string, KeyHistory, std::less<>> fresh;
+  absl::btree_map<std::string, KeyHistory, std::less<>> fresh;
   std::unique_ptr<leveldb::Iterator> it(db_->db()->NewIterator(leveldb::ReadOptions()));
   for (it->Seek(std::string(1, keys::kRevision)); it->Valid() && is_revision_key(it->key());
        it->Next()) {
