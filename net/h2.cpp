@@ -241,6 +241,15 @@ class H2Call final : public grpc::Call, public std::enable_shared_from_this<H2Ca
       c.finish_call(id, std::move(s));
     });
   }
+  void reply(std::string message, grpc::Status s) override {
+    if (done_.exchange(true)) return;
+    std::string framed = grpc::frame_message(message);
+    queued_.fetch_add(framed.size());
+    post([framed = std::move(framed), s = std::move(s)](H2Connection& c, int32_t id) mutable {
+      c.send_message(id, std::move(framed));
+      c.finish_call(id, std::move(s));
+    });
+  }
   std::size_t queued_bytes() const override { return queued_.load(); }
   bool done() const override { return done_.load(); }
 

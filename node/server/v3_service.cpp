@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "net/runner.h"
 #include "node/storage/errors.h"
 #include "node/storage/snapshot.h"
 
@@ -54,7 +55,11 @@ constexpr std::string_view kSnapshotMagic = "MUSTER-SNAPSHOT-1\n";
 // progress notifications, snapshot pacing.  Callbacks run without the lock.
 class Timers {
  public:
-  Timers() : thread_([this] { run(); }) {}
+  Timers()
+      : thread_([this] {
+          net::set_thread_name("v3-timers");
+          run();
+        }) {}
   ~Timers() {
     {
       std::lock_guard l(mu_);
@@ -68,9 +73,14 @@ class Timers {
     std::lock_guard l(mu_);
     const uint64_t id = next_id_++;
     const auto at = Clock::now() + d;
-    queue_.emplace(std::make_pair(at, id), std::move(f));
+    auto key = std::make_pair(at, id);
+    // The thread sleeps until the earliest deadline: wake it only when this
+    // one comes first (a request's deadline rarely does, so a busy member
+    // does not pay a thread wake-up per request).
+    const bool earliest = queue_.empty() || key < queue_.begin()->first;
+    queue_.emplace(key, std::move(f));
     when_[id] = at;
-    cv_.notify_all();
+    if (earliest) cv_.notify_all();
     return id;
   }
 
@@ -117,7 +127,11 @@ class Timers {
 // defragment): it must not run on a transport's strand or delay timers.
 class Worker {
  public:
-  Worker() : thread_([this] { run(); }) {}
+  Worker()
+      : thread_([this] {
+          net::set_thread_name("v3-worker");
+          run();
+        }) {}
   ~Worker() {
     {
       std::lock_guard l(mu_);
