@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "discovery/etcd_store.h"
 #include "discovery/leveldb_store.h"
 #include "discovery/rules.h"
 #include "discovery/service.h"
@@ -18,9 +19,6 @@
 #include "net/runner.h"
 #include "net/server.h"
 #include "net/url.h"
-#ifdef MUSTER_HAVE_ETCD_STORE
-#include "discovery/etcd_store.h"
-#endif
 
 namespace {
 
@@ -178,12 +176,8 @@ int main(int argc, char** argv) {
     if (flags["store"] == "leveldb") {
       store = std::make_shared<discovery::LevelDbTokenStore>(flags["data-dir"]);
     } else if (flags["store"] == "etcd") {
-#ifdef MUSTER_HAVE_ETCD_STORE
       if (flags["store-endpoints"].empty()) die("--store etcd needs --store-endpoints");
       store = discovery::make_etcd_token_store(flags["store-endpoints"], flags["store-prefix"]);
-#else
-      die("this build has no etcd store");
-#endif
     } else {
       die("invalid value \"" + flags["store"] + "\" for --store: expected leveldb or etcd");
     }
