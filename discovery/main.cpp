@@ -11,12 +11,12 @@
 #include <thread>
 #include <vector>
 
+#include "base/log.h"
+#include "base/runner.h"
 #include "discovery/etcd_store.h"
 #include "discovery/leveldb_store.h"
 #include "discovery/rules.h"
 #include "discovery/service.h"
-#include "net/log.h"
-#include "net/runner.h"
 #include "net/server.h"
 #include "net/url.h"
 
@@ -235,7 +235,7 @@ int main(int argc, char** argv) {
              {"store", flags["store"]},
              {"data-dir", flags["data-dir"]},
              {"max-size", opts.max_size}});
-  int sig = net::run_until_signal(io, threads, [&] {
+  int sig = base::run_until_signal(io, threads, [&] {
     log::info("discovery/main", "stopping");
     service->stopping();
     server->stop();

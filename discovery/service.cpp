@@ -6,8 +6,8 @@
 #include <cctype>
 #include <nlohmann/json.hpp>
 
+#include "base/log.h"
 #include "discovery/rules.h"
-#include "net/log.h"
 
 namespace muster::discovery {
 

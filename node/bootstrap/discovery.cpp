@@ -12,9 +12,9 @@
 #include <set>
 #include <thread>
 
+#include "base/log.h"
 #include "net/client.h"
 #include "net/http.h"
-#include "net/log.h"
 #include "net/url.h"
 #include "node/bootstrap/ids.h"
 #include "node/config/urls.h"

@@ -6,7 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
-#include "net/atomic_file.h"
+#include "base/atomic_file.h"
 #include "node/bootstrap/ids.h"
 
 namespace muster::bootstrap {
@@ -36,7 +36,7 @@ void write_identity(const std::string& data_dir, const Identity& id) {
                                 {"cluster_id", id_to_hex(id.cluster_id)}}
                                .dump() +
                            "\n";
-  if (std::string err = net::write_file_atomically(identity_path(data_dir), text); !err.empty())
+  if (std::string err = base::write_file_atomically(identity_path(data_dir), text); !err.empty())
     throw std::runtime_error(err);
 }
 

@@ -4,8 +4,8 @@
 #include <algorithm>
 #include <stdexcept>
 
+#include "base/log.h"
 #include "net/client.h"
-#include "net/log.h"
 #include "node/bootstrap/ids.h"
 #include "node/bootstrap/initial_cluster.h"
 #include "node/config/urls.h"

@@ -120,7 +120,8 @@ struct Config {
   std::vector<std::string> listen_metrics_urls;
 
   // --- logging ---
-  std::string logger = "zap";  // zap (JSON lines) | capnslog (etcd 3.4's text lines); see net/log.h
+  std::string logger =
+      "zap";  // zap (JSON lines) | capnslog (etcd 3.4's text lines); see base/log.h
   std::vector<std::string> log_outputs{"default"};
   std::string log_level = "info";  // debug | info | warn | error | panic | fatal
   bool debug = false;              // deprecated: same as --log-level=debug

@@ -17,7 +17,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 
-#include "net/log.h"
+#include "base/log.h"
 #include "net/url.h"
 #include "node/proxy/routes.h"
 

@@ -40,7 +40,7 @@
 #include <memory>
 #include <string>
 
-#include "net/metrics.h"
+#include "base/metrics.h"
 #include "net/server.h"
 #include "net/tls.h"
 #include "node/proxy/director.h"

@@ -15,21 +15,21 @@
 #include <random>
 #include <thread>
 
+#include "base/log.h"
+#include "base/metrics.h"
+#include "base/runner.h"
+#include "base/systemd.h"
 #include "net/client.h"
-#include "net/log.h"
-#include "net/metrics.h"
-#include "net/runner.h"
 #include "net/server.h"
-#include "net/systemd.h"
 #include "net/url.h"
 #include "node/bootstrap/peer_members.h"
+#include "node/config/tls_setup.h"
 #include "node/config/urls.h"
 #include "node/proxy/cluster_file.h"
 #include "node/proxy/director.h"
 #include "node/proxy/forwarder.h"
 #include "node/proxy/grpc_forwarder.h"
 #include "node/proxy/routes.h"
-#include "node/config/tls_setup.h"
 
 namespace muster::proxy {
 
@@ -270,12 +270,12 @@ int run(const config::Config& cfg, std::vector<std::string> peer_urls) {
              {"peer-urls", peer_urls},
              {"refresh-interval-ms", cfg.proxy_refresh_interval_ms},
              {"failure-wait-ms", cfg.proxy_failure_wait_ms}});
-  net::notify_systemd("READY=1", "proxy");
+  base::notify_systemd("READY=1", "proxy");
 
   // On SIGTERM/SIGINT: stop listening and cancel open exchanges (their
   // upstream connections close), stop refreshing; the io_context then runs
   // dry.  A second signal or 5 s end it outright.
-  int sig = net::run_until_signal(io, 2, [&] {
+  int sig = base::run_until_signal(io, 2, [&] {
     log::info("proxy", "stopping");
     refresher.stop();
     for (auto& s : servers) s->stop();

@@ -1,7 +1,7 @@
 // node/server/applier.cpp: see applier.h.
 #include "node/server/applier.h"
 
-#include "net/log.h"
+#include "base/log.h"
 
 namespace muster::server {
 

@@ -5,7 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 
-#include "net/log.h"
+#include "base/log.h"
 #include "node/server/transport.h"
 
 namespace muster::server {

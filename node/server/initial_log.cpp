@@ -5,7 +5,7 @@
 #include <set>
 #include <stdexcept>
 
-#include "net/log.h"
+#include "base/log.h"
 #include "node/storage/pb.h"
 
 namespace muster::server {

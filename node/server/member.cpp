@@ -12,12 +12,12 @@
 #include <stdexcept>
 #include <thread>
 
-#include "net/log.h"
-#include "net/metrics.h"
+#include "base/log.h"
+#include "base/metrics.h"
+#include "base/runner.h"
+#include "base/systemd.h"
 #include "net/pprof.h"
-#include "net/runner.h"
 #include "net/server.h"
-#include "net/systemd.h"
 #include "net/url.h"
 #include "node/bootstrap/identity.h"
 #include "node/bootstrap/ids.h"
@@ -246,13 +246,13 @@ int run_member(const config::Config& cfg, const bootstrap::MemberPlan& plan,
     for (std::size_t i = 0; i < client_servers; ++i) servers[i]->accept_connections();
     log::info("etcdserver", "ready to serve client requests",
               {{"listen-client-urls", cfg.listen_client_urls}});
-    net::notify_systemd("READY=1", "etcdmain");
+    base::notify_systemd("READY=1", "etcdmain");
   });
 
   // On SIGTERM: hand leadership off, stop serving, stop the transport.  The
   // stopper runs beside the I/O threads because stopping waits on them.
   std::thread stopper;
-  int sig = net::run_until_signal(
+  int sig = base::run_until_signal(
       io, 2,
       [&] {
         log::info("etcdserver", "stopping");

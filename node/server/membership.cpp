@@ -4,7 +4,7 @@
 #include <optional>
 #include <set>
 
-#include "net/log.h"
+#include "base/log.h"
 #include "net/url.h"
 #include "node/bootstrap/ids.h"
 #include "node/server/transport.h"

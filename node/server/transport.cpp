@@ -37,7 +37,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
-#include "net/log.h"
+#include "base/log.h"
 #include "net/url.h"
 #include "node/server/transport.pb.h"
 

@@ -1,10 +1,10 @@
-// net::run_until_signal: SIGTERM stops servers gracefully and the run ends as
+// base::run_until_signal: SIGTERM stops servers gracefully and the run ends as
 // soon as the io_context has drained; a second signal or the grace period
 // ends it outright; without a signal it ends when work runs out.
 //
 // Signals are sent to this process only from inside the run (posted to the
 // io_context), when the runner's handler is certainly installed.
-#include "net/runner.h"
+#include "base/runner.h"
 
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -18,6 +18,7 @@ namespace muster::net {
 namespace {
 
 using namespace muster::net::testing;
+using base::run_until_signal;
 
 void send_sigterm() { ::kill(::getpid(), SIGTERM); }
 

@@ -10,8 +10,8 @@
 #include <stdexcept>
 #include <thread>
 
+#include "base/metrics.h"
 #include "net/client.h"
-#include "net/metrics.h"
 #include "node/bootstrap/peer_members.h"
 #include "node/proxy/cluster_file.h"
 #include "node/proxy/director.h"

@@ -1,4 +1,4 @@
-#include "net/process_metrics.h"
+#include "base/process_metrics.h"
 
 #include <dirent.h>
 #include <sys/resource.h>

@@ -1,4 +1,4 @@
-// net/process_metrics.h: the process_* family Prometheus' client libraries
+// base/process_metrics.h: the process_* family Prometheus' client libraries
 // export (Go's process collector, which etcd's /metrics carries), read from
 // /proc/self: process_cpu_seconds_total, process_open_fds, process_max_fds,
 // process_virtual_memory_bytes, process_virtual_memory_max_bytes,
@@ -7,7 +7,7 @@
 // and `musterctl check datascale` read them.
 #pragma once
 
-#include "net/metrics.h"
+#include "base/metrics.h"
 
 namespace muster::metrics {
 

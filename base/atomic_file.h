@@ -1,4 +1,4 @@
-// net/atomic_file.h: files a program must find either whole or not at all
+// base/atomic_file.h: files a program must find either whole or not at all
 // after a crash (a member's identity, a proxy's cluster file, generated
 // certificates).
 //
@@ -11,7 +11,7 @@
 #include <string>
 #include <string_view>
 
-namespace muster::net {
+namespace muster::base {
 
 // Returns "" on success, else a sentence naming the file and the error.
 std::string write_file_atomically(const std::string& path, std::string_view contents,
@@ -21,4 +21,4 @@ std::string write_file_atomically(const std::string& path, std::string_view cont
 // directory.  Returns "" on success, else the error.
 std::string commit_file(const std::string& tmp, const std::string& path);
 
-}  // namespace muster::net
+}  // namespace muster::base

@@ -1,4 +1,4 @@
-// net/metrics.h: Prometheus text-format metrics (counters, gauges,
+// base/metrics.h: Prometheus text-format metrics (counters, gauges,
 // histograms, optionally with labels).  A Registry is owned by the program
 // (no global state); instruments are thread-safe and cheap to update.
 #pragma once

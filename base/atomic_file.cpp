@@ -1,5 +1,5 @@
-// net/atomic_file.cpp: see atomic_file.h.
-#include "net/atomic_file.h"
+// base/atomic_file.cpp: see atomic_file.h.
+#include "base/atomic_file.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -8,7 +8,7 @@
 #include <cstdio>
 #include <cstring>
 
-namespace muster::net {
+namespace muster::base {
 
 namespace {
 
@@ -64,4 +64,4 @@ std::string write_file_atomically(const std::string& path, std::string_view cont
   return commit_file(tmp, path);
 }
 
-}  // namespace muster::net
+}  // namespace muster::base

@@ -1,4 +1,4 @@
-#include "net/systemd.h"
+#include "base/systemd.h"
 
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -9,9 +9,9 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "net/log.h"
+#include "base/log.h"
 
-namespace muster::net {
+namespace muster::base {
 
 void notify_systemd(const std::string& state, const char* caller) {
   const char* env = std::getenv("NOTIFY_SOCKET");
@@ -36,4 +36,4 @@ void notify_systemd(const std::string& state, const char* caller) {
   ::close(fd);
 }
 
-}  // namespace muster::net
+}  // namespace muster::base

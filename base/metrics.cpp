@@ -1,4 +1,4 @@
-#include "net/metrics.h"
+#include "base/metrics.h"
 
 #include <algorithm>
 #include <cmath>

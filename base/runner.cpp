@@ -1,4 +1,4 @@
-#include "net/runner.h"
+#include "base/runner.h"
 
 #include <atomic>
 #include <boost/asio.hpp>
@@ -8,7 +8,7 @@
 #include <utility>
 #include <vector>
 
-namespace muster::net {
+namespace muster::base {
 
 int run_until_signal(boost::asio::io_context& io, int threads, std::function<void()> on_signal,
                      int grace_ms) {
@@ -46,4 +46,4 @@ int run_until_signal(boost::asio::io_context& io, int threads, std::function<voi
   return got.load();
 }
 
-}  // namespace muster::net
+}  // namespace muster::base

@@ -1,4 +1,4 @@
-#include "net/log.h"
+#include "base/log.h"
 
 #include <fcntl.h>
 #include <sys/socket.h>

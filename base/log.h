@@ -1,4 +1,4 @@
-// net/log.h: the process's log, in the two shapes etcd 3.4 writes.
+// base/log.h: the process's log, in the two shapes etcd 3.4 writes.
 //
 //   zap (default): one JSON object per line, keys `level`, `ts`, `caller`,
 //     `msg`, then the fields: {"level":"info","ts":"...","caller":

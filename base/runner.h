@@ -1,4 +1,4 @@
-// net/runner.h: runs an io_context on a few threads until SIGTERM/SIGINT.
+// base/runner.h: runs an io_context on a few threads until SIGTERM/SIGINT.
 #pragma once
 
 #include <functional>
@@ -7,7 +7,7 @@ namespace boost::asio {
 class io_context;
 }
 
-namespace muster::net {
+namespace muster::base {
 
 // Runs `io` on `threads` threads.  On the first SIGTERM or SIGINT calls
 // `on_signal` (on an io thread): it should stop servers and release work so
@@ -17,4 +17,4 @@ namespace muster::net {
 int run_until_signal(boost::asio::io_context& io, int threads, std::function<void()> on_signal,
                      int grace_ms = 5000);
 
-}  // namespace muster::net
+}  // namespace muster::base
