@@ -33,6 +33,7 @@
 #include "ctl/command.h"
 #include "ctl/command_support.h"
 #include "ctl/progress.h"
+#include "etcdwire/v3_json.h"
 
 namespace muster::ctl {
 namespace {
@@ -128,13 +129,14 @@ std::vector<std::thread> start_workers(const GlobalOptions& options, int clients
                                        Requests& requests, const std::string& value, Stats& stats,
                                        std::atomic<uint64_t>& done) {
   std::vector<std::thread> workers;
-  const std::string value64 = base64_encode(value);
+  const std::string value64 = etcdwire::base64_encode(value);
   for (int i = 0; i < clients; ++i) {
     workers.emplace_back([&requests, &stats, &done, options, value64] {
       Client client(options);
       while (auto key = requests.pop()) {
         const auto start = Clock::now();
-        Reply r = client.call("/v3/kv/put", json{{"key", base64_encode(*key)}, {"value", value64}});
+        Reply r = client.call("/v3/kv/put",
+                              json{{"key", etcdwire::base64_encode(*key)}, {"value", value64}});
         stats.add(std::chrono::duration<double>(Clock::now() - start).count(), r.error);
         ++done;
       }
@@ -144,9 +146,10 @@ std::vector<std::thread> start_workers(const GlobalOptions& options, int clients
 }
 
 std::optional<std::string> prefix_is_empty(Client& client, const std::string& prefix) {
-  Reply r = client.call("/v3/kv/range", json{{"key", base64_encode(prefix)},
-                                             {"range_end", base64_encode(prefix_range_end(prefix))},
-                                             {"limit", "1"}});
+  Reply r = client.call("/v3/kv/range",
+                        json{{"key", etcdwire::base64_encode(prefix)},
+                             {"range_end", etcdwire::base64_encode(etcdwire::prefix_end(prefix))},
+                             {"limit", "1"}});
   if (!r.ok()) return r.error;
   if (r.body.contains("kvs") && !r.body["kvs"].empty())
     return "prefix \"" + prefix + "\" has keys. Delete with etcdctl del --prefix " + prefix +
@@ -157,9 +160,9 @@ std::optional<std::string> prefix_is_empty(Client& client, const std::string& pr
 // Deletes the prefix, then compacts and defragments as asked.
 std::optional<std::string> clean_up(Client& client, const GlobalOptions& options,
                                     const std::string& prefix, bool compact, bool defrag) {
-  Reply d = client.call(
-      "/v3/kv/deleterange",
-      json{{"key", base64_encode(prefix)}, {"range_end", base64_encode(prefix_range_end(prefix))}});
+  Reply d = client.call("/v3/kv/deleterange",
+                        json{{"key", etcdwire::base64_encode(prefix)},
+                             {"range_end", etcdwire::base64_encode(etcdwire::prefix_end(prefix))}});
   if (!d.ok()) return d.error;
   if (compact) {
     const std::string rev = d.body["header"].value("revision", std::string("0"));

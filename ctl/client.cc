@@ -1,10 +1,8 @@
 #include "ctl/client.h"
 
-#include <openssl/evp.h>
-
-#include <charconv>
-#include <cmath>
 #include <cstdlib>
+
+#include "etcdwire/durations.h"
 
 namespace muster::ctl {
 namespace {
@@ -84,28 +82,9 @@ EnvLookup process_env() {
 }
 
 std::optional<std::chrono::milliseconds> parse_duration(std::string_view text) {
-  double scale = 0;
-  if (text.size() > 2 && text.substr(text.size() - 2) == "ms") {
-    scale = 1;
-    text.remove_suffix(2);
-  } else if (text.size() > 1 && text.back() == 's') {
-    scale = 1000;
-    text.remove_suffix(1);
-  } else if (text.size() > 1 && text.back() == 'm') {
-    scale = 60e3;
-    text.remove_suffix(1);
-  } else if (text.size() > 1 && text.back() == 'h') {
-    scale = 3600e3;
-    text.remove_suffix(1);
-  } else {
-    return std::nullopt;
-  }
-  double value = 0;
-  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (ec != std::errc() || end != text.data() + text.size() || !(value > 0)) return std::nullopt;
-  const double ms = std::ceil(value * scale);
-  if (ms > 24 * 3600e3) return std::nullopt;
-  return std::chrono::milliseconds(static_cast<long long>(ms));
+  const auto d = etcdwire::parse_go_duration(text);
+  if (!d || d->count() <= 0 || *d > std::chrono::hours(24)) return std::nullopt;
+  return std::chrono::ceil<std::chrono::milliseconds>(*d);
 }
 
 void declare_global_flags(Flags& flags) {
@@ -161,42 +140,6 @@ std::string endpoint_url(const std::string& endpoint, const GlobalOptions& optio
   }
   const bool tls = !options.cacert.empty() || !options.cert.empty();
   return (tls ? "https://" : "http://") + endpoint;
-}
-
-std::string base64_encode(std::string_view data) {
-  std::string out(4 * ((data.size() + 2) / 3), '\0');
-  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                                reinterpret_cast<const unsigned char*>(data.data()),
-                                static_cast<int>(data.size()));
-  out.resize(static_cast<std::size_t>(n));
-  return out;
-}
-
-std::optional<std::string> base64_decode(std::string_view text) {
-  if (text.size() % 4 != 0) return std::nullopt;
-  std::string out(3 * (text.size() / 4), '\0');
-  const int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                                reinterpret_cast<const unsigned char*>(text.data()),
-                                static_cast<int>(text.size()));
-  if (n < 0) return std::nullopt;
-  // EVP_DecodeBlock counts padding as zero bytes; drop them.
-  std::size_t size = static_cast<std::size_t>(n);
-  for (std::size_t i = text.size(); i > 0 && text[i - 1] == '='; --i) --size;
-  out.resize(size);
-  return out;
-}
-
-std::string prefix_range_end(std::string_view key) {
-  std::string end(key);
-  while (!end.empty()) {
-    auto& last = reinterpret_cast<unsigned char&>(end.back());
-    if (last < 0xff) {
-      ++last;
-      return end;
-    }
-    end.pop_back();
-  }
-  return std::string(1, '\0');
 }
 
 std::string gateway_error(const net::Response& response) {

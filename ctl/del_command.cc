@@ -5,6 +5,7 @@
 #include "ctl/command.h"
 #include "ctl/command_support.h"
 #include "ctl/output.h"
+#include "etcdwire/v3_json.h"
 
 namespace muster::ctl {
 
@@ -26,15 +27,15 @@ int run_del(const std::vector<std::string>& args, std::ostream& out, std::ostrea
   std::string key = pos[0], range_end;
   if (flags.get_bool("prefix")) {
     if (key.empty()) key = std::string(1, '\0');
-    range_end = key == std::string(1, '\0') ? key : prefix_range_end(key);
+    range_end = key == std::string(1, '\0') ? key : etcdwire::prefix_end(key);
   } else if (flags.get_bool("from-key")) {
     if (key.empty()) key = std::string(1, '\0');
     range_end = std::string(1, '\0');
   } else if (pos.size() == 2) {
     range_end = pos[1];
   }
-  nlohmann::ordered_json request = {{"key", base64_encode(key)}};
-  if (!range_end.empty()) request["range_end"] = base64_encode(range_end);
+  nlohmann::ordered_json request = {{"key", etcdwire::base64_encode(key)}};
+  if (!range_end.empty()) request["range_end"] = etcdwire::base64_encode(range_end);
   if (flags.get_bool("prev-kv")) request["prev_kv"] = true;
 
   Client client(options);

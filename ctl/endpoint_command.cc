@@ -10,6 +10,7 @@
 #include "ctl/command.h"
 #include "ctl/command_support.h"
 #include "ctl/output.h"
+#include "etcdwire/v3_json.h"
 
 namespace muster::ctl {
 namespace {
@@ -41,7 +42,7 @@ int run_endpoint(const std::vector<std::string>& args, std::ostream& out, std::o
   if (pos[0] == "health") {
     std::vector<EndpointHealth> results;
     bool all_healthy = true;
-    const json request = {{"key", base64_encode("health")}};
+    const json request = {{"key", etcdwire::base64_encode("health")}};
     for (const std::string& ep : endpoints) {
       EndpointHealth h;
       h.endpoint = ep;

@@ -10,6 +10,7 @@
 #include "ctl/command.h"
 #include "ctl/command_support.h"
 #include "ctl/output.h"
+#include "etcdwire/ids.h"
 
 namespace muster::ctl {
 namespace {
@@ -77,7 +78,7 @@ int run_member(const std::vector<std::string>& args, std::ostream& out, std::ost
   if (sub != "remove" && sub != "update" && sub != "promote")
     return bad_args("member", err, "unknown member subcommand \"" + sub + "\"");
   if (pos.size() != 2) return bad_args("member", err, "member " + sub + " needs a member ID");
-  const auto id = parse_hex_id(pos[1]);
+  const auto id = etcdwire::parse_hex_id(pos[1]);
   if (!id)
     return bad_args("member", err, "bad member ID arg (" + pos[1] + "), expecting ID in Hex");
   json request = {{"ID", std::to_string(*id)}};
@@ -115,7 +116,7 @@ int run_member(const std::vector<std::string>& args, std::ostream& out, std::ost
     if (!learner_not_ready(reply.error) || now >= deadline) return request_failed(err, reply);
     if (now - last_progress >= std::chrono::seconds(1)) {
       last_progress = now;
-      err << "waiting for learner " << hex_id(*id) << " to catch up with the leader ("
+      err << "waiting for learner " << etcdwire::id_to_hex(*id) << " to catch up with the leader ("
           << std::chrono::duration_cast<std::chrono::seconds>(now - start).count() << "s of "
           << std::chrono::duration_cast<std::chrono::seconds>(deadline - start).count() << "s)\n"
           << std::flush;

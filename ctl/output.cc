@@ -8,6 +8,10 @@
 #include <ostream>
 #include <set>
 
+#include "etcdwire/durations.h"
+#include "etcdwire/ids.h"
+#include "etcdwire/v3_json.h"
+
 namespace muster::ctl {
 namespace {
 
@@ -89,99 +93,21 @@ std::string join(const json& strings, std::string_view sep) {
 
 // Go's fmt "%16x": hex, space-padded on the left to 16.
 std::string padded_hex(uint64_t id) {
-  std::string h = hex_id(id);
+  std::string h = etcdwire::id_to_hex(id);
   return std::string(h.size() < 16 ? 16 - h.size() : 0, ' ') + h;
 }
 
 std::string cluster_id_of(const json& response) {
   auto h = response.find("header");
-  return padded_hex(h != response.end() ? u64_field(*h, "cluster_id") : 0);
-}
-
-// Go's strconv.FormatFloat(v, 'f', -1, 64): the shortest decimal that reads
-// back as v.
-std::string shortest_decimal(double v) {
-  char buf[64];
-  for (int precision = 0; precision <= 17; ++precision) {
-    std::snprintf(buf, sizeof buf, "%.*f", precision, v);
-    if (std::strtod(buf, nullptr) == v) break;
-  }
-  return buf;
+  return padded_hex(h != response.end() ? etcdwire::json_u64(*h, "cluster_id") : 0);
 }
 
 }  // namespace
 
 json to_etcdctl_json(const json& gateway) { return convert(gateway); }
 
-uint64_t u64_field(const json& object, const char* name) {
-  if (!object.is_object()) return 0;
-  auto it = object.find(name);
-  if (it == object.end()) return 0;
-  if (it->is_number_unsigned()) return it->get<uint64_t>();
-  if (it->is_number_integer()) return static_cast<uint64_t>(it->get<int64_t>());
-  if (it->is_string()) {
-    const std::string& s = it->get_ref<const std::string&>();
-    uint64_t n = 0;
-    if (!s.empty() && s[0] == '-') {
-      int64_t signed_n = 0;
-      std::from_chars(s.data(), s.data() + s.size(), signed_n);
-      return static_cast<uint64_t>(signed_n);
-    }
-    std::from_chars(s.data(), s.data() + s.size(), n);
-    return n;
-  }
-  return 0;
-}
-
 std::string bytes_field(const json& object, const char* name) {
-  if (!object.is_object()) return "";
-  auto it = object.find(name);
-  if (it == object.end() || !it->is_string()) return "";
-  return base64_decode(it->get<std::string>()).value_or("");
-}
-
-std::string hex_id(uint64_t id) {
-  char buf[17];
-  const auto [end, ec] = std::to_chars(buf, buf + sizeof buf, id, 16);
-  return std::string(buf, end);
-}
-
-std::optional<uint64_t> parse_hex_id(std::string_view text) {
-  uint64_t id = 0;
-  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), id, 16);
-  if (text.empty() || ec != std::errc() || end != text.data() + text.size()) return std::nullopt;
-  return id;
-}
-
-std::string go_duration(std::chrono::nanoseconds d) {
-  const int64_t ns = d.count();
-  if (ns == 0) return "0s";
-  const bool negative = ns < 0;
-  const uint64_t u = negative ? static_cast<uint64_t>(-ns) : static_cast<uint64_t>(ns);
-  std::string out;
-  if (u < 1'000) {
-    out = std::to_string(u) + "ns";
-  } else if (u < 1'000'000) {
-    out = shortest_decimal(static_cast<double>(u) / 1e3) + "µs";
-  } else if (u < 1'000'000'000) {
-    out = shortest_decimal(static_cast<double>(u) / 1e6) + "ms";
-  } else {
-    // h, m, then seconds with up to 9 fractional digits, as Go writes them.
-    const uint64_t hours = u / 3'600'000'000'000ULL;
-    const uint64_t minutes = u / 60'000'000'000ULL % 60;
-    const uint64_t rest = u % 60'000'000'000ULL;
-    if (hours > 0) out += std::to_string(hours) + "h";
-    if (hours > 0 || minutes > 0) out += std::to_string(minutes) + "m";
-    std::string seconds = std::to_string(rest / 1'000'000'000ULL);
-    if (const uint64_t frac = rest % 1'000'000'000ULL; frac != 0) {
-      std::string digits = std::to_string(frac);
-      digits.insert(0, 9 - digits.size(), '0');
-      while (digits.back() == '0') digits.pop_back();
-      seconds += "." + digits;
-    }
-    out += seconds + "s";
-  }
-  return negative ? "-" + out : out;
+  return etcdwire::json_bytes(object, name).value_or("");
 }
 
 std::string humanize_bytes(uint64_t n) {
@@ -266,7 +192,7 @@ bool print_get(const json& response, OutputFormat format, std::ostream& out) {
 bool print_del(const json& response, OutputFormat format, std::ostream& out) {
   switch (format) {
     case OutputFormat::kSimple:
-      out << u64_field(response, "deleted") << "\n";
+      out << etcdwire::json_u64(response, "deleted") << "\n";
       for (const json& kv : array_field(response, "prev_kvs"))
         out << bytes_field(kv, "key") << "\n" << bytes_field(kv, "value") << "\n";
       return true;
@@ -309,7 +235,7 @@ bool print_watch(const json& result, OutputFormat format, std::ostream& out) {
           o["Events"].push_back(std::move(e));
         }
       }
-      o["CompactRevision"] = static_cast<int64_t>(u64_field(result, "compact_revision"));
+      o["CompactRevision"] = static_cast<int64_t>(etcdwire::json_u64(result, "compact_revision"));
       o["Canceled"] = result.value("canceled", false);
       o["Created"] = result.value("created", false);
       out << o.dump() << "\n";
@@ -325,7 +251,8 @@ bool print_member_list(const json& response, OutputFormat format, std::ostream& 
   std::vector<std::vector<std::string>> rows;
   for (const json& m : array_field(response, "members")) {
     const std::string name = m.value("name", std::string());
-    rows.push_back({hex_id(u64_field(m, "ID")), name.empty() ? "unstarted" : "started", name,
+    rows.push_back({etcdwire::id_to_hex(etcdwire::json_u64(m, "ID")),
+                    name.empty() ? "unstarted" : "started", name,
                     join(array_field(m, "peerURLs"), ","), join(array_field(m, "clientURLs"), ","),
                     m.value("isLearner", false) ? "true" : "false"});
   }
@@ -351,14 +278,15 @@ bool print_member_add(const json& response, const std::string& name, OutputForma
   switch (format) {
     case OutputFormat::kSimple: {
       const json member = response.value("member", json::object());
-      const uint64_t id = u64_field(member, "ID");
+      const uint64_t id = etcdwire::json_u64(member, "ID");
       out << "Member " << padded_hex(id) << " added to cluster " << cluster_id_of(response)
           << "\n\n";
       // The environment a new member starts with, in the member list's order;
       // the new member is named here because it has not started yet.
       std::string initial_cluster;
       for (const json& m : array_field(response, "members")) {
-        const std::string n = u64_field(m, "ID") == id ? name : m.value("name", std::string());
+        const std::string n =
+            etcdwire::json_u64(m, "ID") == id ? name : m.value("name", std::string());
         for (const json& u : array_field(m, "peerURLs")) {
           if (!initial_cluster.empty()) initial_cluster += ",";
           initial_cluster += n + "=" + u.get<std::string>();
@@ -402,9 +330,8 @@ bool print_endpoint_health(const std::vector<EndpointHealth>& health, OutputForm
     case OutputFormat::kSimple:
       for (const EndpointHealth& h : health) {
         if (h.healthy) {
-          out << h.endpoint
-              << " is healthy: successfully committed proposal: took = " << go_duration(h.took)
-              << "\n";
+          out << h.endpoint << " is healthy: successfully committed proposal: took = "
+              << etcdwire::format_go_duration(h.took) << "\n";
         } else {
           err << h.endpoint << " is unhealthy: failed to commit proposal: " << h.error << "\n";
         }
@@ -413,7 +340,9 @@ bool print_endpoint_health(const std::vector<EndpointHealth>& health, OutputForm
     case OutputFormat::kJson: {
       json list = json::array();
       for (const EndpointHealth& h : health) {
-        json o = {{"endpoint", h.endpoint}, {"health", h.healthy}, {"took", go_duration(h.took)}};
+        json o = {{"endpoint", h.endpoint},
+                  {"health", h.healthy},
+                  {"took", etcdwire::format_go_duration(h.took)}};
         if (!h.error.empty()) o["error"] = h.error;
         list.push_back(std::move(o));
       }
@@ -423,7 +352,8 @@ bool print_endpoint_health(const std::vector<EndpointHealth>& health, OutputForm
     case OutputFormat::kTable: {
       std::vector<std::vector<std::string>> rows;
       for (const EndpointHealth& h : health)
-        rows.push_back({h.endpoint, h.healthy ? "true" : "false", go_duration(h.took), h.error});
+        rows.push_back({h.endpoint, h.healthy ? "true" : "false",
+                        etcdwire::format_go_duration(h.took), h.error});
       out << render_table({"ENDPOINT", "HEALTH", "TOOK", "ERROR"}, rows);
       return true;
     }
@@ -436,15 +366,16 @@ bool print_endpoint_status(const std::vector<EndpointStatus>& statuses, OutputFo
   std::vector<std::vector<std::string>> rows;
   for (const EndpointStatus& s : statuses) {
     const json header = s.status.value("header", json::object());
-    const uint64_t member = u64_field(header, "member_id");
-    rows.push_back({s.endpoint, hex_id(member), s.status.value("version", std::string()),
-                    humanize_bytes(u64_field(s.status, "dbSize")),
-                    member != 0 && member == u64_field(s.status, "leader") ? "true" : "false",
-                    s.status.value("isLearner", false) ? "true" : "false",
-                    std::to_string(u64_field(s.status, "raftTerm")),
-                    std::to_string(u64_field(s.status, "raftIndex")),
-                    std::to_string(u64_field(s.status, "raftAppliedIndex")),
-                    join(array_field(s.status, "errors"), ", ")});
+    const uint64_t member = etcdwire::json_u64(header, "member_id");
+    rows.push_back(
+        {s.endpoint, etcdwire::id_to_hex(member), s.status.value("version", std::string()),
+         humanize_bytes(etcdwire::json_u64(s.status, "dbSize")),
+         member != 0 && member == etcdwire::json_u64(s.status, "leader") ? "true" : "false",
+         s.status.value("isLearner", false) ? "true" : "false",
+         std::to_string(etcdwire::json_u64(s.status, "raftTerm")),
+         std::to_string(etcdwire::json_u64(s.status, "raftIndex")),
+         std::to_string(etcdwire::json_u64(s.status, "raftAppliedIndex")),
+         join(array_field(s.status, "errors"), ", ")});
   }
   switch (format) {
     case OutputFormat::kSimple:

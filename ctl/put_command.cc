@@ -6,6 +6,8 @@
 #include "ctl/command.h"
 #include "ctl/command_support.h"
 #include "ctl/output.h"
+#include "etcdwire/ids.h"
+#include "etcdwire/v3_json.h"
 
 namespace muster::ctl {
 
@@ -19,7 +21,7 @@ int run_put(const std::vector<std::string>& args, std::ostream& out, std::ostrea
   if (pos.empty() || pos.size() > 2)
     return bad_args("put", err, "put command needs 1 argument and input from stdin or 2 arguments");
   if (options.write_out == OutputFormat::kTable) return unsupported_format(err, options.write_out);
-  const auto lease = parse_hex_id(flags.get("lease"));
+  const auto lease = etcdwire::parse_hex_id(flags.get("lease"));
   if (!lease)
     return bad_args("put", err, "bad lease ID \"" + flags.get("lease") + "\", expecting ID in hex");
 
@@ -29,8 +31,8 @@ int run_put(const std::vector<std::string>& args, std::ostream& out, std::ostrea
   } else {
     value.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
   }
-  nlohmann::ordered_json request = {{"key", base64_encode(pos[0])},
-                                    {"value", base64_encode(value)}};
+  nlohmann::ordered_json request = {{"key", etcdwire::base64_encode(pos[0])},
+                                    {"value", etcdwire::base64_encode(value)}};
   if (*lease != 0) request["lease"] = std::to_string(*lease);
   if (flags.get_bool("prev-kv")) request["prev_kv"] = true;
 

@@ -33,6 +33,8 @@
 #include "ctl/command.h"
 #include "ctl/command_support.h"
 #include "ctl/output.h"
+#include "etcdwire/durations.h"
+#include "etcdwire/v3_json.h"
 
 namespace muster::ctl {
 namespace {
@@ -153,8 +155,8 @@ int run_snapshot(const std::vector<std::string>& args, std::ostream& out, std::o
   uint64_t revision = 0, kvs = 0;
   std::string endpoint;
   for (bool more = true; more;) {
-    json request = {{"key", base64_encode(from)},
-                    {"range_end", base64_encode(std::string(1, '\0'))},
+    json request = {{"key", etcdwire::base64_encode(from)},
+                    {"range_end", etcdwire::base64_encode(std::string(1, '\0'))},
                     {"limit", std::to_string(kPageSize)}};
     if (revision != 0) request["revision"] = std::to_string(revision);
     const Reply reply = client.call("/v3/kv/range", request);
@@ -163,13 +165,13 @@ int run_snapshot(const std::vector<std::string>& args, std::ostream& out, std::o
     if (revision == 0) {
       // The first page fixes the revision every later page reads at, and
       // the member the backup came from.
-      revision = u64_field(header, "revision");
+      revision = etcdwire::json_u64(header, "revision");
       endpoint = reply.endpoint;
       json head = {{"muster_snapshot", 1},
                    {"kind", "logical"},
                    {"revision", std::to_string(revision)},
-                   {"cluster_id", std::to_string(u64_field(header, "cluster_id"))},
-                   {"member_id", std::to_string(u64_field(header, "member_id"))},
+                   {"cluster_id", std::to_string(etcdwire::json_u64(header, "cluster_id"))},
+                   {"member_id", std::to_string(etcdwire::json_u64(header, "member_id"))},
                    {"endpoint", endpoint},
                    {"saved_at", utc_now()}};
       if (auto e = file.write_line(head)) {
@@ -205,16 +207,16 @@ int run_snapshot(const std::vector<std::string>& args, std::ostream& out, std::o
   const Reply list = client.call("/v3/lease/leases", json::object());
   if (!list.ok()) return request_failed(err, list);
   for (const json& l : list.body.value("leases", json::array())) {
-    const json request = {{"ID", std::to_string(u64_field(l, "ID"))}};
+    const json request = {{"ID", std::to_string(etcdwire::json_u64(l, "ID"))}};
     const Reply ttl = client.call("/v3/lease/timetolive", request);
     if (!ttl.ok()) {
       if (ttl.error.find("lease not found") != std::string::npos) continue;
       return request_failed(err, ttl);
     }
-    if (static_cast<int64_t>(u64_field(ttl.body, "TTL")) < 0) continue;  // expired
-    json lease = {{"ID", std::to_string(u64_field(ttl.body, "ID"))},
-                  {"TTL", std::to_string(u64_field(ttl.body, "TTL"))},
-                  {"grantedTTL", std::to_string(u64_field(ttl.body, "grantedTTL"))}};
+    if (static_cast<int64_t>(etcdwire::json_u64(ttl.body, "TTL")) < 0) continue;  // expired
+    json lease = {{"ID", std::to_string(etcdwire::json_u64(ttl.body, "ID"))},
+                  {"TTL", std::to_string(etcdwire::json_u64(ttl.body, "TTL"))},
+                  {"grantedTTL", std::to_string(etcdwire::json_u64(ttl.body, "grantedTTL"))}};
     if (auto e = file.write_line({{"lease", lease}})) {
       err << "Error: " << *e << "\n";
       return kExitError;
@@ -237,8 +239,8 @@ int run_snapshot(const std::vector<std::string>& args, std::ostream& out, std::o
   const double secs = std::max(std::chrono::duration<double>(took).count(), 1e-3);
   err << "snapshot: " << kvs << " keys, " << leases << " leases (" << humanize_bytes(bytes) << ", "
       << humanize_bytes(static_cast<uint64_t>(static_cast<double>(bytes) / secs))
-      << "/s) at revision " << revision << " from " << endpoint << " in " << go_duration(took)
-      << "\n";
+      << "/s) at revision " << revision << " from " << endpoint << " in "
+      << etcdwire::format_go_duration(took) << "\n";
   if (options.write_out == OutputFormat::kJson) {
     out << json{{"path", path},
                 {"revision", revision},

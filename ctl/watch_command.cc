@@ -7,6 +7,7 @@
 #include "ctl/command.h"
 #include "ctl/command_support.h"
 #include "ctl/output.h"
+#include "etcdwire/v3_json.h"
 
 namespace muster::ctl {
 
@@ -34,7 +35,7 @@ int run_watch(const std::vector<std::string>& args, std::ostream& out, std::ostr
   std::string key = pos[0], range_end;
   if (flags.get_bool("prefix")) {
     if (key.empty()) key = std::string(1, '\0');
-    range_end = key == std::string(1, '\0') ? key : prefix_range_end(key);
+    range_end = key == std::string(1, '\0') ? key : etcdwire::prefix_end(key);
   } else if (pos.size() == 2) {
     range_end = pos[1];
   }
@@ -46,8 +47,8 @@ int run_watch(const std::vector<std::string>& args, std::ostream& out, std::ostr
   std::string cancel_reason;
   bool canceled = false;
   for (;;) {
-    nlohmann::ordered_json create = {{"key", base64_encode(key)}};
-    if (!range_end.empty()) create["range_end"] = base64_encode(range_end);
+    nlohmann::ordered_json create = {{"key", etcdwire::base64_encode(key)}};
+    if (!range_end.empty()) create["range_end"] = etcdwire::base64_encode(range_end);
     if (next_revision > 0) create["start_revision"] = std::to_string(next_revision);
     if (flags.get_bool("prev-kv")) create["prev_kv"] = true;
     const nlohmann::ordered_json request = {{"create_request", create}};
@@ -57,7 +58,7 @@ int run_watch(const std::vector<std::string>& args, std::ostream& out, std::ostr
       if (r.value("canceled", false)) {
         canceled = true;
         cancel_reason = r.value("cancel_reason", std::string());
-        if (cancel_reason.empty() && u64_field(r, "compact_revision") != 0)
+        if (cancel_reason.empty() && etcdwire::json_u64(r, "compact_revision") != 0)
           cancel_reason = "etcdserver: mvcc: required revision has been compacted";
         return false;
       }
@@ -67,13 +68,13 @@ int run_watch(const std::vector<std::string>& args, std::ostream& out, std::ostr
       if (auto events = r.find("events"); events != r.end() && events->is_array()) {
         for (const auto& e : *events)
           newest = std::max<int64_t>(
-              newest, static_cast<int64_t>(u64_field(
+              newest, static_cast<int64_t>(etcdwire::json_u64(
                           e.value("kv", nlohmann::ordered_json::object()), "mod_revision")));
       }
       if (newest > 0) {
         next_revision = newest + 1;
       } else if (next_revision == 0 && r.contains("header")) {
-        next_revision = static_cast<int64_t>(u64_field(r["header"], "revision")) + 1;
+        next_revision = static_cast<int64_t>(etcdwire::json_u64(r["header"], "revision")) + 1;
       }
       if (r.value("created", false) && !r.contains("events")) return true;
       print_watch(r, options.write_out, out);

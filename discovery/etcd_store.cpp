@@ -14,6 +14,7 @@
 #include <unordered_map>
 #include <utility>
 
+#include "etcdwire/v3_json.h"
 #include "net/client.h"
 #include "net/url.h"
 
@@ -25,85 +26,12 @@ using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
 // ---------------------------------------------------------------------------
-// base64 (RFC 4648, padded): the gateway's encoding of every key and value.
-
-constexpr char kB64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-std::string b64(std::string_view in) {
-  std::string out;
-  out.reserve((in.size() + 2) / 3 * 4);
-  std::size_t i = 0;
-  for (; i + 2 < in.size(); i += 3) {
-    uint32_t v =
-        (uint32_t(uint8_t(in[i])) << 16) | (uint32_t(uint8_t(in[i + 1])) << 8) | uint8_t(in[i + 2]);
-    out += kB64[v >> 18];
-    out += kB64[(v >> 12) & 63];
-    out += kB64[(v >> 6) & 63];
-    out += kB64[v & 63];
-  }
-  if (i + 1 == in.size()) {
-    uint32_t v = uint32_t(uint8_t(in[i])) << 16;
-    out += kB64[v >> 18];
-    out += kB64[(v >> 12) & 63];
-    out += "==";
-  } else if (i + 2 == in.size()) {
-    uint32_t v = (uint32_t(uint8_t(in[i])) << 16) | (uint32_t(uint8_t(in[i + 1])) << 8);
-    out += kB64[v >> 18];
-    out += kB64[(v >> 12) & 63];
-    out += kB64[(v >> 6) & 63];
-    out += '=';
-  }
-  return out;
-}
-
-std::optional<std::string> unb64(std::string_view in) {
-  auto val = [](char c) -> int {
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+' || c == '-') return 62;  // also accept the URL-safe alphabet
-    if (c == '/' || c == '_') return 63;
-    return -1;
-  };
-  while (!in.empty() && in.back() == '=') in.remove_suffix(1);
-  std::string out;
-  out.reserve(in.size() * 3 / 4);
-  uint32_t acc = 0;
-  int bits = 0;
-  for (char c : in) {
-    int v = val(c);
-    if (v < 0) return std::nullopt;
-    acc = (acc << 6) | uint32_t(v);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out += char((acc >> bits) & 0xff);
-    }
-  }
-  return out;
-}
-
-// ---------------------------------------------------------------------------
-// Gateway JSON helpers.  int64 fields arrive as strings; zero values are
-// omitted entirely.
-
-uint64_t u64_of(const json& j, const char* field) {
-  auto it = j.find(field);
-  if (it == j.end()) return 0;
-  if (it->is_string()) {
-    try {
-      return std::stoull(it->get<std::string>());
-    } catch (const std::exception&) {
-      return 0;
-    }
-  }
-  if (it->is_number_unsigned() || it->is_number_integer()) return it->get<uint64_t>();
-  return 0;
-}
+// Gateway JSON (etcdwire/v3_json.h): keys and values in base64, int64 fields
+// as strings, zero values omitted entirely.
 
 uint64_t header_revision(const json& j) {
   auto h = j.find("header");
-  return h == j.end() || !h->is_object() ? 0 : u64_of(*h, "revision");
+  return h == j.end() || !h->is_object() ? 0 : etcdwire::json_u64(*h, "revision");
 }
 
 struct Kv {
@@ -116,34 +44,35 @@ struct Kv {
 std::optional<Kv> kv_of(const json& j) {
   if (!j.is_object()) return std::nullopt;
   Kv kv;
-  auto k = unb64(j.value("key", std::string()));
-  auto v = unb64(j.value("value", std::string()));
+  auto k = etcdwire::base64_decode(j.value("key", std::string()));
+  auto v = etcdwire::base64_decode(j.value("value", std::string()));
   if (!k || !v) return std::nullopt;
   kv.key = std::move(*k);
   kv.value = std::move(*v);
-  kv.create_revision = u64_of(j, "create_revision");
-  kv.mod_revision = u64_of(j, "mod_revision");
+  kv.create_revision = etcdwire::json_u64(j, "create_revision");
+  kv.mod_revision = etcdwire::json_u64(j, "mod_revision");
   return kv;
 }
 
 json range_op(const std::string& key, const std::string& range_end = "") {
-  json r{{"key", b64(key)}};
-  if (!range_end.empty()) r["range_end"] = b64(range_end);
+  json r{{"key", etcdwire::base64_encode(key)}};
+  if (!range_end.empty()) r["range_end"] = etcdwire::base64_encode(range_end);
   return {{"request_range", r}};
 }
 json put_op(const std::string& key, const std::string& value) {
-  return {{"request_put", {{"key", b64(key)}, {"value", b64(value)}}}};
+  return {{"request_put",
+           {{"key", etcdwire::base64_encode(key)}, {"value", etcdwire::base64_encode(value)}}}};
 }
 json delete_op(const std::string& key, const std::string& range_end = "") {
-  json r{{"key", b64(key)}};
-  if (!range_end.empty()) r["range_end"] = b64(range_end);
+  json r{{"key", etcdwire::base64_encode(key)}};
+  if (!range_end.empty()) r["range_end"] = etcdwire::base64_encode(range_end);
   return {{"request_delete_range", r}};
 }
 // target: "CREATE" compares create_revision, "MOD" mod_revision.
 json equal_cmp(const char* target, const std::string& key, uint64_t revision) {
   return {{"result", "EQUAL"},
           {"target", target},
-          {"key", b64(key)},
+          {"key", etcdwire::base64_encode(key)},
           {std::string(target) == "CREATE" ? "create_revision" : "mod_revision",
            std::to_string(revision)}};
 }
@@ -165,18 +94,6 @@ std::vector<Kv> txn_range(const json& txn, std::size_t i) {
 std::optional<Kv> first(std::vector<Kv> v) {
   if (v.empty()) return std::nullopt;
   return std::move(v.front());
-}
-
-// The smallest key greater than every key starting with `p`.
-std::string prefix_end(std::string p) {
-  while (!p.empty()) {
-    if (static_cast<unsigned char>(p.back()) < 0xff) {
-      p.back() = char(static_cast<unsigned char>(p.back()) + 1);
-      return p;
-    }
-    p.pop_back();
-  }
-  return std::string(1, '\0');  // whole keyspace
 }
 
 // Token names and member IDs become key path elements; the API's rules allow
@@ -250,7 +167,7 @@ struct TokenRead {
 
 struct EtcdTokenStore::Core {
   EtcdStoreOptions options;
-  std::string prefix_end_key;             // prefix_end(options.prefix)
+  std::string prefix_end_key;             // etcdwire::prefix_end(options.prefix)
   std::atomic<std::size_t> preferred{0};  // endpoint that answered last
   std::atomic<uint64_t> last_revision{0};
   std::atomic<bool> stopping{false};
@@ -425,7 +342,7 @@ struct EtcdTokenStore::Core {
     TokenRead out;
     json txn{{"success",
               {range_op(token_key(name)),
-               range_op(members_prefix(name), prefix_end(members_prefix(name)))}}};
+               range_op(members_prefix(name), etcdwire::prefix_end(members_prefix(name)))}}};
     auto r = post(http, "/v3/kv/txn", txn);
     if (!r.body) {
       out.error = r.error;
@@ -811,7 +728,7 @@ struct EtcdTokenStore::Core {
     const json& res = *it;
     uint64_t header_rev = header_revision(res);
     note_revision(header_rev);
-    if (uint64_t compacted = u64_of(res, "compact_revision"); compacted > 0) {
+    if (uint64_t compacted = etcdwire::json_u64(res, "compact_revision"); compacted > 0) {
       // Revisions we needed are gone: restart from now and re-read.
       next_rev = 0;
       gap = true;
@@ -873,7 +790,8 @@ struct EtcdTokenStore::Core {
     net::Headers headers;
     headers.set("Content-Type", "application/json");
     while (!stopping.load()) {
-      json create{{"key", b64(options.prefix)}, {"range_end", b64(prefix_end_key)}};
+      json create{{"key", etcdwire::base64_encode(options.prefix)},
+                  {"range_end", etcdwire::base64_encode(prefix_end_key)}};
       if (next_rev > 0) create["start_revision"] = std::to_string(next_rev);
       std::string buf, err;
       uint64_t established_before = streams_established.load();
@@ -936,7 +854,9 @@ struct EtcdTokenStore::Core {
     net::HttpClient http(client_options(options.health_timeout));
     net::Headers headers;
     headers.set("Content-Type", "application/json");
-    std::string body = json{{"key", b64(options.prefix + "wake")}, {"value", b64(wake_tag)}}.dump();
+    std::string body = json{{"key", etcdwire::base64_encode(options.prefix + "wake")},
+                            {"value", etcdwire::base64_encode(wake_tag)}}
+                           .dump();
     for (const auto& ep : options.endpoints) {
       auto r = http.request("POST", ep + "/v3/kv/put", body, headers);
       if (r.ok() && r.response->status == 200) return;
@@ -1008,7 +928,7 @@ EtcdTokenStore::EtcdTokenStore(EtcdStoreOptions options) : core_(std::make_share
   if (options.prefix.empty()) throw std::invalid_argument("the etcd key prefix must not be empty");
   if (options.workers < 1) options.workers = 1;
   core_->options = std::move(options);
-  core_->prefix_end_key = prefix_end(core_->options.prefix);
+  core_->prefix_end_key = etcdwire::prefix_end(core_->options.prefix);
   core_->wake_tag = core_->new_tag();
   core_->collect_client =
       std::make_unique<net::HttpClient>(core_->client_options(core_->options.request_timeout));
@@ -1110,7 +1030,9 @@ std::size_t EtcdTokenStore::collect_expired(int64_t now_unix_ms) {
   std::size_t collected = 0;
   for (int batch = 0; batch < 1000; ++batch) {
     auto r = c.post(http, "/v3/kv/range",
-                    json{{"key", b64(from)}, {"range_end", b64(to)}, {"limit", "256"}});
+                    json{{"key", etcdwire::base64_encode(from)},
+                         {"range_end", etcdwire::base64_encode(to)},
+                         {"limit", "256"}});
     if (!r.body) return collected;
     std::vector<Kv> keys;
     if (auto kvs = r.body->find("kvs"); kvs != r.body->end() && kvs->is_array())
@@ -1127,7 +1049,7 @@ std::size_t EtcdTokenStore::collect_expired(int64_t now_unix_ms) {
       json txn{{"compare", {equal_cmp("CREATE", c.token_key(token), ek.mod_revision)}},
                {"success",
                 {delete_op(c.token_key(token)), delete_op(c.counter_key(token)),
-                 delete_op(mp, prefix_end(mp)), delete_op(ek.key)}}};
+                 delete_op(mp, etcdwire::prefix_end(mp)), delete_op(ek.key)}}};
       auto t = c.post(http, "/v3/kv/txn", txn);
       if (!t.body) return collected;
       if (t.body->value("succeeded", false)) {
@@ -1160,8 +1082,8 @@ std::string EtcdTokenStore::health() {
   net::Headers headers;
   headers.set("Content-Type", "application/json");
   std::string body = json{
-      {"key", b64(c.options.prefix)},
-      {"range_end", b64(c.prefix_end_key)},
+      {"key", etcdwire::base64_encode(c.options.prefix)},
+      {"range_end", etcdwire::base64_encode(c.prefix_end_key)},
       {"count_only",
        true}}.dump();
   std::string why;

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
-#include "node/bootstrap/ids.h"
+#include "etcdwire/ids.h"
 
 namespace muster::bootstrap {
 
@@ -57,7 +57,7 @@ std::optional<std::vector<MemberInfo>> parse_members(std::string_view body, std:
       if (id.is_number_unsigned())
         info.id = id.get<uint64_t>();
       else if (id.is_string())
-        info.id = parse_hex_id(id.get<std::string>()).value_or(0);
+        info.id = etcdwire::parse_hex_id(id.get<std::string>()).value_or(0);
     }
     if (m.contains("name") && m["name"].is_string()) info.name = m["name"].get<std::string>();
     if (m.contains("isLearner") && m["isLearner"].is_boolean())
@@ -96,7 +96,7 @@ std::optional<ClusterView> fetch_cluster(const std::vector<std::string>& peer_ur
     ClusterView view;
     view.source = base;
     if (auto cid = r.response->headers.get("X-Etcd-Cluster-ID"))
-      view.cluster_id = parse_hex_id(*cid).value_or(0);
+      view.cluster_id = etcdwire::parse_hex_id(*cid).value_or(0);
     view.members = *members;
     for (const auto& m : *members) {
       view.peer_urls.insert(view.peer_urls.end(), m.peer_urls.begin(), m.peer_urls.end());

@@ -16,11 +16,11 @@
 #include "base/metrics.h"
 #include "base/runner.h"
 #include "base/systemd.h"
+#include "etcdwire/ids.h"
 #include "net/pprof.h"
 #include "net/server.h"
 #include "net/url.h"
 #include "node/bootstrap/identity.h"
-#include "node/bootstrap/ids.h"
 #include "node/bootstrap/peer_members.h"
 #include "node/server/member_server.h"
 #include "node/server/peer_metrics.h"
@@ -79,7 +79,7 @@ Transport::HttpAnswer peer_http(MemberServer& node, uint64_t cluster_id,
                          m.islearner()});
     a.status = 200;
     a.content_type = "application/json";
-    a.headers.emplace_back("X-Etcd-Cluster-ID", bootstrap::id_to_hex(cluster_id));
+    a.headers.emplace_back("X-Etcd-Cluster-ID", etcdwire::id_to_hex(cluster_id));
     a.body = bootstrap::members_json(members);
   } else if (path == "/version") {
     a.status = 200;
@@ -230,8 +230,8 @@ int run_member(const config::Config& cfg, const bootstrap::MemberPlan& plan,
   node->start();
   log::info("etcdserver", "started",
             {{"name", me.name},
-             {"member-id", bootstrap::id_to_hex(me.member_id)},
-             {"cluster-id", bootstrap::id_to_hex(me.cluster_id)},
+             {"member-id", etcdwire::id_to_hex(me.member_id)},
+             {"cluster-id", etcdwire::id_to_hex(me.cluster_id)},
              {"data-dir", cfg.data_dir},
              {"listen-peer-urls", cfg.listen_peer_urls}});
 

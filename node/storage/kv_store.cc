@@ -186,18 +186,6 @@ bool in_range(const std::string& k, const std::string& key, const std::string& r
   return k >= key && k < range_end;
 }
 
-std::string prefix_end(const std::string& prefix) {
-  std::string end = prefix;
-  while (!end.empty()) {
-    if (static_cast<unsigned char>(end.back()) < 0xff) {
-      end.back() = static_cast<char>(static_cast<unsigned char>(end.back()) + 1);
-      return end;
-    }
-    end.pop_back();
-  }
-  return std::string(1, '\0');
-}
-
 Status validate(const pb::InternalRequest& req, int max_txn_ops) {
   switch (req.request_case()) {
     case pb::InternalRequest::kRange:

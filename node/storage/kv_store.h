@@ -35,6 +35,7 @@
 #include <string>
 #include <vector>
 
+#include "etcdwire/v3_json.h"
 #include "node/raft/raft.pb.h"
 #include "node/storage/db.h"
 #include "node/storage/key_index.h"
@@ -239,6 +240,6 @@ class KvStore::Writer {
 // Upper bound of a range: "" -> single key; "\0" -> unbounded.
 bool in_range(const std::string& k, const std::string& key, const std::string& range_end);
 // The range_end that selects every key with this prefix ("\0" if none).
-std::string prefix_end(const std::string& prefix);
+using etcdwire::prefix_end;
 
 }  // namespace muster::storage

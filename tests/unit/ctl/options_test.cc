@@ -110,26 +110,6 @@ TEST(Endpoints, SchemeLessEndpointsGetHttpsOnlyWithTlsFiles) {
   EXPECT_EQ(endpoint_url("http://h:1", o), "http://h:1");
 }
 
-TEST(Keys, PrefixRangeEndIncrementsTheLastByteThatCanBe) {
-  EXPECT_EQ(prefix_range_end("foo"), "fop");
-  EXPECT_EQ(prefix_range_end("a\xff"), "b");
-  EXPECT_EQ(prefix_range_end("\xff\xff"), std::string(1, '\0'));
-  EXPECT_EQ(prefix_range_end(""), std::string(1, '\0'));
-}
-
-TEST(Keys, Base64RoundTripsEveryLength) {
-  EXPECT_EQ(base64_encode("foo"), "Zm9v");
-  EXPECT_EQ(base64_encode("foo2"), "Zm9vMg==");
-  EXPECT_EQ(base64_encode(""), "");
-  std::string bytes;
-  for (int i = 0; i < 300; ++i) {
-    EXPECT_EQ(base64_decode(base64_encode(bytes)), bytes) << i;
-    bytes.push_back(static_cast<char>(i * 37));
-  }
-  EXPECT_FALSE(base64_decode("Zm9"));
-  EXPECT_FALSE(base64_decode("Zm9*"));
-}
-
 }  // namespace
 }  // namespace muster::ctl
 

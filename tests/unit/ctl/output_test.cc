@@ -240,18 +240,6 @@ TEST(EndpointOutput, StatusInEveryFormat) {
       "\n");
 }
 
-TEST(Formatting, GoDurations) {
-  using std::chrono::nanoseconds;
-  EXPECT_EQ(go_duration(nanoseconds(0)), "0s");
-  EXPECT_EQ(go_duration(nanoseconds(999)), "999ns");
-  EXPECT_EQ(go_duration(nanoseconds(1'000)), "1µs");
-  EXPECT_EQ(go_duration(nanoseconds(963'013)), "963.013µs");
-  EXPECT_EQ(go_duration(nanoseconds(1'120'115)), "1.120115ms");
-  EXPECT_EQ(go_duration(nanoseconds(2'500'000'000)), "2.5s");
-  EXPECT_EQ(go_duration(nanoseconds(63'000'000'001)), "1m3.000000001s");
-  EXPECT_EQ(go_duration(std::chrono::hours(2)), "2h0m0s");
-}
-
 TEST(Formatting, HumanizedBytesAsGoHumanize) {
   EXPECT_EQ(humanize_bytes(0), "0 B");
   EXPECT_EQ(humanize_bytes(9), "9 B");
@@ -260,14 +248,6 @@ TEST(Formatting, HumanizedBytesAsGoHumanize) {
   EXPECT_EQ(humanize_bytes(24576), "25 kB");
   EXPECT_EQ(humanize_bytes(1'500'000), "1.5 MB");
   EXPECT_EQ(humanize_bytes(2'147'483'648), "2.1 GB");
-}
-
-TEST(Formatting, HexIds) {
-  EXPECT_EQ(hex_id(13668033151171901709ULL), "bdae9bbc11dd390d");
-  EXPECT_EQ(parse_hex_id("bdae9bbc11dd390d"), 13668033151171901709ULL);
-  EXPECT_FALSE(parse_hex_id(""));
-  EXPECT_FALSE(parse_hex_id("xyz"));
-  EXPECT_FALSE(parse_hex_id("1ffffffffffffffff"));
 }
 
 }  // namespace

@@ -1,4 +1,4 @@
-// node/bootstrap/ids.h: member and cluster IDs computed exactly as etcd
+// etcdwire/ids.h: member and cluster IDs computed exactly as etcd
 // computes them, so a Muster member and an etcd member given the same flags
 // agree on every ID (etcd 3.4 etcdserver/api/membership/member.go NewMember,
 // cluster.go genID; pkg/types/id.go).
@@ -12,7 +12,7 @@
 #include <string_view>
 #include <vector>
 
-namespace muster::bootstrap {
+namespace muster::etcdwire {
 
 // Member ID: SHA-1 over the member's peer URL strings sorted and
 // concatenated (no separator), then the cluster token (the
@@ -37,4 +37,4 @@ std::string id_to_hex(uint64_t id);
 // Go's strconv.ParseUint(s, 16, 64).  nullopt on anything else.
 std::optional<uint64_t> parse_hex_id(std::string_view s);
 
-}  // namespace muster::bootstrap
+}  // namespace muster::etcdwire

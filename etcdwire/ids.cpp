@@ -1,11 +1,11 @@
-#include "node/bootstrap/ids.h"
+#include "etcdwire/ids.h"
 
 #include <openssl/sha.h>
 
 #include <algorithm>
 #include <cstdio>
 
-namespace muster::bootstrap {
+namespace muster::etcdwire {
 namespace {
 
 uint64_t first_8_bytes_big_endian(const std::string& data) {
@@ -65,4 +65,4 @@ std::optional<uint64_t> parse_hex_id(std::string_view s) {
   return v;
 }
 
-}  // namespace muster::bootstrap
+}  // namespace muster::etcdwire

@@ -3,7 +3,7 @@
 // test starts real etcd processes on free loopback ports with a temporary
 // data dir, reads `etcdctl member list -w json` and compares.  Every process
 // is killed when its owner goes out of scope, pass or fail.
-#include "node/bootstrap/ids.h"
+#include "etcdwire/ids.h"
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -13,10 +13,9 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
-#include "node/bootstrap/ids.h"
 #include "tests/unit/config/test_util.h"
 
-namespace muster::bootstrap {
+namespace muster::etcdwire {
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -29,6 +28,14 @@ TEST(Ids, HexFormIsLowercaseWithoutPadding) {
   EXPECT_EQ(id_to_hex(0x4d59f8148bb377e2ULL), "4d59f8148bb377e2");
   EXPECT_EQ(id_to_hex(0x00000000000abcdeULL), "abcde");
   EXPECT_EQ(id_to_hex(~uint64_t{0}), "ffffffffffffffff");
+}
+
+TEST(Ids, HexIdsAsEtcdctlPrintsThem) {
+  EXPECT_EQ(id_to_hex(13668033151171901709ULL), "bdae9bbc11dd390d");
+  EXPECT_EQ(parse_hex_id("bdae9bbc11dd390d"), 13668033151171901709ULL);
+  EXPECT_FALSE(parse_hex_id(""));
+  EXPECT_FALSE(parse_hex_id("xyz"));
+  EXPECT_FALSE(parse_hex_id("1ffffffffffffffff"));
 }
 
 TEST(Ids, ParseHexIdRoundTripsAndRejectsJunk) {
@@ -206,4 +213,4 @@ TEST(IdsAgainstEtcd, ThreeMemberStaticCluster) {
 }
 
 }  // namespace
-}  // namespace muster::bootstrap
+}  // namespace muster::etcdwire
