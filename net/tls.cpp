@@ -145,7 +145,8 @@ std::shared_ptr<ssl::context> make_server_tls_context(const TlsOptions& o) {
   return ctx;
 }
 
-void prepare_client_tls(ssl_st* ssl, const std::string& name, const TlsOptions& o) {
+void prepare_client_tls(ssl_st* ssl, const std::string& host, const TlsOptions& o) {
+  const std::string& name = o.server_name.empty() ? host : o.server_name;
   SSL_set_tlsext_host_name(ssl, name.c_str());
   if (o.insecure_skip_verify) return;
   X509_VERIFY_PARAM* param = SSL_get0_param(ssl);
