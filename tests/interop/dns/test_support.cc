@@ -13,8 +13,6 @@
 #include <array>
 #include <cerrno>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 #include <stdexcept>
 #include <thread>
 
@@ -143,13 +141,6 @@ bool answers_dns(bool v6, std::uint16_t port) {
   return n >= 12 && buf[0] == (id >> 8) && buf[1] == (id & 0xff) && (buf[2] & 0x80);
 }
 
-std::string read_file(const std::filesystem::path& p) {
-  std::ifstream in(p);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 std::string dnsmasq_path() {
   for (const char* p : {"/usr/sbin/dnsmasq", "/usr/bin/dnsmasq", "/usr/local/sbin/dnsmasq"})
     if (::access(p, X_OK) == 0) return p;
@@ -182,16 +173,12 @@ bool ipv6_loopback_available() { return bound_socket(SOCK_DGRAM, 0, true).get() 
 
 Dnsmasq::Dnsmasq(std::vector<std::string> extra_args, bool answer_locally, bool ipv6)
     : ipv6_(ipv6) {
-  char tmpl[] = "/tmp/muster-dnsmasq-XXXXXX";
-  if (!::mkdtemp(tmpl)) throw std::runtime_error("mkdtemp failed");
-  dir_ = tmpl;
   if (answer_locally) extra_args.insert(extra_args.begin(), "--local=/test/");
   std::string why;
   bool retry = true;  // dnsmasq exited early, e.g. another process took the port
   for (int attempt = 0; attempt < 5 && retry; ++attempt) {
     if (try_start(extra_args, &why, &retry)) return;
   }
-  std::filesystem::remove_all(dir_);
   throw std::runtime_error("dnsmasq did not start: " + why);
 }
 
@@ -205,13 +192,13 @@ bool Dnsmasq::try_start(const std::vector<std::string>& extra, std::string* why,
                                    std::string("--listen-address=") + (ipv6_ ? "::1" : "127.0.0.1"),
                                    "--bind-interfaces",
                                    "--port=" + std::to_string(port_),
-                                   "--pid-file=" + (dir_ / "dnsmasq.pid").string(),
+                                   "--pid-file=" + dir_.file("dnsmasq.pid"),
                                    "--log-facility=-",
                                    "--log-queries"};
   // As root dnsmasq would switch to "nobody" after binding; stay who we are.
   if (::geteuid() == 0) args.push_back("--user=root");
   args.insert(args.end(), extra.begin(), extra.end());
-  const std::string log_path = (dir_ / "dnsmasq.log").string();
+  const std::string log_path = dir_.file("dnsmasq.log");
 
   auto argv = c_argv(args);  // built before fork: the child only execs
   const pid_t pid = ::fork();
@@ -232,13 +219,13 @@ bool Dnsmasq::try_start(const std::vector<std::string>& extra, std::string* why,
     int status = 0;
     if (::waitpid(pid_, &status, WNOHANG) == pid_) {  // exited: port taken, bad option ...
       pid_ = -1;
-      *why = "exit status " + std::to_string(status) + ": " + read_file(log_path);
+      *why = "exit status " + std::to_string(status) + ": " + muster::testing::read_text(log_path);
       return false;
     }
     if (answers_dns(ipv6_, port_)) return true;  // answers_dns waits up to 100 ms
   }
   // Running but silent: retrying on another port would not help.
-  *why = "no DNS answer within 5 s: " + read_file(log_path);
+  *why = "no DNS answer within 5 s: " + muster::testing::read_text(log_path);
   stop();
   *retry = false;
   return false;
@@ -254,13 +241,9 @@ void Dnsmasq::stop() {
   pid_ = -1;
 }
 
-Dnsmasq::~Dnsmasq() {
-  stop();
-  std::error_code ignored;
-  std::filesystem::remove_all(dir_, ignored);
-}
+Dnsmasq::~Dnsmasq() { stop(); }
 
-std::string Dnsmasq::log() const { return read_file(dir_ / "dnsmasq.log"); }
+std::string Dnsmasq::log() const { return muster::testing::read_text(dir_.file("dnsmasq.log")); }
 
 SilentUdpServer::SilentUdpServer() {
   Fd fd = bound_socket(SOCK_DGRAM, 0);
@@ -277,55 +260,6 @@ std::uint16_t closed_udp_port() {
   Fd fd = bound_socket(SOCK_DGRAM, 0);
   if (fd.get() < 0) throw std::runtime_error("cannot bind a UDP socket on 127.0.0.1");
   return port_of(fd.get());  // closed when fd goes out of scope
-}
-
-ProcessResult run_process(const std::vector<std::string>& args,
-                          std::chrono::milliseconds deadline) {
-  int out_pipe[2], err_pipe[2];
-  if (::pipe2(out_pipe, O_CLOEXEC) != 0 || ::pipe2(err_pipe, O_CLOEXEC) != 0)
-    throw std::runtime_error("pipe2 failed");
-  Fd out_r(out_pipe[0]), out_w(out_pipe[1]), err_r(err_pipe[0]), err_w(err_pipe[1]);
-  auto argv = c_argv(args);  // built before fork: the child only execs
-  const pid_t pid = ::fork();
-  if (pid < 0) throw std::runtime_error("fork failed");
-  if (pid == 0) {
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    ::dup2(out_w.get(), STDOUT_FILENO);
-    ::dup2(err_w.get(), STDERR_FILENO);
-    ::execv(argv[0], argv.data());
-    ::_exit(127);
-  }
-  out_w.reset();
-  err_w.reset();
-  ProcessResult result;
-  const auto end = Clock::now() + deadline;
-  std::array<pollfd, 2> fds{pollfd{out_r.get(), POLLIN, 0}, pollfd{err_r.get(), POLLIN, 0}};
-  std::array<std::string*, 2> sinks{&result.out, &result.err};
-  int open_fds = 2;
-  while (open_fds > 0) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(end - Clock::now());
-    if (left.count() <= 0) {
-      result.timed_out = true;
-      ::kill(pid, SIGKILL);
-      break;
-    }
-    if (::poll(fds.data(), fds.size(), static_cast<int>(left.count())) < 0 && errno != EINTR) break;
-    for (std::size_t i = 0; i < fds.size(); ++i) {
-      if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
-      char buf[4096];
-      const ssize_t n = ::read(fds[i].fd, buf, sizeof buf);
-      if (n > 0) {
-        sinks[i]->append(buf, static_cast<std::size_t>(n));
-      } else {
-        fds[i].fd = -1;
-        --open_fds;
-      }
-    }
-  }
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  result.exit_code = (!result.timed_out && WIFEXITED(status)) ? WEXITSTATUS(status) : -1;
-  return result;
 }
 
 }  // namespace muster::dns::testing

@@ -13,7 +13,9 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
-#include "tests/unit/config/test_util.h"
+#include "tests/support/ports.h"
+#include "tests/support/process.h"
+#include "tests/support/temp_dir.h"
 
 namespace muster::etcdwire {
 namespace {
@@ -94,13 +96,13 @@ class EtcdCluster {
     for (const auto& m : members) {
       std::string peers;
       for (const auto& u : m.peer_urls) peers += (peers.empty() ? "" : ",") + u;
-      const auto data = dir_.path() / (m.name + ".etcd");
+      const std::string data = dir_.file(m.name + ".etcd");
       children_.push_back(
           std::make_unique<Child>(std::vector<std::string>{"/usr/bin/etcd",
                                                            "--name",
                                                            m.name,
                                                            "--data-dir",
-                                                           data.string(),
+                                                           data,
                                                            "--listen-peer-urls",
                                                            peers,
                                                            "--initial-advertise-peer-urls",
@@ -123,7 +125,7 @@ class EtcdCluster {
                                                            "zap",
                                                            "--log-outputs",
                                                            "stderr"},
-                                  (dir_.path() / (m.name + ".log")).string()));
+                                  dir_.file(m.name + ".log")));
     }
   }
 

@@ -18,6 +18,7 @@
 
 #include "net/client.h"
 #include "net/server.h"
+#include "tests/support/wait.h"
 #include "tests/unit/v3api/local_member.h"
 
 namespace muster::server::testing {
@@ -26,15 +27,7 @@ namespace {
 using json = nlohmann::json;
 using namespace std::chrono_literals;
 
-template <class F>
-bool eventually(F f, std::chrono::milliseconds timeout = 5s) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (f()) return true;
-    std::this_thread::sleep_for(5ms);
-  }
-  return f();
-}
+using ::muster::testing::wait_until;
 
 struct Reply {
   int status = 0;
@@ -336,7 +329,7 @@ TEST_F(V2ApiTest, TtlKeyExpires) {
       << s.raw;
   // Node keys order: key, value, expiration, ttl, modifiedIndex, createdIndex.
   EXPECT_NE(s.raw.find(R"("value":"x","expiration":")"), std::string::npos) << s.raw;
-  EXPECT_TRUE(eventually([&] { return get("/v2/keys/tmp").status == 404; }, 10s));
+  EXPECT_TRUE(wait_until([&] { return get("/v2/keys/tmp").status == 404; }, 10s));
   // A permanent key stays.
   ASSERT_EQ(put("/v2/keys/perm", "value=y").status, 201);
   EXPECT_FALSE(get("/v2/keys/perm").body["node"].contains("ttl"));
@@ -419,7 +412,7 @@ TEST_F(V2ApiTest, WaitForAPastChangeAnswersAtOnce) {
 TEST_F(V2ApiTest, WaitForAFutureChangeWakesOnApply) {
   put("/v2/keys/other", "value=0");
   auto f = wait_async("/v2/keys/w?wait=true");
-  ASSERT_TRUE(eventually([&] { return api_.open_waiters() == 1; }));
+  ASSERT_TRUE(wait_until([&] { return api_.open_waiters() == 1; }));
   // Changes elsewhere do not answer it.
   put("/v2/keys/other", "value=1");
   put("/v2/keys/w2", "value=1");
@@ -430,7 +423,7 @@ TEST_F(V2ApiTest, WaitForAFutureChangeWakesOnApply) {
   EXPECT_EQ(w.body["action"], "set");
   EXPECT_EQ(w.body["node"]["value"], "now");
   EXPECT_EQ(w.body["node"]["modifiedIndex"], s.body["node"]["modifiedIndex"]);
-  EXPECT_TRUE(eventually([&] { return api_.open_waiters() == 0; }));
+  EXPECT_TRUE(wait_until([&] { return api_.open_waiters() == 0; }));
   // The finished waiter's subscription is dropped by the next request.
   get("/v2/keys/w");
   EXPECT_EQ(member_.subscriber_count(), 0u);
@@ -441,7 +434,7 @@ TEST_F(V2ApiTest, RecursiveWaitSkipsHiddenKeysAndSeesDeletes) {
   Reply start = get("/v2/keys/disc");
   auto f = wait_async("/v2/keys/disc?wait=true&recursive=true&waitIndex=" +
                       std::to_string(start.etcd_index() + 1));
-  ASSERT_TRUE(eventually([&] { return api_.open_waiters() == 1; }));
+  ASSERT_TRUE(wait_until([&] { return api_.open_waiters() == 1; }));
   put("/v2/keys/disc/_config/other", "value=x");  // hidden: no answer
   EXPECT_EQ(f.wait_for(100ms), std::future_status::timeout);
   Reply reg =
@@ -452,7 +445,7 @@ TEST_F(V2ApiTest, RecursiveWaitSkipsHiddenKeysAndSeesDeletes) {
   EXPECT_EQ(w.body["node"]["createdIndex"], reg.body["node"]["createdIndex"]);
 
   auto g = wait_async("/v2/keys/disc?wait=true&recursive=true");
-  ASSERT_TRUE(eventually([&] { return api_.open_waiters() == 1; }));
+  ASSERT_TRUE(wait_until([&] { return api_.open_waiters() == 1; }));
   del("/v2/keys/disc/8e9e05c52164694d");
   Reply d = g.get();
   EXPECT_EQ(d.body["action"], "delete");
@@ -474,7 +467,7 @@ TEST_F(V2ApiTest, StreamWaitKeepsAnswering) {
         },
         10s);
   });
-  ASSERT_TRUE(eventually([&] { return api_.open_waiters() == 1; }));
+  ASSERT_TRUE(wait_until([&] { return api_.open_waiters() == 1; }));
   put("/v2/keys/s", "value=1");
   put("/v2/keys/s", "value=2");
   ASSERT_EQ(done.wait_for(10s), std::future_status::ready);
@@ -499,8 +492,8 @@ TEST_F(V2ApiTest, ClosingAWaitReleasesItsWaiter) {
         [](std::string_view) { return false; }, 10s);
   });
   ASSERT_EQ(done.wait_for(10s), std::future_status::ready);
-  EXPECT_TRUE(eventually([&] { return api_.open_waiters() == 0; }));
-  EXPECT_TRUE(eventually([&] { return member_.subscriber_count() == 0; }));
+  EXPECT_TRUE(wait_until([&] { return api_.open_waiters() == 0; }));
+  EXPECT_TRUE(wait_until([&] { return member_.subscriber_count() == 0; }));
   // A later change to the key is harmless.
   EXPECT_EQ(put("/v2/keys/gone", "value=x").status, 201);
 }
@@ -576,7 +569,7 @@ TEST_F(V2ApiTest, ManyWaitersEachGetTheirOwnChange) {
   for (int i = 0; i < kWaiters; ++i)
     waits.push_back(wait_async("/v2/keys/many/k" + std::to_string(i) + "?wait=true"));
   // Each waits on its own key; writes come from three clients at once.
-  ASSERT_TRUE(eventually([&] { return api_.open_waiters() == kWaiters; }, 10s));
+  ASSERT_TRUE(wait_until([&] { return api_.open_waiters() == kWaiters; }, 10s));
   std::vector<std::thread> writers;
   for (int t = 0; t < 3; ++t)
     writers.emplace_back([this, t] {
@@ -591,7 +584,7 @@ TEST_F(V2ApiTest, ManyWaitersEachGetTheirOwnChange) {
     EXPECT_EQ(r.body["node"]["key"], "/many/k" + std::to_string(i));
     EXPECT_EQ(r.body["node"]["value"], "v" + std::to_string(i));
   }
-  EXPECT_TRUE(eventually([&] { return api_.open_waiters() == 0; }));
+  EXPECT_TRUE(wait_until([&] { return api_.open_waiters() == 0; }));
   get("/v2/keys/many");
   EXPECT_EQ(member_.subscriber_count(), 0u);
 }

@@ -1,97 +1,21 @@
 // The same requests sent to a real etcd 3.4 and to V3Api: the JSON key sets
 // and value types of the answers must match, and etcd's own error answers
 // must match byte for byte.
-#include <fcntl.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <string>
 #include <vector>
 
+#include "tests/support/etcd.h"
 #include "tests/unit/v3api/local_member.h"
 #include "tests/unit/v3api/test_util.h"
-
-extern char** environ;
 
 namespace muster::server::testing {
 namespace {
 
-constexpr const char* kEtcd = "/usr/bin/etcd";
-
-// A loopback port nobody listens on right now.
-uint16_t free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = 0;
-  socklen_t len = sizeof a;
-  uint16_t port = 0;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0)
-    port = ntohs(a.sin_port);
-  ::close(fd);
-  return port;
-}
-
-// A single-member etcd on loopback; killed (SIGKILL) and reaped on
-// destruction whatever happened in between.
-class EtcdProcess {
- public:
-  explicit EtcdProcess(const std::string& dir) {
-    const std::string client = "http://127.0.0.1:" + std::to_string(free_port());
-    const std::string peer = "http://127.0.0.1:" + std::to_string(free_port());
-    url_ = client;
-    std::vector<std::string> args = {kEtcd,
-                                     "--name=default",
-                                     "--data-dir=" + dir + "/data",
-                                     "--listen-client-urls=" + client,
-                                     "--advertise-client-urls=" + client,
-                                     "--listen-peer-urls=" + peer,
-                                     "--initial-advertise-peer-urls=" + peer,
-                                     "--initial-cluster=default=" + peer,
-                                     "--logger=zap",
-                                     "--log-outputs=" + dir + "/etcd.log"};
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
-    if (::posix_spawn(&pid_, kEtcd, &fa, nullptr, argv.data(), environ) != 0) pid_ = -1;
-    posix_spawn_file_actions_destroy(&fa);
-  }
-  ~EtcdProcess() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-    }
-  }
-  bool started() const { return pid_ > 0; }
-  const std::string& url() const { return url_; }
-
-  bool wait_healthy(std::chrono::milliseconds timeout) {
-    net::ClientOptions o;
-    o.timeout = 1s;
-    net::HttpClient c(o);
-    return eventually(
-        [&] {
-          auto r = c.get(url_ + "/health");
-          return r.ok() && r.response->status == 200;
-        },
-        timeout);
-  }
-
- private:
-  pid_t pid_ = -1;
-  std::string url_;
-};
+using ::muster::testing::EtcdProcess;
+using ::muster::testing::kEtcd;
 
 // The structure of a JSON value: objects keep their keys, arrays the shape
 // of their first element, scalars become their type's name.
@@ -117,9 +41,9 @@ class EtcdShapeTest : public ::testing::Test {
  protected:
   void SetUp() override {
     if (::access(kEtcd, X_OK) != 0) GTEST_SKIP() << kEtcd << " is not installed";
-    etcd_ = std::make_unique<EtcdProcess>(etcd_dir_.path());
-    ASSERT_TRUE(etcd_->started());
-    ASSERT_TRUE(etcd_->wait_healthy(20s)) << "etcd did not become healthy";
+    etcd_ = std::make_unique<EtcdProcess>();
+    const std::string why = etcd_->start_fresh();
+    ASSERT_TRUE(why.empty()) << why;
     member_ = std::make_unique<LocalMember>(muster_dir_.path());
     member_->add_self("http://127.0.0.1:2380", "http://127.0.0.1:2379");
     V3Api::Options o;
@@ -129,7 +53,7 @@ class EtcdShapeTest : public ::testing::Test {
 
   // Sends the request to both; returns {etcd, muster}.
   std::pair<Reply, Reply> both(const std::string& path, const std::string& body) {
-    return {call(etcd_client_, etcd_->url() + path, body),
+    return {call(etcd_client_, etcd_->endpoint() + path, body),
             call(muster_client_, server_->url(path), body)};
   }
   // Same status, same structure.
@@ -147,7 +71,6 @@ class EtcdShapeTest : public ::testing::Test {
     EXPECT_EQ(e.body, m.body) << path << " " << body;
   }
 
-  ScratchDir etcd_dir_{"muster-v3api-etcd"};
   ScratchDir muster_dir_;
   std::unique_ptr<EtcdProcess> etcd_;
   std::unique_ptr<LocalMember> member_;
@@ -182,16 +105,17 @@ TEST_F(EtcdShapeTest, ResponsesHaveEtcdsShapes) {
 
   auto [ge, gm] = same_shape("/v3/lease/grant", {{"TTL", "60"}});
   const std::string eid = ge.body["ID"], mid = gm.body["ID"];
-  call(etcd_client_, etcd_->url() + "/v3/kv/put",
+  call(etcd_client_, etcd_->endpoint() + "/v3/kv/put",
        json({{"key", b64("l")}, {"value", "eA=="}, {"lease", eid}}).dump());
   call(muster_client_, server_->url("/v3/kv/put"),
        json({{"key", b64("l")}, {"value", "eA=="}, {"lease", mid}}).dump());
-  Reply tte = call(etcd_client_, etcd_->url() + "/v3/lease/timetolive",
+  Reply tte = call(etcd_client_, etcd_->endpoint() + "/v3/lease/timetolive",
                    json({{"ID", eid}, {"keys", true}}).dump());
   Reply ttm = call(muster_client_, server_->url("/v3/lease/timetolive"),
                    json({{"ID", mid}, {"keys", true}}).dump());
   EXPECT_EQ(shape(tte.body), shape(ttm.body)) << tte.raw << "\n" << ttm.raw;
-  Reply kae = call(etcd_client_, etcd_->url() + "/v3/lease/keepalive", json({{"ID", eid}}).dump());
+  Reply kae =
+      call(etcd_client_, etcd_->endpoint() + "/v3/lease/keepalive", json({{"ID", eid}}).dump());
   Reply kam = call(muster_client_, server_->url("/v3/lease/keepalive"), json({{"ID", mid}}).dump());
   EXPECT_EQ(shape(first_line(kae.raw)), shape(first_line(kam.raw))) << kae.raw << "\n" << kam.raw;
   same_shape("/v3/lease/leases", json::object());
@@ -203,11 +127,11 @@ TEST_F(EtcdShapeTest, ResponsesHaveEtcdsShapes) {
   same_shape("/v3/maintenance/status", json::object());
   same_shape("/v3/cluster/member/list", json::object());
 
-  Reply h1 = call(etcd_client_, etcd_->url() + "/health", "", "GET");
+  Reply h1 = call(etcd_client_, etcd_->endpoint() + "/health", "", "GET");
   Reply h2 = call(muster_client_, server_->url("/health"), "", "GET");
   EXPECT_EQ(h1.raw, h2.raw);
   EXPECT_EQ(h1.content_type, h2.content_type);
-  Reply v1 = call(etcd_client_, etcd_->url() + "/version", "", "GET");
+  Reply v1 = call(etcd_client_, etcd_->endpoint() + "/version", "", "GET");
   Reply v2 = call(muster_client_, server_->url("/version"), "", "GET");
   EXPECT_EQ(shape(v1.body), shape(v2.body));
 }
@@ -242,7 +166,7 @@ TEST_F(EtcdShapeTest, WatchLinesHaveEtcdsShapes) {
   const std::string body =
       json({{"create_request", {{"key", b64("w")}, {"start_revision", "2"}, {"prev_kv", true}}}})
           .dump();
-  StreamReader e(etcd_->url() + "/v3/watch", body);
+  StreamReader e(etcd_->endpoint() + "/v3/watch", body);
   StreamReader m(server_->url("/v3/watch"), body);
   json ec = e.next(), mc = m.next();
   EXPECT_EQ(shape(ec), shape(mc)) << ec << "\n" << mc;
@@ -252,8 +176,9 @@ TEST_F(EtcdShapeTest, WatchLinesHaveEtcdsShapes) {
   both("/v3/kv/deleterange", json({{"key", b64("w")}}).dump());
   json ed = e.next(), md = m.next();
   EXPECT_EQ(ed["result"]["events"], md["result"]["events"]) << ed << "\n" << md;
-  e.hang_up(
-      [&] { call(etcd_client_, etcd_->url() + "/v3/kv/put", R"({"key":"dw==","value":"eA=="})"); });
+  e.hang_up([&] {
+    call(etcd_client_, etcd_->endpoint() + "/v3/kv/put", R"({"key":"dw==","value":"eA=="})");
+  });
   m.hang_up([&] {
     call(muster_client_, server_->url("/v3/kv/put"), R"({"key":"dw==","value":"eA=="})");
   });

@@ -16,28 +16,12 @@
 
 #include "node/server/member_api.h"
 #include "node/storage/member_storage.h"
+#include "tests/support/temp_dir.h"
 
 namespace muster::server::testing {
 
-// A fresh directory under $TMPDIR (or /tmp), removed on destruction.
-class ScratchDir {
- public:
-  explicit ScratchDir(const std::string& prefix = "muster-v3api") {
-    const char* base = std::getenv("TMPDIR");
-    std::string tmpl = std::string(base && *base ? base : "/tmp") + "/" + prefix + "-XXXXXX";
-    if (::mkdtemp(tmpl.data()) != nullptr) path_ = tmpl;
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    if (!path_.empty()) std::filesystem::remove_all(path_, ec);
-  }
-  ScratchDir(const ScratchDir&) = delete;
-  ScratchDir& operator=(const ScratchDir&) = delete;
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+// A fresh directory, removed on destruction: tests/support's.
+using ScratchDir = ::muster::testing::TempDir;
 
 class LocalMember : public MemberApi {
  public:

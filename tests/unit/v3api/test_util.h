@@ -15,32 +15,19 @@
 #include <string>
 #include <thread>
 
+#include "etcdwire/v3_json.h"
 #include "net/client.h"
 #include "net/server.h"
 #include "node/server/v3_api.h"
+#include "tests/support/wait.h"
 
 namespace muster::server::testing {
 
 using json = nlohmann::json;
 using namespace std::chrono_literals;
 
-inline std::string b64(std::string_view in) {
-  static const char* t = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  size_t i = 0;
-  for (; i + 2 < in.size(); i += 3) {
-    uint32_t v = (uint8_t(in[i]) << 16) | (uint8_t(in[i + 1]) << 8) | uint8_t(in[i + 2]);
-    out += {t[v >> 18], t[(v >> 12) & 63], t[(v >> 6) & 63], t[v & 63]};
-  }
-  if (i + 1 == in.size()) {
-    uint32_t v = uint8_t(in[i]) << 16;
-    out += {t[v >> 18], t[(v >> 12) & 63], '=', '='};
-  } else if (i + 2 == in.size()) {
-    uint32_t v = (uint8_t(in[i]) << 16) | (uint8_t(in[i + 1]) << 8);
-    out += {t[v >> 18], t[(v >> 12) & 63], t[(v >> 6) & 63], '='};
-  }
-  return out;
-}
+// Bytes as the gateway writes them (etcdwire/v3_json.h).
+inline std::string b64(std::string_view in) { return etcdwire::base64_encode(in); }
 
 // A V3Api behind a net::Server on 127.0.0.1, with its io thread.
 class ApiServer {
@@ -180,14 +167,7 @@ class StreamReader {
   std::thread thread_;
 };
 
-template <class F>
-bool eventually(F f, std::chrono::milliseconds timeout = 5s) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (f()) return true;
-    std::this_thread::sleep_for(5ms);
-  }
-  return f();
-}
+// Waiting on a condition with a deadline: tests/support's.
+using ::muster::testing::wait_until;
 
 }  // namespace muster::server::testing

@@ -380,7 +380,7 @@ TEST_F(V3ApiTest, WatchCatchesUpThenStreamsLiveAndCancelsOnDisconnect) {
   EXPECT_EQ(de["prev_kv"]["value"], b64("3"));
 
   w.hang_up([&] { put("w/d", "wake the reader so it hangs up"); });
-  EXPECT_TRUE(eventually([&] { return member_.subscriber_count() == 0; }))
+  EXPECT_TRUE(wait_until([&] { return member_.subscriber_count() == 0; }))
       << "the watch outlived its client";
   EXPECT_GT(put("after", "watch"), 8);
 }

@@ -313,7 +313,7 @@ TEST_F(V3GrpcTest, WatchManyWatchersFiltersCancelProgress) {
   EXPECT_EQ(c->sent<pb::WatchResponse>(9).events(0).kv().value(), "2");
   EXPECT_FALSE(c->finished());
   c->cancel();
-  EXPECT_TRUE(eventually([&] { return member_.subscriber_count() == 0; }));
+  EXPECT_TRUE(wait_until([&] { return member_.subscriber_count() == 0; }));
 }
 
 TEST_F(V3GrpcTest, WatchHistoryCompactedAndFragments) {
@@ -324,7 +324,7 @@ TEST_F(V3GrpcTest, WatchHistoryCompactedAndFragments) {
   c->deliver(w);
   // created, then the history in fragments of at most max_request_bytes.
   ASSERT_TRUE(c->wait_sent(2));
-  ASSERT_TRUE(eventually([&] {
+  ASSERT_TRUE(wait_until([&] {
     int events = 0;
     for (size_t i = 1; i < c->sent_count(); ++i)
       events += c->sent<pb::WatchResponse>(i).events_size();
@@ -389,7 +389,7 @@ TEST_F(V3GrpcTest, WatchDeliversEveryEventOfARevision) {
     return out;
   };
   // 3 puts at txn_rev, then 5 deletes (t/pre, t/x, t/a, t/b, t/c) at del_rev.
-  ASSERT_TRUE(eventually([&] { return count_events(1, 1).size() == 8; }))
+  ASSERT_TRUE(wait_until([&] { return count_events(1, 1).size() == 8; }))
       << count_events(1, 1).size() << " events";
   auto events = count_events(1, 1);
   for (size_t i = 0; i < 3; ++i) EXPECT_EQ(events[i].kv().mod_revision(), txn_rev);
@@ -402,7 +402,7 @@ TEST_F(V3GrpcTest, WatchDeliversEveryEventOfARevision) {
   pb::WatchRequest past = create("t/", 2, start);
   past.mutable_create_request()->set_range_end("t0");
   c->deliver(past);
-  ASSERT_TRUE(eventually([&] { return count_events(2, before).size() == 9; }))
+  ASSERT_TRUE(wait_until([&] { return count_events(2, before).size() == 9; }))
       << count_events(2, before).size() << " events from history";
   c->cancel();
 }
@@ -430,7 +430,7 @@ TEST_F(V3GrpcTest, WatchStreamOfAClientThatDoesNotReadIsEnded) {
   for (int i = 0; i < 40 && !c->finished(); ++i) put("s", std::string(3000, 'v'));
   ASSERT_TRUE(c->wait_finished());
   EXPECT_EQ(c->status().code, GCode::kUnavailable);
-  EXPECT_TRUE(eventually([&] { return member_.subscriber_count() == 0; }));
+  EXPECT_TRUE(wait_until([&] { return member_.subscriber_count() == 0; }));
 }
 
 TEST_F(V3GrpcTest, LeaseKeepAliveStream) {

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "net/client.h"
-#include "tests/interop/discovery_etcd_store/test_support.h"
+#include "tests/interop/discovery/etcd_store_support.h"
 
 #ifndef MUSTER_DISCOVERY_BIN
 #error "MUSTER_DISCOVERY_BIN must name the muster-discovery binary"
@@ -36,7 +36,7 @@ class Replica {
                       "--store", "etcd", "--store-endpoints", etcd_endpoint, "--store-prefix",
                       "/e2e/", "--data-dir", dir_.path() + "/data", "--new-rate", "0"},
                      dir_.path() + "/discovery.log");
-    return why.empty() ? child_.wait_healthy(url() + "/health", "\"true\"") : why;
+    return why.empty() ? testing::wait_healthy(child_, url() + "/health", "\"true\"") : why;
   }
   std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
   uint16_t port() const { return port_; }

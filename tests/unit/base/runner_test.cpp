@@ -12,13 +12,13 @@
 
 #include "net/client.h"
 #include "net/server.h"
-#include "net_test_support.h"
+#include "tests/unit/net/net_test_support.h"
 
-namespace muster::net {
+namespace muster::base {
 namespace {
 
+using namespace muster::net;
 using namespace muster::net::testing;
-using base::run_until_signal;
 
 void send_sigterm() { ::kill(::getpid(), SIGTERM); }
 
@@ -113,4 +113,4 @@ TEST(Runner, GracePeriodEndsARunThatWouldNotDrain) {
 }
 
 }  // namespace
-}  // namespace muster::net
+}  // namespace muster::base

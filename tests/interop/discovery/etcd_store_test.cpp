@@ -28,7 +28,7 @@
 #include <vector>
 
 #include "net/client.h"
-#include "tests/interop/discovery_etcd_store/test_support.h"
+#include "tests/interop/discovery/etcd_store_support.h"
 
 namespace muster::discovery {
 namespace {
