@@ -21,7 +21,7 @@ std::string hex(uint64_t id) {
 }  // namespace
 
 Driver::Driver(DriverOptions options, raft::Raft& raft, storage::MemberStorage& storage,
-               Transport& transport, metrics::Registry& metrics, DriverHooks hooks)
+               RaftTransport& transport, metrics::Registry& metrics, DriverHooks hooks)
     : options_(options),
       raft_(raft),
       storage_(storage),
@@ -37,11 +37,17 @@ Driver::Driver(DriverOptions options, raft::Raft& raft, storage::MemberStorage& 
     snapshot_index_ = snap.metadata().index();
   last_index_ = storage_.log().last_index();
   term_ = raft_.term();
+  started_ = Clock::now();
+  next_tick_ = started_ + std::chrono::milliseconds(options_.heartbeat_ms);
+  next_housekeeping_ = started_;
 }
 
 Driver::~Driver() { stop(false); }
 
 void Driver::start() {
+  started_ = Clock::now();
+  next_tick_ = started_ + std::chrono::milliseconds(options_.heartbeat_ms);
+  next_housekeeping_ = started_;
   drain_ready();
   running_ = true;
   thread_ = std::thread([this] { run(); });
@@ -117,47 +123,53 @@ void Driver::queue_install(std::unique_ptr<storage::SnapshotInstaller> installer
   notify();
 }
 
+void Driver::report_unreachable(uint64_t peer) {
+  {
+    std::lock_guard lock(mu_);
+    inbox_.unreachable.push_back(peer);
+  }
+  notify();
+}
+
+Driver::Inbox Driver::take_inbox() {
+  Inbox in;
+  std::lock_guard lock(mu_);
+  std::swap(in, inbox_);
+  return in;
+}
+
 void Driver::run() {
-  const auto tick_every = std::chrono::milliseconds(options_.heartbeat_ms);
-  auto next_tick = Clock::now() + tick_every;
-  auto next_housekeeping = Clock::now();
-  const auto started = Clock::now();
-  bool first_election_pending = true;
-  transport_.set_unreachable_handler([this](uint64_t peer) {
-    {
-      std::lock_guard lock(mu_);
-      inbox_.unreachable.push_back(peer);
-    }
-    notify();
-  });
   while (running_.load()) {
-    Inbox in;
     {
       std::unique_lock lock(mu_);
       // While the first election waits for peers to connect, look again
       // every few milliseconds rather than every heartbeat.
-      auto wake_at = next_tick;
-      if (first_election_pending)
+      auto wake_at = next_tick_;
+      if (first_election_pending_)
         wake_at = std::min(wake_at, Clock::now() + std::chrono::milliseconds(2));
       cv_.wait_until(lock, wake_at, [&] { return !running_.load() || !inbox_.empty(); });
-      std::swap(in, inbox_);
     }
     if (!running_.load()) break;
-    handle_inbox(in);
-    if (first_election_pending &&
-        (maybe_hasten_first_election() || Clock::now() - started > std::chrono::seconds(5)))
-      first_election_pending = false;  // (etcd gives up waiting for peers after 5 s too)
-    auto now = Clock::now();
-    while (now >= next_tick) {
-      raft_.tick();
-      next_tick += tick_every;
-    }
-    drain_ready();
-    if (hooks_.after_turn) hooks_.after_turn(now);
-    if (now >= next_housekeeping) {
-      next_housekeeping = now + std::chrono::milliseconds(100);
-      if (hooks_.housekeeping) hooks_.housekeeping(now);
-    }
+    turn(Clock::now());
+  }
+}
+
+void Driver::turn(Clock::time_point now) {
+  Inbox in = take_inbox();
+  handle_inbox(in);
+  if (first_election_pending_ &&
+      (maybe_hasten_first_election() || now - started_ > std::chrono::seconds(5)))
+    first_election_pending_ = false;  // (etcd gives up waiting for peers after 5 s too)
+  const auto tick_every = std::chrono::milliseconds(options_.heartbeat_ms);
+  while (now >= next_tick_) {
+    raft_.tick();
+    next_tick_ += tick_every;
+  }
+  drain_ready();
+  if (hooks_.after_turn) hooks_.after_turn(now);
+  if (now >= next_housekeeping_) {
+    next_housekeeping_ = now + std::chrono::milliseconds(100);
+    if (hooks_.housekeeping) hooks_.housekeeping(now);
   }
 }
 

@@ -47,7 +47,7 @@
 
 namespace muster::server {
 
-class Transport;
+class RaftTransport;
 
 struct DriverOptions {
   uint64_t member_id = 0;
@@ -92,7 +92,7 @@ class Driver {
 
   // REQUIRES: raft, storage, transport and metrics outlive the driver.
   Driver(DriverOptions options, raft::Raft& raft, storage::MemberStorage& storage,
-         Transport& transport, metrics::Registry& metrics, DriverHooks hooks);
+         RaftTransport& transport, metrics::Registry& metrics, DriverHooks hooks);
   ~Driver();
   Driver(const Driver&) = delete;
   Driver& operator=(const Driver&) = delete;
@@ -118,6 +118,13 @@ class Driver {
   // A completely received state machine, to install when the core hands the
   // matching snapshot over in a Ready.
   void queue_install(std::unique_ptr<storage::SnapshotInstaller> installer);
+  // The transport lost messages to `peer` (Raft probes again).
+  void report_unreachable(uint64_t peer);
+
+  // One turn of the loop at time `now`: the mailbox, ticks due, every Ready,
+  // the hooks.  The driver thread's body; a test drives it directly, with
+  // no thread started (start() not called).
+  void turn(Clock::time_point now);
 
   // --- what the driver knows (any thread) ---
   uint64_t leader() const { return leader_.load(); }
@@ -144,6 +151,7 @@ class Driver {
 
   void run();
   void handle_inbox(Inbox& in);
+  Inbox take_inbox();
   void drain_ready();
   void handle_ready(raft::Ready& rd);
   void send(std::vector<raftpb::Message> msgs);
@@ -156,7 +164,7 @@ class Driver {
   const DriverOptions options_;
   raft::Raft& raft_;
   storage::MemberStorage& storage_;
-  Transport& transport_;
+  RaftTransport& transport_;
   metrics::Counter& leader_changes_;
   metrics::Histogram& fsync_seconds_;
   const DriverHooks hooks_;
@@ -170,6 +178,8 @@ class Driver {
   // Driver thread only.
   std::unique_ptr<storage::SnapshotInstaller> pending_install_;
   uint64_t snapshot_index_ = 0;
+  Clock::time_point next_tick_{}, next_housekeeping_{}, started_{};
+  bool first_election_pending_ = true;
   std::thread thread_;
 };
 

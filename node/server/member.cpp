@@ -16,6 +16,7 @@
 #include "base/metrics.h"
 #include "base/runner.h"
 #include "base/systemd.h"
+#include "dns/host_resolver.h"
 #include "etcdwire/ids.h"
 #include "net/pprof.h"
 #include "net/server.h"
@@ -103,7 +104,28 @@ int run_member(const config::Config& cfg, const bootstrap::MemberPlan& plan,
   boost::asio::io_context io;
   metrics::Registry registry;
 
+  // With --dns-server, peer host names resolve through that server too (the
+  // one the SRV lookups used), not only through the system resolver.
+  std::unique_ptr<dns::HostResolver> peer_dns;
+  if (!cfg.dns_server.empty()) {
+    dns::ResolverOptions ro;
+    ro.server = cfg.dns_server;
+    auto r = dns::HostResolver::create(ro);
+    if (!r) throw std::runtime_error("--dns-server: " + r.error().message);
+    peer_dns = std::move(r).value();
+  }
+
   TransportOptions topts;
+  if (peer_dns)
+    topts.resolve_host = [&peer_dns](const std::string& host, auto done) {
+      peer_dns->lookup_addresses(
+          host, [done = std::move(done)](dns::Result<std::vector<boost::asio::ip::address>> r) {
+            if (r)
+              done(std::move(r).value(), "");
+            else
+              done({}, r.error().message);
+          });
+    };
   topts.cluster_id = me.cluster_id;
   topts.local_id = me.member_id;
   topts.server_tls = tls.peer_server;

@@ -158,6 +158,7 @@ MemberServer::MemberServer(MemberServerOptions options, std::vector<InitialMembe
   // removal: the leader stopped sending before we learned it) stops us, as
   // etcd's 410 Gone does.
   transport_.set_removed_handler([this] { note_removed("a peer"); });
+  transport_.set_unreachable_handler([this](uint64_t peer) { driver_->report_unreachable(peer); });
 }
 
 MemberServer::~MemberServer() {
