@@ -32,6 +32,7 @@
 #include "node/server/member_server.h"
 #include "node/server/transport.h"
 #include "node/storage/member_storage.h"
+#include "tests/support/temp_dir.h"
 
 namespace muster::server {
 namespace {
@@ -39,22 +40,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
-class ScratchDir {
- public:
-  ScratchDir() {
-    const char* base = std::getenv("TMPDIR");
-    std::string tmpl = std::string(base && *base ? base : "/tmp") + "/muster-driver-XXXXXX";
-    if (::mkdtemp(tmpl.data()) != nullptr) path_ = tmpl;
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using ScratchDir = ::muster::testing::TempDir;  // tests/support's
 
 struct Net;
 

@@ -19,7 +19,7 @@
 #include "net/client.h"
 #include "net/server.h"
 #include "tests/support/wait.h"
-#include "tests/unit/v3api/local_member.h"
+#include "tests/unit/server/local_member.h"
 
 namespace muster::server::testing {
 namespace {

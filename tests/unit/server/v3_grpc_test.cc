@@ -15,9 +15,9 @@
 #include <thread>
 
 #include "node/storage/snapshot.h"
-#include "tests/unit/v3api/fake_call.h"
-#include "tests/unit/v3api/local_member.h"
-#include "tests/unit/v3api/test_util.h"
+#include "tests/unit/server/fake_call.h"
+#include "tests/unit/server/local_member.h"
+#include "tests/unit/server/test_util.h"
 
 namespace muster::server::testing {
 namespace {

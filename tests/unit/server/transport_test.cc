@@ -21,6 +21,10 @@
 
 #include "node/server/transport.pb.h"
 #include "node/storage/member_storage.h"
+#include "tests/support/pki.h"
+#include "tests/support/temp_dir.h"
+#include "tests/support/wait.h"
+#include "tests/unit/storage/snapshot_util.h"
 
 namespace muster::server {
 namespace {
@@ -31,33 +35,9 @@ using namespace std::chrono_literals;
 
 constexpr uint64_t kCluster = 0x7e57c1u;
 
-// Polls `pred` until it holds or `limit` passes.
-bool eventually(const std::function<bool()>& pred, std::chrono::milliseconds limit = 10s) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(2ms);
-  }
-  return pred();
-}
-
-class ScratchDir {
- public:
-  ScratchDir() {
-    const char* base = std::getenv("TMPDIR");
-    std::string tmpl = std::string(base && *base ? base : "/tmp") + "/muster-transport-XXXXXX";
-    if (::mkdtemp(tmpl.data()) == nullptr) ADD_FAILURE() << "mkdtemp failed";
-    path_ = tmpl;
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+// Waiting on a condition and scratch directories: tests/support's.
+using ::muster::testing::wait_until;
+using ScratchDir = ::muster::testing::TempDir;
 
 // One member's transport with its own io_context thread, recording what it
 // receives.
@@ -199,16 +179,16 @@ void expect_in_order(Node& n, uint64_t from, uint64_t count) {
 TEST(TransportTest, TwoMembersExchangeMessagesInOrder) {
   Node a(1), b(2);
   connect(a, b);
-  ASSERT_TRUE(eventually([&] { return a.t().is_active(2) && b.t().is_active(1); }));
+  ASSERT_TRUE(wait_until([&] { return a.t().is_active(2) && b.t().is_active(1); }));
   send_apps(a, b, 3000);
   send_apps(b, a, 3000);
-  ASSERT_TRUE(eventually([&] { return b.received() == 3000 && a.received() == 3000; }));
+  ASSERT_TRUE(wait_until([&] { return b.received() == 3000 && a.received() == 3000; }));
   expect_in_order(b, 1, 3000);
   expect_in_order(a, 2, 3000);
   EXPECT_EQ(a.unreachable(2), 0);
   EXPECT_EQ(b.unreachable(1), 0);
   // Byte counters agree once the senders have seen their writes complete.
-  EXPECT_TRUE(eventually([&] {
+  EXPECT_TRUE(wait_until([&] {
     const PeerStatus ab = a.t().peer_status(2), ba = b.t().peer_status(1);
     return ab.sent_bytes == ba.received_bytes && ba.sent_bytes == ab.received_bytes;
   }));
@@ -222,7 +202,7 @@ TEST(TransportTest, ThreeMembersDeliverEachSendersMessagesInOrder) {
   connect(a, c);
   connect(b, c);
   Node* nodes[] = {&a, &b, &c};
-  ASSERT_TRUE(eventually([&] {
+  ASSERT_TRUE(wait_until([&] {
     for (Node* x : nodes)
       for (Node* y : nodes)
         if (x != y && !x->t().is_active(y->id())) return false;
@@ -234,7 +214,7 @@ TEST(TransportTest, ThreeMembersDeliverEachSendersMessagesInOrder) {
     for (Node* y : nodes)
       if (x != y) senders.emplace_back([x, y] { send_apps(*x, *y, 1000); });
   for (auto& s : senders) s.join();
-  ASSERT_TRUE(eventually([&] {
+  ASSERT_TRUE(wait_until([&] {
     for (Node* x : nodes)
       if (x->received() != 2000) return false;
     return true;
@@ -251,11 +231,11 @@ TEST(TransportTest, OtherClusterIdIsRejectedAndItsMessagesNeverDelivered) {
   ours.cluster_id = 0xc8;
   Node a(1, other), b(2, ours);
   connect(a, b);
-  ASSERT_TRUE(eventually([&] { return a.t().peer_status(2).dial_failures >= 2; }));
+  ASSERT_TRUE(wait_until([&] { return a.t().peer_status(2).dial_failures >= 2; }));
   EXPECT_NE(a.t().peer_status(2).last_error.find("cluster ID mismatch: local c8, remote 64"),
             std::string::npos)
       << a.t().peer_status(2).last_error;
-  ASSERT_TRUE(eventually([&] { return b.t().peer_status(1).dial_failures >= 2; }));
+  ASSERT_TRUE(wait_until([&] { return b.t().peer_status(1).dial_failures >= 2; }));
   EXPECT_NE(b.t().peer_status(1).last_error.find("cluster ID mismatch: local 64, remote c8"),
             std::string::npos)
       << b.t().peer_status(1).last_error;
@@ -263,11 +243,11 @@ TEST(TransportTest, OtherClusterIdIsRejectedAndItsMessagesNeverDelivered) {
   // Never reached, so up to 64 messages wait for a first connection (that
   // never comes); the rest are dropped, and Raft hears of it.
   for (int i = 0; i < 100; i++) a.t().send({app(1, 2, i)});
-  ASSERT_TRUE(eventually([&] { return a.unreachable(2) > 0; }));
-  ASSERT_TRUE(eventually([&] { return a.t().peer_status(2).dropped_messages == 36; }));
+  ASSERT_TRUE(wait_until([&] { return a.unreachable(2) > 0; }));
+  ASSERT_TRUE(wait_until([&] { return a.t().peer_status(2).dropped_messages == 36; }));
   // Two more rejected dials after the sends: nothing got through meanwhile.
   const uint64_t f = a.t().peer_status(2).dial_failures;
-  ASSERT_TRUE(eventually([&] { return a.t().peer_status(2).dial_failures >= f + 2; }));
+  ASSERT_TRUE(wait_until([&] { return a.t().peer_status(2).dial_failures >= f + 2; }));
   EXPECT_EQ(b.received(), 0u);
   EXPECT_EQ(a.received(), 0u);
 }
@@ -277,7 +257,7 @@ TEST(TransportTest, UnknownSenderIsRejectedUntilAdded) {
   std::atomic<int> told_removed{0};
   a.t().set_removed_handler([&] { ++told_removed; });
   a.t().add_peer(2, {b.url()});  // b does not know a
-  ASSERT_TRUE(eventually([&] { return a.t().peer_status(2).dial_failures >= 2; }));
+  ASSERT_TRUE(wait_until([&] { return a.t().peer_status(2).dial_failures >= 2; }));
   EXPECT_EQ(told_removed.load(), 0);  // unknown is not removed
   EXPECT_NE(a.t().peer_status(2).last_error.find("unknown member 1"), std::string::npos)
       << a.t().peer_status(2).last_error;
@@ -285,13 +265,13 @@ TEST(TransportTest, UnknownSenderIsRejectedUntilAdded) {
   // cluster's first votes must not be lost to a peer that is not up yet),
   // while Raft still hears of every failed dial.
   a.t().send({app(1, 2, 0)});
-  ASSERT_TRUE(eventually([&] { return a.unreachable(2) > 0; }));
+  ASSERT_TRUE(wait_until([&] { return a.unreachable(2) > 0; }));
   EXPECT_EQ(b.received(), 0u);
 
   b.t().add_peer(1, {a.url()});
-  ASSERT_TRUE(eventually([&] { return a.t().is_active(2); }));
+  ASSERT_TRUE(wait_until([&] { return a.t().is_active(2); }));
   for (uint64_t i = 1; i < 10; ++i) a.t().send({app(1, 2, i)});
-  ASSERT_TRUE(eventually([&] { return b.received() == 10; }));
+  ASSERT_TRUE(wait_until([&] { return b.received() == 10; }));
   expect_in_order(b, 1, 10);
 }
 
@@ -299,7 +279,7 @@ TEST(TransportTest, WrongTargetMemberIsRejected) {
   Node a(1), b(2);
   b.t().add_peer(1, {a.url()});
   a.t().add_peer(3, {b.url()});  // a believes member 3 lives at b's URL
-  ASSERT_TRUE(eventually([&] { return a.t().peer_status(3).dial_failures >= 2; }));
+  ASSERT_TRUE(wait_until([&] { return a.t().peer_status(3).dial_failures >= 2; }));
   EXPECT_NE(a.t().peer_status(3).last_error.find("member ID mismatch"), std::string::npos)
       << a.t().peer_status(3).last_error;
 }
@@ -308,21 +288,21 @@ TEST(TransportTest, RestartedPeerIsReconnected) {
   Node a(1);
   auto b = std::make_unique<Node>(2);
   connect(a, *b);
-  ASSERT_TRUE(eventually([&] { return a.t().is_active(2); }));
+  ASSERT_TRUE(wait_until([&] { return a.t().is_active(2); }));
   send_apps(a, *b, 100);
-  ASSERT_TRUE(eventually([&] { return b->received() == 100; }));
+  ASSERT_TRUE(wait_until([&] { return b->received() == 100; }));
 
   const uint16_t port = b->port();
   b.reset();
-  ASSERT_TRUE(eventually([&] { return !a.t().is_active(2); }));
+  ASSERT_TRUE(wait_until([&] { return !a.t().is_active(2); }));
   a.t().send({app(1, 2, 0)});
-  ASSERT_TRUE(eventually([&] { return a.unreachable(2) > 0; }));
+  ASSERT_TRUE(wait_until([&] { return a.unreachable(2) > 0; }));
 
   b = std::make_unique<Node>(2, TransportOptions{}, port);
   b->t().add_peer(1, {a.url()});
-  ASSERT_TRUE(eventually([&] { return a.t().is_active(2) && b->t().is_active(1); }));
+  ASSERT_TRUE(wait_until([&] { return a.t().is_active(2) && b->t().is_active(1); }));
   send_apps(a, *b, 100);
-  ASSERT_TRUE(eventually([&] { return b->received() == 100; }));
+  ASSERT_TRUE(wait_until([&] { return b->received() == 100; }));
   expect_in_order(*b, 1, 100);
 }
 
@@ -330,15 +310,15 @@ TEST(TransportTest, PeerThatMovedIsReachedAtItsNewUrl) {
   Node a(1);
   auto b = std::make_unique<Node>(2);
   connect(a, *b);
-  ASSERT_TRUE(eventually([&] { return a.t().is_active(2); }));
+  ASSERT_TRUE(wait_until([&] { return a.t().is_active(2); }));
   b.reset();
-  ASSERT_TRUE(eventually([&] { return !a.t().is_active(2); }));
+  ASSERT_TRUE(wait_until([&] { return !a.t().is_active(2); }));
   b = std::make_unique<Node>(2);  // another port
   b->t().add_peer(1, {a.url()});
   a.t().add_peer(2, {b->url()});
-  ASSERT_TRUE(eventually([&] { return a.t().is_active(2); }));
+  ASSERT_TRUE(wait_until([&] { return a.t().is_active(2); }));
   send_apps(a, *b, 20);
-  ASSERT_TRUE(eventually([&] { return b->received() == 20; }));
+  ASSERT_TRUE(wait_until([&] { return b->received() == 20; }));
   expect_in_order(*b, 1, 20);
   a.t().add_peer(1, {a.url()});  // its own ID: ignored
   EXPECT_FALSE(a.t().peer_status(1).known);
@@ -357,11 +337,11 @@ TEST(TransportTest, SendToDeadOrUnknownPeerReportsUnreachable) {
   Node a(1, o);
   a.t().add_peer(2, {"http://127.0.0.1:" + std::to_string(dead_port)});
   a.t().send({heartbeat(1, 2)});
-  ASSERT_TRUE(eventually([&] { return a.unreachable(2) > 0; }));
+  ASSERT_TRUE(wait_until([&] { return a.unreachable(2) > 0; }));
   EXPECT_FALSE(a.t().is_active(2));
   EXPECT_NE(a.t().peer_status(2).last_error.find("127.0.0.1"), std::string::npos);
   a.t().send({heartbeat(1, 9)});
-  ASSERT_TRUE(eventually([&] { return a.unreachable(9) > 0; }));
+  ASSERT_TRUE(wait_until([&] { return a.unreachable(9) > 0; }));
 }
 
 TEST(TransportTest, SecondUrlIsTriedWhenTheFirstFails) {
@@ -374,21 +354,21 @@ TEST(TransportTest, SecondUrlIsTriedWhenTheFirstFails) {
   Node a(1), b(2);
   a.t().add_peer(2, {"http://127.0.0.1:" + std::to_string(dead_port), b.url()});
   b.t().add_peer(1, {a.url()});
-  ASSERT_TRUE(eventually([&] { return a.t().is_active(2); }));
+  ASSERT_TRUE(wait_until([&] { return a.t().is_active(2); }));
   send_apps(a, b, 5);
-  ASSERT_TRUE(eventually([&] { return b.received() == 5; }));
+  ASSERT_TRUE(wait_until([&] { return b.received() == 5; }));
 }
 
 TEST(TransportTest, RemovedPeerIsDisconnectedAndRejected) {
   Node a(1), b(2);
   connect(a, b);
-  ASSERT_TRUE(eventually([&] { return a.t().is_active(2); }));
+  ASSERT_TRUE(wait_until([&] { return a.t().is_active(2); }));
   std::atomic<int> told_removed{0};
   a.t().set_removed_handler([&] { ++told_removed; });
   b.t().remove_peer(1);
-  ASSERT_TRUE(eventually([&] { return !a.t().is_active(2); }));
+  ASSERT_TRUE(wait_until([&] { return !a.t().is_active(2); }));
   // The removed member is told why, so that it can stop (etcd's 410 Gone).
-  ASSERT_TRUE(eventually([&] {
+  ASSERT_TRUE(wait_until([&] {
     return a.t().peer_status(2).last_error.find(
                "member 1 has been permanently removed from the cluster") != std::string::npos;
   }));
@@ -492,17 +472,17 @@ TEST(TransportTest, DialerSendsNothingBeforeTheHandshakeIsAccepted) {
     EXPECT_FALSE(fake.read_frame().has_value());
     EXPECT_EQ(fake.last_error(), asio::error::eof);
   }
-  ASSERT_TRUE(eventually([&] {
+  ASSERT_TRUE(wait_until([&] {
     return a.t().peer_status(2).last_error.find("rejected by peer: go away") != std::string::npos;
   }));
-  ASSERT_TRUE(eventually([&] { return a.unreachable(2) > 0; }));
+  ASSERT_TRUE(wait_until([&] { return a.unreachable(2) > 0; }));
   {
     RawClient fake(acc);  // the redial
     auto f = fake.read_frame();
     ASSERT_TRUE(f.has_value());
     ASSERT_EQ(f->first, 1);
     fake.write_frame(2, handshake_reply(true, ""));
-    ASSERT_TRUE(eventually([&] { return a.t().is_active(2); }));
+    ASSERT_TRUE(wait_until([&] { return a.t().is_active(2); }));
     a.t().send({app(1, 2, 7)});
     // The peer had never been reached: the early messages waited for the
     // first accepted connection and come first, in order.
@@ -553,7 +533,7 @@ TEST(TransportTest, OversizeFrameClosesTheConnection) {
     ASSERT_TRUE(r.ParseFromString(reply->second));
     ASSERT_TRUE(r.accepted()) << r.reason();
     c.write_frame(3, app(1, 2, 0).SerializeAsString());
-    ASSERT_TRUE(eventually([&] { return b.received() == 1; }));
+    ASSERT_TRUE(wait_until([&] { return b.received() == 1; }));
     c.write_header((1 << 20) + 1, 3);
     EXPECT_FALSE(c.read_frame().has_value());
     EXPECT_EQ(c.last_error(), asio::error::eof);
@@ -566,17 +546,17 @@ TEST(TransportTest, OversizeMessagesAreDroppedAndTheLinkRecovers) {
   small.max_frame_bytes = 1 << 20;
   Node a(1, small), b(2);
   connect(a, b);
-  ASSERT_TRUE(eventually([&] { return a.t().is_active(2); }));
+  ASSERT_TRUE(wait_until([&] { return a.t().is_active(2); }));
   // Over the sender's own limit: dropped before it reaches the wire.
   a.t().send({app(1, 2, 0, 2 << 20)});
-  ASSERT_TRUE(eventually([&] { return a.unreachable(2) > 0; }));
+  ASSERT_TRUE(wait_until([&] { return a.unreachable(2) > 0; }));
   // Over the receiver's limit: the receiver closes, the sender redials.
   b.t().send({app(2, 1, 0, 2 << 20)});
-  ASSERT_TRUE(eventually([&] { return b.unreachable(1) > 0; }));
-  ASSERT_TRUE(eventually([&] { return b.t().is_active(1); }));
+  ASSERT_TRUE(wait_until([&] { return b.unreachable(1) > 0; }));
+  ASSERT_TRUE(wait_until([&] { return b.t().is_active(1); }));
   send_apps(a, b, 10);
   send_apps(b, a, 10);
-  ASSERT_TRUE(eventually([&] { return a.received() == 10 && b.received() == 10; }));
+  ASSERT_TRUE(wait_until([&] { return a.received() == 10 && b.received() == 10; }));
   expect_in_order(b, 1, 10);
   expect_in_order(a, 2, 10);
 }
@@ -591,22 +571,7 @@ std::unique_ptr<storage::MemberStorage> open_member(const std::string& dir) {
 }
 
 // Puts n keys, 100 per applied entry; returns the last index.
-uint64_t load_keys(storage::MemberStorage& m, int n) {
-  uint64_t index = 0;
-  for (int base = 0; base < n; base += 100) {
-    etcdserverpb::InternalRequest r;
-    for (int k = base; k < std::min(n, base + 100); k++) {
-      auto* p = r.mutable_txn()->add_success()->mutable_request_put();
-      char key[32];
-      std::snprintf(key, sizeof key, "key/%08d", k);
-      p->set_key(key);
-      p->set_value("value-" + std::to_string(k));
-    }
-    auto res = m.kv().apply(r, ++index, 1);
-    if (!res.status) ADD_FAILURE() << res.status.to_string();
-  }
-  return index;
-}
+using storage::testing::load_keys;
 
 // What the receiving side saw of one snapshot stream.
 struct Received {
@@ -671,7 +636,7 @@ TEST(TransportTest, SnapshotOf200kKeysInstallsWhileHeartbeatsFlow) {
 
   Node a(1), b(2);
   connect(a, b);
-  ASSERT_TRUE(eventually([&] { return a.t().is_active(2); }));
+  ASSERT_TRUE(wait_until([&] { return a.t().is_active(2); }));
 
   Received rec;
   // Each chunk waits for a heartbeat newer than the previous chunk's, so the
@@ -686,7 +651,7 @@ TEST(TransportTest, SnapshotOf200kKeysInstallsWhileHeartbeatsFlow) {
     return std::make_unique<InstallerSink>(
         std::move(inst), &rec, [&b, last_seen, fresh_heartbeats] {
           const bool fresh =
-              eventually([&] { return b.count_type(raftpb::MsgHeartbeat) > *last_seen; }, 10s);
+              wait_until([&] { return b.count_type(raftpb::MsgHeartbeat) > *last_seen; }, 10s);
           *last_seen = b.count_type(raftpb::MsgHeartbeat);
           if (fresh) ++*fresh_heartbeats;
           return fresh ? storage::Status{}
@@ -714,14 +679,14 @@ TEST(TransportTest, SnapshotOf200kKeysInstallsWhileHeartbeatsFlow) {
     done_ok = ok;
     ++done_calls;
   });
-  const bool finished = eventually([&] { return done_calls > 0; }, 60s);
+  const bool finished = wait_until([&] { return done_calls > 0; }, 60s);
   const auto elapsed = std::chrono::steady_clock::now() - start;
   pumping = false;
   pump.join();
   ASSERT_TRUE(finished);
   EXPECT_TRUE(done_ok);
   EXPECT_EQ(done_calls, 1);
-  ASSERT_TRUE(eventually([&] { return finished_before_delivery.load(); }));
+  ASSERT_TRUE(wait_until([&] { return finished_before_delivery.load(); }));
 
   std::unique_ptr<storage::SnapshotInstaller> inst;
   {
@@ -780,7 +745,7 @@ TEST(TransportTest, FailingSinkFailsTheSnapshotAndDropsTheMessage) {
     done_ok = ok;
     ++done_calls;
   });
-  ASSERT_TRUE(eventually([&] { return done_calls > 0; }));
+  ASSERT_TRUE(wait_until([&] { return done_calls > 0; }));
   EXPECT_FALSE(done_ok);
   {
     std::lock_guard l(rec.mu);
@@ -795,32 +760,22 @@ TEST(TransportTest, FailingSinkFailsTheSnapshotAndDropsTheMessage) {
     EXPECT_FALSE(ok);
     ++unknown_done;
   });
-  ASSERT_TRUE(eventually([&] { return unknown_done == 1; }));
+  ASSERT_TRUE(wait_until([&] { return unknown_done == 1; }));
 }
 
 // --- TLS ------------------------------------------------------------------
 
-void run(const std::string& cmd) {
-  ASSERT_EQ(std::system((cmd + " >/dev/null 2>&1").c_str()), 0) << cmd;
-}
-
 // A CA and one certificate for 127.0.0.1 usable as server and client.
 struct Pki {
-  ScratchDir dir;
+  ::muster::testing::TestPki pki;
   std::string ca, cert, key;
   Pki() {
-    const std::string d = dir.path();
-    ca = d + "/ca.crt";
-    cert = d + "/peer.crt";
-    key = d + "/peer.key";
-    const std::string ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
-    run("openssl req -x509 " + ec + " -keyout " + d + "/ca.key -out " + ca +
-        " -days 1 -subj /CN=muster-test-ca");
-    run("openssl req " + ec + " -keyout " + key + " -out " + d + "/peer.csr -subj /CN=peer");
-    std::ofstream(d + "/ext.cnf") << "subjectAltName=IP:127.0.0.1\n"
-                                     "extendedKeyUsage=serverAuth,clientAuth\n";
-    run("openssl x509 -req -in " + d + "/peer.csr -CA " + ca + " -CAkey " + d +
-        "/ca.key -CAcreateserial -out " + cert + " -days 1 -extfile " + d + "/ext.cnf");
+    pki.ca("ca", "muster-test-ca");
+    pki.leaf("peer", "ca", "peer",
+             "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n");
+    ca = pki.crt("ca");
+    cert = pki.crt("peer");
+    key = pki.key("peer");
   }
   TransportOptions options(bool client_cert) const {
     TransportOptions o;
@@ -845,32 +800,32 @@ TEST(TransportTest, MutualTlsWorksAndAPeerWithoutClientCertificateIsRejected) {
   Pki pki;
   Node a(1, pki.options(true), 0, true), b(2, pki.options(true), 0, true);
   connect(a, b);
-  ASSERT_TRUE(eventually([&] { return a.t().is_active(2) && b.t().is_active(1); }));
+  ASSERT_TRUE(wait_until([&] { return a.t().is_active(2) && b.t().is_active(1); }));
   send_apps(a, b, 500);
   send_apps(b, a, 500);
-  ASSERT_TRUE(eventually([&] { return a.received() == 500 && b.received() == 500; }));
+  ASSERT_TRUE(wait_until([&] { return a.received() == 500 && b.received() == 500; }));
   expect_in_order(b, 1, 500);
   expect_in_order(a, 2, 500);
 
   Node c(3, pki.options(false), 0, true);
   c.t().add_peer(2, {b.url()});
   b.t().add_peer(3, {c.url()});
-  ASSERT_TRUE(eventually([&] { return c.t().peer_status(2).dial_failures >= 2; }));
+  ASSERT_TRUE(wait_until([&] { return c.t().peer_status(2).dial_failures >= 2; }));
   EXPECT_NE(c.t().peer_status(2).last_error.find("certificate required"), std::string::npos)
       << c.t().peer_status(2).last_error;
   c.t().send({app(3, 2, 0)});
   const uint64_t f = c.t().peer_status(2).dial_failures;
-  ASSERT_TRUE(eventually([&] { return c.t().peer_status(2).dial_failures >= f + 2; }));
+  ASSERT_TRUE(wait_until([&] { return c.t().peer_status(2).dial_failures >= f + 2; }));
   EXPECT_FALSE(c.t().is_active(2));
   EXPECT_EQ(b.received_from(3), 0u);
   // b can still dial c (b presents its certificate; c verifies it).
-  ASSERT_TRUE(eventually([&] { return b.t().is_active(3); }));
+  ASSERT_TRUE(wait_until([&] { return b.t().is_active(3); }));
 
   // Plain http to an https listener fails too.
   Node p(4);
   p.t().add_peer(2, {"http://127.0.0.1:" + std::to_string(b.port())});
   b.t().add_peer(4, {p.url()});
-  ASSERT_TRUE(eventually([&] { return p.t().peer_status(2).dial_failures >= 2; }));
+  ASSERT_TRUE(wait_until([&] { return p.t().peer_status(2).dial_failures >= 2; }));
   EXPECT_FALSE(p.t().is_active(2));
 }
 

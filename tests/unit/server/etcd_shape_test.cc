@@ -8,8 +8,8 @@
 #include <vector>
 
 #include "tests/support/etcd.h"
-#include "tests/unit/v3api/local_member.h"
-#include "tests/unit/v3api/test_util.h"
+#include "tests/unit/server/local_member.h"
+#include "tests/unit/server/test_util.h"
 
 namespace muster::server::testing {
 namespace {
