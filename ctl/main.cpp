@@ -1,4 +1,4 @@
-// musterctl: the command-line client.  Commands are in ctl/commands.cc.
+// musterctl: the command-line client.  Commands are in ctl/commands.cpp.
 #include <iostream>
 
 #include "ctl/command.h"

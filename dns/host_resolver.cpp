@@ -1,4 +1,4 @@
-// dns/host_resolver.cc: see host_resolver.h.
+// dns/host_resolver.cpp: see host_resolver.h.
 #include "dns/host_resolver.h"
 
 #include <boost/asio/post.hpp>

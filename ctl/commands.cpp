@@ -11,7 +11,7 @@
 
 namespace muster::ctl {
 
-// Each command's run function lives in ctl/<name>_command.cc.
+// Each command's run function lives in ctl/<name>_command.cpp.
 int run_srv(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
 int run_put(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
 int run_get(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
