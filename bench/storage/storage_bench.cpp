@@ -22,7 +22,7 @@
 namespace {
 
 using muster::storage::MemberStorage;
-namespace pb = muster::etcdserverpb;
+namespace pb = muster::pb;
 using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t0) {

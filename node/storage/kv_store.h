@@ -44,7 +44,7 @@
 
 namespace muster::storage {
 
-namespace pb = ::muster::etcdserverpb;
+namespace pb = ::muster::pb;
 
 // A lease's TTL may not exceed this (etcd's MaxLeaseTTL).
 inline constexpr int64_t kMaxLeaseTTL = 9000000000;

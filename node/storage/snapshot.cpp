@@ -49,7 +49,7 @@ SnapshotWriter::~SnapshotWriter() {
   db_->db()->ReleaseSnapshot(snap_);
 }
 
-bool SnapshotWriter::next(etcdserverpb::SnapshotChunk* chunk) {
+bool SnapshotWriter::next(pb::SnapshotChunk* chunk) {
   chunk->Clear();
   if (done_ || !status_) return false;
   size_t bytes = 0;
@@ -113,15 +113,15 @@ namespace {
 bool parses(const std::string& k, const std::string& v) {
   switch (k[0]) {
     case keys::kRevision: {
-      etcdserverpb::KeyValue kv;
+      pb::KeyValue kv;
       return k.size() == 17 && kv.ParseFromString(v) && !kv.key().empty();
     }
     case keys::kLease: {
-      etcdserverpb::LeaseRecord l;
+      pb::LeaseRecord l;
       return k.size() == 9 && l.ParseFromString(v);
     }
     case keys::kMember: {
-      etcdserverpb::Member m;
+      pb::Member m;
       return k.size() == 9 && m.ParseFromString(v);
     }
     case keys::kRemovedMember:
@@ -130,7 +130,7 @@ bool parses(const std::string& k, const std::string& v) {
       break;
   }
   if (k == keys::kApplied) {
-    etcdserverpb::AppliedRecord a;
+    pb::AppliedRecord a;
     return a.ParseFromString(v);
   }
   raftpb::ConfState cs;
@@ -139,7 +139,7 @@ bool parses(const std::string& k, const std::string& v) {
 
 }  // namespace
 
-Status SnapshotInstaller::add(const etcdserverpb::SnapshotChunk& chunk) {
+Status SnapshotInstaller::add(const pb::SnapshotChunk& chunk) {
   if (complete_) return {Code::kDataLoss, "snapshot: chunk after the last one"};
   if (chunk.keys_size() != chunk.values_size())
     return {Code::kDataLoss, "snapshot: keys and values differ in number"};

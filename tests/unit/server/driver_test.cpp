@@ -89,7 +89,7 @@ class FakeTransport final : public RaftTransport {
     if (net_.cut.count(msg.to())) return done(false);
     std::unique_ptr<storage::SnapshotInstaller> inst;
     ASSERT_TRUE(to->storage->begin_install(&inst));
-    etcdserverpb::SnapshotChunk chunk;
+    pb::SnapshotChunk chunk;
     while (writer->next(&chunk)) {
       ASSERT_TRUE(inst->add(chunk));
       const bool last = chunk.last();

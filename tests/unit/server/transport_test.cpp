@@ -588,7 +588,7 @@ class InstallerSink : public SnapshotSink {
   InstallerSink(std::unique_ptr<storage::SnapshotInstaller> inst, Received* out,
                 std::function<storage::Status()> before_add)
       : inst_(std::move(inst)), out_(out), before_add_(std::move(before_add)) {}
-  storage::Status add(const etcdserverpb::SnapshotChunk& chunk) override {
+  storage::Status add(const pb::SnapshotChunk& chunk) override {
     if (before_add_) {
       storage::Status s = before_add_();
       if (!s) return s;
@@ -712,10 +712,10 @@ TEST(TransportTest, SnapshotOf200kKeysInstallsWhileHeartbeatsFlow) {
   storage::Status s = dst->install(std::move(inst), delivered.snapshot().metadata());
   ASSERT_TRUE(s.is_ok()) << s.to_string();
 
-  etcdserverpb::RangeRequest all;
+  pb::RangeRequest all;
   all.set_key(std::string(1, '\0'));
   all.set_range_end(std::string(1, '\0'));
-  etcdserverpb::RangeResponse ra, rb;
+  pb::RangeResponse ra, rb;
   ASSERT_TRUE(src->kv().range(all, &ra).is_ok());
   ASSERT_TRUE(dst->kv().range(all, &rb).is_ok());
   EXPECT_EQ(rb.kvs_size(), kKeys);

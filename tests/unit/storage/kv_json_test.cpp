@@ -9,7 +9,7 @@
 namespace muster::storage {
 namespace {
 
-namespace pb = ::muster::etcdserverpb;
+namespace pb = ::muster::pb;
 
 std::string to_json(const google::protobuf::Message& m) {
   google::protobuf::util::JsonPrintOptions o;
