@@ -501,4 +501,31 @@ std::shared_ptr<HttpCall> AsyncHttpClient::stream(ClientRequest req, StreamHandl
 
 void AsyncHttpClient::close_idle() { impl_->close_idle(); }
 
+bool CallSlot::hold(std::shared_ptr<HttpCall> call) {
+  {
+    std::lock_guard lock(mu_);
+    if (!cancelled_) {
+      call_ = std::move(call);
+      return true;
+    }
+  }
+  if (call) call->cancel();
+  return false;
+}
+
+void CallSlot::cancel() {
+  std::shared_ptr<HttpCall> call;
+  {
+    std::lock_guard lock(mu_);
+    cancelled_ = true;
+    call = std::move(call_);
+  }
+  if (call) call->cancel();
+}
+
+bool CallSlot::cancelled() const {
+  std::lock_guard lock(mu_);
+  return cancelled_;
+}
+
 }  // namespace muster::net

@@ -31,6 +31,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -114,6 +115,23 @@ class HttpCall {
 };
 
 using ClientHandler = std::function<void(ClientResult)>;
+
+// The call in flight of work made of calls one after another (a failover
+// over endpoints, a fetch over peers): cancelling the work cancels
+// whichever call is current and every later one.  Any thread.
+class CallSlot {
+ public:
+  // Makes `call` the current one; false when the work was cancelled
+  // already (`call` is then cancelled too).
+  bool hold(std::shared_ptr<HttpCall> call);
+  void cancel();
+  bool cancelled() const;
+
+ private:
+  mutable std::mutex mu_;  // guards both below
+  bool cancelled_ = false;
+  std::shared_ptr<HttpCall> call_;
+};
 
 class AsyncHttpClient {
  public:

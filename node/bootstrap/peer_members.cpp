@@ -1,7 +1,6 @@
 #include "node/bootstrap/peer_members.h"
 
 #include <algorithm>
-#include <mutex>
 #include <nlohmann/json.hpp>
 
 #include "etcdwire/ids.h"
@@ -80,64 +79,45 @@ std::string members_url(std::string base) {
   return base + "/members";
 }
 
-// One asynchronous fetch: the peers one after another.
+// One asynchronous fetch: the peers one after another (a call's completion
+// starts the next, so only cancel() comes from elsewhere).
 class ClusterFetch final : public net::HttpCall, public std::enable_shared_from_this<ClusterFetch> {
  public:
   ClusterFetch(net::AsyncHttpClient& client, std::vector<std::string> peer_urls,
                ClusterHandler done)
       : client_(client), peer_urls_(std::move(peer_urls)), done_(std::move(done)) {}
 
-  void cancel() override {
-    std::shared_ptr<net::HttpCall> call;
-    {
-      std::lock_guard lock(mu_);
-      cancelled_ = true;
-      call = call_;
-    }
-    if (call) call->cancel();
-  }
+  void cancel() override { slot_.cancel(); }
 
   void next() {
-    std::unique_lock lock(mu_);
-    if (cancelled_ || i_ >= peer_urls_.size()) {
+    if (slot_.cancelled() || i_ >= peer_urls_.size()) {
       auto done = std::move(done_);
       done_ = nullptr;
-      const std::string why = cancelled_ ? "cancelled" : last_;
-      lock.unlock();
-      if (done) done(std::nullopt, why);
+      if (done) done(std::nullopt, slot_.cancelled() ? "cancelled" : last_);
       return;
     }
     const std::string base = peer_urls_[i_++];
-    call_ = client_.request({"GET", members_url(base)},
-                            [self = shared_from_this(), base](net::ClientResult r) {
-                              std::string err;
-                              auto view = cluster_view(base, r, &err);
-                              if (!view) {
-                                {
-                                  std::lock_guard lock(self->mu_);
-                                  self->last_ = err;
-                                }
-                                return self->next();
-                              }
-                              ClusterHandler done;
-                              {
-                                std::lock_guard lock(self->mu_);
-                                done = std::move(self->done_);
-                                self->done_ = nullptr;
-                              }
-                              if (done) done(std::move(view), "");
-                            });
+    slot_.hold(client_.request({"GET", members_url(base)},
+                               [self = shared_from_this(), base](net::ClientResult r) {
+                                 std::string err;
+                                 auto view = cluster_view(base, r, &err);
+                                 if (!view) {
+                                   self->last_ = err;
+                                   return self->next();
+                                 }
+                                 auto done = std::move(self->done_);
+                                 self->done_ = nullptr;
+                                 if (done) done(std::move(view), "");
+                               }));
   }
 
  private:
   net::AsyncHttpClient& client_;
   const std::vector<std::string> peer_urls_;
-  std::mutex mu_;  // guards everything below
   ClusterHandler done_;
   std::size_t i_ = 0;
   std::string last_ = "no peer URLs to ask";
-  bool cancelled_ = false;
-  std::shared_ptr<net::HttpCall> call_;
+  net::CallSlot slot_;
 };
 
 }  // namespace

@@ -1,7 +1,6 @@
 #include "node/proxy/forwarder.h"
 
 #include <boost/asio/io_context.hpp>
-#include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
 
@@ -68,9 +67,9 @@ net::ClientOptions client_options(const ForwarderOptions& o) {
 
 // One forwarded request: tries the usable endpoints in order until one
 // answers.  Lives as long as a call's handlers or the exchange's cancel
-// callback (weak) refer to it.  The calls run one after another, so only
-// the cancellation, which comes from the client's side at any time, needs
-// the lock.
+// callback (weak) refer to it.  The calls run one after another (one's
+// completion starts the next), so only the cancellation, which comes from
+// the client's side at any time, crosses threads: through slot_.
 class Attempt : public std::enable_shared_from_this<Attempt> {
  public:
   Attempt(std::shared_ptr<net::Exchange> ex, Director& director, metrics::Registry& registry,
@@ -149,21 +148,11 @@ class Attempt : public std::enable_shared_from_this<Attempt> {
     target_ = in.target;
   }
 
-  void cancel() {
-    std::shared_ptr<net::HttpCall> call;
-    {
-      std::lock_guard lock(mu_);
-      cancelled_ = true;
-      call = call_;
-    }
-    if (call) call->cancel();
-  }
+  void cancel() { slot_.cancel(); }
 
   // Moves on to the next endpoint, or gives up.
   void next() {
-    std::lock_guard lock(mu_);
-    if (cancelled_) return;
-    call_.reset();
+    if (slot_.cancelled()) return;
     std::optional<net::Url> url;
     while (!url) {
       if (index_ >= endpoints_.size()) return give_up();
@@ -185,18 +174,13 @@ class Attempt : public std::enable_shared_from_this<Attempt> {
       return self->on_head(head, length, complete);
     };
     h.on_data = [self = shared_from_this()](std::string_view d) { return self->on_data(d); };
-    call_ = client_->stream(
+    slot_.hold(client_->stream(
         std::move(req), std::move(h),
-        [self = shared_from_this()](net::ClientResult r) { self->on_done(std::move(r)); });
-  }
-
-  bool cancelled() {
-    std::lock_guard lock(mu_);
-    return cancelled_;
+        [self = shared_from_this()](net::ClientResult r) { self->on_done(std::move(r)); }));
   }
 
   bool on_head(const net::Response& head, std::optional<uint64_t> length, bool complete) {
-    if (cancelled()) return false;
+    if (slot_.cancelled()) return false;
     head_.status = head.status;
     for (const auto& [name, value] : head.headers.all())
       if (!hop_by_hop(name)) head_.headers.add(name, value);
@@ -216,7 +200,7 @@ class Attempt : public std::enable_shared_from_this<Attempt> {
   }
 
   void on_done(net::ClientResult r) {
-    if (cancelled()) return;
+    if (slot_.cancelled()) return;
     if (r.ok()) return complete();
     if (r.step == Step::kBody && streaming_) {
       log::warn("httpproxy", "member stream broke", {{"endpoint", current_}, {"error", r.reason}});
@@ -273,14 +257,10 @@ class Attempt : public std::enable_shared_from_this<Attempt> {
         {{"endpoint", current_}, {"error", std::string(what) + " " + current_ + ": " + reason}});
     director_.failed(current_);
     drop("failed_sending_request");
-    if (sent && !idempotent_) {
-      std::lock_guard lock(mu_);
-      return give_up();
-    }
+    if (sent && !idempotent_) return give_up();
     next();
   }
 
-  // REQUIRES: mu_ held.
   void give_up() {
     drop("failed_getting_response");
     std::string msg = "httpproxy: unable to get response from " +
@@ -305,9 +285,7 @@ class Attempt : public std::enable_shared_from_this<Attempt> {
   net::Response head_;
   bool streaming_ = false;
 
-  std::mutex mu_;  // guards cancelled_ and call_
-  bool cancelled_ = false;
-  std::shared_ptr<net::HttpCall> call_;
+  net::CallSlot slot_;  // the call in flight; cancelled when the client hangs up
 };
 
 }  // namespace
