@@ -3,6 +3,7 @@
 #include <ostream>
 
 #include "ctl/command.h"
+#include "etcdwire/v3_json.h"
 
 namespace muster::ctl {
 
@@ -41,6 +42,29 @@ std::string_view format_name(OutputFormat format) {
 int unsupported_format(std::ostream& err, OutputFormat format) {
   err << "Error: " << format_name(format) << " not supported as output format\n";
   return kExitBadFeature;
+}
+
+KeyRange key_range(const Flags& flags, bool has_from_key) {
+  const auto& pos = flags.positional();
+  KeyRange r{pos[0], ""};
+  const std::string all(1, '\0');
+  if (flags.get_bool("prefix")) {
+    // An empty prefix means the whole keyspace: key "\0", range_end "\0".
+    if (r.key.empty()) r.key = all;
+    r.range_end = r.key == all ? r.key : etcdwire::prefix_end(r.key);
+  } else if (has_from_key && flags.get_bool("from-key")) {
+    if (r.key.empty()) r.key = all;
+    r.range_end = all;
+  } else if (pos.size() == 2) {
+    r.range_end = pos[1];
+  }
+  return r;
+}
+
+nlohmann::ordered_json range_request(const KeyRange& range) {
+  nlohmann::ordered_json request = {{"key", etcdwire::base64_encode(range.key)}};
+  if (!range.range_end.empty()) request["range_end"] = etcdwire::base64_encode(range.range_end);
+  return request;
 }
 
 }  // namespace muster::ctl

@@ -5,7 +5,6 @@
 #include "ctl/command.h"
 #include "ctl/command_support.h"
 #include "ctl/output.h"
-#include "etcdwire/v3_json.h"
 
 namespace muster::ctl {
 
@@ -24,18 +23,7 @@ int run_del(const std::vector<std::string>& args, std::ostream& out, std::ostrea
     return bad_args("del", err, "--prefix takes no range_end and excludes --from-key");
   if (options.write_out == OutputFormat::kTable) return unsupported_format(err, options.write_out);
 
-  std::string key = pos[0], range_end;
-  if (flags.get_bool("prefix")) {
-    if (key.empty()) key = std::string(1, '\0');
-    range_end = key == std::string(1, '\0') ? key : etcdwire::prefix_end(key);
-  } else if (flags.get_bool("from-key")) {
-    if (key.empty()) key = std::string(1, '\0');
-    range_end = std::string(1, '\0');
-  } else if (pos.size() == 2) {
-    range_end = pos[1];
-  }
-  nlohmann::ordered_json request = {{"key", etcdwire::base64_encode(key)}};
-  if (!range_end.empty()) request["range_end"] = etcdwire::base64_encode(range_end);
+  nlohmann::ordered_json request = range_request(key_range(flags, true));
   if (flags.get_bool("prev-kv")) request["prev_kv"] = true;
 
   Client client(options);

@@ -5,7 +5,6 @@
 #include "ctl/command.h"
 #include "ctl/command_support.h"
 #include "ctl/output.h"
-#include "etcdwire/v3_json.h"
 
 namespace muster::ctl {
 
@@ -34,19 +33,7 @@ int run_get(const std::vector<std::string>& args, std::ostream& out, std::ostrea
   }
   if (rev < 0 || limit < 0) return bad_args("get", err, "--rev and --limit cannot be negative");
 
-  std::string key = pos[0], range_end;
-  if (flags.get_bool("prefix")) {
-    // An empty prefix means the whole keyspace: key "\0", range_end "\0".
-    if (key.empty()) key = std::string(1, '\0');
-    range_end = key == std::string(1, '\0') ? key : etcdwire::prefix_end(key);
-  } else if (flags.get_bool("from-key")) {
-    if (key.empty()) key = std::string(1, '\0');
-    range_end = std::string(1, '\0');
-  } else if (pos.size() == 2) {
-    range_end = pos[1];
-  }
-  nlohmann::ordered_json request = {{"key", etcdwire::base64_encode(key)}};
-  if (!range_end.empty()) request["range_end"] = etcdwire::base64_encode(range_end);
+  nlohmann::ordered_json request = range_request(key_range(flags, true));
   if (rev > 0) request["revision"] = std::to_string(rev);
   if (limit > 0) request["limit"] = std::to_string(limit);
   if (flags.get_bool("keys-only")) request["keys_only"] = true;

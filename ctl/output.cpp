@@ -156,12 +156,21 @@ std::string render_table(const std::vector<std::string>& header,
   return out;
 }
 
-bool print_put(const json& response, OutputFormat format, std::ostream& out) {
+namespace {
+
+// A key line, then a value line (an empty one for --keys-only or an empty
+// value), as etcdctl's simple printer writes a KeyValue.
+void print_kv(std::ostream& out, const json& kv) {
+  out << bytes_field(kv, "key") << "\n" << bytes_field(kv, "value") << "\n";
+}
+
+// put, get and del: the simple form, or the response as etcdctl's JSON; no
+// table.
+template <class Simple>
+bool simple_or_json(const json& response, OutputFormat format, std::ostream& out, Simple simple) {
   switch (format) {
     case OutputFormat::kSimple:
-      out << "OK\n";
-      if (auto p = response.find("prev_kv"); p != response.end())
-        out << bytes_field(*p, "key") << "\n" << bytes_field(*p, "value") << "\n";
+      simple();
       return true;
     case OutputFormat::kJson:
       out << to_etcdctl_json(response).dump() << "\n";
@@ -170,39 +179,28 @@ bool print_put(const json& response, OutputFormat format, std::ostream& out) {
       return false;
   }
   return false;
+}
+
+}  // namespace
+
+bool print_put(const json& response, OutputFormat format, std::ostream& out) {
+  return simple_or_json(response, format, out, [&] {
+    out << "OK\n";
+    if (auto p = response.find("prev_kv"); p != response.end()) print_kv(out, *p);
+  });
 }
 
 bool print_get(const json& response, OutputFormat format, std::ostream& out) {
-  switch (format) {
-    case OutputFormat::kSimple:
-      // Key line, then value line -- an empty one for --keys-only or an
-      // empty value, exactly as etcdctl prints.
-      for (const json& kv : array_field(response, "kvs"))
-        out << bytes_field(kv, "key") << "\n" << bytes_field(kv, "value") << "\n";
-      return true;
-    case OutputFormat::kJson:
-      out << to_etcdctl_json(response).dump() << "\n";
-      return true;
-    case OutputFormat::kTable:
-      return false;
-  }
-  return false;
+  return simple_or_json(response, format, out, [&] {
+    for (const json& kv : array_field(response, "kvs")) print_kv(out, kv);
+  });
 }
 
 bool print_del(const json& response, OutputFormat format, std::ostream& out) {
-  switch (format) {
-    case OutputFormat::kSimple:
-      out << etcdwire::json_u64(response, "deleted") << "\n";
-      for (const json& kv : array_field(response, "prev_kvs"))
-        out << bytes_field(kv, "key") << "\n" << bytes_field(kv, "value") << "\n";
-      return true;
-    case OutputFormat::kJson:
-      out << to_etcdctl_json(response).dump() << "\n";
-      return true;
-    case OutputFormat::kTable:
-      return false;
-  }
-  return false;
+  return simple_or_json(response, format, out, [&] {
+    out << etcdwire::json_u64(response, "deleted") << "\n";
+    for (const json& kv : array_field(response, "prev_kvs")) print_kv(out, kv);
+  });
 }
 
 bool print_watch(const json& result, OutputFormat format, std::ostream& out) {
@@ -211,10 +209,8 @@ bool print_watch(const json& result, OutputFormat format, std::ostream& out) {
       for (const json& event : array_field(result, "events")) {
         const bool is_delete = event.value("type", std::string()) == "DELETE";
         out << (is_delete ? "DELETE" : "PUT") << "\n";
-        if (auto p = event.find("prev_kv"); p != event.end())
-          out << bytes_field(*p, "key") << "\n" << bytes_field(*p, "value") << "\n";
-        const json kv = event.value("kv", json::object());
-        out << bytes_field(kv, "key") << "\n" << bytes_field(kv, "value") << "\n";
+        if (auto p = event.find("prev_kv"); p != event.end()) print_kv(out, *p);
+        print_kv(out, event.value("kv", json::object()));
       }
       return true;
     case OutputFormat::kJson: {

@@ -32,13 +32,7 @@ int run_watch(const std::vector<std::string>& args, std::ostream& out, std::ostr
   }
   if (rev < 0) return bad_args("watch", err, "--rev cannot be negative");
 
-  std::string key = pos[0], range_end;
-  if (flags.get_bool("prefix")) {
-    if (key.empty()) key = std::string(1, '\0');
-    range_end = key == std::string(1, '\0') ? key : etcdwire::prefix_end(key);
-  } else if (pos.size() == 2) {
-    range_end = pos[1];
-  }
+  const KeyRange range = key_range(flags, false);
 
   Client client(options);
   // The revision the (next) stream starts at; 0 = "from now" until the first
@@ -47,8 +41,7 @@ int run_watch(const std::vector<std::string>& args, std::ostream& out, std::ostr
   std::string cancel_reason;
   bool canceled = false;
   for (;;) {
-    nlohmann::ordered_json create = {{"key", etcdwire::base64_encode(key)}};
-    if (!range_end.empty()) create["range_end"] = etcdwire::base64_encode(range_end);
+    nlohmann::ordered_json create = range_request(range);
     if (next_revision > 0) create["start_revision"] = std::to_string(next_revision);
     if (flags.get_bool("prev-kv")) create["prev_kv"] = true;
     const nlohmann::ordered_json request = {{"create_request", create}};
