@@ -486,15 +486,18 @@ void AsyncHttpClient::load_tls() {
   if (!impl_->tls_context(&err)) throw std::runtime_error(err);
 }
 
-std::shared_ptr<HttpCall> AsyncHttpClient::request(ClientRequest req, ClientHandler done) {
+std::shared_ptr<HttpCall> AsyncHttpClient::request(ClientRequest req, ClientHandler done,
+                                                   CallSlot* slot) {
   auto c = std::make_shared<Call>(impl_, std::move(req), std::nullopt, std::move(done));
+  if (slot) slot->hold(c);  // a cancelled slot cancels it: it then ends at once
   c->start();
   return c;
 }
 
 std::shared_ptr<HttpCall> AsyncHttpClient::stream(ClientRequest req, StreamHandlers handlers,
-                                                  ClientHandler done) {
+                                                  ClientHandler done, CallSlot* slot) {
   auto c = std::make_shared<Call>(impl_, std::move(req), std::move(handlers), std::move(done));
+  if (slot) slot->hold(c);
   c->start();
   return c;
 }

@@ -118,7 +118,10 @@ using ClientHandler = std::function<void(ClientResult)>;
 
 // The call in flight of work made of calls one after another (a failover
 // over endpoints, a fetch over peers): cancelling the work cancels
-// whichever call is current and every later one.  Any thread.
+// whichever call is current and every later one.  Pass it to
+// AsyncHttpClient::request/stream rather than holding their result: a call
+// may complete, and its completion start the next, before they return.
+// Any thread.
 class CallSlot {
  public:
   // Makes `call` the current one; false when the work was cancelled
@@ -147,12 +150,16 @@ class AsyncHttpClient {
   // that cannot be loaded (otherwise the first https call reports it).
   void load_tls();
 
-  // One exchange, the answer read whole (up to body_limit).
-  std::shared_ptr<HttpCall> request(ClientRequest req, ClientHandler done);
+  // One exchange, the answer read whole (up to body_limit).  With `slot`,
+  // the call is made the slot's current one before it starts, so a
+  // completion that starts the next call can never be overtaken by it.
+  std::shared_ptr<HttpCall> request(ClientRequest req, ClientHandler done,
+                                    CallSlot* slot = nullptr);
   // One exchange, the answer streamed.  A deadline that passes after the
   // head ends the call with the head as its result; any other failure
   // after the head is an error (step kBody).
-  std::shared_ptr<HttpCall> stream(ClientRequest req, StreamHandlers handlers, ClientHandler done);
+  std::shared_ptr<HttpCall> stream(ClientRequest req, StreamHandlers handlers, ClientHandler done,
+                                   CallSlot* slot = nullptr);
 
   // Drops idle connections.
   void close_idle();

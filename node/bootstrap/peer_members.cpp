@@ -97,18 +97,20 @@ class ClusterFetch final : public net::HttpCall, public std::enable_shared_from_
       return;
     }
     const std::string base = peer_urls_[i_++];
-    slot_.hold(client_.request({"GET", members_url(base)},
-                               [self = shared_from_this(), base](net::ClientResult r) {
-                                 std::string err;
-                                 auto view = cluster_view(base, r, &err);
-                                 if (!view) {
-                                   self->last_ = err;
-                                   return self->next();
-                                 }
-                                 auto done = std::move(self->done_);
-                                 self->done_ = nullptr;
-                                 if (done) done(std::move(view), "");
-                               }));
+    client_.request(
+        {"GET", members_url(base)},
+        [self = shared_from_this(), base](net::ClientResult r) {
+          std::string err;
+          auto view = cluster_view(base, r, &err);
+          if (!view) {
+            self->last_ = err;
+            return self->next();
+          }
+          auto done = std::move(self->done_);
+          self->done_ = nullptr;
+          if (done) done(std::move(view), "");
+        },
+        &slot_);
   }
 
  private:

@@ -174,9 +174,9 @@ class Attempt : public std::enable_shared_from_this<Attempt> {
       return self->on_head(head, length, complete);
     };
     h.on_data = [self = shared_from_this()](std::string_view d) { return self->on_data(d); };
-    slot_.hold(client_->stream(
+    client_->stream(
         std::move(req), std::move(h),
-        [self = shared_from_this()](net::ClientResult r) { self->on_done(std::move(r)); }));
+        [self = shared_from_this()](net::ClientResult r) { self->on_done(std::move(r)); }, &slot_);
   }
 
   bool on_head(const net::Response& head, std::optional<uint64_t> length, bool complete) {
