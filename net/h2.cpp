@@ -25,7 +25,7 @@
 #include <map>
 #include <optional>
 
-#include "net/log.h"
+#include "base/log.h"
 
 namespace muster::net::detail {
 

@@ -14,9 +14,9 @@
 #include <map>
 #include <utility>
 
+#include "base/log.h"
 #include "net/connection.h"
 #include "net/h2.h"
-#include "net/log.h"
 
 namespace muster::net {
 

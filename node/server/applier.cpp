@@ -3,8 +3,8 @@
 
 #include <optional>
 
-#include "net/log.h"
-#include "net/runner.h"
+#include "base/log.h"
+#include "base/runner.h"
 
 namespace muster::server {
 
@@ -32,7 +32,7 @@ void Applier::start() {
   if (running_) return;
   running_ = true;
   thread_ = std::thread([this] {
-    net::set_thread_name("apply");
+    base::set_thread_name("apply");
     run();
   });
 }

@@ -30,7 +30,7 @@
 #include <mutex>
 #include <vector>
 
-#include "net/metrics.h"
+#include "base/metrics.h"
 #include "node/raft/raft.h"
 #include "node/server/membership.h"
 #include "node/server/waits.h"

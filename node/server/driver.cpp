@@ -5,8 +5,8 @@
 #include <cstdio>
 #include <cstdlib>
 
-#include "net/log.h"
-#include "net/runner.h"
+#include "base/log.h"
+#include "base/runner.h"
 #include "node/server/transport.h"
 
 namespace muster::server {
@@ -55,7 +55,7 @@ void Driver::start() {
   drain_ready();
   running_ = true;
   thread_ = std::thread([this] {
-    net::set_thread_name("raft");
+    base::set_thread_name("raft");
     run();
   });
 }

@@ -45,7 +45,7 @@
 #include <thread>
 #include <vector>
 
-#include "net/metrics.h"
+#include "base/metrics.h"
 #include "node/raft/raft.h"
 #include "node/storage/member_storage.h"
 #include "node/storage/snapshot.h"

@@ -8,7 +8,7 @@
 #include <random>
 #include <stdexcept>
 
-#include "net/log.h"
+#include "base/log.h"
 #include "node/server/transport.h"
 
 namespace muster::server {

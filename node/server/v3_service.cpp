@@ -17,7 +17,7 @@
 #include <utility>
 #include <vector>
 
-#include "net/runner.h"
+#include "base/runner.h"
 #include "node/storage/errors.h"
 #include "node/storage/snapshot.h"
 
@@ -57,7 +57,7 @@ class Timers {
  public:
   Timers()
       : thread_([this] {
-          net::set_thread_name("v3-timers");
+          base::set_thread_name("v3-timers");
           run();
         }) {}
   ~Timers() {
@@ -129,7 +129,7 @@ class Worker {
  public:
   Worker()
       : thread_([this] {
-          net::set_thread_name("v3-worker");
+          base::set_thread_name("v3-worker");
           run();
         }) {}
   ~Worker() {

@@ -37,6 +37,7 @@
 
 #include <absl/container/btree_map.h>
 
+#include "etcdwire/v3_json.h"
 #include "node/raft/raft.pb.h"
 #include "node/storage/db.h"
 #include "node/storage/key_index.h"
@@ -45,7 +46,7 @@
 
 namespace muster::storage {
 
-namespace pb = ::muster::etcdserverpb;
+namespace pb = ::muster::pb;
 
 // A lease's TTL may not exceed this (etcd's MaxLeaseTTL).
 inline constexpr int64_t kMaxLeaseTTL = 9000000000;
@@ -297,6 +298,6 @@ class KvStore::ApplyBatch {
 // Upper bound of a range: "" -> single key; "\0" -> unbounded.
 bool in_range(const std::string& k, const std::string& key, const std::string& range_end);
 // The range_end that selects every key with this prefix ("\0" if none).
-std::string prefix_end(const std::string& prefix);
+using etcdwire::prefix_end;
 
 }  // namespace muster::storage
