@@ -350,7 +350,10 @@ void Driver::handle_ready(raft::Ready& rd) {
     if (!rd.entries.empty()) entries_per_save_.observe(static_cast<double>(rd.entries.size()));
     last_index_ = storage_.log().last_index();
   }
-  if (rd.hard_state) term_ = rd.hard_state->term();
+  if (rd.hard_state) {
+    term_ = rd.hard_state->term();
+    committed_ = rd.hard_state->commit();
+  }
   // A follower acks only what its disk holds.
   if (!leader) send(std::move(rd.messages));
 

@@ -142,6 +142,8 @@ class Driver {
   uint64_t leader() const { return leader_.load(); }
   uint64_t term() const { return term_.load(); }
   uint64_t last_index() const { return last_index_.load(); }
+  // The highest index this member knows committed (its hard state's).
+  uint64_t committed() const { return committed_.load(); }
 
  private:
   struct Inbox {
@@ -186,7 +188,7 @@ class Driver {
   std::condition_variable cv_;
   Inbox inbox_;
 
-  std::atomic<uint64_t> leader_{0}, term_{0}, last_index_{0};
+  std::atomic<uint64_t> leader_{0}, term_{0}, last_index_{0}, committed_{0};
   std::atomic<bool> running_{false};
   // Driver thread only.
   std::unique_ptr<storage::SnapshotInstaller> pending_install_;
