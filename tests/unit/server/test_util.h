@@ -30,6 +30,18 @@ using namespace std::chrono_literals;
 inline std::string b64(std::string_view in) { return etcdwire::base64_encode(in); }
 
 // A V3Api behind a net::Server on 127.0.0.1, with its io thread.
+// The v3 service's options for tests: small limits, short timeouts, so the
+// tests reach them quickly.  Used by the gateway and the gRPC tests alike.
+inline V3Service::Options test_options() {
+  V3Service::Options o;
+  o.max_request_bytes = 4096;
+  o.max_txn_ops = 8;
+  o.request_timeout = 1000ms;
+  o.health_timeout = 300ms;
+  o.watch_progress_interval = 200ms;
+  return o;
+}
+
 class ApiServer {
  public:
   explicit ApiServer(MemberApi& member, V3Api::Options opts = test_options())
@@ -48,16 +60,6 @@ class ApiServer {
     server_->stop();
     guard_.reset();
     thread_.join();
-  }
-
-  static V3Api::Options test_options() {
-    V3Api::Options o;
-    o.max_request_bytes = 4096;
-    o.max_txn_ops = 8;
-    o.request_timeout = 1000ms;
-    o.health_timeout = 300ms;
-    o.watch_progress_interval = 200ms;
-    return o;
   }
 
   std::string url(const std::string& path) const {

@@ -24,16 +24,6 @@ namespace {
 
 using GCode = net::grpc::Code;
 
-V3Service::Options test_options() {
-  V3Service::Options o;
-  o.max_request_bytes = 4096;
-  o.max_txn_ops = 8;
-  o.request_timeout = 1000ms;
-  o.health_timeout = 300ms;
-  o.watch_progress_interval = 200ms;
-  return o;
-}
-
 class V3GrpcTest : public ::testing::Test {
  protected:
   V3GrpcTest()
