@@ -18,6 +18,7 @@ Needs perf (Debian linux-perf).  The perf data files are kept in --out
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -140,7 +141,9 @@ def main():
             rep = subprocess.run(["perf", "report", "-i", data, "--no-children", "--stdio",
                                   "--percent-limit", "0.7", "-g", "none",
                                   "--sort", "dso,symbol"], capture_output=True, text=True)
-            lines = [l for l in rep.stdout.splitlines() if l.strip() and not l.startswith("#")]
+            # perf pads its columns to the widest symbol; long C++ names are cut.
+            lines = [re.sub(r"\s+", " ", l.rstrip(" -")).strip()[:160]
+                     for l in rep.stdout.splitlines() if l.strip() and not l.startswith("#")]
             print("\nleader, top symbols (self time):")
             print("\n".join(lines[:args.top]))
         print("\nperf data in %s" % out)
