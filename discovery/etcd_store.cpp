@@ -1,4 +1,8 @@
 // discovery/etcd_store.cpp: EtcdTokenStore (layout and rules in etcd_store.h).
+//
+// Why one file of this size: one class on one event loop; the token
+// operations (create, get, add and remove a member, watch, expiry) are
+// coroutines over the same endpoint rotation, txn helpers and watch streams.
 #include "discovery/etcd_store.h"
 
 #include <algorithm>

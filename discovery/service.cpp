@@ -1,3 +1,8 @@
+// discovery/service.cpp: muster-discovery's HTTP API (contract in service.h).
+//
+// Why one file of this size: the routes (new token, the token's keys in
+// both URL forms, the status page) share the token path parsing, the v2
+// node shapes and the rate limits; the token page's HTML is the rest.
 #include "discovery/service.h"
 
 #include <openssl/rand.h>

@@ -13,6 +13,10 @@
 // A Call or Exchange handed to the program holds the connection alive and
 // names its stream by id; ids are never reused on a connection, so a late
 // call on a closed stream finds nothing and is ignored.
+//
+// Why one file of this size: nghttp2's callbacks, the connection that
+// owns the session and the gRPC call objects share one session and its
+// threading rule (everything on the connection's strand).
 #include "net/h2.h"
 
 #include <nghttp2/nghttp2.h>

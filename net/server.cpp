@@ -1,3 +1,7 @@
+// net/server.cpp: the HTTP/1.1 server, its TLS and connection handling (contract in server.h).
+//
+// Why one file of this size: accept, TLS handshake, ALPN hand-off to
+// HTTP/2 and the HTTP/1.1 session share the connection's life cycle.
 #include "net/server.h"
 
 #include <openssl/ssl.h>

@@ -1,6 +1,11 @@
 // The Raft core.  References: "In Search of an Understandable Consensus
 // Algorithm (Extended Version)" (the paper, §N) and Diego Ongaro's PhD thesis
 // "Consensus: Bridging Theory and Practice" (the thesis, §N).
+//
+// Why one file of this size: the core is one state machine whose
+// handlers all read and write the same private state (progress, votes, the
+// log's unstable tail); its sections follow the paper's order (election,
+// replication, snapshots, membership, reads), as etcd-io/raft's raft.go.
 #include "node/raft/raft.h"
 
 #include <algorithm>

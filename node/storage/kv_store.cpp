@@ -1,3 +1,8 @@
+// node/storage/kv_store.cpp: the MVCC state machine (contract in kv_store.h).
+//
+// Why one file of this size: apply, the Writer, range, compaction,
+// leases and members share the key index and its locking rules; each
+// section keeps the invariants kv_store.h states.
 #include "node/storage/kv_store.h"
 
 #include <leveldb/iterator.h>
