@@ -19,6 +19,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "node"))
 from cluster import Cluster, MUSTER, b64, unb64, wait_for  # noqa: E402
 from harness import ETCDCTL  # noqa: E402
 
+BIN_DIR = os.environ.get("MUSTER_BIN_DIR", "")
+MUSTERCTL = os.path.join(BIN_DIR, "musterctl") if BIN_DIR else "musterctl"
 
 
 def run(args, timeout=60, env=None):
@@ -107,10 +109,23 @@ class SnapshotRestoreTest(unittest.TestCase):
         self.assertEqual(size % 512, 32, "dump + 32-byte SHA-256, as etcd's file")
         return size
 
+    def musterctl_save(self, c, path):
+        r = run([MUSTERCTL, "--endpoints", c.members[0].client_url, "snapshot", "save", path])
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual(r.stdout, "Snapshot saved at %s\n" % path)
+        self.assertRegex(r.stderr, r"snapshot: .* at revision \d+ from ")
+        self.assertFalse(os.path.exists(path + ".part"))
+        size = os.path.getsize(path)
+        self.assertEqual(size % 512, 32)
+        return size
+
     def test_etcdctl_save_then_restore_three_new_members_brings_back_keys_revisions_and_leases(self):
         self.drill(self.save)
 
-    def drill(self, save):
+    def test_musterctl_save_then_restore_three_new_members_brings_back_keys_revisions_and_leases(self):
+        self.drill(self.musterctl_save, musterctl=True)
+
+    def drill(self, save, musterctl=False):
         old = self.make(3, token="cluster-before-the-disaster").start()
         old.wait_healthy()
         lease, compact_at = self.write_data(old.members[0])
@@ -121,6 +136,23 @@ class SnapshotRestoreTest(unittest.TestCase):
 
         snap = old.group.path("backup.db")
         size = save(old, snap)
+        if musterctl:
+            # The same copy etcdctl takes of the same member, byte for byte.
+            other = old.group.path("by-etcdctl.db")
+            self.save(old, other)
+            with open(snap, "rb") as a, open(other, "rb") as b:
+                self.assertEqual(a.read(), b.read())
+            # One endpoint only, as etcdctl; an unreachable one writes nothing.
+            r = run([MUSTERCTL, "--endpoints", "%s,%s" % (old.members[0].client_url,
+                                                        old.members[1].client_url),
+                     "snapshot", "save", old.group.path("two.db")])
+            self.assertEqual(r.returncode, 128, r.stderr)
+            self.assertIn("snapshot must be requested to one selected node", r.stderr)
+            r = run([MUSTERCTL, "--endpoints", "127.0.0.1:1", "snapshot", "save",
+                     old.group.path("none.db")])
+            self.assertEqual(r.returncode, 2, r.stderr)
+            self.assertFalse(os.path.exists(old.group.path("none.db")) or
+                             os.path.exists(old.group.path("none.db.part")))
 
         # muster snapshot status: etcdctl's three shapes, the revision saved.
         r = run([MUSTER, "snapshot", "status", snap, "-w", "json"])
