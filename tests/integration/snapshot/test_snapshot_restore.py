@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "node"))
@@ -231,6 +232,61 @@ class SnapshotRestoreTest(unittest.TestCase):
         after, rev_after = all_kvs(new.members[0])
         self.assertEqual(rev_after, rev + 1)
         self.assertEqual(after["k/new"][0], "after-restore")
+
+    def test_snapshot_taken_during_writes_is_exactly_the_state_at_its_revision(self):
+        old = self.make(3, token="busy").start()
+        old.wait_healthy()
+        lead = wait_for(old.leader, 20, "a leader")
+        follower = next(m for m in old.members if m is not lead)
+        # About 8 MB, so the copy takes a while, in 100-put transactions.
+        for base in range(0, 8000, 100):
+            ops = [{"request_put": {"key": b64("bulk/%05d" % i), "value": b64("x" * 1000)}}
+                   for i in range(base, base + 100)]
+            st, j = lead.call("/v3/kv/txn", {"success": ops})
+            self.assertEqual(st, 200, j)
+        stop = threading.Event()
+        written = []
+
+        def writer():
+            i = 0
+            while not stop.is_set():
+                st, j = lead.put("busy/%03d" % (i % 50), "round %d" % i)
+                if st == 200:
+                    written.append(int(j["header"]["revision"]))
+                i += 1
+
+        t = threading.Thread(target=writer)
+        t.start()
+        try:
+            wait_for(lambda: len(written) >= 50, 30, "writes under way")
+            snap = old.group.path("busy.db")
+            # From a follower, while the leader takes writes.
+            r = etcdctl(follower.client_url, "snapshot", "save", snap)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            seen = len(written)
+            wait_for(lambda: len(written) >= seen + 50, 30, "writes after the snapshot")
+        finally:
+            stop.set()
+            t.join()
+        r = run([MUSTER, "snapshot", "status", snap, "-w", "json"])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        rev = json.loads(r.stdout)["revision"]
+        self.assertLess(rev, max(written), "writes went on past the copy")
+        expected, _ = all_kvs(lead, revision=rev)
+        self.assertIn("busy/000", expected)
+        for m in old.members:
+            m.kill9()
+
+        new = self.make(1, group=old.group, token="after-the-busy-one")
+        m = new.members[0]
+        m.data_dir = new.group.path("restored-busy.data")
+        r = restore(snap, m)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        new.start()
+        new.wait_healthy()
+        got, rev_after = all_kvs(m)
+        self.assertEqual(rev_after, rev)
+        self.assertEqual(got, expected)
 
     def test_damaged_snapshots_are_refused_and_nothing_is_written(self):
         c = self.make(1).start()
