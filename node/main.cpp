@@ -69,7 +69,10 @@ int run(int argc, char** argv) {
       log::info("etcdmain", l.message);
   }
   if (parsed.print_help) {
-    std::cout << config::usage_text();
+    std::cout << config::usage_text()
+              << "\nOffline commands on snapshot files (see `muster snapshot --help`):\n"
+                 "  muster snapshot restore <file> [flags]\n"
+                 "  muster snapshot status <file> [-w simple|table|json]\n";
     return 0;
   }
   if (parsed.print_version) {

@@ -23,24 +23,24 @@ constexpr int kExitBadArgs = 128;
 
 constexpr const char* kUsage =
     "Usage:\n"
-    "  muster snapshot restore <filename> [options]   restore a snapshot into a new member's "
-    "data dir\n"
-    "  muster snapshot status <filename> [-w simple|table|json]   hash, revision, total keys "
-    "and size of a snapshot\n"
+    "  muster snapshot restore <file> [flags]   build a new member's data dir from a snapshot\n"
+    "  muster snapshot status <file> [-w simple|table|json]\n"
+    "                                           the file's hash, revision, records and size\n"
     "\n"
-    "restore options (etcd's):\n"
-    "  --data-dir string                      path to the data directory (default "
-    "\"<name>.etcd\")\n"
-    "  --initial-advertise-peer-urls string   this member's peer URLs (default "
-    "\"http://localhost:2380\")\n"
-    "  --initial-cluster string               initial cluster configuration for restore "
-    "bootstrap (default \"default=http://localhost:2380\")\n"
-    "  --initial-cluster-token string         initial cluster token for the cluster during "
-    "restore bootstrap (default \"etcd-cluster\")\n"
-    "  --name string                          human-readable name for this member (default "
-    "\"default\")\n"
-    "  --skip-hash-check                      ignore snapshot integrity hash value (required if "
-    "copied from data directory)\n";
+    "restore flags (etcd's names and defaults):\n"
+    "  --name                          this member's name (default \"default\")\n"
+    "  --data-dir                      where to build its data dir; must not exist\n"
+    "                                  (default \"<name>.etcd\")\n"
+    "  --initial-cluster               every member of the new cluster, name=peer-url,...\n"
+    "                                  (default \"default=http://localhost:2380\")\n"
+    "  --initial-cluster-token         the new cluster's token; member and cluster IDs\n"
+    "                                  derive from it (default \"etcd-cluster\")\n"
+    "  --initial-advertise-peer-urls   this member's peer URLs, as listed in\n"
+    "                                  --initial-cluster (default \"http://localhost:2380\")\n"
+    "  --skip-hash-check               accept a file without its SHA-256 digest (the\n"
+    "                                  chunks' own checksum is still checked)\n"
+    "\n"
+    "Take the file with `etcdctl snapshot save` or `musterctl snapshot save`.\n";
 
 // go-humanize's Bytes(), as etcdctl prints TOTAL SIZE.
 std::string humanize_bytes(uint64_t n) {
