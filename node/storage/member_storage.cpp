@@ -26,6 +26,7 @@ Status MemberStorage::open_all() {
 Status MemberStorage::install(std::unique_ptr<SnapshotInstaller> installer,
                               const raftpb::SnapshotMetadata& meta) {
   if (!installer->complete()) return {Code::kFailedPrecondition, "snapshot is incomplete"};
+  std::unique_lock swap(swap_mu_);  // no pinned writer reads the old database
   Status s = installer->finish(meta, log_->hard_state());
   if (!s) return s;
   installer.reset();

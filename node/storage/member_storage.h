@@ -10,6 +10,7 @@
 #pragma once
 
 #include <memory>
+#include <shared_mutex>
 #include <string>
 
 #include "node/storage/db.h"
@@ -38,6 +39,14 @@ class MemberStorage {
   std::unique_ptr<SnapshotWriter> snapshot_writer(size_t chunk_bytes = 1 << 20) {
     return std::make_unique<SnapshotWriter>(db_.get(), chunk_bytes);
   }
+  // The same, for a reader on another thread than the one that installs
+  // (Maintenance.Snapshot): while it lives, install() waits before it swaps
+  // the database, so the writer never reads a closed one.  The wait lasts
+  // as long as the holder keeps it: hold it only to read, not to send.
+  std::unique_ptr<SnapshotWriter> pinned_snapshot_writer(size_t chunk_bytes = 1 << 20) {
+    std::shared_lock pin(swap_mu_);
+    return std::make_unique<SnapshotWriter>(db_.get(), chunk_bytes, std::move(pin));
+  }
   Status begin_install(std::unique_ptr<SnapshotInstaller>* out) {
     return SnapshotInstaller::begin(member_dir_, options_.db, out);
   }
@@ -62,6 +71,8 @@ class MemberStorage {
 
   std::string member_dir_;
   Options options_;
+  // Shared by pinned snapshot writers, exclusive while install() swaps.
+  std::shared_mutex swap_mu_;
   std::unique_ptr<Database> db_;
   std::unique_ptr<RaftLog> log_;
   std::unique_ptr<KvStore> kv_;

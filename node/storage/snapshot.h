@@ -17,6 +17,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <shared_mutex>
 #include <string>
 
 #include "node/raft/raft.pb.h"
@@ -33,7 +34,10 @@ inline constexpr uint64_t kSnapshotChecksumSeed = 0xcbf29ce484222325ULL;
 class SnapshotWriter {
  public:
   // Pins a LevelDB snapshot of db now.  REQUIRES: db outlives the writer.
-  explicit SnapshotWriter(Database* db, size_t chunk_bytes = 1 << 20);
+  // `pin`, when held, is released with the writer (MemberStorage's
+  // pinned_snapshot_writer keeps an install from swapping db meanwhile).
+  explicit SnapshotWriter(Database* db, size_t chunk_bytes = 1 << 20,
+                          std::shared_lock<std::shared_mutex> pin = {});
   ~SnapshotWriter();
   SnapshotWriter(const SnapshotWriter&) = delete;
   SnapshotWriter& operator=(const SnapshotWriter&) = delete;
@@ -48,6 +52,7 @@ class SnapshotWriter {
   const Status& status() const { return status_; }
 
  private:
+  std::shared_lock<std::shared_mutex> pin_;
   Database* db_;
   const leveldb::Snapshot* snap_;
   std::unique_ptr<leveldb::Iterator> it_;
