@@ -24,6 +24,7 @@
 #include "net/url.h"
 #include "node/bootstrap/identity.h"
 #include "node/bootstrap/peer_members.h"
+#include "node/server/jwt.h"
 #include "node/server/member_server.h"
 #include "node/server/peer_metrics.h"
 #include "node/server/transport.h"
@@ -138,11 +139,6 @@ int run_member(const config::Config& cfg, const bootstrap::MemberPlan& plan,
     for (const auto& m : plan.members)
       if (m.id != me.member_id) transport.add_peer(m.id, m.peer_urls);
 
-  // Only simple tokens are implemented; a member asked for JWTs must not
-  // start with another kind of token than its operator expects.
-  if (cfg.auth_token.rfind("jwt", 0) == 0)
-    throw std::runtime_error(
-        "--auth-token jwt is not supported by this member yet (docs/security.md); use simple");
   const MemberServerOptions sopts = server_options(cfg, me);
   const bool fresh = plan.kind != bootstrap::MemberPlan::Kind::kRestart;
   auto node = std::make_unique<MemberServer>(sopts, plan.initial, transport, registry);
@@ -176,6 +172,9 @@ int run_member(const config::Config& cfg, const bootstrap::MemberPlan& plan,
   aopts.request_timeout = std::chrono::milliseconds(sopts.request_timeout_ms);
   aopts.client_cert_auth = cfg.client_tls.client_cert_auth;
   aopts.bcrypt_cost = static_cast<int>(cfg.bcrypt_cost);
+  // --auth-token jwt,pub-key=...,priv-key=...,sign-method=...: keys that do
+  // not load end the start with a sentence.
+  if (cfg.auth_token.rfind("jwt", 0) == 0) aopts.jwt = JwtTokens::from_flag(cfg.auth_token);
   V3Api api(*node, aopts, registry);
   // etcd_network_peer_* (node/server/peer_metrics.h).
   PeerMetrics peer_metrics(

@@ -20,6 +20,7 @@
 
 #include "base/log.h"
 #include "base/runner.h"
+#include "node/server/jwt.h"
 #include "node/server/password.h"
 #include "node/storage/errors.h"
 #include "node/storage/snapshot.h"
@@ -817,6 +818,12 @@ uint64_t token_index(const std::string& token) {
   return v;
 }
 
+int64_t unix_now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
 bool is_membership(const pb::InternalRequest& r) {
   return r.has_member_add() || r.has_member_remove() || r.has_member_update() ||
          r.has_member_promote();
@@ -827,6 +834,13 @@ bool is_membership(const pb::InternalRequest& r) {
 Status V3Service::Impl::identify_now(const Caller& c, Who* who) {
   storage::AuthStore& auth = member_.kv().auth();
   who->reset();
+  if (c.token && options_.jwt) {
+    // A JWT names its user and the auth revision it was issued at.
+    auto claims = options_.jwt->verify(*c.token, unix_now());
+    if (!claims) return errors::invalid_auth_token();
+    *who = AuthInfo{claims->username, claims->revision};
+    return {};
+  }
   if (c.token) {
     auto user = auth.token_user(*c.token);
     if (!user) return errors::invalid_auth_token();
@@ -841,7 +855,7 @@ Status V3Service::Impl::identify_now(const Caller& c, Who* who) {
 void V3Service::Impl::identify(const Caller& c, std::function<void(Status, Who)> then) {
   Who who;
   Status s = identify_now(c, &who);
-  if (s || !c.token || token_index(*c.token) <= member_.kv().applied_index())
+  if (s || !c.token || options_.jwt || token_index(*c.token) <= member_.kv().applied_index())
     return then(std::move(s), std::move(who));
   after_barrier(
       options_.request_timeout,
@@ -959,6 +973,8 @@ void V3Service::Impl::authenticate(pb::AuthenticateRequest req, Done<pb::Authent
   using Resp = pb::AuthenticateResponse;
   if (!auth_attempt_allowed(req.name()))
     return done({Code::kResourceExhausted, errors::kTooManyRequests}, Resp());
+  if (options_.jwt && !options_.jwt->can_sign())  // etcd's ErrVerifyOnly
+    return done({Code::kUnknown, "auth: token signing attempted with verify-only key"}, Resp());
   after_barrier(
       options_.request_timeout,
       [this, req, done, tries]() mutable {
@@ -991,12 +1007,23 @@ void V3Service::Impl::authenticate(pb::AuthenticateRequest req, Done<pb::Authent
               pb::InternalRequest ir;
               auto* a = ir.mutable_authenticate();
               a->set_name(req.name());
-              a->set_simple_token(token_prefix());
-              a->set_checked_revision(view->revision);
-              propose(std::move(ir), Done<Resp>([this, req, done, tries](Status s, Resp r) mutable {
+              // JWTs are signed here once the entry applied (no member needs
+              // to remember them); simple tokens are registered by every
+              // member as it applies the entry.
+              if (!options_.jwt) a->set_simple_token(token_prefix());
+              const uint64_t revision = view->revision;
+              a->set_checked_revision(revision);
+              propose(std::move(ir),
+                      Done<Resp>([this, req, done, tries, revision](Status s, Resp r) mutable {
                         if (s.code() == Code::kInvalidArgument &&
                             s.message() == errors::kAuthOldRevision && tries < 3)
                           return authenticate(std::move(req), std::move(done), tries + 1);
+                        if (s && options_.jwt) {
+                          auto t = options_.jwt->sign(req.name(), revision, unix_now());
+                          if (!t)
+                            return done({Code::kInternal, "etcdserver: cannot sign a JWT"}, Resp());
+                          r.set_token(std::move(*t));
+                        }
                         done(std::move(s), std::move(r));
                       }));
             });

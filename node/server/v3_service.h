@@ -49,6 +49,8 @@ class Message;
 
 namespace muster::server {
 
+class JwtTokens;
+
 // What a transport knows about who is calling.
 struct Caller {
   // gRPC metadata `token` (or `authorization`); the gateway's HTTP
@@ -84,6 +86,9 @@ class V3Service {
     // --client-cert-auth: a verified client certificate's CN is the user of
     // a request that carries no token (etcd's AuthInfoFromTLS).
     bool client_cert_auth = false;
+    // --auth-token jwt,...: tokens are JWTs signed and verified with these
+    // keys (node/server/jwt.h); null = simple tokens.
+    std::shared_ptr<const JwtTokens> jwt;
     // --bcrypt-cost for the hashes of new passwords.
     int bcrypt_cost = 10;
     // Authenticate: after this many failures in a row for one user name,

@@ -16,13 +16,15 @@ the comparison and muster's answer is asserted on its own.
 
 import json
 import os
+import subprocess
 import sys
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "lib"))
 sys.path.insert(0, HERE)
-from harness import request  # noqa: E402
+from harness import ProcessGroup, request  # noqa: E402
+from v3cluster import V3Cluster, systems  # noqa: E402
 import test_etcdctl  # noqa: E402  (not its classes: unittest would run them here too)
 
 
@@ -232,6 +234,83 @@ class AuthTlsComparison(Clusters, unittest.TestCase):
         text = self.compare(script)
         self.assertIn("$ etcdctl put cn/a 1\n[exit 0]\nOK", text)
         self.assertIn("$ etcdctl put other 1\n[exit 1]", text)
+
+
+class AuthJwtComparison(Clusters, unittest.TestCase):
+    """Both clusters with --auth-token jwt and the same RSA key pair: the
+    same script compares, and a token etcd signed is accepted by muster
+    (and the other way round), since the format is etcd's."""
+    certs = False
+
+    @classmethod
+    def setUpClass(cls):
+        cls.group = ProcessGroup("muster-interop-auth-jwt-")
+        try:
+            key = cls.group.path("jwt.key")
+            pub = cls.group.path("jwt.pub")
+            for argv in (["openssl", "genrsa", "-out", key, "2048"],
+                         ["openssl", "rsa", "-in", key, "-pubout", "-out", pub]):
+                subprocess.run(argv, check=True, capture_output=True, timeout=60)
+            jwt = "jwt,pub-key=%s,priv-key=%s,sign-method=RS256,ttl=10m" % (pub, key)
+            flags = test_etcdctl.FLAGS + ["--auth-token", jwt]
+            cls.clusters = [V3Cluster(cls.group, k, label="%s-jwt%d" % (k, i + 1), extra=flags)
+                            for i, k in enumerate(systems())]
+            for c in cls.clusters:
+                c.start()
+            for c in cls.clusters:
+                c.wait_ready()
+            cls.leader_name = "m1"
+            for c in cls.clusters:
+                cls.move_leader(c, cls.leader_name)
+        except BaseException:
+            sys.stderr.write(cls.group.dump_logs())
+            cls.group.close()
+            raise
+
+    def test_jwt_tokens(self):
+        def script(s):
+            m1, m2, m3 = s.cluster.members
+            s.ctl("user", "add", "root:rootpw", show="user add root:<pw>", expect_rc=0)
+            s.ctl("user", "add", "alice:alicepw", show="user add alice:<pw>", expect_rc=0)
+            s.ctl("role", "add", "myrole", expect_rc=0)
+            s.ctl("role", "grant-permission", "--prefix=true", "myrole", "readwrite", "j/",
+                  expect_rc=0)
+            s.ctl("user", "grant-role", "alice", "myrole", expect_rc=0)
+            s.ctl("auth", "enable", expect_rc=0)
+            s.ctl("put", "j/a", "1", *ALICE, expect_rc=0)
+            s.ctl("get", "j/a", *ALICE, expect_rc=0)
+            s.ctl("put", "k", "1", *ALICE, expect_rc=1)
+            s.ctl("get", "j/a", "--user", "alice:wrong", show="get j/a --user alice:<wrong>",
+                  expect_rc=2)
+            st, doc = gateway(s, m1, "/v3/auth/authenticate",
+                              {"name": "alice", "password": "alicepw"})
+            token = doc.get("token", "")
+            self.assertEqual(token.count("."), 2, doc)  # a JWS, not a simple token
+            gateway(s, m3, "/v3/kv/range", {"key": "ai9h"}, token)       # j/a
+            gateway(s, m3, "/v3/kv/range", {"key": "ai9h"}, token[:-3] + "AAA")
+            gateway(s, m3, "/v3/kv/range", {"key": "ai9h"}, "a.b.c")
+            # Any auth change makes the token old.
+            s.ctl("role", "add", "another", *ROOT, expect_rc=0)
+            gateway(s, m2, "/v3/kv/range", {"key": "ai9h"}, token)
+            gateway(s, m2, "/v3/kv/put", {"key": "ai9h", "value": "eA=="}, token)
+            s.ctl("get", "j/a", *ALICE, expect_rc=0)  # etcdctl authenticates afresh
+            s.ctl("role", "delete", "another", *ROOT, expect_rc=0)
+            s.cluster.jwt_token = gateway(s, m1, "/v3/auth/authenticate",
+                                          {"name": "alice", "password": "alicepw"})[1]["token"]
+        text = self.compare(script)
+        self.assertIn('"etcdserver: revision of auth store is old"', text)
+        self.assertIn('"etcdserver: invalid auth token"', text)
+        # The clusters share the key and went through the same auth changes
+        # (so the same auth revision): each accepts the other's tokens.
+        for signer, checker in (self.clusters, reversed(self.clusters)):
+            status, _, data = request(checker.members[1].client_url, "POST", "/v3/kv/range",
+                                      json.dumps({"key": "ai9h"}),
+                                      headers={"Authorization": signer.jwt_token})
+            self.assertEqual(status, 200, "%s's token at %s: %s" % (signer.kind, checker.kind,
+                                                                    data))
+            self.assertIn(b'"value":"MQ=="', data)
+        for c in self.clusters:
+            c.ctl("auth", "disable", *ROOT)
 
 
 if __name__ == "__main__":
