@@ -485,6 +485,8 @@ void V3Api::Impl::metrics(const Ex& ex) {
   compact_rev_.set(static_cast<double>(kv.compact_revision()));
   // LevelDB has no free pages inside its files: what is allocated is in use
   // (compaction returns the rest to the file system).
+  reg_.gauge("etcd_debugging_auth_revision", "The current revision of auth store.")
+      .set(static_cast<double>(kv.auth().revision()));
   reg_.gauge("etcd_mvcc_db_total_size_in_use_in_bytes",
              "Total size of the underlying database logically in use in bytes.")
       .set(static_cast<double>(st.db_size));

@@ -64,8 +64,9 @@ class AuthClusterTest(unittest.TestCase):
         self.ok(m1, "/v3/auth/enable", {})
 
         # v2 shares the store: refused while auth is on, except the member list.
-        st, j = call(m2, "/v2/keys/a/1", None, method="GET")
-        self.assertEqual((st, j), (401, {"message": "Insufficient credentials"}))
+        # (m2 answers v2 reads locally: wait until it applied the enable.)
+        wait_for(lambda: call(m2, "/v2/keys/a/1", None, method="GET") ==
+                 (401, {"message": "Insufficient credentials"}), 10, "v2 to be refused on m2")
         st, _ = call(m2, "/v2/members", None, method="GET")
         self.assertEqual(st, 200)
 
@@ -74,8 +75,12 @@ class AuthClusterTest(unittest.TestCase):
         st, j = call(m3, "/v3/kv/put", {"key": b64("b/1"), "value": b64("x")}, alice)
         self.assertEqual((st, j["message"]), (403, "etcdserver: permission denied"))
 
-        # m3 misses the revocation and enough entries that the leader
-        # compacts them away: it must learn it from a snapshot.
+        # A follower misses the revocation and enough entries that the
+        # leader compacts them away: it must learn it from a snapshot.
+        # (Not the leader: this test is not about elections.)
+        leader = wait_for(lambda: self.c.leader(), 10, "a leader")
+        m3 = next(m for m in (m3, m2, m1) if m is not leader)
+        m1, m2 = [m for m in self.c.members if m is not m3]
         m3.kill9()
         root = self.token(m1, "root", "rootpw")
         self.ok(m1, "/v3/auth/role/revoke", {"role": "r", "key": b64("a/"),
