@@ -8,6 +8,7 @@ PACKAGES=(
   libboost-dev libssl-dev libc-ares-dev nlohmann-json3-dev libleveldb-dev
   libprotobuf-dev protobuf-compiler libnghttp2-dev libyaml-cpp-dev googletest libgtest-dev
   libabsl-dev
+  libcrypt-dev  # bcrypt for auth passwords (crypt_r, crypt_gensalt_rn): docs/security.md
   libsystemd-dev libgoogle-perftools-dev
   etcd-server etcd-client dnsmasq dnsutils golang-cfssl openssl wrk curl
   procps psmisc iproute2 python3 python3-yaml python3-grpcio

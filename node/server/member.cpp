@@ -24,6 +24,7 @@
 #include "net/url.h"
 #include "node/bootstrap/identity.h"
 #include "node/bootstrap/peer_members.h"
+#include "node/server/jwt.h"
 #include "node/server/member_server.h"
 #include "node/server/peer_metrics.h"
 #include "node/server/transport.h"
@@ -58,6 +59,7 @@ MemberServerOptions server_options(const config::Config& cfg, const bootstrap::I
   o.auto_compaction_revisions = cfg.auto_compaction_revisions;
   o.request_timeout_ms = 5000 + 2 * cfg.election_timeout_ms;  // etcd's ReqTimeout
   o.strict_reconfig_check = cfg.strict_reconfig_check;
+  o.auth_token_ttl_ms = int64_t{cfg.auth_token_ttl} * 1000;
   o.on_removed = [] {
     // Stop the way SIGTERM does; the removal is applied and durable.
     ::kill(::getpid(), SIGTERM);
@@ -168,6 +170,11 @@ int run_member(const config::Config& cfg, const bootstrap::MemberPlan& plan,
   aopts.max_txn_ops = static_cast<int>(cfg.max_txn_ops);
   if (cfg.quota_backend_bytes > 0) aopts.quota_backend_bytes = cfg.quota_backend_bytes;
   aopts.request_timeout = std::chrono::milliseconds(sopts.request_timeout_ms);
+  aopts.client_cert_auth = cfg.client_tls.client_cert_auth;
+  aopts.bcrypt_cost = static_cast<int>(cfg.bcrypt_cost);
+  // --auth-token jwt,pub-key=...,priv-key=...,sign-method=...: keys that do
+  // not load end the start with a sentence.
+  if (cfg.auth_token.rfind("jwt", 0) == 0) aopts.jwt = JwtTokens::from_flag(cfg.auth_token);
   V3Api api(*node, aopts, registry);
   // etcd_network_peer_* (node/server/peer_metrics.h).
   PeerMetrics peer_metrics(

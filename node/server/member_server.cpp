@@ -77,6 +77,7 @@ MemberServer::MemberServer(MemberServerOptions options, std::vector<InitialMembe
                            Transport& transport, metrics::Registry& metrics)
     : options_(std::move(options)), transport_(transport) {
   storage::MemberStorage::Options so;
+  so.kv.auth_token_ttl_ms = options_.auth_token_ttl_ms;
   auto st = storage::MemberStorage::open(options_.data_dir, so, &storage_);
   if (!st) throw std::runtime_error("cannot open member storage: " + st.message());
   existing_state_ = storage_->log().last_index() > 0 || storage_->kv().applied_index() > 0;

@@ -92,6 +92,8 @@ struct MemberServerOptions {
   // Published through Raft once a leader is known (etcd's publish).
   std::vector<std::string> client_urls;
   bool strict_reconfig_check = true;
+  // --auth-token-ttl, in milliseconds.
+  int64_t auth_token_ttl_ms = 300'000;
   // Called once (from the driver thread) when this member has applied its own
   // removal from the cluster: the process should stop.
   std::function<void()> on_removed;

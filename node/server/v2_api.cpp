@@ -383,6 +383,16 @@ bool V2Api::Impl::handle(const Ex& ex) {
       identity_at_.compare_exchange_strong(last, now))
     refresh_identity();
 
+  // The v2 keys live in the same store as the v3 keys here (in etcd they
+  // are a separate store), so once v3 auth is enabled the v2 API, which has
+  // no v3 credentials, would bypass it: it is refused as etcd's v2 API
+  // refuses an unauthenticated request (docs/security.md).  GET
+  // /v2/members stays open, as etcd's member list is.
+  const bool member_list = (path == "/v2/members" && ex->request().method == "GET");
+  if (member_.kv().auth().enabled() && !member_list) {
+    respond(ex, net::Response::json(401, "{\"message\":\"Insufficient credentials\"}"));
+    return true;
+  }
   if (path == kKeysPrefix || path.rfind(std::string(kKeysPrefix) + "/", 0) == 0) {
     keys(ex, path.substr(kKeysPrefix.size()));
     return true;

@@ -109,6 +109,17 @@ bool all_space(std::string_view s) {
                      [](char c) { return std::isspace(static_cast<unsigned char>(c)); });
 }
 
+// The caller of a gateway request: etcd's gateway passes the
+// `Authorization` header on as the token.  Unlike etcd's gateway (a gRPC
+// client of its own server, which must ignore its own certificate), this
+// one sees the client's certificate and uses its CN as etcd's gRPC does.
+Caller caller_of(const net::Exchange& ex) {
+  Caller c;
+  if (auto a = ex.request().headers.get("Authorization")) c.token = *a;
+  c.common_name = ex.peer_common_name();
+  return c;
+}
+
 // Decodes one JSON object into `m`.  Unknown fields are ignored, as etcd's
 // gateway ignores them (a client written for a newer etcd keeps working); an
 // empty body is the empty message, as in etcd.
@@ -360,10 +371,13 @@ void V3Api::Impl::unary(const Ex& ex, const V3Service::UnaryMethod& m) {
   std::unique_ptr<google::protobuf::Message> req(
       google::protobuf::MessageFactory::generated_factory()->GetPrototype(m.request)->New());
   if (Status s = parse(ex->request().body, req.get()); !s) return fail(ex, s);
-  m.call(service_, *req, [this, ex](Status s, const google::protobuf::Message& resp) {
-    if (!s) return fail(ex, s);
-    respond(ex, json_ok(resp));
-  });
+  m.call(
+      service_, *req,
+      [this, ex](Status s, const google::protobuf::Message& resp) {
+        if (!s) return fail(ex, s);
+        respond(ex, json_ok(resp));
+      },
+      caller_of(*ex));
 }
 
 // ---------------------------------------------------------------- streams
@@ -392,7 +406,7 @@ void V3Api::Impl::watch(const Ex& ex) {
   }
   ex->begin_stream(net::Response::json(200, ""));
   std::weak_ptr<V3Service::WatchSession> weak =
-      service_.watch(std::make_shared<JsonWatchSink>(*this, ex));
+      service_.watch(std::make_shared<JsonWatchSink>(*this, ex), 0, caller_of(*ex));
   // Ends the response when the server is stopping; ignored when the client
   // has gone.
   ex->on_cancel([weak, ex] {
@@ -471,6 +485,8 @@ void V3Api::Impl::metrics(const Ex& ex) {
   compact_rev_.set(static_cast<double>(kv.compact_revision()));
   // LevelDB has no free pages inside its files: what is allocated is in use
   // (compaction returns the rest to the file system).
+  reg_.gauge("etcd_debugging_auth_revision", "The current revision of auth store.")
+      .set(static_cast<double>(kv.auth().revision()));
   reg_.gauge("etcd_mvcc_db_total_size_in_use_in_bytes",
              "Total size of the underlying database logically in use in bytes.")
       .set(static_cast<double>(st.db_size));

@@ -30,6 +30,18 @@ GStatus unmarshal_error(const google::protobuf::Descriptor* d) {
                                        ": illegal wire-format data"};
 }
 
+// The caller as etcd's server sees it: the token from metadata `token` (or
+// `authorization`, which etcd accepts too) and the client certificate's CN.
+Caller caller_of(const Call& call) {
+  Caller c;
+  if (auto t = call.metadata().get("token"))
+    c.token = std::string(*t);
+  else if (auto a = call.metadata().get("authorization"))
+    c.token = std::string(*a);
+  c.common_name = call.peer_common_name();
+  return c;
+}
+
 std::unique_ptr<google::protobuf::Message> new_message(const google::protobuf::Descriptor* d) {
   return std::unique_ptr<google::protobuf::Message>(
       google::protobuf::MessageFactory::generated_factory()->GetPrototype(d)->New());
@@ -140,12 +152,15 @@ void V3Grpc::Impl::unary(const std::shared_ptr<Call>& call, const V3Service::Una
     self->received(msg);
     auto req = new_message(m.request);
     if (!req->ParseFromString(msg)) return call->finish(unmarshal_error(m.request));
-    m.call(self->service_, *req, [self, call](Status s, const google::protobuf::Message& resp) {
-      if (!s) return call->finish(to_grpc(s));
-      std::string out = resp.SerializeAsString();
-      self->sent_bytes_.inc(static_cast<double>(out.size()) + 5);
-      call->reply(std::move(out), {});
-    });
+    m.call(
+        self->service_, *req,
+        [self, call](Status s, const google::protobuf::Message& resp) {
+          if (!s) return call->finish(to_grpc(s));
+          std::string out = resp.SerializeAsString();
+          self->sent_bytes_.inc(static_cast<double>(out.size()) + 5);
+          call->reply(std::move(out), {});
+        },
+        caller_of(*call));
   };
   l.on_half_close = [weak, got] {
     auto call = weak.lock();
@@ -177,8 +192,9 @@ class GrpcWatchSink : public V3Service::WatchSink {
 void GrpcWatchSink::send(const pb::WatchResponse& r) { g_->send(*call_, r); }
 
 void V3Grpc::Impl::watch(const std::shared_ptr<Call>& call) {
-  std::weak_ptr<V3Service::WatchSession> session = service_.watch(
-      std::make_shared<GrpcWatchSink>(shared_from_this(), call), options_.watch_max_queued_bytes);
+  std::weak_ptr<V3Service::WatchSession> session =
+      service_.watch(std::make_shared<GrpcWatchSink>(shared_from_this(), call),
+                     options_.watch_max_queued_bytes, caller_of(*call));
   std::weak_ptr<Call> weak = call;
   auto self = shared_from_this();
   Call::Listener l;
@@ -333,7 +349,7 @@ void V3Grpc::Impl::snapshot(const std::shared_ptr<Call>& call) {
     pb::SnapshotRequest req;
     if (!req.ParseFromString(msg))
       return call->finish(unmarshal_error(pb::SnapshotRequest::descriptor()));
-    self->service_.snapshot(req, std::make_shared<GrpcSnapshotSink>(self, call));
+    self->service_.snapshot(req, std::make_shared<GrpcSnapshotSink>(self, call), caller_of(*call));
   };
   l.on_half_close = [weak, got] {
     auto call = weak.lock();

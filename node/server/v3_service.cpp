@@ -9,6 +9,7 @@
 
 #include <google/protobuf/descriptor.h>
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 
 #include <algorithm>
 #include <atomic>
@@ -22,7 +23,10 @@
 #include <utility>
 #include <vector>
 
+#include "base/log.h"
 #include "base/runner.h"
+#include "node/server/jwt.h"
+#include "node/server/password.h"
 #include "node/storage/errors.h"
 #include "node/storage/snapshot.h"
 #include "node/storage/snapshot_file.h"
@@ -39,12 +43,12 @@ using namespace std::chrono_literals;
 constexpr const char* kRequestTooLarge = "etcdserver: request is too large";
 constexpr const char* kTimedOut = "etcdserver: request timed out";
 constexpr const char* kNoSpace = "etcdserver: mvcc: database space exceeded";
-constexpr const char* kAuthNotEnabled = "etcdserver: authentication is not enabled";
-constexpr const char* kRootUserNotExist = "etcdserver: root user does not exist";
-constexpr const char* kUserNotFound = "etcdserver: user name not found";
-constexpr const char* kRoleNotFound = "etcdserver: role name not found";
-constexpr const char* kAuthUnsupported =
-    "etcdserver: user and role management is not supported by this member yet";
+using storage::AuthInfo;
+namespace errors = storage::errors;
+// The caller as resolved from its token or certificate; none without
+// credentials.
+using Who = std::optional<AuthInfo>;
+const AuthInfo* who_ptr(const Who& w) { return w ? &*w : nullptr; }
 constexpr const char* kSnapshotUnsupported = "etcdserver: snapshot is not supported by this member";
 constexpr const char* kAlarmActivateUnsupported =
     "etcdserver: raising an alarm by request is not supported by this member";
@@ -205,6 +209,36 @@ class V3Service::Impl {
   template <class Resp>
   void propose(pb::InternalRequest req, Done<Resp> done);
   Status hash_kv(int64_t rev, uint32_t* hash, int64_t* compact_rev) const;
+
+  // --- auth
+  // The caller's identity now: its token's user (invalid auth token when
+  // the token is unknown here), else with --client-cert-auth its CN.
+  Status identify_now(const Caller& c, Who* who);
+  // The same, but a token issued by another member at a log index this one
+  // has not applied yet is looked up again after a read barrier (etcd waits
+  // for the token's index).
+  void identify(const Caller& c, std::function<void(Status, Who)> then);
+  // identify, then etcd's IsAdminPermitted (root only while auth is on).
+  void check_admin(const Caller& c, std::function<void(Status, Who)> then);
+  // identify, stamp the caller on the request, propose.
+  template <class Resp>
+  void propose_as(const Caller& c, pb::InternalRequest req, Done<Resp> done);
+  // After a read barrier, with the caller: auth reads served from the
+  // local view (etcd proposes them; the barrier makes them as fresh).
+  template <class Resp>
+  void auth_read(const Caller& c, Done<Resp> done,
+                 std::function<Status(const storage::AuthView&, const Who&, Resp*)> answer);
+  // Hashes a new password on the auth worker, then proposes `req` with the
+  // hash set by `set_hash`.
+  template <class Resp>
+  void propose_with_password(const Caller& c, pb::InternalRequest req, std::string password,
+                             bool no_password, Done<Resp> done,
+                             std::function<void(pb::InternalRequest&, std::string)> set_hash);
+  void authenticate(pb::AuthenticateRequest req, Done<pb::AuthenticateResponse> done, int tries);
+  // Authenticate's per-user limit: false = refuse this attempt now.
+  bool auth_attempt_allowed(const std::string& name);
+  void auth_attempt_done(const std::string& name, bool ok);
+
   void close_stream(WatchStream* s);
   void close_stream(WatchStream* s, const std::optional<Status>& why);
 
@@ -222,8 +256,20 @@ class V3Service::Impl {
   std::mutex streams_mu_;
   std::map<const WatchStream*, std::shared_ptr<WatchStream>> streams_;
 
+  // Authenticate: failures in a row per user name, and when the next
+  // attempt may run.
+  struct AuthFailures {
+    int count = 0;
+    Clock::time_point next_allowed{};
+  };
+  std::mutex auth_mu_;
+  std::map<std::string, AuthFailures> auth_failures_;
+  std::atomic<int> pending_password_checks_{0};
+  std::string dummy_hash_;  // checked for unknown users, so they take as long
+
   Worker worker_;
-  Timers timers_;  // last: its thread stops first on destruction
+  Worker auth_worker_;  // bcrypt: hashing and checking passwords
+  Timers timers_;       // last: its thread stops first on destruction
 };
 
 V3Service::Impl::Impl(MemberApi& member, Options options, metrics::Registry& reg)
@@ -301,6 +347,18 @@ MUSTER_RESPONSE_OF(MemberAddResponse, member_add)
 MUSTER_RESPONSE_OF(MemberRemoveResponse, member_remove)
 MUSTER_RESPONSE_OF(MemberUpdateResponse, member_update)
 MUSTER_RESPONSE_OF(MemberPromoteResponse, member_promote)
+MUSTER_RESPONSE_OF(AuthEnableResponse, auth_enable)
+MUSTER_RESPONSE_OF(AuthDisableResponse, auth_disable)
+MUSTER_RESPONSE_OF(AuthenticateResponse, authenticate)
+MUSTER_RESPONSE_OF(AuthUserAddResponse, user_add)
+MUSTER_RESPONSE_OF(AuthUserDeleteResponse, user_delete)
+MUSTER_RESPONSE_OF(AuthUserChangePasswordResponse, user_change_password)
+MUSTER_RESPONSE_OF(AuthUserGrantRoleResponse, user_grant_role)
+MUSTER_RESPONSE_OF(AuthUserRevokeRoleResponse, user_revoke_role)
+MUSTER_RESPONSE_OF(AuthRoleAddResponse, role_add)
+MUSTER_RESPONSE_OF(AuthRoleDeleteResponse, role_delete)
+MUSTER_RESPONSE_OF(AuthRoleGrantPermissionResponse, role_grant_permission)
+MUSTER_RESPONSE_OF(AuthRoleRevokePermissionResponse, role_revoke_permission)
 #undef MUSTER_RESPONSE_OF
 
 template <class Resp>
@@ -361,7 +419,11 @@ void V3Service::request_arrived() { impl_->request_arrived(); }
 
 // ---------------------------------------------------------------- KV
 
-void V3Service::range(const pb::RangeRequest& r, Done<pb::RangeResponse> done) {
+// Read permission is checked here, after the barrier, against this
+// member's auth state (etcd's doSerialize), and the answer is refused if
+// the auth state changed while it was read.
+void V3Service::range(const pb::RangeRequest& r, Done<pb::RangeResponse> done,
+                      const Caller& caller) {
   auto req = std::make_shared<pb::RangeRequest>(r);
   pb::InternalRequest ir;
   *ir.mutable_range() = r;
@@ -369,62 +431,81 @@ void V3Service::range(const pb::RangeRequest& r, Done<pb::RangeResponse> done) {
     return done(s, pb::RangeResponse());
   Impl* impl = impl_.get();
   auto cb = std::make_shared<Done<pb::RangeResponse>>(std::move(done));
-  auto serve = [impl, req, cb] {
-    pb::RangeResponse resp;
-    Status s = impl->member_.kv().range(*req, &resp);
+  impl->identify(caller, [impl, req, cb, caller](Status s, Who) {
     if (!s) return (*cb)(s, pb::RangeResponse());
-    impl->fill_header(resp.mutable_header());
-    (*cb)({}, std::move(resp));
-  };
-  if (req->serializable())
-    serve();
-  else
-    impl_->after_barrier(impl_->options_.request_timeout, std::move(serve),
-                         [cb](const Status& s) { (*cb)(s, pb::RangeResponse()); });
+    // The caller is resolved again once the barrier has passed, as etcd
+    // resolves it only then: an auth change applied meanwhile is seen.
+    auto serve = [impl, req, cb, caller] {
+      Who who;
+      if (Status s = impl->identify_now(caller, &who); !s) return (*cb)(s, pb::RangeResponse());
+      storage::AuthStore& auth = impl->member_.kv().auth();
+      auto view = auth.view();
+      if (Status s = view->check(who_ptr(who), storage::RangePerms::Type::kRead, req->key(),
+                                 req->range_end());
+          !s)
+        return (*cb)(s, pb::RangeResponse());
+      pb::RangeResponse resp;
+      Status s = impl->member_.kv().range(*req, &resp);
+      if (!s) return (*cb)(s, pb::RangeResponse());
+      if (view->enabled && who && who->revision != auth.revision())
+        return (*cb)(errors::auth_old_revision(), pb::RangeResponse());
+      impl->fill_header(resp.mutable_header());
+      (*cb)({}, std::move(resp));
+    };
+    if (req->serializable())
+      serve();
+    else
+      impl->after_barrier(impl->options_.request_timeout, std::move(serve),
+                          [cb](const Status& s) { (*cb)(s, pb::RangeResponse()); });
+  });
 }
 
-void V3Service::put(const pb::PutRequest& r, Done<pb::PutResponse> done) {
+void V3Service::put(const pb::PutRequest& r, Done<pb::PutResponse> done, const Caller& caller) {
   pb::InternalRequest ir;
   *ir.mutable_put() = r;
-  impl_->propose(std::move(ir), std::move(done));
+  impl_->propose_as(caller, std::move(ir), std::move(done));
 }
 
-void V3Service::delete_range(const pb::DeleteRangeRequest& r, Done<pb::DeleteRangeResponse> done) {
+void V3Service::delete_range(const pb::DeleteRangeRequest& r, Done<pb::DeleteRangeResponse> done,
+                             const Caller& caller) {
   pb::InternalRequest ir;
   *ir.mutable_delete_range() = r;
-  impl_->propose(std::move(ir), std::move(done));
+  impl_->propose_as(caller, std::move(ir), std::move(done));
 }
 
 // Every txn goes through Raft, read-only ones included: the store evaluates
 // compares only while applying, and a replicated read is linearizable.
-void V3Service::txn(const pb::TxnRequest& r, Done<pb::TxnResponse> done) {
+void V3Service::txn(const pb::TxnRequest& r, Done<pb::TxnResponse> done, const Caller& caller) {
   pb::InternalRequest ir;
   *ir.mutable_txn() = r;
-  impl_->propose(std::move(ir), std::move(done));
+  impl_->propose_as(caller, std::move(ir), std::move(done));
 }
 
-void V3Service::compact(const pb::CompactionRequest& r, Done<pb::CompactionResponse> done) {
+void V3Service::compact(const pb::CompactionRequest& r, Done<pb::CompactionResponse> done,
+                        const Caller& caller) {
   pb::InternalRequest ir;
   *ir.mutable_compaction() = r;
-  impl_->propose(std::move(ir), std::move(done));
+  impl_->propose_as(caller, std::move(ir), std::move(done));
 }
 
 // ---------------------------------------------------------------- Lease
 
-void V3Service::lease_grant(const pb::LeaseGrantRequest& r, Done<pb::LeaseGrantResponse> done) {
+void V3Service::lease_grant(const pb::LeaseGrantRequest& r, Done<pb::LeaseGrantResponse> done,
+                            const Caller& caller) {
   pb::InternalRequest ir;
   *ir.mutable_lease_grant() = r;
-  impl_->propose(std::move(ir), std::move(done));
+  impl_->propose_as(caller, std::move(ir), std::move(done));
 }
 
-void V3Service::lease_revoke(const pb::LeaseRevokeRequest& r, Done<pb::LeaseRevokeResponse> done) {
+void V3Service::lease_revoke(const pb::LeaseRevokeRequest& r, Done<pb::LeaseRevokeResponse> done,
+                             const Caller& caller) {
   pb::InternalRequest ir;
   *ir.mutable_lease_revoke() = r;
-  impl_->propose(std::move(ir), std::move(done));
+  impl_->propose_as(caller, std::move(ir), std::move(done));
 }
 
 void V3Service::lease_keepalive(const pb::LeaseKeepAliveRequest& r,
-                                Done<pb::LeaseKeepAliveResponse> done) {
+                                Done<pb::LeaseKeepAliveResponse> done, const Caller&) {
   Impl* impl = impl_.get();
   auto once = std::make_shared<Once>();
   auto cb = std::make_shared<Done<pb::LeaseKeepAliveResponse>>(std::move(done));
@@ -448,7 +529,7 @@ void V3Service::lease_keepalive(const pb::LeaseKeepAliveRequest& r,
 // The remaining TTL is the leader's (the member forwards the question
 // there).  A lease the leader does not know answers TTL -1, as etcd does.
 void V3Service::lease_time_to_live(const pb::LeaseTimeToLiveRequest& r,
-                                   Done<pb::LeaseTimeToLiveResponse> done) {
+                                   Done<pb::LeaseTimeToLiveResponse> done, const Caller&) {
   Impl* impl = impl_.get();
   auto once = std::make_shared<Once>();
   auto cb = std::make_shared<Done<pb::LeaseTimeToLiveResponse>>(std::move(done));
@@ -471,7 +552,8 @@ void V3Service::lease_time_to_live(const pb::LeaseTimeToLiveRequest& r,
       });
 }
 
-void V3Service::lease_leases(const pb::LeaseLeasesRequest&, Done<pb::LeaseLeasesResponse> done) {
+void V3Service::lease_leases(const pb::LeaseLeasesRequest&, Done<pb::LeaseLeasesResponse> done,
+                             const Caller&) {
   Impl* impl = impl_.get();
   auto cb = std::make_shared<Done<pb::LeaseLeasesResponse>>(std::move(done));
   impl->after_barrier(
@@ -486,30 +568,34 @@ void V3Service::lease_leases(const pb::LeaseLeasesRequest&, Done<pb::LeaseLeases
 
 // ---------------------------------------------------------------- Cluster
 
-void V3Service::member_add(const pb::MemberAddRequest& r, Done<pb::MemberAddResponse> done) {
+// Membership changes are root's while auth is on (etcd's
+// checkMembershipOperationPermission), decided before proposing.
+void V3Service::member_add(const pb::MemberAddRequest& r, Done<pb::MemberAddResponse> done,
+                           const Caller& caller) {
   pb::InternalRequest ir;
   auto* m = ir.mutable_member_add()->mutable_member();
   *m->mutable_peerurls() = r.peerurls();
   m->set_islearner(r.islearner());
-  impl_->propose(std::move(ir), std::move(done));
+  impl_->propose_as(caller, std::move(ir), std::move(done));
 }
 
-void V3Service::member_remove(const pb::MemberRemoveRequest& r,
-                              Done<pb::MemberRemoveResponse> done) {
+void V3Service::member_remove(const pb::MemberRemoveRequest& r, Done<pb::MemberRemoveResponse> done,
+                              const Caller& caller) {
   pb::InternalRequest ir;
   *ir.mutable_member_remove() = r;
-  impl_->propose(std::move(ir), std::move(done));
+  impl_->propose_as(caller, std::move(ir), std::move(done));
 }
 
-void V3Service::member_update(const pb::MemberUpdateRequest& r,
-                              Done<pb::MemberUpdateResponse> done) {
+void V3Service::member_update(const pb::MemberUpdateRequest& r, Done<pb::MemberUpdateResponse> done,
+                              const Caller& caller) {
   pb::InternalRequest ir;
   *ir.mutable_member_update() = r;
-  impl_->propose(std::move(ir), std::move(done));
+  impl_->propose_as(caller, std::move(ir), std::move(done));
 }
 
 // Member-API headers carry no revision, as etcd's.
-void V3Service::member_list(const pb::MemberListRequest& r, Done<pb::MemberListResponse> done) {
+void V3Service::member_list(const pb::MemberListRequest& r, Done<pb::MemberListResponse> done,
+                            const Caller&) {
   Impl* impl = impl_.get();
   auto cb = std::make_shared<Done<pb::MemberListResponse>>(std::move(done));
   auto serve = [impl, cb] {
@@ -526,10 +612,10 @@ void V3Service::member_list(const pb::MemberListRequest& r, Done<pb::MemberListR
 }
 
 void V3Service::member_promote(const pb::MemberPromoteRequest& r,
-                               Done<pb::MemberPromoteResponse> done) {
+                               Done<pb::MemberPromoteResponse> done, const Caller& caller) {
   pb::InternalRequest ir;
   *ir.mutable_member_promote() = r;
-  impl_->propose(std::move(ir), std::move(done));
+  impl_->propose_as(caller, std::move(ir), std::move(done));
 }
 
 // ---------------------------------------------------------------- Maintenance
@@ -538,7 +624,7 @@ void V3Service::member_promote(const pb::MemberPromoteRequest& r,
 // while the database is over --quota-backend-bytes (the condition under
 // which writes are refused with "database space exceeded").  Deactivating is
 // accepted: the condition clears by itself once there is room.
-void V3Service::alarm(const pb::AlarmRequest& r, Done<pb::AlarmResponse> done) {
+void V3Service::alarm(const pb::AlarmRequest& r, Done<pb::AlarmResponse> done, const Caller&) {
   Impl* impl = impl_.get();
   impl->refresh_identity();
   pb::AlarmResponse resp;
@@ -562,7 +648,7 @@ void V3Service::alarm(const pb::AlarmRequest& r, Done<pb::AlarmResponse> done) {
   done({}, std::move(resp));
 }
 
-void V3Service::status(const pb::StatusRequest&, Done<pb::StatusResponse> done) {
+void V3Service::status(const pb::StatusRequest&, Done<pb::StatusResponse> done, const Caller&) {
   Impl* impl = impl_.get();
   const MemberStatus st = impl->member_.status();
   pb::StatusResponse resp;
@@ -579,15 +665,21 @@ void V3Service::status(const pb::StatusRequest&, Done<pb::StatusResponse> done) 
   done({}, std::move(resp));
 }
 
-void V3Service::defragment(const pb::DefragmentRequest&, Done<pb::DefragmentResponse> done) {
+// Defragment, Hash, HashKV and Snapshot are root's while auth is on
+// (etcd's authMaintenanceServer); Status, Alarm and MoveLeader are not.
+void V3Service::defragment(const pb::DefragmentRequest&, Done<pb::DefragmentResponse> done,
+                           const Caller& caller) {
   Impl* impl = impl_.get();
-  impl->worker_.post([impl, done = std::move(done)] {
-    Status s = impl->member_.defragment();
-    if (!s) return done(s, pb::DefragmentResponse());
-    pb::DefragmentResponse resp;
-    impl->fill_header(resp.mutable_header());
-    resp.mutable_header()->set_revision(impl->member_.kv().revision());
-    done({}, std::move(resp));
+  impl->check_admin(caller, [impl, done = std::move(done)](Status as, Who) {
+    if (!as) return done(as, pb::DefragmentResponse());
+    impl->worker_.post([impl, done = std::move(done)] {
+      Status s = impl->member_.defragment();
+      if (!s) return done(s, pb::DefragmentResponse());
+      pb::DefragmentResponse resp;
+      impl->fill_header(resp.mutable_header());
+      resp.mutable_header()->set_revision(impl->member_.kv().revision());
+      done({}, std::move(resp));
+    });
   });
 }
 
@@ -642,38 +734,46 @@ Status V3Service::Impl::hash_kv(int64_t rev, uint32_t* hash, int64_t* compact_re
   return {};
 }
 
-void V3Service::hash(const pb::HashRequest&, Done<pb::HashResponse> done) {
+void V3Service::hash(const pb::HashRequest&, Done<pb::HashResponse> done, const Caller& caller) {
   Impl* impl = impl_.get();
-  impl->worker_.post([impl, done = std::move(done)] {
-    uint32_t h = 0;
-    int64_t compacted = 0;
-    if (Status s = impl->hash_kv(0, &h, &compacted); !s) return done(s, pb::HashResponse());
-    pb::HashResponse resp;
-    impl->fill_header(resp.mutable_header());
-    resp.mutable_header()->set_revision(impl->member_.kv().revision());
-    resp.set_hash(h);
-    done({}, std::move(resp));
+  impl->check_admin(caller, [impl, done = std::move(done)](Status as, Who) {
+    if (!as) return done(as, pb::HashResponse());
+    impl->worker_.post([impl, done = std::move(done)] {
+      uint32_t h = 0;
+      int64_t compacted = 0;
+      if (Status s = impl->hash_kv(0, &h, &compacted); !s) return done(s, pb::HashResponse());
+      pb::HashResponse resp;
+      impl->fill_header(resp.mutable_header());
+      resp.mutable_header()->set_revision(impl->member_.kv().revision());
+      resp.set_hash(h);
+      done({}, std::move(resp));
+    });
   });
 }
 
-void V3Service::hash_kv(const pb::HashKVRequest& r, Done<pb::HashKVResponse> done) {
+void V3Service::hash_kv(const pb::HashKVRequest& r, Done<pb::HashKVResponse> done,
+                        const Caller& caller) {
   Impl* impl = impl_.get();
-  impl->worker_.post([impl, rev = r.revision(), done = std::move(done)] {
-    uint32_t h = 0;
-    int64_t compacted = 0;
-    if (Status s = impl->hash_kv(rev, &h, &compacted); !s) return done(s, pb::HashKVResponse());
-    pb::HashKVResponse resp;
-    impl->fill_header(resp.mutable_header());
-    resp.mutable_header()->set_revision(impl->member_.kv().revision());
-    resp.set_hash(h);
-    resp.set_compact_revision(compacted);
-    done({}, std::move(resp));
+  impl->check_admin(caller, [impl, rev = r.revision(), done = std::move(done)](Status as, Who) {
+    if (!as) return done(as, pb::HashKVResponse());
+    impl->worker_.post([impl, rev, done = std::move(done)] {
+      uint32_t h = 0;
+      int64_t compacted = 0;
+      if (Status s = impl->hash_kv(rev, &h, &compacted); !s) return done(s, pb::HashKVResponse());
+      pb::HashKVResponse resp;
+      impl->fill_header(resp.mutable_header());
+      resp.mutable_header()->set_revision(impl->member_.kv().revision());
+      resp.set_hash(h);
+      resp.set_compact_revision(compacted);
+      done({}, std::move(resp));
+    });
   });
 }
 
 // etcd's MoveLeader: only the leader hands its leadership over; the answer
 // comes once the transferee leads.
-void V3Service::move_leader(const pb::MoveLeaderRequest& r, Done<pb::MoveLeaderResponse> done) {
+void V3Service::move_leader(const pb::MoveLeaderRequest& r, Done<pb::MoveLeaderResponse> done,
+                            const Caller&) {
   Impl* impl = impl_.get();
   impl->member_.move_leader(r.targetid(), [impl, done = std::move(done)](Status s) {
     if (!s) return done(s, pb::MoveLeaderResponse());
@@ -686,80 +786,353 @@ void V3Service::move_leader(const pb::MoveLeaderRequest& r, Done<pb::MoveLeaderR
 
 // ---------------------------------------------------------------- Auth
 //
-// Authentication is never enabled on this member yet, and it has no users
-// or roles: the answers are what etcd 3.4 gives in that state where it has
-// one (disable is a no-op, authenticate fails with "not enabled", lists are
-// empty, lookups find nothing); adding users or roles is refused as
-// unimplemented.
+// etcd 3.4's auth service.  Changes are proposed and decided at apply
+// (node/storage/auth_store.h, root only while auth is on); reads of users
+// and roles are served after a read barrier from this member's view.
+// Passwords are hashed (UserAdd, UserChangePassword) and checked
+// (Authenticate) on the auth worker thread, by the member that received
+// the request: only hashes enter the Raft log, and no password is logged.
 
 namespace {
-template <class Resp>
-void header_only(V3Service::Impl& impl, V3Service::Done<Resp>& done) {
-  Resp resp;
-  impl.fill_header(resp.mutable_header());
-  resp.mutable_header()->set_revision(impl.member_.kv().revision());
-  done({}, std::move(resp));
+
+// etcd's simple-token prefix: 16 random letters.
+std::string token_prefix() {
+  static constexpr std::string_view kLetters =
+      "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+  std::string out;
+  while (out.size() < 16) {
+    unsigned char b[32];
+    if (RAND_bytes(b, sizeof b) != 1) storage::fatal("RAND_bytes failed");
+    for (unsigned char c : b)
+      if (c < 4 * kLetters.size() && out.size() < 16) out.push_back(kLetters[c % kLetters.size()]);
+  }
+  return out;
 }
-template <class Resp>
-void refuse(V3Service::Done<Resp>& done, Code code, const char* message) {
-  done({code, message}, Resp());
+
+// The Raft index a simple token was issued at ("<prefix>.<index>"); 0 when
+// the token does not have that shape.
+uint64_t token_index(const std::string& token) {
+  const size_t dot = token.rfind('.');
+  if (dot == std::string::npos || dot + 1 >= token.size() || token.size() - dot > 21) return 0;
+  uint64_t v = 0;
+  for (size_t i = dot + 1; i < token.size(); ++i) {
+    if (token[i] < '0' || token[i] > '9') return 0;
+    v = v * 10 + static_cast<uint64_t>(token[i] - '0');
+  }
+  return v;
 }
+
+int64_t unix_now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+bool is_membership(const pb::InternalRequest& r) {
+  return r.has_member_add() || r.has_member_remove() || r.has_member_update() ||
+         r.has_member_promote();
+}
+
 }  // namespace
 
-void V3Service::auth_enable(const pb::AuthEnableRequest&, Done<pb::AuthEnableResponse> done) {
-  refuse(done, Code::kFailedPrecondition, kRootUserNotExist);
+Status V3Service::Impl::identify_now(const Caller& c, Who* who) {
+  storage::AuthStore& auth = member_.kv().auth();
+  who->reset();
+  if (c.token && options_.jwt) {
+    // A JWT names its user and the auth revision it was issued at.
+    auto claims = options_.jwt->verify(*c.token, unix_now());
+    if (!claims) return errors::invalid_auth_token();
+    *who = AuthInfo{claims->username, claims->revision};
+    return {};
+  }
+  if (c.token) {
+    auto user = auth.token_user(*c.token);
+    if (!user) return errors::invalid_auth_token();
+    *who = AuthInfo{*user, auth.revision()};
+    return {};
+  }
+  if (options_.client_cert_auth && !c.common_name.empty())
+    *who = AuthInfo{c.common_name, auth.revision()};
+  return {};
 }
-void V3Service::auth_disable(const pb::AuthDisableRequest&, Done<pb::AuthDisableResponse> done) {
-  header_only(*impl_, done);
+
+void V3Service::Impl::identify(const Caller& c, std::function<void(Status, Who)> then) {
+  Who who;
+  Status s = identify_now(c, &who);
+  if (s || !c.token || options_.jwt || token_index(*c.token) <= member_.kv().applied_index())
+    return then(std::move(s), std::move(who));
+  after_barrier(
+      options_.request_timeout,
+      [this, c, then] {
+        Who again;
+        Status s2 = identify_now(c, &again);
+        then(std::move(s2), std::move(again));
+      },
+      [then](const Status& e) { then(e, std::nullopt); });
 }
-void V3Service::authenticate(const pb::AuthenticateRequest&, Done<pb::AuthenticateResponse> done) {
-  refuse(done, Code::kFailedPrecondition, kAuthNotEnabled);
+
+void V3Service::Impl::check_admin(const Caller& c, std::function<void(Status, Who)> then) {
+  identify(c, [this, then](Status s, Who who) {
+    if (s) s = member_.kv().auth().view()->check_admin(who_ptr(who));
+    then(std::move(s), std::move(who));
+  });
 }
-void V3Service::user_add(const pb::AuthUserAddRequest&, Done<pb::AuthUserAddResponse> done) {
-  refuse(done, Code::kUnimplemented, kAuthUnsupported);
+
+template <class Resp>
+void V3Service::Impl::propose_as(const Caller& c, pb::InternalRequest req, Done<Resp> done) {
+  identify(c, [this, req = std::move(req), done = std::move(done)](Status s, Who who) mutable {
+    if (!s) return done(s, Resp());
+    if (is_membership(req))
+      if (Status a = member_.kv().auth().view()->check_admin(who_ptr(who)); !a)
+        return done(a, Resp());
+    pb::RequestAuth* a = req.mutable_auth();
+    if (who) {
+      a->set_username(who->user);
+      a->set_auth_revision(who->revision);
+    }
+    propose(std::move(req), std::move(done));
+  });
 }
-void V3Service::user_get(const pb::AuthUserGetRequest&, Done<pb::AuthUserGetResponse> done) {
-  refuse(done, Code::kFailedPrecondition, kUserNotFound);
+
+template <class Resp>
+void V3Service::Impl::auth_read(
+    const Caller& c, Done<Resp> done,
+    std::function<Status(const storage::AuthView&, const Who&, Resp*)> answer) {
+  identify(c, [this, c, done = std::move(done), answer = std::move(answer)](Status s, Who) {
+    if (!s) return done(s, Resp());
+    after_barrier(
+        options_.request_timeout,
+        [this, c, done, answer] {
+          Who who;  // resolved again after the barrier, as in range()
+          if (Status s = identify_now(c, &who); !s) return done(s, Resp());
+          Resp resp;
+          if (Status s = answer(*member_.kv().auth().view(), who, &resp); !s)
+            return done(s, Resp());
+          fill_header(resp.mutable_header());
+          resp.mutable_header()->set_revision(member_.kv().revision());
+          done({}, std::move(resp));
+        },
+        [done](const Status& e) { done(e, Resp()); });
+  });
 }
-void V3Service::user_list(const pb::AuthUserListRequest&, Done<pb::AuthUserListResponse> done) {
-  header_only(*impl_, done);
+
+template <class Resp>
+void V3Service::Impl::propose_with_password(
+    const Caller& c, pb::InternalRequest req, std::string password, bool no_password,
+    Done<Resp> done, std::function<void(pb::InternalRequest&, std::string)> set_hash) {
+  // Root only (decided again at apply): nobody else gets to spend a
+  // bcrypt hash of this member's CPU.
+  auto shared_pw = std::make_shared<std::string>(std::move(password));
+  check_admin(c, [this, c, req = std::move(req), shared_pw, no_password, done = std::move(done),
+                  set_hash = std::move(set_hash)](Status s, Who) mutable {
+    if (!s) return done(s, Resp());
+    if (no_password) return propose_as(c, std::move(req), std::move(done));
+    auth_worker_.post([this, c, req = std::move(req), shared_pw, done = std::move(done),
+                       set_hash = std::move(set_hash)]() mutable {
+      std::optional<std::string> hashed = password::hash(*shared_pw, options_.bcrypt_cost);
+      OPENSSL_cleanse(shared_pw->data(), shared_pw->size());
+      if (!hashed)
+        return done({Code::kInvalidArgument, "etcdserver: the password cannot be hashed"}, Resp());
+      set_hash(req, std::move(*hashed));
+      propose_as(c, std::move(req), std::move(done));
+    });
+  });
 }
-void V3Service::user_delete(const pb::AuthUserDeleteRequest&,
-                            Done<pb::AuthUserDeleteResponse> done) {
-  refuse(done, Code::kFailedPrecondition, kUserNotFound);
+
+bool V3Service::Impl::auth_attempt_allowed(const std::string& name) {
+  std::lock_guard l(auth_mu_);
+  const auto now = Clock::now();
+  if (auth_failures_.size() > 10'000) {
+    // Bounded: names nobody failed for lately are forgotten.
+    for (auto it = auth_failures_.begin(); it != auth_failures_.end();)
+      it = it->second.next_allowed < now ? auth_failures_.erase(it) : std::next(it);
+  }
+  auto it = auth_failures_.find(name);
+  return it == auth_failures_.end() || it->second.next_allowed <= now;
 }
-void V3Service::user_change_password(const pb::AuthUserChangePasswordRequest&,
-                                     Done<pb::AuthUserChangePasswordResponse> done) {
-  refuse(done, Code::kFailedPrecondition, kUserNotFound);
+
+void V3Service::Impl::auth_attempt_done(const std::string& name, bool ok) {
+  std::lock_guard l(auth_mu_);
+  if (ok) {
+    auth_failures_.erase(name);
+    return;
+  }
+  AuthFailures& f = auth_failures_[name];
+  ++f.count;
+  const int over = f.count - options_.auth_failures_before_backoff;
+  if (over >= 0) {
+    const auto wait =
+        std::min<std::chrono::milliseconds>(1000ms * (1LL << std::min(over, 5)), 30'000ms);
+    f.next_allowed = Clock::now() + wait;
+  }
 }
-void V3Service::user_grant_role(const pb::AuthUserGrantRoleRequest&,
-                                Done<pb::AuthUserGrantRoleResponse> done) {
-  refuse(done, Code::kFailedPrecondition, kUserNotFound);
+
+// etcd's Authenticate: checked after a read barrier against the current
+// users, the password verified here (bcrypt, on the auth worker), then an
+// Authenticate entry replicates the token to every member.  A change of the
+// auth state between the check and the apply makes the apply refuse it, and
+// the check runs again (etcd loops the same way).
+void V3Service::Impl::authenticate(pb::AuthenticateRequest req, Done<pb::AuthenticateResponse> done,
+                                   int tries) {
+  using Resp = pb::AuthenticateResponse;
+  if (!auth_attempt_allowed(req.name()))
+    return done({Code::kResourceExhausted, errors::kTooManyRequests}, Resp());
+  if (options_.jwt && !options_.jwt->can_sign())  // etcd's ErrVerifyOnly
+    return done({Code::kUnknown, "auth: token signing attempted with verify-only key"}, Resp());
+  after_barrier(
+      options_.request_timeout,
+      [this, req, done, tries]() mutable {
+        auto view = member_.kv().auth().view();
+        if (!view->enabled) return done(errors::auth_not_enabled(), Resp());
+        if (pending_password_checks_.fetch_add(1) >= options_.max_pending_password_checks) {
+          pending_password_checks_.fetch_sub(1);
+          return done({Code::kResourceExhausted, errors::kTooManyRequests}, Resp());
+        }
+        auth_worker_.post(
+            [this, req = std::move(req), done = std::move(done), view, tries]() mutable {
+              pending_password_checks_.fetch_sub(1);
+              auto u = view->users.find(req.name());
+              bool ok;
+              if (u == view->users.end() || u->second.options().no_password()) {
+                // As slow as a real check, so that the time taken does not
+                // tell which user names exist.
+                if (dummy_hash_.empty())
+                  dummy_hash_ = password::hash("muster", options_.bcrypt_cost).value_or("");
+                password::verify(req.password(), dummy_hash_);
+                ok = false;
+              } else {
+                ok = password::verify(req.password(), u->second.password());
+              }
+              auth_attempt_done(req.name(), ok);
+              if (!ok) {
+                log::warn("auth", "authentication failed", {{"user", req.name()}});
+                return done(errors::auth_failed(), Resp());
+              }
+              pb::InternalRequest ir;
+              auto* a = ir.mutable_authenticate();
+              a->set_name(req.name());
+              // JWTs are signed here once the entry applied (no member needs
+              // to remember them); simple tokens are registered by every
+              // member as it applies the entry.
+              if (!options_.jwt) a->set_simple_token(token_prefix());
+              const uint64_t revision = view->revision;
+              a->set_checked_revision(revision);
+              propose(std::move(ir),
+                      Done<Resp>([this, req, done, tries, revision](Status s, Resp r) mutable {
+                        if (s.code() == Code::kInvalidArgument &&
+                            s.message() == errors::kAuthOldRevision && tries < 3)
+                          return authenticate(std::move(req), std::move(done), tries + 1);
+                        if (s && options_.jwt) {
+                          auto t = options_.jwt->sign(req.name(), revision, unix_now());
+                          if (!t)
+                            return done({Code::kInternal, "etcdserver: cannot sign a JWT"}, Resp());
+                          r.set_token(std::move(*t));
+                        }
+                        done(std::move(s), std::move(r));
+                      }));
+            });
+      },
+      [done](const Status& e) { done(e, Resp()); });
 }
-void V3Service::user_revoke_role(const pb::AuthUserRevokeRoleRequest&,
-                                 Done<pb::AuthUserRevokeRoleResponse> done) {
-  refuse(done, Code::kFailedPrecondition, kUserNotFound);
+
+void V3Service::authenticate(const pb::AuthenticateRequest& r, Done<pb::AuthenticateResponse> done,
+                             const Caller&) {
+  impl_->authenticate(r, std::move(done), 0);
 }
-void V3Service::role_add(const pb::AuthRoleAddRequest&, Done<pb::AuthRoleAddResponse> done) {
-  refuse(done, Code::kUnimplemented, kAuthUnsupported);
+
+#define MUSTER_AUTH_PROPOSE(method, Req, Resp, field)                                   \
+  void V3Service::method(const pb::Req& r, Done<pb::Resp> done, const Caller& caller) { \
+    pb::InternalRequest ir;                                                             \
+    *ir.mutable_##field() = r;                                                          \
+    impl_->propose_as(caller, std::move(ir), std::move(done));                          \
+  }
+MUSTER_AUTH_PROPOSE(auth_enable, AuthEnableRequest, AuthEnableResponse, auth_enable)
+MUSTER_AUTH_PROPOSE(auth_disable, AuthDisableRequest, AuthDisableResponse, auth_disable)
+MUSTER_AUTH_PROPOSE(user_delete, AuthUserDeleteRequest, AuthUserDeleteResponse, user_delete)
+MUSTER_AUTH_PROPOSE(user_grant_role, AuthUserGrantRoleRequest, AuthUserGrantRoleResponse,
+                    user_grant_role)
+MUSTER_AUTH_PROPOSE(user_revoke_role, AuthUserRevokeRoleRequest, AuthUserRevokeRoleResponse,
+                    user_revoke_role)
+MUSTER_AUTH_PROPOSE(role_add, AuthRoleAddRequest, AuthRoleAddResponse, role_add)
+MUSTER_AUTH_PROPOSE(role_delete, AuthRoleDeleteRequest, AuthRoleDeleteResponse, role_delete)
+MUSTER_AUTH_PROPOSE(role_grant_permission, AuthRoleGrantPermissionRequest,
+                    AuthRoleGrantPermissionResponse, role_grant_permission)
+MUSTER_AUTH_PROPOSE(role_revoke_permission, AuthRoleRevokePermissionRequest,
+                    AuthRoleRevokePermissionResponse, role_revoke_permission)
+#undef MUSTER_AUTH_PROPOSE
+
+void V3Service::user_add(const pb::AuthUserAddRequest& r, Done<pb::AuthUserAddResponse> done,
+                         const Caller& caller) {
+  if (r.name().empty()) return done(errors::user_empty(), pb::AuthUserAddResponse());
+  pb::InternalRequest ir;
+  ir.mutable_user_add()->set_name(r.name());
+  *ir.mutable_user_add()->mutable_options() = r.options();
+  impl_->propose_with_password(caller, std::move(ir), r.password(), r.options().no_password(),
+                               std::move(done), [](pb::InternalRequest& req, std::string h) {
+                                 req.mutable_user_add()->set_hashed_password(std::move(h));
+                               });
 }
-void V3Service::role_get(const pb::AuthRoleGetRequest&, Done<pb::AuthRoleGetResponse> done) {
-  refuse(done, Code::kFailedPrecondition, kRoleNotFound);
+
+void V3Service::user_change_password(const pb::AuthUserChangePasswordRequest& r,
+                                     Done<pb::AuthUserChangePasswordResponse> done,
+                                     const Caller& caller) {
+  pb::InternalRequest ir;
+  ir.mutable_user_change_password()->set_name(r.name());
+  impl_->propose_with_password(
+      caller, std::move(ir), r.password(), false, std::move(done),
+      [](pb::InternalRequest& req, std::string h) {
+        req.mutable_user_change_password()->set_hashed_password(std::move(h));
+      });
 }
-void V3Service::role_list(const pb::AuthRoleListRequest&, Done<pb::AuthRoleListResponse> done) {
-  header_only(*impl_, done);
+
+// A user may read its own record, and a role it holds, without root (etcd).
+void V3Service::user_get(const pb::AuthUserGetRequest& r, Done<pb::AuthUserGetResponse> done,
+                         const Caller& caller) {
+  impl_->auth_read<pb::AuthUserGetResponse>(
+      caller, std::move(done),
+      [name = r.name()](const storage::AuthView& v, const Who& who, pb::AuthUserGetResponse* out) {
+        if (Status s = v.check_admin(who_ptr(who)); !s && !(who && who->user == name)) return s;
+        auto u = v.users.find(name);
+        if (u == v.users.end()) return errors::user_not_found();
+        for (const auto& role : u->second.roles()) out->add_roles(role);
+        return Status{};
+      });
 }
-void V3Service::role_delete(const pb::AuthRoleDeleteRequest&,
-                            Done<pb::AuthRoleDeleteResponse> done) {
-  refuse(done, Code::kFailedPrecondition, kRoleNotFound);
+
+void V3Service::user_list(const pb::AuthUserListRequest&, Done<pb::AuthUserListResponse> done,
+                          const Caller& caller) {
+  impl_->auth_read<pb::AuthUserListResponse>(
+      caller, std::move(done),
+      [](const storage::AuthView& v, const Who& who, pb::AuthUserListResponse* out) {
+        if (Status s = v.check_admin(who_ptr(who)); !s) return s;
+        for (const auto& [name, u] : v.users) out->add_users(name);
+        return Status{};
+      });
 }
-void V3Service::role_grant_permission(const pb::AuthRoleGrantPermissionRequest&,
-                                      Done<pb::AuthRoleGrantPermissionResponse> done) {
-  refuse(done, Code::kFailedPrecondition, kRoleNotFound);
+
+void V3Service::role_get(const pb::AuthRoleGetRequest& r, Done<pb::AuthRoleGetResponse> done,
+                         const Caller& caller) {
+  impl_->auth_read<pb::AuthRoleGetResponse>(
+      caller, std::move(done),
+      [role = r.role()](const storage::AuthView& v, const Who& who, pb::AuthRoleGetResponse* out) {
+        if (Status s = v.check_admin(who_ptr(who)); !s && !(who && v.has_role(who->user, role)))
+          return s;
+        auto it = v.roles.find(role);
+        if (it == v.roles.end()) return errors::role_not_found();
+        for (const auto& p : it->second.keypermission()) *out->add_perm() = p;
+        return Status{};
+      });
 }
-void V3Service::role_revoke_permission(const pb::AuthRoleRevokePermissionRequest&,
-                                       Done<pb::AuthRoleRevokePermissionResponse> done) {
-  refuse(done, Code::kFailedPrecondition, kRoleNotFound);
+
+void V3Service::role_list(const pb::AuthRoleListRequest&, Done<pb::AuthRoleListResponse> done,
+                          const Caller& caller) {
+  impl_->auth_read<pb::AuthRoleListResponse>(
+      caller, std::move(done),
+      [](const storage::AuthView& v, const Who& who, pb::AuthRoleListResponse* out) {
+        if (Status s = v.check_admin(who_ptr(who)); !s) return s;
+        for (const auto& [name, r] : v.roles) out->add_roles(name);
+        return Status{};
+      });
 }
 
 // ---------------------------------------------------------------- health
@@ -805,7 +1178,15 @@ struct SnapshotJob {
 
 }  // namespace
 
-void V3Service::snapshot(const pb::SnapshotRequest&, std::shared_ptr<SnapshotSink> sink) {
+void V3Service::snapshot(const pb::SnapshotRequest& req, std::shared_ptr<SnapshotSink> sink,
+                         const Caller& caller) {
+  impl_->check_admin(caller, [this, req, sink](Status s, Who) {
+    if (!s) return sink->finish(s);
+    start_snapshot(req, sink);
+  });
+}
+
+void V3Service::start_snapshot(const pb::SnapshotRequest&, std::shared_ptr<SnapshotSink> sink) {
   auto job = std::make_shared<SnapshotJob>();
   job->writer = impl_->member_.snapshot_writer();
   if (!job->writer) return sink->finish({Code::kUnimplemented, kSnapshotUnsupported});
@@ -879,14 +1260,17 @@ void V3Service::snapshot(const pb::SnapshotRequest&, std::shared_ptr<SnapshotSin
 namespace {
 
 template <class Req, class Resp>
-V3Service::UnaryMethod method(void (V3Service::*f)(const Req&, V3Service::Done<Resp>)) {
+V3Service::UnaryMethod method(void (V3Service::*f)(const Req&, V3Service::Done<Resp>,
+                                                   const Caller&)) {
   V3Service::UnaryMethod m;
   m.request = Req::descriptor();
   m.response = Resp::descriptor();
   m.call = [f](V3Service& s, const google::protobuf::Message& req,
-               std::function<void(Status, const google::protobuf::Message&)> reply) {
-    (s.*f)(static_cast<const Req&>(req),
-           [reply = std::move(reply)](Status st, Resp resp) { reply(st, resp); });
+               std::function<void(Status, const google::protobuf::Message&)> reply,
+               const Caller& caller) {
+    (s.*f)(
+        static_cast<const Req&>(req),
+        [reply = std::move(reply)](Status st, Resp resp) { reply(st, resp); }, caller);
   };
   return m;
 }
@@ -958,8 +1342,8 @@ const V3Service::UnaryMethod* V3Service::unary(std::string_view name) {
 class V3Service::Impl::WatchStream : public V3Service::WatchSession,
                                      public std::enable_shared_from_this<WatchStream> {
  public:
-  WatchStream(Impl* svc, std::shared_ptr<WatchSink> sink, size_t max_queued)
-      : svc_(svc), sink_(std::move(sink)), max_queued_(max_queued) {}
+  WatchStream(Impl* svc, std::shared_ptr<WatchSink> sink, size_t max_queued, Caller caller)
+      : svc_(svc), sink_(std::move(sink)), max_queued_(max_queued), caller_(std::move(caller)) {}
 
   struct Watcher {
     int64_t id = 0;
@@ -1041,6 +1425,7 @@ class V3Service::Impl::WatchStream : public V3Service::WatchSession,
   Impl* svc_;
   std::shared_ptr<WatchSink> sink_;
   size_t max_queued_;
+  const Caller caller_;  // every watcher is checked against it as it is created
   std::mutex mu_;
   bool closed_ = false;
   bool overflowed_ = false;
@@ -1086,9 +1471,25 @@ void V3Service::Impl::WatchStream::deliver_locked(Watcher& w, std::vector<pb::Ev
 
 void V3Service::Impl::WatchStream::create(const pb::WatchCreateRequest& req) {
   int64_t id;
+  // Read permission on the whole range, as etcd's isWatchPermitted: a
+  // refused watcher is answered created and canceled, with watch_id -1 and
+  // the error's text as the reason.
+  Who who;
+  Status allowed = svc_->identify_now(caller_, &who);
+  if (allowed)
+    allowed = svc_->member_.kv().auth().view()->check(
+        who_ptr(who), storage::RangePerms::Type::kRead, req.key(), req.range_end());
   {
     std::lock_guard l(mu_);
     if (closed_) return;
+    if (!allowed) {
+      pb::WatchResponse r = response(-1, svc_->member_.kv().revision());
+      r.set_created(true);
+      r.set_canceled(true);
+      r.set_cancel_reason(allowed.message());
+      send_locked(r);
+      return;
+    }
     if (req.watch_id() != 0) {
       id = req.watch_id();
       if (watchers_.count(id)) {
@@ -1277,8 +1678,9 @@ std::optional<uint64_t> V3Service::Impl::WatchStream::shut(const std::optional<S
 }
 
 std::weak_ptr<V3Service::WatchSession> V3Service::watch(std::shared_ptr<WatchSink> sink,
-                                                        size_t max_queued) {
-  auto stream = std::make_shared<Impl::WatchStream>(impl_.get(), std::move(sink), max_queued);
+                                                        size_t max_queued, Caller caller) {
+  auto stream = std::make_shared<Impl::WatchStream>(impl_.get(), std::move(sink), max_queued,
+                                                    std::move(caller));
   {
     std::lock_guard l(impl_->streams_mu_);
     impl_->streams_[stream.get()] = stream;

@@ -20,6 +20,13 @@
 //
 // Threads: every method is thread-safe and never blocks on Raft.  Timeouts
 // and watch progress notifications run on this object's timer thread.
+//
+// Auth (etcd 3.4's model, docs/security.md): every method takes the Caller
+// the transport saw.  Its token (or, with --client-cert-auth, its
+// certificate's CN) names the user; the checks are etcd's: reads and watches
+// against the local auth state after the read barrier, writes at apply
+// against the state at their own log position (node/storage/auth_store.h),
+// member changes and Defragment/Hash/HashKV/Snapshot for root only.
 #pragma once
 
 #include <chrono>
@@ -28,6 +35,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -40,6 +48,18 @@ class Message;
 }  // namespace google::protobuf
 
 namespace muster::server {
+
+class JwtTokens;
+
+// What a transport knows about who is calling.
+struct Caller {
+  // gRPC metadata `token` (or `authorization`); the gateway's HTTP
+  // `Authorization` header.  Absent: no token was sent.
+  std::optional<std::string> token;
+  // The CN of the verified client certificate ("" without one).  Used as
+  // the user when no token is given and --client-cert-auth is on.
+  std::string common_name;
+};
 
 class V3Service {
  public:
@@ -63,6 +83,20 @@ class V3Service {
     // What Status and /version report.
     std::string server_version = "3.4.0";
     std::string cluster_version = "3.4.0";
+    // --client-cert-auth: a verified client certificate's CN is the user of
+    // a request that carries no token (etcd's AuthInfoFromTLS).
+    bool client_cert_auth = false;
+    // --auth-token jwt,...: tokens are JWTs signed and verified with these
+    // keys (node/server/jwt.h); null = simple tokens.
+    std::shared_ptr<const JwtTokens> jwt;
+    // --bcrypt-cost for the hashes of new passwords.
+    int bcrypt_cost = 10;
+    // Authenticate: after this many failures in a row for one user name,
+    // each further attempt waits for an interval that doubles (from 1 s up
+    // to 30 s); earlier attempts fail with "etcdserver: too many requests".
+    int auth_failures_before_backoff = 3;
+    // Password checks queued beyond this fail with "too many requests".
+    int max_pending_password_checks = 64;
   };
 
   using Status = storage::Status;
@@ -83,55 +117,84 @@ class V3Service {
   void request_arrived();
 
   // --- KV
-  void range(const pb::RangeRequest& req, Done<pb::RangeResponse> done);
-  void put(const pb::PutRequest& req, Done<pb::PutResponse> done);
-  void delete_range(const pb::DeleteRangeRequest& req, Done<pb::DeleteRangeResponse> done);
-  void txn(const pb::TxnRequest& req, Done<pb::TxnResponse> done);
-  void compact(const pb::CompactionRequest& req, Done<pb::CompactionResponse> done);
+  void range(const pb::RangeRequest& req, Done<pb::RangeResponse> done, const Caller& caller = {});
+  void put(const pb::PutRequest& req, Done<pb::PutResponse> done, const Caller& caller = {});
+  void delete_range(const pb::DeleteRangeRequest& req, Done<pb::DeleteRangeResponse> done,
+                    const Caller& caller = {});
+  void txn(const pb::TxnRequest& req, Done<pb::TxnResponse> done, const Caller& caller = {});
+  void compact(const pb::CompactionRequest& req, Done<pb::CompactionResponse> done,
+               const Caller& caller = {});
   // --- Lease
-  void lease_grant(const pb::LeaseGrantRequest& req, Done<pb::LeaseGrantResponse> done);
-  void lease_revoke(const pb::LeaseRevokeRequest& req, Done<pb::LeaseRevokeResponse> done);
+  void lease_grant(const pb::LeaseGrantRequest& req, Done<pb::LeaseGrantResponse> done,
+                   const Caller& caller = {});
+  void lease_revoke(const pb::LeaseRevokeRequest& req, Done<pb::LeaseRevokeResponse> done,
+                    const Caller& caller = {});
   // One keepalive of the LeaseKeepAlive stream: a lease that does not exist
   // answers TTL 0 (not an error), as etcd's stream does.
-  void lease_keepalive(const pb::LeaseKeepAliveRequest& req, Done<pb::LeaseKeepAliveResponse> done);
+  void lease_keepalive(const pb::LeaseKeepAliveRequest& req, Done<pb::LeaseKeepAliveResponse> done,
+                       const Caller& caller = {});
   void lease_time_to_live(const pb::LeaseTimeToLiveRequest& req,
-                          Done<pb::LeaseTimeToLiveResponse> done);
-  void lease_leases(const pb::LeaseLeasesRequest& req, Done<pb::LeaseLeasesResponse> done);
+                          Done<pb::LeaseTimeToLiveResponse> done, const Caller& caller = {});
+  void lease_leases(const pb::LeaseLeasesRequest& req, Done<pb::LeaseLeasesResponse> done,
+                    const Caller& caller = {});
   // --- Cluster
-  void member_add(const pb::MemberAddRequest& req, Done<pb::MemberAddResponse> done);
-  void member_remove(const pb::MemberRemoveRequest& req, Done<pb::MemberRemoveResponse> done);
-  void member_update(const pb::MemberUpdateRequest& req, Done<pb::MemberUpdateResponse> done);
-  void member_list(const pb::MemberListRequest& req, Done<pb::MemberListResponse> done);
-  void member_promote(const pb::MemberPromoteRequest& req, Done<pb::MemberPromoteResponse> done);
+  void member_add(const pb::MemberAddRequest& req, Done<pb::MemberAddResponse> done,
+                  const Caller& caller = {});
+  void member_remove(const pb::MemberRemoveRequest& req, Done<pb::MemberRemoveResponse> done,
+                     const Caller& caller = {});
+  void member_update(const pb::MemberUpdateRequest& req, Done<pb::MemberUpdateResponse> done,
+                     const Caller& caller = {});
+  void member_list(const pb::MemberListRequest& req, Done<pb::MemberListResponse> done,
+                   const Caller& caller = {});
+  void member_promote(const pb::MemberPromoteRequest& req, Done<pb::MemberPromoteResponse> done,
+                      const Caller& caller = {});
   // --- Maintenance
-  void alarm(const pb::AlarmRequest& req, Done<pb::AlarmResponse> done);
-  void status(const pb::StatusRequest& req, Done<pb::StatusResponse> done);
-  void defragment(const pb::DefragmentRequest& req, Done<pb::DefragmentResponse> done);
-  void hash(const pb::HashRequest& req, Done<pb::HashResponse> done);
-  void hash_kv(const pb::HashKVRequest& req, Done<pb::HashKVResponse> done);
-  void move_leader(const pb::MoveLeaderRequest& req, Done<pb::MoveLeaderResponse> done);
-  // --- Auth (authentication is never enabled yet)
-  void auth_enable(const pb::AuthEnableRequest& req, Done<pb::AuthEnableResponse> done);
-  void auth_disable(const pb::AuthDisableRequest& req, Done<pb::AuthDisableResponse> done);
-  void authenticate(const pb::AuthenticateRequest& req, Done<pb::AuthenticateResponse> done);
-  void user_add(const pb::AuthUserAddRequest& req, Done<pb::AuthUserAddResponse> done);
-  void user_get(const pb::AuthUserGetRequest& req, Done<pb::AuthUserGetResponse> done);
-  void user_list(const pb::AuthUserListRequest& req, Done<pb::AuthUserListResponse> done);
-  void user_delete(const pb::AuthUserDeleteRequest& req, Done<pb::AuthUserDeleteResponse> done);
+  void alarm(const pb::AlarmRequest& req, Done<pb::AlarmResponse> done, const Caller& caller = {});
+  void status(const pb::StatusRequest& req, Done<pb::StatusResponse> done,
+              const Caller& caller = {});
+  void defragment(const pb::DefragmentRequest& req, Done<pb::DefragmentResponse> done,
+                  const Caller& caller = {});
+  void hash(const pb::HashRequest& req, Done<pb::HashResponse> done, const Caller& caller = {});
+  void hash_kv(const pb::HashKVRequest& req, Done<pb::HashKVResponse> done,
+               const Caller& caller = {});
+  void move_leader(const pb::MoveLeaderRequest& req, Done<pb::MoveLeaderResponse> done,
+                   const Caller& caller = {});
+  // --- Auth (etcd 3.4's users, roles and permissions; docs/security.md)
+  void auth_enable(const pb::AuthEnableRequest& req, Done<pb::AuthEnableResponse> done,
+                   const Caller& caller = {});
+  void auth_disable(const pb::AuthDisableRequest& req, Done<pb::AuthDisableResponse> done,
+                    const Caller& caller = {});
+  void authenticate(const pb::AuthenticateRequest& req, Done<pb::AuthenticateResponse> done,
+                    const Caller& caller = {});
+  void user_add(const pb::AuthUserAddRequest& req, Done<pb::AuthUserAddResponse> done,
+                const Caller& caller = {});
+  void user_get(const pb::AuthUserGetRequest& req, Done<pb::AuthUserGetResponse> done,
+                const Caller& caller = {});
+  void user_list(const pb::AuthUserListRequest& req, Done<pb::AuthUserListResponse> done,
+                 const Caller& caller = {});
+  void user_delete(const pb::AuthUserDeleteRequest& req, Done<pb::AuthUserDeleteResponse> done,
+                   const Caller& caller = {});
   void user_change_password(const pb::AuthUserChangePasswordRequest& req,
-                            Done<pb::AuthUserChangePasswordResponse> done);
+                            Done<pb::AuthUserChangePasswordResponse> done,
+                            const Caller& caller = {});
   void user_grant_role(const pb::AuthUserGrantRoleRequest& req,
-                       Done<pb::AuthUserGrantRoleResponse> done);
+                       Done<pb::AuthUserGrantRoleResponse> done, const Caller& caller = {});
   void user_revoke_role(const pb::AuthUserRevokeRoleRequest& req,
-                        Done<pb::AuthUserRevokeRoleResponse> done);
-  void role_add(const pb::AuthRoleAddRequest& req, Done<pb::AuthRoleAddResponse> done);
-  void role_get(const pb::AuthRoleGetRequest& req, Done<pb::AuthRoleGetResponse> done);
-  void role_list(const pb::AuthRoleListRequest& req, Done<pb::AuthRoleListResponse> done);
-  void role_delete(const pb::AuthRoleDeleteRequest& req, Done<pb::AuthRoleDeleteResponse> done);
+                        Done<pb::AuthUserRevokeRoleResponse> done, const Caller& caller = {});
+  void role_add(const pb::AuthRoleAddRequest& req, Done<pb::AuthRoleAddResponse> done,
+                const Caller& caller = {});
+  void role_get(const pb::AuthRoleGetRequest& req, Done<pb::AuthRoleGetResponse> done,
+                const Caller& caller = {});
+  void role_list(const pb::AuthRoleListRequest& req, Done<pb::AuthRoleListResponse> done,
+                 const Caller& caller = {});
+  void role_delete(const pb::AuthRoleDeleteRequest& req, Done<pb::AuthRoleDeleteResponse> done,
+                   const Caller& caller = {});
   void role_grant_permission(const pb::AuthRoleGrantPermissionRequest& req,
-                             Done<pb::AuthRoleGrantPermissionResponse> done);
+                             Done<pb::AuthRoleGrantPermissionResponse> done,
+                             const Caller& caller = {});
   void role_revoke_permission(const pb::AuthRoleRevokePermissionRequest& req,
-                              Done<pb::AuthRoleRevokePermissionResponse> done);
+                              Done<pb::AuthRoleRevokePermissionResponse> done,
+                              const Caller& caller = {});
 
   // etcd 3.4's /health: unhealthy without a leader or when a linearizable
   // read does not pass within health_timeout.
@@ -142,9 +205,11 @@ class V3Service {
     const google::protobuf::Descriptor* request = nullptr;
     const google::protobuf::Descriptor* response = nullptr;
     std::function<void(V3Service&, const google::protobuf::Message& req,
-                       std::function<void(Status, const google::protobuf::Message& resp)>)>
+                       std::function<void(Status, const google::protobuf::Message& resp)>,
+                       const Caller& caller)>
         call;
   };
+  // (the caller travels beside the request)
   // "KV/Range", "Maintenance/Status", ... (etcd's service and method names);
   // nullptr for an unknown name or a streaming method.
   static const UnaryMethod* unary(std::string_view service_method);
@@ -180,7 +245,10 @@ class V3Service {
   // Opens a stream.  The service owns the session until close() (or its own
   // destruction), so the transport keeps it weakly.  `max_queued`: see
   // WatchSink; 0 = no limit.
-  std::weak_ptr<WatchSession> watch(std::shared_ptr<WatchSink> sink, std::size_t max_queued = 0);
+  // Every watcher created on the stream is checked against `caller` (read
+  // permission on its whole range) as it is created.
+  std::weak_ptr<WatchSession> watch(std::shared_ptr<WatchSink> sink, std::size_t max_queued = 0,
+                                    Caller caller = {});
 
   // --- Snapshot
   // A server stream of a consistent dump of the member's state: chunks of
@@ -195,11 +263,14 @@ class V3Service {
     virtual std::size_t queued_bytes() const { return 0; }
     virtual bool cancelled() const = 0;
   };
-  void snapshot(const pb::SnapshotRequest& req, std::shared_ptr<SnapshotSink> sink);
+  void snapshot(const pb::SnapshotRequest& req, std::shared_ptr<SnapshotSink> sink,
+                const Caller& caller = {});
 
   class Impl;
 
  private:
+  void start_snapshot(const pb::SnapshotRequest& req, std::shared_ptr<SnapshotSink> sink);
+
   std::shared_ptr<Impl> impl_;
 };
 

@@ -65,9 +65,11 @@ bool is_state_machine_key(std::string_view key) {
     case kLease:
     case kMember:
     case kRemovedMember:
+    case kUser:
+    case kRole:
       return true;
     case 'm':
-      return key == kApplied || key == kConfState;
+      return key == kApplied || key == kConfState || key == kAuth;
     default:
       return false;
   }

@@ -22,6 +22,9 @@
 //     'L' <lease id:8>       LeaseRecord                  a granted lease
 //     'M' <member id:8>      Member                       a cluster member
 //     'X' <member id:8>      (empty)                      a permanently removed member
+//     "mauth"                AuthRecord                   auth enabled flag and revision
+//     'U' <user name>        authpb.User                  an auth user (bcrypt hash)
+//     'R' <role name>        authpb.Role                  an auth role and its permissions
 //
 // Everything a state-machine apply changes, including "mapplied", is written
 // in one WriteBatch, so after a crash the state and the applied index agree
@@ -57,6 +60,9 @@ inline constexpr char kRevision = 'r';
 inline constexpr char kLease = 'L';
 inline constexpr char kMember = 'M';
 inline constexpr char kRemovedMember = 'X';
+inline constexpr char kUser = 'U';
+inline constexpr char kRole = 'R';
+inline constexpr const char* kAuth = "mauth";
 inline constexpr const char* kHardState = "mhardstate";
 inline constexpr const char* kLogStart = "mlogstart";
 inline constexpr const char* kSnapshot = "msnapshot";

@@ -216,7 +216,11 @@ Status validate(const pb::InternalRequest& req, int max_txn_ops) {
 
 // ------------------------------------------------------------------ open
 
-KvStore::KvStore(PassKey, Database* db, Options options) : db_(db), options_(std::move(options)) {
+KvStore::KvStore(PassKey, Database* db, Options options)
+    : db_(db),
+      options_(std::move(options)),
+      auth_(AuthStore::Options{options_.clock_ms ? options_.clock_ms : steady_ms,
+                               options_.auth_token_ttl_ms}) {
   if (!options_.clock_ms) options_.clock_ms = steady_ms;
 }
 
@@ -296,7 +300,8 @@ Status KvStore::load() {
   for (it->Seek(std::string(1, keys::kRemovedMember));
        it->Valid() && it->key().size() == 9 && it->key()[0] == keys::kRemovedMember; it->Next())
     removed_members_.insert(keys::get_be64(it->key().data() + 1));
-  return from_leveldb(it->status());
+  if (!it->status().ok()) return from_leveldb(it->status());
+  return auth_.load(db_->db());
 }
 
 // ------------------------------------------------------------------ reads
@@ -1012,7 +1017,21 @@ KvStore::ApplyResult KvStore::ApplyBatch::apply(const pb::InternalRequest& req, 
   Writer w(st, batch_, pending_);
   pb::InternalResponse& out = res.response;
   Status s = validate(req);
-  if (s) {
+  if (s) s = st.check_permission(req);
+  if (s && AuthStore::handles(req)) {
+    s = st.auth_.apply(req, index, &batch_, &out);
+    if (s) {
+      // Auth answers carry the key-value revision, as etcd's headers do.
+      const auto* refl = out.GetReflection();
+      const auto* f =
+          refl->GetOneofFieldDescriptor(out, out.GetDescriptor()->FindOneofByName("response"));
+      if (f == nullptr) fatal("an applied auth request without an answer");
+      google::protobuf::Message* m = refl->MutableMessage(&out, f);
+      auto* h = static_cast<pb::ResponseHeader*>(m->GetReflection()->MutableMessage(
+          m, m->GetDescriptor()->FindFieldByName("header")));
+      h->set_revision(st.rev_);
+    }
+  } else if (s) {
     switch (req.request_case()) {
       case pb::InternalRequest::kRange:
         s = st.range_locked(req.range(), st.rev_, &w, out.mutable_range());
@@ -1051,7 +1070,7 @@ KvStore::ApplyResult KvStore::ApplyBatch::apply(const pb::InternalRequest& req, 
       case pb::InternalRequest::kMemberAttributes:
         s = st.apply_member(w, req, &out);
         break;
-      case pb::InternalRequest::REQUEST_NOT_SET:
+      default:
         break;
     }
   }
@@ -1090,6 +1109,89 @@ KvStore::ApplyResult KvStore::ApplyBatch::apply(const pb::InternalRequest& req, 
       break;
   }
   return res;
+}
+
+// ------------------------------------------------------------------ auth
+
+// etcd's authApplierV3: which permission each client request needs.
+Status KvStore::check_permission(const pb::InternalRequest& req) const {
+  if (!req.has_auth()) return {};  // the members' own requests
+  std::shared_ptr<const AuthView> v = auth_.view();
+  if (!v->enabled) return {};
+  const AuthInfo who{req.auth().username(), req.auth().auth_revision()};
+  using T = RangePerms::Type;
+  switch (req.request_case()) {
+    case pb::InternalRequest::kRange:
+      return v->check(&who, T::kRead, req.range().key(), req.range().range_end());
+    case pb::InternalRequest::kPut: {
+      const auto& p = req.put();
+      if (Status s = v->check(&who, T::kWrite, p.key(), ""); !s) return s;
+      if (Status s = check_lease_puts(*v, who, p.lease()); !s) return s;
+      if (p.prev_kv()) return v->check(&who, T::kRead, p.key(), "");
+      return {};
+    }
+    case pb::InternalRequest::kDeleteRange: {
+      const auto& d = req.delete_range();
+      if (Status s = v->check(&who, T::kWrite, d.key(), d.range_end()); !s) return s;
+      if (d.prev_kv()) return v->check(&who, T::kRead, d.key(), d.range_end());
+      return {};
+    }
+    case pb::InternalRequest::kTxn:
+      return check_txn_permission(*v, who, req.txn());
+    case pb::InternalRequest::kLeaseRevoke:
+      return check_lease_puts(*v, who, req.lease_revoke().id());
+    default:
+      return {};  // compaction, lease grant: anyone (etcd 3.4); auth: AuthStore
+  }
+}
+
+// Every compare reads; every op of both branches needs its own permission,
+// whichever branch runs (etcd checks them all before evaluating).
+Status KvStore::check_txn_permission(const AuthView& v, const AuthInfo& who,
+                                     const pb::TxnRequest& t) const {
+  using T = RangePerms::Type;
+  for (const auto& c : t.compare())
+    if (Status s = v.check(&who, T::kRead, c.key(), c.range_end()); !s) return s;
+  for (const auto* ops : {&t.success(), &t.failure()}) {
+    for (const auto& op : *ops) {
+      Status s;
+      switch (op.request_case()) {
+        case pb::RequestOp::kRequestRange:
+          s = v.check(&who, T::kRead, op.request_range().key(), op.request_range().range_end());
+          break;
+        case pb::RequestOp::kRequestPut:
+          s = v.check(&who, T::kWrite, op.request_put().key(), "");
+          if (s) s = check_lease_puts(v, who, op.request_put().lease());
+          if (s && op.request_put().prev_kv())
+            s = v.check(&who, T::kRead, op.request_put().key(), "");
+          break;
+        case pb::RequestOp::kRequestDeleteRange: {
+          const auto& d = op.request_delete_range();
+          if (d.prev_kv()) s = v.check(&who, T::kRead, d.key(), d.range_end());
+          if (s) s = v.check(&who, T::kWrite, d.key(), d.range_end());
+          break;
+        }
+        case pb::RequestOp::kRequestTxn:
+          s = check_txn_permission(v, who, op.request_txn());
+          break;
+        default:
+          break;
+      }
+      if (!s) return s;
+    }
+  }
+  return {};
+}
+
+// A put with a lease, and a lease revoke, need write permission on every
+// key already attached to the lease (etcd's checkLeasePuts).
+Status KvStore::check_lease_puts(const AuthView& v, const AuthInfo& who, int64_t lease) const {
+  if (lease == 0) return {};
+  auto it = leases_.find(lease);
+  if (it == leases_.end()) return {};
+  for (const auto& k : it->second.keys)
+    if (Status s = v.check(&who, RangePerms::Type::kWrite, k, ""); !s) return s;
+  return {};
 }
 
 // ------------------------------------------------------------------ leases

@@ -39,6 +39,7 @@
 
 #include "etcdwire/v3_json.h"
 #include "node/raft/raft.pb.h"
+#include "node/storage/auth_store.h"
 #include "node/storage/db.h"
 #include "node/storage/key_index.h"
 #include "node/storage/pb.h"
@@ -68,6 +69,8 @@ class KvStore {
     // apply lost to a power failure is replayed from the log (the applied
     // index is in the same batch, so state and index are lost together).
     bool sync_apply = false;
+    // --auth-token-ttl: the idle lifetime of a simple token.
+    int64_t auth_token_ttl_ms = 300'000;
   };
 
   struct ApplyResult {
@@ -138,6 +141,13 @@ class KvStore {
   bool member_removed(uint64_t id) const;
   std::vector<uint64_t> removed_members() const;
 
+  // --- auth (auth_store.h): users, roles, the enabled flag, tokens ---
+  // Client writes carry their caller (InternalRequest.auth); while auth is
+  // enabled apply() checks them against the auth state as of their own log
+  // position (etcd's authApplierV3), so every member decides alike.
+  AuthStore& auth() { return auth_; }
+  const AuthStore& auth() const { return auth_; }
+
   // --- internal: the write side used by apply() and the v2 layer ---
   class Writer;
 
@@ -179,6 +189,12 @@ class KvStore {
                            pb::LeaseGrantResponse* resp);
   Status apply_lease_revoke(Writer& w, int64_t id);
   Status apply_member(Writer& w, const pb::InternalRequest& req, pb::InternalResponse* resp);
+  // The caller's permission for a client request (ok for requests without
+  // a caller and while auth is off).  REQUIRES: the write lock.
+  Status check_permission(const pb::InternalRequest& req) const;
+  Status check_txn_permission(const AuthView& v, const AuthInfo& who,
+                              const pb::TxnRequest& t) const;
+  Status check_lease_puts(const AuthView& v, const AuthInfo& who, int64_t lease) const;
   void fill_members(google::protobuf::RepeatedPtrField<pb::Member>* out) const;
 
   // Readers share mu_, apply and lease bookkeeping hold it exclusively.
@@ -211,6 +227,7 @@ class KvStore {
   std::map<int64_t, Lease> leases_;
   std::map<uint64_t, pb::Member> members_;
   std::set<uint64_t> removed_members_;
+  AuthStore auth_;
   // The records an ApplyBatch staged and has not written yet (set while it
   // holds the write lock; read_record looks here first).
   const std::map<Revision, pb::KeyValue>* staged_ = nullptr;

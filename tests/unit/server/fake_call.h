@@ -26,6 +26,7 @@ class FakeCall : public net::grpc::Call {
   const net::grpc::Metadata& metadata() const override { return md_; }
   const std::string& remote_address() const override { return addr_; }
   const std::string& peer_common_name() const override { return cn_; }
+  void set_common_name(std::string cn) { cn_ = std::move(cn); }
   std::optional<std::chrono::steady_clock::time_point> deadline() const override {
     return std::nullopt;
   }
