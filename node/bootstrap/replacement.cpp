@@ -206,4 +206,37 @@ std::optional<MemberPlan> try_replacement(const config::Config& cfg,
   return p;
 }
 
+std::optional<MemberPlan> recheck_replacement(const config::Config& cfg,
+                                              const net::TlsOptions& peer_tls,
+                                              std::string* why_not) {
+  DiscoveryOptions dopts;
+  dopts.url = cfg.discovery;
+  dopts.proxy = cfg.discovery_proxy;
+  dopts.name = cfg.name;
+  dopts.peer_urls = cfg.initial_advertise_peer_urls;
+  dopts.max_retries = 2;
+  std::string err;
+  if (!parse_discovery_url(cfg.discovery, &err)) {
+    *why_not = err;
+    return std::nullopt;
+  }
+  DiscoveryClient token(dopts);
+  TokenState st;
+  if (auto f = token.state(&st)) {
+    *why_not = "cannot read the discovery token: " + f->message;
+    return std::nullopt;
+  }
+  std::vector<std::string> peer_urls;
+  for (size_t i = 0; i < st.members.size() && i < st.size; ++i) {
+    std::vector<std::pair<std::string, std::string>> pairs;
+    parse_registration(st.members[i].value, &pairs);
+    for (auto& [name, url] : pairs) peer_urls.push_back(url);
+  }
+  if (peer_urls.empty()) {
+    *why_not = "the discovery token lists no members";
+    return std::nullopt;
+  }
+  return try_replacement(cfg, peer_urls, st.size, peer_tls, why_not);
+}
+
 }  // namespace muster::bootstrap

@@ -41,4 +41,11 @@ std::optional<MemberPlan> try_replacement(const config::Config& cfg,
                                           uint64_t size, const net::TlsOptions& peer_tls,
                                           std::string* why_not);
 
+// For a node that fell back to proxy (--discovery-replace-dead set): reads
+// the token again (its size and first `size` members) and tries the
+// replacement with them.  Same answers as try_replacement.
+std::optional<MemberPlan> recheck_replacement(const config::Config& cfg,
+                                              const net::TlsOptions& peer_tls,
+                                              std::string* why_not);
+
 }  // namespace muster::bootstrap

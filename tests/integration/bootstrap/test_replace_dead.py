@@ -196,6 +196,25 @@ class ReplaceDeadTest(unittest.TestCase):
         self.assertIn("permanently removed from the cluster", m3.proc.log())
         self.assertEqual(self.voters(m1), ["m1", "m2", "m4"])
 
+    def test_proxy_becomes_the_replacement_when_a_member_dies_later(self):
+        c = self.form()
+        m1, m2, m3 = c.members
+        # Nothing is dead: the new node is a proxy, and keeps asking.
+        m4 = self.new_node(c, "m4", "2s")
+        wait_for(lambda: self.role(m4) == "proxy", 30, "m4 to fall back to proxy")
+        wait_for(m4.healthy, 30, "the proxy to serve")
+        st, j = m4.put("via-proxy", "p")
+        self.assertEqual(st, 200, j)
+        self.kill_and_wipe(m3)
+        # Later a member dies: the proxy takes its seat by itself.
+        wait_for(lambda: self.voters(m1) == ["m1", "m2", "m4"], 60, "m4 to be a voter")
+        wait_for(lambda: self.role(m4) == "member", 20, "m4's data dir to be a member's")
+        wait_for(m4.healthy, 20, "m4 to be healthy as a member")
+        self.assertTrue(m4.alive())
+        self.assertTrue(self.log_has(m4, "this proxy becomes the replacement member"))
+        self.assertEqual(m4.value("via-proxy"), "p")
+        self.assertEqual(self.token_members(), ["m1", "m2", "m4"])
+
     def test_two_of_three_dead_no_replacement_and_the_node_says_why(self):
         c = self.form()
         m1, m2, m3 = c.members
