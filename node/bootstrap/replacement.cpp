@@ -133,7 +133,7 @@ std::optional<MemberPlan> try_replacement(const config::Config& cfg,
     }
     if (!r->second.contains("retry_after_ms")) break;
     const std::chrono::milliseconds wait(r->second.value("retry_after_ms", int64_t{1000}));
-    log::info(kLog, "a member is unreachable but not for long enough yet; asking again later",
+    log::info(kLog, "the leader asks to be asked again later",
               {{"reason", r->second.value("reason", std::string())},
                {"retry-in", std::to_string(wait.count()) + "ms"}});
     std::this_thread::sleep_for(std::min<std::chrono::milliseconds>(wait, dead_after));

@@ -199,12 +199,33 @@ void ReplacementApi::choose_and_change(std::shared_ptr<Attempt> a) {
   const auto healthy_within = std::chrono::milliseconds(member_.election_ms());
   std::vector<PeerSilence> voters;
   for (const auto& p : v.peers) {
-    if (p.learner)
+    if (!p.learner) {
+      voters.push_back(p);
+      continue;
+    }
+    if (p.unheard_for < a->dead_after)
       return refuse(a,
                     "learner " + etcdwire::id_to_hex(p.id) +
                         " is still catching up; one replacement at a time",
                     true);
-    voters.push_back(p);
+    // A learner unheard for the threshold is a replacement that died
+    // before its promotion (it never counted toward the quorum): remove
+    // it, then let the caller ask again with the seat it held.
+    const uint64_t stale = p.id;
+    log::warn(kLog, "removing a learner that has been unreachable for the threshold",
+              {{"member-id", etcdwire::id_to_hex(stale)},
+               {"unreachable-for", std::to_string(p.unheard_for.count()) + "ms"},
+               {"replacement", a->name}});
+    pb::MemberRemoveRequest r;
+    r.set_id(stale);
+    service_.member_remove(r, [this, a, stale](storage::Status s, pb::MemberRemoveResponse) {
+      refuse(a,
+             s ? "removed learner " + etcdwire::id_to_hex(stale) +
+                     ", a replacement that died before its promotion; ask again"
+               : "cannot remove the dead learner: " + s.message(),
+             true, json{{"retry_after_ms", 500}});
+    });
+    return;
   }
   auto healthy = [&](const PeerSilence& p) { return p.unheard_for < healthy_within; };
   const PeerSilence* dead = nullptr;

@@ -15,7 +15,10 @@
 //          kLockKey only if it does not exist, attached to a new lease of
 //          kLockTtl (so at most one replacement is in flight; a crashed
 //          replacer's lock expires);
-//       2. picks, from the leader's view taken now (after the lock), the
+//       2. removes a learner unheard for dead_after_ms (a replacement that
+//          died before its promotion) and asks the caller to come again;
+//          refuses while a live learner is catching up;
+//          picks, from the leader's view taken now (after the lock), the
 //          voter unheard longest, if unheard for at least dead_after_ms
 //          (when it is unheard but not for that long yet, or this leader
 //          has led for less than that, the refusal says "retry_after_ms":

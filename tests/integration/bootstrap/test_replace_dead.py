@@ -18,7 +18,8 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bootstrap import BootCluster, Discovery, ProcessGroup, musterctl, wait_for  # noqa: E402
+from bootstrap import (BootCluster, Discovery, ProcessGroup, free_port, musterctl,  # noqa: E402
+                       wait_for)
 
 
 class ReplaceDeadTest(unittest.TestCase):
@@ -214,6 +215,26 @@ class ReplaceDeadTest(unittest.TestCase):
         self.assertTrue(self.log_has(m4, "this proxy becomes the replacement member"))
         self.assertEqual(m4.value("via-proxy"), "p")
         self.assertEqual(self.token_members(), ["m1", "m2", "m4"])
+
+    def test_a_learner_left_by_a_replacement_that_died_does_not_block_the_next(self):
+        c = self.form()
+        m1, m2, m3 = c.members
+        # A learner that never answers: what a replacement that died before
+        # its promotion leaves behind.  (Right after forming, member changes
+        # answer "unhealthy cluster" for 5 s.)
+        ghost = "http://127.0.0.1:%d" % free_port()
+
+        def add_ghost():
+            st, j = m1.call("/v3/cluster/member/add", {"peerURLs": [ghost], "isLearner": True})
+            return st == 200
+        wait_for(add_ghost, 30, "the ghost learner to be added")
+        self.kill_and_wipe(m3)
+        m4 = self.new_node(c, "m4", "2s")
+        wait_for(lambda: self.voters(m1) == ["m1", "m2", "m4"], 60, "m4 to be a voter")
+        self.assertEqual(len(self.members(m1)), 3)  # the ghost is gone
+        self.assertTrue(any(self.log_has(m, "removing a learner that has been unreachable")
+                            for m in (m1, m2)))
+        wait_for(m4.healthy, 20, "m4 to be healthy")
 
     def test_two_of_three_dead_no_replacement_and_the_node_says_why(self):
         c = self.form()
