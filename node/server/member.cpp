@@ -297,7 +297,8 @@ int run_member(const config::Config& cfg, const bootstrap::MemberPlan& plan,
       std::atomic<bool> done{false}, in_flight{false};
       const auto started = std::chrono::steady_clock::now();
       while (!stopping.load() && !done.load()) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        // Every 50 ms: a refused promotion costs one check on the leader.
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
         if (!node->published() || in_flight.load()) continue;
         if (!node->status().is_learner) {
           std::error_code ec;
