@@ -328,6 +328,26 @@ std::optional<DiscoveryClient::Failure> DiscoveryClient::remove(const std::strin
   }
 }
 
+std::optional<DiscoveryClient::Failure> DiscoveryClient::put(const std::string& id,
+                                                           const std::string& value) {
+  const std::string body = "value=" + net::percent_encode(value);
+  net::Headers h;
+  h.set("Content-Type", "application/x-www-form-urlencoded");
+  int failures = 0;
+  for (;;) {
+    Answer a = classify(impl_->client_.request("PUT", impl_->key_url(id, ""), body, h), false);
+    if (a.kind == Answer::Kind::kTransient) {
+      if (!impl_->back_off(failures, "PUT " + id, a.detail))
+        return impl_->too_many("PUT " + id, a.detail);
+      continue;
+    }
+    if (a.kind == Answer::Kind::kOk) return std::nullopt;
+    return Failure{
+        a.kind == Answer::Kind::kV2Error ? DiscoveryError::kProtocol : DiscoveryError::kBadEndpoint,
+        "PUT " + impl_->key_url(id, "") + " answered " + a.detail};
+  }
+}
+
 namespace {
 
 // The join, step by step, with its state in one place.

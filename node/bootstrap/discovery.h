@@ -150,6 +150,9 @@ class DiscoveryClient {
   std::optional<Failure> state(TokenState* out);
   // DELETE <dir>/<id>.  kProtocol with etcd's message when the key is absent.
   std::optional<Failure> remove(const std::string& id);
+  // PUT <dir>/<id> with form value=`value` (creates or overwrites): a
+  // replacement member records itself (node/bootstrap/replacement.h).
+  std::optional<Failure> put(const std::string& id, const std::string& value);
 
   class Impl;
 

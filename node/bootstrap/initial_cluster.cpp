@@ -26,6 +26,7 @@ InitialCluster from_discovery(const config::Config& cfg) {
   InitialCluster out;
   out.message = r.message;
   out.peer_urls = r.peer_urls;
+  out.size = r.size;
   switch (r.kind) {
     case DiscoveryResult::Kind::kCluster:
       out.kind = InitialCluster::Kind::kCluster;

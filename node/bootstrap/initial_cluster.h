@@ -25,6 +25,7 @@ struct InitialCluster {
   std::string initial_cluster;  // "name=url,..." as --initial-cluster would say it
   std::string token;            // the cluster token member IDs are computed with
   std::vector<std::string> peer_urls;
+  uint64_t size = 0;  // kFull from discovery: the token's size
   // For --discovery-srv with https peers and no --peer-trusted-ca-file: the
   // name peer certificates are verified against (the SRV domain), as etcd.
   std::optional<std::string> peer_tls_server_name;

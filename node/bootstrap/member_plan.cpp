@@ -8,6 +8,7 @@
 #include "etcdwire/ids.h"
 #include "net/client.h"
 #include "node/bootstrap/initial_cluster.h"
+#include "node/bootstrap/replacement.h"
 #include "node/config/urls.h"
 
 namespace muster::bootstrap {
@@ -102,6 +103,17 @@ MemberPlan plan_member(const config::Config& given, const net::TlsOptions& peer_
   config::Config cfg = given;
   auto boot = resolve_initial_cluster(cfg);
   if (boot.kind == InitialCluster::Kind::kFull) {
+    // --discovery-replace-dead (Muster): take a dead member's seat instead
+    // (replacement.h); whatever refuses, fall back as etcd does.
+    if (cfg.discovery_replace_dead.count() > 0) {
+      std::string why_not;
+      if (auto p = try_replacement(cfg, boot.peer_urls, boot.size, peer_tls, &why_not)) return *p;
+      log::warn("etcdmain", "not replacing any member",
+                {{"reason", why_not}, {"fallback", cfg.discovery_fallback}});
+      if (cfg.discovery_fallback == "exit")
+        fail(boot.message + "; not replacing any member: " + why_not +
+             " (--discovery-fallback=exit)");
+    }
     if (cfg.discovery_fallback == "exit") fail(boot.message + " (--discovery-fallback=exit)");
     log::warn("etcdmain", "discovery cluster is full, falling back to proxy",
               {{"reason", boot.message}});

@@ -51,6 +51,11 @@ struct MemberPlan {
   // With https SRV records the peers' certificates carry the SRV domain, not
   // the host in the URL: the name the peer dialer verifies.
   std::optional<std::string> peer_tls_server_name;
+  // A replacement (replacement.h) joins as a learner: it asks to be promoted
+  // once caught up, then releases the cluster's replacement lock by revoking
+  // `replacement_lock_lease` (0: nothing to release).
+  bool promote_when_caught_up = false;
+  int64_t replacement_lock_lease = 0;
 };
 
 // The plan of a member of a new cluster made of `cluster` (a parsed

@@ -84,6 +84,10 @@ struct Config {
   std::string discovery_proxy;
   std::string discovery_srv;
   std::string discovery_srv_name;
+  // Muster: with a full discovery token, replace a member unreachable for
+  // longer than this instead of becoming a proxy (0: off, etcd's behaviour;
+  // docs/operations.md "Replacing a dead member automatically").
+  std::chrono::nanoseconds discovery_replace_dead{0};
   std::string dns_server;  // Muster: host:port of the DNS server for SRV lookups
   bool strict_reconfig_check = true;
   bool pre_vote = false;

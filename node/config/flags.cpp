@@ -296,6 +296,10 @@ std::vector<FlagSpec> build_table() {
       one_of(FIELD(discovery_fallback), {"proxy", "exit"}));
   add("discovery-proxy", c, "", "HTTP proxy for traffic to the discovery service.", K::kValue,
       str(FIELD(discovery_proxy)));
+  add("discovery-replace-dead", c, "0s",
+      "Muster: when the discovery token is full, replace a member the leader has not heard from "
+      "for this long (a Go duration; 0 = never, become a proxy as etcd does).",
+      K::kDuration, duration(FIELD(discovery_replace_dead)));
   add("discovery-srv", c, "", "DNS domain whose SRV records bootstrap the cluster.", K::kValue,
       str(FIELD(discovery_srv)));
   add("discovery-srv-name", c, "",

@@ -304,6 +304,15 @@ std::string validate_and_derive(Config& cfg, std::vector<LogLine>& log,
            " for discovery-fallback (valid values: proxy, exit)";
   }
   // etcdserver VerifyJoinExisting.
+  if (cfg.discovery_replace_dead.count() < 0)
+    return "--discovery-replace-dead must not be negative";
+  if (cfg.discovery_replace_dead.count() > 0 && cfg.discovery.empty())
+    return "--discovery-replace-dead needs --discovery (a member replaces a dead one only when "
+           "its discovery token is full)";
+  if (cfg.discovery_replace_dead.count() > 0 &&
+      cfg.discovery_replace_dead < std::chrono::seconds(1))
+    return "--discovery-replace-dead must be at least 1s (a member is judged dead by the leader's "
+           "heartbeats; shorter silences are ordinary hiccups)";
   if (!cfg.discovery.empty() && cfg.initial_cluster_state == "existing") {
     return "discovery URL should not be set when joining existing initial cluster";
   }

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
@@ -27,6 +28,7 @@
 #include "node/server/jwt.h"
 #include "node/server/member_server.h"
 #include "node/server/peer_metrics.h"
+#include "node/server/replacement_api.h"
 #include "node/server/transport.h"
 #include "node/server/v2_api.h"
 #include "node/server/v3_api.h"
@@ -187,6 +189,9 @@ int run_member(const config::Config& cfg, const bootstrap::MemberPlan& plan,
       },
       tls.peer_client);
   api.set_metrics_collector([&peer_metrics] { peer_metrics.collect(); });
+  // Muster's /muster/v1/reachability and /muster/v1/replace
+  // (--discovery-replace-dead on a new node asks for them).
+  ReplacementApi replacement(*node, api.service(), registry);
   V3Grpc::Options grpc_api_options;
   grpc_api_options.handling_time_histogram = cfg.metrics == "extensive";
   V3Grpc grpc_api(api.service(), registry, grpc_api_options);
@@ -232,7 +237,8 @@ int run_member(const config::Config& cfg, const bootstrap::MemberPlan& plan,
             const std::string path = target.substr(0, target.find('?'));
             if (!with_grpc && path != "/metrics" && path != "/health")
               return ex->respond(net::Response::text(404, "404 page not found\n"));
-            if (!api.handle(ex) && !(v2 && v2->handle(ex)) && !(pprof && pprof->handle(ex)))
+            if (!api.handle(ex) && !(with_grpc && replacement.handle(ex)) &&
+                !(v2 && v2->handle(ex)) && !(pprof && pprof->handle(ex)))
               ex->respond(net::Response::json(
                   404, "{\"error\":\"Not Found\",\"message\":\"Not Found\",\"code\":5}\n"));
           });
@@ -279,6 +285,61 @@ int run_member(const config::Config& cfg, const bootstrap::MemberPlan& plan,
     base::notify_systemd("READY=1", "etcdmain");
   });
 
+  // A replacement (--discovery-replace-dead) joined as a learner: once it
+  // has caught up the leader accepts its promotion ("can only promote a
+  // learner member which is in sync with leader" until then); then it
+  // releases the cluster's replacement lock.
+  // <data-dir>/member/promote-when-caught-up (holding the lock's lease ID)
+  // keeps that intent across a restart before the promotion.
+  const std::string promote_file = cfg.data_dir + "/member/promote-when-caught-up";
+  int64_t lock_lease = plan.replacement_lock_lease;
+  if (plan.promote_when_caught_up) {
+    std::ofstream(promote_file, std::ios::trunc) << lock_lease << "\n";
+  } else if (fs::exists(promote_file)) {
+    std::ifstream(promote_file) >> lock_lease;
+  }
+  std::thread promoter;
+  if (fs::exists(promote_file))
+    promoter = std::thread([&] {
+      std::atomic<bool> done{false}, in_flight{false};
+      const auto started = std::chrono::steady_clock::now();
+      while (!stopping.load() && !done.load()) {
+        // Every 50 ms: a refused promotion costs one check on the leader.
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        if (!node->published() || in_flight.load()) continue;
+        if (!node->status().is_learner) {
+          std::error_code ec;
+          fs::remove(promote_file, ec);
+          done = true;
+          break;
+        }
+        in_flight = true;
+        pb::MemberPromoteRequest r;
+        r.set_id(me.member_id);
+        api.service().member_promote(
+            r, [&, started](storage::Status st, pb::MemberPromoteResponse) {
+              if (st) {
+                const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    std::chrono::steady_clock::now() - started);
+                log::info("etcdserver", "replacement member promoted to voting member",
+                          {{"member-id", etcdwire::id_to_hex(me.member_id)},
+                           {"caught-up-in", std::to_string(took.count()) + "ms"}});
+                std::error_code ec;
+                fs::remove(promote_file, ec);
+                if (lock_lease != 0) {
+                  pb::LeaseRevokeRequest rv;
+                  rv.set_id(lock_lease);
+                  api.service().lease_revoke(rv, [](storage::Status, pb::LeaseRevokeResponse) {});
+                }
+                done = true;
+              }
+              in_flight = false;
+            });
+      }
+      // The callback may still hold references to the locals: wait for it.
+      while (in_flight.load()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    });
+
   // On SIGTERM: hand leadership off, stop serving, stop the transport.  The
   // stopper runs beside the I/O threads because stopping waits on them.
   std::thread stopper;
@@ -294,7 +355,8 @@ int run_member(const config::Config& cfg, const bootstrap::MemberPlan& plan,
         stopping = true;
         stopper = std::thread([&] {
           if (ready_waiter.joinable()) ready_waiter.join();
-          node->stop(true);
+          node->stop(true);  // a promotion in flight hears "server stopped"
+          if (promoter.joinable()) promoter.join();
           for (auto& s : servers) s->stop();
           transport.stop();
           io.stop();
@@ -304,6 +366,7 @@ int run_member(const config::Config& cfg, const bootstrap::MemberPlan& plan,
   if (stopper.joinable()) stopper.join();
   stopping = true;
   if (ready_waiter.joinable()) ready_waiter.join();
+  if (promoter.joinable()) promoter.join();
   log::info("etcdserver", "stopped", {{"signal", sig}});
   return 0;
 }

@@ -121,6 +121,9 @@ MemberServer::MemberServer(MemberServerOptions options, std::vector<InitialMembe
   membership_ = std::make_unique<Membership>(std::move(mo), *storage_, transport_);
   membership_->load(raft_->conf_state());
   membership_->sync_peers();
+  reachability_ = std::make_unique<PeerReachability>(options_.member_id, [this](uint64_t id) {
+    return transport_.peer_status(id).received_bytes;
+  });
 
   applier_ = std::make_unique<Applier>(*storage_, *membership_, waits_, metrics);
 
@@ -216,6 +219,10 @@ DriverHooks MemberServer::hooks() {
     forwarder_->poll(now, driver_->leader());
     chores_->run(now, raft_->role() == raft::StateRole::kLeader, driver_->leader() != 0);
     membership_->track_peer_activity();
+    const auto& cs = membership_->conf_state();
+    reachability_->sample(now, raft_->role() == raft::StateRole::kLeader,
+                          std::vector<uint64_t>(cs.voters().begin(), cs.voters().end()),
+                          std::vector<uint64_t>(cs.learners().begin(), cs.learners().end()));
   };
   return h;
 }

@@ -37,6 +37,7 @@
 #include "node/server/leader_forward.h"
 #include "node/server/member_api.h"
 #include "node/server/membership.h"
+#include "node/server/peer_reachability.h"
 #include "node/server/waits.h"
 #include "node/storage/member_storage.h"
 
@@ -144,6 +145,10 @@ class MemberServer final : public MemberApi {
   bool existing_state() const { return existing_state_; }
   // This member's removal is in its applied state (a restart after removal).
   bool removed_from_cluster() const { return storage_->kv().member_removed(options_.member_id); }
+  // The leader's view of how long each member has gone unheard
+  // (peer_reachability.h); empty on a follower.
+  ReachabilityView reachability() const { return reachability_->view(); }
+  uint32_t election_ms() const { return options_.election_ms; }
 
  private:
   struct LeaderMove {
@@ -184,6 +189,7 @@ class MemberServer final : public MemberApi {
 
   Waits waits_;
   std::unique_ptr<Membership> membership_;
+  std::unique_ptr<PeerReachability> reachability_;
   std::unique_ptr<Applier> applier_;
   std::unique_ptr<LeaderChores> chores_;
   std::unique_ptr<LeaderForwarder> forwarder_;

@@ -361,6 +361,22 @@ TEST(ConfigValidate, DiscoveryClearsTheDefaultInitialCluster) {
             "127.0.0.1:5353");
 }
 
+TEST(ConfigValidate, DiscoveryReplaceDeadIsOffByDefaultAndNeedsDiscovery) {
+  using std::chrono::seconds;
+  EXPECT_EQ(ok({"--discovery", "http://d.example/abc"}).discovery_replace_dead.count(), 0);
+  EXPECT_EQ(ok({"--discovery", "http://d.example/abc", "--discovery-replace-dead", "30s"})
+                .discovery_replace_dead,
+            seconds(30));
+  EXPECT_EQ(ok({"--discovery", "http://d.example/abc"}, {{"ETCD_DISCOVERY_REPLACE_DEAD", "1m"}})
+                .discovery_replace_dead,
+            seconds(60));
+  EXPECT_EQ(err({"--discovery-replace-dead", "30s"}).rfind("--discovery-replace-dead needs", 0),
+            0u);
+  EXPECT_EQ(err({"--discovery", "http://d.example/abc", "--discovery-replace-dead", "100ms"})
+                .rfind("--discovery-replace-dead must be at least 1s", 0),
+            0u);
+}
+
 TEST(ConfigValidate, DiscoveryCannotJoinAnExistingCluster) {
   EXPECT_EQ(err({"--discovery", "http://d.example/abc", "--initial-cluster-state", "existing"}),
             "discovery URL should not be set when joining existing initial cluster");
