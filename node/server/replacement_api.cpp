@@ -98,6 +98,18 @@ void ReplacementApi::refuse(std::shared_ptr<Attempt> a, const std::string& reaso
 }
 
 void ReplacementApi::replace(const Ex& ex) {
+  // A replacement removes a member.  With auth enabled only root may do
+  // that (MemberRemove is root-only), and this route carries no etcd
+  // credentials: it is refused rather than let it bypass auth
+  // (docs/security.md).
+  if (member_.kv().auth().enabled()) {
+    refused_.inc();
+    ex->respond(net::Response::json(
+        401, json{{"error", "unauthorized"},
+                  {"reason", "replacement is not available while auth is enabled"}}
+                 .dump()));
+    return;
+  }
   auto a = std::make_shared<Attempt>();
   a->ex = ex;
   try {
@@ -111,9 +123,11 @@ void ReplacementApi::replace(const Ex& ex) {
         400, json{{"error", "bad request"}, {"reason", std::string(e.what())}}.dump()));
     return;
   }
-  if (a->peer_urls.empty() || a->dead_after.count() <= 0) {
+  // The node's own flag refuses thresholds under a second; so does the
+  // leader, so no client can ask it to remove a member silent for a moment.
+  if (a->peer_urls.empty() || a->dead_after < std::chrono::seconds(1)) {
     ex->respond(net::Response::json(
-        400, json{{"error", "bad request"}, {"reason", "peer_urls and dead_after_ms are required"}}
+        400, json{{"error", "bad request"}, {"reason", "peer_urls and dead_after_ms (at least 1000) are required"}}
                  .dump()));
     return;
   }

@@ -253,6 +253,28 @@ class ReplaceDeadTest(unittest.TestCase):
         self.assertEqual(st, 200, j)
         self.assertEqual(sorted(m.get("name", "") for m in j["members"]), ["m1", "m2", "m3"])
 
+    def test_the_replace_route_refuses_short_thresholds_and_bypassing_auth(self):
+        """/muster/v1/replace removes a member: a client may not ask for a
+        threshold under a second, and with auth enabled the route (which
+        carries no etcd credentials) is refused on every member."""
+        c = self.form()
+        body = {"name": "intruder", "peer_urls": ["http://127.0.0.1:1"], "size": 3}
+        for m in c.members:
+            st, j = m.call("/muster/v1/replace", dict(body, dead_after_ms=10))
+            self.assertEqual(st, 400, j)
+        via = c.members[0]
+        for path, req in (("/v3/auth/user/add", {"name": "root", "password": "rootpw"}),
+                          ("/v3/auth/user/grant", {"user": "root", "role": "root"}),
+                          ("/v3/auth/enable", {})):
+            st, j = via.call(path, req)
+            self.assertEqual(st, 200, (path, j))
+        for m in c.members:
+            wait_for(lambda: m.call("/muster/v1/replace", dict(body, dead_after_ms=5000))[0] == 401,
+                     20, "auth refusal on " + m.name)
+            st, j = m.call("/muster/v1/replace", dict(body, dead_after_ms=5000))
+            self.assertIn("auth", j["reason"])
+        self.assertEqual(sorted(x["name"] for x in self.members(via)), ["m1", "m2", "m3"])
+
 
 if __name__ == "__main__":
     unittest.main()
