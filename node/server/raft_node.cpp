@@ -340,11 +340,9 @@ void RaftNode::unsubscribe(uint64_t id) {
 }
 
 // LevelDB's whole-range compaction: rewrites the tables without deleted and
-// overwritten entries (what etcd's defragment achieves for bolt).
-storage::Status RaftNode::defragment() {
-  storage_->db().db()->CompactRange(nullptr, nullptr);
-  return {};
-}
+// overwritten entries (what etcd's defragment achieves for bolt).  Called on
+// an API thread: MemberStorage keeps it off a database being replaced.
+storage::Status RaftNode::defragment() { return storage_->defragment(); }
 
 void RaftNode::step(raftpb::Message m) {
   {

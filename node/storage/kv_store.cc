@@ -235,6 +235,24 @@ Status KvStore::open(Database* db, Options options, std::unique_ptr<KvStore>* ou
   return {};
 }
 
+Status KvStore::reopen(const std::function<Status(Database** db)>& swap) {
+  auto lock = write_lock();
+  Database* db = nullptr;
+  Status s = swap(&db);
+  db_ = db;
+  index_.clear();
+  live_keys_ = 0;
+  rev_ = 1;
+  compact_rev_ = 0;
+  applied_index_ = 0;
+  applied_term_ = 0;
+  leases_.clear();
+  members_.clear();
+  removed_members_.clear();
+  if (!s) return s;
+  return load();
+}
+
 Status KvStore::load() {
   std::string v;
   Status s = db_->get(keys::kApplied, &v);

@@ -5,11 +5,19 @@
 //
 // Who calls what: the server opens one MemberStorage at start, hands log() to
 // the Raft core, applies committed entries to kv(), streams snapshots with
-// snapshot_writer() and installs received ones with install().  install()
-// replaces log() and kv(): references obtained before it are invalid after.
+// snapshot_writer() and installs received ones with install().
+//
+// Threads: one thread (the Raft driver) calls install(), log() and db().
+// kv(), snapshot_writer() and defragment() may be called from any thread,
+// also while an install runs: the KvStore object lives as long as this
+// object (an install swaps the database under it, kv_store.h reopen()), and
+// a snapshot stream still open on the old database ends with an error.
+// install() replaces log(): a RaftLog reference obtained before it is
+// invalid after.
 #pragma once
 
 #include <memory>
+#include <shared_mutex>
 #include <string>
 
 #include "node/storage/db.h"
@@ -35,9 +43,14 @@ class MemberStorage {
   Database& db() { return *db_; }
   const std::string& member_dir() const { return member_dir_; }
 
+  // Any thread (see above).
   std::unique_ptr<SnapshotWriter> snapshot_writer(size_t chunk_bytes = 1 << 20) {
+    std::shared_lock lock(swap_mu_);
     return std::make_unique<SnapshotWriter>(db_.get(), chunk_bytes);
   }
+  // LevelDB's whole-range compaction (what etcd's defragment achieves for
+  // bolt).  Any thread; an install waits for it.
+  Status defragment();
   Status begin_install(std::unique_ptr<SnapshotInstaller>* out) {
     return SnapshotInstaller::begin(member_dir_, options_.db, out);
   }
@@ -62,6 +75,9 @@ class MemberStorage {
 
   std::string member_dir_;
   Options options_;
+  // Held shared by callers on other threads that use db_ (snapshot_writer,
+  // defragment) and exclusively by install() while it replaces db_.
+  std::shared_mutex swap_mu_;
   std::unique_ptr<Database> db_;
   std::unique_ptr<RaftLog> log_;
   std::unique_ptr<KvStore> kv_;
