@@ -1,0 +1,364 @@
+"""A fault-injecting TCP relay in front of every member's peer port.
+
+Each member listens on a private peer port and advertises a *front* port
+owned by the relay, so every peer connection in the cluster crosses the
+relay.  The relay knows which member dialed (it looks the connecting socket
+up in /proc: the process that owns it), and which member was dialed (the
+front), so faults are per directed link "bytes from a to b", whichever side
+opened the connection.  The members run unmodified.
+
+Faults on a directed link a->b:
+  - blocked: bytes from a to b are held back (not read further, so the
+    sender's buffers fill and its writes stall), exactly what TCP does
+    while packets are being dropped; they flow again when the link heals,
+    unless the connection is cut first.  New connections are accepted and
+    held the same way.
+  - delay (+ jitter): each chunk is forwarded after delay + U(0, jitter)
+    milliseconds, in order.  Within one TCP stream bytes are never
+    reordered (TCP forbids it); messages on different connections are, by
+    their independent random delays.
+  - cut: every open connection between two members is reset at once.
+Connections from processes that are not members (a test's own GET
+/members, a joining member not yet registered) are relayed unfaulted.
+
+Everything runs on one asyncio loop in a daemon thread; the control
+methods are thread-safe.
+"""
+
+import asyncio
+import os
+import random
+import socket
+import threading
+import time
+
+
+def _hex_port(port):
+    return "%04X" % port
+
+
+def _socket_inode(local_port, remote_port):
+    """The inode of the IPv4 loopback socket 127.0.0.1:local_port ->
+    127.0.0.1:remote_port, from /proc/net/tcp (None if absent)."""
+    want_local = "0100007F:" + _hex_port(local_port)
+    want_remote = "0100007F:" + _hex_port(remote_port)
+    try:
+        with open("/proc/net/tcp") as f:
+            next(f)
+            for line in f:
+                parts = line.split()
+                if parts[1] == want_local and parts[2] == want_remote:
+                    return parts[9]
+    except OSError:
+        return None
+    return None
+
+
+def _pid_owning(inode, pids):
+    target = "socket:[%s]" % inode
+    for pid in pids:
+        d = "/proc/%d/fd" % pid
+        try:
+            for fd in os.listdir(d):
+                try:
+                    if os.readlink(os.path.join(d, fd)) == target:
+                        return pid
+                except OSError:
+                    continue
+        except OSError:
+            continue
+    return None
+
+
+class Link:
+    """Fault settings of one directed link (a -> b)."""
+
+    def __init__(self):
+        self.blocked = False
+        self.delay_ms = 0.0
+        self.jitter_ms = 0.0
+
+
+class Relay:
+    def __init__(self, seed=0):
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self._fronts = {}  # name -> (front_port, target_port)
+        self._pids = {}  # pid -> member name
+        self._links = {}  # (a, b) -> Link
+        self._conns = set()  # open _Conn objects
+        self._servers = {}
+        self._changed = None  # asyncio.Event, set on every rule change
+        self.stats = {"connections": 0, "unknown_sources": 0, "bytes": 0}
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="relay", daemon=True)
+        self._thread.start()
+        self._call(self._init)
+
+    def _run(self):
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_forever()
+
+    def _call(self, coro_fn, *args):
+        fut = asyncio.run_coroutine_threadsafe(coro_fn(*args), self._loop)
+        return fut.result(timeout=30)
+
+    async def _init(self):
+        self._changed = asyncio.Event()
+
+    # ---------------------------------------------------------------- setup
+
+    def add_front(self, name, front_port, target_port):
+        """Listen on front_port (member `name`'s advertised peer port) and
+        relay to target_port (where it really listens)."""
+        self._call(self._add_front, name, front_port, target_port)
+
+    async def _add_front(self, name, front_port, target_port):
+        srv = await asyncio.start_server(
+            lambda r, w: self._accept(name, front_port, target_port, r, w),
+            host="127.0.0.1", port=front_port, reuse_address=True)
+        with self._lock:
+            self._fronts[name] = (front_port, target_port)
+            self._servers[name] = srv
+
+    def set_pid(self, name, pid):
+        """Member `name` now runs as `pid` (after every start)."""
+        with self._lock:
+            for p, n in list(self._pids.items()):
+                if n == name:
+                    del self._pids[p]
+            if pid:
+                self._pids[pid] = name
+
+    def close(self):
+        async def shut():
+            for srv in self._servers.values():
+                srv.close()
+            for c in list(self._conns):
+                c.abort()
+            me = asyncio.current_task()
+            tasks = [t for t in asyncio.all_tasks() if t is not me]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        try:
+            self._call(shut)
+        except Exception:
+            pass
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+
+    # ---------------------------------------------------------------- faults
+
+    def _link(self, a, b):
+        return self._links.setdefault((a, b), Link())
+
+    def _notify(self):
+        self._loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self):
+        ev = self._changed
+        self._changed = asyncio.Event()
+        ev.set()
+
+    def block(self, a, b):
+        """Stop bytes from a to b."""
+        with self._lock:
+            self._link(a, b).blocked = True
+        self._notify()
+
+    def partition(self, side_a, side_b, cut=False):
+        """No bytes between any member of side_a and any of side_b, either
+        way.  cut=True also resets the open connections between them."""
+        with self._lock:
+            for a in side_a:
+                for b in side_b:
+                    self._link(a, b).blocked = True
+                    self._link(b, a).blocked = True
+        self._notify()
+        if cut:
+            self.cut(side_a, side_b)
+
+    def cut(self, side_a, side_b):
+        sa, sb = set(side_a), set(side_b)
+
+        async def do():
+            for c in list(self._conns):
+                if (c.src in sa and c.dst in sb) or (c.src in sb and c.dst in sa):
+                    c.abort()
+        self._call(do)
+
+    def set_delay(self, a, b, delay_ms, jitter_ms=0.0):
+        with self._lock:
+            link = self._link(a, b)
+            link.delay_ms = float(delay_ms)
+            link.jitter_ms = float(jitter_ms)
+        self._notify()
+
+    def heal(self):
+        """Every link back to normal (no block, no delay)."""
+        with self._lock:
+            self._links.clear()
+        self._notify()
+
+    def describe(self):
+        with self._lock:
+            out = []
+            for (a, b), l in sorted(self._links.items()):
+                if l.blocked or l.delay_ms or l.jitter_ms:
+                    out.append("%s->%s%s%s" % (a, b, " blocked" if l.blocked else "",
+                                               " delay=%g+%g" % (l.delay_ms, l.jitter_ms)
+                                               if l.delay_ms or l.jitter_ms else ""))
+            return out
+
+    # ---------------------------------------------------------------- data path
+
+    def _rule(self, a, b):
+        with self._lock:
+            l = self._links.get((a, b))
+            if l is None:
+                return False, 0.0
+            delay = l.delay_ms + (self._rng.uniform(0, l.jitter_ms) if l.jitter_ms else 0.0)
+            return l.blocked, delay / 1000.0
+
+    async def _accept(self, dst, front_port, target_port, reader, writer):
+        try:
+            await self._relay(dst, front_port, target_port, reader, writer)
+        except (asyncio.CancelledError, OSError):
+            writer.transport.abort()
+
+    async def _relay(self, dst, front_port, target_port, reader, writer):
+        peer = writer.get_extra_info("peername")
+        src = None
+        if peer:
+            inode = _socket_inode(peer[1], front_port)
+            if inode:
+                with self._lock:
+                    pids = dict(self._pids)
+                pid = _pid_owning(inode, pids)
+                src = pids.get(pid)
+        self.stats["connections"] += 1
+        if src is None:
+            self.stats["unknown_sources"] += 1
+        try:
+            ur, uw = await asyncio.open_connection("127.0.0.1", target_port)
+        except OSError:
+            writer.close()
+            return
+        conn = _Conn(self, src, dst, writer, uw)
+        self._conns.add(conn)
+        try:
+            await asyncio.gather(conn.pump(reader, uw, src, dst), conn.pump(ur, writer, dst, src),
+                                 return_exceptions=True)
+        finally:
+            conn.abort()
+            self._conns.discard(conn)
+
+    async def wait_change(self):
+        await self._changed.wait()
+
+
+class _Conn:
+    def __init__(self, relay, src, dst, down_writer, up_writer):
+        self.relay = relay
+        self.src = src  # member that dialed (None: not a member)
+        self.dst = dst
+        self._writers = (down_writer, up_writer)
+        self._closed = False
+
+    def abort(self):
+        if self._closed:
+            return
+        self._closed = True
+        for w in self._writers:
+            try:
+                w.transport.abort()
+            except Exception:
+                pass
+
+    async def pump(self, reader, writer, a, b):
+        """Bytes from member a (reader) to member b (writer).  A clean end
+        of the stream is passed on (half-close); an error on either side
+        resets the whole connection, as the kernel would for the real peer."""
+        relay = self.relay
+        queue = asyncio.Queue()
+
+        async def deliver():
+            try:
+                while True:
+                    item = await queue.get()
+                    if item is None:
+                        if not self._closed:
+                            writer.write_eof()
+                        return
+                    due, data = item
+                    while True:
+                        blocked, _ = relay._rule(a, b) if a and b else (False, 0.0)
+                        if not blocked:
+                            break
+                        await relay.wait_change()
+                    wait = due - time.monotonic()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                    writer.write(data)
+                    relay.stats["bytes"] += len(data)
+                    await writer.drain()
+            except (OSError, RuntimeError, ConnectionError):
+                self.abort()
+
+        sender = asyncio.ensure_future(deliver())
+        last_due = 0.0
+        try:
+            while not self._closed:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                _, delay = relay._rule(a, b) if a and b else (False, 0.0)
+                due = max(time.monotonic() + delay, last_due)
+                last_due = due
+                queue.put_nowait((due, data))
+                # Back-pressure: stop reading while 64 chunks wait (a blocked
+                # link fills the sender's buffers, as a lossy network does).
+                while queue.qsize() > 64 and not self._closed and not sender.done():
+                    await asyncio.sleep(0.01)
+            queue.put_nowait(None)
+            await sender
+        except (OSError, ConnectionError):
+            self.abort()
+        finally:
+            if not sender.done():
+                sender.cancel()
+
+
+def self_test():
+    """A quick check that blocking holds bytes and healing releases them."""
+    r = Relay()
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen()
+    target = ls.getsockname()[1]
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    front = probe.getsockname()[1]
+    probe.close()
+    r.add_front("b", front, target)
+    r.set_pid("a", os.getpid())
+    c = socket.create_connection(("127.0.0.1", front))
+    s, _ = ls.accept()
+    c.sendall(b"x")
+    assert s.recv(1) == b"x"
+    r.block("a", "b")
+    c.sendall(b"y")
+    s.settimeout(0.3)
+    try:
+        s.recv(1)
+        raise AssertionError("blocked bytes got through")
+    except socket.timeout:
+        pass
+    r.heal()
+    s.settimeout(5)
+    assert s.recv(1) == b"y"
+    c.close()
+    s.close()
+    ls.close()
+    r.close()
