@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "node/server/test_knobs.h"
 #include "node/storage/errors.h"
 #include "node/storage/snapshot.h"
 
@@ -360,7 +361,7 @@ void V3Service::range(const pb::RangeRequest& r, Done<pb::RangeResponse> done) {
     impl->fill_header(resp.mutable_header());
     (*cb)({}, std::move(resp));
   };
-  if (req->serializable())
+  if (req->serializable() || test_knobs::serve_reads_locally())
     serve();
   else
     impl_->after_barrier(impl_->options_.request_timeout, std::move(serve),
@@ -1030,6 +1031,7 @@ void V3Service::Impl::WatchStream::deliver_locked(Watcher& w, std::vector<pb::Ev
   for (auto& e : events) {
     if (e.kv().mod_revision() < w.next_rev) continue;
     w.next_rev = e.kv().mod_revision() + 1;
+    if (test_knobs::drop_watch_event()) continue;
     if (!w.prev_kv) e.clear_prev_kv();
     *r.add_events() = std::move(e);
   }
