@@ -338,6 +338,12 @@ int run(int argc, char** argv) {
                                              std::function<void(storage::Status, int64_t)> done) {
     leader_client.keepalive(leader, lease, std::move(done));
   };
+  nopts.forward_time_to_live =
+      [&leader_client](
+          uint64_t leader, const server::pb::LeaseTimeToLiveRequest& req,
+          std::function<void(storage::Status, server::pb::LeaseTimeToLiveResponse)> done) {
+        leader_client.time_to_live(leader, req, std::move(done));
+      };
   nopts.forward_promote = [&leader_client](uint64_t leader, uint64_t member,
                                            std::function<void(storage::Status)> done) {
     leader_client.promote(leader, member, std::move(done));

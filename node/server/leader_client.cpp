@@ -1,5 +1,5 @@
-// node/server/leader_client.cpp: keepalive and promote forwarded to the
-// leader over gRPC (see leader_client.h).
+// node/server/leader_client.cpp: keepalive, lease time-to-live and promote
+// forwarded to the leader over gRPC (see leader_client.h).
 #include "node/server/leader_client.h"
 
 #include <utility>
@@ -119,6 +119,22 @@ void LeaderClient::keepalive(uint64_t leader, int64_t lease,
                 }
                 if (resp.ttl() <= 0) return done(storage::errors::lease_not_found(), 0);
                 done({}, resp.ttl());
+              });
+}
+
+// The leader answers an unknown lease with TTL -1 (etcd's answer too).
+void LeaderClient::time_to_live(uint64_t leader, const pb::LeaseTimeToLiveRequest& req,
+                                std::function<void(Status, pb::LeaseTimeToLiveResponse)> done) {
+  impl_->call(leader, "/etcdserverpb.Lease/LeaseTimeToLive", req.SerializeAsString(),
+              [done = std::move(done)](net::grpc::Status s, std::optional<std::string> m) {
+                pb::LeaseTimeToLiveResponse resp;
+                if (!m || !resp.ParseFromString(*m)) {
+                  if (s.ok() || !is_member_answer(s))
+                    return done({Code::kUnavailable, kTimedOut}, {});
+                  return done({static_cast<Code>(static_cast<int>(s.code)), s.message}, {});
+                }
+                if (resp.ttl() == -1) return done(storage::errors::lease_not_found(), {});
+                done({}, std::move(resp));
               });
 }
 

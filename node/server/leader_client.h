@@ -5,9 +5,9 @@
 // thread per request.
 //
 // Some requests only the leader can answer: a lease keepalive refreshes the
-// leader's lease clock, and promoting a learner needs its view of the
-// learner's log.  etcd forwards them over its peer connection; Muster sends
-// them to the leader's client API as any client would (LeaseKeepAlive and
+// leader's lease clock, a lease's remaining TTL is on that clock, and
+// promoting a learner needs its view of the learner's log.  etcd forwards them over its peer
+// connection; Muster sends them to the leader's client API as any client would (LeaseKeepAlive and
 // MemberPromote), with the member's client TLS settings for https URLs.
 //
 // Errors: the leader's etcd error passes through (code and text); a leader
@@ -29,6 +29,7 @@
 
 #include "net/grpc_client.h"
 #include "net/tls.h"
+#include "node/storage/pb.h"
 #include "node/storage/status.h"
 
 namespace muster::server {
@@ -46,6 +47,11 @@ class LeaderClient {
   // found" when the leader does not know it.
   void keepalive(uint64_t leader, int64_t lease,
                  std::function<void(storage::Status, int64_t ttl)> done);
+  // The leader's answer to LeaseTimeToLive; kNotFound "etcdserver:
+  // requested lease not found" when the leader does not know the lease.
+  void time_to_live(
+      uint64_t leader, const etcdserverpb::LeaseTimeToLiveRequest& req,
+      std::function<void(storage::Status, etcdserverpb::LeaseTimeToLiveResponse)> done);
   // Asks the leader to promote learner `member`.
   void promote(uint64_t leader, uint64_t member, std::function<void(storage::Status)> done);
 

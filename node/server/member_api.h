@@ -63,6 +63,19 @@ class MemberApi {
   // the leader).  `done(status, ttl)`.
   virtual void lease_keepalive(int64_t id, std::function<void(storage::Status, int64_t)> done) = 0;
 
+  // A lease's remaining TTL as the leader sees it (forwarded there when this
+  // member is not the leader): only the leader's clock counts keepalives, a
+  // follower's own expiry times are stale.  kNotFound for an unknown lease.
+  // The default answers from the local store (a member that is its own
+  // leader).
+  virtual void lease_time_to_live(
+      const pb::LeaseTimeToLiveRequest& req,
+      std::function<void(storage::Status, pb::LeaseTimeToLiveResponse)> done) {
+    pb::LeaseTimeToLiveResponse resp;
+    storage::Status s = kv().lease_time_to_live(req, &resp);
+    done(s, std::move(resp));
+  }
+
   // A membership change: `req` carries exactly one of member_add (the new
   // member's peer URLs and isLearner; the ID is assigned here),
   // member_remove, member_update or member_promote.  It is checked against

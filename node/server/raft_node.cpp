@@ -312,6 +312,18 @@ void RaftNode::lease_keepalive(int64_t id, std::function<void(Status, int64_t)> 
   options_.forward_keepalive(lead, id, std::move(done));
 }
 
+void RaftNode::lease_time_to_live(const pb::LeaseTimeToLiveRequest& req,
+                                  std::function<void(Status, pb::LeaseTimeToLiveResponse)> done) {
+  uint64_t lead = leader_.load();
+  if (lead == 0) return done(no_leader(), {});
+  if (lead == options_.member_id || !options_.forward_time_to_live) {
+    pb::LeaseTimeToLiveResponse resp;
+    auto st = storage_->kv().lease_time_to_live(req, &resp);
+    return done(st, std::move(resp));
+  }
+  options_.forward_time_to_live(lead, req, std::move(done));
+}
+
 MemberStatus RaftNode::status() const {
   MemberStatus s;
   s.cluster_id = options_.cluster_id;

@@ -105,6 +105,11 @@ struct RaftNodeOptions {
   // Leader forwarding of lease keepalives: client URL of a member by ID.
   std::function<void(uint64_t leader, int64_t lease, std::function<void(storage::Status, int64_t)>)>
       forward_keepalive;
+  // Leader forwarding of LeaseTimeToLive (only the leader knows a lease's
+  // remaining time).
+  std::function<void(uint64_t leader, const pb::LeaseTimeToLiveRequest&,
+                     std::function<void(storage::Status, pb::LeaseTimeToLiveResponse)>)>
+      forward_time_to_live;
 };
 
 // The initial members of a new cluster (static bootstrap).
@@ -135,6 +140,9 @@ class RaftNode final : public MemberApi {
   void read_barrier(std::function<void(storage::Status)> done) override;
   storage::KvStore& kv() override { return storage_->kv(); }
   void lease_keepalive(int64_t id, std::function<void(storage::Status, int64_t)> done) override;
+  void lease_time_to_live(
+      const pb::LeaseTimeToLiveRequest& req,
+      std::function<void(storage::Status, pb::LeaseTimeToLiveResponse)> done) override;
   void change_member(pb::InternalRequest req, ApplyDone done) override;
   MemberStatus status() const override;
   uint64_t subscribe(std::function<void(const std::vector<pb::Event>&)> cb) override;

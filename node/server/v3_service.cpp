@@ -430,7 +430,8 @@ void V3Service::lease_keepalive(const pb::LeaseKeepAliveRequest& r,
   });
 }
 
-// A lease this member does not know answers TTL -1, as etcd does.
+// A lease the leader does not know answers TTL -1, as etcd does.  The
+// leader answers (a follower forwards): only its clock counts keepalives.
 void V3Service::lease_time_to_live(const pb::LeaseTimeToLiveRequest& r,
                                    Done<pb::LeaseTimeToLiveResponse> done) {
   Impl* impl = impl_.get();
@@ -439,17 +440,18 @@ void V3Service::lease_time_to_live(const pb::LeaseTimeToLiveRequest& r,
   impl->after_barrier(
       impl->options_.request_timeout,
       [impl, req, cb] {
-        pb::LeaseTimeToLiveResponse resp;
-        Status s = impl->member_.kv().lease_time_to_live(*req, &resp);
-        if (!s) {
-          if (s.code() != Code::kNotFound) return (*cb)(s, pb::LeaseTimeToLiveResponse());
-          resp.Clear();
-          resp.mutable_header()->set_revision(impl->member_.kv().revision());
-          resp.set_id(req->id());
-          resp.set_ttl(-1);
-        }
-        impl->fill_header(resp.mutable_header());
-        (*cb)({}, std::move(resp));
+        impl->member_.lease_time_to_live(
+            *req, [impl, req, cb](Status s, pb::LeaseTimeToLiveResponse resp) {
+              if (!s) {
+                if (s.code() != Code::kNotFound) return (*cb)(s, pb::LeaseTimeToLiveResponse());
+                resp.Clear();
+                resp.mutable_header()->set_revision(impl->member_.kv().revision());
+                resp.set_id(req->id());
+                resp.set_ttl(-1);
+              }
+              impl->fill_header(resp.mutable_header());
+              (*cb)({}, std::move(resp));
+            });
       },
       [cb](const Status& s) { (*cb)(s, pb::LeaseTimeToLiveResponse()); });
 }
