@@ -100,7 +100,7 @@ RaftNode::RaftNode(RaftNodeOptions options, std::vector<InitialMember> initial,
   rc.heartbeat_tick = 1;
   rc.election_tick =
       std::max<int>(2, static_cast<int>(options_.election_ms / options_.heartbeat_ms));
-  rc.applied = storage_->kv().applied_index();
+  rc.applied = storage_->raft_applied_index();
   rc.pre_vote = options_.pre_vote;
   rc.check_quorum = true;
   rc.max_size_per_msg = 1 << 20;

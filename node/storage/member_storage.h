@@ -16,6 +16,7 @@
 // invalid after.
 #pragma once
 
+#include <algorithm>
 #include <memory>
 #include <shared_mutex>
 #include <string>
@@ -40,6 +41,16 @@ class MemberStorage {
 
   RaftLog& log() { return *log_; }
   KvStore& kv() { return *kv_; }
+
+  // The applied index to start the Raft core with: the state machine's, but
+  // never past the log's last index.  An install streams the sender's live
+  // state, newer than the snapshot's index where the new log starts; until
+  // the log catches up (the entries in between arrive again and apply skips
+  // them) the state is ahead of the log, and the core refuses an applied
+  // index it has no entry for.
+  uint64_t raft_applied_index() {
+    return std::min<uint64_t>(kv_->applied_index(), log_->last_index());
+  }
   Database& db() { return *db_; }
   const std::string& member_dir() const { return member_dir_; }
 
