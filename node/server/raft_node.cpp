@@ -580,6 +580,9 @@ void RaftNode::handle_ready(raft::Ready& rd) {
       sync_peers();
       log::info("raft", "installed snapshot",
                 {{"index", snapshot_index_}, {"applied", applied_.load()}});
+      // The revisions the state jumped over produced no events: an empty
+      // batch tells subscribers to read them from the store (MemberApi).
+      publish_events({});
     }
   }
   if (rd.hard_state || !rd.entries.empty()) {
@@ -651,14 +654,16 @@ void RaftNode::apply_entries(const std::vector<raftpb::Entry>& entries) {
   }
   metrics_.histogram("etcd_disk_backend_commit_duration_seconds", "", {})
       .observe(std::chrono::duration<double>(Clock::now() - start).count());
-  if (!events.empty()) {
-    std::vector<std::function<void(const std::vector<pb::Event>&)>> subs;
-    {
-      std::lock_guard lock(mu_);
-      for (auto& [id, cb] : subscribers_) subs.push_back(cb);
-    }
-    for (auto& cb : subs) cb(events);
+  if (!events.empty()) publish_events(events);
+}
+
+void RaftNode::publish_events(const std::vector<pb::Event>& events) {
+  std::vector<std::function<void(const std::vector<pb::Event>&)>> subs;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [id, cb] : subscribers_) subs.push_back(cb);
   }
+  for (auto& cb : subs) cb(events);
 }
 
 void RaftNode::apply_conf_change(const raftpb::Entry& e) {

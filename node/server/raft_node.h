@@ -195,6 +195,9 @@ class RaftNode final : public MemberApi {
   // fresh cluster's designated first candidate).  Returns true once done.
   bool maybe_hasten_first_election();
   void handle_ready(raft::Ready& rd);
+  // Calls every subscriber with `events` (empty: the state jumped, see
+  // MemberApi::subscribe).
+  void publish_events(const std::vector<pb::Event>& events);
   void apply_entries(const std::vector<raftpb::Entry>& entries);
   void apply_conf_change(const raftpb::Entry& e);
   // Checks a membership change against the applied configuration and

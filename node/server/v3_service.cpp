@@ -933,11 +933,22 @@ const V3Service::UnaryMethod* V3Service::unary(std::string_view name) {
 // delivery skips events below `next_rev`, which covers events that were both
 // in the history and reported live.  Every write to the sink happens under
 // the stream lock, so responses of one watcher are in revision order.
+//
+// The member's state can also jump: a snapshot install brings revisions that
+// were never applied here one by one, so no events came for them (the member
+// then reports an empty batch).  A batch that does not continue the last
+// revision the stream saw turns every live watcher back into a catching-up
+// one, which reads the skipped revisions from the store (or is cancelled
+// with the compacted revision, as etcd cancels a watcher that fell behind a
+// compaction) before its buffered live events.
 class V3Service::Impl::WatchStream : public V3Service::WatchSession,
                                      public std::enable_shared_from_this<WatchStream> {
  public:
   WatchStream(Impl* svc, std::shared_ptr<WatchSink> sink, size_t max_queued)
-      : svc_(svc), sink_(std::move(sink)), max_queued_(max_queued) {}
+      : svc_(svc),
+        sink_(std::move(sink)),
+        max_queued_(max_queued),
+        seen_rev_(svc->member_.kv().revision()) {}
 
   struct Watcher {
     int64_t id = 0;
@@ -1024,6 +1035,8 @@ class V3Service::Impl::WatchStream : public V3Service::WatchSession,
   bool overflowed_ = false;
   uint64_t subscription_ = 0;
   int64_t next_auto_id_ = 0;
+  // The member's revision as of the last batch of events (or jump) seen.
+  int64_t seen_rev_;
   std::map<int64_t, Watcher> watchers_;
 };
 
@@ -1167,20 +1180,37 @@ void V3Service::Impl::WatchStream::catch_up(int64_t id, int64_t start_rev) {
 }
 
 void V3Service::Impl::WatchStream::on_events(const std::vector<pb::Event>& events) {
-  if (events.empty()) return;
-  std::lock_guard l(mu_);
-  if (closed_) return;
-  const int64_t rev = events.back().kv().mod_revision();
-  for (auto& [id, w] : watchers_) {
-    std::vector<pb::Event> matching;
-    for (const auto& e : events)
-      if (matches(w, e)) matching.push_back(e);
-    if (matching.empty()) continue;
-    if (w.catching_up) {
-      for (auto& e : matching) w.buffer.push_back(std::move(e));
-    } else {
-      deliver_locked(w, std::move(matching), rev);
+  std::vector<std::pair<int64_t, int64_t>> resync;  // watcher, first revision to read
+  {
+    std::lock_guard l(mu_);
+    if (closed_) return;
+    const int64_t rev =
+        events.empty() ? svc_->member_.kv().revision() : events.back().kv().mod_revision();
+    const bool jumped =
+        events.empty() ? rev > seen_rev_ : events.front().kv().mod_revision() > seen_rev_ + 1;
+    seen_rev_ = std::max(seen_rev_, rev);
+    for (auto& [id, w] : watchers_) {
+      if (jumped && !w.catching_up) {
+        w.catching_up = true;
+        resync.emplace_back(id, w.next_rev);
+      }
+      std::vector<pb::Event> matching;
+      for (const auto& e : events)
+        if (matches(w, e)) matching.push_back(e);
+      if (matching.empty()) continue;
+      if (w.catching_up) {
+        for (auto& e : matching) w.buffer.push_back(std::move(e));
+      } else {
+        deliver_locked(w, std::move(matching), rev);
+      }
     }
+  }
+  // Read the skipped revisions off this (apply) thread.
+  for (auto [id, from] : resync) {
+    std::weak_ptr<WatchStream> self = weak_from_this();
+    svc_->timers_.after(0ms, [self, id = id, from = from] {
+      if (auto s = self.lock()) s->catch_up(id, from);
+    });
   }
 }
 
