@@ -1074,7 +1074,10 @@ Status KvStore::lease_time_to_live(const pb::LeaseTimeToLiveRequest& req,
   const int64_t remaining_ms = it->second.expiry_ms - options_.clock_ms();
   resp->mutable_header()->set_revision(rev_);
   resp->set_id(req.id());
-  resp->set_ttl(remaining_ms <= 0 ? -1 : (remaining_ms + 999) / 1000);
+  // An expired lease whose revocation is not applied yet answers 0, as
+  // etcd's does for its first second; -1 ("not found") only once it is gone,
+  // so a client that sees -1 never reads its keys afterwards.
+  resp->set_ttl(remaining_ms <= 0 ? 0 : (remaining_ms + 999) / 1000);
   resp->set_grantedttl(it->second.ttl);
   if (req.keys())
     for (const auto& k : it->second.keys) resp->add_keys(k);
