@@ -172,8 +172,9 @@ def member_replace(run, rng):
             vid = mem.get("ID")
     if vid is None:
         return "member-replace skipped: %s not listed" % victim.name
+    # --strict-reconfig-check wants every voter connected for a while first.
     st, doc = _retry(run, lambda: lead.call("/v3/cluster/member/remove", {"ID": vid},
-                                            timeout=5.0))
+                                            timeout=5.0), attempts=30)
     if st != "ok":
         return "member-replace: remove %s failed: %s" % (victim.name, doc)
     victim.expect_down = True

@@ -213,9 +213,9 @@ def op_counts(rec):
     return c
 
 
-def replay_command(args_system, seed, faults):
-    return "tests/robustness/run.sh run --system %s --seed %d --faults %s" % (
-        args_system, seed, ",".join(faults))
+def replay_command(args_system, seed, faults, brk=""):
+    return "tests/robustness/run.sh run --system %s --seed %d --faults %s%s" % (
+        args_system, seed, ",".join(faults), " --break " + brk if brk else "")
 
 
 def one_run(system, seed, faults, out_dir=None, verbose=True, member_env=None):
@@ -240,6 +240,7 @@ def one_run(system, seed, faults, out_dir=None, verbose=True, member_env=None):
                "nemesis": [n["what"] for n in run.rec.nemesis], "errors": run.errors,
                "run_failed": failed_to_run, "dir": run.group.dir,
                "leader_changes": len(checkers.leader_changes(run.rec)),
+               "break": (member_env or {}).get("MUSTER_TEST_BREAK", ""),
                "relay": dict(run.relay.stats)}
     bad = violations > 0 or failed_to_run is not None or run.errors
     if bad:
@@ -278,11 +279,14 @@ def print_summary(summary, results, system):
         print("    nemesis: %s" % n)
     st = summary["stats"]
     print("    leader changes seen %d; peer connections %d (%d from non-members); watch events "
-          "%d, reconnects %d; leases %d, expiries observed %d, latest %.2fs past TTL" % (
+          "%d, reconnects %d; leases %d, expiries observed %d, latest %.2fs past TTL "
+          "(%d across a leader change, latest %.2fs)" % (
               summary["leader_changes"], summary["relay"]["connections"],
               summary["relay"]["unknown_sources"], st["watch"]["events"],
               st["watch"]["reconnects"], st["leases"]["leases"],
-              st["leases"]["expired_observed"], st["leases"]["max_late_s"]))
+              st["leases"]["expired_observed"], st["leases"]["max_late_s"],
+              st["leases"]["across_leader_change"],
+              st["leases"]["max_late_after_leader_change_s"]))
     if not ok:
         for e in summary["errors"]:
             print("    error: %s" % e)
@@ -294,7 +298,8 @@ def print_summary(summary, results, system):
             if len(v) > 5:
                 print("    [%s] ... %d more" % (k, len(v) - 5))
         print("    history and logs: %s" % summary["dir"])
-        print("    replay: %s" % replay_command(system, summary["seed"], summary["faults"]))
+        print("    replay: %s" % replay_command(system, summary["seed"], summary["faults"],
+                                                summary.get("break", "")))
     sys.stdout.flush()
 
 

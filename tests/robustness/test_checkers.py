@@ -251,19 +251,31 @@ class LeaseTest(unittest.TestCase):
                                                                  expired_ret=3.1)]), 1.0, 0.1)
         self.assertTrue(any("refreshed" in x for x in v), v)
 
-    def test_late_expiry_is_caught(self):
+    def test_lease_that_does_not_expire_is_caught(self):
         v, _ = checkers.check_leases(recorder(leases=[self.lease(expired_call=9.0,
                                                                  expired_ret=9.1)]), 1.0, 0.1)
         self.assertTrue(any("still alive" in x for x in v), v)
 
+    def leader_change_at(self, t):
+        return [{"t": 0.5, "member": "m1", "incarnation": 1, "revision": 2, "leader": 1,
+                 "term": 2, "member_id": 1},
+                {"t": t, "member": "m2", "incarnation": 1, "revision": 2, "leader": 2,
+                 "term": 3, "member_id": 2},
+                {"t": t + 0.1, "member": "m1", "incarnation": 1, "revision": 2, "leader": 1,
+                 "term": 2, "member_id": 1}]  # a lagging member's stale view
+
     def test_leader_change_restarts_the_clock(self):
-        mon = [{"t": 0.5, "member": "m1", "incarnation": 1, "revision": 2, "leader": 1,
-                "term": 2, "member_id": 1},
-               {"t": 3.0, "member": "m1", "incarnation": 1, "revision": 2, "leader": 2,
-                "term": 3, "member_id": 1}]
         le = self.lease(expired_call=7.0, expired_ret=7.1)
-        v, _ = checkers.check_leases(recorder(leases=[le], monitor=mon), 1.0, 0.1)
+        v, stats = checkers.check_leases(recorder(leases=[le], monitor=self.leader_change_at(3.0)),
+                                         1.0, 0.1)
         self.assertEqual(v, [])
+        self.assertEqual(stats["across_leader_change"], 1)
+
+    def test_late_expiry_after_a_leader_change_is_caught(self):
+        le = self.lease(expired_call=8.5, expired_ret=8.6)
+        v, _ = checkers.check_leases(recorder(leases=[le], monitor=self.leader_change_at(3.0)),
+                                     1.0, 0.1)
+        self.assertTrue(any("leader change" in x for x in v), v)
 
     def test_key_readable_after_observed_expiry_is_caught(self):
         rec = recorder(ops=[op(1, "put", "/l/5", 0.2, 0.3, value="lease-5", client="lease"),

@@ -68,7 +68,12 @@ class Recorder:
         return r
 
 
-def classify(status, write):
+# Errors that mean the request never entered the log (both etcd and muster
+# answer them before proposing, or when the proposal is dropped unappended).
+NOT_PROPOSED = ("etcdserver: no leader", "etcdserver: too many requests")
+
+
+def classify(status, write, doc=None):
     """Recorded status of a call: ok, fail (certainly not applied), unknown."""
     if status == "ok":
         return "ok"
@@ -76,6 +81,8 @@ def classify(status, write):
         return "fail"
     if not write:
         return "fail"  # a read that failed returned nothing and changed nothing
+    if status == "error" and doc and str(doc.get("error", "")) in NOT_PROPOSED:
+        return "fail"
     return "unknown"
 
 
@@ -89,6 +96,7 @@ class KvClient(threading.Thread):
         self.last_seen = {}
         self.endpoint = None
         self.member = None
+        self.backoff = 0.0
 
     def pick_member(self):
         live = self.run_.cluster.live()
@@ -116,10 +124,15 @@ class KvClient(threading.Thread):
                 time.sleep(0.05)
                 continue
             try:
-                self.one(m)
+                ok = self.one(m)
             except Exception as e:  # a client bug must not look like a clean run
                 self.run_.errors.append("client %d: %r" % (self.index, e))
                 return
+            # Back off while calls fail (no quorum, member down): fewer
+            # operations of unknown outcome, which cost the checker most.
+            self.backoff = 0.0 if ok else min(1.0, max(0.05, self.backoff * 2))
+            if self.backoff:
+                self.run_.stop_clients.wait(self.rng.uniform(0, self.backoff))
 
     def value(self):
         self.seq += 1
@@ -169,7 +182,7 @@ class KvClient(threading.Thread):
         rec["call"] = now()
         status, doc = self.endpoint.call(path, body)
         t = now()
-        rec["status"] = classify(status, write)
+        rec["status"] = classify(status, write, doc)
         rec["ret"] = t if rec["status"] == "ok" else None
         rec["fail_t"] = t
         if status != "ok":
@@ -179,6 +192,7 @@ class KvClient(threading.Thread):
         else:
             rec["out"] = self.output(rec, doc)
         self.run_.rec.op(rec)
+        return status == "ok"
 
     def output(self, rec, doc):
         out = {"revision": v3.header_rev(doc),
@@ -331,7 +345,7 @@ class LeaseClient(threading.Thread):
         st, doc, member = self.call("/v3/kv/put", {"key": v3.b64(key), "value": v3.b64(value),
                                                    "lease": str(lease)})
         put["member"] = member
-        put["status"] = classify(st, True)
+        put["status"] = classify(st, True, doc)
         put["ret"] = now() if st == "ok" else None
         if st == "ok":
             put["out"] = {"revision": v3.header_rev(doc)}
