@@ -221,6 +221,33 @@ def _retry(run, fn, attempts=10):
     return st, doc
 
 
+# Faults that may overlap: each heals only what it broke (the relay's heal
+# resets every link, so overlapping partitions end together).
+COMBINABLE = ["kill-follower", "pause-follower", "pause-leader", "partition-minority",
+              "one-way-loss", "delay-jitter", "disk-stall-leader", "kill-leader"]
+
+
+def combined(run, rng):
+    """Two faults at once, started a moment apart (e.g. the leader paused
+    while a follower is partitioned away: no quorum until one heals)."""
+    import threading
+    names = rng.sample([n for n in COMBINABLE
+                        if run.cluster.system != "etcd" or n not in MUSTER_ONLY], 2)
+    seeds = [rng.getrandbits(32) for _ in names]
+    out = [None, None]
+
+    def one(i):
+        import random
+        out[i] = FAULTS[names[i]](run, random.Random(seeds[i]))
+
+    t = threading.Thread(target=one, args=(1,), daemon=True)
+    t.start()
+    run.stop_nemesis.wait(rng.uniform(0.0, 1.0))
+    one(0)
+    t.join(timeout=120)
+    return "together: %s; %s" % (out[0], out[1])
+
+
 FAULTS = {
     "kill-leader": lambda run, rng: kill(run, rng, "leader"),
     "kill-follower": lambda run, rng: kill(run, rng, "follower"),
@@ -236,4 +263,5 @@ FAULTS = {
     "disk-stall-leader": lambda run, rng: disk(run, rng, "stall"),
     "disk-eio-leader": lambda run, rng: disk(run, rng, "eio"),
     "member-replace": member_replace,
+    "combined": combined,
 }
