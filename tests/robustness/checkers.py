@@ -255,9 +255,42 @@ def leader_changes(rec):
     return out
 
 
+def commit_times(rec):
+    """When the cluster was seen committing: acknowledged writes' returns
+    and the monitor's revision increases, sorted."""
+    times = [o["ret"] for o in rec.ops if o.get("status") == "ok" and o.get("ret") is not None
+             and o["type"] in ("put", "del", "cas", "pair")]
+    last = {}
+    for s in sorted(rec.monitor, key=lambda s: s["t"]):
+        if s["revision"] > last.get(s["member"], 1 << 62):
+            times.append(s["t"])
+        last[s["member"]] = s["revision"]
+    return sorted(times)
+
+
+def stalled(times, start, end, gap=0.3):
+    """Seconds of [start, end] in which the cluster committed nothing for
+    longer than `gap` (it could not have committed a revocation either)."""
+    if end <= start:
+        return 0.0
+    i = bisect.bisect_left(times, start)
+    prev = start
+    total = 0.0
+    for t in times[i:]:
+        if t >= end:
+            break
+        if t - prev > gap:
+            total += t - prev - gap
+        prev = t
+    if end - prev > gap:
+        total += end - prev - gap
+    return total
+
+
 def check_leases(rec, election_s, heartbeat_s, poll_s=0.1, slack_s=0.5):
     violations = []
     changes = leader_changes(rec)
+    commits = commit_times(rec)
     stats = {"leases": 0, "expired_observed": 0, "max_late_s": 0.0,
              "across_leader_change": 0, "max_late_after_leader_change_s": 0.0}
     for le in rec.leases:
@@ -287,7 +320,10 @@ def check_leases(rec, election_s, heartbeat_s, poll_s=0.1, slack_s=0.5):
             # plus an election timeout and a tick (the issue's bound; etcd's
             # lessor extends by the election timeout on promotion).
             stats["across_leader_change"] += 1
-            late_lc = last_alive - (changed[-1] + ttl)
+            due = changed[-1] + ttl
+            # Time the cluster could not commit anything does not count: the
+            # revocation is a Raft proposal like any other.
+            late_lc = last_alive - due - stalled(commits, due, last_alive)
             stats["max_late_after_leader_change_s"] = max(
                 stats["max_late_after_leader_change_s"], late_lc)
             bound = election_s + heartbeat_s + poll_s + slack_s
@@ -296,7 +332,7 @@ def check_leases(rec, election_s, heartbeat_s, poll_s=0.1, slack_s=0.5):
                     "lease %x (TTL %ds) still alive %.2fs after its TTL counted from the last "
                     "leader change at %.3f (bound: election timeout + heartbeat + polling = %.2fs)"
                     % (le["id"], ttl, late_lc, changed[-1], bound))
-        elif late > ttl:
+        elif late - stalled(commits, anchor + ttl, last_alive) > ttl:
             # Without a leader change, revocation is the leader's chore (and
             # a Raft round); a lease alive a whole TTL late is not expiring.
             violations.append(
