@@ -19,6 +19,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -382,12 +383,22 @@ def main(argv=None):
             return 2
         return 1 if n or summary["errors"] else 0
 
-    # soak
+    # soak.  SIGTERM or SIGINT: finish the run in progress (its members are
+    # stopped and its directory kept or removed as usual), then stop.
+    stopping = threading.Event()
+
+    def stop_soak(signum, frame):
+        stopping.set()
+        print("soak: stopping after the run in progress")
+        sys.stdout.flush()
+    signal.signal(signal.SIGTERM, stop_soak)
+    signal.signal(signal.SIGINT, stop_soak)
     names = faults_for(args.system, args.faults.split(","))
     deadline = time.monotonic() + parse_duration(args.duration)
     seed = args.seed
     totals = {"runs": 0, "failed": 0, "ops": 0, "violations": 0, "faults": 0}
-    while time.monotonic() < deadline and (not args.runs or totals["runs"] < args.runs):
+    while time.monotonic() < deadline and (not args.runs or totals["runs"] < args.runs) and \
+            not stopping.is_set():
         rng = random.Random(seed)
         faults = [rng.choice(names) for _ in range(args.per_run)]
         summary = one_run(args.system, seed, faults, out_dir=args.out)
