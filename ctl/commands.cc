@@ -21,6 +21,7 @@ int run_member(const std::vector<std::string>& args, std::ostream& out, std::ost
 int run_endpoint(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
 int run_snapshot(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
 int run_discovery(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
+int run_check(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
 
 namespace {
 
@@ -29,7 +30,9 @@ int run_version(const std::vector<std::string>& args, std::ostream& out, std::os
     err << "Error: version takes no arguments\n";
     return kExitBadArgs;
   }
+  // etcdctl's two lines; the API version is what a script checks.
   out << "musterctl version: " << MUSTER_VERSION << "\n";
+  out << "API version: 3.4\n";
   return kExitSuccess;
 }
 
@@ -169,6 +172,29 @@ Written to <file>.part and renamed when complete; progress goes to stderr.
 This is not etcd's bolt snapshot (see docs/musterctl.md for the format).
 )";
 
+constexpr std::string_view kCheckUsage =
+    R"(Usage: musterctl check perf|datascale [flags]
+
+  check perf        writes 256-byte keys with 1 KiB values under --prefix at the
+                    load's rate for 60 s, deletes them, and judges the cluster as
+                    etcdctl does: PASS when throughput is above 90% of the rate,
+                    the slowest write under 0.5 s and the deviation under 0.1 s
+  check datascale   writes the load's number of 512-byte keys with 512-byte values
+                    and reports how much the first endpoint's resident memory grew
+
+Flags:
+  --load s|m|l|xl       workload (perf: 150/1000/8000/15000 writes/s with
+                        50/200/500/1000 clients; datascale: 10k/100k/1M/3M keys)
+  --prefix <key>        where the keys go (default /etcdctl-check-perf/ or
+                        /etcdctl-check-datascale/); it must be empty
+  --auto-compact        compact at the last revision afterwards
+  --auto-defrag         defragment every endpoint afterwards
+  --duration <d>        perf only, Muster's: how long to write (default 60s)
+
+Progress goes to stderr when it is a terminal (MUSTERCTL_PROGRESS=always|never).
+Exit status: 0 PASS, 1 FAIL or error, 3 prefix not empty, 4 unknown load.
+)";
+
 constexpr std::array kCommands{
     Command{"put", "Put a key", kPutUsage, &run_put, true},
     Command{"get", "Get a key or a range of keys", kGetUsage, &run_get, true},
@@ -179,6 +205,8 @@ constexpr std::array kCommands{
     Command{"endpoint", "Health and status of endpoints", kEndpointUsage, &run_endpoint, true},
     Command{"snapshot", "Save a logical backup of the keyspace", kSnapshotUsage, &run_snapshot,
             true},
+    Command{"check", "Check the cluster's write performance or memory use, as etcdctl's",
+            kCheckUsage, &run_check, true},
     Command{"srv", "Show the cluster or client endpoints DNS SRV discovery would find", kSrvUsage,
             &run_srv, false},
     Command{"discovery", "Create, inspect or clean up discovery tokens", kDiscoveryUsage,

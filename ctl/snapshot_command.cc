@@ -21,6 +21,7 @@
 #include <openssl/evp.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -189,8 +190,11 @@ int run_snapshot(const std::vector<std::string>& args, std::ostream& out, std::o
     const auto now = std::chrono::steady_clock::now();
     if (now - last_progress >= std::chrono::seconds(1)) {
       last_progress = now;
-      err << "snapshot: " << kvs << " keys (" << humanize_bytes(file.bytes())
-          << ") read at revision " << revision << "\n"
+      // Bytes written so far and the rate since the start, for the person waiting.
+      const double secs = std::chrono::duration<double>(now - start).count();
+      err << "snapshot: " << kvs << " keys (" << humanize_bytes(file.bytes()) << ", "
+          << humanize_bytes(static_cast<uint64_t>(static_cast<double>(file.bytes()) / secs))
+          << "/s) read at revision " << revision << "\n"
           << std::flush;
     }
   }
@@ -230,8 +234,10 @@ int run_snapshot(const std::vector<std::string>& args, std::ostream& out, std::o
     return kExitError;
   }
   const auto took = std::chrono::steady_clock::now() - start;
-  err << "snapshot: " << kvs << " keys, " << leases << " leases (" << humanize_bytes(bytes)
-      << ") at revision " << revision << " from " << endpoint << " in " << go_duration(took)
+  const double secs = std::max(std::chrono::duration<double>(took).count(), 1e-3);
+  err << "snapshot: " << kvs << " keys, " << leases << " leases (" << humanize_bytes(bytes) << ", "
+      << humanize_bytes(static_cast<uint64_t>(static_cast<double>(bytes) / secs))
+      << "/s) at revision " << revision << " from " << endpoint << " in " << go_duration(took)
       << "\n";
   if (options.write_out == OutputFormat::kJson) {
     out << json{{"path", path},

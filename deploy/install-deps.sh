@@ -7,8 +7,13 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config
   libboost-dev libssl-dev libc-ares-dev nlohmann-json3-dev libleveldb-dev
   libprotobuf-dev protobuf-compiler libnghttp2-dev libyaml-cpp-dev googletest libgtest-dev
+  libsystemd-dev libgoogle-perftools-dev
   etcd-server etcd-client dnsmasq dnsutils golang-cfssl openssl wrk curl
   procps psmisc iproute2 python3 python3-yaml python3-grpcio
+  # issue 18: /metrics checked with Prometheus' own Python parser; the
+  # discovery status page in a real headless browser; the .deb built and
+  # checked with dpkg-deb and systemd-analyze.
+  python3-prometheus-client chromium dpkg-dev systemd
   # etcd's own v3 clients for the gRPC interop tests and bench/grpc:
   # Go clientv3 (built offline in GOPATH mode); npm etcd3 (npm ci) needs
   # node and npm, installed below only where the machine has none (these

@@ -32,6 +32,16 @@ bool valid_member_id(std::string_view s) {
                      [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
 }
 
+bool TokenPath::v2_keys_path() const {
+  constexpr std::string_view kKeys = "/v2/keys";
+  return prefix.compare(0, kKeys.size(), kKeys) == 0 &&
+         (prefix.size() == kKeys.size() || prefix[kKeys.size()] == '/');
+}
+
+std::string TokenPath::key_prefix() const {
+  return v2_keys_path() ? prefix.substr(std::string_view("/v2/keys").size()) : prefix;
+}
+
 std::string TokenPath::key() const {
   switch (kind) {
     case Kind::kDirectory:

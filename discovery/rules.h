@@ -32,9 +32,15 @@ struct TokenPath {
   std::string token;
   Kind kind = Kind::kDirectory;
   std::string member_id;  // kMember
-  // The v2 key of the node addressed, as etcd would print it.
+  // The v2 key of the node addressed, as etcd would print it: under etcd's
+  // keys API (a prefix starting "/v2/keys") the key is the path without
+  // "/v2/keys" (PUT /v2/keys/d/t/_config/size -> "/d/t/_config/size").
   std::string key() const;
-  std::string directory_key() const { return prefix + "/" + token; }
+  std::string directory_key() const { return key_prefix() + "/" + token; }
+  // True when the path is an etcd v2 keys API path ("/v2/keys/..."): the
+  // answers are etcd's v2 answers exactly (path mode, docs/discovery.md).
+  bool v2_keys_path() const;
+  std::string key_prefix() const;
 };
 
 // Splits a decoded request path into prefix, token and what follows, or

@@ -62,6 +62,8 @@ json member_node(const TokenPath& tp, const Member& m) {
               {"createdIndex", m.created_index}};
 }
 
+// The token's directory: its registrations.  `_config` is not listed, as
+// etcd's v2 API hides keys that start with '_' (discovery.etcd.io likewise).
 json directory_node(const TokenPath& tp, const Token& t) {
   json node{{"key", tp.directory_key()}, {"dir", true}};
   json nodes = json::array();
@@ -111,46 +113,91 @@ std::string utc_text(int64_t ms) {
   return buf;
 }
 
-std::string token_page(const Token& t) {
+// "45 seconds", "3 minutes", "2 hours", "6 days 23 hours": how long, for a person.
+std::string human_span(int64_t ms) {
+  if (ms < 0) ms = 0;
+  const int64_t s = ms / 1000;
+  auto unit = [](int64_t n, const char* one) {
+    return std::to_string(n) + " " + one + (n == 1 ? "" : "s");
+  };
+  if (s < 60) return unit(s, "second");
+  if (s < 3600) return unit(s / 60, "minute");
+  if (s < 48 * 3600) return unit(s / 3600, "hour");
+  return unit(s / 86400, "day") + " " + unit(s % 86400 / 3600, "hour");
+}
+
+// The token's status page for a browser (GET /<token> with Accept:
+// text/html): size, registrations, whether the cluster is complete, age and
+// expiry, and each registration in createdIndex order with the role etcd's
+// rule gives it.  etcd's discovery client sends no Accept header and gets
+// the v2 JSON.
+std::string token_page(const Token& t, int64_t now) {
   auto formed = cluster_members(t);
-  std::string status = is_complete(t) ? "complete"
-                                      : "waiting for " + std::to_string(t.size - t.members.size()) +
-                                            " more member(s)";
+  const bool complete = is_complete(t);
+  std::string status = complete ? "complete"
+                                : "waiting for " + std::to_string(t.size - t.members.size()) +
+                                      " more member" + (t.size - t.members.size() == 1 ? "" : "s");
   std::string h =
-      "<!doctype html><html><head><meta charset=\"utf-8\"><title>muster-discovery token</title>"
-      "<style>body{font-family:sans-serif;margin:2em}td,th{padding:4px 12px;text-align:left}"
-      "</style></head><body>";
-  h += "<h1>Token " + html_escape(t.name) + "</h1>";
-  h += "<p>Size: " + std::to_string(t.size) +
-       " &middot; Registered: " + std::to_string(t.members.size()) + " &middot; Status: <b>" +
-       status + "</b></p>";
-  h += "<p>Created " + utc_text(t.created_unix_ms) + ", expires " + utc_text(t.expires_unix_ms) +
-       ".</p>";
-  h += "<table><tr><th>#</th><th>ID</th><th>Name</th><th>Peer URLs</th><th>Registered</th>"
-       "<th>Role</th></tr>";
-  std::size_t i = 0;
-  for (const auto& m : t.members) {
-    std::string names, urls;
-    std::size_t start = 0;
-    while (start <= m.value.size()) {
-      auto comma = m.value.find(',', start);
-      if (comma == std::string::npos) comma = m.value.size();
-      std::string pair = m.value.substr(start, comma - start);
-      auto eq = pair.find('=');
-      if (eq != std::string::npos) {
-        if (names.find(pair.substr(0, eq)) == std::string::npos)
-          names += (names.empty() ? "" : ", ") + pair.substr(0, eq);
-        urls += (urls.empty() ? "" : ", ") + pair.substr(eq + 1);
+      "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+      "<meta name=\"viewport\" content=\"width=device-width\">"
+      "<title>Token " +
+      html_escape(t.name) +
+      " &middot; muster-discovery</title><style>"
+      "body{font-family:system-ui,sans-serif;margin:2em auto;max-width:60em;color:#222;"
+      "padding:0 1em}h1{font-size:1.4em;word-break:break-all}"
+      ".facts{display:flex;gap:1em;flex-wrap:wrap;margin:1em 0}"
+      ".fact{border:1px solid #ccd;border-radius:6px;padding:.6em 1em;min-width:8em}"
+      ".fact b{display:block;font-size:1.3em}.fact span{color:#667;font-size:.85em}"
+      ".complete{background:#e7f6e7}.waiting{background:#fff6db}"
+      "table{border-collapse:collapse;width:100%}td,th{padding:6px 10px;text-align:left;"
+      "border-bottom:1px solid #dde}th{background:#f3f4f8}.late{color:#a33}"
+      "footer{margin-top:2em;color:#667;font-size:.85em}</style></head><body>";
+  h += "<h1>Discovery token <code>" + html_escape(t.name) + "</code></h1>";
+  h += "<div class=\"facts\">";
+  h += "<div class=\"fact\" id=\"size\"><span>cluster size</span><b>" + std::to_string(t.size) +
+       "</b></div>";
+  h += "<div class=\"fact\" id=\"registered\"><span>registered</span><b>" +
+       std::to_string(t.members.size()) + "</b></div>";
+  h += std::string("<div class=\"fact ") + (complete ? "complete" : "waiting") +
+       "\" id=\"status\"><span>status</span><b>" + status + "</b></div>";
+  h += "<div class=\"fact\" id=\"age\"><span>age</span><b>" + human_span(now - t.created_unix_ms) +
+       "</b><span>created " + utc_text(t.created_unix_ms) + "</span></div>";
+  h += "<div class=\"fact\" id=\"expiry\"><span>expires in</span><b>" +
+       human_span(t.expires_unix_ms - now) + "</b><span>at " + utc_text(t.expires_unix_ms) +
+       "</span></div>";
+  h += "</div>";
+  if (t.members.empty()) {
+    h += "<p id=\"members\">No member has registered yet.</p>";
+  } else {
+    h += "<table id=\"members\"><tr><th>#</th><th>Member ID</th><th>Name</th><th>Peer URLs</th>"
+         "<th>Registered</th><th>Role</th></tr>";
+    std::size_t i = 0;
+    for (const auto& m : t.members) {
+      std::string names, urls;
+      std::size_t start = 0;
+      while (start <= m.value.size()) {
+        auto comma = m.value.find(',', start);
+        if (comma == std::string::npos) comma = m.value.size();
+        std::string pair = m.value.substr(start, comma - start);
+        auto eq = pair.find('=');
+        if (eq != std::string::npos) {
+          if (names.find(pair.substr(0, eq)) == std::string::npos)
+            names += (names.empty() ? "" : ", ") + pair.substr(0, eq);
+          urls += (urls.empty() ? "" : ", ") + pair.substr(eq + 1);
+        }
+        start = comma + 1;
       }
-      start = comma + 1;
+      const bool member = i < formed.size();
+      h += std::string("<tr") + (member ? "" : " class=\"late\"") + "><td>" + std::to_string(++i) +
+           "</td><td><code>" + html_escape(m.id) + "</code></td><td>" + html_escape(names) +
+           "</td><td>" + html_escape(urls) + "</td><td>" + human_span(now - m.registered_unix_ms) +
+           " ago</td><td>" + (member ? "member" : "late joiner (cluster full: proxy)") +
+           "</td></tr>";
     }
-    bool member = i < formed.size();
-    h += "<tr><td>" + std::to_string(++i) + "</td><td>" + html_escape(m.id) + "</td><td>" +
-         html_escape(names) + "</td><td>" + html_escape(urls) + "</td><td>" +
-         utc_text(m.registered_unix_ms) + "</td><td>" + (member ? "member" : "late (proxy)") +
-         "</td></tr>";
+    h += "</table>";
   }
-  h += "</table></body></html>\n";
+  h += "<footer>muster-discovery &middot; etcd clients read this URL as JSON (etcd v2 keys "
+       "API)</footer></body></html>\n";
   return h;
 }
 
@@ -385,8 +432,8 @@ void Service::create_named(const std::shared_ptr<net::Exchange>& ex, std::string
                                       "changed"));
         metrics_.counter("muster_discovery_tokens_created_total", "").inc();
         log::info("discovery", "token created", {{"token", token}, {"size", size}});
-        ex->respond(
-            v2_ok(201, json{{"action", "create"}, {"node", size_node(tp, r.token)}}, r.index));
+        // A PUT without prevExist is etcd's "set" (201 when the key is new).
+        ex->respond(v2_ok(201, json{{"action", "set"}, {"node", size_node(tp, r.token)}}, r.index));
       });
 }
 
@@ -477,6 +524,7 @@ void Service::handle_token(const std::shared_ptr<net::Exchange>& ex) {
       return;
     }
     store_->get_token(tp.token, now_ms(), [this, ex, tp](StoreResult r) {
+      // etcd names the first node on the path that does not exist: the token.
       if (r.status == StoreStatus::kNotFound)
         return ex->respond(v2_error(kKeyNotFound, tp.directory_key(), r.index));
       if (r.status != StoreStatus::kOk)
@@ -496,7 +544,7 @@ void Service::handle_token(const std::shared_ptr<net::Exchange>& ex) {
             metrics_.counter("muster_discovery_full_cluster_answers_total", "").inc();
           auto accept = ex->request().headers.get("Accept").value_or("");
           if (accept.find("text/html") != std::string::npos) {
-            auto page = net::Response::text(200, token_page(r.token));
+            auto page = net::Response::text(200, token_page(r.token, now_ms()));
             page.headers.set("Content-Type", "text/html; charset=utf-8");
             page.headers.set("X-Etcd-Index", std::to_string(r.index));
             return ex->respond(std::move(page));
@@ -546,7 +594,10 @@ void Service::handle_token(const std::shared_ptr<net::Exchange>& ex) {
     if (auto pe = net::form_get(*query, "prevExist"); pe && *pe == "true")
       return ex->respond(v2_error(kKeyNotFound, tp.key(), index,
                                   "Key not found: registrations cannot be overwritten"));
-    store_->get_token(tp.token, now_ms(), [this, ex, tp, v = *value](StoreResult r) {
+    // etcd: PUT with prevExist=false is "create", without prevExist "set".
+    const char* action =
+        net::form_get(*query, "prevExist").value_or("") == "false" ? "create" : "set";
+    store_->get_token(tp.token, now_ms(), [this, ex, tp, action, v = *value](StoreResult r) {
       if (r.status == StoreStatus::kNotFound) {
         metrics_.counter("muster_discovery_registrations_rejected_total", "").inc();
         return ex->respond(v2_error(kKeyNotFound, tp.directory_key(), r.index));
@@ -556,7 +607,7 @@ void Service::handle_token(const std::shared_ptr<net::Exchange>& ex) {
       auto submitted = Clock::now();
       store_->add_member(
           tp.token, tp.member_id, v, max_registrations_for(r.token.size), now_ms(),
-          [this, ex, tp, submitted](StoreResult r) {
+          [this, ex, tp, action, submitted](StoreResult r) {
             observe_store_write(submitted);
             switch (r.status) {
               case StoreStatus::kOk:
@@ -564,7 +615,7 @@ void Service::handle_token(const std::shared_ptr<net::Exchange>& ex) {
                 log::info("discovery", "member registered",
                           {{"token", tp.token}, {"id", tp.member_id}, {"index", r.index}});
                 return ex->respond(v2_ok(
-                    201, json{{"action", "create"}, {"node", member_node(tp, r.member)}}, r.index));
+                    201, json{{"action", action}, {"node", member_node(tp, r.member)}}, r.index));
               case StoreStatus::kExists:
                 metrics_.counter("muster_discovery_registrations_rejected_total", "").inc();
                 return ex->respond(v2_error(kNodeExist, tp.key(), r.index));

@@ -486,7 +486,10 @@ void H2Connection::close() {
   streams_.clear();
   for (auto& [id, s] : streams) {
     if (s->deadline_timer) s->deadline_timer->cancel();
-    if (s->call) s->call->cancel();
+    if (s->call) {
+      s->call->cancel();
+      s->call->release();  // the program's listener goes with the stream, finished or not
+    }
     if (s->exchange) s->exchange->cancel();
   }
   if (registered_) ctx_->on_closed(this);

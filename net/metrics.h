@@ -15,6 +15,8 @@ namespace muster::metrics {
 class Counter {
  public:
   void inc(double v = 1);
+  // For a counter kept elsewhere and mirrored here (the kernel's CPU time).
+  void set(double v) { v_.store(v); }
   double value() const;
 
  private:

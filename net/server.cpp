@@ -83,7 +83,19 @@ class Server::Impl : public std::enable_shared_from_this<Server::Impl> {
     return h2_;
   }
 
-  uint16_t listen(const std::string& host, uint16_t port) {
+  uint16_t listen(const std::string& host, uint16_t port) { return bind(host, port, true); }
+
+  void accept_connections() {
+    std::vector<std::shared_ptr<tcp::acceptor>> waiting;
+    {
+      std::lock_guard lock(mu_);
+      waiting.swap(not_accepting_);
+    }
+    for (auto& a : waiting)
+      asio::post(a->get_executor(), [self = shared_from_this(), a] { self->accept(a); });
+  }
+
+  uint16_t bind(const std::string& host, uint16_t port, bool accept_now) {
     boost::system::error_code ec;
     auto addr = asio::ip::make_address(host == "localhost" ? "127.0.0.1" : host, ec);
     if (ec) throw std::runtime_error("cannot listen on \"" + host + "\": not an IP address");
@@ -100,8 +112,9 @@ class Server::Impl : public std::enable_shared_from_this<Server::Impl> {
     {
       std::lock_guard lock(mu_);
       acceptors_.push_back(acceptor);
+      if (!accept_now) not_accepting_.push_back(acceptor);
     }
-    accept(acceptor);
+    if (accept_now) accept(acceptor);
     return bound;
   }
 
@@ -159,6 +172,8 @@ class Server::Impl : public std::enable_shared_from_this<Server::Impl> {
   mutable std::mutex mu_;
   bool stopping_ = false;
   std::vector<std::shared_ptr<tcp::acceptor>> acceptors_;
+  std::vector<std::shared_ptr<tcp::acceptor>>
+      not_accepting_;  // bound, accept_connections() pending
   std::map<ConnectionBase*, std::weak_ptr<ConnectionBase>> connections_;
   std::shared_ptr<const detail::H2Context> h2_;
 };
@@ -721,6 +736,12 @@ Server::~Server() { impl_->stop(); }
 uint16_t Server::listen(const std::string& host, uint16_t port) {
   return impl_->listen(host, port);
 }
+
+uint16_t Server::bind(const std::string& host, uint16_t port) {
+  return impl_->bind(host, port, false);
+}
+
+void Server::accept_connections() { impl_->accept_connections(); }
 
 void Server::stop() { impl_->stop(); }
 

@@ -97,6 +97,14 @@ class Server {
   // bound port.  Throws std::runtime_error naming the address on failure.
   uint16_t listen(const std::string& host, uint16_t port);
 
+  // Binds and listens on host:port like listen(), but accepts nothing yet:
+  // clients connect (the kernel queues them, up to its backlog) and their
+  // requests wait until accept_connections().  A member that has not joined
+  // its cluster holds client connections this way, as etcd does.
+  uint16_t bind(const std::string& host, uint16_t port);
+  // Starts accepting on every listener bound with bind().  Once.
+  void accept_connections();
+
   // Stops accepting, cancels pending exchanges (their cancel callbacks run),
   // closes idle connections and closes the others once their answer is out.
   // Safe to call from any thread, more than once.

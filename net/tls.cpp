@@ -20,6 +20,7 @@
 #include <stdexcept>
 #include <utility>
 
+#include "net/atomic_file.h"
 #include "net/log.h"
 
 namespace muster::net {
@@ -315,7 +316,7 @@ void write_pem(const std::string& path, mode_t mode, const std::function<bool(st
   if (std::fflush(f.get()) != 0 || ::fsync(fd) != 0)
     throw std::runtime_error("cannot write \"" + tmp + "\": " + std::strerror(errno));
   f.reset();
-  std::filesystem::rename(tmp, path);
+  if (std::string err = commit_file(tmp, path); !err.empty()) throw std::runtime_error(err);
 }
 
 }  // namespace

@@ -4,7 +4,7 @@
 // OpenSSL primitives behind them.
 //
 // Who calls it: net/server and net/client (https), node/server/transport
-// (https peer URLs), node/server/tls_setup (turns a member's flags into
+// (https peer URLs), node/config/tls_setup (turns a member's flags into
 // TlsOptions).  Any thread; contexts are built once and then shared.
 #pragma once
 

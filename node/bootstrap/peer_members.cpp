@@ -28,6 +28,17 @@ void sort_unique(std::vector<std::string>& v) {
 
 }  // namespace
 
+std::string members_json(const std::vector<MemberInfo>& members) {
+  json arr = json::array();
+  for (const auto& m : members) {
+    json j = {
+        {"id", m.id}, {"name", m.name}, {"peerURLs", m.peer_urls}, {"clientURLs", m.client_urls}};
+    if (m.is_learner) j["isLearner"] = true;
+    arr.push_back(std::move(j));
+  }
+  return arr.dump() + "\n";
+}
+
 std::optional<std::vector<MemberInfo>> parse_members(std::string_view body, std::string* error) {
   json j = json::parse(body, nullptr, false);
   if (j.is_discarded() || !j.is_array()) {

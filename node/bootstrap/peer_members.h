@@ -2,7 +2,7 @@
 // listener.
 //
 // A member serves GET <peer-url>/members on --listen-peer-urls (as etcd's
-// peer API; node/server/peer_members.h writes it): a JSON array of
+// peer API; members_json() below writes it): a JSON array of
 // {"id","name","peerURLs":[...],"clientURLs":[...]} with the header
 // X-Etcd-Cluster-ID.  "id" is a JSON number in etcd; a hex string (the v2
 // members API's form) is accepted too.  A member that has not published its
@@ -32,6 +32,10 @@ struct MemberInfo {
   std::vector<std::string> client_urls;
   bool is_learner = false;
 };
+
+// The /members answer: {"id":<number>,"name","peerURLs","clientURLs"} per
+// member, "isLearner" only for learners.
+std::string members_json(const std::vector<MemberInfo>& members);
 
 // Parses the /members answer.  nullopt and a sentence in *error when it is
 // not an array of member objects.

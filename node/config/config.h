@@ -120,7 +120,7 @@ struct Config {
   std::vector<std::string> listen_metrics_urls;
 
   // --- logging ---
-  std::string logger = "capnslog";  // capnslog | zap (Muster writes JSON lines either way)
+  std::string logger = "zap";  // zap (JSON lines) | capnslog (etcd 3.4's text lines); see net/log.h
   std::vector<std::string> log_outputs{"default"};
   std::string log_level = "info";  // debug | info | warn | error | panic | fatal
   bool debug = false;              // deprecated: same as --log-level=debug

@@ -398,7 +398,7 @@ std::vector<FlagSpec> build_table() {
   add("listen-metrics-urls", pr, "", "Extra URLs serving only /metrics and /health.", K::kValue,
       optional_urls(FIELD(listen_metrics_urls)));
 
-  add("logger", l, "capnslog", "'capnslog' or 'zap'; Muster writes JSON lines with either.",
+  add("logger", l, "zap", "'zap' (JSON lines) or 'capnslog' (etcd 3.4's text lines, deprecated).",
       K::kValue, str(FIELD(logger)));
   add("log-outputs", l, "default",
       "Comma-separated: default, stderr, stdout, systemd/journal or file paths.", K::kValue,

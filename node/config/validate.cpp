@@ -52,6 +52,7 @@ std::string check_logging(Config& cfg, std::vector<LogLine>& log) {
   }
   if (cfg.log_outputs.empty()) cfg.log_outputs = {"default"};
   if (cfg.logger == "capnslog") {
+    warn(log, "Deprecated '--logger=capnslog' flag is set; use '--logger=zap' flag instead");
     if (cfg.log_outputs.size() != 1) {
       return "--logger=capnslog supports only 1 value in '--log-outputs', got " +
              q_list(cfg.log_outputs);

@@ -10,6 +10,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "net/atomic_file.h"
+
 namespace muster::proxy {
 
 namespace fs = std::filesystem;
@@ -53,30 +55,8 @@ std::string write_cluster_file(const std::string& data_dir,
   fs::create_directories(dir, ec);
   if (ec) return "cannot create " + dir + ": " + ec.message();
   fs::permissions(dir, fs::perms::owner_all, fs::perm_options::replace, ec);
-  std::string bak = cluster_file_path(data_dir) + ".bak";
   std::string text = json{{"PeerURLs", peer_urls}}.dump() + "\n";
-  int fd = ::open(bak.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return "cannot write " + bak + ": " + std::strerror(errno);
-  std::size_t off = 0;
-  while (off < text.size()) {
-    ssize_t n = ::write(fd, text.data() + off, text.size() - off);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      std::string err = "cannot write " + bak + ": " + std::strerror(errno);
-      ::close(fd);
-      return err;
-    }
-    off += static_cast<std::size_t>(n);
-  }
-  if (::fsync(fd) != 0) {
-    std::string err = "cannot sync " + bak + ": " + std::strerror(errno);
-    ::close(fd);
-    return err;
-  }
-  ::close(fd);
-  fs::rename(bak, cluster_file_path(data_dir), ec);
-  if (ec) return "cannot rename " + bak + ": " + ec.message();
-  return "";
+  return net::write_file_atomically(cluster_file_path(data_dir), text);
 }
 
 }  // namespace muster::proxy

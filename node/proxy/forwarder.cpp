@@ -417,16 +417,18 @@ class Attempt : public std::enable_shared_from_this<Attempt> {
   void complete() {
     director_.succeeded(current_);
     handled(head_.status);
-    if (streaming_)
-      ex_->end_stream();
-    else
-      ex_->respond(std::move(head_));
+    // The connection goes back to the pool before the client hears the
+    // answer: a client that sends its next read at once finds it there.
     if (idempotent_ && parser_->keep_alive() && conn_->buffer.size() == 0) {
       lowest().expires_never();
       pool_->put(current_, std::move(conn_));
     } else {
       close_stream();
     }
+    if (streaming_)
+      ex_->end_stream();
+    else
+      ex_->respond(std::move(head_));
   }
 
   // An attempt on `current_` failed before the client saw anything.

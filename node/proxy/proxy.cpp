@@ -29,7 +29,7 @@
 #include "node/proxy/forwarder.h"
 #include "node/proxy/grpc_forwarder.h"
 #include "node/proxy/routes.h"
-#include "node/server/tls_setup.h"
+#include "node/config/tls_setup.h"
 
 namespace muster::proxy {
 
@@ -172,9 +172,9 @@ int run(const config::Config& cfg, std::vector<std::string> peer_urls) {
     return 1;
   }
 
-  server::TlsSetup tls;
+  config::TlsSetup tls;
   try {
-    tls = server::make_tls_setup(cfg);
+    tls = config::make_tls_setup(cfg);
   } catch (const std::exception& e) {
     log::error("proxy", e.what());
     return 1;
@@ -189,7 +189,7 @@ int run(const config::Config& cfg, std::vector<std::string> peer_urls) {
   fo.read_timeout = milliseconds(cfg.proxy_read_timeout_ms);
   // As etcd's proxy: the client-side certificate settings are used towards
   // the members; without them, the peer ones (etcd's old behaviour, kept).
-  // Both come from the member's TLS rules (node/server/tls_setup.h), so
+  // Both come from the member's TLS rules (node/config/tls_setup.h), so
   // --cipher-suites, --tls-min/max-version, CRLs and --auto-tls hold here too.
   fo.tls = tls.client_server ? *tls.client_server : tls.peer_client;
 

@@ -63,18 +63,20 @@ class MemberApi {
   // the leader).  `done(status, ttl)`.
   virtual void lease_keepalive(int64_t id, std::function<void(storage::Status, int64_t)> done) = 0;
 
-  // A lease's remaining TTL as the leader sees it (forwarded there when this
-  // member is not the leader): only the leader's clock counts keepalives, a
-  // follower's own expiry times are stale.  kNotFound for an unknown lease.
-  // The default answers from the local store (a member that is its own
-  // leader).
+  // A lease's remaining TTL, granted TTL and (req.keys) attached keys, from
+  // the leader, whose clock is the lease's (forwarded there when this member
+  // is not the leader).  kNotFound "etcdserver: requested lease not found"
+  // for a lease the leader does not know.
   virtual void lease_time_to_live(
       const pb::LeaseTimeToLiveRequest& req,
-      std::function<void(storage::Status, pb::LeaseTimeToLiveResponse)> done) {
-    pb::LeaseTimeToLiveResponse resp;
-    storage::Status s = kv().lease_time_to_live(req, &resp);
-    done(s, std::move(resp));
-  }
+      std::function<void(storage::Status, pb::LeaseTimeToLiveResponse)> done) = 0;
+
+  // Hands leadership to voter `target` and answers once it leads (etcd's
+  // MoveLeader): kFailedPrecondition "etcdserver: not leader" when this
+  // member does not lead, "etcdserver: bad leader transferee" when target
+  // is no voting member, Unavailable "etcdserver: request timed out, leader
+  // transfer took too long" when it does not happen in time.
+  virtual void move_leader(uint64_t target, std::function<void(storage::Status)> done) = 0;
 
   // A membership change: `req` carries exactly one of member_add (the new
   // member's peer URLs and isLearner; the ID is assigned here),

@@ -2,6 +2,8 @@
 protobuf_generate_cpp(MUSTER_TRANSPORTPB_SRCS MUSTER_TRANSPORTPB_HDRS
                       ${CMAKE_CURRENT_LIST_DIR}/transport.proto)
 add_library(muster_transport STATIC ${CMAKE_CURRENT_LIST_DIR}/transport.cpp
+                                    ${CMAKE_CURRENT_LIST_DIR}/peer.cpp
+                                    ${CMAKE_CURRENT_LIST_DIR}/snapshot_stream.cpp
                                     ${MUSTER_TRANSPORTPB_SRCS})
 target_include_directories(muster_transport PUBLIC ${CMAKE_CURRENT_BINARY_DIR}
                                                    ${Protobuf_INCLUDE_DIRS})

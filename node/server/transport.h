@@ -35,6 +35,7 @@
 // small internal thread pool, never on the io_context's threads.
 #pragma once
 
+#include <boost/asio/ip/address.hpp>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -46,6 +47,7 @@
 
 #include "net/tls.h"
 #include "node/raft/raft.pb.h"
+#include "node/server/transport.pb.h"
 #include "node/storage/pb.h"
 #include "node/storage/snapshot.h"
 #include "node/storage/status.h"
@@ -60,10 +62,19 @@ namespace muster::server {
 inline constexpr uint32_t kTransportProtocolVersion = 1;
 
 struct TransportOptions {
+  // Resolves a peer URL's host name: `done(addresses, error)` once, from any
+  // thread.  Empty: the system resolver.  A member started with
+  // --dns-server resolves peer names through that server, the same one its
+  // SRV lookups used.
+  using ResolveHost = std::function<void(
+      const std::string& host,
+      std::function<void(std::vector<boost::asio::ip::address>, std::string error)> done)>;
+
   uint64_t cluster_id = 0;
   uint64_t local_id = 0;
   std::optional<net::TlsOptions> server_tls;  // REQUIRED for https listeners
   std::optional<net::TlsOptions> client_tls;  // REQUIRED to dial https peer URLs
+  ResolveHost resolve_host;
 
   // Redial delay after a failure: doubles from initial up to max; each wait
   // is drawn uniformly from [delay/2, delay] so members do not redial in step.
@@ -117,7 +128,21 @@ struct PeerStatus {
   std::string last_error;         // the most recent dial or connection error
 };
 
-class Transport {
+// What the Raft driver needs from the peer transport (driver.h); Transport
+// implements it, and the driver's unit test fakes it.
+class RaftTransport {
+ public:
+  virtual ~RaftTransport() = default;
+  // Queues messages for their `to` peers; never blocks.
+  virtual void send(std::vector<raftpb::Message> msgs) = 0;
+  // Sends a MsgSnap with the state machine from `writer`; `done(ok)` once.
+  virtual void send_snapshot(raftpb::Message msg, std::unique_ptr<storage::SnapshotWriter> writer,
+                             std::function<void(bool ok)> done) = 0;
+  // The outgoing connection to `peer` is up.
+  virtual bool is_active(uint64_t peer) const = 0;
+};
+
+class Transport final : public RaftTransport {
  public:
   // Builds the TLS contexts from options; throws std::runtime_error on bad
   // certificate, key or CA files.  REQUIRES: io outlives the Transport.
@@ -140,6 +165,10 @@ class Transport {
   void set_snapshot_handler(
       std::function<std::unique_ptr<SnapshotSink>(const raftpb::Message&)> handler);
   void set_unreachable_handler(std::function<void(uint64_t peer)> handler);
+  // Forwarded requests and replies (transportpb.Forward) from peer `from`,
+  // delivered in the order that peer sent them, interleaved with its Raft
+  // messages.
+  void set_forward_handler(std::function<void(uint64_t from, transportpb::Forward)> handler);
 
   // Plain HTTP on the peer listener.  etcd serves `GET /members` (and
   // /version) on its peer URLs; joining members, proxies and operators with
@@ -171,15 +200,21 @@ class Transport {
   // Queues messages for their `to` peers.  Never blocks.  MsgSnap must go
   // through send_snapshot(); given here it is dropped and reported
   // unreachable.
-  void send(std::vector<raftpb::Message> msgs);
+  void send(std::vector<raftpb::Message> msgs) override;
+
+  // Queues a forwarded request or reply for peer `to` on its Raft stream.
+  // Never blocks.  Dropped, silently, where Raft messages would be (unknown
+  // peer, a dial that failed, a broken connection): the asker retries on its
+  // own schedule (LeaderForwarder).
+  void send_forward(uint64_t to, transportpb::Forward f);
 
   // Sends a MsgSnap on a connection of its own and streams the state machine
   // from `writer` after it.  `done(ok)` runs once, when the receiver has
   // taken the whole snapshot (ok) or the attempt failed; not after stop().
   void send_snapshot(raftpb::Message msg, std::unique_ptr<storage::SnapshotWriter> writer,
-                     std::function<void(bool ok)> done);
+                     std::function<void(bool ok)> done) override;
 
-  bool is_active(uint64_t peer) const;
+  bool is_active(uint64_t peer) const override;
   PeerStatus peer_status(uint64_t peer) const;
 
   // Closes listeners and connections; idempotent.  REQUIRES: not called from

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "net/log.h"
+#include "net/process_metrics.h"
 #include "node/storage/errors.h"
 
 namespace muster::server {
@@ -167,13 +168,6 @@ std::vector<std::string_view> split_values(std::string_view body) {
   return out;
 }
 
-int64_t resident_bytes() {
-  std::ifstream f("/proc/self/statm");
-  long pages = 0, resident = 0;
-  if (!(f >> pages >> resident)) return 0;
-  return static_cast<int64_t>(resident) * ::sysconf(_SC_PAGESIZE);
-}
-
 }  // namespace
 
 // ---------------------------------------------------------------- Impl
@@ -223,7 +217,9 @@ class V3Api::Impl {
   metrics::Counter& sent_bytes_;
   metrics::Counter& health_ok_;
   metrics::Counter& health_failed_;
-  metrics::Gauge& rss_;
+
+ public:
+  std::function<void()> collect_;  // set before serving, then only read
 };
 
 void V3Api::Impl::respond(const Ex& ex, net::Response r) {
@@ -257,9 +253,16 @@ V3Api::Impl::Impl(MemberApi& member, Options options, metrics::Registry& reg)
       health_ok_(reg.counter("etcd_server_health_success",
                              "The total number of successful health checks")),
       health_failed_(
-          reg.counter("etcd_server_health_failures", "The total number of failed health checks")),
-      rss_(reg.gauge("process_resident_memory_bytes", "Resident memory size in bytes.")) {
+          reg.counter("etcd_server_health_failures", "The total number of failed health checks")) {
   leader_changes(reg);  // the family exists from the start, at 0
+  metrics::update_process_metrics(reg);
+  // Constant facts etcd exports: the server version and the backend quota.
+  reg.gauge("etcd_server_version",
+            "Which version is running. 1 for 'server_version' label with current version.",
+            "server_version=\"" + service_.options().server_version + "\"")
+      .set(1);
+  reg.gauge("etcd_server_quota_backend_bytes", "Current backend storage quota size in bytes.")
+      .set(static_cast<double>(service_.options().quota_backend_bytes));
   // etcd's gateway paths (the google.api.http options of rpc.proto).
   // /v3/maintenance/hash is bound to both Hash and HashKV there; the gateway
   // registers HashKV last and the last registration wins.
@@ -449,8 +452,9 @@ void V3Api::Impl::health(const Ex& ex) {
 }
 
 void V3Api::Impl::version(const Ex& ex) {
-  nlohmann::json j = {{"etcdserver", service_.options().server_version},
-                      {"etcdcluster", service_.options().cluster_version}};
+  // etcd's key order: etcdserver, then etcdcluster.
+  nlohmann::ordered_json j = {{"etcdserver", service_.options().server_version},
+                              {"etcdcluster", service_.options().cluster_version}};
   respond(ex, net::Response::json(200, j.dump()));
 }
 
@@ -465,7 +469,13 @@ void V3Api::Impl::metrics(const Ex& ex) {
   keys_total_.set(static_cast<double>(kv.key_count()));
   current_rev_.set(static_cast<double>(kv.revision()));
   compact_rev_.set(static_cast<double>(kv.compact_revision()));
-  rss_.set(static_cast<double>(resident_bytes()));
+  // LevelDB has no free pages inside its files: what is allocated is in use
+  // (compaction returns the rest to the file system).
+  reg_.gauge("etcd_mvcc_db_total_size_in_use_in_bytes",
+             "Total size of the underlying database logically in use in bytes.")
+      .set(static_cast<double>(st.db_size));
+  metrics::update_process_metrics(reg_);
+  if (collect_) collect_();
   net::Response r = net::Response::text(200, reg_.render());
   r.headers.set("Content-Type", "text/plain; version=0.0.4; charset=utf-8");
   respond(ex, std::move(r));
@@ -484,6 +494,10 @@ V3Service& V3Api::service() { return impl_->service_; }
 
 metrics::Counter& V3Api::leader_changes(metrics::Registry& r) {
   return r.counter("etcd_server_leader_changes_seen_total", "The number of leader changes seen.");
+}
+
+void V3Api::set_metrics_collector(std::function<void()> collect) {
+  impl_->collect_ = std::move(collect);
 }
 
 }  // namespace muster::server

@@ -70,6 +70,10 @@ class V3Api {
   // it sees a new leader (the driver knows; this API only sees snapshots).
   static metrics::Counter& leader_changes(metrics::Registry& r);
 
+  // Runs before each /metrics answer, to bring instruments owned elsewhere
+  // up to date (the peer transport's counters).  Set before serving.
+  void set_metrics_collector(std::function<void()> collect);
+
   class Impl;
 
  private:

@@ -8,6 +8,8 @@
 #include <mutex>
 #include <utility>
 
+#include "node/server/grpc_metrics.h"
+
 namespace muster::server {
 
 namespace {
@@ -43,7 +45,14 @@ class V3Grpc::Impl : public std::enable_shared_from_this<Impl> {
         received_bytes_(reg.counter("etcd_network_client_grpc_received_bytes_total",
                                     "The total number of bytes received from grpc clients.")),
         sent_bytes_(reg.counter("etcd_network_client_grpc_sent_bytes_total",
-                                "The total number of bytes sent to grpc clients.")) {}
+                                "The total number of bytes sent to grpc clients.")),
+        grpc_metrics_(reg, methods(), options.handling_time_histogram) {}
+
+  static std::vector<GrpcServerMetrics::Method> methods() {
+    std::vector<GrpcServerMetrics::Method> out;
+    for (const auto& r : routes()) out.push_back({r.path, r.client_streaming, r.server_streaming});
+    return out;
+  }
 
   void handle(const std::shared_ptr<Call>& call);
 
@@ -65,6 +74,7 @@ class V3Grpc::Impl : public std::enable_shared_from_this<Impl> {
   Options options_;
   metrics::Counter& received_bytes_;
   metrics::Counter& sent_bytes_;
+  GrpcServerMetrics grpc_metrics_;
 };
 
 // Refuses a call before any message: start() is required before finish().
@@ -73,8 +83,8 @@ static void refuse(const std::shared_ptr<Call>& call, GStatus s) {
   call->finish(std::move(s));
 }
 
-void V3Grpc::Impl::handle(const std::shared_ptr<Call>& call) {
-  std::string_view path = call->method();
+void V3Grpc::Impl::handle(const std::shared_ptr<Call>& raw) {
+  std::string_view path = raw->method();
   // "/etcdserverpb.KV/Range" -> service "etcdserverpb.KV", method "Range".
   std::string_view service, method;
   if (!path.empty() && path[0] == '/') path.remove_prefix(1);
@@ -95,15 +105,19 @@ void V3Grpc::Impl::handle(const std::shared_ptr<Call>& call) {
   }
   if (!known) {
     if (!known_service)
-      return refuse(call, {GCode::kUnimplemented, "unknown service " + std::string(service)});
-    return refuse(call, {GCode::kUnimplemented, "unknown method " + std::string(method) +
-                                                    " for service " + std::string(service)});
+      return refuse(raw, {GCode::kUnimplemented, "unknown service " + std::string(service)});
+    return refuse(raw, {GCode::kUnimplemented, "unknown method " + std::string(method) +
+                                                   " for service " + std::string(service)});
   }
   // clientv3's WithRequireLeader (etcdctl's watch and lease keepalive).
-  if (auto v = call->metadata().get("hasleader"); v && *v == "true") {
+  if (auto v = raw->metadata().get("hasleader"); v && *v == "true") {
     if (service_.member().status().leader == 0)
-      return refuse(call, {GCode::kUnavailable, kNoLeader});
+      return refuse(raw, {GCode::kUnavailable, kNoLeader});
   }
+  // Counted from here on, as etcd's prometheus interceptor (the last in its
+  // chain) counts only calls that reach the service.
+  const GrpcServerMetrics::Method* metered = grpc_metrics_.find(raw->method());
+  const std::shared_ptr<Call> call = metered ? grpc_metrics_.wrap(raw, *metered) : raw;
   service_.request_arrived();
   const std::string_view name = path.substr(kPackage.size());  // "KV/Range"
   if (const V3Service::UnaryMethod* m = V3Service::unary(name)) return unary(call, *m);

@@ -45,6 +45,8 @@ class V3Grpc {
  public:
   struct Options {
     std::size_t watch_max_queued_bytes = 16u << 20;
+    // --metrics=extensive: grpc_server_handling_seconds as well.
+    bool handling_time_histogram = false;
   };
 
   // REQUIRES: service and metrics outlive this object, and the servers

@@ -39,8 +39,6 @@ constexpr const char* kUserNotFound = "etcdserver: user name not found";
 constexpr const char* kRoleNotFound = "etcdserver: role name not found";
 constexpr const char* kAuthUnsupported =
     "etcdserver: user and role management is not supported by this member yet";
-constexpr const char* kMoveLeaderUnsupported =
-    "etcdserver: leadership transfer on request is not supported by this member yet";
 constexpr const char* kSnapshotUnsupported = "etcdserver: snapshot is not supported by this member";
 constexpr const char* kAlarmActivateUnsupported =
     "etcdserver: raising an alarm by request is not supported by this member";
@@ -430,30 +428,30 @@ void V3Service::lease_keepalive(const pb::LeaseKeepAliveRequest& r,
   });
 }
 
-// A lease the leader does not know answers TTL -1, as etcd does.  The
-// leader answers (a follower forwards): only its clock counts keepalives.
+// The remaining TTL is the leader's (the member forwards the question
+// there).  A lease the leader does not know answers TTL -1, as etcd does.
 void V3Service::lease_time_to_live(const pb::LeaseTimeToLiveRequest& r,
                                    Done<pb::LeaseTimeToLiveResponse> done) {
   Impl* impl = impl_.get();
-  auto req = std::make_shared<pb::LeaseTimeToLiveRequest>(r);
+  auto once = std::make_shared<Once>();
   auto cb = std::make_shared<Done<pb::LeaseTimeToLiveResponse>>(std::move(done));
-  impl->after_barrier(
-      impl->options_.request_timeout,
-      [impl, req, cb] {
-        impl->member_.lease_time_to_live(
-            *req, [impl, req, cb](Status s, pb::LeaseTimeToLiveResponse resp) {
-              if (!s) {
-                if (s.code() != Code::kNotFound) return (*cb)(s, pb::LeaseTimeToLiveResponse());
-                resp.Clear();
-                resp.mutable_header()->set_revision(impl->member_.kv().revision());
-                resp.set_id(req->id());
-                resp.set_ttl(-1);
-              }
-              impl->fill_header(resp.mutable_header());
-              (*cb)({}, std::move(resp));
-            });
-      },
-      [cb](const Status& s) { (*cb)(s, pb::LeaseTimeToLiveResponse()); });
+  once->timer = impl->timers_.after(impl->options_.request_timeout, [cb, once] {
+    if (once->claim()) (*cb)({Code::kUnavailable, kTimedOut}, pb::LeaseTimeToLiveResponse());
+  });
+  impl->member_.lease_time_to_live(
+      r, [impl, cb, once, id = r.id()](Status s, pb::LeaseTimeToLiveResponse resp) {
+        if (!once->claim()) return;
+        impl->timers_.cancel(once->timer);
+        if (!s) {
+          if (s.code() != Code::kNotFound) return (*cb)(s, pb::LeaseTimeToLiveResponse());
+          resp.Clear();
+          resp.set_id(id);
+          resp.set_ttl(-1);
+        }
+        impl->fill_header(resp.mutable_header());
+        resp.mutable_header()->set_revision(impl->member_.kv().revision());
+        (*cb)({}, std::move(resp));
+      });
 }
 
 void V3Service::lease_leases(const pb::LeaseLeasesRequest&, Done<pb::LeaseLeasesResponse> done) {
@@ -656,8 +654,17 @@ void V3Service::hash_kv(const pb::HashKVRequest& r, Done<pb::HashKVResponse> don
   });
 }
 
-void V3Service::move_leader(const pb::MoveLeaderRequest&, Done<pb::MoveLeaderResponse> done) {
-  done({Code::kUnimplemented, kMoveLeaderUnsupported}, pb::MoveLeaderResponse());
+// etcd's MoveLeader: only the leader hands its leadership over; the answer
+// comes once the transferee leads.
+void V3Service::move_leader(const pb::MoveLeaderRequest& r, Done<pb::MoveLeaderResponse> done) {
+  Impl* impl = impl_.get();
+  impl->member_.move_leader(r.targetid(), [impl, done = std::move(done)](Status s) {
+    if (!s) return done(s, pb::MoveLeaderResponse());
+    pb::MoveLeaderResponse resp;
+    impl->fill_header(resp.mutable_header());
+    resp.mutable_header()->set_revision(impl->member_.kv().revision());
+    done({}, std::move(resp));
+  });
 }
 
 // ---------------------------------------------------------------- Auth
@@ -1043,9 +1050,12 @@ class V3Service::Impl::WatchStream : public V3Service::WatchSession,
 void V3Service::Impl::WatchStream::deliver_locked(Watcher& w, std::vector<pb::Event> events,
                                                   int64_t header_rev) {
   pb::WatchResponse r = response(w.id, header_rev);
+  // Every event of a revision goes out (a txn's puts and a range delete
+  // share one); revisions already delivered do not.
+  const int64_t from = w.next_rev;
   for (auto& e : events) {
-    if (e.kv().mod_revision() < w.next_rev) continue;
-    w.next_rev = e.kv().mod_revision() + 1;
+    if (e.kv().mod_revision() < from) continue;
+    w.next_rev = std::max(w.next_rev, e.kv().mod_revision() + 1);
     if (test_knobs::drop_watch_event()) continue;
     if (!w.prev_kv) e.clear_prev_kv();
     *r.add_events() = std::move(e);

@@ -258,9 +258,10 @@ def _dns_answers(port):
         return len(data) >= 12 and data[0] == 0x5e and data[1] == 0xed
 
 
-def start_dnsmasq(group, domain, srv_records, name="dnsmasq"):
+def start_dnsmasq(group, domain, srv_records, name="dnsmasq", hosts=()):
     """dnsmasq on a free loopback port answering for `domain` only.
     srv_records: [(service, target, port)], e.g. ("_etcd-server._tcp", "localhost", 12380).
+    hosts: [(name, address)] A records only this server knows.
     Returns (proc, "127.0.0.1:<port>")."""
     port = free_udp_tcp_port()
     argv = [DNSMASQ, "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
@@ -274,6 +275,8 @@ def start_dnsmasq(group, domain, srv_records, name="dnsmasq"):
         argv.append("--user=root")  # else dnsmasq drops to nobody and cannot write its pid file
     for service, target, p in srv_records:
         argv.append("--srv-host=%s.%s,%s,%d" % (service, domain, target, p))
+    for host, address in hosts:
+        argv.append("--host-record=%s,%s" % (host, address))
     proc = group.start(name, argv)
     wait_for(lambda: (proc.alive() or _raise(proc)) and _dns_answers(port), 10,
              "dnsmasq to answer")

@@ -3,9 +3,9 @@ real dnsmasq on loopback: plain `_etcd-server._tcp` records (which etcd 3.4
 ignores), and `_etcd-server-ssl._tcp` with https peers whose certificates
 are checked against the SRV domain.
 
-SRV targets are `localhost`: the members' peer transport resolves peer host
-names with the system resolver, which does not know the test's DNS server,
-so the targets must be names the machine resolves by itself.
+SRV targets are `localhost`, except in the test of names only the test's
+DNS server knows: with --dns-server the members resolve peer host names
+through that server too.
 """
 
 import os
@@ -63,6 +63,19 @@ class SrvBootstrapTest(unittest.TestCase):
         self.assertEqual(c.members[1].value("srv"), "yes")
         for m in c.members:
             self.assertNotIn("got bootstrap from DNS", m.proc.log())
+
+    def test_srv_targets_only_the_dns_server_knows(self):
+        # The targets (and the advertised peer URLs) are names only the
+        # private DNS server resolves, not the system resolver: the members
+        # must dial each other through --dns-server too.
+        c = BootCluster(3, group=self.group, scheme="http")
+        for m in c.members:
+            m.host = "%s.%s" % (m.name, DOMAIN)
+        _, server = start_dnsmasq(self.group, DOMAIN,
+                                  [("_etcd-server._tcp", m.host, m.peer_port) for m in c.members],
+                                  hosts=[(m.host, "127.0.0.1") for m in c.members])
+        c.start(["--discovery-srv", DOMAIN, "--dns-server", server])
+        self.check_one_cluster(c)
 
     def _ssl_cluster(self, sans):
         c, boot = self.srv_cluster(3, "_etcd-server-ssl._tcp", "https")

@@ -276,6 +276,12 @@ class MembershipTest(unittest.TestCase):
         c.wait_healthy()
         m1 = c.members[0]
         ids = {x["name"]: x["ID"] for x in self.member_list(m1)}
+        # As etcd, a member refuses changes until it has been connected to
+        # every voter for 5 s ("unhealthy cluster"), and checks URLs in use
+        # after that: wait until the health rule passes.
+        wait_for(lambda: m1.call("/v3/cluster/member/add",
+                                 {"peerURLs": [c.members[1].peer_url]})[0] != 503,
+                 30, "the cluster to take membership changes")
         # Bad input: etcd's errors, and the member keeps serving.
         cases = [
             ("/v3/cluster/member/add", {"peerURLs": ["not a url"]}, 400,

@@ -60,8 +60,12 @@ class EtcdBootstrapThroughMusterDiscovery(unittest.TestCase):
         self.assertLessEqual(len(nodes), joiners)
         first = sorted(n["value"].split("=", 1)[0] for n in nodes[:size])
         self.assertEqual(first, want)
+        # Under /v2/keys/ the keys are the v2 API's, without that prefix
+        # (as etcd answers); a public token's keys are its path.
+        key_prefix = token_path[len("/v2/keys"):] if token_path.startswith("/v2/keys/") \
+            else token_path
         for n in nodes:
-            self.assertTrue(n["key"].startswith(token_path + "/"), n["key"])
+            self.assertTrue(n["key"].startswith(key_prefix + "/"), n["key"])
         self.assertGreaterEqual(int(headers["x-etcd-index"]), nodes[-1]["modifiedIndex"])
 
         # The cluster works: a write through one member is read from another.

@@ -68,6 +68,9 @@ class Normalizer:
         s = URL_RE.sub(lambda m: self.ports.get(int(m.group(2)), m.group(0)), s)
         s = HEX_ID_RE.sub(lambda m: self.ids.get(m.group(0), m.group(0)), s)
         s = DEC_ID_RE.sub(lambda m: self.ids.get(m.group(0), m.group(0)), s)
+        # etcdctl prints IDs with %16x: an ID of fewer hex digits is padded
+        # with spaces.
+        s = re.sub(r"(Member|cluster|from|to) +<(id|cluster)", r"\1 <\2", s)
         s = re.sub(r"took = [0-9.]+[a-zµ]*s", "took = *", s)
         s = re.sub(r"compacted revision (\d+)",
                    lambda m: "compacted revision %+d" % (int(m.group(1)) - self.base_rev), s)

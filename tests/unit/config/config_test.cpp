@@ -70,7 +70,7 @@ TEST(ConfigDefaults, MatchEtcd34) {
   EXPECT_EQ(c.bcrypt_cost, 10u);
   EXPECT_EQ(c.metrics, "basic");
   EXPECT_TRUE(c.listen_metrics_urls.empty());
-  EXPECT_EQ(c.logger, "capnslog");
+  EXPECT_EQ(c.logger, "zap");  // Muster's default: JSON lines (etcd 3.5's default)
   EXPECT_EQ(c.log_outputs, std::vector<std::string>{"default"});
   EXPECT_EQ(c.experimental_watch_progress_notify_interval, std::chrono::minutes(10));
   EXPECT_FALSE(c.force_new_cluster);
@@ -381,10 +381,11 @@ TEST(ConfigValidate, AutoCompaction) {
 
 TEST(ConfigValidate, Logging) {
   EXPECT_EQ(err({"--logger", "foo"}), "unknown logger option \"foo\"");
+  // capnslog (etcd 3.4's default; muster's is zap) takes one output only.
   EXPECT_EQ(
-      err({"--log-outputs", "stderr,stdout"}),
+      err({"--logger", "capnslog", "--log-outputs", "stderr,stdout"}),
       "--logger=capnslog supports only 1 value in '--log-outputs', got [\"stderr\" \"stdout\"]");
-  EXPECT_EQ(err({"--log-outputs", "foo"}),
+  EXPECT_EQ(err({"--logger", "capnslog", "--log-outputs", "foo"}),
             "unknown log-output \"foo\" (only supports \"default\", \"stderr\", \"stdout\")");
   EXPECT_EQ(err({"--logger", "zap", "--log-outputs", "default,stderr"}),
             "multi logoutput for \"default\" is not supported yet");

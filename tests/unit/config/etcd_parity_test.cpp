@@ -116,8 +116,9 @@ TEST(EtcdParity, RefusedConfigurationsGetEtcdsSentence) {
       {{"--enable-v2=maybe"}},
       {{"--name"}},
       {{"--logger", "foo"}},
-      {{"--log-outputs", "stderr,stdout"}},
-      {{"--log-outputs", "foo"}},
+      // capnslog is etcd 3.4's default logger, zap Muster's: name it.
+      {{"--logger", "capnslog", "--log-outputs", "stderr,stdout"}},
+      {{"--logger", "capnslog", "--log-outputs", "foo"}},
       {{"--logger", "zap", "--log-outputs", "default,stderr"}},
       {{"--initial-cluster-state", "foo"}, {}, true},
       {{"--discovery-fallback", "foo"}, {}, true},

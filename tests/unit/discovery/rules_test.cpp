@@ -57,7 +57,9 @@ TEST(SplitTokenPath, MemberAndSizeUnderAPrefix) {
   EXPECT_EQ(m.prefix, "/v2/keys/_etcd/registry");
   EXPECT_EQ(m.kind, TokenPath::Kind::kMember);
   EXPECT_EQ(m.member_id, "4d59f8148bb377e2");
-  EXPECT_EQ(m.key(), "/v2/keys/_etcd/registry/0123456789abcdef0123456789abcdef/4d59f8148bb377e2");
+  // Keys are printed as etcd's v2 API prints them: without "/v2/keys".
+  EXPECT_TRUE(m.v2_keys_path());
+  EXPECT_EQ(m.key(), "/_etcd/registry/0123456789abcdef0123456789abcdef/4d59f8148bb377e2");
   auto s =
       std::get<TokenPath>(split_token_path("/v2/keys/discovery/seed-003-token-abc/_config/size"));
   EXPECT_EQ(s.kind, TokenPath::Kind::kSize);
@@ -70,6 +72,16 @@ TEST(SplitTokenPath, DirectoryUnderAPrefix) {
       std::get<TokenPath>(split_token_path("/v2/keys/discovery/0123456789abcdef0123456789abcdef"));
   EXPECT_EQ(d.kind, TokenPath::Kind::kDirectory);
   EXPECT_EQ(d.prefix, "/v2/keys/discovery");
+  EXPECT_EQ(d.key(), "/discovery/0123456789abcdef0123456789abcdef");
+}
+
+TEST(SplitTokenPath, OtherPrefixesKeepTheirKeys) {
+  auto d = std::get<TokenPath>(split_token_path("/v2/keysx/0123456789abcdef0123456789abcdef"));
+  EXPECT_FALSE(d.v2_keys_path());
+  EXPECT_EQ(d.key(), "/v2/keysx/0123456789abcdef0123456789abcdef");
+  auto bare = std::get<TokenPath>(split_token_path("/0123456789abcdef0123456789abcdef"));
+  EXPECT_FALSE(bare.v2_keys_path());
+  EXPECT_EQ(bare.key(), "/0123456789abcdef0123456789abcdef");
 }
 
 TEST(SplitTokenPath, RefusesTraversalAndBadTokens) {

@@ -176,9 +176,11 @@ TEST_F(ServiceTest, LongPollWakesOnRegistrationAndTimesOutEmpty) {
 
 TEST_F(ServiceTest, PathPrefixAndNamedTokens) {
   std::string t = "/v2/keys/discovery/seed-003-token-0001";
+  const std::string k = "/discovery/seed-003-token-0001";  // etcd's key: no "/v2/keys"
   auto c = call("PUT", t + "/_config/size", "value=3");
   ASSERT_EQ(c.status, 201) << c.body;
-  EXPECT_EQ(json::parse(c.body)["node"]["key"], t + "/_config/size");
+  EXPECT_EQ(json::parse(c.body)["action"], "set");  // a PUT without prevExist, as etcd's
+  EXPECT_EQ(json::parse(c.body)["node"]["key"], k + "/_config/size");
   auto again = call("PUT", t + "/_config/size", "value=5");
   EXPECT_EQ(again.status, 412);
   auto bad = call("PUT", "/v2/keys/discovery/another-token-00001/_config/size", "value=100");
@@ -186,7 +188,8 @@ TEST_F(ServiceTest, PathPrefixAndNamedTokens) {
   EXPECT_EQ(json::parse(bad.body)["errorCode"], 209);
   auto reg = call("PUT", t + "/4d59f8148bb377e2?prevExist=false", "value=n%3Dhttp%3A%2F%2Fx%3A1");
   ASSERT_EQ(reg.status, 201);
-  EXPECT_EQ(json::parse(reg.body)["node"]["key"], t + "/4d59f8148bb377e2");
+  EXPECT_EQ(json::parse(reg.body)["action"], "create");  // prevExist=false
+  EXPECT_EQ(json::parse(reg.body)["node"]["key"], k + "/4d59f8148bb377e2");
   // The same token is reachable without the prefix too.
   auto bare = json::parse(call("GET", "/seed-003-token-0001").body);
   EXPECT_EQ(bare["node"]["nodes"].size(), 1u);

@@ -105,6 +105,22 @@ class LocalMember : public MemberApi {
     done(s, ttl);
   }
 
+  void lease_time_to_live(
+      const pb::LeaseTimeToLiveRequest& req,
+      std::function<void(storage::Status, pb::LeaseTimeToLiveResponse)> done) override {
+    pb::LeaseTimeToLiveResponse resp;
+    storage::Status s = storage_->kv().lease_time_to_live(req, &resp);
+    done(s, std::move(resp));
+  }
+
+  // One member: it is the leader and the only voter.
+  void move_leader(uint64_t target, std::function<void(storage::Status)> done) override {
+    if (!has_leader) return done({storage::Code::kFailedPrecondition, "etcdserver: not leader"});
+    if (target != kMemberId)
+      return done({storage::Code::kFailedPrecondition, "etcdserver: bad leader transferee"});
+    done({});
+  }
+
   MemberStatus status() const override {
     MemberStatus st;
     st.cluster_id = kClusterId;

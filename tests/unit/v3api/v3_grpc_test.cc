@@ -357,6 +357,56 @@ TEST_F(V3GrpcTest, WatchHistoryCompactedAndFragments) {
   c->cancel();
 }
 
+// A txn's puts and a prefix delete share one revision: a watcher gets every
+// event of it, live and from history alike (etcd's "atomic" guarantee).
+TEST_F(V3GrpcTest, WatchDeliversEveryEventOfARevision) {
+  put("t/pre", "0");
+  const int64_t start = put("t/x", "0");
+  auto c = open("/etcdserverpb.Watch/Watch");
+  pb::WatchRequest live = create("t/", 1);
+  live.mutable_create_request()->set_range_end("t0");
+  c->deliver(live);
+  ASSERT_TRUE(c->wait_sent(1));
+  pb::TxnRequest txn;
+  for (const char* k : {"t/a", "t/b", "t/c"}) {
+    auto* put = txn.add_success()->mutable_request_put();
+    put->set_key(k);
+    put->set_value("v");
+  }
+  const int64_t txn_rev = unary<pb::TxnResponse>("/etcdserverpb.KV/Txn", txn).header().revision();
+  pb::DeleteRangeRequest del;
+  del.set_key("t/");
+  del.set_range_end("t0");
+  const int64_t del_rev =
+      unary<pb::DeleteRangeResponse>("/etcdserverpb.KV/DeleteRange", del).header().revision();
+  auto count_events = [&](int64_t id, size_t from) {
+    std::vector<pb::Event> out;
+    for (size_t i = from; i < c->sent_count(); ++i) {
+      auto r = c->sent<pb::WatchResponse>(i);
+      if (r.watch_id() == id)
+        for (const auto& e : r.events()) out.push_back(e);
+    }
+    return out;
+  };
+  // 3 puts at txn_rev, then 5 deletes (t/pre, t/x, t/a, t/b, t/c) at del_rev.
+  ASSERT_TRUE(eventually([&] { return count_events(1, 1).size() == 8; }))
+      << count_events(1, 1).size() << " events";
+  auto events = count_events(1, 1);
+  for (size_t i = 0; i < 3; ++i) EXPECT_EQ(events[i].kv().mod_revision(), txn_rev);
+  for (size_t i = 3; i < 8; ++i) {
+    EXPECT_EQ(events[i].type(), pb::Event::DELETE);
+    EXPECT_EQ(events[i].kv().mod_revision(), del_rev);
+  }
+  // The same from history.
+  const size_t before = c->sent_count();
+  pb::WatchRequest past = create("t/", 2, start);
+  past.mutable_create_request()->set_range_end("t0");
+  c->deliver(past);
+  ASSERT_TRUE(eventually([&] { return count_events(2, before).size() == 9; }))
+      << count_events(2, before).size() << " events from history";
+  c->cancel();
+}
+
 TEST_F(V3GrpcTest, ProgressNotifyWatchReportsRevision) {
   auto c = open("/etcdserverpb.Watch/Watch");
   pb::WatchRequest w = create("p");
@@ -436,7 +486,19 @@ TEST_F(V3GrpcTest, MaintenanceAnswers) {
   pb::MoveLeaderRequest ml;
   ml.set_targetid(2);
   unary<pb::MoveLeaderResponse>("/etcdserverpb.Maintenance/MoveLeader", ml, &s);
-  EXPECT_EQ(s.code, GCode::kUnimplemented);
+  EXPECT_EQ(s.code, GCode::kFailedPrecondition);
+  EXPECT_EQ(s.message, "etcdserver: bad leader transferee");
+  // To the leader itself: nothing to move, answered with a header.
+  ml.set_targetid(LocalMember::kMemberId);
+  EXPECT_EQ(unary<pb::MoveLeaderResponse>("/etcdserverpb.Maintenance/MoveLeader", ml)
+                .header()
+                .member_id(),
+            LocalMember::kMemberId);
+  member_.has_leader = false;
+  unary<pb::MoveLeaderResponse>("/etcdserverpb.Maintenance/MoveLeader", ml, &s);
+  EXPECT_EQ(s.code, GCode::kFailedPrecondition);
+  EXPECT_EQ(s.message, "etcdserver: not leader");
+  member_.has_leader = true;
 
   unary<pb::AuthDisableResponse>("/etcdserverpb.Auth/AuthDisable", pb::AuthDisableRequest());
   unary<pb::AuthenticateResponse>("/etcdserverpb.Auth/Authenticate", pb::AuthenticateRequest(), &s);

@@ -1,9 +1,9 @@
-// node/server/tls_setup.h: a member's TLS flags, turned into the TLS options
+// node/config/tls_setup.h: a member's TLS flags, turned into the TLS options
 // of its client listeners, its peer listeners and its peer dialer, the way
 // etcd 3.4 turns them into tls.Configs (embed/config.go, embed/etcd.go,
 // pkg/transport/listener.go).
 //
-// Who calls it: node/main, once, before any listener opens.  It reads and
+// Who calls it: node/main (and the proxy), once, before any listener opens.  It reads and
 // writes files (the certificates are loaded once to check them; --auto-tls
 // writes <data-dir>/fixtures/{client,peer}/{cert,key}.pem) and logs.
 //
@@ -30,19 +30,12 @@
 #include "net/tls.h"
 #include "node/config/config.h"
 
-namespace muster::server {
+namespace muster::config {
 
 struct TlsSetup {
   std::optional<net::TlsOptions> client_server;  // https client and metrics listeners
   std::optional<net::TlsOptions> peer_server;    // https peer listeners
   net::TlsOptions peer_client;                   // dialing https peer URLs (always usable)
-  // A member calling another member's https CLIENT URL (e.g. forwarding a
-  // lease keepalive to the leader): verifies it against --trusted-ca-file
-  // (system roots when empty; nothing with --auto-tls) and, when the client
-  // side has --client-cert-auth, presents the peer certificate (the peer
-  // profile carries client auth) or, without one, the client-side server
-  // certificate.  Both must then be signed by --trusted-ca-file's CA.
-  net::TlsOptions member_client;
 };
 
 // Builds the three option sets and checks them by building their OpenSSL
@@ -66,4 +59,4 @@ SelfSignedFiles ensure_self_signed(const std::string& dir, const std::vector<std
 // URL's host, then localhost and 127.0.0.1; no duplicates, order kept.
 std::vector<std::string> self_signed_hosts(const std::vector<std::string>& listen_urls);
 
-}  // namespace muster::server
+}  // namespace muster::config

@@ -1,4 +1,4 @@
-#include "node/server/tls_setup.h"
+#include "node/config/tls_setup.h"
 
 #include <algorithm>
 #include <filesystem>
@@ -7,7 +7,7 @@
 #include "net/log.h"
 #include "node/config/urls.h"
 
-namespace muster::server {
+namespace muster::config {
 
 namespace fs = std::filesystem;
 
@@ -181,21 +181,15 @@ TlsSetup make_tls_setup(const config::Config& cfg) {
   s.peer_client.insecure_skip_verify = peer_auto;
   if (peer_auto) s.peer_client.trusted_ca_file.clear();
 
-  s.member_client = base;
-  if (client_auto) {
-    s.member_client.insecure_skip_verify = true;
-  } else {
-    s.member_client.trusted_ca_file = cfg.client_tls.trusted_ca_file;
-    if (cfg.client_tls.client_cert_auth) {
-      const auto& own = s.peer_server && !peer_auto ? s.peer_server : s.client_server;
-      if (own) {
-        s.member_client.cert_file = own->cert_file;
-        s.member_client.key_file = own->key_file;
-      }
-    }
-  }
+  // --trusted-ca-file is checked even when no listener verifies clients
+  // with it, as a client context that trusts it would load it.
+  net::TlsOptions ca_check = base;
+  if (client_auto)
+    ca_check.insecure_skip_verify = true;
+  else
+    ca_check.trusted_ca_file = cfg.client_tls.trusted_ca_file;
 
-  check_contexts("client", client_tls_used ? s.client_server : std::nullopt, s.member_client);
+  check_contexts("client", client_tls_used ? s.client_server : std::nullopt, ca_check);
   check_contexts("peer", peer_tls_used ? s.peer_server : std::nullopt, s.peer_client);
 
   if (s.client_server && client_tls_used)
@@ -209,4 +203,4 @@ TlsSetup make_tls_setup(const config::Config& cfg) {
   return s;
 }
 
-}  // namespace muster::server
+}  // namespace muster::config

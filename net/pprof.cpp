@@ -1,0 +1,195 @@
+#include "net/pprof.h"
+
+#include <gperftools/malloc_extension.h>
+#include <gperftools/profiler.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <boost/asio.hpp>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "net/log.h"
+
+extern char** environ;
+
+namespace muster::net::pprof {
+
+namespace {
+
+constexpr const char* kSampleVar = "TCMALLOC_SAMPLE_PARAMETER";
+
+bool heap_sampling_on() {
+  const char* v = std::getenv(kSampleVar);
+  return v && std::atol(v) > 0;
+}
+
+// Go's pprof answers its errors as plain text with this header.
+Response pprof_error(int status, std::string text) {
+  Response r = Response::text(status, std::move(text) + "\n");
+  r.headers.set("X-Content-Type-Options", "nosniff");
+  r.headers.set("X-Go-Pprof", "1");
+  return r;
+}
+
+Response attachment(std::string body, const char* name) {
+  Response r = Response::text(200, std::move(body));
+  r.headers.set("Content-Type", "application/octet-stream");
+  r.headers.set("Content-Disposition", std::string("attachment; filename=\"") + name + "\"");
+  r.headers.set("X-Content-Type-Options", "nosniff");
+  return r;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream out;
+  out << in.rdbuf();
+  return out.str();
+}
+
+}  // namespace
+
+bool enable_heap_sampling(char** argv) {
+  if (heap_sampling_on()) return true;
+  std::vector<std::string> env;
+  for (char** e = environ; e && *e; ++e) env.emplace_back(*e);
+  env.push_back(std::string(kSampleVar) + "=" + std::to_string(kHeapSampleBytes));
+  std::vector<char*> envp;
+  for (auto& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  ::execve("/proc/self/exe", argv, envp.data());
+  log::warn("pprof", "cannot restart with heap sampling; /debug/pprof/heap will be empty",
+            {{"error", std::strerror(errno)}});
+  return false;
+}
+
+class Handler::Impl : public std::enable_shared_from_this<Handler::Impl> {
+ public:
+  Impl(boost::asio::io_context& io, std::string dir) : io_(io), dir_(std::move(dir)) {}
+
+  bool handle(const std::shared_ptr<Exchange>& ex) {
+    const std::string path = ex->request().path();
+    if (path.rfind("/debug/pprof", 0) != 0) return false;
+    const std::string& m = ex->request().method;
+    if (m != "GET" && m != "HEAD" && m != "POST") {
+      Response r = pprof_error(405, "Method Not Allowed");
+      r.headers.set("Allow", "GET, HEAD");
+      ex->respond(std::move(r));
+      return true;
+    }
+    if (path == "/debug/pprof" || path == "/debug/pprof/") return index(ex), true;
+    if (path == "/debug/pprof/profile") return profile(ex), true;
+    if (path == "/debug/pprof/heap" || path == "/debug/pprof/allocs") return heap(ex), true;
+    if (path == "/debug/pprof/cmdline") return cmdline(ex), true;
+    ex->respond(pprof_error(404, "Unknown profile: " + path.substr(std::strlen("/debug/pprof/")) +
+                                     " (available: profile, heap, allocs, cmdline)"));
+    return true;
+  }
+
+ private:
+  void index(const std::shared_ptr<Exchange>& ex) {
+    Response r = Response::text(
+        200,
+        "<html><head><title>/debug/pprof/</title></head><body>\n"
+        "/debug/pprof/<br>\n<br>\nTypes of profiles available:\n<table>\n"
+        "<tr><td><a href='heap?debug=1'>heap</a></td><td>live heap, sampled every 512 KiB "
+        "(tcmalloc)</td></tr>\n"
+        "<tr><td><a href='allocs?debug=1'>allocs</a></td><td>the same sample as heap</td></tr>\n"
+        "<tr><td><a href='profile'>profile</a></td><td>CPU profile (gperftools); "
+        "?seconds=N, default 30</td></tr>\n"
+        "<tr><td><a href='cmdline'>cmdline</a></td><td>the command line</td></tr>\n"
+        "</table>\n<p>Read them with <code>go tool pprof &lt;muster binary&gt; "
+        "http://&lt;host&gt;/debug/pprof/profile</code> or gperftools' <code>pprof</code>.</p>\n"
+        "</body></html>\n");
+    r.headers.set("Content-Type", "text/html; charset=utf-8");
+    ex->respond(std::move(r));
+  }
+
+  void cmdline(const std::shared_ptr<Exchange>& ex) {
+    std::string c = read_file("/proc/self/cmdline");
+    if (!c.empty() && c.back() == '\0') c.pop_back();
+    Response r = Response::text(200, std::move(c));
+    r.headers.set("X-Content-Type-Options", "nosniff");
+    ex->respond(std::move(r));
+  }
+
+  void heap(const std::shared_ptr<Exchange>& ex) {
+    if (!heap_sampling_on())
+      return ex->respond(pprof_error(
+          500,
+          "heap profiling is off: start muster with --enable-pprof (it turns sampling on) "
+          "or with TCMALLOC_SAMPLE_PARAMETER=524288 in its environment"));
+    std::string sample;
+    MallocExtension::instance()->GetHeapSample(&sample);
+    const auto q = parse_form(ex->request().raw_query()).value_or(FormValues{});
+    if (form_get(q, "debug").value_or("0") != "0") {
+      Response r = Response::text(200, std::move(sample));
+      r.headers.set("X-Content-Type-Options", "nosniff");
+      return ex->respond(std::move(r));
+    }
+    ex->respond(attachment(std::move(sample), "heap"));
+  }
+
+  void profile(const std::shared_ptr<Exchange>& ex) {
+    const auto q = parse_form(ex->request().raw_query()).value_or(FormValues{});
+    long seconds = 30;
+    if (auto s = form_get(q, "seconds"); s && !s->empty()) {
+      char* end = nullptr;
+      seconds = std::strtol(s->c_str(), &end, 10);
+      if (*end != '\0' || seconds <= 0 || seconds > 3600)
+        return ex->respond(pprof_error(
+            400, "Bad Request: seconds must be an integer from 1 to 3600, got \"" + *s + "\""));
+    }
+    if (busy_.exchange(true))
+      return ex->respond(
+          pprof_error(500, "Could not enable CPU profiling: cpu profiling already in use"));
+    std::error_code ec;
+    std::filesystem::create_directories(dir_, ec);
+    std::string file = dir_ + "/cpu.prof.XXXXXX";
+    int fd = ::mkstemp(file.data());
+    if (fd < 0 || !ProfilerStart(file.c_str())) {
+      if (fd >= 0) {
+        ::close(fd);
+        std::filesystem::remove(file, ec);
+      }
+      busy_ = false;
+      return ex->respond(pprof_error(500, "Could not enable CPU profiling: cannot write " + file));
+    }
+    ::close(fd);
+    log::info("pprof", "cpu profile started", {{"seconds", seconds}});
+    auto timer = std::make_shared<boost::asio::steady_timer>(io_, std::chrono::seconds(seconds));
+    auto self = shared_from_this();
+    auto finish = [self, ex, file, timer] {
+      ProfilerStop();
+      std::string data = read_file(file);
+      std::error_code ignored;
+      std::filesystem::remove(file, ignored);
+      self->busy_ = false;
+      ex->respond(attachment(std::move(data), "profile"));
+    };
+    auto once = std::make_shared<std::atomic<bool>>(false);
+    ex->on_cancel([timer, once, finish] {
+      // The client left (or the server stops): stop profiling now.
+      if (!once->exchange(true)) finish();
+    });
+    timer->async_wait([once, finish](boost::system::error_code) {
+      if (!once->exchange(true)) finish();
+    });
+  }
+
+  boost::asio::io_context& io_;
+  std::string dir_;
+  std::atomic<bool> busy_{false};
+};
+
+Handler::Handler(boost::asio::io_context& io, std::string scratch_dir)
+    : impl_(std::make_shared<Impl>(io, std::move(scratch_dir))) {}
+Handler::~Handler() = default;
+bool Handler::handle(const std::shared_ptr<Exchange>& ex) { return impl_->handle(ex); }
+
+}  // namespace muster::net::pprof

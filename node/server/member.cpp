@@ -1,0 +1,298 @@
+// node/server/member.cpp: see member.h.
+#include "node/server/member.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <boost/asio/io_context.hpp>
+#include <filesystem>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+#include <thread>
+
+#include "dns/host_resolver.h"
+#include "net/log.h"
+#include "net/metrics.h"
+#include "net/pprof.h"
+#include "net/runner.h"
+#include "net/server.h"
+#include "net/systemd.h"
+#include "net/url.h"
+#include "node/bootstrap/identity.h"
+#include "node/bootstrap/ids.h"
+#include "node/bootstrap/peer_members.h"
+#include "node/server/member_server.h"
+#include "node/server/peer_metrics.h"
+#include "node/server/transport.h"
+#include "node/server/v2_api.h"
+#include "node/server/v3_api.h"
+#include "node/server/v3_grpc.h"
+
+namespace muster::server {
+
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+MemberServerOptions server_options(const config::Config& cfg, const bootstrap::Identity& me) {
+  MemberServerOptions o;
+  o.data_dir = cfg.data_dir;
+  o.name = me.name;
+  o.member_id = me.member_id;
+  o.cluster_id = me.cluster_id;
+  o.heartbeat_ms = cfg.heartbeat_interval_ms;
+  o.election_ms = cfg.election_timeout_ms;
+  o.snapshot_count = cfg.snapshot_count;
+  o.snapshot_catchup_entries = cfg.experimental_snapshot_catchup_entries;
+  o.pre_vote = true;
+  o.initial_election_tick_advance = cfg.initial_election_tick_advance;
+  o.unsafe_no_fsync = cfg.unsafe_no_fsync;
+  o.force_new_cluster = cfg.force_new_cluster;
+  o.client_urls = cfg.advertise_client_urls;
+  o.auto_compaction_period =
+      std::chrono::duration_cast<std::chrono::milliseconds>(cfg.auto_compaction_period);
+  o.auto_compaction_revisions = cfg.auto_compaction_revisions;
+  o.request_timeout_ms = 5000 + 2 * cfg.election_timeout_ms;  // etcd's ReqTimeout
+  o.strict_reconfig_check = cfg.strict_reconfig_check;
+  o.on_removed = [] {
+    // Stop the way SIGTERM does; the removal is applied and durable.
+    ::kill(::getpid(), SIGTERM);
+  };
+  return o;
+}
+
+// etcd's peer HTTP beside the Raft streams: GET /members (joining members
+// and proxies read it) and GET /version.
+Transport::HttpAnswer peer_http(MemberServer& node, uint64_t cluster_id,
+                                const std::string& target) {
+  Transport::HttpAnswer a;
+  const std::string path = target.substr(0, target.find('?'));
+  if (path == "/members") {
+    std::vector<bootstrap::MemberInfo> members;
+    for (const auto& m : node.kv().members())
+      members.push_back({m.id(),
+                         m.name(),
+                         {m.peerurls().begin(), m.peerurls().end()},
+                         {m.clienturls().begin(), m.clienturls().end()},
+                         m.islearner()});
+    a.status = 200;
+    a.content_type = "application/json";
+    a.headers.emplace_back("X-Etcd-Cluster-ID", bootstrap::id_to_hex(cluster_id));
+    a.body = bootstrap::members_json(members);
+  } else if (path == "/version") {
+    a.status = 200;
+    a.content_type = "application/json";
+    // etcd's key order; the cluster version is decided once the member has
+    // joined and published itself ("not_decided" before, as etcd).
+    a.body = nlohmann::ordered_json{{"etcdserver", "3.4.0"},
+                                    {"etcdcluster", node.published() ? "3.4.0" : "not_decided"}}
+                 .dump();
+  } else {
+    a.body = "404 page not found\n";
+  }
+  return a;
+}
+
+}  // namespace
+
+int run_member(const config::Config& cfg, const bootstrap::MemberPlan& plan,
+               const config::TlsSetup& tls) {
+  const bootstrap::Identity& me = plan.me;
+  boost::asio::io_context io;
+  metrics::Registry registry;
+
+  // With --dns-server, peer host names resolve through that server too (the
+  // one the SRV lookups used), not only through the system resolver.
+  std::unique_ptr<dns::HostResolver> peer_dns;
+  if (!cfg.dns_server.empty()) {
+    dns::ResolverOptions ro;
+    ro.server = cfg.dns_server;
+    auto r = dns::HostResolver::create(ro);
+    if (!r) throw std::runtime_error("--dns-server: " + r.error().message);
+    peer_dns = std::move(r).value();
+  }
+
+  TransportOptions topts;
+  if (peer_dns)
+    topts.resolve_host = [&peer_dns](const std::string& host, auto done) {
+      peer_dns->lookup_addresses(
+          host, [done = std::move(done)](dns::Result<std::vector<boost::asio::ip::address>> r) {
+            if (r)
+              done(std::move(r).value(), "");
+            else
+              done({}, r.error().message);
+          });
+    };
+  topts.cluster_id = me.cluster_id;
+  topts.local_id = me.member_id;
+  topts.server_tls = tls.peer_server;
+  topts.client_tls = tls.peer_client;
+  if (plan.peer_tls_server_name) topts.client_tls->server_name = *plan.peer_tls_server_name;
+  Transport transport(io, topts);
+  if (plan.kind == bootstrap::MemberPlan::Kind::kJoin)
+    for (const auto& m : plan.members)
+      if (m.id != me.member_id) transport.add_peer(m.id, m.peer_urls);
+
+  const MemberServerOptions sopts = server_options(cfg, me);
+  const bool fresh = plan.kind != bootstrap::MemberPlan::Kind::kRestart;
+  auto node = std::make_unique<MemberServer>(sopts, plan.initial, transport, registry);
+  if (fresh) bootstrap::write_identity(cfg.data_dir, me);
+  if (node->removed_from_cluster())
+    throw std::runtime_error("the member has been permanently removed from the cluster; remove " +
+                             cfg.data_dir + " to join again as a new member");
+  transport.set_http_handler([&node, cid = me.cluster_id](const std::string& target) {
+    return peer_http(*node, cid, target);
+  });
+
+  // Peer listeners.
+  for (const auto& u : cfg.listen_peer_urls) {
+    std::string err;
+    auto url = net::parse_url(u, &err);
+    if (!url) throw std::runtime_error("--listen-peer-urls: " + err);
+    try {
+      transport.listen(url->host, url->port, url->tls());
+    } catch (const std::exception& e) {
+      throw std::runtime_error(std::string("listen tcp ") + url->authority() + ": " + e.what());
+    }
+  }
+
+  // Client listeners: the JSON gateway, /health, /version, /metrics, the
+  // v2 API with --enable-v2, and etcd's gRPC API on the same ports (HTTP/2,
+  // net/grpc.h) over the same service as the gateway.
+  V3Api::Options aopts;
+  aopts.max_request_bytes = cfg.max_request_bytes;
+  aopts.max_txn_ops = static_cast<int>(cfg.max_txn_ops);
+  if (cfg.quota_backend_bytes > 0) aopts.quota_backend_bytes = cfg.quota_backend_bytes;
+  aopts.request_timeout = std::chrono::milliseconds(sopts.request_timeout_ms);
+  V3Api api(*node, aopts, registry);
+  // etcd_network_peer_* (node/server/peer_metrics.h).
+  PeerMetrics peer_metrics(
+      registry, transport,
+      [&node, self = me.member_id] {
+        std::map<uint64_t, std::vector<std::string>> peers;
+        for (const auto& m : node->kv().members())
+          if (m.id() != self) peers[m.id()].assign(m.peerurls().begin(), m.peerurls().end());
+        return peers;
+      },
+      tls.peer_client);
+  api.set_metrics_collector([&peer_metrics] { peer_metrics.collect(); });
+  V3Grpc::Options grpc_api_options;
+  grpc_api_options.handling_time_histogram = cfg.metrics == "extensive";
+  V3Grpc grpc_api(api.service(), registry, grpc_api_options);
+  net::grpc::Options gopts;
+  gopts.max_concurrent_streams = cfg.max_concurrent_streams;
+  gopts.max_receive_message_bytes = std::size_t{cfg.max_request_bytes} + 512 * 1024;  // as etcd
+  auto ms = [](std::chrono::nanoseconds d) {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(d);
+  };
+  gopts.keepalive_min_time = ms(cfg.grpc_keepalive_min_time);
+  gopts.keepalive_interval = ms(cfg.grpc_keepalive_interval);
+  gopts.keepalive_timeout = ms(cfg.grpc_keepalive_timeout);
+  std::unique_ptr<V2Api> v2;
+  if (cfg.enable_v2) v2 = std::make_unique<V2Api>(*node, V2Api::Options{cfg.max_request_bytes});
+  // --enable-pprof: /debug/pprof/ on the client URLs, as etcd.
+  std::unique_ptr<net::pprof::Handler> pprof;
+  if (cfg.enable_pprof) pprof = std::make_unique<net::pprof::Handler>(io, cfg.data_dir + "/pprof");
+  std::vector<std::unique_ptr<net::Server>> servers;
+  std::vector<std::pair<std::string, uint16_t>> addresses;  // servers[i] listens on addresses[i]
+  auto serve = [&](const std::vector<std::string>& urls,
+                   const std::optional<net::TlsOptions>& tls_options, const char* what,
+                   bool with_grpc) {
+    for (const auto& u : urls) {
+      std::string err;
+      auto url = net::parse_url(u, &err);
+      if (!url) throw std::runtime_error(std::string(what) + ": " + err);
+      net::ServerOptions so;
+      so.body_limit = V3Api::recommended_body_limit(aopts);
+      if (with_grpc) {
+        so.grpc_handler = grpc_api.handler();
+        so.grpc = gopts;
+      }
+      if (url->tls()) {
+        if (!tls_options)
+          throw std::runtime_error(std::string(what) + " " + u +
+                                   " is https but no certificate is configured");
+        so.tls = *tls_options;
+      }
+      auto s =
+          std::make_unique<net::Server>(io, so, [&, with_grpc](std::shared_ptr<net::Exchange> ex) {
+            // --listen-metrics-urls serve /metrics and /health only, as etcd's.
+            const std::string& target = ex->request().target;
+            const std::string path = target.substr(0, target.find('?'));
+            if (!with_grpc && path != "/metrics" && path != "/health")
+              return ex->respond(net::Response::text(404, "404 page not found\n"));
+            if (!api.handle(ex) && !(v2 && v2->handle(ex)) && !(pprof && pprof->handle(ex)))
+              ex->respond(net::Response::json(
+                  404, "{\"error\":\"Not Found\",\"message\":\"Not Found\",\"code\":5}\n"));
+          });
+      addresses.emplace_back(url->host, url->port);
+      servers.push_back(std::move(s));
+    }
+  };
+  serve(cfg.listen_client_urls, tls.client_server, "--listen-client-urls", true);
+  const std::size_t client_servers = servers.size();
+  serve(cfg.listen_metrics_urls, tls.client_server, "--listen-metrics-urls", false);
+  // As etcd: the client ports are bound now and their connections wait
+  // until the member is ready (below); the metrics ports answer at once.
+  for (std::size_t i = 0; i < servers.size(); ++i) {
+    try {
+      if (i < client_servers)
+        servers[i]->bind(addresses[i].first, addresses[i].second);
+      else
+        servers[i]->listen(addresses[i].first, addresses[i].second);
+    } catch (const std::exception& e) {
+      throw std::runtime_error(std::string("listen tcp ") + addresses[i].first + ":" +
+                               std::to_string(addresses[i].second) + ": " + e.what());
+    }
+  }
+
+  node->start();
+  log::info("etcdserver", "started",
+            {{"name", me.name},
+             {"member-id", bootstrap::id_to_hex(me.member_id)},
+             {"cluster-id", bootstrap::id_to_hex(me.cluster_id)},
+             {"data-dir", cfg.data_dir},
+             {"listen-peer-urls", cfg.listen_peer_urls}});
+
+  // As etcd: clients are served only once this member has joined, knows a
+  // leader and has published its client URLs through Raft (their
+  // connections wait until then); then systemd hears READY=1 (Type=notify).
+  std::atomic<bool> stopping{false};
+  std::thread ready_waiter([&] {
+    while (!stopping.load() && !node->published())
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    if (stopping.load()) return;
+    for (std::size_t i = 0; i < client_servers; ++i) servers[i]->accept_connections();
+    log::info("etcdserver", "ready to serve client requests",
+              {{"listen-client-urls", cfg.listen_client_urls}});
+    net::notify_systemd("READY=1", "etcdmain");
+  });
+
+  // On SIGTERM: hand leadership off, stop serving, stop the transport.  The
+  // stopper runs beside the I/O threads because stopping waits on them.
+  std::thread stopper;
+  int sig = net::run_until_signal(
+      io, 2,
+      [&] {
+        log::info("etcdserver", "stopping");
+        stopping = true;
+        stopper = std::thread([&] {
+          if (ready_waiter.joinable()) ready_waiter.join();
+          node->stop(true);
+          for (auto& s : servers) s->stop();
+          transport.stop();
+          io.stop();
+        });
+      },
+      10000);
+  if (stopper.joinable()) stopper.join();
+  stopping = true;
+  if (ready_waiter.joinable()) ready_waiter.join();
+  log::info("etcdserver", "stopped", {{"signal", sig}});
+  return 0;
+}
+
+}  // namespace muster::server

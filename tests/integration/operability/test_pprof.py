@@ -1,0 +1,89 @@
+"""--enable-pprof serves real profiles: a CPU profile and a heap sample
+that `go tool pprof` reads and symbolizes against the muster binary; without
+the flag /debug/pprof/ is 404, as etcd's."""
+
+import os
+import shutil
+import subprocess
+import threading
+import time
+import unittest
+
+from ops import MUSTER, ProcessGroup, request, single_member, wait_for
+
+GO = shutil.which("go") or "/usr/bin/go"
+
+
+def pprof_top(binary, profile, env_home):
+    env = dict(os.environ, HOME=env_home, GOFLAGS="-mod=mod", GOTOOLCHAIN="local",
+               PPROF_TMPDIR=env_home)
+    return subprocess.run([GO, "tool", "pprof", "-top", "-nodecount=25", binary, profile],
+                          capture_output=True, text=True, timeout=120, env=env)
+
+
+@unittest.skipUnless(os.path.exists(GO), "go tool pprof (golang-go) is needed to read profiles")
+class PprofTest(unittest.TestCase):
+    def setUp(self):
+        self.group = ProcessGroup("muster-ops-pprof-")
+        self.addCleanup(self.group.close)
+
+    def test_cpu_and_heap_profiles_open_in_pprof(self):
+        c = single_member(self.group, extra=["--enable-pprof"])
+        m = c.members[0]
+        wait_for(m.healthy, 30, "member healthy")
+        stop = threading.Event()
+
+        def load():
+            i = 0
+            while not stop.is_set():
+                m.put("load/%d" % (i % 500), "x" * 512)
+                i += 1
+        t = threading.Thread(target=load)
+        t.start()
+        try:
+            st, h, cpu = request(m.client_url, "GET", "/debug/pprof/profile?seconds=2", timeout=30)
+        finally:
+            stop.set()
+            t.join()
+        self.assertEqual(st, 200, cpu[:200])
+        self.assertEqual(h["content-type"], "application/octet-stream")
+        cpu_path = self.group.path("cpu.prof")
+        with open(cpu_path, "wb") as f:
+            f.write(cpu)
+        r = pprof_top(MUSTER, cpu_path, self.group.path())
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("Type: cpu", r.stdout)
+        # Samples over 2 s of load, attributed to the member's own mappings.
+        self.assertRegex(r.stdout, r"Showing nodes accounting for \d+(\.\d+)?m?s")
+        self.assertIn("[muster]", r.stdout.replace("muster ", "[muster]"))
+
+        st, _, heap = request(m.client_url, "GET", "/debug/pprof/heap")
+        self.assertEqual(st, 200)
+        self.assertTrue(heap.startswith(b"heap profile:"), heap[:200])
+        heap_path = self.group.path("heap.prof")
+        with open(heap_path, "wb") as f:
+            f.write(heap)
+        r = pprof_top(MUSTER, heap_path, self.group.path())
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("flat%", r.stdout)
+
+        # Bad input and a second concurrent profile get clear errors.
+        st, _, body = request(m.client_url, "GET", "/debug/pprof/profile?seconds=abc")
+        self.assertEqual(st, 400, body)
+        self.assertIn(b"seconds must be an integer", body)
+        st, _, body = request(m.client_url, "GET", "/debug/pprof/goroutine")
+        self.assertEqual(st, 404)
+        st, _, body = request(m.client_url, "GET", "/debug/pprof/")
+        self.assertEqual(st, 200)
+        self.assertIn(b"profile", body)
+
+    def test_without_the_flag_pprof_is_not_served(self):
+        c = single_member(self.group)
+        m = c.members[0]
+        wait_for(m.healthy, 30, "member healthy")
+        st, _, _ = request(m.client_url, "GET", "/debug/pprof/profile?seconds=1")
+        self.assertEqual(st, 404)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
