@@ -34,6 +34,8 @@ leases
 
 import bisect
 
+from workload import PAIR as PAIR_KEYS
+
 
 def _writes_changed(op):
     """Whether a recorded ok write changed the store (and so took a revision)."""
@@ -137,11 +139,15 @@ def check_revisions(rec):
                                       want))
             if _writes_changed(o) and o["type"] in ("put", "cas", "pair") and r <= top:
                 evs = history.get(r, [])
-                if not any(e["type"] == "PUT" and e["kv"]["value"] == o["value"] for e in evs):
-                    violations.append(
-                        "acknowledged write #%d (%s %s=%s, revision %d) is not in the watch "
-                        "history at that revision: %r" % (o["id"], o["type"], o["key"],
-                                                          o["value"], r, evs))
+                # A two-key txn is two events at one revision: both must be there.
+                keys = PAIR_KEYS if o["type"] == "pair" else (o["key"],)
+                for k in keys:
+                    if not any(e["type"] == "PUT" and e["kv"]["key"] == k and
+                               e["kv"]["value"] == o["value"] for e in evs):
+                        violations.append(
+                            "acknowledged write #%d (%s %s=%s, revision %d) is not in the watch "
+                            "history at that revision: %r" % (o["id"], o["type"], k, o["value"],
+                                                              r, evs))
             if _writes_changed(o) and o["type"] == "del" and r <= top:
                 evs = history.get(r, [])
                 if not any(e["type"] == "DELETE" and e["kv"]["key"] == o["key"] for e in evs):

@@ -168,6 +168,16 @@ class RevisionsTest(unittest.TestCase):
         v = checkers.check_revisions(recorder(ops, watch))
         self.assertTrue(any("not in the watch history" in x for x in v), v)
 
+    def test_txn_event_missing_from_its_revision_is_caught(self):
+        ops, watch = self.good()
+        ops.append(op(4, "pair", "/m/a", 6, 7, value="z", out={"revision": 4}))
+        e1 = ev("PUT", "/m/a", "z", 4)
+        e2 = ev("PUT", "/m/b", "z", 4)
+        self.assertEqual(checkers.check_revisions(recorder(ops, watch + [events(0, 7, [e1, e2])])),
+                         [])
+        v = checkers.check_revisions(recorder(ops, watch + [events(0, 7, [e1])]))
+        self.assertTrue(any("/m/b" in x for x in v), v)
+
     def test_member_revision_going_back_is_caught(self):
         mon = [{"t": 1, "member": "m1", "incarnation": 1, "revision": 10, "leader": 1,
                 "term": 2, "member_id": 1},
