@@ -12,7 +12,7 @@ outcome) and violations per checker, systems side by side.
 import json
 import sys
 
-CHECKERS = ["linearizability", "revisions", "watch", "leases"]
+CHECKERS = ["linearizability", "revisions", "watch", "leases", "lease-timing"]
 
 
 def load(path):
@@ -55,7 +55,7 @@ def main(argv):
         systems.append((name, tally(load(path))))
     faults = sorted({f for _, (rows, _) in systems for f in rows})
     head = "| fault | " + " | ".join(
-        "%s runs | %s ops | %s violations (lin / rev / watch / lease) | %s run errors"
+        "%s runs | %s ops | %s violations (lin / rev / watch / lease / lease timing) | %s run errors"
         % (n, n, n, n) for n, _ in systems) + " |"
     print(head)
     print("|" + "---|" * (1 + 4 * len(systems)))

@@ -201,10 +201,18 @@ def check(rec, election_s, heartbeat_s, final_revision):
     v, s = checkers.check_watch(rec, final_revision)
     results["watch"] = v
     stats["watch"] = s
-    v, s = checkers.check_leases(rec, election_s, heartbeat_s)
+    v, t, s = checkers.check_leases(rec, election_s, heartbeat_s)
     results["leases"] = v
+    results["lease-timing"] = t
     stats["leases"] = s
     return results, stats
+
+
+def counts(system, checker):
+    """Whether a checker's findings fail a run of `system`: the lease timing
+    bound is muster's promise (issue 15), not etcd 3.4's; for etcd it is
+    measured and reported only."""
+    return checker != "lease-timing" or system != "etcd"
 
 
 def op_counts(rec):
@@ -234,7 +242,7 @@ def one_run(system, seed, faults, out_dir=None, verbose=True, member_env=None):
         run.stop_nemesis.set()
     results, stats = check(run.rec, run.election_s, run.heartbeat_s,
                            getattr(run, "final_revision", 0))
-    violations = sum(len(v) for v in results.values())
+    violations = sum(len(v) for k, v in results.items() if counts(system, k))
     summary = {"system": system, "seed": seed, "faults": faults, "seconds":
                round(time.monotonic() - t0, 1), "ops": op_counts(run.rec),
                "violations": {k: len(v) for k, v in results.items()}, "stats": stats,
@@ -269,8 +277,8 @@ def one_run(system, seed, faults, out_dir=None, verbose=True, member_env=None):
 
 
 def print_summary(summary, results, system):
-    ok = not any(summary["violations"].values()) and not summary["run_failed"] and \
-        not summary["errors"]
+    ok = not any(v for k, v in summary["violations"].items() if counts(system, k)) and \
+        not summary["run_failed"] and not summary["errors"]
     print("%s seed=%d faults=%s: %s in %.1fs; ops ok=%d unknown=%d failed=%d; "
           "violations %s" % (system, summary["seed"], ",".join(summary["faults"]),
                              "PASS" if ok else "FAIL", summary["seconds"],
@@ -354,11 +362,17 @@ def main(argv=None):
         with open(os.path.join(args.dir, "params.json")) as f:
             p = json.load(f)
         results, stats = check(rec, p["election_s"], p["heartbeat_s"], p["final_revision"])
+        system = "muster"
+        if os.path.exists(os.path.join(args.dir, "summary.json")):
+            with open(os.path.join(args.dir, "summary.json")) as f:
+                system = json.load(f).get("system", system)
         for k, v in results.items():
-            print("%s: %d violations %s" % (k, len(v), json.dumps(stats.get(k, {}))))
+            print("%s: %d violations%s %s" % (k, len(v), "" if counts(system, k) else
+                                             " (reported only for %s)" % system,
+                                             json.dumps(stats.get(k, {}))))
             for line in v:
                 print("  " + line.replace("\n", "\n  "))
-        return 1 if any(results.values()) else 0
+        return 1 if any(v for k, v in results.items() if counts(system, k)) else 0
 
     if args.cmd == "run":
         faults = faults_for(args.system, args.faults.split(","))
@@ -367,7 +381,7 @@ def main(argv=None):
             raise SystemExit("--system muster-broken needs --break")
         summary = one_run(args.system, args.seed, faults, out_dir=args.out or None,
                           member_env=env)
-        n = sum(summary["violations"].values())
+        n = sum(v for k, v in summary["violations"].items() if counts(args.system, k))
         if args.expect_violation:
             if summary["run_failed"]:
                 return 2
@@ -405,7 +419,7 @@ def main(argv=None):
         totals["runs"] += 1
         totals["faults"] += len(faults)
         totals["ops"] += summary["ops"].get("ok", 0) + summary["ops"].get("unknown", 0)
-        nv = sum(summary["violations"].values())
+        nv = sum(v for k, v in summary["violations"].items() if counts(args.system, k))
         totals["violations"] += nv
         if nv or summary["errors"] or summary["run_failed"]:
             totals["failed"] += 1
