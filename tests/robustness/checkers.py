@@ -320,8 +320,11 @@ def check_leases(rec, election_s, heartbeat_s, poll_s=0.1, slack_s=0.5):
             violations.append(
                 "lease %x: expired by %.3f, but it was refreshed (TTL %ds) at or after %.3f"
                 % (le["id"], le["expired_ret"], ttl, start))
-        # Late.  The poll before the one that saw it gone still saw it alive.
-        last_alive = le["expired_call"] - poll_s
+        # Late: measured from the last poll that saw it alive (a poll that
+        # failed, say through a cut-off member, saw nothing).
+        last_alive = le.get("alive_call", le["expired_call"] - poll_s)
+        if last_alive > le["expired_call"]:
+            last_alive = le["expired_call"]
         anchor = acks[-1][1] if acks else le["grant_ack"]
         changed = [t for t in changes if anchor < t < last_alive]
         late = last_alive - (anchor + ttl)

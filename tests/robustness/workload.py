@@ -365,6 +365,10 @@ class LeaseClient(threading.Thread):
         while now() < deadline:
             t = now()
             st, doc, member = self.call("/v3/lease/timetolive", {"ID": str(lease)}, timeout=1.0)
+            ttl = int(doc.get("TTL", 0) or 0) if st == "ok" else None
+            rec.setdefault("polls", []).append([round(t, 3), member, st, ttl])
+            if st == "ok" and ttl >= 0:
+                rec["alive_call"] = t  # seen alive (polls that fail see nothing)
             if st == "ok" and int(doc.get("TTL", 0) or 0) == -1:
                 rec["expired_call"] = t
                 rec["expired_ret"] = now()
