@@ -78,15 +78,21 @@ def partition(run, rng, kind):
     names = [m.name for m in run.cluster.members]
     lead = _leader(run)
     relay = run.relay
+    minority = (len(names) - 1) // 2  # 1 of 3, 2 of 5
     if kind == "leader":
-        # The leader alone on the minority side.
-        a = [lead.name] if lead else [rng.choice(names)]
+        # The leader on the minority side (with others, in a 5-member cluster).
+        first = lead.name if lead else rng.choice(names)
+        rest = [n for n in names if n != first]
+        rng.shuffle(rest)
+        a = [first] + rest[:minority - 1]
         b = [n for n in names if n not in a]
         relay.partition(a, b, cut=rng.random() < 0.5)
         what = "isolate %s | %s" % (a, b)
     elif kind == "minority":
-        lone = rng.choice([n for n in names if not lead or n != lead.name])
-        a, b = [lone], [n for n in names if n != lone]
+        followers = [n for n in names if not lead or n != lead.name]
+        rng.shuffle(followers)
+        a = followers[:minority]
+        b = [n for n in names if n not in a]
         relay.partition(a, b, cut=rng.random() < 0.5)
         what = "isolate %s | %s" % (a, b)
     elif kind == "bridge":

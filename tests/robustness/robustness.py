@@ -48,7 +48,7 @@ class RunFailed(Exception):
 
 class Run:
     def __init__(self, system, seed, faults, clients=6, watchers=2, heartbeat_ms=100,
-                 election_ms=1000, op_timeout=2.0, lease_ttl=3, member_env=None, workdir=None):
+                 election_ms=1000, op_timeout=2.0, lease_ttl=3, member_env=None, members=3):
         self.system = system
         self.seed = seed
         self.faults = faults
@@ -67,7 +67,8 @@ class Run:
         self.group = ProcessGroup(prefix="muster-robust-")
         self.group.keep = True  # we decide at the end
         self.relay = Relay(seed)
-        self.cluster = Cluster(self.group, self.relay, system, heartbeat_ms=heartbeat_ms,
+        self.cluster = Cluster(self.group, self.relay, system, size=members,
+                               heartbeat_ms=heartbeat_ms,
                                election_ms=election_ms, member_env=member_env)
         self.monitor = None
         self.workers = []
@@ -222,14 +223,15 @@ def op_counts(rec):
     return c
 
 
-def replay_command(args_system, seed, faults, brk=""):
-    return "tests/robustness/run.sh run --system %s --seed %d --faults %s%s" % (
-        args_system, seed, ",".join(faults), " --break " + brk if brk else "")
+def replay_command(args_system, seed, faults, brk="", members=3):
+    return "tests/robustness/run.sh run --system %s --seed %d --faults %s%s%s" % (
+        args_system, seed, ",".join(faults), " --break " + brk if brk else "",
+        " --members %d" % members if members != 3 else "")
 
 
-def one_run(system, seed, faults, out_dir=None, verbose=True, member_env=None):
+def one_run(system, seed, faults, out_dir=None, verbose=True, member_env=None, members=3):
     """Runs and checks once.  Returns a summary dict (violations included)."""
-    run = Run(system, seed, faults, member_env=member_env)
+    run = Run(system, seed, faults, member_env=member_env, members=members)
     t0 = time.monotonic()
     failed_to_run = None
     try:
@@ -243,7 +245,7 @@ def one_run(system, seed, faults, out_dir=None, verbose=True, member_env=None):
     results, stats = check(run.rec, run.election_s, run.heartbeat_s,
                            getattr(run, "final_revision", 0))
     violations = sum(len(v) for k, v in results.items() if counts(system, k))
-    summary = {"system": system, "seed": seed, "faults": faults, "seconds":
+    summary = {"system": system, "members": members, "seed": seed, "faults": faults, "seconds":
                round(time.monotonic() - t0, 1), "ops": op_counts(run.rec),
                "violations": {k: len(v) for k, v in results.items()}, "stats": stats,
                "nemesis": [n["what"] for n in run.rec.nemesis], "errors": run.errors,
@@ -308,7 +310,8 @@ def print_summary(summary, results, system):
                 print("    [%s] ... %d more" % (k, len(v) - 5))
         print("    history and logs: %s" % summary["dir"])
         print("    replay: %s" % replay_command(system, summary["seed"], summary["faults"],
-                                                summary.get("break", "")))
+                                                summary.get("break", ""),
+                                                summary.get("members", 3)))
     sys.stdout.flush()
 
 
@@ -344,6 +347,7 @@ def main(argv=None):
                    help="self-check: exit 0 only if one of these checkers (comma-separated) "
                         "reports a violation")
     r.add_argument("--out", default=os.environ.get("MUSTER_ROBUSTNESS_OUT", ""))
+    r.add_argument("--members", type=int, default=3, choices=[3, 5])
     s = sub.add_parser("soak", help="seeded runs until the duration or run count is reached")
     s.add_argument("--system", default="muster", choices=["muster", "etcd"])
     s.add_argument("--duration", default="30m")
@@ -353,6 +357,7 @@ def main(argv=None):
     s.add_argument("--per-run", type=int, default=3, help="faults per run")
     s.add_argument("--out", default=os.environ.get("MUSTER_ROBUSTNESS_OUT", "robustness-out"))
     s.add_argument("--report", default="", help="append one JSON line per run here")
+    s.add_argument("--members", type=int, default=3, choices=[3, 5])
     c = sub.add_parser("check", help="re-run the checkers over a saved run")
     c.add_argument("dir")
     args = ap.parse_args(argv)
@@ -380,7 +385,7 @@ def main(argv=None):
         if args.system == "muster-broken" and not args.brk:
             raise SystemExit("--system muster-broken needs --break")
         summary = one_run(args.system, args.seed, faults, out_dir=args.out or None,
-                          member_env=env)
+                          member_env=env, members=args.members)
         n = sum(v for k, v in summary["violations"].items() if counts(args.system, k))
         if args.expect_violation:
             if summary["run_failed"]:
@@ -415,7 +420,7 @@ def main(argv=None):
             not stopping.is_set():
         rng = random.Random(seed)
         faults = [rng.choice(names) for _ in range(args.per_run)]
-        summary = one_run(args.system, seed, faults, out_dir=args.out)
+        summary = one_run(args.system, seed, faults, out_dir=args.out, members=args.members)
         totals["runs"] += 1
         totals["faults"] += len(faults)
         totals["ops"] += summary["ops"].get("ok", 0) + summary["ops"].get("unknown", 0)
