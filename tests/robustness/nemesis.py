@@ -10,7 +10,7 @@ import time
 from workload import now
 
 # Every fault's name, and whether it applies to a system.
-MUSTER_ONLY = {"disk-stall-leader", "disk-eio-leader"}
+MUSTER_ONLY = {"disk-stall-leader", "disk-eio-leader", "pause-snapshot-sender"}
 
 
 def _hold(run, rng, lo, hi):
@@ -162,6 +162,68 @@ def disk(run, rng, mode):
     return "fsync stalled on %s for %.1fs" % (victim.name, held)
 
 
+def pause_snapshot_sender(run, rng):
+    """A follower far behind is restarted; the leader's snapshot stream to
+    it is held in the relay after its opening MsgSnap (the follower has
+    begun the install and holds its one install slot), and the leader is
+    paused until the others have elected a new leader (the follower votes
+    in it).  Then the rest of the stream is released, so the follower
+    completes a snapshot whose MsgSnap carries a past term, and the old
+    leader resumes as a zombie.  The follower must still catch up from the
+    new leader.  muster only (the relay recognises muster's snapshot stream
+    handshake)."""
+    lead = _leader(run)
+    if lead is None:
+        return "pause-snapshot-sender skipped: no leader"
+    fs = _followers(run, lead)
+    if not fs:
+        return "pause-snapshot-sender skipped: no live follower"
+    victim = rng.choice(fs)
+    victim.expect_down = True
+    victim.kill9()
+    # Far enough behind that the leader compacted what it would need
+    # (--snapshot-count 100, catch-up 50).
+    start = run.max_revision()
+    deadline = now() + 20
+    while run.max_revision() < start + 300 and now() < deadline and \
+            not run.stop_nemesis.is_set():
+        run.stop_nemesis.wait(0.05)
+    relay = run.relay
+    held_before = relay.stats["held_snapshot_streams"]
+    relay.hold_snapshots(lead.name, victim.name)
+    victim.start()
+    victim.expect_down = False
+    deadline = now() + 15
+    while relay.stats["held_snapshot_streams"] == held_before and now() < deadline and \
+            not run.stop_nemesis.is_set():
+        run.stop_nemesis.wait(0.02)
+    if relay.stats["held_snapshot_streams"] == held_before:
+        relay.heal()
+        return "pause-snapshot-sender: %s caught up without a snapshot from %s" % (
+            victim.name, lead.name)
+    st = lead.status()
+    old_term = st[2] if st else 0
+    t0 = now()
+    lead.pause()
+    # The others elect a new leader; the victim must be in its term before
+    # the stale stream reaches it.
+    deadline = now() + 30
+    new_term = 0
+    while now() < deadline and not run.stop_nemesis.is_set():
+        st = victim.status()
+        if st and st[2] > old_term and st[1] not in (0, st[3]):
+            new_term = st[2]
+            break
+        run.stop_nemesis.wait(0.05)
+    relay.heal()
+    _hold(run, rng, 0.5, 2.0)  # the stale stream lands while the old leader sleeps
+    lead.resume()
+    return ("%s restarted; %s's snapshot stream to it held, %s paused %.1fs; "
+            "released at term %s (sent in term %d)" % (
+                victim.name, lead.name, lead.name, now() - t0,
+                new_term or "unchanged", old_term))
+
+
 def member_replace(run, rng):
     """Removes a follower and adds a fresh member in its place: as a learner
     that is promoted once it has caught up, during traffic."""
@@ -269,5 +331,6 @@ FAULTS = {
     "disk-stall-leader": lambda run, rng: disk(run, rng, "stall"),
     "disk-eio-leader": lambda run, rng: disk(run, rng, "eio"),
     "member-replace": member_replace,
+    "pause-snapshot-sender": pause_snapshot_sender,
     "combined": combined,
 }

@@ -18,6 +18,13 @@ Faults on a directed link a->b:
     reordered (TCP forbids it); messages on different connections are, by
     their independent random delays.
   - cut: every open connection between two members is reset at once.
+  - hold snapshots: a snapshot stream a dials to b (muster's peer
+    protocol: the dialer's first frame is a Handshake with stream
+    STREAM_SNAPSHOT) passes its handshake and the MsgSnap that opens it,
+    then holds the chunks until the link heals; a's other connections to b
+    are untouched.  The receiver has begun the snapshot (it holds its
+    install slot) and gets the rest after whatever the test does meanwhile
+    (an election), as from a sender paused mid-stream.
 Connections from processes that are not members (a test's own GET
 /members, a joining member not yet registered) are relayed unfaulted.
 
@@ -77,6 +84,7 @@ class Link:
         self.blocked = False
         self.delay_ms = 0.0
         self.jitter_ms = 0.0
+        self.hold_snapshots = False
 
 
 class Relay:
@@ -89,7 +97,8 @@ class Relay:
         self._conns = set()  # open _Conn objects
         self._servers = {}
         self._changed = None  # asyncio.Event, set on every rule change
-        self.stats = {"connections": 0, "unknown_sources": 0, "bytes": 0}
+        self.stats = {"connections": 0, "unknown_sources": 0, "bytes": 0,
+                      "held_snapshot_streams": 0}
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="relay", daemon=True)
         self._thread.start()
@@ -188,6 +197,13 @@ class Relay:
                     c.abort()
         self._call(do)
 
+    def hold_snapshots(self, a, b):
+        """Hold snapshot streams from a to b after their handshake (see
+        the top of the file) until heal()."""
+        with self._lock:
+            self._link(a, b).hold_snapshots = True
+        self._notify()
+
     def set_delay(self, a, b, delay_ms, jitter_ms=0.0):
         with self._lock:
             link = self._link(a, b)
@@ -205,13 +221,19 @@ class Relay:
         with self._lock:
             out = []
             for (a, b), l in sorted(self._links.items()):
-                if l.blocked or l.delay_ms or l.jitter_ms:
-                    out.append("%s->%s%s%s" % (a, b, " blocked" if l.blocked else "",
+                if l.blocked or l.delay_ms or l.jitter_ms or l.hold_snapshots:
+                    out.append("%s->%s%s%s%s" % (a, b, " blocked" if l.blocked else "",
+                                               " hold-snapshots" if l.hold_snapshots else "",
                                                " delay=%g+%g" % (l.delay_ms, l.jitter_ms)
                                                if l.delay_ms or l.jitter_ms else ""))
             return out
 
     # ---------------------------------------------------------------- data path
+
+    def _holds_snapshots(self, a, b):
+        with self._lock:
+            l = self._links.get((a, b))
+            return l is not None and l.hold_snapshots
 
     def _rule(self, a, b):
         with self._lock:
@@ -265,6 +287,9 @@ class _Conn:
         self.dst = dst
         self._writers = (down_writer, up_writer)
         self._closed = False
+        self._head = b""  # the dialer's bytes of a frame not yet whole
+        self._frames = 0  # the dialer's whole frames so far (counted up to 2)
+        self.snapshot_stream = None  # known once the handshake frame is read
 
     def abort(self):
         if self._closed:
@@ -275,6 +300,31 @@ class _Conn:
                 w.transport.abort()
             except Exception:
                 pass
+
+    def _classify(self, data):
+        """Splits the dialer's bytes into (its first two frames' bytes, the
+        rest) and decides from the first whether the connection is a
+        snapshot stream.  Frame: a 4-byte big-endian length N, a type byte
+        (1: Handshake), N-1 bytes of protobuf; Handshake.stream is field 5
+        (varint), STREAM_SNAPSHOT 1.  The second frame opens the stream (a
+        MsgSnap on a snapshot stream)."""
+        passed = 0
+        while self._frames < 2 and passed < len(data):
+            need = 4 - len(self._head)
+            if need <= 0:
+                need = 4 + int.from_bytes(self._head[:4], "big") - len(self._head)
+            take = data[passed:passed + need]
+            self._head += take
+            passed += len(take)
+            if len(self._head) >= 4 and \
+                    len(self._head) == 4 + int.from_bytes(self._head[:4], "big"):
+                if self._frames == 0:
+                    f = self._head
+                    self.snapshot_stream = len(f) > 4 and f[4] == 1 and \
+                        _varint_field(f[5:], 5) == 1
+                self._frames += 1
+                self._head = b""
+        return data[:passed], data[passed:]
 
     async def pump(self, reader, writer, a, b):
         """Bytes from member a (reader) to member b (writer).  A clean end
@@ -291,9 +341,16 @@ class _Conn:
                         if not self._closed:
                             writer.write_eof()
                         return
-                    due, data = item
+                    due, data, after_opening = item
+                    counted = False
                     while True:
                         blocked, _ = relay._rule(a, b) if a and b else (False, 0.0)
+                        if not blocked and after_opening and self.snapshot_stream and \
+                                relay._holds_snapshots(a, b):
+                            blocked = True
+                            if not counted:
+                                counted = True
+                                relay.stats["held_snapshot_streams"] += 1
                         if not blocked:
                             break
                         await relay.wait_change()
@@ -316,7 +373,12 @@ class _Conn:
                 _, delay = relay._rule(a, b) if a and b else (False, 0.0)
                 due = max(time.monotonic() + delay, last_due)
                 last_due = due
-                queue.put_nowait((due, data))
+                if a == self.src and self._frames < 2:
+                    head, data = self._classify(data)
+                    if head:
+                        queue.put_nowait((due, head, False))
+                if data:
+                    queue.put_nowait((due, data, True))
                 # Back-pressure: stop reading while 64 chunks wait (a blocked
                 # link fills the sender's buffers, as a lossy network does).
                 while queue.qsize() > 64 and not self._closed and not sender.done():
@@ -328,6 +390,43 @@ class _Conn:
         finally:
             if not sender.done():
                 sender.cancel()
+
+
+def _varint_field(buf, number):
+    """The value of varint field `number` in a protobuf message, or None."""
+    i = 0
+
+    def varint():
+        nonlocal i
+        v = shift = 0
+        while i < len(buf):
+            b = buf[i]
+            i += 1
+            v |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                return v
+        raise ValueError("truncated varint")
+
+    try:
+        while i < len(buf):
+            key = varint()
+            field, wire = key >> 3, key & 7
+            if wire == 0:
+                v = varint()
+                if field == number:
+                    return v
+            elif wire == 1:
+                i += 8
+            elif wire == 2:
+                i += varint()
+            elif wire == 5:
+                i += 4
+            else:
+                return None
+    except ValueError:
+        return None
+    return None
 
 
 def self_test():
@@ -360,5 +459,65 @@ def self_test():
     assert s.recv(1) == b"y"
     c.close()
     s.close()
+    ls.close()
+    r.close()
+
+
+def self_test_hold_snapshots():
+    """A snapshot stream passes its handshake and opening MsgSnap and is
+    held after them until heal(); a Raft stream on the same link is not."""
+    def frame(type_, payload):
+        return (len(payload) + 1).to_bytes(4, "big") + bytes([type_]) + payload
+
+    r = Relay()
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen()
+    target = ls.getsockname()[1]
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    front = probe.getsockname()[1]
+    probe.close()
+    r.add_front("b", front, target)
+    r.set_pid("a", os.getpid())
+    r.hold_snapshots("a", "b")
+    # Handshake{version: 1, from: 7, stream: STREAM_RAFT (absent)}, then data.
+    raft_hs = frame(1, bytes([0x08, 0x01, 0x18, 0x07]))
+    snap_hs = frame(1, bytes([0x08, 0x01, 0x18, 0x07, 0x28, 0x01]))
+    msg = frame(3, b"MsgSnap")
+    chunk = frame(4, b"chunk")
+
+    def recv_exactly(s, n):
+        out = b""
+        while len(out) < n:
+            chunk = s.recv(n - len(out))
+            if not chunk:
+                break
+            out += chunk
+        return out
+
+    for hs, held in ((raft_hs, False), (snap_hs, True)):
+        c = socket.create_connection(("127.0.0.1", front))
+        s, _ = ls.accept()
+        s.settimeout(5)
+        c.sendall(hs[:3])  # the handshake split across reads
+        time.sleep(0.05)
+        c.sendall(hs[3:] + msg[:6])
+        time.sleep(0.05)
+        c.sendall(msg[6:] + chunk)
+        assert recv_exactly(s, len(hs) + len(msg)) == hs + msg, "the opening must pass"
+        if held:
+            s.settimeout(0.3)
+            try:
+                s.recv(1)
+                raise AssertionError("a held snapshot stream's bytes got through")
+            except socket.timeout:
+                pass
+            assert r.stats["held_snapshot_streams"] == 1
+            r.heal()
+            s.settimeout(5)
+        assert recv_exactly(s, len(chunk)) == chunk
+        c.close()
+        s.close()
     ls.close()
     r.close()

@@ -9,6 +9,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import checkers  # noqa: E402
 import linearizability  # noqa: E402
+import relay  # noqa: E402
 from workload import Recorder  # noqa: E402
 
 
@@ -309,6 +310,18 @@ class LeaseTest(unittest.TestCase):
                        leases=[self.lease()])
         v, _ = linearizability.check(rec.ops + checkers.lease_expiry_ops(rec))
         self.assertEqual(len(v), 1)
+
+
+
+class RelayTest(unittest.TestCase):
+    """The relay the faults go through: a block holds bytes until healed; a
+    snapshot-stream hold lets the handshake through and nothing after it."""
+
+    def test_blocked_bytes_are_held_until_heal(self):
+        relay.self_test()
+
+    def test_snapshot_streams_are_held_after_their_handshake(self):
+        relay.self_test_hold_snapshots()
 
 
 if __name__ == "__main__":
