@@ -287,7 +287,8 @@ class _Conn:
         self.dst = dst
         self._writers = (down_writer, up_writer)
         self._closed = False
-        self._head = b""  # the dialer's bytes of a frame not yet whole
+        self._head = b""  # a length, or the handshake, not yet whole
+        self._left = None  # bytes left in the dialer's current frame
         self._frames = 0  # the dialer's whole frames so far (counted up to 2)
         self.snapshot_stream = None  # known once the handshake frame is read
 
@@ -307,23 +308,35 @@ class _Conn:
         snapshot stream.  Frame: a 4-byte big-endian length N, a type byte
         (1: Handshake), N-1 bytes of protobuf; Handshake.stream is field 5
         (varint), STREAM_SNAPSHOT 1.  The second frame opens the stream (a
-        MsgSnap on a snapshot stream)."""
+        MsgSnap on a snapshot stream).  Any other first frame (a Raft
+        stream, or not muster's protocol at all: etcd speaks HTTP) ends the
+        classification at once; only the handshake's bytes are kept."""
         passed = 0
         while self._frames < 2 and passed < len(data):
-            need = 4 - len(self._head)
-            if need <= 0:
-                need = 4 + int.from_bytes(self._head[:4], "big") - len(self._head)
-            take = data[passed:passed + need]
-            self._head += take
-            passed += len(take)
-            if len(self._head) >= 4 and \
-                    len(self._head) == 4 + int.from_bytes(self._head[:4], "big"):
+            if self._left is None:  # a frame's 4-byte length
+                take = data[passed:passed + 4 - len(self._head)]
+                self._head += take
+                passed += len(take)
+                if len(self._head) == 4:
+                    self._left = int.from_bytes(self._head, "big")
+                    self._head = b""
+                    if self._frames == 0 and not 1 <= self._left <= 4096:
+                        self.snapshot_stream = False
+                        self._frames = 2
+            else:
+                take = data[passed:passed + self._left]
+                passed += len(take)
+                self._left -= len(take)
                 if self._frames == 0:
-                    f = self._head
-                    self.snapshot_stream = len(f) > 4 and f[4] == 1 and \
-                        _varint_field(f[5:], 5) == 1
-                self._frames += 1
-                self._head = b""
+                    self._head += take
+                if self._left == 0:
+                    self._left = None
+                    self._frames += 1
+                    if self._frames == 1:
+                        f, self._head = self._head, b""
+                        self.snapshot_stream = f[0] == 1 and _varint_field(f[1:], 5) == 1
+                        if not self.snapshot_stream:
+                            self._frames = 2
         return data[:passed], data[passed:]
 
     async def pump(self, reader, writer, a, b):
