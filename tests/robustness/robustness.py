@@ -271,6 +271,9 @@ def one_run(system, seed, faults, out_dir=None, verbose=True, member_env=None, m
         dest = os.path.join(out_dir, "%s-seed%d" % (system, seed))
         shutil.rmtree(dest, ignore_errors=True)
         shutil.copytree(run.group.dir, dest, ignore=shutil.ignore_patterns("*.data"))
+        # The copy is the record; the temporary directory (the members'
+        # data, hundreds of megabytes) is not left behind in /tmp.
+        shutil.rmtree(run.group.dir, ignore_errors=True)
         summary["dir"] = dest
     if verbose:
         print_summary(summary, results, system)
@@ -394,6 +397,8 @@ def main(argv=None):
             caught = {k: v for k, v in summary["violations"].items() if k in wanted and v}
             if caught:
                 print("self-check: the broken build was caught: %s" % json.dumps(caught))
+                if not args.out:  # what was expected: nothing to keep in /tmp
+                    shutil.rmtree(summary["dir"], ignore_errors=True)
                 return 0
             print("self-check FAILED: %s noticed nothing wrong with the broken build"
                   % " or ".join(wanted))
