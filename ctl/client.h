@@ -52,20 +52,14 @@ std::optional<std::string> read_global_options(const Flags& flags, const EnvLook
 // The help text for the global flags, appended to each command's usage.
 extern const std::string_view kGlobalFlagsUsage;
 
-// Go-style durations as etcd flags take them: "500ms", "2s", "1.5s", "1m".
+// A positive Go duration of at most 24 hours (etcdwire/durations.h), as
+// etcdctl's timeout flags take it ("500ms", "2s", "1.5s", "1m"), rounded up
+// to whole milliseconds.
 std::optional<std::chrono::milliseconds> parse_duration(std::string_view text);
 
 // The URL for an endpoint: kept when it has a scheme, else https:// when any
 // TLS file is configured (as etcdctl decides) and http:// otherwise.
 std::string endpoint_url(const std::string& endpoint, const GlobalOptions& options);
-
-// Standard base64 (RFC 4648), as the gateway encodes keys and values.
-std::string base64_encode(std::string_view data);
-std::optional<std::string> base64_decode(std::string_view text);
-
-// The key that ends a --prefix range: `key` with its last byte incremented,
-// dropping trailing 0xff bytes; "\0" (all keys) when nothing is left.
-std::string prefix_range_end(std::string_view key);
 
 // One answer from a member, or why there is none.
 struct Reply {

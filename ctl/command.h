@@ -1,7 +1,7 @@
 // musterctl's command table.  A command is a name, a one-line summary, a
 // usage text and a function; adding one (put, get, member, discovery ...)
-// means writing its run function in ctl/<name>_command.cc and adding one row
-// to commands() in ctl/commands.cc.
+// means writing its run function in ctl/<name>_command.cpp and adding one row
+// to commands() in ctl/commands.cpp.
 #pragma once
 
 #include <iosfwd>

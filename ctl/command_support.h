@@ -4,6 +4,7 @@
 #pragma once
 
 #include <iosfwd>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -33,5 +34,18 @@ int request_failed(std::ostream& err, const Reply& reply);
 // Prints "Error: <format> not supported as output format"; returns 4.
 int unsupported_format(std::ostream& err, OutputFormat format);
 std::string_view format_name(OutputFormat format);
+
+// The keys a command's positional arguments name, as etcdctl reads them:
+// <key> [range_end]; with --prefix every key that starts with <key> (every
+// key at all when <key> is empty); with --from-key (only for commands that
+// declare it) every key from <key> on.
+struct KeyRange {
+  std::string key;
+  std::string range_end;  // "" = the one key
+};
+KeyRange key_range(const Flags& flags, bool has_from_key);
+// {"key", "range_end"} of a range, delete-range or watch request, in the
+// gateway's base64.
+nlohmann::ordered_json range_request(const KeyRange& range);
 
 }  // namespace muster::ctl

@@ -25,17 +25,10 @@ namespace muster::ctl {
 // of every field etcd declares int64/uint64; other strings left as they are.
 nlohmann::ordered_json to_etcdctl_json(const nlohmann::ordered_json& gateway);
 
-// A 64-bit integer field of a gateway object ("123" or 123); 0 when absent.
-uint64_t u64_field(const nlohmann::ordered_json& object, const char* name);
-// A base64 bytes field decoded; empty when absent or malformed.
+// A base64 bytes field decoded (etcdwire::json_bytes); empty when absent or
+// malformed.
 std::string bytes_field(const nlohmann::ordered_json& object, const char* name);
-// Member IDs as etcdctl prints them: lower-case hex, no padding.
-std::string hex_id(uint64_t id);
-// Parses a member ID as etcdctl takes it (hex, no 0x).
-std::optional<uint64_t> parse_hex_id(std::string_view text);
 
-// Go's time.Duration.String(): "1.120115ms", "963.013µs", "2.5s", "1m3s".
-std::string go_duration(std::chrono::nanoseconds d);
 // go-humanize's Bytes(): "20 kB", "1.5 MB", "512 B".
 std::string humanize_bytes(uint64_t n);
 // An etcdctl table: centred headers, right-aligned cells, +---+ rules.

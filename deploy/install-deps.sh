@@ -7,6 +7,7 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config
   libboost-dev libssl-dev libc-ares-dev nlohmann-json3-dev libleveldb-dev
   libprotobuf-dev protobuf-compiler libnghttp2-dev libyaml-cpp-dev googletest libgtest-dev
+  libabsl-dev
   libsystemd-dev libgoogle-perftools-dev
   etcd-server etcd-client dnsmasq dnsutils golang-cfssl openssl wrk curl
   procps psmisc iproute2 python3 python3-yaml python3-grpcio

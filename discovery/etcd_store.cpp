@@ -1,10 +1,23 @@
 // discovery/etcd_store.cpp: EtcdTokenStore (layout and rules in etcd_store.h).
+//
+// Why one file of this size: one class on one event loop; the token
+// operations (create, get, add and remove a member, watch, expiry) are
+// coroutines over the same endpoint rotation, txn helpers and watch streams.
 #include "discovery/etcd_store.h"
 
 #include <algorithm>
 #include <atomic>
-#include <condition_variable>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <deque>
+#include <functional>
+#include <future>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -14,10 +27,13 @@
 #include <unordered_map>
 #include <utility>
 
-#include "net/client.h"
+#include "etcdwire/v3_json.h"
+#include "net/http_client.h"
 #include "net/url.h"
 
 namespace muster::discovery {
+
+namespace asio = boost::asio;
 
 namespace {
 
@@ -25,85 +41,12 @@ using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
 // ---------------------------------------------------------------------------
-// base64 (RFC 4648, padded): the gateway's encoding of every key and value.
-
-constexpr char kB64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-std::string b64(std::string_view in) {
-  std::string out;
-  out.reserve((in.size() + 2) / 3 * 4);
-  std::size_t i = 0;
-  for (; i + 2 < in.size(); i += 3) {
-    uint32_t v =
-        (uint32_t(uint8_t(in[i])) << 16) | (uint32_t(uint8_t(in[i + 1])) << 8) | uint8_t(in[i + 2]);
-    out += kB64[v >> 18];
-    out += kB64[(v >> 12) & 63];
-    out += kB64[(v >> 6) & 63];
-    out += kB64[v & 63];
-  }
-  if (i + 1 == in.size()) {
-    uint32_t v = uint32_t(uint8_t(in[i])) << 16;
-    out += kB64[v >> 18];
-    out += kB64[(v >> 12) & 63];
-    out += "==";
-  } else if (i + 2 == in.size()) {
-    uint32_t v = (uint32_t(uint8_t(in[i])) << 16) | (uint32_t(uint8_t(in[i + 1])) << 8);
-    out += kB64[v >> 18];
-    out += kB64[(v >> 12) & 63];
-    out += kB64[(v >> 6) & 63];
-    out += '=';
-  }
-  return out;
-}
-
-std::optional<std::string> unb64(std::string_view in) {
-  auto val = [](char c) -> int {
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+' || c == '-') return 62;  // also accept the URL-safe alphabet
-    if (c == '/' || c == '_') return 63;
-    return -1;
-  };
-  while (!in.empty() && in.back() == '=') in.remove_suffix(1);
-  std::string out;
-  out.reserve(in.size() * 3 / 4);
-  uint32_t acc = 0;
-  int bits = 0;
-  for (char c : in) {
-    int v = val(c);
-    if (v < 0) return std::nullopt;
-    acc = (acc << 6) | uint32_t(v);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out += char((acc >> bits) & 0xff);
-    }
-  }
-  return out;
-}
-
-// ---------------------------------------------------------------------------
-// Gateway JSON helpers.  int64 fields arrive as strings; zero values are
-// omitted entirely.
-
-uint64_t u64_of(const json& j, const char* field) {
-  auto it = j.find(field);
-  if (it == j.end()) return 0;
-  if (it->is_string()) {
-    try {
-      return std::stoull(it->get<std::string>());
-    } catch (const std::exception&) {
-      return 0;
-    }
-  }
-  if (it->is_number_unsigned() || it->is_number_integer()) return it->get<uint64_t>();
-  return 0;
-}
+// Gateway JSON (etcdwire/v3_json.h): keys and values in base64, int64 fields
+// as strings, zero values omitted entirely.
 
 uint64_t header_revision(const json& j) {
   auto h = j.find("header");
-  return h == j.end() || !h->is_object() ? 0 : u64_of(*h, "revision");
+  return h == j.end() || !h->is_object() ? 0 : etcdwire::json_u64(*h, "revision");
 }
 
 struct Kv {
@@ -116,34 +59,35 @@ struct Kv {
 std::optional<Kv> kv_of(const json& j) {
   if (!j.is_object()) return std::nullopt;
   Kv kv;
-  auto k = unb64(j.value("key", std::string()));
-  auto v = unb64(j.value("value", std::string()));
+  auto k = etcdwire::base64_decode(j.value("key", std::string()));
+  auto v = etcdwire::base64_decode(j.value("value", std::string()));
   if (!k || !v) return std::nullopt;
   kv.key = std::move(*k);
   kv.value = std::move(*v);
-  kv.create_revision = u64_of(j, "create_revision");
-  kv.mod_revision = u64_of(j, "mod_revision");
+  kv.create_revision = etcdwire::json_u64(j, "create_revision");
+  kv.mod_revision = etcdwire::json_u64(j, "mod_revision");
   return kv;
 }
 
 json range_op(const std::string& key, const std::string& range_end = "") {
-  json r{{"key", b64(key)}};
-  if (!range_end.empty()) r["range_end"] = b64(range_end);
+  json r{{"key", etcdwire::base64_encode(key)}};
+  if (!range_end.empty()) r["range_end"] = etcdwire::base64_encode(range_end);
   return {{"request_range", r}};
 }
 json put_op(const std::string& key, const std::string& value) {
-  return {{"request_put", {{"key", b64(key)}, {"value", b64(value)}}}};
+  return {{"request_put",
+           {{"key", etcdwire::base64_encode(key)}, {"value", etcdwire::base64_encode(value)}}}};
 }
 json delete_op(const std::string& key, const std::string& range_end = "") {
-  json r{{"key", b64(key)}};
-  if (!range_end.empty()) r["range_end"] = b64(range_end);
+  json r{{"key", etcdwire::base64_encode(key)}};
+  if (!range_end.empty()) r["range_end"] = etcdwire::base64_encode(range_end);
   return {{"request_delete_range", r}};
 }
 // target: "CREATE" compares create_revision, "MOD" mod_revision.
 json equal_cmp(const char* target, const std::string& key, uint64_t revision) {
   return {{"result", "EQUAL"},
           {"target", target},
-          {"key", b64(key)},
+          {"key", etcdwire::base64_encode(key)},
           {std::string(target) == "CREATE" ? "create_revision" : "mod_revision",
            std::to_string(revision)}};
 }
@@ -165,18 +109,6 @@ std::vector<Kv> txn_range(const json& txn, std::size_t i) {
 std::optional<Kv> first(std::vector<Kv> v) {
   if (v.empty()) return std::nullopt;
   return std::move(v.front());
-}
-
-// The smallest key greater than every key starting with `p`.
-std::string prefix_end(std::string p) {
-  while (!p.empty()) {
-    if (static_cast<unsigned char>(p.back()) < 0xff) {
-      p.back() = char(static_cast<unsigned char>(p.back()) + 1);
-      return p;
-    }
-    p.pop_back();
-  }
-  return std::string(1, '\0');  // whole keyspace
 }
 
 // Token names and member IDs become key path elements; the API's rules allow
@@ -250,40 +182,43 @@ struct TokenRead {
 
 struct EtcdTokenStore::Core {
   EtcdStoreOptions options;
-  std::string prefix_end_key;             // prefix_end(options.prefix)
+  std::string prefix_end_key;             // etcdwire::prefix_end(options.prefix)
   std::atomic<std::size_t> preferred{0};  // endpoint that answered last
   std::atomic<uint64_t> last_revision{0};
-  std::atomic<bool> stopping{false};
 
-  // Work queue.
-  std::mutex queue_mu;
-  std::condition_variable queue_cv;
-  std::deque<std::function<void(net::HttpClient*)>> queue;
-  bool workers_gone = false;  // guarded by queue_mu
-  std::vector<std::thread> workers;
+  // The store's event loop and its one thread: every HTTP call, every
+  // operation and the watch stream run here.
+  asio::io_context io;
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
+  std::thread thread;
+  std::unique_ptr<net::AsyncHttpClient> http;
+
+  // Operations: at most options.workers at a time, the rest wait in
+  // `queue` (io thread only).  `accepting` turns false when the store stops;
+  // from then on operations fail on their caller's thread.
+  using Op = std::function<asio::awaitable<void>()>;
+  int active = 0;
+  std::deque<Op> queue;
+  bool stopping = false;  // io thread
+  std::mutex accept_mu;
+  bool accepting = true;  // guarded by accept_mu
 
   // Waiters, by token.
   std::mutex waiters_mu;
   std::unordered_map<std::string, std::vector<std::shared_ptr<Waiter>>> waiters;
   std::size_t waiter_count = 0;
 
-  // Watch stream.
-  std::thread watcher;
-  std::mutex watch_mu;  // for the backoff wait
-  std::condition_variable watch_cv;
-  std::atomic<bool> in_stream{false};
+  // Watch stream (io thread).
+  std::shared_ptr<net::HttpCall> stream_call;
+  asio::steady_timer* backoff_timer = nullptr;
   std::atomic<uint64_t> streams_established{0};
-  std::string wake_tag;
 
-  // Request tags.
-  std::mutex rng_mu;
+  // Request tags (io thread).
   std::mt19937_64 rng{std::random_device{}()};
 
   // Blocking calls made on the caller's thread.
   std::mutex collect_mu;
-  std::unique_ptr<net::HttpClient> collect_client;
   std::mutex health_mu;
-  std::unique_ptr<net::HttpClient> health_client;
   Clock::time_point health_started{};
   std::string health_answer;
 
@@ -298,17 +233,7 @@ struct EtcdTokenStore::Core {
     return options.prefix + "e/" + pad20(expires_ms) + "/" + t;
   }
 
-  net::ClientOptions client_options(std::chrono::milliseconds timeout) const {
-    net::ClientOptions o;
-    o.connect_timeout = std::min(options.connect_timeout, timeout);
-    o.timeout = timeout;
-    o.tls = options.tls;
-    o.max_redirects = 0;
-    return o;
-  }
-
   std::string new_tag() {
-    std::lock_guard lock(rng_mu);
     static constexpr char kHex[] = "0123456789abcdef";
     uint64_t v = rng();
     std::string s(16, '0');
@@ -322,7 +247,39 @@ struct EtcdTokenStore::Core {
     }
   }
 
-  // ----- HTTP with failover
+  // ----- HTTP on the event loop
+
+  // One call of net's client, awaited.
+  asio::awaitable<net::ClientResult> call(net::ClientRequest req) {
+    return asio::async_initiate<decltype(asio::use_awaitable), void(net::ClientResult)>(
+        [this](auto handler, net::ClientRequest req) {
+          auto h = std::make_shared<decltype(handler)>(std::move(handler));
+          http->request(std::move(req), [h](net::ClientResult r) {
+            auto ex = asio::get_associated_executor(*h);
+            asio::post(ex, [h, r = std::move(r)]() mutable { (*h)(std::move(r)); });
+          });
+        },
+        asio::use_awaitable, std::move(req));
+  }
+
+  // One streamed call, awaited; stop() cancels it through stream_call.
+  asio::awaitable<net::ClientResult> stream(net::ClientRequest req, net::StreamHandlers on) {
+    return asio::async_initiate<decltype(asio::use_awaitable), void(net::ClientResult)>(
+        [this](auto handler, net::ClientRequest req, net::StreamHandlers on) {
+          auto h = std::make_shared<decltype(handler)>(std::move(handler));
+          stream_call = http->stream(std::move(req), std::move(on), [h](net::ClientResult r) {
+            auto ex = asio::get_associated_executor(*h);
+            asio::post(ex, [h, r = std::move(r)]() mutable { (*h)(std::move(r)); });
+          });
+        },
+        asio::use_awaitable, std::move(req), std::move(on));
+  }
+
+  asio::awaitable<void> sleep(std::chrono::milliseconds d) {
+    asio::steady_timer t(io, d);
+    boost::system::error_code ignored;
+    co_await t.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+  }
 
   struct Reply {
     std::optional<json> body;
@@ -334,7 +291,7 @@ struct EtcdTokenStore::Core {
 
   // POSTs `request` to `path` on the endpoints, starting with the one that
   // answered last, moving on after connection errors, 5xx and 429.
-  Reply post(net::HttpClient& http, const std::string& path, const json& request) {
+  asio::awaitable<Reply> post(std::string path, json request) {
     Reply out;
     const std::size_t n = options.endpoints.size();
     const std::size_t attempts = std::max<std::size_t>(3, 2 * n);
@@ -349,11 +306,11 @@ struct EtcdTokenStore::Core {
       if (a > 0 && Clock::now() >= deadline) break;
       if (a > 0 && a % n == 0) {
         // A whole round failed: give a restarting or electing cluster a moment.
-        if (stopping.load()) break;
-        std::this_thread::sleep_for(std::chrono::milliseconds(100 * (a / n)));
+        if (stopping) break;
+        co_await sleep(std::chrono::milliseconds(100 * (a / n)));
       }
       std::size_t ep = (start + a) % n;
-      auto r = http.request("POST", options.endpoints[ep] + path, body, headers);
+      auto r = co_await call({"POST", options.endpoints[ep] + path, body, headers});
       if (!r.ok()) {
         out.error = r.error;
         out.maybe_applied = true;
@@ -365,7 +322,7 @@ struct EtcdTokenStore::Core {
         preferred.store(ep);
         note_revision(header_revision(parsed));
         out.body = std::move(parsed);
-        return out;
+        co_return out;
       }
       std::string msg;
       if (parsed.is_object()) {
@@ -381,9 +338,9 @@ struct EtcdTokenStore::Core {
         out.maybe_applied = true;
         continue;
       }
-      return out;  // 4xx: retrying elsewhere would get the same answer
+      co_return out;  // 4xx: retrying elsewhere would get the same answer
     }
-    return out;
+    co_return out;
   }
 
   // ----- reads
@@ -421,25 +378,22 @@ struct EtcdTokenStore::Core {
   }
 
   // Reads a token and all its members in one txn, hence at one revision.
-  TokenRead read_token(net::HttpClient& http, const std::string& name) {
+  asio::awaitable<TokenRead> read_token(std::string name) {
     TokenRead out;
-    json txn{{"success",
-              {range_op(token_key(name)),
-               range_op(members_prefix(name), prefix_end(members_prefix(name)))}}};
-    auto r = post(http, "/v3/kv/txn", txn);
+    auto r = co_await post("/v3/kv/txn", read_token_txn(name));
     if (!r.body) {
       out.error = r.error;
-      return out;
+      co_return out;
     }
     out.ok = true;
     out.revision = header_revision(*r.body);
     auto tk = first(txn_range(*r.body, 0));
-    if (!tk) return out;
+    if (!tk) co_return out;
     Token t;
     if (!parse_token(name, *tk, t, nullptr)) {
       out.ok = false;
       out.error = "unreadable token record in etcd under " + tk->key;
-      return out;
+      co_return out;
     }
     const std::string mp = members_prefix(name);
     for (auto& kv : txn_range(*r.body, 1)) {
@@ -447,14 +401,14 @@ struct EtcdTokenStore::Core {
       if (!parse_member(kv.key.substr(mp.size()), kv, m, nullptr)) {
         out.ok = false;
         out.error = "unreadable member record in etcd under " + kv.key;
-        return out;
+        co_return out;
       }
       t.members.push_back(std::move(m));
     }
     std::sort(t.members.begin(), t.members.end(),
               [](const Member& a, const Member& b) { return a.created_index < b.created_index; });
     out.token = std::move(t);
-    return out;
+    co_return out;
   }
 
   // Token, counter and one member key, read together (the state a
@@ -489,26 +443,103 @@ struct EtcdTokenStore::Core {
                    : equal_cmp("CREATE", counter_key(token), 0);
   }
 
-  // ----- operations (run on workers)
+  // ----- the txns the operations send (plain functions: g++ 12 cannot keep
+  // a braced JSON initializer list alive across a co_await)
 
-  StoreResult do_create(net::HttpClient& http, const std::string& name, uint32_t size,
-                        int64_t now_ms, int64_t expires_ms) {
-    if (!valid_element(name)) return unavailable("invalid token name \"" + name + "\"");
-    const std::string tag = new_tag();
+  json read_token_txn(const std::string& name) {
+    return json{{"success",
+                 {range_op(token_key(name)),
+                  range_op(members_prefix(name), etcdwire::prefix_end(members_prefix(name)))}}};
+  }
+  json create_txn(const std::string& name, uint32_t size, int64_t now_ms, int64_t expires_ms,
+                  const std::string& tag) {
     const std::string tk = token_key(name);
     std::string value = json{
         {"size", size},
         {"created_ms", now_ms},
         {"expires_ms", expires_ms},
         {"req", tag}}.dump();
-    json txn{{"compare", {equal_cmp("CREATE", tk, 0)}},
-             {"success",
-              {put_op(tk, value), put_op(counter_key(name), "0"),
-               put_op(expiry_key(expires_ms, name), "")}},
-             {"failure", {range_op(tk)}}};
+    return json{{"compare", {equal_cmp("CREATE", tk, 0)}},
+                {"success",
+                 {put_op(tk, value), put_op(counter_key(name), "0"),
+                  put_op(expiry_key(expires_ms, name), "")}},
+                {"failure", {range_op(tk)}}};
+  }
+  json slot_read_txn(const std::string& token, const std::string& id) {
+    return json{{"success", slot_reads(token, id)}};
+  }
+  static std::string member_record(const std::string& value, int64_t now_ms,
+                                   const std::string& tag) {
+    return json{{"value", value}, {"registered_ms", now_ms}, {"req", tag}}.dump();
+  }
+  json add_txn(const std::string& token, const std::string& id, const SlotState& s,
+               const std::string& member_value, uint64_t count) {
+    const std::string mk = member_key(token, id);
+    return json{{"compare",
+                 {equal_cmp("MOD", token_key(token), s.token->mod_revision),
+                  counter_cmp(token, s.counter), equal_cmp("CREATE", mk, 0)}},
+                {"success",
+                 {put_op(mk, member_value), put_op(counter_key(token), std::to_string(count + 1))}},
+                {"failure", slot_reads(token, id)}};
+  }
+  json remove_txn(const std::string& token, const std::string& id, const SlotState& s) {
+    const std::string mk = member_key(token, id);
+    const uint64_t count = count_of(s.counter);
+    json success = json::array({delete_op(mk)});
+    if (s.counter)
+      success.push_back(
+          put_op(counter_key(token), std::to_string(count > 0 ? count - 1 : uint64_t{0})));
+    return json{{"compare",
+                 {equal_cmp("MOD", mk, s.member->mod_revision), counter_cmp(token, s.counter),
+                  equal_cmp("MOD", token_key(token), s.token->mod_revision)}},
+                {"success", success},
+                {"failure", slot_reads(token, id)}};
+  }
+  static json expiry_range(const std::string& from, const std::string& to) {
+    return json{{"key", etcdwire::base64_encode(from)},
+                {"range_end", etcdwire::base64_encode(to)},
+                {"limit", "256"}};
+  }
+  // Deletes the token an expiry key describes, if it is still that token:
+  // the expiry key was written in the token's creating txn, so the token
+  // has create_revision == the key's mod_revision; a token of the same name
+  // created later is left alone.
+  json collect_txn(const std::string& token, const Kv& expiry) {
+    const std::string mp = members_prefix(token);
+    return json{{"compare", {equal_cmp("CREATE", token_key(token), expiry.mod_revision)}},
+                {"success",
+                 {delete_op(token_key(token)), delete_op(counter_key(token)),
+                  delete_op(mp, etcdwire::prefix_end(mp)), delete_op(expiry.key)}}};
+  }
+  // Drops a stale expiry key (its token is gone or was re-created).
+  static json drop_expiry_txn(const Kv& expiry) {
+    return json{{"compare", {equal_cmp("MOD", expiry.key, expiry.mod_revision)}},
+                {"success", {delete_op(expiry.key)}}};
+  }
+  std::string count_only_body() {
+    return json{{"key", etcdwire::base64_encode(options.prefix)},
+                {"range_end", etcdwire::base64_encode(prefix_end_key)},
+                {"count_only", true}}
+        .dump();
+  }
+  std::string watch_body(uint64_t start_revision) {
+    json create{{"key", etcdwire::base64_encode(options.prefix)},
+                {"range_end", etcdwire::base64_encode(prefix_end_key)}};
+    if (start_revision > 0) create["start_revision"] = std::to_string(start_revision);
+    return json{{"create_request", create}}.dump();
+  }
+
+  // ----- operations (on the event loop)
+
+  asio::awaitable<StoreResult> do_create(std::string name, uint32_t size, int64_t now_ms,
+                                         int64_t expires_ms) {
+    if (!valid_element(name)) co_return unavailable("invalid token name \"" + name + "\"");
+    const std::string tag = new_tag();
+    const std::string tk = token_key(name);
+    const json txn = create_txn(name, size, now_ms, expires_ms, tag);
     for (int attempt = 0; attempt < 5; ++attempt) {
-      auto r = post(http, "/v3/kv/txn", txn);
-      if (!r.body) return unavailable(r.error, last_revision.load());
+      auto r = co_await post("/v3/kv/txn", txn);
+      if (!r.body) co_return unavailable(r.error, last_revision.load());
       uint64_t rev = header_revision(*r.body);
       if (r.body->value("succeeded", false)) {
         StoreResult out = with_status(StoreStatus::kOk, rev);
@@ -517,88 +548,82 @@ struct EtcdTokenStore::Core {
         out.token.created_index = rev;
         out.token.created_unix_ms = now_ms;
         out.token.expires_unix_ms = expires_ms;
-        return out;
+        co_return out;
       }
       auto existing = first(txn_range(*r.body, 0));
       if (!existing) continue;  // deleted between compare and read: try again
       StoreResult out = with_status(StoreStatus::kExists, rev);
       std::string existing_tag;
       if (!parse_token(name, *existing, out.token, &existing_tag))
-        return unavailable("unreadable token record in etcd under " + tk, rev);
+        co_return unavailable("unreadable token record in etcd under " + tk, rev);
       // Our own earlier attempt, whose answer was lost, created it.
       if (existing_tag == tag) out.status = StoreStatus::kOk;
-      return out;
+      co_return out;
     }
-    return unavailable("token " + name + " kept changing while being created",
-                       last_revision.load());
+    co_return unavailable("token " + name + " kept changing while being created",
+                          last_revision.load());
   }
 
-  StoreResult do_get(net::HttpClient& http, const std::string& name, int64_t now_ms) {
-    if (!valid_element(name)) return with_status(StoreStatus::kNotFound, last_revision.load());
-    auto r = read_token(http, name);
-    if (!r.ok) return unavailable(r.error, last_revision.load());
+  asio::awaitable<StoreResult> do_get(std::string name, int64_t now_ms) {
+    if (!valid_element(name)) co_return with_status(StoreStatus::kNotFound, last_revision.load());
+    auto r = co_await read_token(name);
+    if (!r.ok) co_return unavailable(r.error, last_revision.load());
     if (!r.token || r.token->expires_unix_ms <= now_ms)
-      return with_status(StoreStatus::kNotFound, r.revision);
+      co_return with_status(StoreStatus::kNotFound, r.revision);
     StoreResult out = with_status(StoreStatus::kOk, r.revision);
     out.token = std::move(*r.token);
-    return out;
+    co_return out;
   }
 
-  StoreResult do_add(net::HttpClient& http, const std::string& token, const std::string& id,
-                     const std::string& value, uint32_t max_registrations, int64_t now_ms) {
+  asio::awaitable<StoreResult> do_add(std::string token, std::string id, std::string value,
+                                      uint32_t max_registrations, int64_t now_ms) {
     if (!valid_element(token) || !valid_element(id))
-      return with_status(StoreStatus::kNotFound, last_revision.load());
+      co_return with_status(StoreStatus::kNotFound, last_revision.load());
     const std::string tag = new_tag();
     const std::string mk = member_key(token, id);
-    const std::string member_value =
-        json{{"value", value}, {"registered_ms", now_ms}, {"req", tag}}.dump();
-    auto r = post(http, "/v3/kv/txn", json{{"success", slot_reads(token, id)}});
-    if (!r.body) return unavailable(r.error, last_revision.load());
+    const std::string member_value = member_record(value, now_ms, tag);
+    auto r = co_await post("/v3/kv/txn", slot_read_txn(token, id));
+    if (!r.body) co_return unavailable(r.error, last_revision.load());
     SlotState s = slot_state(*r.body);
     // Each failed commit means another registration or removal on this token
     // committed, so the loop makes progress overall; the bound only stops a
     // pathological storm.
     for (int attempt = 0; attempt < 1000; ++attempt) {
       Token t;
-      if (!s.token) return with_status(StoreStatus::kNotFound, s.revision);
+      if (!s.token) co_return with_status(StoreStatus::kNotFound, s.revision);
       if (!parse_token(token, *s.token, t, nullptr))
-        return unavailable("unreadable token record in etcd under " + s.token->key, s.revision);
-      if (t.expires_unix_ms <= now_ms) return with_status(StoreStatus::kNotFound, s.revision);
+        co_return unavailable("unreadable token record in etcd under " + s.token->key, s.revision);
+      if (t.expires_unix_ms <= now_ms) co_return with_status(StoreStatus::kNotFound, s.revision);
       if (s.member) {
         StoreResult out = with_status(StoreStatus::kExists, s.revision);
         std::string existing_tag;
         if (!parse_member(id, *s.member, out.member, &existing_tag))
-          return unavailable("unreadable member record in etcd under " + mk, s.revision);
+          co_return unavailable("unreadable member record in etcd under " + mk, s.revision);
         if (existing_tag == tag) out.status = StoreStatus::kOk;  // our lost answer
-        return out;
+        co_return out;
       }
       uint64_t count = count_of(s.counter);
-      if (count >= max_registrations) return with_status(StoreStatus::kQuotaReached, s.revision);
-      json txn{{"compare",
-                {equal_cmp("MOD", token_key(token), s.token->mod_revision),
-                 counter_cmp(token, s.counter), equal_cmp("CREATE", mk, 0)}},
-               {"success",
-                {put_op(mk, member_value), put_op(counter_key(token), std::to_string(count + 1))}},
-               {"failure", slot_reads(token, id)}};
-      r = post(http, "/v3/kv/txn", txn);
-      if (!r.body) return unavailable(r.error, last_revision.load());
+      if (count >= max_registrations) co_return with_status(StoreStatus::kQuotaReached, s.revision);
+      r = co_await post("/v3/kv/txn", add_txn(token, id, s, member_value, count));
+      if (!r.body) co_return unavailable(r.error, last_revision.load());
       uint64_t rev = header_revision(*r.body);
       if (r.body->value("succeeded", false)) {
         StoreResult out = with_status(StoreStatus::kOk, rev);
         out.member = Member{id, value, rev, rev, now_ms};
-        return out;
+        co_return out;
       }
       s = slot_state(*r.body);
     }
-    return unavailable("too much contention registering on token " + token, last_revision.load());
+    co_return unavailable("too much contention registering on token " + token,
+                          last_revision.load());
   }
 
-  StoreResult do_remove(net::HttpClient& http, const std::string& token, const std::string& id) {
+  asio::awaitable<StoreResult> do_remove(std::string token, std::string id) {
     if (!valid_element(token) || !valid_element(id))
-      return with_status(StoreStatus::kNotFound, last_revision.load());
+      co_return with_status(StoreStatus::kNotFound, last_revision.load());
     const std::string mk = member_key(token, id);
-    auto r = post(http, "/v3/kv/txn", json{{"success", slot_reads(token, id)}});
-    if (!r.body) return unavailable(r.error, last_revision.load());
+    auto r = co_await post("/v3/kv/txn", slot_read_txn(token, id));
+    if (!r.body) co_return unavailable(r.error, last_revision.load());
     SlotState s = slot_state(*r.body);
     bool maybe_removed = false;  // an attempt may have applied unseen
     std::optional<Member> removed;
@@ -609,67 +634,85 @@ struct EtcdTokenStore::Core {
           // lost; the member is gone either way, which is what was asked.
           StoreResult out = with_status(StoreStatus::kOk, s.revision);
           out.member = *removed;
-          return out;
+          co_return out;
         }
-        return with_status(StoreStatus::kNotFound, s.revision);
+        co_return with_status(StoreStatus::kNotFound, s.revision);
       }
       Member m;
       if (!parse_member(id, *s.member, m, nullptr))
-        return unavailable("unreadable member record in etcd under " + mk, s.revision);
+        co_return unavailable("unreadable member record in etcd under " + mk, s.revision);
       removed = m;
-      uint64_t count = count_of(s.counter);
-      json success = json::array({delete_op(mk)});
-      if (s.counter)
-        success.push_back(
-            put_op(counter_key(token), std::to_string(count > 0 ? count - 1 : uint64_t{0})));
-      json txn{{"compare",
-                {equal_cmp("MOD", mk, s.member->mod_revision), counter_cmp(token, s.counter),
-                 equal_cmp("MOD", token_key(token), s.token->mod_revision)}},
-               {"success", success},
-               {"failure", slot_reads(token, id)}};
-      r = post(http, "/v3/kv/txn", txn);
-      if (!r.body) return unavailable(r.error, last_revision.load());
+      r = co_await post("/v3/kv/txn", remove_txn(token, id, s));
+      if (!r.body) co_return unavailable(r.error, last_revision.load());
       maybe_removed = maybe_removed || r.maybe_applied;
       uint64_t rev = header_revision(*r.body);
       if (r.body->value("succeeded", false)) {
         StoreResult out = with_status(StoreStatus::kOk, rev);
         out.member = std::move(m);
-        return out;
+        co_return out;
       }
       s = slot_state(*r.body);
     }
-    return unavailable("too much contention removing from token " + token, last_revision.load());
+    co_return unavailable("too much contention removing from token " + token, last_revision.load());
   }
 
-  // ----- work queue
+  // ----- operations: at most options.workers at a time
 
-  void enqueue(std::function<void(net::HttpClient*)> job) {
-    {
-      std::unique_lock lock(queue_mu);
-      if (!workers_gone) {
-        queue.push_back(std::move(job));
-        queue_cv.notify_one();
-        return;
-      }
-    }
-    job(nullptr);  // the store is being destroyed: fail at once
+  // Starts `op` on the event loop; false when the store no longer accepts
+  // work (the caller then fails the operation itself).  Any thread.
+  bool start(Op op) {
+    std::lock_guard lock(accept_mu);
+    if (!accepting) return false;
+    asio::post(io, [this, op = std::move(op)]() mutable { submit(std::move(op)); });
+    return true;
   }
 
-  void run_worker() {
-    net::HttpClient http(client_options(options.request_timeout));
-    for (;;) {
-      std::function<void(net::HttpClient*)> job;
-      bool stop = false;
-      {
-        std::unique_lock lock(queue_mu);
-        queue_cv.wait(lock, [&] { return stopping.load() || !queue.empty(); });
-        if (queue.empty()) return;  // stopping and drained
-        job = std::move(queue.front());
-        queue.pop_front();
-        stop = stopping.load();
-      }
-      job(stop ? nullptr : &http);
+  void submit(Op op) {
+    if (active >= options.workers) {
+      queue.push_back(std::move(op));
+      return;
     }
+    ++active;
+    asio::co_spawn(io, run_op(std::move(op)), asio::detached);
+  }
+
+  asio::awaitable<void> run_op(Op op) {
+    co_await op();
+    --active;
+    if (!queue.empty()) {
+      Op next = std::move(queue.front());
+      queue.pop_front();
+      submit(std::move(next));
+    }
+  }
+
+  // Each operation checks `stopping` first: what was queued when the store
+  // stopped fails at once instead of reaching etcd.
+  asio::awaitable<void> op_create(std::string name, uint32_t size, int64_t now_ms,
+                                  int64_t expires_ms, StoreCallback cb) {
+    if (stopping) co_return cb(unavailable(kShuttingDown));
+    cb(co_await do_create(name, size, now_ms, expires_ms));
+  }
+  asio::awaitable<void> op_get(std::string name, int64_t now_ms, StoreCallback cb) {
+    if (stopping) co_return cb(unavailable(kShuttingDown));
+    cb(co_await do_get(name, now_ms));
+  }
+  asio::awaitable<void> op_add(std::string token, std::string id, std::string value,
+                               uint32_t max_registrations, int64_t now_ms, StoreCallback cb) {
+    if (stopping) co_return cb(unavailable(kShuttingDown));
+    cb(co_await do_add(token, id, value, max_registrations, now_ms));
+  }
+  asio::awaitable<void> op_remove(std::string token, std::string id, StoreCallback cb) {
+    if (stopping) co_return cb(unavailable(kShuttingDown));
+    cb(co_await do_remove(token, id));
+  }
+  asio::awaitable<void> op_read(std::string token, std::vector<std::shared_ptr<Waiter>> ws) {
+    TokenRead read;
+    if (stopping)
+      read.error = kShuttingDown;
+    else
+      read = co_await read_token(token);
+    apply_read(token, ws, read, wall_ms());
   }
 
   // ----- waiters
@@ -744,15 +787,10 @@ struct EtcdTokenStore::Core {
   }
 
   void schedule_read(const std::string& token, std::vector<std::shared_ptr<Waiter>> ws) {
-    enqueue([this, token, ws = std::move(ws)](net::HttpClient* http) {
-      TokenRead read;
-      if (http) {
-        read = read_token(*http, token);
-      } else {
-        read.error = kShuttingDown;
-      }
-      apply_read(token, ws, read, wall_ms());
-    });
+    if (start([this, token, ws] { return op_read(token, ws); })) return;
+    TokenRead read;
+    read.error = kShuttingDown;  // the store is being destroyed: fail at once
+    apply_read(token, ws, read, wall_ms());
   }
 
   // The stream may have skipped revisions (first start, compaction): re-read
@@ -811,7 +849,7 @@ struct EtcdTokenStore::Core {
     const json& res = *it;
     uint64_t header_rev = header_revision(res);
     note_revision(header_rev);
-    if (uint64_t compacted = u64_of(res, "compact_revision"); compacted > 0) {
+    if (uint64_t compacted = etcdwire::json_u64(res, "compact_revision"); compacted > 0) {
       // Revisions we needed are gone: restart from now and re-read.
       next_rev = 0;
       gap = true;
@@ -863,8 +901,7 @@ struct EtcdTokenStore::Core {
     return true;
   }
 
-  void run_watcher() {
-    net::HttpClient http(client_options(options.request_timeout));
+  asio::awaitable<void> run_watcher() {
     uint64_t next_rev = 0;  // 0: from now on
     bool gap = true;        // waiters must re-read once the stream is up
     auto backoff = std::chrono::milliseconds(100);
@@ -872,41 +909,39 @@ struct EtcdTokenStore::Core {
     std::size_t ep = preferred.load() % n;
     net::Headers headers;
     headers.set("Content-Type", "application/json");
-    while (!stopping.load()) {
-      json create{{"key", b64(options.prefix)}, {"range_end", b64(prefix_end_key)}};
-      if (next_rev > 0) create["start_revision"] = std::to_string(next_rev);
+    while (!stopping) {
       std::string buf, err;
       uint64_t established_before = streams_established.load();
-      in_stream.store(true);
-      auto r = http.stream(
-          "POST", options.endpoints[ep] + "/v3/watch", json{{"create_request", create}}.dump(),
-          headers,
-          [&](const net::Response& head) {
-            if (head.status == 200) return true;
-            err = "etcd at " + options.endpoints[ep] + " answered " + std::to_string(head.status) +
-                  " to a watch";
+      net::ClientRequest req("POST", options.endpoints[ep] + "/v3/watch", watch_body(next_rev),
+                             headers);
+      req.timeout = options.watch_stream_timeout;
+      net::StreamHandlers on;
+      on.on_head = [&](const net::Response& head, std::optional<uint64_t>, bool) {
+        if (head.status == 200) return true;
+        err = "etcd at " + options.endpoints[ep] + " answered " + std::to_string(head.status) +
+              " to a watch";
+        return false;
+      };
+      on.on_data = [&](std::string_view data) {
+        if (stopping) return false;
+        buf.append(data);
+        std::size_t pos;
+        while ((pos = buf.find('\n')) != std::string::npos) {
+          std::string line = buf.substr(0, pos);
+          buf.erase(0, pos + 1);
+          if (line.find_first_not_of(" \r\t") == std::string::npos) continue;
+          json msg = json::parse(line, nullptr, false);
+          if (msg.is_discarded()) {
+            err = "unreadable watch message " + line.substr(0, 200);
             return false;
-          },
-          [&](std::string_view data) {
-            if (stopping.load()) return false;
-            buf.append(data);
-            std::size_t pos;
-            while ((pos = buf.find('\n')) != std::string::npos) {
-              std::string line = buf.substr(0, pos);
-              buf.erase(0, pos + 1);
-              if (line.find_first_not_of(" \r\t") == std::string::npos) continue;
-              json msg = json::parse(line, nullptr, false);
-              if (msg.is_discarded()) {
-                err = "unreadable watch message " + line.substr(0, 200);
-                return false;
-              }
-              if (!on_watch_message(msg, next_rev, gap, err)) return false;
-            }
-            return !stopping.load();
-          },
-          options.watch_stream_timeout);
-      in_stream.store(false);
-      if (stopping.load()) break;
+          }
+          if (!on_watch_message(msg, next_rev, gap, err)) return false;
+        }
+        return !stopping;
+      };
+      auto r = co_await stream(std::move(req), std::move(on));
+      stream_call.reset();
+      if (stopping) break;
       if (!r.ok() && err.empty()) err = r.error;
       bool was_up = streams_established.load() != established_before;
       if (err.empty()) {
@@ -918,31 +953,41 @@ struct EtcdTokenStore::Core {
         if (err.rfind("watch revision compacted", 0) == 0) continue;
       }
       ep = (ep + 1) % n;
-      std::unique_lock lock(watch_mu);
-      watch_cv.wait_for(lock, backoff, [&] { return stopping.load(); });
+      asio::steady_timer t(io, backoff);
+      backoff_timer = &t;
+      boost::system::error_code ignored;
+      co_await t.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+      backoff_timer = nullptr;
       backoff = std::min(backoff * 2, std::chrono::milliseconds(5'000));
     }
   }
 
-  // Ends the watch stream promptly: net::HttpClient cannot be interrupted
-  // from another thread, so write a key inside the watched range; the stream
-  // thread sees the event, notices `stopping` and returns.
-  void wake_watcher() {
-    {
-      std::lock_guard lock(watch_mu);
-      watch_cv.notify_all();
-    }
-    if (!in_stream.load()) return;
-    net::HttpClient http(client_options(options.health_timeout));
-    net::Headers headers;
-    headers.set("Content-Type", "application/json");
-    std::string body = json{{"key", b64(options.prefix + "wake")}, {"value", b64(wake_tag)}}.dump();
-    for (const auto& ep : options.endpoints) {
-      auto r = http.request("POST", ep + "/v3/kv/put", body, headers);
-      if (r.ok() && r.response->status == 200) return;
-    }
-    // etcd unreachable: the stream is broken too, or ends at its timeout.
+  // Stops the event loop's long-running work (io thread): the watch stream
+  // and its backoff wait end at once; operations in flight finish, queued
+  // ones fail fast.
+  void stop() {
+    stopping = true;
+    if (stream_call) stream_call->cancel();
+    if (backoff_timer) backoff_timer->cancel();
   }
+
+  // Runs `op` on the event loop and waits for its result.  REQUIRES: not on
+  // the store's own thread.
+  template <class T>
+  T run_blocking(asio::awaitable<T> op, T if_stopped) {
+    std::promise<T> done;
+    auto result = done.get_future();
+    {
+      std::lock_guard lock(accept_mu);
+      if (!accepting) return if_stopped;
+      asio::co_spawn(io, std::move(op),
+                     [&done](std::exception_ptr, T v) { done.set_value(std::move(v)); });
+    }
+    return result.get();
+  }
+
+  asio::awaitable<std::size_t> collect(int64_t now_unix_ms);
+  asio::awaitable<std::string> probe_health();
 };
 
 namespace {
@@ -1007,37 +1052,36 @@ EtcdTokenStore::EtcdTokenStore(EtcdStoreOptions options) : core_(std::make_share
   }
   if (options.prefix.empty()) throw std::invalid_argument("the etcd key prefix must not be empty");
   if (options.workers < 1) options.workers = 1;
-  core_->options = std::move(options);
-  core_->prefix_end_key = prefix_end(core_->options.prefix);
-  core_->wake_tag = core_->new_tag();
-  core_->collect_client =
-      std::make_unique<net::HttpClient>(core_->client_options(core_->options.request_timeout));
-  core_->health_client =
-      std::make_unique<net::HttpClient>(core_->client_options(core_->options.health_timeout));
+  Core& c = *core_;
+  c.options = std::move(options);
+  c.prefix_end_key = etcdwire::prefix_end(c.options.prefix);
+  net::ClientOptions co;
+  co.connect_timeout = c.options.connect_timeout;
+  co.timeout = c.options.request_timeout;
+  co.tls = c.options.tls;
+  co.max_redirects = 0;
+  c.http = std::make_unique<net::AsyncHttpClient>(c.io.get_executor(), co);
+  c.work.emplace(c.io.get_executor());
+  c.thread = std::thread([&c] { c.io.run(); });
   // Learn the current revision before serving, so that current_index()
   // (what a wait without waitIndex starts after) is not 0 at startup.  A
   // failed probe is not an error: operations answer kUnavailable meanwhile.
   health();
-  for (int i = 0; i < core_->options.workers; ++i)
-    core_->workers.emplace_back([c = core_.get()] { c->run_worker(); });
-  core_->watcher = std::thread([c = core_.get()] { c->run_watcher(); });
+  asio::co_spawn(c.io, c.run_watcher(), asio::detached);
 }
 
 EtcdTokenStore::~EtcdTokenStore() {
   Core& c = *core_;
-  c.stopping.store(true);
-  c.wake_watcher();
-  c.watcher.join();
   {
-    std::lock_guard lock(c.queue_mu);
-    c.queue_cv.notify_all();
+    // Operations started from here on fail on their caller's thread.
+    std::lock_guard lock(c.accept_mu);
+    c.accepting = false;
+    asio::post(c.io, [&c] { c.stop(); });
   }
-  for (auto& t : c.workers) t.join();
-  {
-    // Jobs queued by callbacks from here on fail on their caller's thread.
-    std::lock_guard lock(c.queue_mu);
-    c.workers_gone = true;
-  }
+  // The loop runs until what is in flight has finished.
+  c.work.reset();
+  c.thread.join();
+  c.http.reset();
   std::vector<Core::Delivery> ds;
   {
     std::lock_guard lock(c.waiters_mu);
@@ -1050,34 +1094,34 @@ EtcdTokenStore::~EtcdTokenStore() {
 
 void EtcdTokenStore::create_token(const std::string& name, uint32_t size, int64_t now_unix_ms,
                                   int64_t expires_unix_ms, StoreCallback cb) {
-  core_->enqueue([c = core_.get(), name, size, now_unix_ms, expires_unix_ms,
-                  cb = std::move(cb)](net::HttpClient* http) {
-    cb(http ? c->do_create(*http, name, size, now_unix_ms, expires_unix_ms)
-            : unavailable(kShuttingDown));
-  });
+  Core* c = core_.get();
+  if (!c->start([c, name, size, now_unix_ms, expires_unix_ms, cb] {
+        return c->op_create(name, size, now_unix_ms, expires_unix_ms, cb);
+      }))
+    cb(unavailable(kShuttingDown));
 }
 
 void EtcdTokenStore::get_token(const std::string& name, int64_t now_unix_ms, StoreCallback cb) {
-  core_->enqueue([c = core_.get(), name, now_unix_ms, cb = std::move(cb)](net::HttpClient* http) {
-    cb(http ? c->do_get(*http, name, now_unix_ms) : unavailable(kShuttingDown));
-  });
+  Core* c = core_.get();
+  if (!c->start([c, name, now_unix_ms, cb] { return c->op_get(name, now_unix_ms, cb); }))
+    cb(unavailable(kShuttingDown));
 }
 
 void EtcdTokenStore::add_member(const std::string& token, const std::string& id,
                                 const std::string& value, uint32_t max_registrations,
                                 int64_t now_unix_ms, StoreCallback cb) {
-  core_->enqueue([c = core_.get(), token, id, value, max_registrations, now_unix_ms,
-                  cb = std::move(cb)](net::HttpClient* http) {
-    cb(http ? c->do_add(*http, token, id, value, max_registrations, now_unix_ms)
-            : unavailable(kShuttingDown));
-  });
+  Core* c = core_.get();
+  if (!c->start([c, token, id, value, max_registrations, now_unix_ms, cb] {
+        return c->op_add(token, id, value, max_registrations, now_unix_ms, cb);
+      }))
+    cb(unavailable(kShuttingDown));
 }
 
 void EtcdTokenStore::remove_member(const std::string& token, const std::string& id,
                                    StoreCallback cb) {
-  core_->enqueue([c = core_.get(), token, id, cb = std::move(cb)](net::HttpClient* http) {
-    cb(http ? c->do_remove(*http, token, id) : unavailable(kShuttingDown));
-  });
+  Core* c = core_.get();
+  if (!c->start([c, token, id, cb] { return c->op_remove(token, id, cb); }))
+    cb(unavailable(kShuttingDown));
 }
 
 std::unique_ptr<Watch> EtcdTokenStore::watch(const std::string& token, const std::string& id,
@@ -1099,55 +1143,71 @@ std::unique_ptr<Watch> EtcdTokenStore::watch(const std::string& token, const std
   return std::make_unique<EtcdWatch>(core_, w);
 }
 
-std::size_t EtcdTokenStore::collect_expired(int64_t now_unix_ms) {
-  Core& c = *core_;
-  std::lock_guard lock(c.collect_mu);
-  net::HttpClient& http = *c.collect_client;
-  const std::string from = c.options.prefix + "e/";
+asio::awaitable<std::size_t> EtcdTokenStore::Core::collect(int64_t now_unix_ms) {
+  const std::string from = options.prefix + "e/";
   // Expiry keys sort by expiry time; everything below this one has expired
   // (expires_ms <= now, the same rule reads use).
-  const std::string to = c.options.prefix + "e/" + pad20(now_unix_ms + 1);
+  const std::string to = options.prefix + "e/" + pad20(now_unix_ms + 1);
   std::size_t collected = 0;
   for (int batch = 0; batch < 1000; ++batch) {
-    auto r = c.post(http, "/v3/kv/range",
-                    json{{"key", b64(from)}, {"range_end", b64(to)}, {"limit", "256"}});
-    if (!r.body) return collected;
+    auto r = co_await post("/v3/kv/range", expiry_range(from, to));
+    if (!r.body) co_return collected;
     std::vector<Kv> keys;
     if (auto kvs = r.body->find("kvs"); kvs != r.body->end() && kvs->is_array())
       for (const auto& k : *kvs)
         if (auto kv = kv_of(k)) keys.push_back(std::move(*kv));
-    if (keys.empty()) return collected;
+    if (keys.empty()) co_return collected;
     std::size_t progress = 0;
     for (const auto& ek : keys) {
-      std::string token = ek.key.substr(ek.key.rfind('/') + 1);
-      const std::string mp = c.members_prefix(token);
-      // The expiry key was written in the token's creating txn, so the token
-      // it describes has create_revision == its mod_revision; a token of the
-      // same name created later is left alone.
-      json txn{{"compare", {equal_cmp("CREATE", c.token_key(token), ek.mod_revision)}},
-               {"success",
-                {delete_op(c.token_key(token)), delete_op(c.counter_key(token)),
-                 delete_op(mp, prefix_end(mp)), delete_op(ek.key)}}};
-      auto t = c.post(http, "/v3/kv/txn", txn);
-      if (!t.body) return collected;
+      const std::string token = ek.key.substr(ek.key.rfind('/') + 1);
+      auto t = co_await post("/v3/kv/txn", collect_txn(token, ek));
+      if (!t.body) co_return collected;
       if (t.body->value("succeeded", false)) {
         ++collected;
         ++progress;
         continue;
       }
-      // A stale expiry key (its token is gone or was re-created): drop it.
-      json drop{{"compare", {equal_cmp("MOD", ek.key, ek.mod_revision)}},
-                {"success", {delete_op(ek.key)}}};
-      auto d = c.post(http, "/v3/kv/txn", drop);
-      if (!d.body) return collected;
+      auto d = co_await post("/v3/kv/txn", drop_expiry_txn(ek));
+      if (!d.body) co_return collected;
       if (d.body->value("succeeded", false)) ++progress;
     }
-    if (progress == 0) return collected;  // another replica is racing us; it will finish
+    if (progress == 0) co_return collected;  // another replica is racing us; it will finish
   }
-  return collected;
+  co_return collected;
+}
+
+std::size_t EtcdTokenStore::collect_expired(int64_t now_unix_ms) {
+  Core& c = *core_;
+  std::lock_guard lock(c.collect_mu);
+  return c.run_blocking<std::size_t>(c.collect(now_unix_ms), 0);
 }
 
 uint64_t EtcdTokenStore::current_index() { return core_->last_revision.load(); }
+
+asio::awaitable<std::string> EtcdTokenStore::Core::probe_health() {
+  net::Headers headers;
+  headers.set("Content-Type", "application/json");
+  const std::string body = count_only_body();
+  std::string why;
+  const std::size_t n = options.endpoints.size();
+  std::size_t start = preferred.load();
+  for (std::size_t a = 0; a < n; ++a) {
+    const std::string& ep = options.endpoints[(start + a) % n];
+    net::ClientRequest req{"POST", ep + "/v3/kv/range", body, headers};
+    req.timeout = options.health_timeout;
+    auto r = co_await call(std::move(req));
+    if (r.ok() && r.response->status == 200) {
+      json j = json::parse(r.response->body, nullptr, false);
+      if (j.is_object()) note_revision(header_revision(j));
+      why.clear();
+      break;
+    }
+    if (!why.empty()) why += "; ";
+    why += r.ok() ? ep + " answered " + std::to_string(r.response->status) : r.error;
+  }
+  if (!why.empty()) why = "etcd store unreachable: " + why;
+  co_return why;
+}
 
 std::string EtcdTokenStore::health() {
   Core& c = *core_;
@@ -1157,31 +1217,8 @@ std::string EtcdTokenStore::health() {
   // share its answer, so a burst of /health requests costs one probe.
   if (c.health_started >= entered) return c.health_answer;
   c.health_started = Clock::now();
-  net::Headers headers;
-  headers.set("Content-Type", "application/json");
-  std::string body = json{
-      {"key", b64(c.options.prefix)},
-      {"range_end", b64(c.prefix_end_key)},
-      {"count_only",
-       true}}.dump();
-  std::string why;
-  const std::size_t n = c.options.endpoints.size();
-  std::size_t start = c.preferred.load();
-  for (std::size_t a = 0; a < n; ++a) {
-    const std::string& ep = c.options.endpoints[(start + a) % n];
-    auto r = c.health_client->request("POST", ep + "/v3/kv/range", body, headers);
-    if (r.ok() && r.response->status == 200) {
-      json j = json::parse(r.response->body, nullptr, false);
-      if (j.is_object()) c.note_revision(header_revision(j));
-      why.clear();
-      break;
-    }
-    if (!why.empty()) why += "; ";
-    why += r.ok() ? ep + " answered " + std::to_string(r.response->status) : r.error;
-  }
-  if (!why.empty()) why = "etcd store unreachable: " + why;
-  c.health_answer = why;
-  return why;
+  c.health_answer = c.run_blocking<std::string>(c.probe_health(), kShuttingDown);
+  return c.health_answer;
 }
 
 std::size_t EtcdTokenStore::open_watches() {

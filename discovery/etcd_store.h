@@ -8,8 +8,6 @@
 //   <p>c/<token>               -> decimal count of the token's registrations
 //   <p>m/<token>/<id>          -> {"value","registered_ms","req"}
 //   <p>e/<expires_ms:020>/<token> -> ""   expiry index, read by collect_expired
-//   <p>wake                    -> written only when a replica shuts down, to
-//                                 wake its own watch stream (see Core::wake_watcher)
 // "req" is a random request tag: after an answer lost in transit, a retried
 // create/add recognises its own earlier write.
 //
@@ -29,12 +27,15 @@
 // conflict.  Only one of any set of racing registrations can win a given
 // counter value, so the cap holds across replicas.
 //
-// Threads: public methods that read or write queue a job for a small pool of
-// worker threads (each with its own HTTP client) and return at once;
-// callbacks run on those workers or on the watch thread, never under a lock
-// the public methods take.  collect_expired and health block the caller
-// (bounded by the request / health timeouts).  One watch thread per store
-// holds a single etcd watch on the whole prefix and wakes local waiters.
+// Threads: the store has one event loop on one thread of its own, where
+// net's asynchronous client (net/http_client.h) makes every call to etcd.
+// Public methods that read or write start an operation there and return at
+// once; at most `workers` operations run at a time, the rest wait their
+// turn.  Callbacks run on the store's thread, never under a lock the public
+// methods take.  collect_expired and health block their caller (bounded by
+// the request / health timeouts) and must not be called from a callback.
+// One etcd watch on the whole prefix, on the same loop, wakes local
+// waiters.
 #pragma once
 
 #include <chrono>
@@ -60,19 +61,19 @@ struct EtcdStoreOptions {
   // The watch stream is re-opened (from the next revision, so nothing is
   // lost) after this long, which also detects a silently dead connection.
   std::chrono::milliseconds watch_stream_timeout{60'000};
-  int workers = 4;
+  int workers = 4;  // operations in flight at a time
 };
 
 class EtcdTokenStore final : public TokenStore {
  public:
-  // Probes etcd once (to learn the current revision; bounded by
-  // health_timeout per endpoint), then starts the worker and watch threads.
+  // Starts the store's thread, probes etcd once (to learn the current
+  // revision; bounded by health_timeout per endpoint), then opens the watch.
   // Does not fail when etcd is down: operations answer kUnavailable until it
   // is back.  Throws
   // std::invalid_argument on an empty or malformed endpoint list or prefix.
   explicit EtcdTokenStore(EtcdStoreOptions options);
-  // Fails queued operations and open watches with kUnavailable, then joins
-  // the threads.
+  // Ends the watch, lets operations in flight finish, fails queued ones and
+  // open watches with kUnavailable, then joins the store's thread.
   ~EtcdTokenStore() override;
   EtcdTokenStore(const EtcdTokenStore&) = delete;
   EtcdTokenStore& operator=(const EtcdTokenStore&) = delete;

@@ -11,16 +11,14 @@
 #include <thread>
 #include <vector>
 
+#include "base/log.h"
+#include "base/runner.h"
+#include "discovery/etcd_store.h"
 #include "discovery/leveldb_store.h"
 #include "discovery/rules.h"
 #include "discovery/service.h"
-#include "net/log.h"
-#include "net/runner.h"
 #include "net/server.h"
 #include "net/url.h"
-#ifdef MUSTER_HAVE_ETCD_STORE
-#include "discovery/etcd_store.h"
-#endif
 
 namespace {
 
@@ -178,12 +176,8 @@ int main(int argc, char** argv) {
     if (flags["store"] == "leveldb") {
       store = std::make_shared<discovery::LevelDbTokenStore>(flags["data-dir"]);
     } else if (flags["store"] == "etcd") {
-#ifdef MUSTER_HAVE_ETCD_STORE
       if (flags["store-endpoints"].empty()) die("--store etcd needs --store-endpoints");
       store = discovery::make_etcd_token_store(flags["store-endpoints"], flags["store-prefix"]);
-#else
-      die("this build has no etcd store");
-#endif
     } else {
       die("invalid value \"" + flags["store"] + "\" for --store: expected leveldb or etcd");
     }
@@ -241,7 +235,7 @@ int main(int argc, char** argv) {
              {"store", flags["store"]},
              {"data-dir", flags["data-dir"]},
              {"max-size", opts.max_size}});
-  int sig = net::run_until_signal(io, threads, [&] {
+  int sig = base::run_until_signal(io, threads, [&] {
     log::info("discovery/main", "stopping");
     service->stopping();
     server->stop();

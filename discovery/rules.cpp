@@ -1,8 +1,10 @@
 #include "discovery/rules.h"
 
 #include <algorithm>
-#include <cctype>
 #include <charconv>
+#include <chrono>
+
+#include "etcdwire/durations.h"
 
 namespace muster::discovery {
 
@@ -112,33 +114,9 @@ bool is_full_for(const Token& t, std::string_view self_id) {
 bool is_complete(const Token& t) { return t.members.size() >= t.size; }
 
 std::optional<int64_t> parse_duration_ms(std::string_view s) {
-  if (s == "0") return 0;
-  if (s.empty()) return std::nullopt;
-  double total = 0;
-  std::size_t i = 0;
-  while (i < s.size()) {
-    std::size_t j = i;
-    while (j < s.size() && (std::isdigit(static_cast<unsigned char>(s[j])) || s[j] == '.')) ++j;
-    if (j == i) return std::nullopt;
-    double v = std::stod(std::string(s.substr(i, j - i)));
-    std::size_t k = j;
-    while (k < s.size() && std::isalpha(static_cast<unsigned char>(s[k]))) ++k;
-    std::string_view unit = s.substr(j, k - j);
-    double mult;
-    if (unit == "ms")
-      mult = 1;
-    else if (unit == "s")
-      mult = 1000;
-    else if (unit == "m")
-      mult = 60'000;
-    else if (unit == "h")
-      mult = 3'600'000;
-    else
-      return std::nullopt;
-    total += v * mult;
-    i = k;
-  }
-  return static_cast<int64_t>(total);
+  const auto d = etcdwire::parse_go_duration(s);
+  if (!d || d->count() < 0) return std::nullopt;
+  return std::chrono::duration_cast<std::chrono::milliseconds>(*d).count();
 }
 
 }  // namespace muster::discovery

@@ -59,7 +59,8 @@ std::vector<Member> cluster_members(const Token& t);
 bool is_full_for(const Token& t, std::string_view self_id);
 bool is_complete(const Token& t);  // at least `size` registrations
 
-// Durations as Go prints them: "168h", "30s", "1m30s", "500ms", "0".
+// A non-negative Go duration ("168h", "30s", "1m30s", "500ms", "0"; see
+// etcdwire/durations.h) in whole milliseconds.
 std::optional<int64_t> parse_duration_ms(std::string_view s);
 
 }  // namespace muster::discovery

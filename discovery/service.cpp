@@ -1,3 +1,8 @@
+// discovery/service.cpp: muster-discovery's HTTP API (contract in service.h).
+//
+// Why one file of this size: the routes (new token, the token's keys in
+// both URL forms, the status page) share the token path parsing, the v2
+// node shapes and the rate limits; the token page's HTML is the rest.
 #include "discovery/service.h"
 
 #include <openssl/rand.h>
@@ -6,8 +11,9 @@
 #include <cctype>
 #include <nlohmann/json.hpp>
 
+#include "base/log.h"
 #include "discovery/rules.h"
-#include "net/log.h"
+#include "etcdwire/v2.h"
 
 namespace muster::discovery {
 
@@ -22,29 +28,23 @@ int64_t now_ms() {
       .count();
 }
 
-// etcd v2 error codes used here, with etcd's messages and HTTP statuses.
-struct V2Error {
-  int code;
-  int status;
-  const char* message;
-};
-constexpr V2Error kKeyNotFound{100, 404, "Key not found"};
-constexpr V2Error kNotFile{102, 403, "Not a file"};
-constexpr V2Error kNodeExist{105, 412, "Key already exists"};
-constexpr V2Error kRootReadOnly{107, 403, "Root is read only"};
-constexpr V2Error kInvalidField{209, 400, "Invalid field"};
-constexpr V2Error kInvalidForm{210, 400, "Invalid POST form"};
-constexpr V2Error kRaftInternal{300, 500, "Raft Internal Error"};
-// Muster's own: a token's registration quota is used up.  etcd has no such
-// code; 403 keeps etcd's client from retrying.
-constexpr V2Error kQuota{403, 403, "Registration quota exceeded"};
+using enum etcdwire::V2ErrorCode;
 
-net::Response v2_error(const V2Error& e, const std::string& cause, uint64_t index,
+// Muster's own error code: a token's registration quota is used up.  etcd
+// has no such code; its status, 403, keeps etcd's client from retrying.
+constexpr int kV2Quota = 403;
+
+// A v2 error answer with etcd's message and status for `code`
+// (etcdwire/v2.h), or `message` instead of etcd's.  The size key answers
+// 403 to a write (etcd's root-read-only code carries 400).
+net::Response v2_error(int code, const std::string& cause, uint64_t index,
                        const std::string& message = "") {
-  json j{{"errorCode", e.code}, {"message", message.empty() ? e.message : message}};
-  if (!cause.empty()) j["cause"] = cause;
-  j["index"] = index;
-  auto r = net::Response::json(e.status, j.dump() + "\n");
+  const int status =
+      code == kV2Quota || code == kV2RootReadOnly ? 403 : etcdwire::v2_error_status(code);
+  std::string text = message;
+  if (text.empty())
+    text = code == kV2Quota ? "Registration quota exceeded" : etcdwire::v2_error_message(code);
+  auto r = net::Response::json(status, etcdwire::v2_error_body({code, text, cause, index}));
   r.headers.set("X-Etcd-Index", std::to_string(index));
   return r;
 }
@@ -55,30 +55,36 @@ net::Response v2_ok(int status, const json& body, uint64_t index) {
   return r;
 }
 
+etcdwire::V2Node member_v2_node(const TokenPath& tp, const Member& m) {
+  etcdwire::V2Node n;
+  n.key = tp.directory_key() + "/" + m.id;
+  n.value = m.value;
+  n.modified_index = m.modified_index;
+  n.created_index = m.created_index;
+  return n;
+}
+
 json member_node(const TokenPath& tp, const Member& m) {
-  return json{{"key", tp.directory_key() + "/" + m.id},
-              {"value", m.value},
-              {"modifiedIndex", m.modified_index},
-              {"createdIndex", m.created_index}};
+  return etcdwire::v2_node_json(member_v2_node(tp, m));
 }
 
 // The token's directory: its registrations.  `_config` is not listed, as
 // etcd's v2 API hides keys that start with '_' (discovery.etcd.io likewise).
 json directory_node(const TokenPath& tp, const Token& t) {
-  json node{{"key", tp.directory_key()}, {"dir", true}};
-  json nodes = json::array();
-  for (const auto& m : t.members) nodes.push_back(member_node(tp, m));
-  if (!nodes.empty()) node["nodes"] = std::move(nodes);
-  node["modifiedIndex"] = t.created_index;
-  node["createdIndex"] = t.created_index;
-  return node;
+  etcdwire::V2Node dir;
+  dir.key = tp.directory_key();
+  dir.dir = true;
+  for (const auto& m : t.members) dir.nodes.push_back(member_v2_node(tp, m));
+  dir.modified_index = dir.created_index = t.created_index;
+  return etcdwire::v2_node_json(dir);
 }
 
 json size_node(const TokenPath& tp, const Token& t) {
-  return json{{"key", tp.directory_key() + "/_config/size"},
-              {"value", std::to_string(t.size)},
-              {"modifiedIndex", t.created_index},
-              {"createdIndex", t.created_index}};
+  etcdwire::V2Node n;
+  n.key = tp.directory_key() + "/_config/size";
+  n.value = std::to_string(t.size);
+  n.modified_index = n.created_index = t.created_index;
+  return etcdwire::v2_node_json(n);
 }
 
 std::string html_escape(const std::string& s) {
@@ -414,7 +420,7 @@ void Service::create_named(const std::shared_ptr<net::Exchange>& ex, std::string
           if (generated)
             return ex->respond(
                 net::Response::text(503, "unable to create token: " + r.message + "\n"));
-          return ex->respond(v2_error(kRaftInternal, "", r.index, r.message));
+          return ex->respond(v2_error(kV2RaftInternal, "", r.index, r.message));
         }
         if (generated) {
           if (r.status != StoreStatus::kOk)
@@ -427,7 +433,7 @@ void Service::create_named(const std::shared_ptr<net::Exchange>& ex, std::string
         auto split = split_token_path(ex->request().path());
         TokenPath tp = std::get<TokenPath>(split);
         if (r.status == StoreStatus::kExists)
-          return ex->respond(v2_error(kNodeExist, tp.key(), r.index,
+          return ex->respond(v2_error(kV2NodeExist, tp.key(), r.index,
                                       "Key already exists: the size of a token cannot be "
                                       "changed"));
         metrics_.counter("muster_discovery_tokens_created_total", "").inc();
@@ -442,17 +448,18 @@ void Service::handle_token(const std::shared_ptr<net::Exchange>& ex) {
   auto split = split_token_path(req.path());
   uint64_t index = store_->current_index();
   if (auto* err = std::get_if<std::string>(&split))
-    return ex->respond(v2_error(kKeyNotFound, req.path(), index, "Key not found: " + *err));
+    return ex->respond(v2_error(kV2KeyNotFound, req.path(), index, "Key not found: " + *err));
   TokenPath tp = std::get<TokenPath>(split);
   auto query = net::parse_form(req.raw_query());
-  if (!query) return ex->respond(v2_error(kInvalidField, "query", index, "malformed query string"));
+  if (!query)
+    return ex->respond(v2_error(kV2InvalidField, "query", index, "malformed query string"));
   bool wait = net::form_get(*query, "wait").value_or("") == "true";
 
   if (req.method == "GET" || req.method == "HEAD") {
     if (wait) {
       if (tp.kind == TokenPath::Kind::kSize)
         return ex->respond(
-            v2_error(kInvalidField, "wait", index, "Invalid field: the size key never changes"));
+            v2_error(kV2InvalidField, "wait", index, "Invalid field: the size key never changes"));
       uint64_t from = 0;
       if (auto wi = net::form_get(*query, "waitIndex"); wi && !wi->empty()) {
         try {
@@ -464,7 +471,7 @@ void Service::handle_token(const std::shared_ptr<net::Exchange>& ex) {
           from = std::stoull(*wi, &used);
           if (used != wi->size()) throw std::invalid_argument("junk");
         } catch (const std::exception&) {
-          return ex->respond(v2_error(kInvalidField, "waitIndex", index,
+          return ex->respond(v2_error(kV2InvalidField, "waitIndex", index,
                                       "Invalid field: waitIndex must be a non-negative integer"));
         }
       }
@@ -513,9 +520,9 @@ void Service::handle_token(const std::shared_ptr<net::Exchange>& ex) {
         forget();
         poll->release();
         if (r.status == StoreStatus::kNotFound)
-          return poll->ex->respond(v2_error(kKeyNotFound, tp.directory_key(), r.index));
+          return poll->ex->respond(v2_error(kV2KeyNotFound, tp.directory_key(), r.index));
         if (r.status != StoreStatus::kOk)
-          return poll->ex->respond(v2_error(kRaftInternal, "", r.index, r.message));
+          return poll->ex->respond(v2_error(kV2RaftInternal, "", r.index, r.message));
         poll->ex->respond(
             v2_ok(200, json{{"action", "create"}, {"node", member_node(tp, r.member)}}, index));
       });
@@ -526,9 +533,9 @@ void Service::handle_token(const std::shared_ptr<net::Exchange>& ex) {
     store_->get_token(tp.token, now_ms(), [this, ex, tp](StoreResult r) {
       // etcd names the first node on the path that does not exist: the token.
       if (r.status == StoreStatus::kNotFound)
-        return ex->respond(v2_error(kKeyNotFound, tp.directory_key(), r.index));
+        return ex->respond(v2_error(kV2KeyNotFound, tp.directory_key(), r.index));
       if (r.status != StoreStatus::kOk)
-        return ex->respond(v2_error(kRaftInternal, "", r.index, r.message));
+        return ex->respond(v2_error(kV2RaftInternal, "", r.index, r.message));
       switch (tp.kind) {
         case TokenPath::Kind::kSize:
           return ex->respond(
@@ -538,7 +545,7 @@ void Service::handle_token(const std::shared_ptr<net::Exchange>& ex) {
             if (m.id == tp.member_id)
               return ex->respond(
                   v2_ok(200, json{{"action", "get"}, {"node", member_node(tp, m)}}, r.index));
-          return ex->respond(v2_error(kKeyNotFound, tp.key(), r.index));
+          return ex->respond(v2_error(kV2KeyNotFound, tp.key(), r.index));
         case TokenPath::Kind::kDirectory: {
           if (is_complete(r.token))
             metrics_.counter("muster_discovery_full_cluster_answers_total", "").inc();
@@ -560,39 +567,39 @@ void Service::handle_token(const std::shared_ptr<net::Exchange>& ex) {
   if (req.method == "PUT" || req.method == "POST") {
     auto form = net::parse_form(req.body);
     if (!form)
-      return ex->respond(v2_error(kInvalidForm, "", index, "Invalid POST form: malformed body"));
+      return ex->respond(v2_error(kV2InvalidForm, "", index, "Invalid POST form: malformed body"));
     auto value = net::form_get(*form, "value");
     if (!value) value = net::form_get(*query, "value");
     if (tp.kind == TokenPath::Kind::kSize) {
       if (!value)
         return ex->respond(
-            v2_error(kInvalidField, "value", index, "Invalid field: value is required"));
+            v2_error(kV2InvalidField, "value", index, "Invalid field: value is required"));
       // A name that could also be a member ID would make paths ambiguous
       // ("<prefix>/<name>" vs "<token>/<member>"; rules.h), so refuse it.
       if (valid_member_id(tp.token))
-        return ex->respond(v2_error(kInvalidField, "token", index,
+        return ex->respond(v2_error(kV2InvalidField, "token", index,
                                     "Invalid field: a token name must not look like a member ID "
                                     "(1 to 16 lowercase hex characters)"));
       auto parsed = parse_size(*value, options_.max_size);
       if (auto* err = std::get_if<std::string>(&parsed))
-        return ex->respond(v2_error(kInvalidField, "value", index, "Invalid field: " + *err));
+        return ex->respond(v2_error(kV2InvalidField, "value", index, "Invalid field: " + *err));
       if (!allow_new(ex->remote_address()))
         return ex->respond(
-            v2_error(kQuota, "", index, "too many new tokens from " + ex->remote_address()));
+            v2_error(kV2Quota, "", index, "too many new tokens from " + ex->remote_address()));
       return create_named(ex, tp.token, std::get<uint32_t>(parsed), 0, false);
     }
     if (tp.kind == TokenPath::Kind::kDirectory || req.method == "POST")
-      return ex->respond(
-          v2_error(kNotFile, tp.key(), index, "Not a file: register with PUT <token>/<member id>"));
+      return ex->respond(v2_error(kV2NotFile, tp.key(), index,
+                                  "Not a file: register with PUT <token>/<member id>"));
     if (!value || value->empty() || value->find('=') == std::string::npos)
-      return ex->respond(v2_error(kInvalidField, "value", index,
+      return ex->respond(v2_error(kV2InvalidField, "value", index,
                                   "Invalid field: value must be name=peerURL[,name=peerURL...]"));
     if (value->size() > options_.max_value_bytes)
-      return ex->respond(v2_error(kInvalidField, "value", index,
+      return ex->respond(v2_error(kV2InvalidField, "value", index,
                                   "Invalid field: value longer than " +
                                       std::to_string(options_.max_value_bytes) + " bytes"));
     if (auto pe = net::form_get(*query, "prevExist"); pe && *pe == "true")
-      return ex->respond(v2_error(kKeyNotFound, tp.key(), index,
+      return ex->respond(v2_error(kV2KeyNotFound, tp.key(), index,
                                   "Key not found: registrations cannot be overwritten"));
     // etcd: PUT with prevExist=false is "create", without prevExist "set".
     const char* action =
@@ -600,10 +607,10 @@ void Service::handle_token(const std::shared_ptr<net::Exchange>& ex) {
     store_->get_token(tp.token, now_ms(), [this, ex, tp, action, v = *value](StoreResult r) {
       if (r.status == StoreStatus::kNotFound) {
         metrics_.counter("muster_discovery_registrations_rejected_total", "").inc();
-        return ex->respond(v2_error(kKeyNotFound, tp.directory_key(), r.index));
+        return ex->respond(v2_error(kV2KeyNotFound, tp.directory_key(), r.index));
       }
       if (r.status != StoreStatus::kOk)
-        return ex->respond(v2_error(kRaftInternal, "", r.index, r.message));
+        return ex->respond(v2_error(kV2RaftInternal, "", r.index, r.message));
       auto submitted = Clock::now();
       store_->add_member(
           tp.token, tp.member_id, v, max_registrations_for(r.token.size), now_ms(),
@@ -618,17 +625,17 @@ void Service::handle_token(const std::shared_ptr<net::Exchange>& ex) {
                     201, json{{"action", action}, {"node", member_node(tp, r.member)}}, r.index));
               case StoreStatus::kExists:
                 metrics_.counter("muster_discovery_registrations_rejected_total", "").inc();
-                return ex->respond(v2_error(kNodeExist, tp.key(), r.index));
+                return ex->respond(v2_error(kV2NodeExist, tp.key(), r.index));
               case StoreStatus::kQuotaReached:
                 metrics_.counter("muster_discovery_registrations_rejected_total", "").inc();
-                return ex->respond(v2_error(kQuota, tp.directory_key(), r.index,
+                return ex->respond(v2_error(kV2Quota, tp.directory_key(), r.index,
                                             "Registration quota exceeded: this token accepts no "
                                             "more registrations; the cluster is full"));
               case StoreStatus::kNotFound:
                 metrics_.counter("muster_discovery_registrations_rejected_total", "").inc();
-                return ex->respond(v2_error(kKeyNotFound, tp.directory_key(), r.index));
+                return ex->respond(v2_error(kV2KeyNotFound, tp.directory_key(), r.index));
               case StoreStatus::kUnavailable:
-                return ex->respond(v2_error(kRaftInternal, "", r.index, r.message));
+                return ex->respond(v2_error(kV2RaftInternal, "", r.index, r.message));
             }
           });
     });
@@ -637,20 +644,22 @@ void Service::handle_token(const std::shared_ptr<net::Exchange>& ex) {
 
   if (req.method == "DELETE") {
     if (tp.kind == TokenPath::Kind::kSize)
-      return ex->respond(v2_error(kRootReadOnly, tp.key(), index,
+      return ex->respond(v2_error(kV2RootReadOnly, tp.key(), index,
                                   "the size of a token cannot be changed or removed"));
     if (tp.kind == TokenPath::Kind::kDirectory)
       return ex->respond(
-          v2_error(kNotFile, tp.key(), index, "Not a file: only member keys can be deleted"));
+          v2_error(kV2NotFile, tp.key(), index, "Not a file: only member keys can be deleted"));
     store_->remove_member(tp.token, tp.member_id, [ex, tp](StoreResult r) {
       if (r.status == StoreStatus::kNotFound)
-        return ex->respond(v2_error(kKeyNotFound, tp.key(), r.index));
+        return ex->respond(v2_error(kV2KeyNotFound, tp.key(), r.index));
       if (r.status != StoreStatus::kOk)
-        return ex->respond(v2_error(kRaftInternal, "", r.index, r.message));
+        return ex->respond(v2_error(kV2RaftInternal, "", r.index, r.message));
       log::info("discovery", "member removed", {{"token", tp.token}, {"id", tp.member_id}});
-      json node{{"key", tp.key()},
-                {"modifiedIndex", r.member.modified_index},
-                {"createdIndex", r.member.created_index}};
+      etcdwire::V2Node deleted;
+      deleted.key = tp.key();
+      deleted.modified_index = r.member.modified_index;
+      deleted.created_index = r.member.created_index;
+      json node = etcdwire::v2_node_json(deleted);
       Member prev = r.member;
       prev.modified_index = prev.created_index;
       ex->respond(v2_ok(

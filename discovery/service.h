@@ -18,8 +18,8 @@
 #include <mutex>
 #include <string>
 
+#include "base/metrics.h"
 #include "discovery/token_store.h"
-#include "net/metrics.h"
 #include "net/server.h"
 
 namespace boost::asio {

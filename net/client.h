@@ -1,41 +1,24 @@
-// net/client.h: a blocking HTTP/1.1 client (plain or TLS) with keep-alive.
+// net/client.h: the HTTP client for code that may block: net::AsyncHttpClient
+// (net/http_client.h) driven to completion on a private io_context, one call
+// at a time.
 //
-// Who uses it: musterctl, a member's discovery client, muster-discovery's
-// etcd-backed store, tests and benchmarks.  One HttpClient belongs to one
-// thread at a time; it keeps one open connection per origin and reuses it.
-// Every call has a deadline (ClientOptions::timeout); streaming calls have an
-// optional one.
+// Who uses it: musterctl, a member's discovery bootstrap (it runs before the
+// member's event loop exists), tests and benchmarks.  Code that runs on an
+// event loop uses AsyncHttpClient directly.  One HttpClient belongs to one
+// thread at a time; idle keep-alive connections are reused across calls.
 #pragma once
 
 #include <chrono>
 #include <functional>
-#include <map>
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "net/http.h"
-#include "net/tls.h"
-#include "net/url.h"
+#include "net/http_client.h"
 
 namespace muster::net {
-
-struct ClientOptions {
-  std::chrono::milliseconds connect_timeout{5'000};
-  std::chrono::milliseconds timeout{5'000};  // whole request, connect included
-  TlsOptions tls;                            // used for https URLs
-  std::size_t body_limit = 64 * 1024 * 1024;
-  int max_redirects = 10;  // 3xx with Location followed, as Go's client does
-  // Sends every request to this http proxy (absolute-form targets) instead.
-  std::optional<Url> proxy;
-};
-
-// The result of a call: a response, or a sentence saying why there is none.
-struct ClientResult {
-  std::optional<Response> response;
-  std::string error;  // set when !response
-  bool ok() const { return response.has_value(); }
-};
 
 class HttpClient {
  public:
@@ -44,6 +27,7 @@ class HttpClient {
   HttpClient(HttpClient&&) noexcept;
   HttpClient& operator=(HttpClient&&) noexcept;
 
+  // One call, bounded by ClientOptions::timeout.
   ClientResult request(const std::string& method, const std::string& url,
                        const std::string& body = "", const Headers& headers = {});
   ClientResult get(const std::string& url) { return request("GET", url); }
@@ -57,7 +41,7 @@ class HttpClient {
                       const std::function<bool(std::string_view)>& on_data,
                       std::optional<std::chrono::milliseconds> timeout);
 
-  // Drops cached connections.
+  // Drops idle connections.
   void close();
 
   class Impl;

@@ -114,6 +114,12 @@ class Call {
   virtual void send(std::string message) = 0;
   // Ends the call with trailers.  Only the first call counts.
   virtual void finish(Status s) = 0;
+  // send() then finish(): a unary call's answer, handed to the connection
+  // in one step.
+  virtual void reply(std::string message, Status s) {
+    send(std::move(message));
+    finish(std::move(s));
+  }
 
   // Bytes of response messages queued and not yet written to the socket,
   // for a producer (a watch) that wants to slow down or drop a slow client.

@@ -16,6 +16,7 @@
 #include <map>
 
 #include "net/connection.h"
+#include "net/dial.h"
 
 namespace muster::net::grpc {
 
@@ -196,64 +197,30 @@ void Channel::Impl::start(const std::shared_ptr<CallImpl>& c) {
 void Channel::Impl::connect() {
   state_ = State::kConnecting;
   const uint64_t gen = ++generation_;
-  auto self = shared_from_this();
-  auto resolver = std::make_shared<tcp::resolver>(strand_);
-  auto timer = std::make_shared<asio::steady_timer>(strand_, options_.connect_timeout);
-  auto sock = std::make_shared<tcp::socket>(strand_);
-  timer->async_wait([sock, resolver](boost::system::error_code ec) {
-    if (ec) return;
-    resolver->cancel();
-    boost::system::error_code ignored;
-    sock->close(ignored);
-  });
+  DialOptions d;
+  d.connect_timeout = d.handshake_timeout = options_.connect_timeout;
+  if (tls_) {
+    d.tls_context = tls_;
+    d.tls = *options_.tls;
+    d.alpn = std::string("\x02h2", 3);
+  }
   const std::string where = options_.host + ":" + std::to_string(options_.port);
-  resolver->async_resolve(
-      options_.host, std::to_string(options_.port),
-      [self, gen, resolver, timer, sock, where](boost::system::error_code ec,
-                                                tcp::resolver::results_type results) {
-        if (gen != self->generation_) return;
-        if (ec) return self->fail_connection("cannot resolve " + where + ": " + ec.message());
-        asio::async_connect(
-            *sock, results,
-            [self, gen, timer, sock, where](boost::system::error_code ec, const tcp::endpoint&) {
-              if (gen != self->generation_) return;
-              if (ec) {
-                timer->cancel();
-                return self->fail_connection("cannot connect to " + where + ": " + ec.message());
-              }
-              sock->set_option(tcp::no_delay(true));
-              if (!self->tls_) {
-                timer->cancel();
-                return self->connected(std::make_unique<StreamOf<tcp::socket>>(
-                    std::make_unique<tcp::socket>(std::move(*sock))));
-              }
-              using SslStream = asio::ssl::stream<tcp::socket>;
-              auto ssl = std::make_shared<std::unique_ptr<SslStream>>(
-                  std::make_unique<SslStream>(std::move(*sock), *self->tls_));
-              SSL* h = (*ssl)->native_handle();
-              static const unsigned char alpn[] = "\x02h2";
-              SSL_set_alpn_protos(h, alpn, sizeof alpn - 1);
-              const std::string& name = self->options_.tls->server_name.empty()
-                                            ? self->options_.host
-                                            : self->options_.tls->server_name;
-              prepare_client_tls((*ssl)->native_handle(), name, *self->options_.tls);
-              (*ssl)->async_handshake(
-                  asio::ssl::stream_base::client,
-                  [self, gen, timer, ssl, where](boost::system::error_code ec) {
-                    timer->cancel();
-                    if (gen != self->generation_) return;
-                    if (ec)
-                      return self->fail_connection("TLS handshake with " + where +
-                                                   " failed: " + ec.message());
-                    const unsigned char* p = nullptr;
-                    unsigned int len = 0;
-                    SSL_get0_alpn_selected((*ssl)->native_handle(), &p, &len);
-                    if (!(len == 2 && p[0] == 'h' && p[1] == '2'))
-                      return self->fail_connection(where + " did not agree on HTTP/2 (ALPN h2)");
-                    self->connected(std::make_unique<StreamOf<SslStream>>(std::move(*ssl)));
-                  });
-            });
-      });
+  // The connection lives on the strand: its reads and writes (StreamOf)
+  // complete there.
+  dial(strand_, strand_, options_.host, options_.port, d,
+       [self = shared_from_this(), gen, where](DialError e, Dialed c) {
+         if (gen != self->generation_) return;
+         if (e) return self->fail_connection(e.message);
+         if (c.plain)
+           return self->connected(std::make_unique<StreamOf<tcp::socket>>(std::move(c.plain)));
+         const unsigned char* p = nullptr;
+         unsigned int len = 0;
+         SSL_get0_alpn_selected(c.tls->native_handle(), &p, &len);
+         if (!(len == 2 && p[0] == 'h' && p[1] == '2'))
+           return self->fail_connection(where + " did not agree on HTTP/2 (ALPN h2)");
+         self->connected(
+             std::make_unique<StreamOf<asio::ssl::stream<tcp::socket>>>(std::move(c.tls)));
+       });
 }
 
 void Channel::Impl::connected(std::unique_ptr<detail::ByteStream> s) {

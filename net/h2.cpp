@@ -13,6 +13,10 @@
 // A Call or Exchange handed to the program holds the connection alive and
 // names its stream by id; ids are never reused on a connection, so a late
 // call on a closed stream finds nothing and is ignored.
+//
+// Why one file of this size: nghttp2's callbacks, the connection that
+// owns the session and the gRPC call objects share one session and its
+// threading rule (everything on the connection's strand).
 #include "net/h2.h"
 
 #include <nghttp2/nghttp2.h>
@@ -25,7 +29,7 @@
 #include <map>
 #include <optional>
 
-#include "net/log.h"
+#include "base/log.h"
 
 namespace muster::net::detail {
 
@@ -238,6 +242,15 @@ class H2Call final : public grpc::Call, public std::enable_shared_from_this<H2Ca
   void finish(grpc::Status s) override {
     if (done_.exchange(true)) return;
     post([s = std::move(s)](H2Connection& c, int32_t id) mutable {
+      c.finish_call(id, std::move(s));
+    });
+  }
+  void reply(std::string message, grpc::Status s) override {
+    if (done_.exchange(true)) return;
+    std::string framed = grpc::frame_message(message);
+    queued_.fetch_add(framed.size());
+    post([framed = std::move(framed), s = std::move(s)](H2Connection& c, int32_t id) mutable {
+      c.send_message(id, std::move(framed));
       c.finish_call(id, std::move(s));
     });
   }

@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "net/log.h"
+#include "base/log.h"
 
 extern char** environ;
 

@@ -1,3 +1,7 @@
+// net/server.cpp: the HTTP/1.1 server, its TLS and connection handling (contract in server.h).
+//
+// Why one file of this size: accept, TLS handshake, ALPN hand-off to
+// HTTP/2 and the HTTP/1.1 session share the connection's life cycle.
 #include "net/server.h"
 
 #include <openssl/ssl.h>
@@ -14,9 +18,9 @@
 #include <map>
 #include <utility>
 
+#include "base/log.h"
 #include "net/connection.h"
 #include "net/h2.h"
-#include "net/log.h"
 
 namespace muster::net {
 

@@ -20,8 +20,8 @@
 #include <stdexcept>
 #include <utility>
 
-#include "net/atomic_file.h"
-#include "net/log.h"
+#include "base/atomic_file.h"
+#include "base/log.h"
 
 namespace muster::net {
 
@@ -145,7 +145,8 @@ std::shared_ptr<ssl::context> make_server_tls_context(const TlsOptions& o) {
   return ctx;
 }
 
-void prepare_client_tls(ssl_st* ssl, const std::string& name, const TlsOptions& o) {
+void prepare_client_tls(ssl_st* ssl, const std::string& host, const TlsOptions& o) {
+  const std::string& name = o.server_name.empty() ? host : o.server_name;
   SSL_set_tlsext_host_name(ssl, name.c_str());
   if (o.insecure_skip_verify) return;
   X509_VERIFY_PARAM* param = SSL_get0_param(ssl);
@@ -316,7 +317,7 @@ void write_pem(const std::string& path, mode_t mode, const std::function<bool(st
   if (std::fflush(f.get()) != 0 || ::fsync(fd) != 0)
     throw std::runtime_error("cannot write \"" + tmp + "\": " + std::strerror(errno));
   f.reset();
-  if (std::string err = commit_file(tmp, path); !err.empty()) throw std::runtime_error(err);
+  if (std::string err = base::commit_file(tmp, path); !err.empty()) throw std::runtime_error(err);
 }
 
 }  // namespace

@@ -68,10 +68,12 @@ std::shared_ptr<boost::asio::ssl::context> make_server_tls_context(const TlsOpti
 // Builds an OpenSSL context for a client: verifies the server against
 // trusted_ca_file (or the system roots when empty) unless insecure.
 std::shared_ptr<boost::asio::ssl::context> make_client_tls_context(const TlsOptions& o);
-// Before a client handshake on `ssl`: sends `name` as SNI and, unless
+// Before a client handshake on `ssl` toward `host`: sends the name
+// (o.server_name when set, else `host`) as SNI and, unless
 // o.insecure_skip_verify, requires the server certificate to name it (a DNS
-// name, or an IP address SAN when `name` is an address).
-void prepare_client_tls(ssl_st* ssl, const std::string& name, const TlsOptions& o);
+// name, or an IP address SAN when the name is an address).  net::dial
+// (net/dial.h) calls it; the peer transport too.
+void prepare_client_tls(ssl_st* ssl, const std::string& host, const TlsOptions& o);
 
 // The OpenSSL name of a cipher suite named the way Go and etcd name it
 // (IANA names, e.g. TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 ->

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "net/log.h"
+#include "base/log.h"
 #include "net/pprof.h"
 #include "node/bootstrap/initial_cluster.h"
 #include "node/bootstrap/member_plan.h"
@@ -46,7 +46,7 @@ int run(int argc, char** argv) {
   auto parsed = config::parse(args, environment(), popts);
   // --enable-pprof: heap sampling must be on from the start (net/pprof.h).
   if (parsed.ok() && parsed.config->enable_pprof) net::pprof::enable_heap_sampling(argv);
-  // --logger, --log-outputs, --log-level (net/log.h) before anything else logs.
+  // --logger, --log-outputs, --log-level (base/log.h) before anything else logs.
   if (parsed.ok()) {
     const auto& c = *parsed.config;
     log::Options lo;

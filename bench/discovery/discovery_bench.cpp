@@ -41,6 +41,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/common/proc_stats.h"
 #include "net/client.h"
 #include "net/http.h"
 #include "net/url.h"
@@ -109,35 +110,9 @@ Options parse(int argc, char** argv) {
   return o;
 }
 
-// --- the server process, from /proc ---
-struct ProcSample {
-  long rss_kb = 0, hwm_kb = 0;
-  double cpu_s = 0;
-};
-
-ProcSample sample(int pid) {
-  ProcSample s;
-  if (pid <= 0) return s;
-  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(status, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) s.rss_kb = std::stol(line.substr(6));
-    if (line.rfind("VmHWM:", 0) == 0) s.hwm_kb = std::stol(line.substr(6));
-  }
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string all((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
-  auto close = all.rfind(')');
-  if (close != std::string::npos) {
-    std::istringstream rest(all.substr(close + 2));
-    std::vector<std::string> f;
-    std::string x;
-    while (rest >> x) f.push_back(x);
-    // After ")": state is field 3; utime and stime are fields 14 and 15.
-    if (f.size() > 13)
-      s.cpu_s = (std::stod(f[11]) + std::stod(f[12])) / static_cast<double>(sysconf(_SC_CLK_TCK));
-  }
-  return s;
-}
+// --- the server process, from /proc (bench/common/proc_stats.h) ---
+using muster::bench::ProcSample;
+ProcSample sample(int pid) { return muster::bench::proc_sample(pid); }
 
 double self_cpu_s() {
   timespec ts{};

@@ -18,8 +18,8 @@
 #include <string>
 #include <string_view>
 
+#include "base/runner.h"
 #include "net/grpc.h"
-#include "net/runner.h"
 #include "net/server.h"
 #include "trivial_kv.h"
 
@@ -115,7 +115,7 @@ int main(int argc, char** argv) {
   std::printf("listening on %s:%u\n", listen.substr(0, colon).c_str(), port);
   std::fflush(stdout);
 
-  muster::net::run_until_signal(io, threads, [&server] { server.stop(); });
+  muster::base::run_until_signal(io, threads, [&server] { server.stop(); });
   std::printf("answered %llu\n", static_cast<unsigned long long>(g_answered.load()));
   return 0;
 }

@@ -38,6 +38,7 @@
 #include <vector>
 
 #include "bench/common/proc_stats.h"
+#include "etcdwire/v3_json.h"
 
 namespace {
 
@@ -119,26 +120,6 @@ Options parse(int argc, char** argv) {
   return o;
 }
 
-std::string base64(const std::string& in) {
-  static const char* kAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  out.reserve((in.size() + 2) / 3 * 4);
-  size_t i = 0;
-  for (; i + 2 < in.size(); i += 3) {
-    uint32_t v = (uint8_t(in[i]) << 16) | (uint8_t(in[i + 1]) << 8) | uint8_t(in[i + 2]);
-    out += {kAlphabet[v >> 18], kAlphabet[(v >> 12) & 63], kAlphabet[(v >> 6) & 63],
-            kAlphabet[v & 63]};
-  }
-  if (i + 1 == in.size()) {
-    uint32_t v = uint8_t(in[i]) << 16;
-    out += {kAlphabet[v >> 18], kAlphabet[(v >> 12) & 63], '=', '='};
-  } else if (i + 2 == in.size()) {
-    uint32_t v = (uint8_t(in[i]) << 16) | (uint8_t(in[i + 1]) << 8);
-    out += {kAlphabet[v >> 18], kAlphabet[(v >> 12) & 63], kAlphabet[(v >> 6) & 63], '='};
-  }
-  return out;
-}
-
 struct Endpoint {
   std::string host, port;
   tcp::endpoint resolved;
@@ -184,7 +165,8 @@ struct Run {
     if (o.op != "put") return range_body;
     char key[32];
     std::snprintf(key, sizeof key, "nb/%08d", static_cast<int>(rng() % o.keyspace));
-    return R"({"key":")" + base64(key) + R"(","value":")" + value_b64 + R"("})";
+    return R"({"key":")" + muster::etcdwire::base64_encode(key) + R"(","value":")" + value_b64 +
+           R"("})";
   }
 };
 
@@ -293,7 +275,8 @@ bool seed_key(Run& run) {
   http::request<http::string_body> req{http::verb::post, "/v3/kv/put", 11};
   req.set(http::field::host, run.endpoints[0].host + ":" + run.endpoints[0].port);
   req.set(http::field::content_type, "application/json");
-  req.body() = R"({"key":")" + base64(run.o.key) + R"(","value":")" + run.value_b64 + R"("})";
+  req.body() = R"({"key":")" + muster::etcdwire::base64_encode(run.o.key) + R"(","value":")" +
+               run.value_b64 + R"("})";
   req.prepare_payload();
   http::write(stream, req, ec);
   if (ec) return false;
@@ -313,9 +296,9 @@ int main(int argc, char** argv) {
   {
     std::string value(static_cast<size_t>(o.value_size), '\0');
     for (auto& c : value) c = static_cast<char>(run.rng());
-    run.value_b64 = base64(value);
+    run.value_b64 = muster::etcdwire::base64_encode(value);
   }
-  std::string key_b64 = base64(o.key);
+  std::string key_b64 = muster::etcdwire::base64_encode(o.key);
   run.range_body = o.op == "range-s" ? R"({"key":")" + key_b64 + R"(","serializable":true})"
                                      : R"({"key":")" + key_b64 + R"("})";
   if (o.op != "put" && !seed_key(run)) {

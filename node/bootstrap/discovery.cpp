@@ -12,11 +12,12 @@
 #include <set>
 #include <thread>
 
+#include "base/log.h"
+#include "etcdwire/ids.h"
+#include "etcdwire/v2.h"
 #include "net/client.h"
 #include "net/http.h"
-#include "net/log.h"
 #include "net/url.h"
-#include "node/bootstrap/ids.h"
 #include "node/config/urls.h"
 
 namespace muster::bootstrap {
@@ -97,13 +98,11 @@ Answer classify(const net::ClientResult& r, bool empty_ok) {
     a.kind = Answer::Kind::kOk;
     return a;
   }
-  auto j = json::parse(resp.body, nullptr, false);
-  if (j.is_object() && j.contains("errorCode") && j["errorCode"].is_number_integer()) {
+  if (auto e = etcdwire::parse_v2_error(resp.body)) {
     a.kind = Answer::Kind::kV2Error;
-    a.error_code = j["errorCode"].get<int>();
-    a.detail = std::to_string(a.error_code) + ": " + j.value("message", std::string());
-    if (j.contains("cause") && j["cause"].is_string())
-      a.detail += " (" + j["cause"].get<std::string>() + ")";
+    a.error_code = e->code;
+    a.detail = std::to_string(e->code) + ": " + e->message;
+    if (!e->cause.empty()) a.detail += " (" + e->cause + ")";
     return a;
   }
   a.kind = Answer::Kind::kBadReply;
@@ -118,15 +117,14 @@ Answer classify(const net::ClientResult& r, bool empty_ok) {
 // sorts alike).
 std::vector<Registration> registrations_of(const json& node) {
   std::vector<Registration> out;
-  if (!node.is_object() || !node.contains("nodes") || !node["nodes"].is_array()) return out;
-  for (const auto& n : node["nodes"]) {
-    if (!n.is_object() || n.value("dir", false)) continue;
+  for (const auto& n : etcdwire::parse_v2_node(node).nodes) {
+    if (n.dir) continue;
     Registration r;
-    r.id = base_name(n.value("key", std::string()));
+    r.id = base_name(n.key);
     if (r.id == "_config" || r.id.empty()) continue;
-    r.value = n.value("value", std::string());
-    r.created_index = n.value("createdIndex", uint64_t{0});
-    r.modified_index = n.value("modifiedIndex", uint64_t{0});
+    r.value = n.value.value_or("");
+    r.created_index = n.created_index;
+    r.modified_index = n.modified_index;
     out.push_back(std::move(r));
   }
   std::sort(out.begin(), out.end(), [](const Registration& a, const Registration& b) {
@@ -259,7 +257,7 @@ class DiscoveryClient::Impl {
     if (auto f = get_retried("_config/size", "quorum=false&recursive=false&sorted=false",
                              "GET size", &a))
       return f;
-    if (a.kind == Answer::Kind::kV2Error && a.error_code == 100) {
+    if (a.kind == Answer::Kind::kV2Error && a.error_code == etcdwire::kV2KeyNotFound) {
       return DiscoveryClient::Failure{
           DiscoveryError::kSizeNotFound,
           "discovery: size key not found: " + options_.url +
@@ -273,10 +271,8 @@ class DiscoveryClient::Impl {
                                       "discovery: bad discovery endpoint: GET " + options_.url +
                                           "/_config/size answered " + a.detail};
     }
-    std::string value;
-    if (a.body.contains("node") && a.body["node"].is_object() && a.body["node"].contains("value") &&
-        a.body["node"]["value"].is_string())
-      value = a.body["node"]["value"].get<std::string>();
+    const std::string value =
+        etcdwire::parse_v2_node(a.body.value("node", json::object())).value.value_or("");
     auto size = parse_uint(value);
     if (!size || *size == 0) {
       return DiscoveryClient::Failure{DiscoveryError::kBadSize,
@@ -287,7 +283,7 @@ class DiscoveryClient::Impl {
     st->size = *size;
     if (auto f = get_retried("", "quorum=false&recursive=false&sorted=false", "GET token", &a))
       return f;
-    if (a.kind == Answer::Kind::kV2Error && a.error_code == 100) {
+    if (a.kind == Answer::Kind::kV2Error && a.error_code == etcdwire::kV2KeyNotFound) {
       st->members.clear();  // no registrations yet on a server that drops empty dirs
       st->index = a.index;
       return std::nullopt;
@@ -343,7 +339,7 @@ class Joiner {
     DiscoveryClient::Impl& impl = *impl_;
     std::vector<std::string> urls = options_.peer_urls;
     std::sort(urls.begin(), urls.end());
-    self_id_ = id_to_hex(member_id(urls, options_.url));
+    self_id_ = etcdwire::id_to_hex(etcdwire::member_id(urls, options_.url));
     std::vector<std::string> pairs;
     for (const auto& u : urls) pairs.push_back(options_.name + "=" + u);
     self_value_ = join(pairs, ",");
@@ -421,15 +417,16 @@ class Joiner {
           return error(impl_->too_many("PUT " + self_id_, a.detail));
         continue;
       }
-      if (a.kind == Answer::Kind::kV2Error && a.error_code == 105) {
+      if (a.kind == Answer::Kind::kV2Error && a.error_code == etcdwire::kV2NodeExist) {
         // The key exists.  Ours from an earlier attempt (a retried PUT whose
         // first try got through, or this member killed while waiting and
         // started again) if it holds exactly our value and the cluster has
         // not formed yet: nobody can have started Raft with us then.
         Answer mine = get(self_id_, "");
-        std::string value;
-        if (mine.kind == Answer::Kind::kOk && mine.body.contains("node"))
-          value = mine.body["node"].value("value", std::string());
+        etcdwire::V2Node node;
+        if (mine.kind == Answer::Kind::kOk)
+          node = etcdwire::parse_v2_node(mine.body.value("node", json::object()));
+        const std::string value = node.value.value_or("");
         TokenState now;
         if (auto f = impl_->state(&now)) return error(*f);
         bool among_first = false;
@@ -439,7 +436,7 @@ class Joiner {
             (now.members.size() < now.size || (among_first && has_registration_marker()))) {
           log::info(kLog, "found this member's own earlier registration; resuming",
                     {{"member-id", self_id_}});
-          created = mine.body["node"].value("createdIndex", uint64_t{0});
+          created = node.created_index;
           break;
         }
         return error(DiscoveryError::kDuplicateId,
@@ -458,7 +455,7 @@ class Joiner {
       if (a.kind != Answer::Kind::kOk)
         return error(DiscoveryError::kBadEndpoint, "discovery: registering " + self_id_ + " at " +
                                                        options_.url + " failed: " + a.detail);
-      created = a.body.value("node", json::object()).value("createdIndex", uint64_t{0});
+      created = etcdwire::parse_v2_node(a.body.value("node", json::object())).created_index;
       break;
     }
     log::info(kLog, "registered with the discovery service",
@@ -524,11 +521,11 @@ class Joiner {
       }
       if (a.kind == Answer::Kind::kOk) {
         failures = 0;
-        const json node = a.body.value("node", json::object());
+        const etcdwire::V2Node node = etcdwire::parse_v2_node(a.body.value("node", json::object()));
         const std::string action = a.body.value("action", std::string());
-        const std::string id = base_name(node.value("key", std::string()));
-        next = std::max(next, node.value("modifiedIndex", uint64_t{0}) + 1);
-        if (id.empty() || id == "_config" || node.value("dir", false)) continue;
+        const std::string id = base_name(node.key);
+        next = std::max(next, node.modified_index + 1);
+        if (id.empty() || id == "_config" || node.dir) continue;
         if (action == "delete" || action == "expire" || action == "compareAndDelete") {
           if (known.erase(id)) log::warn(kLog, "a registration was removed", {{"member-id", id}});
           continue;
@@ -536,9 +533,9 @@ class Joiner {
         if (known.count(id)) continue;  // an overwrite is not a new member
         Registration r;
         r.id = id;
-        r.value = node.value("value", std::string());
-        r.created_index = node.value("createdIndex", uint64_t{0});
-        r.modified_index = node.value("modifiedIndex", uint64_t{0});
+        r.value = node.value.value_or("");
+        r.created_index = node.created_index;
+        r.modified_index = node.modified_index;
         log::info(kLog, "member registered", {{"member-id", id}, {"value", r.value}});
         known[id] = std::move(r);
         continue;
@@ -546,7 +543,7 @@ class Joiner {
       // A transient failure, or the event history moved past our index
       // (etcd keeps 1000 events: error 401): back off, read the whole
       // listing again and watch on from its index.
-      if (a.kind == Answer::Kind::kV2Error && a.error_code != 401) {
+      if (a.kind == Answer::Kind::kV2Error && a.error_code != etcdwire::kV2EventIndexCleared) {
         return error(DiscoveryError::kProtocol,
                      "discovery: watching " + options_.url + " failed: " + a.detail);
       }

@@ -29,7 +29,7 @@
 //     "100: Key not found"); size 0 is a bad size (etcd wraps around).
 //
 // Blocking; call from one thread (node/main before the server starts, or
-// musterctl).  Logs progress through net/log.h.
+// musterctl).  Logs progress through base/log.h.
 #pragma once
 
 #include <chrono>

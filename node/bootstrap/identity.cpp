@@ -6,8 +6,8 @@
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
-#include "net/atomic_file.h"
-#include "node/bootstrap/ids.h"
+#include "base/atomic_file.h"
+#include "etcdwire/ids.h"
 
 namespace muster::bootstrap {
 
@@ -24,19 +24,20 @@ std::optional<Identity> read_identity(const std::string& data_dir) {
   json j = json::parse(in, nullptr, false);
   if (j.is_discarded() || !j.is_object())
     throw std::runtime_error("corrupt " + identity_path(data_dir));
-  return Identity{j.value("name", ""), parse_hex_id(j.value("member_id", "0")).value_or(0),
-                  parse_hex_id(j.value("cluster_id", "0")).value_or(0)};
+  return Identity{j.value("name", ""),
+                  etcdwire::parse_hex_id(j.value("member_id", "0")).value_or(0),
+                  etcdwire::parse_hex_id(j.value("cluster_id", "0")).value_or(0)};
 }
 
 void write_identity(const std::string& data_dir, const Identity& id) {
   fs::create_directories(data_dir + "/member");
   fs::permissions(data_dir, fs::perms::owner_all, fs::perm_options::replace);
   const std::string text = json{{"name", id.name},
-                                {"member_id", id_to_hex(id.member_id)},
-                                {"cluster_id", id_to_hex(id.cluster_id)}}
+                                {"member_id", etcdwire::id_to_hex(id.member_id)},
+                                {"cluster_id", etcdwire::id_to_hex(id.cluster_id)}}
                                .dump() +
                            "\n";
-  if (std::string err = net::write_file_atomically(identity_path(data_dir), text); !err.empty())
+  if (std::string err = base::write_file_atomically(identity_path(data_dir), text); !err.empty())
     throw std::runtime_error(err);
 }
 

@@ -4,7 +4,7 @@
 //
 // Its presence is what "already initialized" means: a member that finds it
 // ignores every bootstrap flag and restarts from its data.  It is written
-// once, after the storage is created, atomically (net/atomic_file.h).
+// once, after the storage is created, atomically (base/atomic_file.h).
 #pragma once
 
 #include <cstdint>

@@ -2,8 +2,8 @@
 
 #include <algorithm>
 
+#include "base/log.h"
 #include "dns/srv_lookup.h"
-#include "net/log.h"
 #include "node/bootstrap/discovery.h"
 
 namespace muster::bootstrap {

@@ -4,9 +4,9 @@
 #include <algorithm>
 #include <stdexcept>
 
+#include "base/log.h"
+#include "etcdwire/ids.h"
 #include "net/client.h"
-#include "net/log.h"
-#include "node/bootstrap/ids.h"
 #include "node/bootstrap/initial_cluster.h"
 #include "node/config/urls.h"
 
@@ -53,8 +53,8 @@ MemberPlan join_existing(const config::Config& cfg, const config::UrlsMap& clust
          " --peer-urls=" + list);
   }
   log::info("etcdmain", "joining an existing cluster",
-            {{"cluster-id", id_to_hex(p.me.cluster_id)},
-             {"member-id", id_to_hex(p.me.member_id)},
+            {{"cluster-id", etcdwire::id_to_hex(p.me.cluster_id)},
+             {"member-id", etcdwire::id_to_hex(p.me.member_id)},
              {"members", p.members.size()}});
   return p;
 }
@@ -68,20 +68,21 @@ MemberPlan new_cluster(const config::Config& cfg, const config::UrlsMap& cluster
     InitialMember m;
     m.name = name;
     m.peer_urls = urls;
-    m.id = member_id(urls, cfg.initial_cluster_token);
+    m.id = etcdwire::member_id(urls, cfg.initial_cluster_token);
     if (name == cfg.name) {
       m.client_urls = cfg.advertise_client_urls;
       p.me.member_id = m.id;
     }
     for (const auto& other : p.initial)
-      if (other.id == m.id) fail("member " + id_to_hex(m.id) + " has already been bootstrapped");
+      if (other.id == m.id)
+        fail("member " + etcdwire::id_to_hex(m.id) + " has already been bootstrapped");
     ids.push_back(m.id);
     p.initial.push_back(std::move(m));
   }
   if (p.me.member_id == 0)
     fail("couldn't find local name \"" + cfg.name + "\" in the initial cluster configuration");
   p.me.name = cfg.name;
-  p.me.cluster_id = cluster_id(ids);
+  p.me.cluster_id = etcdwire::cluster_id(ids);
   return p;
 }
 
@@ -90,7 +91,7 @@ MemberPlan new_cluster(const config::Config& cfg, const config::UrlsMap& cluster
 MemberPlan plan_member(const config::Config& given, const net::TlsOptions& peer_tls) {
   if (auto id = read_identity(given.data_dir)) {
     log::info("etcdmain", "server has been already initialized",
-              {{"data-dir", given.data_dir}, {"member-id", id_to_hex(id->member_id)}});
+              {{"data-dir", given.data_dir}, {"member-id", etcdwire::id_to_hex(id->member_id)}});
     MemberPlan p;
     p.kind = MemberPlan::Kind::kRestart;
     p.me = *id;

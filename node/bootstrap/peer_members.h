@@ -9,19 +9,21 @@
 // name and client URLs yet has neither field; a learner has "isLearner".
 //
 // Who uses it: a member joining a running cluster
-// (--initial-cluster-state existing) for its ID and the cluster ID, and the
-// proxy for the members' client URLs.  fetch_cluster() blocks: call it from
-// a thread that may wait (startup, the proxy's refresher), never from an I/O
-// thread.
+// (--initial-cluster-state existing) for its ID and the cluster ID, at
+// startup, with the blocking fetch_cluster(); and the proxy's refresher for
+// the members' client URLs, on its event loop, with the asynchronous one.
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "net/client.h"
+#include "net/http_client.h"
 
 namespace muster::bootstrap {
 
@@ -49,9 +51,23 @@ struct ClusterView {
   std::string source;                    // the peer URL that answered
 };
 
+// The view one peer gave: its answer to GET <base>/members.  nullopt and a
+// sentence in *error when the call failed or the answer is not a member list.
+std::optional<ClusterView> cluster_view(const std::string& base, const net::ClientResult& answer,
+                                        std::string* error);
+
 // Asks each peer URL in turn (GET <url>/members) and returns the first
 // answer; nullopt and the last failure in *error when none answered.
+// Blocks: for startup, before any event loop runs.
 std::optional<ClusterView> fetch_cluster(const std::vector<std::string>& peer_urls,
                                          net::HttpClient& client, std::string* error);
+
+// The same on an event loop: `done` runs once, on a strand of the client's
+// executor, with the view or the last failure.  The handle cancels (done
+// then runs with an error).
+using ClusterHandler = std::function<void(std::optional<ClusterView>, std::string error)>;
+std::shared_ptr<net::HttpCall> fetch_cluster(net::AsyncHttpClient& client,
+                                             std::vector<std::string> peer_urls,
+                                             ClusterHandler done);
 
 }  // namespace muster::bootstrap

@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "etcdwire/durations.h"
 #include "node/config/urls.h"
 
 namespace muster::config {
@@ -120,7 +121,8 @@ struct Config {
   std::vector<std::string> listen_metrics_urls;
 
   // --- logging ---
-  std::string logger = "zap";  // zap (JSON lines) | capnslog (etcd 3.4's text lines); see net/log.h
+  std::string logger =
+      "zap";  // zap (JSON lines) | capnslog (etcd 3.4's text lines); see base/log.h
   std::vector<std::string> log_outputs{"default"};
   std::string log_level = "info";  // debug | info | warn | error | panic | fatal
   bool debug = false;              // deprecated: same as --log-level=debug
@@ -215,11 +217,12 @@ std::string usage_text();
 // are not included.
 std::vector<std::string> flag_names();
 
-// Go's time.ParseDuration ("300ms", "1h30m", "1.5s", "0").
+// Go's time.ParseDuration ("300ms", "1h30m", "1.5s", "0"), as a Result
+// (etcdwire/durations.h holds it).
 Result<std::chrono::nanoseconds> parse_go_duration(std::string_view s);
 
 // Go's time.Duration.String() ("1h0m0s", "100ms", "0s").
-std::string format_go_duration(std::chrono::nanoseconds d);
+using etcdwire::format_go_duration;
 
 // Levenshtein distance, used for "did you mean" hints.
 size_t edit_distance(std::string_view a, std::string_view b);

@@ -4,7 +4,7 @@
 #include <filesystem>
 #include <stdexcept>
 
-#include "net/log.h"
+#include "base/log.h"
 #include "node/config/urls.h"
 
 namespace muster::config {

@@ -10,7 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "net/atomic_file.h"
+#include "base/atomic_file.h"
 
 namespace muster::proxy {
 
@@ -56,7 +56,7 @@ std::string write_cluster_file(const std::string& data_dir,
   if (ec) return "cannot create " + dir + ": " + ec.message();
   fs::permissions(dir, fs::perms::owner_all, fs::perm_options::replace, ec);
   std::string text = json{{"PeerURLs", peer_urls}}.dump() + "\n";
-  return net::write_file_atomically(cluster_file_path(data_dir), text);
+  return base::write_file_atomically(cluster_file_path(data_dir), text);
 }
 
 }  // namespace muster::proxy

@@ -1,11 +1,9 @@
 // node/proxy/forwarder.h: forwards one client exchange to a member.
 //
-// Asynchronous on the proxy's io_context: a forwarded request holds no
-// thread while it waits for the member, so a watch stream or a v2 long-poll
-// wait that stays open for hours costs one upstream socket and some memory,
-// not a thread.  (Chosen over a thread per open stream with the blocking
-// net::HttpClient: that client cannot be interrupted when the client hangs
-// up, so an idle watch would pin a thread until the member next wrote.)
+// Asynchronous on the proxy's io_context, through net's one HTTP client
+// (net/http_client.h): a forwarded request holds no thread while it waits
+// for the member, so a watch stream or a v2 long-poll wait that stays open
+// for hours costs one upstream socket and some memory, not a thread.
 //
 // Per request:
 //   1. the Director's usable endpoints, in order; none -> 503 JSON
@@ -26,10 +24,12 @@
 //      (code 14, Unavailable) before it ends; others just end.
 //   5. the client hanging up closes the upstream connection at once.
 //
-// Connections: reads reuse idle keep-alive connections to the member
-// (ConnectionPool in forwarder.cpp); every write gets a fresh connection
-// that is closed after its answer, so a write is never sent on a connection
-// the member may have just closed.
+// Connections: reads reuse idle keep-alive connections to the member (the
+// client's pool; a read that meets a connection the member just closed is
+// sent again on a fresh one to the same member, which is not marked
+// failed); every write gets a fresh connection that is closed after its
+// answer, so a write is never sent on a connection the member may have just
+// closed.  Connections probe a silent member (keep-alive, TCP_USER_TIMEOUT).
 //
 // Limits: no back-pressure from a slow client to a fast stream (pieces
 // queue in the server's memory); a buffered answer above
@@ -40,21 +40,20 @@
 #include <memory>
 #include <string>
 
-#include "net/metrics.h"
+#include "base/metrics.h"
 #include "net/server.h"
 #include "net/tls.h"
 #include "node/proxy/director.h"
 
 namespace boost::asio {
 class io_context;
-namespace ssl {
-class context;
-}
 }  // namespace boost::asio
 
-namespace muster::proxy {
+namespace muster::net {
+class AsyncHttpClient;
+}  // namespace muster::net
 
-class ConnectionPool;
+namespace muster::proxy {
 
 // Every timeout: 0 = no limit (etcd's meaning for the --proxy-*-timeout flags).
 struct ForwarderOptions {
@@ -78,12 +77,10 @@ class Forwarder {
   void forward(std::shared_ptr<net::Exchange> ex);
 
  private:
-  boost::asio::io_context& io_;
   Director& director_;
   metrics::Registry& registry_;
   std::shared_ptr<const ForwarderOptions> options_;
-  std::shared_ptr<boost::asio::ssl::context> tls_ctx_;
-  std::shared_ptr<ConnectionPool> pool_;  // idle member connections for reads
+  std::shared_ptr<net::AsyncHttpClient> client_;  // its pool holds idle member connections
 };
 
 }  // namespace muster::proxy

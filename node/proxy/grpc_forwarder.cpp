@@ -4,7 +4,7 @@
 #include <set>
 #include <vector>
 
-#include "net/log.h"
+#include "base/log.h"
 #include "net/url.h"
 
 namespace muster::proxy {

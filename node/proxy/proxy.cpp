@@ -7,29 +7,26 @@
 #include <algorithm>
 #include <boost/asio.hpp>
 #include <cerrno>
-#include <condition_variable>
 #include <cstddef>
 #include <cstring>
 #include <filesystem>
-#include <mutex>
 #include <random>
-#include <thread>
 
-#include "net/client.h"
-#include "net/log.h"
-#include "net/metrics.h"
-#include "net/runner.h"
+#include "base/log.h"
+#include "base/metrics.h"
+#include "base/runner.h"
+#include "base/systemd.h"
+#include "net/http_client.h"
 #include "net/server.h"
-#include "net/systemd.h"
 #include "net/url.h"
 #include "node/bootstrap/peer_members.h"
+#include "node/config/tls_setup.h"
 #include "node/config/urls.h"
 #include "node/proxy/cluster_file.h"
 #include "node/proxy/director.h"
 #include "node/proxy/forwarder.h"
 #include "node/proxy/grpc_forwarder.h"
 #include "node/proxy/routes.h"
-#include "node/config/tls_setup.h"
 
 namespace muster::proxy {
 
@@ -47,16 +44,39 @@ namespace {
 // peer listeners every refresh interval (every second while no endpoint is
 // usable, as etcd does, so a proxy started before its cluster comes up
 // quickly), shuffles the client URLs so proxies spread their load, and
-// stores changed peer URLs in the cluster file.
-class Refresher {
+// stores changed peer URLs in the cluster file.  Runs on the proxy's
+// io_context (a timer and net's asynchronous client), on a strand of its
+// own.
+class Refresher : public std::enable_shared_from_this<Refresher> {
  public:
-  Refresher(const config::Config& cfg, const net::TlsOptions& peer_tls,
+  Refresher(boost::asio::io_context& io, const config::Config& cfg, const net::TlsOptions& peer_tls,
             std::vector<std::string> peer_urls, Director& director)
       : data_dir_(cfg.data_dir),
         interval_(cfg.proxy_refresh_interval_ms),
         peer_urls_(std::move(peer_urls)),
         director_(director),
-        rng_(std::random_device{}()) {
+        strand_(boost::asio::make_strand(io)),
+        timer_(strand_),
+        client_(io.get_executor(), client_options(cfg, peer_tls)),
+        rng_(std::random_device{}()) {}
+
+  void start() {
+    boost::asio::post(strand_, [self = shared_from_this()] { self->refresh(); });
+  }
+
+  // Stops refreshing: the timer and any fetch in flight are cancelled.  Any
+  // thread.
+  void stop() {
+    boost::asio::post(strand_, [self = shared_from_this()] {
+      self->stopped_ = true;
+      self->timer_.cancel();
+      if (self->fetch_) self->fetch_->cancel();
+    });
+  }
+
+ private:
+  static net::ClientOptions client_options(const config::Config& cfg,
+                                           const net::TlsOptions& peer_tls) {
     net::ClientOptions co;
     // --proxy-dial-timeout 0 means no limit; the refresher still needs one
     // so that stop() is not held up: use the whole-request 10 s.
@@ -64,22 +84,42 @@ class Refresher {
                                                        : milliseconds(10000);
     co.timeout = std::chrono::seconds(10);  // etcd: GetClusterFromRemotePeers' 10 s
     co.tls = peer_tls;
-    client_ = net::HttpClient(co);
+    return co;
   }
 
-  // One refresh, on the caller's thread.  Returns true when it learned
-  // client URLs.
-  bool refresh_once() {
-    std::string err;
-    auto view = bootstrap::fetch_cluster(peer_urls_, client_, &err);
+  void refresh() {
+    if (stopped_) return;
+    fetch_ = bootstrap::fetch_cluster(
+        client_, peer_urls_,
+        [self = shared_from_this()](std::optional<bootstrap::ClusterView> view, std::string err) {
+          boost::asio::post(self->strand_, [self, view = std::move(view), err = std::move(err)] {
+            self->fetch_.reset();
+            if (self->stopped_) return;
+            self->apply(view, err);
+            self->schedule();
+          });
+        });
+  }
+
+  void schedule() {
+    milliseconds wait = interval_;
+    if (director_.available().empty()) wait = std::min(wait, milliseconds(1000));
+    timer_.expires_after(wait);
+    timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+      if (!ec) self->refresh();
+    });
+  }
+
+  // One refresh's outcome.
+  void apply(const std::optional<bootstrap::ClusterView>& view, const std::string& err) {
     if (!view) {
       log::warn("proxy", "could not get the member list from any peer",
                 {{"peer-urls", peer_urls_}, {"error", err}});
-      return false;
+      return;
     }
     if (view->client_urls.empty()) {
       log::warn("proxy", "no member has published client URLs yet", {{"from", view->source}});
-      return false;
+      return;
     }
     auto urls = view->client_urls;
     std::shuffle(urls.begin(), urls.end(), rng_);
@@ -96,47 +136,18 @@ class Refresher {
       else
         log::info("proxy", "stored the cluster's peer URLs", {{"peer-urls", peer_urls_}});
     }
-    return true;
   }
 
-  void start() {
-    thread_ = std::thread([this] {
-      std::unique_lock lock(mu_);
-      while (!stop_) {
-        lock.unlock();
-        refresh_once();
-        lock.lock();
-        milliseconds wait = interval_;
-        if (director_.available().empty()) wait = std::min(wait, milliseconds(1000));
-        cv_.wait_for(lock, wait, [this] { return stop_; });
-      }
-    });
-  }
-
-  void stop() {
-    {
-      std::lock_guard lock(mu_);
-      stop_ = true;
-    }
-    cv_.notify_all();
-  }
-
-  ~Refresher() {
-    stop();
-    if (thread_.joinable()) thread_.join();
-  }
-
- private:
   const std::string data_dir_;
   const milliseconds interval_;
-  std::vector<std::string> peer_urls_;  // only the refresher thread touches it after start
+  std::vector<std::string> peer_urls_;  // the strand's
   Director& director_;
-  net::HttpClient client_;
+  boost::asio::strand<boost::asio::io_context::executor_type> strand_;
+  boost::asio::steady_timer timer_;
+  net::AsyncHttpClient client_;
   std::mt19937_64 rng_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stop_ = false;
-  std::thread thread_;
+  bool stopped_ = false;
+  std::shared_ptr<net::HttpCall> fetch_;
 };
 
 net::Response readonly_refusal(const net::Request& r) {
@@ -262,25 +273,24 @@ int run(const config::Config& cfg, std::vector<std::string> peer_urls) {
     return 1;
   }
 
-  Refresher refresher(cfg, tls.peer_client, peer_urls, director);
-  refresher.start();
+  auto refresher = std::make_shared<Refresher>(io, cfg, tls.peer_client, peer_urls, director);
+  refresher->start();
   log::info("proxy", "started as a proxy",
             {{"mode", readonly ? "readonly" : "on"},
              {"data-dir", cfg.data_dir},
              {"peer-urls", peer_urls},
              {"refresh-interval-ms", cfg.proxy_refresh_interval_ms},
              {"failure-wait-ms", cfg.proxy_failure_wait_ms}});
-  net::notify_systemd("READY=1", "proxy");
+  base::notify_systemd("READY=1", "proxy");
 
   // On SIGTERM/SIGINT: stop listening and cancel open exchanges (their
   // upstream connections close), stop refreshing; the io_context then runs
   // dry.  A second signal or 5 s end it outright.
-  int sig = net::run_until_signal(io, 2, [&] {
+  int sig = base::run_until_signal(io, 2, [&] {
     log::info("proxy", "stopping");
-    refresher.stop();
+    refresher->stop();
     for (auto& s : servers) s->stop();
   });
-  refresher.stop();
   log::info("proxy", "stopped", {{"signal", sig}});
   return 0;
 }

@@ -127,6 +127,11 @@ struct Ready {
   std::vector<pb::Entry> entries;        // persist before sending messages
   std::optional<pb::Snapshot> snapshot;  // persist and install
   std::vector<pb::Entry> committed_entries;
+  // The last committed entry's index and the committed entries' payload
+  // bytes, for advance(): the caller may move committed_entries away (to an
+  // apply thread) before it calls advance().
+  uint64_t committed_last_index = 0;
+  uint64_t committed_payload_bytes = 0;
   std::vector<pb::Message> messages;
   std::vector<DroppedProposal> dropped_proposals;
   // True when entries or term/vote changed: the write must be durable (fsync).

@@ -10,19 +10,27 @@
 // subscribers (watchers, v2 waits) in revision order, and reads waiting for
 // this applied index are released.
 //
-// Threads: apply() on the driver thread; subscribe/unsubscribe and applied()
-// from any thread.  Subscriber callbacks run on the driver thread and must
+// Threads: the apply thread (start/stop) applies what the driver enqueues,
+// in order, so that applying batch N overlaps the driver persisting batch
+// N+1; batches queued meanwhile are applied together, as one LevelDB write.
+// A configuration change or a snapshot install is applied on the driver
+// thread instead, after drain() (apply()).  subscribe/unsubscribe and
+// applied() from any thread.  Subscriber callbacks and the answers to
+// waiting proposals run on whichever thread applied the entries and must
 // not block.
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
+#include <thread>
 #include <functional>
 #include <map>
 #include <mutex>
 #include <vector>
 
-#include "net/metrics.h"
+#include "base/metrics.h"
 #include "node/raft/raft.h"
 #include "node/server/membership.h"
 #include "node/server/waits.h"
@@ -38,7 +46,16 @@ class Applier {
   Applier(storage::MemberStorage& storage, Membership& membership, Waits& waits,
           metrics::Registry& metrics);
 
-  // Driver thread.
+  // Starts and stops the apply thread.  stop() applies what is queued first.
+  void start();
+  void stop();
+
+  // Driver thread: queues committed entries without configuration changes.
+  void enqueue(std::vector<raftpb::Entry> entries);
+  // Driver thread: returns once everything enqueued has been applied.
+  void drain();
+  // Driver thread, with the apply side drained: applies `entries` here,
+  // configuration changes included (applied to `raft` too).
   void apply(const std::vector<raftpb::Entry>& entries, raft::Raft& raft);
   // The storage's applied index changed under us (a snapshot install).  The
   // revisions it jumped over produced no events: subscribers get an empty
@@ -52,12 +69,25 @@ class Applier {
 
  private:
   void publish(const std::vector<pb::Event>& events);
+  // Applies entries on the calling thread; `raft` is null on the apply
+  // thread (no configuration change ever reaches it).
+  void apply_entries(const std::vector<raftpb::Entry>& entries, raft::Raft* raft);
+  void run();
 
   storage::MemberStorage& storage_;
   Membership& membership_;
   Waits& waits_;
   metrics::Histogram& commit_seconds_;
+  metrics::Histogram& batch_entries_;
+  metrics::Gauge& queue_depth_;
   std::atomic<uint64_t> applied_{0};
+
+  std::mutex queue_mu_;  // guards the queue below
+  std::condition_variable queue_cv_;
+  std::deque<std::vector<raftpb::Entry>> queue_;
+  bool busy_ = false;
+  bool running_ = false;
+  std::thread thread_;
 
   std::mutex mu_;  // guards subscribers_
   std::map<uint64_t, Subscriber> subscribers_;

@@ -5,7 +5,8 @@
 #include <cstdio>
 #include <cstdlib>
 
-#include "net/log.h"
+#include "base/log.h"
+#include "base/runner.h"
 #include "node/server/transport.h"
 
 namespace muster::server {
@@ -31,6 +32,9 @@ Driver::Driver(DriverOptions options, raft::Raft& raft, storage::MemberStorage& 
       fsync_seconds_(metrics.histogram("etcd_disk_wal_fsync_duration_seconds",
                                        "The latency distributions of fsync called by WAL.",
                                        metrics::exponential_buckets(0.001, 2, 14))),
+      entries_per_save_(metrics.histogram("muster_server_entries_per_log_save",
+                                          "Raft log entries written (and synced) together.",
+                                          metrics::exponential_buckets(1, 2, 14))),
       hooks_(std::move(hooks)) {
   raftpb::Snapshot snap;
   if (storage_.log().snapshot(&snap) == raft::StorageError::kOk)
@@ -50,7 +54,10 @@ void Driver::start() {
   next_housekeeping_ = started_;
   drain_ready();
   running_ = true;
-  thread_ = std::thread([this] { run(); });
+  thread_ = std::thread([this] {
+    base::set_thread_name("raft");
+    run();
+  });
 }
 
 void Driver::stop(bool transfer_leadership) {
@@ -192,9 +199,15 @@ void Driver::handle_inbox(Inbox& in) {
     if (m.type() == raftpb::MsgSnap) snapshot_stepped_ = true;
     raft_.step(m);
   }
-  for (auto& [data, id] : in.proposals) {
-    auto r = raft_.propose(std::move(data));
-    if (r != raft::DropReason::kNone && hooks_.on_rejected) hooks_.on_rejected(id, r);
+  if (!in.proposals.empty()) {
+    // Every proposal of this turn as one batch: one append, one round of
+    // MsgApp to each follower (group commit starts here).
+    std::vector<std::string> batch;
+    batch.reserve(in.proposals.size());
+    for (auto& [data, id] : in.proposals) batch.push_back(std::move(data));
+    auto r = raft_.propose_batch(std::move(batch));
+    if (r != raft::DropReason::kNone && hooks_.on_rejected)
+      for (auto& [data, id] : in.proposals) hooks_.on_rejected(id, r);
   }
   for (auto& task : in.tasks) task();
   for (auto& ctx : in.reads) raft_.read_index(ctx);
@@ -302,6 +315,13 @@ void Driver::handle_ready(raft::Ready& rd) {
   // write.
   if (leader) send(std::move(rd.messages));
 
+  // A configuration change or a snapshot install needs the apply side quiet
+  // (see driver.h, step 2e).
+  bool apply_here = rd.snapshot.has_value();
+  for (const auto& e : rd.committed_entries)
+    if (e.type() == raftpb::EntryConfChange) apply_here = true;
+  if (apply_here && hooks_.drain) hooks_.drain();
+
   if (rd.snapshot) {
     if (!pending_install_) {
       log::error("raft", "snapshot to install but no received state; ignoring",
@@ -318,6 +338,20 @@ void Driver::handle_ready(raft::Ready& rd) {
                 {{"index", snapshot_index_}, {"applied", storage_.kv().applied_index()}});
     }
   }
+  // Committed entries this member's disk already holds may be applied while
+  // this Ready's write is in flight.  What the disk holds is its log up to
+  // the first entry this Ready writes: a follower may be replacing a
+  // conflicting suffix, and an entry at or past that point is not there yet.
+  std::vector<raftpb::Entry> later;
+  if (!rd.committed_entries.empty() && !apply_here && hooks_.apply) {
+    uint64_t durable = storage_.log().last_index();
+    if (!rd.entries.empty()) durable = std::min(durable, rd.entries.front().index() - 1);
+    auto split = std::find_if(rd.committed_entries.begin(), rd.committed_entries.end(),
+                              [durable](const raftpb::Entry& e) { return e.index() > durable; });
+    later.assign(std::make_move_iterator(split), std::make_move_iterator(rd.committed_entries.end()));
+    rd.committed_entries.erase(split, rd.committed_entries.end());
+    if (!rd.committed_entries.empty()) hooks_.apply(std::move(rd.committed_entries));
+  }
   if (rd.hard_state || !rd.entries.empty()) {
     auto start = Clock::now();
     auto st = storage_.log().save(rd.hard_state ? &*rd.hard_state : nullptr, rd.entries,
@@ -327,15 +361,23 @@ void Driver::handle_ready(raft::Ready& rd) {
       std::abort();  // a member that cannot persist must not keep voting
     }
     fsync_seconds_.observe(std::chrono::duration<double>(Clock::now() - start).count());
+    if (!rd.entries.empty()) entries_per_save_.observe(static_cast<double>(rd.entries.size()));
     last_index_ = storage_.log().last_index();
   }
-  if (rd.hard_state) term_ = rd.hard_state->term();
+  if (rd.hard_state) {
+    term_ = rd.hard_state->term();
+    committed_ = rd.hard_state->commit();
+  }
   // A follower acks only what its disk holds.
   if (!leader) send(std::move(rd.messages));
 
   if (hooks_.on_dropped)
     for (const auto& d : rd.dropped_proposals) hooks_.on_dropped(d);
-  if (!rd.committed_entries.empty() && hooks_.apply) hooks_.apply(rd.committed_entries);
+  if (apply_here) {
+    if (!rd.committed_entries.empty() && hooks_.apply_now) hooks_.apply_now(rd.committed_entries);
+  } else if (!later.empty()) {
+    hooks_.apply(std::move(later));
+  }
   if (hooks_.on_read_states) hooks_.on_read_states(rd.read_states);
   maybe_snapshot();
 }

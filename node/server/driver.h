@@ -17,8 +17,13 @@
 //           LevelDB write for the whole batch (group commit);
 //        d. a follower sends its messages now: an ack or a vote must never
 //           run ahead of its disk;
-//        e. committed entries go to the apply hook, in order; read states to
-//           theirs;
+//        e. committed entries go to the apply side, in order: those already
+//           on this member's disk before (c) are handed over before the
+//           write starts, so applying batch N overlaps persisting batch N+1;
+//           the others after it.  A configuration change or a snapshot
+//           install waits for the apply side to drain and is applied on the
+//           driver thread (the core and the state machine must agree when
+//           the configuration moves);  read states go to their hook;
 //        f. advance;
 //   3. every applied `snapshot_count` entries, a Raft snapshot is recorded
 //      and the log prefix compacted (keeping `snapshot_catchup_entries`);
@@ -42,7 +47,7 @@
 #include <thread>
 #include <vector>
 
-#include "net/metrics.h"
+#include "base/metrics.h"
 #include "node/raft/raft.h"
 #include "node/storage/member_storage.h"
 #include "node/storage/snapshot.h"
@@ -72,9 +77,16 @@ struct DriverHooks {
   // The leader or this member's role changed (`old_leader` is the previous
   // leader, 0 for none).
   std::function<void(const raft::SoftState& now, uint64_t old_leader)> on_soft_state;
-  // Committed entries to apply, in log order (configuration changes
-  // included: they must be applied to the core before this returns).
-  std::function<void(const std::vector<raftpb::Entry>& committed)> apply;
+  // Committed entries to apply, in log order, with no configuration change
+  // among them: handed to the apply side, which may apply them after this
+  // returns (the driver goes on persisting the next batch meanwhile).
+  std::function<void(std::vector<raftpb::Entry> committed)> apply;
+  // Returns once everything handed to `apply` has been applied.
+  std::function<void()> drain;
+  // Applies committed entries on the driver thread, after drain():
+  // configuration changes among them are applied to the core before this
+  // returns.
+  std::function<void(const std::vector<raftpb::Entry>& committed)> apply_now;
   // The storage now holds the state of the received snapshot `meta`.
   std::function<void(const raftpb::SnapshotMetadata& meta)> on_installed;
   // The core confirmed read points (ReadIndex).
@@ -132,6 +144,8 @@ class Driver {
   uint64_t leader() const { return leader_.load(); }
   uint64_t term() const { return term_.load(); }
   uint64_t last_index() const { return last_index_.load(); }
+  // The highest index this member knows committed (its hard state's).
+  uint64_t committed() const { return committed_.load(); }
 
  private:
   struct Inbox {
@@ -169,13 +183,14 @@ class Driver {
   RaftTransport& transport_;
   metrics::Counter& leader_changes_;
   metrics::Histogram& fsync_seconds_;
+  metrics::Histogram& entries_per_save_;
   const DriverHooks hooks_;
 
   std::mutex mu_;  // guards inbox_
   std::condition_variable cv_;
   Inbox inbox_;
 
-  std::atomic<uint64_t> leader_{0}, term_{0}, last_index_{0};
+  std::atomic<uint64_t> leader_{0}, term_{0}, last_index_{0}, committed_{0};
   std::atomic<bool> running_{false};
   // Driver thread only.
   std::unique_ptr<storage::SnapshotInstaller> pending_install_;

@@ -18,8 +18,8 @@
 #include <string>
 #include <vector>
 
+#include "base/metrics.h"
 #include "net/grpc.h"
-#include "net/metrics.h"
 
 namespace muster::server {
 

@@ -5,12 +5,12 @@
 #include <set>
 #include <stdexcept>
 
-#include "net/log.h"
+#include "base/log.h"
 #include "node/storage/pb.h"
 
 namespace muster::server {
 
-namespace pb = ::muster::etcdserverpb;
+namespace pb = ::muster::pb;
 
 void write_bootstrap_log(storage::RaftLog& log, const std::vector<InitialMember>& initial) {
   // etcd's bootstrap of a new cluster: every member starts with the same log,

@@ -4,7 +4,7 @@
 #include <algorithm>
 #include <filesystem>
 
-#include "net/log.h"
+#include "base/log.h"
 
 namespace muster::server {
 

@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <filesystem>
@@ -12,16 +13,16 @@
 #include <stdexcept>
 #include <thread>
 
+#include "base/log.h"
+#include "base/metrics.h"
+#include "base/runner.h"
+#include "base/systemd.h"
 #include "dns/host_resolver.h"
-#include "net/log.h"
-#include "net/metrics.h"
+#include "etcdwire/ids.h"
 #include "net/pprof.h"
-#include "net/runner.h"
 #include "net/server.h"
-#include "net/systemd.h"
 #include "net/url.h"
 #include "node/bootstrap/identity.h"
-#include "node/bootstrap/ids.h"
 #include "node/bootstrap/peer_members.h"
 #include "node/server/member_server.h"
 #include "node/server/peer_metrics.h"
@@ -80,7 +81,7 @@ Transport::HttpAnswer peer_http(MemberServer& node, uint64_t cluster_id,
                          m.islearner()});
     a.status = 200;
     a.content_type = "application/json";
-    a.headers.emplace_back("X-Etcd-Cluster-ID", bootstrap::id_to_hex(cluster_id));
+    a.headers.emplace_back("X-Etcd-Cluster-ID", etcdwire::id_to_hex(cluster_id));
     a.body = bootstrap::members_json(members);
   } else if (path == "/version") {
     a.status = 200;
@@ -252,8 +253,8 @@ int run_member(const config::Config& cfg, const bootstrap::MemberPlan& plan,
   node->start();
   log::info("etcdserver", "started",
             {{"name", me.name},
-             {"member-id", bootstrap::id_to_hex(me.member_id)},
-             {"cluster-id", bootstrap::id_to_hex(me.cluster_id)},
+             {"member-id", etcdwire::id_to_hex(me.member_id)},
+             {"cluster-id", etcdwire::id_to_hex(me.cluster_id)},
              {"data-dir", cfg.data_dir},
              {"listen-peer-urls", cfg.listen_peer_urls}});
 
@@ -268,14 +269,19 @@ int run_member(const config::Config& cfg, const bootstrap::MemberPlan& plan,
     for (std::size_t i = 0; i < client_servers; ++i) servers[i]->accept_connections();
     log::info("etcdserver", "ready to serve client requests",
               {{"listen-client-urls", cfg.listen_client_urls}});
-    net::notify_systemd("READY=1", "etcdmain");
+    base::notify_systemd("READY=1", "etcdmain");
   });
 
   // On SIGTERM: hand leadership off, stop serving, stop the transport.  The
   // stopper runs beside the I/O threads because stopping waits on them.
   std::thread stopper;
-  int sig = net::run_until_signal(
-      io, 2,
+  // I/O threads: half the machine's cores (the Raft and apply threads and
+  // LevelDB's compaction take the rest); one on a 2-core machine, where a
+  // second one mostly hands work back and forth (measured:
+  // docs/benchmarks.md).
+  const int io_threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency() / 2));
+  int sig = base::run_until_signal(
+      io, io_threads,
       [&] {
         log::info("etcdserver", "stopping");
         stopping = true;

@@ -21,7 +21,7 @@
 
 namespace muster::server {
 
-namespace pb = ::muster::etcdserverpb;
+namespace pb = ::muster::pb;
 
 // What every v3 response header and /v3/maintenance/status report.
 struct MemberStatus {

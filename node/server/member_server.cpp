@@ -8,7 +8,7 @@
 #include <random>
 #include <stdexcept>
 
-#include "net/log.h"
+#include "base/log.h"
 #include "node/server/transport.h"
 
 namespace muster::server {
@@ -30,6 +30,11 @@ std::string hex(uint64_t id) {
 Status timed_out() { return Status(Code::kUnavailable, "etcdserver: request timed out"); }
 Status no_leader() { return Status(Code::kUnavailable, "etcdserver: no leader"); }
 Status stopped() { return Status(Code::kUnavailable, "etcdserver: server stopped"); }
+Status too_many() { return Status(Code::kUnavailable, "etcdserver: too many requests"); }
+
+// etcd's maxGapBetweenApplyAndCommitIndex: how far the apply side may trail
+// the commit index before proposals are refused.
+constexpr uint64_t kMaxApplyGap = 5000;
 
 Status dropped(raft::DropReason r) {
   switch (r) {
@@ -38,7 +43,7 @@ Status dropped(raft::DropReason r) {
     case raft::DropReason::kLeaderTransferInProgress:
       return Status(Code::kUnavailable, "etcdserver: leader changed");
     case raft::DropReason::kUncommittedSizeLimit:
-      return Status(Code::kUnavailable, "etcdserver: too many requests");
+      return too_many();
     case raft::DropReason::kNotMember:
       return Status(Code::kFailedPrecondition,
                     "etcdserver: the member has been permanently removed from the cluster");
@@ -177,7 +182,11 @@ DriverHooks MemberServer::hooks() {
     // the old leader's view of keepalives is not ours.
     if (now.role == raft::StateRole::kLeader) storage_->kv().reset_lease_expiries();
   };
-  h.apply = [this](const std::vector<raftpb::Entry>& entries) { applier_->apply(entries, *raft_); };
+  h.apply = [this](std::vector<raftpb::Entry> entries) { applier_->enqueue(std::move(entries)); };
+  h.drain = [this] { applier_->drain(); };
+  h.apply_now = [this](const std::vector<raftpb::Entry>& entries) {
+    applier_->apply(entries, *raft_);
+  };
   h.on_installed = [this](const raftpb::SnapshotMetadata& meta) {
     membership_->adopt_installed(*raft_, meta.conf_state());
     applier_->reload_applied();
@@ -210,10 +219,14 @@ DriverHooks MemberServer::hooks() {
   return h;
 }
 
-void MemberServer::start() { driver_->start(); }
+void MemberServer::start() {
+  applier_->start();
+  driver_->start();
+}
 
 void MemberServer::stop(bool transfer_leadership) {
   driver_->stop(transfer_leadership);
+  applier_->stop();
   // Everyone still waiting learns the server stopped.
   std::vector<LeaderMove> moves;
   {
@@ -232,6 +245,10 @@ void MemberServer::submit(pb::InternalRequest req, std::chrono::milliseconds tim
   const uint64_t id = next_request_id();
   req.set_id(id);
   if (!driver_->running()) return done(stopped(), {});
+  // Back-pressure, as etcd's: while the apply side is far behind what is
+  // committed, new proposals are refused rather than queued without bound.
+  const uint64_t committed = driver_->committed(), applied = applier_->applied();
+  if (committed > applied && committed - applied > kMaxApplyGap) return done(too_many(), {});
   waits_.add_proposal(id, std::move(done), Clock::now() + timeout);
   driver_->propose(req.SerializeAsString(), id);
 }

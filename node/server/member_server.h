@@ -28,7 +28,7 @@
 #include <string>
 #include <vector>
 
-#include "net/metrics.h"
+#include "base/metrics.h"
 #include "node/raft/raft.h"
 #include "node/server/applier.h"
 #include "node/server/driver.h"

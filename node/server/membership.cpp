@@ -4,9 +4,9 @@
 #include <optional>
 #include <set>
 
-#include "net/log.h"
+#include "base/log.h"
+#include "etcdwire/ids.h"
 #include "net/url.h"
-#include "node/bootstrap/ids.h"
 #include "node/server/transport.h"
 
 namespace muster::server {
@@ -268,10 +268,10 @@ Status Membership::check(pb::InternalRequest& req, raftpb::ConfChange* cc, const
         return Status(Code::kFailedPrecondition, "etcdserver: too many learner members in cluster");
       // etcd's ID for a member added at run time: its peer URLs and the
       // current time; bumped past any ID in use or removed.
-      uint64_t id = bootstrap::member_id({m.peerurls().begin(), m.peerurls().end()}, "",
-                                         std::chrono::duration_cast<std::chrono::seconds>(
-                                             std::chrono::system_clock::now().time_since_epoch())
-                                             .count());
+      uint64_t id = etcdwire::member_id({m.peerurls().begin(), m.peerurls().end()}, "",
+                                        std::chrono::duration_cast<std::chrono::seconds>(
+                                            std::chrono::system_clock::now().time_since_epoch())
+                                            .count());
       while (id == 0 || find(id) || storage_.kv().member_removed(id)) ++id;
       m.set_id(id);
       m.clear_clienturls();

@@ -33,7 +33,7 @@
 
 namespace muster::server {
 
-namespace pb = ::muster::etcdserverpb;
+namespace pb = ::muster::pb;
 class Transport;
 
 class Membership {

@@ -5,7 +5,8 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
-#include "net/log.h"
+#include "base/log.h"
+#include "net/socket_options.h"
 #include "net/url.h"
 
 namespace muster::server {
@@ -63,18 +64,14 @@ awaitable<void> Transport::Core::dial(std::shared_ptr<FrameConn> conn, std::stri
     co_await asio::async_connect(conn->socket(), endpoints, use_awaitable);
     error_code ec;
     conn->socket().set_option(tcp::no_delay(true), ec);
-    conn->socket().set_option(asio::socket_base::keep_alive(true), ec);
     // A peer that vanished without a FIN or RST (power loss, partition)
     // is noticed when written data stays unacknowledged this long, instead
     // of after the kernel's retransmission limit (~15 minutes).
-    const unsigned user_timeout_ms = static_cast<unsigned>(opts.unacked_timeout.count());
-    ::setsockopt(conn->socket().native_handle(), IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms,
-                 sizeof user_timeout_ms);
+    net::set_keep_alive(conn->socket().native_handle(),
+                        {.enabled = true, .user_timeout = opts.unacked_timeout});
     if (u->tls()) {
       conn->use_tls(*client_ctx);
-      const std::string& name =
-          opts.client_tls->server_name.empty() ? u->host : opts.client_tls->server_name;
-      net::prepare_client_tls(conn->ssl_handle(), name, *opts.client_tls);
+      net::prepare_client_tls(conn->ssl_handle(), u->host, *opts.client_tls);
       co_await conn->tls_handshake(ssl::stream_base::client);
     }
     transportpb::Handshake hs;

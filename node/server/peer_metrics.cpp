@@ -1,7 +1,7 @@
 #include "node/server/peer_metrics.h"
 
+#include "etcdwire/ids.h"
 #include "net/client.h"
-#include "node/bootstrap/ids.h"
 
 namespace muster::server {
 
@@ -22,7 +22,7 @@ const std::vector<double>& rtt_buckets() {
 }
 
 std::string label(const char* name, uint64_t id) {
-  return std::string(name) + "=\"" + bootstrap::id_to_hex(id) + "\"";
+  return std::string(name) + "=\"" + etcdwire::id_to_hex(id) + "\"";
 }
 
 }  // namespace

@@ -27,7 +27,7 @@
 #include <thread>
 #include <vector>
 
-#include "net/metrics.h"
+#include "base/metrics.h"
 #include "net/tls.h"
 #include "node/server/transport.h"
 

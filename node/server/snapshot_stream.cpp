@@ -1,7 +1,7 @@
 // node/server/snapshot_stream.cpp: see snapshot_stream.h.
 #include "node/server/snapshot_stream.h"
 
-#include "net/log.h"
+#include "base/log.h"
 
 namespace muster::server {
 
@@ -29,8 +29,8 @@ awaitable<void> Transport::Core::receive_snapshot(std::shared_ptr<FrameConn> con
       if (c.type != FrameType::kSnapshotChunk)
         throw ProtocolError("unexpected frame type " + std::to_string(static_cast<int>(c.type)) +
                             " in a snapshot stream");
-      auto chunk = std::make_shared<etcdserverpb::SnapshotChunk>(
-          parse_payload<etcdserverpb::SnapshotChunk>(c, "snapshot chunk"));
+      auto chunk = std::make_shared<pb::SnapshotChunk>(
+          parse_payload<pb::SnapshotChunk>(c, "snapshot chunk"));
       bytes += c.payload.size();
       chunks++;
       // The sink writes to disk: not on an I/O thread.  No deadline while it
@@ -128,7 +128,7 @@ awaitable<void> Transport::Core::send_snapshot(std::shared_ptr<FrameConn> conn,
       co_await conn->write(out);
       struct Next {
         bool ok = false;
-        etcdserverpb::SnapshotChunk chunk;
+        pb::SnapshotChunk chunk;
       };
       for (;;) {
         auto produce = [&writer] {

@@ -4,11 +4,11 @@
 // send_snapshot() and snapshot handler are the entry points).
 //
 // The whole story, across the files that tell it:
-//   1. The leader's core probes the follower (node/raft/raft.cc, the
+//   1. The leader's core probes the follower (node/raft/raft.cpp, the
 //      MsgAppResp reject path) and finds that the entries it needs were
 //      compacted (the log keeps snapshot_catchup_entries after a Raft
 //      snapshot, driver.cpp's maybe_snapshot); it sends a MsgSnap carrying
-//      the snapshot's metadata only (raft.cc's send_append -> MsgSnap).
+//      the snapshot's metadata only (raft.cpp's send_append -> MsgSnap).
 //   2. The driver hands that MsgSnap to Transport::send_snapshot with a
 //      SnapshotWriter over a LevelDB snapshot of the live state machine
 //      (node/storage/snapshot.h).  The state streamed may be newer than the

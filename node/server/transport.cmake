@@ -9,5 +9,6 @@ target_include_directories(muster_transport PUBLIC ${CMAKE_CURRENT_BINARY_DIR}
                                                    ${Protobuf_INCLUDE_DIRS})
 target_link_libraries(muster_transport PUBLIC muster_net muster_raftpb muster_storage Boost::boost
                                               OpenSSL::SSL protobuf::libprotobuf Threads::Threads)
+target_link_libraries(muster_transport PRIVATE muster_warnings)
 set_source_files_properties(${MUSTER_TRANSPORTPB_SRCS} PROPERTIES COMPILE_OPTIONS
                                                                   -Wno-unused-parameter)

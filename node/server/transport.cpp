@@ -6,7 +6,8 @@
 
 #include <openssl/x509v3.h>
 
-#include "net/log.h"
+#include "base/log.h"
+#include "net/socket_options.h"
 #include "net/url.h"
 #include "node/server/peer.h"
 #include "node/server/snapshot_stream.h"
@@ -126,7 +127,7 @@ awaitable<void> Transport::Core::serve_inbound(std::shared_ptr<FrameConn> conn, 
   const std::string remote = conn->remote();
   error_code ec;
   conn->socket().set_option(tcp::no_delay(true), ec);
-  conn->socket().set_option(asio::socket_base::keep_alive(true), ec);
+  net::set_keep_alive(conn->socket().native_handle(), {.enabled = true});
   transportpb::Handshake hs;
   std::string failure;
   std::optional<std::string> http_head;

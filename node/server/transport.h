@@ -113,7 +113,7 @@ struct TransportOptions {
 class SnapshotSink {
  public:
   virtual ~SnapshotSink() = default;
-  virtual storage::Status add(const etcdserverpb::SnapshotChunk& chunk) = 0;
+  virtual storage::Status add(const pb::SnapshotChunk& chunk) = 0;
   virtual void finish(bool ok) = 0;
 };
 

@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "etcdwire/v2.h"
 #include "node/storage/v2store.h"
 
 namespace muster::server {
@@ -82,28 +83,27 @@ std::string rfc3339nano(std::chrono::system_clock::time_point t) {
   return out + "Z";
 }
 
-// A node as etcd's NodeExtern marshals it: fields in its order, zero values
-// omitted, `value` present for every file (even empty), the root's key
-// omitted (etcd's root is "/1" with the store prefix trimmed away).
-json node_json(const pb::V2Node& n, std::chrono::system_clock::time_point now) {
-  json j = json::object();
-  if (!n.key().empty() && n.key() != "/") j["key"] = n.key();
-  if (n.has_value() && !n.dir()) j["value"] = n.value();
-  if (n.dir()) j["dir"] = true;
+// A node as etcd's NodeExtern marshals it (etcdwire/v2.h): `value` present
+// for every file (even empty), the root's key omitted (etcd's root is "/1"
+// with the store prefix trimmed away).
+etcdwire::V2Node wire_node(const pb::V2Node& n, std::chrono::system_clock::time_point now) {
+  etcdwire::V2Node w;
+  if (n.key() != "/") w.key = n.key();
+  if (n.has_value() && !n.dir()) w.value = n.value();
+  w.dir = n.dir();
   if (n.lease() != 0) {
     // The store keeps the remaining time, not a wall-clock deadline: the
     // expiration is now + the remaining TTL (whole seconds, rounded up).
-    j["expiration"] = rfc3339nano(now + std::chrono::seconds(n.ttl()));
-    if (n.ttl() > 0) j["ttl"] = n.ttl();
+    w.expiration = rfc3339nano(now + std::chrono::seconds(n.ttl()));
+    if (n.ttl() > 0) w.ttl = n.ttl();
   }
-  if (n.nodes_size() > 0) {
-    json a = json::array();
-    for (const auto& c : n.nodes()) a.push_back(node_json(c, now));
-    j["nodes"] = std::move(a);
-  }
-  if (n.modifiedindex() != 0) j["modifiedIndex"] = n.modifiedindex();
-  if (n.createdindex() != 0) j["createdIndex"] = n.createdindex();
-  return j;
+  for (const auto& c : n.nodes()) w.nodes.push_back(wire_node(c, now));
+  w.modified_index = n.modifiedindex();
+  w.created_index = n.createdindex();
+  return w;
+}
+json node_json(const pb::V2Node& n, std::chrono::system_clock::time_point now) {
+  return etcdwire::v2_node_json(wire_node(n, now));
 }
 
 std::string event_json(const pb::V2Event& ev, bool no_value) {
@@ -121,12 +121,7 @@ std::string event_json(const pb::V2Event& ev, bool no_value) {
 
 std::string error_json(int code, const std::string& message, const std::string& cause,
                        uint64_t index) {
-  json j = json::object();
-  j["errorCode"] = code;
-  j["message"] = message;
-  if (!cause.empty()) j["cause"] = cause;
-  j["index"] = index;
-  return j.dump() + "\n";
+  return etcdwire::v2_error_body({code, message, cause, index});
 }
 
 net::Response v2_error(int code, const std::string& cause, uint64_t index) {

@@ -16,8 +16,8 @@
 #include <utility>
 #include <vector>
 
-#include "net/log.h"
-#include "net/process_metrics.h"
+#include "base/log.h"
+#include "base/process_metrics.h"
 #include "node/storage/errors.h"
 
 namespace muster::server {

@@ -29,7 +29,7 @@
 #include <memory>
 #include <string>
 
-#include "net/metrics.h"
+#include "base/metrics.h"
 #include "net/server.h"
 #include "node/server/member_api.h"
 #include "node/server/v3_service.h"

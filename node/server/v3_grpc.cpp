@@ -142,8 +142,9 @@ void V3Grpc::Impl::unary(const std::shared_ptr<Call>& call, const V3Service::Una
     if (!req->ParseFromString(msg)) return call->finish(unmarshal_error(m.request));
     m.call(self->service_, *req, [self, call](Status s, const google::protobuf::Message& resp) {
       if (!s) return call->finish(to_grpc(s));
-      self->send(*call, resp);
-      call->finish({});
+      std::string out = resp.SerializeAsString();
+      self->sent_bytes_.inc(static_cast<double>(out.size()) + 5);
+      call->reply(std::move(out), {});
     });
   };
   l.on_half_close = [weak, got] {

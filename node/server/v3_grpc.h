@@ -31,8 +31,8 @@
 #include <string_view>
 #include <vector>
 
+#include "base/metrics.h"
 #include "net/grpc.h"
-#include "net/metrics.h"
 #include "node/server/v3_service.h"
 
 namespace google::protobuf {

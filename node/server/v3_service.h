@@ -31,7 +31,7 @@
 #include <string>
 #include <string_view>
 
-#include "net/metrics.h"
+#include "base/metrics.h"
 #include "node/server/member_api.h"
 
 namespace google::protobuf {

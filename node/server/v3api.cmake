@@ -10,3 +10,4 @@ add_library(muster_v3api STATIC ${CMAKE_CURRENT_LIST_DIR}/v3_service.cpp
 target_link_libraries(muster_v3api PUBLIC muster_net muster_storage muster_apipb
                                           protobuf::libprotobuf nlohmann_json::nlohmann_json
                                           Boost::boost OpenSSL::Crypto)
+target_link_libraries(muster_v3api PRIVATE muster_warnings)

@@ -35,6 +35,9 @@
 #include <string>
 #include <vector>
 
+#include <absl/container/btree_map.h>
+
+#include "etcdwire/v3_json.h"
 #include "node/raft/raft.pb.h"
 #include "node/storage/db.h"
 #include "node/storage/key_index.h"
@@ -43,7 +46,7 @@
 
 namespace muster::storage {
 
-namespace pb = ::muster::etcdserverpb;
+namespace pb = ::muster::pb;
 
 // A lease's TTL may not exceed this (etcd's MaxLeaseTTL).
 inline constexpr int64_t kMaxLeaseTTL = 9000000000;
@@ -72,8 +75,10 @@ class KvStore {
     // index still advances).
     Status status;
     pb::InternalResponse response;
-    // The changes the entry made, in revision order, with prev_kv filled:
-    // what watchers of the affected keys must be sent.
+    // The changes the entry made, in revision order: what watchers of the
+    // affected keys must be sent.  A put's event carries prev_kv only when
+    // the request asked for the previous value (watchers that want it use
+    // previous()); a delete's always does.
     std::vector<pb::Event> events;
     // The entry was at or below the applied index and was not applied.
     bool skipped = false;
@@ -92,12 +97,16 @@ class KvStore {
 
   // Applies one committed entry at Raft position (index, term).  `cs`, when
   // given, is the configuration as of this entry (after a conf change) and is
-  // persisted with it.
+  // persisted with it.  One LevelDB write (an ApplyBatch of one entry).
   ApplyResult apply(const pb::InternalRequest& req, uint64_t index, uint64_t term = 0,
                     const raftpb::ConfState* cs = nullptr);
   // Advances the applied index for an entry that carries no request (empty
   // entries, configuration changes).
   void apply_noop(uint64_t index, uint64_t term, const raftpb::ConfState* cs = nullptr);
+
+  // Applies many committed entries with one LevelDB write: what the server's
+  // applier does with each batch of committed entries.
+  class ApplyBatch;
 
   // --- reads (any thread) ---
   Status range(const pb::RangeRequest& req, pb::RangeResponse* resp) const;
@@ -109,6 +118,10 @@ class KvStore {
   Status events(const std::string& key, const std::string& range_end, int64_t start_rev,
                 size_t max_events, bool with_prev_kv, std::vector<pb::Event>* out,
                 int64_t* next_rev, int64_t* compact_rev = nullptr) const;
+  // The value `key` had just before revision `mod_revision` changed it
+  // (a watch event's prev_kv); false when it did not exist then, or that
+  // version was compacted.
+  bool previous(const std::string& key, int64_t mod_revision, pb::KeyValue* out) const;
   int64_t revision() const;
   int64_t compact_revision() const;
   uint64_t applied_index() const;
@@ -148,6 +161,7 @@ class KvStore {
 
  private:
   friend class Writer;
+  friend class ApplyBatch;
   friend class V2Store;
   friend class V2Apply;
   struct Lease {
@@ -192,7 +206,11 @@ class KvStore {
   Options options_;
   mutable std::mutex gate_;
   mutable std::shared_mutex mu_;
-  std::map<std::string, KeyHistory, std::less<>> index_;
+  // The key index: a B-tree (abseil's), not std::map: every put looks its
+  // key up among all keys, and a B-tree's few wide nodes miss the cache far
+  // less than a red-black tree's many narrow ones (docs/storage.md).  Its
+  // iterators and references do not survive an insert or erase.
+  absl::btree_map<std::string, KeyHistory, std::less<>> index_;
   size_t live_keys_ = 0;
   int64_t rev_ = 1;  // a fresh store is at revision 1, as etcd's
   int64_t compact_rev_ = 0;
@@ -201,6 +219,9 @@ class KvStore {
   std::map<int64_t, Lease> leases_;
   std::map<uint64_t, pb::Member> members_;
   std::set<uint64_t> removed_members_;
+  // The records an ApplyBatch staged and has not written yet (set while it
+  // holds the write lock; read_record looks here first).
+  const std::map<Revision, pb::KeyValue>* staged_ = nullptr;
 };
 
 // The write side of one apply: changes are staged in a WriteBatch and the
@@ -210,8 +231,11 @@ class KvStore {
 // before the first change: a Writer cannot roll back.
 class KvStore::Writer {
  public:
-  // REQUIRES: the caller holds store.mu_ exclusively (apply()).
-  explicit Writer(KvStore& store) : s_(store), main_(store.rev_ + 1) {}
+  // Stages into `batch`; records staged earlier in the same batch (by
+  // earlier entries of an ApplyBatch) are read from `pending`.
+  // REQUIRES: the caller holds store.mu_ exclusively (an ApplyBatch).
+  Writer(KvStore& store, leveldb::WriteBatch& batch, std::map<Revision, pb::KeyValue>& pending)
+      : s_(store), main_(store.rev_ + 1), batch_(batch), pending_(pending) {}
 
   // The revision reads see: the pending one once something changed.
   int64_t read_rev() const { return sub_ > 0 ? main_ : s_.rev_; }
@@ -220,7 +244,9 @@ class KvStore::Writer {
 
   // The live value of key (seeing this writer's changes); false if absent.
   bool get(const std::string& key, pb::KeyValue* kv) const;
-  // Writes key; the previous live value (if any) goes to *prev.
+  // Writes key; the previous live value (if any) goes to *prev (cleared
+  // when there was none).  With prev == nullptr the previous value is not
+  // read at all, and the put's event has no prev_kv.
   void put(const std::string& key, const std::string& value, int64_t lease, pb::KeyValue* prev);
   // Deletes key if live; returns whether it was.
   bool del(const std::string& key, pb::KeyValue* prev);
@@ -238,15 +264,48 @@ class KvStore::Writer {
   KvStore& s_;
   int64_t main_;
   int64_t sub_ = 0;
-  leveldb::WriteBatch batch_;
+  leveldb::WriteBatch& batch_;
   std::vector<pb::Event> events_;
+  std::map<Revision, pb::KeyValue>& pending_;
+};
+
+// Applies committed entries in log order and writes everything they change,
+// with the applied index of the last one, as ONE LevelDB WriteBatch at
+// commit() (or destruction).  Holds the store's write lock from
+// construction to commit: readers never see an entry of the batch before
+// its records are written.  A crash before commit loses the whole batch and
+// the applied index with it, so the log is replayed from the index before it.
+class KvStore::ApplyBatch {
+ public:
+  explicit ApplyBatch(KvStore& store);
+  ~ApplyBatch();
+  ApplyBatch(const ApplyBatch&) = delete;
+  ApplyBatch& operator=(const ApplyBatch&) = delete;
+
+  ApplyResult apply(const pb::InternalRequest& req, uint64_t index, uint64_t term = 0,
+                    const raftpb::ConfState* cs = nullptr);
+  void apply_noop(uint64_t index, uint64_t term, const raftpb::ConfState* cs = nullptr);
+  // Writes the batch and releases the lock.  Idempotent.
+  void commit();
+
+ private:
+  // Writes what is staged so far (the lock stays held).
+  void flush();
+  void advance(uint64_t index, uint64_t term, const raftpb::ConfState* cs);
+
+  KvStore& s_;
+  std::unique_lock<std::shared_mutex> lock_;
+  leveldb::WriteBatch batch_;
   std::map<Revision, pb::KeyValue> pending_;
+  bool dirty_ = false;  // the applied index moved since the last write
+  std::string conf_state_;
+  bool committed_ = false;
 };
 
 // Key range helpers shared with the v2 layer and tests.
 // Upper bound of a range: "" -> single key; "\0" -> unbounded.
 bool in_range(const std::string& k, const std::string& key, const std::string& range_end);
 // The range_end that selects every key with this prefix ("\0" if none).
-std::string prefix_end(const std::string& prefix);
+using etcdwire::prefix_end;
 
 }  // namespace muster::storage

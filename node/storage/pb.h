@@ -4,9 +4,11 @@
 // The client API messages are etcd's, in etcd's packages (api/: etcdserverpb,
 // mvccpb, authpb); Muster's internal ones (node/storage/kv.proto) are in
 // muster::storagepb.  Code written against them says `pb::RangeRequest`,
-// `pb::KeyValue`, `pb::InternalRequest` through the alias
-// `namespace pb = ::muster::etcdserverpb;`, which gathers all four packages
-// (no name is defined in two of them).
+// `pb::KeyValue`, `pb::InternalRequest`: `muster::pb` gathers all four
+// packages (no name is defined in two of them).  It is not called
+// etcdserverpb, as it was: that is etcd's own package (::etcdserverpb),
+// which a namespace of the same name inside muster hid, so that
+// `etcdserverpb::SnapshotChunk` named a Muster message.
 #pragma once
 
 #include "api/authpb/auth.pb.h"
@@ -14,9 +16,9 @@
 #include "api/mvccpb/kv.pb.h"
 #include "node/storage/kv.pb.h"
 
-namespace muster::etcdserverpb {
+namespace muster::pb {
 using namespace ::authpb;
 using namespace ::etcdserverpb;
 using namespace ::mvccpb;
 using namespace ::muster::storagepb;
-}  // namespace muster::etcdserverpb
+}  // namespace muster::pb

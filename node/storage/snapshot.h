@@ -42,11 +42,11 @@ class SnapshotWriter {
 
   // The applied index / revision the snapshot contains.
   uint64_t applied_index() const { return applied_.index(); }
-  const etcdserverpb::AppliedRecord& applied() const { return applied_; }
+  const pb::AppliedRecord& applied() const { return applied_; }
 
   // Fills *chunk with the next chunk.  Returns false once the last chunk has
   // been produced (and then leaves *chunk empty), or on error (see status()).
-  bool next(etcdserverpb::SnapshotChunk* chunk);
+  bool next(pb::SnapshotChunk* chunk);
   const Status& status() const { return status_; }
 
  private:
@@ -60,7 +60,7 @@ class SnapshotWriter {
   const leveldb::Snapshot* snap_;
   std::unique_ptr<leveldb::Iterator> it_;
   size_t chunk_bytes_;
-  etcdserverpb::AppliedRecord applied_;
+  pb::AppliedRecord applied_;
   uint64_t pairs_ = 0;
   uint64_t checksum_ = kSnapshotChecksumSeed;
   bool done_ = false;
@@ -78,7 +78,7 @@ class SnapshotInstaller {
 
   // Writes one chunk.  kDataLoss on a bad chunk (non state-machine key,
   // out-of-order keys, checksum or count mismatch on the last chunk).
-  Status add(const etcdserverpb::SnapshotChunk& chunk);
+  Status add(const pb::SnapshotChunk& chunk);
   bool complete() const { return complete_; }
 
   // After the last chunk: writes the Raft side (log starting after `meta`,

@@ -27,36 +27,16 @@
 #include <string>
 #include <vector>
 
-#include "node/storage/pb.h"
+#include "etcdwire/v2.h"
 #include "node/storage/kv_store.h"
+#include "node/storage/pb.h"
 
 namespace muster::storage {
 
-// v2 error codes (etcd's v2error) used by this layer.
-enum V2ErrorCode : int {
-  kV2KeyNotFound = 100,
-  kV2TestFailed = 101,
-  kV2NotFile = 102,
-  kV2NotDir = 104,
-  kV2NodeExist = 105,
-  kV2RootReadOnly = 107,
-  kV2DirNotEmpty = 108,
-  kV2Unauthorized = 110,
-  kV2PrevValueRequired = 201,
-  kV2TTLNaN = 202,
-  kV2IndexNaN = 203,
-  kV2InvalidField = 209,
-  kV2InvalidForm = 210,
-  kV2RefreshValue = 211,
-  kV2RefreshTTLRequired = 212,
-  kV2RaftInternal = 300,
-  kV2LeaderElect = 301,
-  kV2WatcherCleared = 400,
-  kV2EventIndexCleared = 401,
-};
-const char* v2_error_message(int code);
-// The HTTP status etcd sends with a v2 error code.
-int v2_error_status(int code);
+// v2 error codes, messages and HTTP statuses: etcd's table (etcdwire/v2.h).
+using enum etcdwire::V2ErrorCode;
+using etcdwire::v2_error_message;
+using etcdwire::v2_error_status;
 
 inline constexpr std::string_view kV2Prefix{"\0v2", 3};
 

@@ -42,7 +42,7 @@ Store& store() {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  muster::etcdserverpb::InternalRequest req;
+  muster::pb::InternalRequest req;
   if (!req.ParseFromArray(data, static_cast<int>(size))) return 0;
   Store& s = store();
   (void)storage::validate(req);

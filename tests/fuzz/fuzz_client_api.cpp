@@ -5,7 +5,7 @@
 // (node/server/v3_api.cpp, v3_grpc.cpp, v3_service.cpp), the v2 keys and
 // members API (v2_api.cpp) and /health, /version, /metrics, over a real
 // state machine (a LevelDB under $TMPDIR) without Raft
-// (tests/unit/v3api/local_member.h).
+// (tests/unit/server/local_member.h).
 //
 // Built twice: fuzz_client_http sends the input as it is (seed corpus:
 // HTTP/1.1 requests); fuzz_client_grpc puts the HTTP/2 preface in front of
@@ -19,13 +19,13 @@
 #include <thread>
 #include <vector>
 
-#include "net/metrics.h"
+#include "base/metrics.h"
 #include "net/server.h"
 #include "node/server/v2_api.h"
 #include "node/server/v3_api.h"
 #include "node/server/v3_grpc.h"
 #include "tests/fuzz/socket_client.h"
-#include "tests/unit/v3api/local_member.h"
+#include "tests/unit/server/local_member.h"
 
 namespace {
 

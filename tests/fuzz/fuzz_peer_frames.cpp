@@ -22,7 +22,7 @@ using namespace muster;
 
 class CountingSink : public server::SnapshotSink {
  public:
-  storage::Status add(const muster::etcdserverpb::SnapshotChunk& chunk) override {
+  storage::Status add(const muster::pb::SnapshotChunk& chunk) override {
     // A sink that refuses some chunks, as a failing installer would.
     if (chunk.keys_size() != chunk.values_size()) return {storage::Code::kDataLoss, "bad chunk"};
     return {};

@@ -20,7 +20,7 @@
 namespace {
 
 namespace fs = std::filesystem;
-namespace pb = ::muster::etcdserverpb;
+namespace pb = ::muster::pb;
 namespace tpb = ::muster::transportpb;
 namespace raftpb = ::muster::raftpb;
 

@@ -22,8 +22,8 @@
 #include <memory>
 #include <string>
 
+#include "base/runner.h"
 #include "net/grpc.h"
-#include "net/runner.h"
 #include "net/server.h"
 
 using namespace muster;
@@ -109,7 +109,7 @@ int main(int argc, char** argv) {
   uint16_t port = server.listen("127.0.0.1", 0);
   std::printf("PORT %u\n", port);
   std::fflush(stdout);
-  net::run_until_signal(
+  base::run_until_signal(
       io, 2,
       [&] {
         server.stop();

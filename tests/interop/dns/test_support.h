@@ -1,5 +1,5 @@
-// Test helpers: a real dnsmasq on a free loopback port, a UDP socket that
-// never answers, and running a program with captured output.
+// Test helpers: a real dnsmasq on a free loopback port and a UDP socket that
+// never answers.
 #pragma once
 
 #include <sys/types.h>
@@ -9,6 +9,9 @@
 #include <filesystem>
 #include <string>
 #include <vector>
+
+#include "tests/support/process.h"
+#include "tests/support/temp_dir.h"
 
 namespace muster::dns::testing {
 
@@ -38,7 +41,7 @@ class Dnsmasq {
   void stop();
 
   bool ipv6_ = false;
-  std::filesystem::path dir_;
+  muster::testing::TempDir dir_{"muster-dnsmasq"};
   pid_t pid_ = -1;
   std::uint16_t port_ = 0;
 };
@@ -65,16 +68,8 @@ class SilentUdpServer {
 // are answered by ICMP port-unreachable.
 std::uint16_t closed_udp_port();
 
-struct ProcessResult {
-  int exit_code = -1;  // -1 if killed by a signal or timed out
-  bool timed_out = false;
-  std::string out;
-  std::string err;
-};
-
-// Runs `argv` (argv[0] a path), captures stdout and stderr, kills it after
-// `deadline`.
-ProcessResult run_process(const std::vector<std::string>& argv,
-                          std::chrono::milliseconds deadline = std::chrono::seconds(30));
+// Running musterctl with its output captured: tests/support's.
+using muster::testing::ProcessResult;
+using muster::testing::run_process;
 
 }  // namespace muster::dns::testing

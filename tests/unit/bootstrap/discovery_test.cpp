@@ -16,9 +16,9 @@
 #include <thread>
 #include <utility>
 
+#include "etcdwire/ids.h"
 #include "net/http.h"
 #include "net/server.h"
-#include "node/bootstrap/ids.h"
 
 namespace muster::bootstrap {
 namespace {
@@ -187,7 +187,7 @@ DiscoveryOptions options_for(const FakeV2& fake, Recorded* rec, const std::strin
 }
 
 std::string id_of(const std::string& peer, const std::string& url) {
-  return id_to_hex(member_id({peer}, url));
+  return etcdwire::id_to_hex(etcdwire::member_id({peer}, url));
 }
 
 TEST(DiscoveryUrl, SplitsEndpointAndDirectoryAsEtcd) {

@@ -15,6 +15,7 @@
 #include <filesystem>
 
 #include "node/config/config.h"
+#include "tests/support/temp_dir.h"
 
 namespace muster::config {
 namespace {
@@ -86,9 +87,8 @@ std::string etcd_error(const Case& c, const std::string& dir) {
 
 TEST(EtcdParity, RefusedConfigurationsGetEtcdsSentence) {
   if (access("/usr/bin/etcd", X_OK) != 0) GTEST_SKIP() << "etcd-server not installed";
-  char tmpl[] = "/tmp/muster-parity-XXXXXX";
-  ASSERT_NE(mkdtemp(tmpl), nullptr);
-  const std::string dir = tmpl;
+  const muster::testing::TempDir tmp("muster-parity");
+  const std::string& dir = tmp.path();
   const std::string dd = dir + "/d";  // never created: etcd stops before
   const std::vector<Case> cases = {
       {{"bar"}, {}},
@@ -140,8 +140,6 @@ TEST(EtcdParity, RefusedConfigurationsGetEtcdsSentence) {
       EXPECT_EQ(ours.error, theirs) << label;
     }
   }
-  std::error_code ec;
-  std::filesystem::remove_all(dir, ec);
 }
 
 }  // namespace

@@ -8,7 +8,9 @@
 #include <nlohmann/json.hpp>
 
 #include "node/config/config.h"
-#include "tests/unit/config/test_util.h"
+#include "tests/support/ports.h"
+#include "tests/support/process.h"
+#include "tests/support/temp_dir.h"
 
 namespace muster::config {
 namespace {
@@ -30,7 +32,7 @@ std::optional<Settled> settle(const TempDir& dir, const std::vector<std::string>
   argv.insert(argv.end(), args.begin(), args.end());
   std::vector<std::string> envv;
   for (const auto& [k, v] : env) envv.push_back(k + "=" + v);
-  Child etcd(argv, (dir.path() / "etcd.log").string(), dir.path().string(), envv);
+  Child etcd(argv, dir.file("etcd.log"), dir.path(), envv);
   const std::string line =
       etcd.wait_for_line("\"msg\":\"starting an etcd server\"", std::chrono::seconds(20));
   if (line.empty()) {
@@ -133,7 +135,7 @@ TEST_F(EtcdStartupParity, EnvironmentVariables) {
   const std::string peers = loopback(pb) + "," + loopback(pa), client = loopback(free_port());
   auto s = settle(dir, {"--logger", "zap", "--log-outputs", "stderr"},
                   {{"ETCD_NAME", "envmember"},
-                   {"ETCD_DATA_DIR", (dir.path() / "data").string()},
+                   {"ETCD_DATA_DIR", dir.file("data")},
                    {"ETCD_LISTEN_PEER_URLS", peers},
                    {"ETCD_INITIAL_ADVERTISE_PEER_URLS", peers},
                    {"ETCD_LISTEN_CLIENT_URLS", client},
@@ -231,8 +233,8 @@ TEST_F(EtcdStartupParity, NestedTlsBlocksOfTheConfigFile) {
                       peer_url + "\ninitial-advertise-peer-urls: " + peer_url +
                       "\ninitial-cluster: t=" + peer_url + "\nlisten-client-urls: " + client_url +
                       "\nadvertise-client-urls: " + client_url + "\n" + block);
-    Child etcd({"/usr/bin/etcd", "--config-file", path}, (dir.path() / "etcd.log").string(),
-               dir.path().string(), std::vector<std::string>{});
+    Child etcd({"/usr/bin/etcd", "--config-file", path}, dir.file("etcd.log"), dir.path(),
+               std::vector<std::string>{});
     const std::string msg =
         peer_side ? "\"msg\":\"starting with peer TLS\"" : "\"msg\":\"starting with client TLS\"";
     const std::string line = etcd.wait_for_line(msg, std::chrono::seconds(20));

@@ -6,7 +6,7 @@
 
 #include "node/config/config.h"
 #include "node/config/flags.h"
-#include "tests/unit/config/test_util.h"
+#include "tests/support/temp_dir.h"
 
 namespace muster::config {
 namespace {

@@ -171,7 +171,7 @@ TEST(GrpcClient, NoServerIsUnavailableWithTheReason) {
 
 TEST(GrpcClient, TlsWithAlpnH2) {
   TempDir dir;
-  const std::string cert = (dir.path() / "c.pem").string(), key = (dir.path() / "k.pem").string();
+  const std::string cert = dir.file("c.pem"), key = dir.file("k.pem");
   write_self_signed_certificate({{"127.0.0.1", "localhost"}}, cert, key);
   std::atomic<int> cancels{0};
   ServerOptions so = grpc_options(&cancels);

@@ -1,6 +1,6 @@
 // tests/unit/net/net_test_support.h: a Server running on its own io threads,
-// a raw-socket client for byte-exact HTTP, temporary directories and
-// "wait until" helpers shared by the net/ tests.
+// a raw-socket client for byte-exact HTTP and a value awaited across
+// threads, shared by the net/ tests (and the proxy's).
 #pragma once
 
 #include <gtest/gtest.h>
@@ -19,22 +19,17 @@
 #include <vector>
 
 #include "net/server.h"
+#include "tests/support/temp_dir.h"
+#include "tests/support/wait.h"
 
 namespace muster::net::testing {
 
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
-// Polls `cond` until it holds or `limit` passes.  Returns the last result.
-inline bool wait_until(const std::function<bool()>& cond,
-                       std::chrono::milliseconds limit = 5000ms) {
-  auto deadline = Clock::now() + limit;
-  while (!cond()) {
-    if (Clock::now() >= deadline) return cond();
-    std::this_thread::sleep_for(5ms);
-  }
-  return true;
-}
+// Waiting on a condition and temporary directories: tests/support's.
+using muster::testing::TempDir;
+using muster::testing::wait_until;
 
 // A value set once by one thread and awaited by another with a deadline.
 template <class T>
@@ -59,27 +54,6 @@ class Slot {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::optional<T> value_;
-};
-
-// A fresh directory under the system temp dir, removed on destruction.
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "muster-net-test-XXXXXX").string();
-    if (!mkdtemp(tmpl.data())) std::abort();
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path_, ignored);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::filesystem::path& path() const { return path_; }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  std::filesystem::path path_;
 };
 
 // A net::Server on 127.0.0.1:<free port>, driven by `threads` io threads.

@@ -9,7 +9,7 @@
 
 #include "net/client.h"
 #include "net/server.h"
-#include "net_test_support.h"
+#include "tests/unit/net/net_test_support.h"
 
 namespace muster::net {
 namespace {

@@ -16,7 +16,8 @@
 #include "net/client.h"
 #include "net/server.h"
 #include "net/tls.h"
-#include "net_test_support.h"
+#include "tests/support/pki.h"
+#include "tests/unit/net/net_test_support.h"
 
 namespace muster::net {
 namespace {
@@ -26,43 +27,24 @@ using namespace muster::net::testing;
 // A CA; a server certificate for 127.0.0.1; client certificates with common
 // names muster-peer and intruder, one valid for peer.example.com, and one
 // the CA has revoked (listed in crl.pem).
-class PolicyPki {
+class PolicyPki : public muster::testing::TestPki {
  public:
   PolicyPki() {
-    run("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2"
-        " -subj /CN=policy-ca -keyout ca.key -out ca.crt");
-    leaf("server", "muster-server", "subjectAltName=IP:127.0.0.1\n");
-    leaf("peer", "muster-peer", "extendedKeyUsage=clientAuth\n");
-    leaf("intruder", "intruder", "extendedKeyUsage=clientAuth\n");
-    leaf("named", "someone", "extendedKeyUsage=clientAuth\nsubjectAltName=DNS:peer.example.com\n");
-    leaf("revoked", "muster-peer", "extendedKeyUsage=clientAuth\n");
-    std::ofstream(dir_.file("ca.cnf"))
+    ca("ca", "policy-ca");
+    leaf("server", "ca", "muster-server", "subjectAltName=IP:127.0.0.1\n");
+    leaf("peer", "ca", "muster-peer", "extendedKeyUsage=clientAuth\n");
+    leaf("intruder", "ca", "intruder", "extendedKeyUsage=clientAuth\n");
+    leaf("named", "ca", "someone",
+         "extendedKeyUsage=clientAuth\nsubjectAltName=DNS:peer.example.com\n");
+    leaf("revoked", "ca", "muster-peer", "extendedKeyUsage=clientAuth\n");
+    std::ofstream(file("ca.cnf"))
         << "[ca]\ndefault_ca=ca_default\n[ca_default]\ndatabase=index.txt\n"
            "crlnumber=crlnumber\ndefault_md=sha256\ndefault_crl_days=2\n";
-    std::ofstream(dir_.file("index.txt"));
-    std::ofstream(dir_.file("crlnumber")) << "01\n";
+    std::ofstream(file("index.txt"));
+    std::ofstream(file("crlnumber")) << "01\n";
     run("openssl ca -batch -config ca.cnf -keyfile ca.key -cert ca.crt -revoke revoked.crt");
     run("openssl ca -batch -config ca.cnf -keyfile ca.key -cert ca.crt -gencrl -out crl.pem");
   }
-  std::string file(const std::string& name) const { return dir_.file(name); }
-  std::string crt(const std::string& name) const { return dir_.file(name + ".crt"); }
-  std::string key(const std::string& name) const { return dir_.file(name + ".key"); }
-  const TempDir& dir() const { return dir_; }
-
- private:
-  void run(const std::string& cmd) {
-    std::string full = "cd '" + dir_.path().string() + "' && " + cmd + " >/dev/null 2>&1";
-    if (std::system(full.c_str()) != 0) throw std::runtime_error("failed: " + cmd);
-  }
-  void leaf(const std::string& name, const std::string& cn, const std::string& ext) {
-    std::ofstream(dir_.file(name + ".ext")) << ext;
-    run("openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=" + cn +
-        " -keyout " + name + ".key -out " + name + ".csr");
-    run("openssl x509 -req -in " + name + ".csr -CA ca.crt -CAkey ca.key -CAcreateserial" +
-        " -days 2 -out " + name + ".crt -extfile " + name + ".ext");
-  }
-
-  TempDir dir_;
 };
 
 class TlsPolicy : public ::testing::Test {

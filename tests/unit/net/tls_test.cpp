@@ -11,7 +11,8 @@
 
 #include "net/client.h"
 #include "net/server.h"
-#include "net_test_support.h"
+#include "tests/support/pki.h"
+#include "tests/unit/net/net_test_support.h"
 
 namespace muster::net {
 namespace {
@@ -21,7 +22,7 @@ using namespace muster::net::testing;
 // Two CAs ("good" signs everything the server trusts, "rogue" signs a client
 // certificate the server must refuse), a server certificate for 127.0.0.1 and
 // localhost, and client certificates.  EC keys keep generation fast.
-class Pki {
+class Pki : public muster::testing::TestPki {
  public:
   Pki() {
     ca("ca");
@@ -30,30 +31,6 @@ class Pki {
     leaf("client", "ca", "client1", "extendedKeyUsage=clientAuth\n");
     leaf("rogue-client", "rogue-ca", "mallory", "extendedKeyUsage=clientAuth\n");
   }
-  std::string crt(const std::string& name) const { return dir_.file(name + ".crt"); }
-  std::string key(const std::string& name) const { return dir_.file(name + ".key"); }
-  std::string file(const std::string& name) const { return dir_.file(name); }
-
- private:
-  void run(const std::string& cmd) {
-    std::string full = "cd '" + dir_.path().string() + "' && " + cmd + " >/dev/null 2>&1";
-    if (std::system(full.c_str()) != 0) throw std::runtime_error("failed: " + cmd);
-  }
-  void ca(const std::string& name) {
-    run("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2"
-        " -subj /CN=" +
-        name + " -keyout " + name + ".key -out " + name + ".crt");
-  }
-  void leaf(const std::string& name, const std::string& ca, const std::string& cn,
-            const std::string& ext) {
-    std::ofstream(dir_.file(name + ".ext")) << ext;
-    run("openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=" + cn +
-        " -keyout " + name + ".key -out " + name + ".csr");
-    run("openssl x509 -req -in " + name + ".csr -CA " + ca + ".crt -CAkey " + ca +
-        ".key -CAcreateserial -days 2 -out " + name + ".crt -extfile " + name + ".ext");
-  }
-
-  TempDir dir_;
 };
 
 class Tls : public ::testing::Test {

@@ -10,13 +10,14 @@
 #include <stdexcept>
 #include <thread>
 
+#include "base/metrics.h"
 #include "net/client.h"
-#include "net/metrics.h"
 #include "node/bootstrap/peer_members.h"
 #include "node/proxy/cluster_file.h"
 #include "node/proxy/director.h"
 #include "node/proxy/forwarder.h"
 #include "node/proxy/routes.h"
+#include "tests/support/pki.h"
 #include "tests/unit/net/net_test_support.h"
 
 namespace muster::proxy {
@@ -523,31 +524,13 @@ TEST(Forwarder, AReadTimeoutEndsASilentMember) {
 
 // A CA, a certificate for 127.0.0.1 (member and proxy listener) and a client
 // certificate (the proxy's, towards members), made with the openssl command.
-class Pki {
+class Pki : public muster::testing::TestPki {
  public:
   Pki() {
-    run("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2"
-        " -subj /CN=ca -keyout ca.key -out ca.crt");
-    leaf("server", "muster-member", "subjectAltName=IP:127.0.0.1\n");
-    leaf("client", "muster-proxy", "extendedKeyUsage=clientAuth\n");
+    ca("ca");
+    leaf("server", "ca", "muster-member", "subjectAltName=IP:127.0.0.1\n");
+    leaf("client", "ca", "muster-proxy", "extendedKeyUsage=clientAuth\n");
   }
-  std::string file(const std::string& name) const { return dir_.file(name); }
-
- private:
-  void run(const std::string& cmd) {
-    std::string full = "cd '" + dir_.path().string() + "' && " + cmd + " >/dev/null 2>&1";
-    if (std::system(full.c_str()) != 0) throw std::runtime_error("failed: " + cmd);
-  }
-  void leaf(const std::string& name, const std::string& cn, const std::string& ext) {
-    std::ofstream(dir_.file(name + ".ext")) << ext;
-    run("openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=" + cn +
-        " -keyout " + name + ".key -out " + name + ".csr");
-    run("openssl x509 -req -in " + name +
-        ".csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2"
-        " -out " +
-        name + ".crt -extfile " + name + ".ext");
-  }
-  TempDir dir_;
 };
 
 TEST(Forwarder, SpeaksMutualTlsToMembersAndTlsToItsClients) {

@@ -9,30 +9,13 @@
 #include <string>
 
 #include "node/storage/member_storage.h"
+#include "tests/support/temp_dir.h"
 
 namespace muster::storage::testing {
 
-// A fresh directory under $TMPDIR (or /tmp), removed with everything in it
-// when the object goes away.
-class ScratchDir {
- public:
-  ScratchDir() {
-    const char* base = std::getenv("TMPDIR");
-    std::string tmpl = std::string(base && *base ? base : "/tmp") + "/muster-storage-XXXXXX";
-    if (::mkdtemp(tmpl.data()) == nullptr) ADD_FAILURE() << "mkdtemp failed";
-    path_ = tmpl;
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  ScratchDir(const ScratchDir&) = delete;
-  ScratchDir& operator=(const ScratchDir&) = delete;
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+// A fresh directory, removed with everything in it when the object goes
+// away: tests/support's.
+using ScratchDir = ::muster::testing::TempDir;
 
 // A controllable clock for lease expiry.
 struct FakeClock {
