@@ -65,6 +65,7 @@ struct Status {
 class Metadata {
  public:
   void add(std::string name, std::string value) {
+    if (fields_.empty()) fields_.reserve(8);
     fields_.emplace_back(std::move(name), std::move(value));
   }
   // The first value of `name`, or nullopt.

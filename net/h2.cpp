@@ -88,8 +88,7 @@ struct H2Stream {
   int32_t id = 0;
   // --- request
   std::string method, path, authority, scheme, content_type, grpc_timeout, grpc_encoding;
-  Headers http_headers;  // every regular header, for an HTTP exchange
-  grpc::Metadata metadata;
+  grpc::Metadata metadata;  // every regular header (an HTTP exchange's too)
   std::size_t header_bytes = 0;
   bool is_grpc = false;
   bool dispatched = false;
@@ -544,7 +543,6 @@ int H2Connection::on_header(nghttp2_session*, const nghttp2_frame* f, const uint
   if (n == "content-type") s->content_type = v;
   if (n == "grpc-timeout") s->grpc_timeout = v;
   if (n == "grpc-encoding") s->grpc_encoding = v;
-  s->http_headers.add(n, v);
   s->metadata.add(std::move(n), std::move(v));
   return 0;
 }
@@ -756,7 +754,7 @@ void H2Connection::dispatch_http(H2Stream& s) {
   Request req;
   req.method = s.method;
   req.target = s.path.empty() ? "/" : s.path;
-  req.headers = std::move(s.http_headers);
+  for (auto& [n, v] : s.metadata.fields()) req.headers.add(n, v);
   if (!s.authority.empty() && !req.headers.has("Host")) req.headers.set("Host", s.authority);
   req.body = std::move(s.in);
   buffered_in_ -= std::min(buffered_in_, req.body.size());

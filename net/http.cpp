@@ -12,27 +12,52 @@ bool HeaderNameLess::operator()(std::string_view a, std::string_view b) const {
   });
 }
 
+namespace {
+bool same_name(std::string_view a, std::string_view b) {
+  return a.size() == b.size() &&
+         std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
+         });
+}
+}  // namespace
+
+const std::string* Headers::find(std::string_view name) const {
+  for (const auto& f : fields_)
+    if (same_name(f.first, name)) return &f.second;
+  return nullptr;
+}
+
 void Headers::set(std::string name, std::string value) {
-  fields_.insert_or_assign(std::move(name), std::move(value));
+  if (auto* v = find(name)) {
+    *const_cast<std::string*>(v) = std::move(value);
+    return;
+  }
+  if (fields_.empty()) fields_.reserve(12);
+  fields_.emplace_back(std::move(name), std::move(value));
 }
 
 void Headers::add(std::string name, std::string value) {
-  auto it = fields_.find(name);
-  if (it == fields_.end()) {
-    fields_.emplace(std::move(name), std::move(value));
-  } else {
-    it->second += ", ";
-    it->second += value;
+  if (auto* v = find(name)) {
+    auto* joined = const_cast<std::string*>(v);
+    *joined += ", ";
+    *joined += value;
+    return;
   }
+  if (fields_.empty()) fields_.reserve(12);
+  fields_.emplace_back(std::move(name), std::move(value));
 }
 
 std::optional<std::string> Headers::get(std::string_view name) const {
-  auto it = fields_.find(std::string(name));
-  if (it == fields_.end()) return std::nullopt;
-  return it->second;
+  if (auto* v = find(name)) return *v;
+  return std::nullopt;
 }
 
-void Headers::erase(std::string_view name) { fields_.erase(std::string(name)); }
+void Headers::erase(std::string_view name) {
+  fields_.erase(std::remove_if(fields_.begin(), fields_.end(),
+                               [&](const Field& f) { return same_name(f.first, name); }),
+                fields_.end());
+}
 
 std::string Request::path() const {
   auto q = target.find('?');
