@@ -164,12 +164,18 @@ Flags:
 )";
 
 constexpr std::string_view kSnapshotUsage =
-    R"(Usage: musterctl snapshot save <file> [flags]
+    R"(Usage: musterctl snapshot save <file> [--logical] [flags]
 
-Writes a logical backup: every key at one revision plus the leases, as JSON
-lines with a header (revision, cluster ID, member ID) and a SHA-256 trailer.
+Saves the member's snapshot as `etcdctl snapshot save` does: the
+Maintenance.Snapshot stream of the one endpoint given (a point-in-time copy
+with a SHA-256 at its end), checked when complete. `muster snapshot status`
+prints it and `muster snapshot restore` builds new members from it.
+
+  --logical   write a logical backup instead: every key at one revision plus
+              the leases, as JSON lines with a SHA-256 trailer, read through
+              the JSON gateway (nothing restores it; docs/musterctl.md)
+
 Written to <file>.part and renamed when complete; progress goes to stderr.
-This is not etcd's bolt snapshot (see docs/musterctl.md for the format).
 )";
 
 constexpr std::string_view kCheckUsage =
@@ -203,8 +209,8 @@ constexpr std::array kCommands{
     Command{"member", "List, add, remove, update or promote members", kMemberUsage, &run_member,
             true},
     Command{"endpoint", "Health and status of endpoints", kEndpointUsage, &run_endpoint, true},
-    Command{"snapshot", "Save a logical backup of the keyspace", kSnapshotUsage, &run_snapshot,
-            true},
+    Command{"snapshot", "Save a member's snapshot (or a logical backup)", kSnapshotUsage,
+            &run_snapshot, true},
     Command{"check", "Check the cluster's write performance or memory use, as etcdctl's",
             kCheckUsage, &run_check, true},
     Command{"srv", "Show the cluster or client endpoints DNS SRV discovery would find", kSrvUsage,

@@ -202,6 +202,11 @@ class H2Connection final : public ConnectionBase,
   // Keepalive policy (grpc::Options).
   std::optional<Clock::time_point> last_client_ping_;
   int ping_strikes_ = 0;
+  // Set when a DATA frame goes out: the next client ping is not checked
+  // (grpc-go's resetPingStrikes, set on each data write).  grpc-go clients
+  // send a BDP ping as they receive data, so a long download would
+  // otherwise collect strikes and be sent away mid-stream.
+  bool reset_ping_strikes_ = false;
   Clock::time_point last_frame_ = Clock::now();
   bool awaiting_ping_ack_ = false;
   asio::steady_timer keepalive_timer_;
@@ -638,6 +643,7 @@ ssize_t H2Connection::read_body(nghttp2_session* session, int32_t id, uint8_t* b
       s->out_offset = 0;
     }
     if (s->call) s->call->sent(n);
+    c.reset_ping_strikes_ = true;
   }
   if (s->out.empty() && s->finishing) {
     *flags |= NGHTTP2_DATA_FLAG_EOF;
@@ -780,8 +786,15 @@ void H2Connection::on_ping() {
   // grpc-go's enforcement policy, as etcd configures it: pings closer than
   // keepalive_min_time (2 h without an open stream) are strikes; the third
   // strike gets GOAWAY ENHANCE_YOUR_CALM "too_many_pings".  Sending headers
-  // or data resets the count.
+  // or a message resets the count, and a ping right after a DATA frame went
+  // out is not checked at all (reset_ping_strikes_).
   const auto now = Clock::now();
+  if (reset_ping_strikes_) {
+    reset_ping_strikes_ = false;
+    ping_strikes_ = 0;
+    last_client_ping_ = now;
+    return;
+  }
   const auto allowed =
       streams_.empty() ? std::chrono::milliseconds(2 * 3600 * 1000) : ctx_->grpc.keepalive_min_time;
   if (last_client_ping_ && now - *last_client_ping_ < allowed) {

@@ -1,7 +1,9 @@
 // muster: a cluster member, or the proxy an extra joiner becomes.  Flags,
 // environment and config file as etcd 3.4 (docs/configuration.md).  This
 // file only picks the mode; the member is node/server/member.h, the proxy
-// node/proxy/proxy.h, the start plan node/bootstrap/member_plan.h.
+// node/proxy/proxy.h, the start plan node/bootstrap/member_plan.h, and
+// `muster snapshot restore|status` (etcdutl's offline commands)
+// node/snapshot/snapshot_command.h.
 #include <filesystem>
 #include <iostream>
 #include <map>
@@ -16,6 +18,7 @@
 #include "node/config/tls_setup.h"
 #include "node/proxy/proxy.h"
 #include "node/server/member.h"
+#include "node/snapshot/snapshot_command.h"
 
 extern char** environ;
 
@@ -41,6 +44,9 @@ std::map<std::string, std::string> environment() {
 
 int run(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
+  // A subcommand, not a member: etcd has no flag named "snapshot".
+  if (!args.empty() && args[0] == "snapshot")
+    return snapshot::run_snapshot_command({args.begin() + 1, args.end()}, std::cout, std::cerr);
   config::ParseOptions popts;
   popts.default_host = config::detect_default_host();
   auto parsed = config::parse(args, environment(), popts);
@@ -63,7 +69,10 @@ int run(int argc, char** argv) {
       log::info("etcdmain", l.message);
   }
   if (parsed.print_help) {
-    std::cout << config::usage_text();
+    std::cout << config::usage_text()
+              << "\nOffline commands on snapshot files (see `muster snapshot --help`):\n"
+                 "  muster snapshot restore <file> [flags]\n"
+                 "  muster snapshot status <file> [-w simple|table|json]\n";
     return 0;
   }
   if (parsed.print_version) {

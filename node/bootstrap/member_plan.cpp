@@ -59,8 +59,9 @@ MemberPlan join_existing(const config::Config& cfg, const config::UrlsMap& clust
   return p;
 }
 
-// A new cluster from --initial-cluster (after discovery or SRV filled it in).
-MemberPlan new_cluster(const config::Config& cfg, const config::UrlsMap& cluster) {
+}  // namespace
+
+MemberPlan new_cluster_plan(const config::Config& cfg, const config::UrlsMap& cluster) {
   MemberPlan p;
   p.kind = MemberPlan::Kind::kNew;
   std::vector<uint64_t> ids;
@@ -85,8 +86,6 @@ MemberPlan new_cluster(const config::Config& cfg, const config::UrlsMap& cluster
   p.me.cluster_id = etcdwire::cluster_id(ids);
   return p;
 }
-
-}  // namespace
 
 MemberPlan plan_member(const config::Config& given, const net::TlsOptions& peer_tls) {
   if (auto id = read_identity(given.data_dir)) {
@@ -123,7 +122,7 @@ MemberPlan plan_member(const config::Config& given, const net::TlsOptions& peer_
     if (boot.peer_tls_server_name) tls.server_name = *boot.peer_tls_server_name;
     p = join_existing(cfg, cluster.value(), tls);
   } else {
-    p = new_cluster(cfg, cluster.value());
+    p = new_cluster_plan(cfg, cluster.value());
   }
   p.peer_tls_server_name = boot.peer_tls_server_name;
   return p;

@@ -53,6 +53,13 @@ struct MemberPlan {
   std::optional<std::string> peer_tls_server_name;
 };
 
+// The plan of a member of a new cluster made of `cluster` (a parsed
+// --initial-cluster), from cfg's name, token and client URLs: every member's
+// ID and the cluster ID, computed as etcd computes them.  Also what `muster
+// snapshot restore` gives a restored member.  Throws std::runtime_error
+// when the name is not in the cluster or two members get one ID.
+MemberPlan new_cluster_plan(const config::Config& cfg, const config::UrlsMap& cluster);
+
 // Decides how to start.  `peer_tls`: how to reach peers' https URLs (for
 // --initial-cluster-state existing).  Throws std::runtime_error with the
 // sentence to exit with (a bad --initial-cluster, a full cluster with

@@ -126,8 +126,10 @@ class MemberServer final : public MemberApi {
   MemberStatus status() const override;
   uint64_t subscribe(std::function<void(const std::vector<pb::Event>&)> cb) override;
   void unsubscribe(uint64_t id) override;
+  // Maintenance.Snapshot reads on its own thread: pinned, so an install
+  // from the leader waits for the dump instead of closing its database.
   std::unique_ptr<storage::SnapshotWriter> snapshot_writer() override {
-    return storage_->snapshot_writer();
+    return storage_->pinned_snapshot_writer();
   }
   storage::Status defragment() override;
 

@@ -26,6 +26,7 @@
 #include "node/server/test_knobs.h"
 #include "node/storage/errors.h"
 #include "node/storage/snapshot.h"
+#include "node/storage/snapshot_file.h"
 
 namespace muster::server {
 
@@ -54,8 +55,6 @@ constexpr size_t kWatchBatch = 1000;
 // have queued before it waits for the client.
 constexpr size_t kSnapshotBlob = 64 * 1024;
 constexpr size_t kSnapshotQueued = 1 << 20;
-// The dump of a Snapshot stream (see snapshot()).
-constexpr std::string_view kSnapshotMagic = "MUSTER-SNAPSHOT-1\n";
 
 // One-shot timers on a thread of their own: request deadlines, watch
 // progress notifications, snapshot pacing.  Callbacks run without the lock.
@@ -775,13 +774,12 @@ void V3Service::health(std::function<void(bool)> done) {
 
 // ---------------------------------------------------------------- snapshot
 //
-// The dump (our own format, not a bolt database): kSnapshotMagic, then each
-// SnapshotChunk of a SnapshotWriter as an 8-byte little-endian length and
-// its bytes, up to the chunk with `last` set; then zero bytes up to a
-// multiple of 512.  A reader stops after the last chunk and ignores the
-// padding.  The stream sends the dump, then the SHA-256 of it as the final
-// 32-byte blob, as etcd does, so the saved file is dump + digest and etcdctl's
-// size check (size % 512 == 32) holds.
+// The stream is a snapshot file (node/storage/snapshot_file.h owns the
+// format; our own, not a bolt database): the dump of one SnapshotWriter,
+// which reads one LevelDB snapshot and so is a point-in-time copy, then the
+// SHA-256 of the dump as the final 32-byte blob, as etcd sends its bolt file
+// and digest.  The saved file is dump + digest, so etcdctl's size check
+// (size % 512 == 32) holds and `muster snapshot restore` can verify it.
 //
 // Work runs on the timer thread in steps: the dump is first written to an
 // anonymous temporary file (so remaining_bytes is exact and memory stays
@@ -817,7 +815,7 @@ void V3Service::snapshot(const pb::SnapshotRequest&, std::shared_ptr<SnapshotSin
   job->sha = EVP_MD_CTX_new();
   if (!job->file || !job->sha || EVP_DigestInit_ex(job->sha, EVP_sha256(), nullptr) != 1)
     return job->sink->finish({Code::kInternal, "etcdserver: cannot create a snapshot file"});
-  if (!job->write(kSnapshotMagic.data(), kSnapshotMagic.size()))
+  if (!job->write(storage::kSnapshotFileMagic.data(), storage::kSnapshotFileMagic.size()))
     return job->sink->finish({Code::kInternal, "etcdserver: cannot write the snapshot file"});
   Impl* impl = impl_.get();
   auto step = std::make_shared<std::function<void()>>();
@@ -836,14 +834,13 @@ void V3Service::snapshot(const pb::SnapshotRequest&, std::shared_ptr<SnapshotSin
           job->dumped = true;
           break;
         }
-        std::string bytes = chunk.SerializeAsString();
-        uint8_t len[8];
-        for (int b = 0; b < 8; ++b) len[b] = static_cast<uint8_t>(bytes.size() >> (8 * b));
-        if (!job->write(len, sizeof len) || !job->write(bytes.data(), bytes.size()))
+        std::string frame;
+        storage::append_snapshot_frame(chunk, &frame);
+        if (!job->write(frame.data(), frame.size()))
           return fail("etcdserver: cannot write the snapshot file");
       }
       if (job->dumped) {
-        const std::string pad((512 - job->total % 512) % 512, '\0');
+        const std::string pad = storage::snapshot_file_padding(job->total);
         if (!job->write(pad.data(), pad.size()) || std::fflush(job->file) != 0)
           return fail("etcdserver: cannot write the snapshot file");
         std::rewind(job->file);

@@ -26,10 +26,12 @@ Status MemberStorage::open_all() {
 Status MemberStorage::install(std::unique_ptr<SnapshotInstaller> installer,
                               const raftpb::SnapshotMetadata& meta) {
   if (!installer->complete()) return {Code::kFailedPrecondition, "snapshot is incomplete"};
+  // No pinned writer reads the old database, no defragment runs on it, no
+  // snapshot_writer() is opening on it.
+  std::unique_lock swap(swap_mu_);
   Status s = installer->finish(meta, log_->hard_state());
   if (!s) return s;
   installer.reset();
-  std::unique_lock swap(swap_mu_);
   // The KvStore object stays (readers on other threads hold it); it is
   // locked while its database is swapped underneath.
   return kv_->reopen([this](Database** db) -> Status {

@@ -8,10 +8,11 @@
 // snapshot_writer() and installs received ones with install().
 //
 // Threads: one thread (the Raft driver) calls install(), log() and db().
-// kv(), snapshot_writer() and defragment() may be called from any thread,
-// also while an install runs: the KvStore object lives as long as this
-// object (an install swaps the database under it, kv_store.h reopen()), and
-// a snapshot stream still open on the old database ends with an error.
+// kv(), snapshot_writer(), pinned_snapshot_writer() and defragment() may be
+// called from any thread, also while an install runs: the KvStore object
+// lives as long as this object (an install swaps the database under it,
+// kv_store.h reopen()), a pinned writer makes the install wait, and an
+// unpinned snapshot stream still open on the old database ends with an error.
 // install() replaces log(): a RaftLog reference obtained before it is
 // invalid after.
 #pragma once
@@ -62,6 +63,14 @@ class MemberStorage {
   // LevelDB's whole-range compaction (what etcd's defragment achieves for
   // bolt).  Any thread; an install waits for it.
   Status defragment();
+  // The same, for a reader on another thread than the one that installs
+  // (Maintenance.Snapshot): while it lives, install() waits before it swaps
+  // the database, so the writer never reads a closed one.  The wait lasts
+  // as long as the holder keeps it: hold it only to read, not to send.
+  std::unique_ptr<SnapshotWriter> pinned_snapshot_writer(size_t chunk_bytes = 1 << 20) {
+    std::shared_lock pin(swap_mu_);
+    return std::make_unique<SnapshotWriter>(db_.get(), chunk_bytes, std::move(pin));
+  }
   Status begin_install(std::unique_ptr<SnapshotInstaller>* out) {
     return SnapshotInstaller::begin(member_dir_, options_.db, out);
   }
@@ -86,8 +95,9 @@ class MemberStorage {
 
   std::string member_dir_;
   Options options_;
-  // Held shared by callers on other threads that use db_ (snapshot_writer,
-  // defragment) and exclusively by install() while it replaces db_.
+  // Held shared by callers on other threads that use db_ (snapshot_writer
+  // while it opens, defragment while it runs, a pinned snapshot writer for
+  // its whole life) and exclusively by install() while it replaces db_.
   std::shared_mutex swap_mu_;
   std::unique_ptr<Database> db_;
   std::unique_ptr<RaftLog> log_;

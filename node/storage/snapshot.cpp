@@ -28,8 +28,13 @@ uint64_t snapshot_checksum(uint64_t h, std::string_view key, std::string_view va
   return h;
 }
 
-SnapshotWriter::SnapshotWriter(Database* db, size_t chunk_bytes)
-    : writers_(db->writers_), db_(db), snap_(db->db()->GetSnapshot()), chunk_bytes_(chunk_bytes) {
+SnapshotWriter::SnapshotWriter(Database* db, size_t chunk_bytes,
+                               std::shared_lock<std::shared_mutex> pin)
+    : pin_(std::move(pin)),
+      writers_(db->writers_),
+      db_(db),
+      snap_(db->db()->GetSnapshot()),
+      chunk_bytes_(chunk_bytes) {
   std::string v;
   Status s = db_->get(keys::kApplied, &v, snap_);
   if (s) {

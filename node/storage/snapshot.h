@@ -19,6 +19,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <shared_mutex>
 #include <string>
 
 #include "node/raft/raft.pb.h"
@@ -35,7 +36,10 @@ inline constexpr uint64_t kSnapshotChecksumSeed = 0xcbf29ce484222325ULL;
 class SnapshotWriter {
  public:
   // Pins a LevelDB snapshot of db now.  REQUIRES: db is open during the call.
-  explicit SnapshotWriter(Database* db, size_t chunk_bytes = 1 << 20);
+  // `pin`, when held, is released with the writer (MemberStorage's
+  // pinned_snapshot_writer keeps an install from swapping db meanwhile).
+  explicit SnapshotWriter(Database* db, size_t chunk_bytes = 1 << 20,
+                          std::shared_lock<std::shared_mutex> pin = {});
   ~SnapshotWriter();
   SnapshotWriter(const SnapshotWriter&) = delete;
   SnapshotWriter& operator=(const SnapshotWriter&) = delete;
@@ -55,6 +59,8 @@ class SnapshotWriter {
   // database is closing.  REQUIRES: writers_->mu held.
   void release_locked();
 
+  // Declared first, so released last (after the LevelDB snapshot).
+  std::shared_lock<std::shared_mutex> pin_;
   std::shared_ptr<Database::Writers> writers_;
   Database* db_;  // nullptr once released
   const leveldb::Snapshot* snap_;

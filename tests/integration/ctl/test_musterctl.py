@@ -402,7 +402,7 @@ class MusterctlTest(unittest.TestCase):
         revision = int(j["header"]["revision"])
 
         path = c.group.path("backup.snap")
-        r = self.ok("snapshot", "save", path, endpoints=ep, timeout=60)
+        r = self.ok("snapshot", "save", "--logical", path, endpoints=ep, timeout=60)
         self.assertEqual(r.out, "Snapshot saved at %s\n" % path)
         self.assertRegex(r.err, r"snapshot: %d keys, 1 leases \(.*\) at revision %d from %s in "
                          % (len(expected), revision, re.escape(ep)))
@@ -430,12 +430,12 @@ class MusterctlTest(unittest.TestCase):
         self.assertEqual(leased["lease"], lease["ID"])
 
         # An unwritable destination leaves nothing behind and fails.
-        r = self.ctl("snapshot", "save", "/nonexistent-dir/x.snap", endpoints=ep)
+        r = self.ctl("snapshot", "save", "--logical", "/nonexistent-dir/x.snap", endpoints=ep)
         self.assertEqual(r.code, 1, r)
         # No member: nothing is written either.
         c.members[0].kill9()
         bad = c.group.path("unreachable.snap")
-        r = self.ctl("snapshot", "save", bad, endpoints=ep)
+        r = self.ctl("snapshot", "save", "--logical", bad, endpoints=ep)
         self.assertEqual(r.code, 2, r)
         self.assertFalse(os.path.exists(bad) or os.path.exists(bad + ".part"))
 
@@ -494,6 +494,15 @@ class MusterctlTest(unittest.TestCase):
         env = {"MUSTERCTL_ENDPOINTS": m.client_url, "ETCDCTL_CACERT": cert("ca.pem"),
                "ETCDCTL_CERT": cert("client.pem"), "MUSTERCTL_KEY": cert("client.key")}
         self.assertEqual(self.ok("get", "t", env=env).out, "t\n1\n")
+        # snapshot save speaks gRPC over the same TLS (ALPN h2, client cert).
+        snap = c.group.path("tls.snap")
+        self.assertEqual(self.ok("snapshot", "save", snap, *tls, endpoints=hostport).out,
+                         "Snapshot saved at %s\n" % snap)
+        self.assertEqual(os.path.getsize(snap) % 512, 32)
+        r = self.ctl("snapshot", "save", c.group.path("nocert.snap"), "--cacert", cert("ca.pem"),
+                     endpoints=m.client_url)
+        self.assertNotEqual(r.code, 0, r)
+        self.assertFalse(os.path.exists(c.group.path("nocert.snap")))
         # Without a CA the server is trusted only on request.
         self.assertEqual(self.ok("get", "t", "--insecure-skip-tls-verify", "--cert",
                                  cert("client.pem"), "--key", cert("client.key"),

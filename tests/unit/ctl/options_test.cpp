@@ -177,6 +177,17 @@ TEST(CommandLine, ArgumentErrorsBeforeAnyRequest) {
     const Outcome r = run(args);
     EXPECT_EQ(r.code, kExitBadArgs) << args[0] << " " << r.err;
   }
+  // Restore and status work on files: muster's, not musterctl's.
+  for (const char* sub : {"restore", "status"}) {
+    const Outcome r = run({"snapshot", sub, "f", ep});
+    EXPECT_EQ(r.code, kExitBadArgs);
+    EXPECT_NE(r.err.find(std::string("run `muster snapshot ") + sub + "`"), std::string::npos)
+        << r.err;
+  }
+  // A snapshot comes from one member, as etcdctl insists.
+  const Outcome two = run({"snapshot", "save", "f", "--endpoints=127.0.0.1:1,127.0.0.1:2"});
+  EXPECT_EQ(two.code, kExitBadArgs);
+  EXPECT_NE(two.err.find("snapshot must be requested to one selected node"), std::string::npos);
   EXPECT_EQ(run({"get", "a", "-w", "table", ep}).code, kExitBadFeature);
   EXPECT_EQ(run({"get", "a", ep}).code, kExitBadConnection);
 }

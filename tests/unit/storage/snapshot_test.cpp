@@ -2,8 +2,10 @@
 // verified and installed atomically by the receiver.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <thread>
 
 #include "node/raft/raft.h"
 #include "snapshot_util.h"
@@ -74,6 +76,49 @@ TEST(SnapshotTest, RoundTripKeepsStateLeasesMembersAndReceiverHardState) {
   expect_same_keys(*src, *dst);
   EXPECT_FALSE(std::filesystem::exists(d2.path() + "/member/db.new"));
   EXPECT_FALSE(std::filesystem::exists(d2.path() + "/member/db.old"));
+}
+
+// Maintenance.Snapshot reads with a pinned writer on its own thread while
+// the driver may install a snapshot from the leader: the install must wait
+// for the reader, which keeps reading the state it pinned.
+TEST(SnapshotTest, PinnedWriterHoldsOffAnInstallUntilItIsDone) {
+  ScratchDir d1, d2;
+  auto src = testing::open_member(d1.path());
+  auto dst = testing::open_member(d2.path());
+  uint64_t index = load_keys(*src, 2000);
+  load_keys(*dst, 300);
+  std::unique_ptr<SnapshotInstaller> inst;
+  ASSERT_TRUE(dst->begin_install(&inst).is_ok());
+  {
+    auto w = src->snapshot_writer(4 << 10);
+    pb::SnapshotChunk c;
+    while (w->next(&c)) ASSERT_TRUE(inst->add(c).is_ok());
+  }
+  ASSERT_TRUE(inst->complete());
+  raftpb::SnapshotMetadata meta;
+  meta.set_index(index);
+  meta.set_term(1);
+
+  auto pinned = dst->pinned_snapshot_writer(4 << 10);
+  std::atomic<bool> installed{false};
+  std::thread installer([&] {
+    Status s = dst->install(std::move(inst), meta);
+    EXPECT_TRUE(s.is_ok()) << s.to_string();
+    installed = true;
+  });
+  uint64_t revisions = 0;
+  pb::SnapshotChunk c;
+  while (pinned->next(&c)) {
+    for (const auto& k : c.keys()) revisions += k[0] == keys::kRevision;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));  // a slow reader
+  }
+  ASSERT_TRUE(pinned->status().is_ok());
+  EXPECT_EQ(revisions, 300u);  // the state it pinned, whole
+  EXPECT_FALSE(installed.load());
+  pinned.reset();
+  installer.join();
+  EXPECT_TRUE(installed.load());
+  expect_same_keys(*src, *dst);
 }
 
 TEST(SnapshotTest, CorruptStreamIsRejectedAndNothingIsSwapped) {
