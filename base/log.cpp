@@ -217,7 +217,7 @@ std::string capnslog_time(std::chrono::system_clock::time_point now) {
 }
 
 // zap's short caller: the file's directory and name, and the line.
-std::string short_caller(const std::source_location& where) {
+std::string short_caller(const SourceLocation& where) {
   std::string_view file = where.file_name();
   auto last = file.rfind('/');
   if (last != std::string_view::npos && last > 0) {
@@ -293,7 +293,7 @@ void set_min_level(Level level) { g_min_level = static_cast<int>(level); }
 bool enabled(Level level) { return static_cast<int>(level) >= g_min_level.load(); }
 
 void write(Level level, std::string_view component, std::string_view msg,
-           const nlohmann::json& fields, std::source_location where) {
+           const nlohmann::json& fields, SourceLocation where) {
   if (!enabled(level)) return;
   const auto now = std::chrono::system_clock::now();
   std::shared_ptr<State> state;

@@ -30,6 +30,28 @@
 
 namespace muster::log {
 
+// Where a line was logged.  std::source_location where the library has it;
+// clang 14 (the sanitizer and fuzz builds, tests/sanitize.sh) with libstdc++
+// 12 does not (its __builtin_source_location came with clang 15), and gets
+// the same three facts from the older builtins, which both compilers have.
+#if defined(__cpp_lib_source_location)
+using SourceLocation = std::source_location;
+#else
+struct SourceLocation {
+  static constexpr SourceLocation current(const char* file = __builtin_FILE(),
+                                          unsigned line = __builtin_LINE(),
+                                          const char* function = __builtin_FUNCTION()) noexcept {
+    return SourceLocation{file, line, function};
+  }
+  constexpr const char* file_name() const noexcept { return file_; }
+  constexpr unsigned line() const noexcept { return line_; }
+  constexpr const char* function_name() const noexcept { return function_; }
+  const char* file_;
+  unsigned line_;
+  const char* function_;
+};
+#endif
+
 enum class Level { kDebug, kInfo, kWarn, kError, kPanic, kFatal };
 
 // "debug", "info", "warn", "error", "dpanic"/"panic", "fatal".
@@ -53,32 +75,32 @@ bool enabled(Level level);
 
 void write(Level level, std::string_view component, std::string_view msg,
            const nlohmann::json& fields = nlohmann::json::object(),
-           std::source_location where = std::source_location::current());
+           SourceLocation where = SourceLocation::current());
 
 inline void debug(std::string_view c, std::string_view msg,
                   const nlohmann::json& f = nlohmann::json::object(),
-                  std::source_location w = std::source_location::current()) {
+                  SourceLocation w = SourceLocation::current()) {
   write(Level::kDebug, c, msg, f, w);
 }
 inline void info(std::string_view c, std::string_view msg,
                  const nlohmann::json& f = nlohmann::json::object(),
-                 std::source_location w = std::source_location::current()) {
+                 SourceLocation w = SourceLocation::current()) {
   write(Level::kInfo, c, msg, f, w);
 }
 inline void warn(std::string_view c, std::string_view msg,
                  const nlohmann::json& f = nlohmann::json::object(),
-                 std::source_location w = std::source_location::current()) {
+                 SourceLocation w = SourceLocation::current()) {
   write(Level::kWarn, c, msg, f, w);
 }
 inline void error(std::string_view c, std::string_view msg,
                   const nlohmann::json& f = nlohmann::json::object(),
-                  std::source_location w = std::source_location::current()) {
+                  SourceLocation w = SourceLocation::current()) {
   write(Level::kError, c, msg, f, w);
 }
 // A line that ends the program (the caller exits); written at every level.
 inline void fatal(std::string_view c, std::string_view msg,
                   const nlohmann::json& f = nlohmann::json::object(),
-                  std::source_location w = std::source_location::current()) {
+                  SourceLocation w = SourceLocation::current()) {
   write(Level::kFatal, c, msg, f, w);
 }
 

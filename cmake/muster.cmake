@@ -22,6 +22,12 @@ add_library(muster_asio INTERFACE)
 target_link_libraries(muster_asio INTERFACE Boost::boost Threads::Threads)
 target_compile_definitions(muster_asio INTERFACE BOOST_ASIO_NO_DEPRECATED)
 target_compile_options(muster_asio INTERFACE -include utility)
+# Boost 1.74's asio recognises clang's coroutines only through the old
+# Coroutines TS; clang 14 in C++20 has the standard ones (and libstdc++ 12
+# the <coroutine> header), so say so (the sanitizer and fuzz builds use clang).
+if(CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+  target_compile_definitions(muster_asio INTERFACE BOOST_ASIO_HAS_CO_AWAIT=1)
+endif()
 
 # muster_protoc(<out-var> <proto relative to the repository root>...): runs
 # protoc with the repository root as the import path and appends the

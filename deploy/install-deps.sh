@@ -24,6 +24,9 @@ PACKAGES=(
   # bench/grpc-transport's grpc_fd_server (grpc++ with fd handoff, issue 12's
   # measured alternative; the bench skips it when gRPC++ is absent).
   libgrpc++-dev protobuf-compiler-grpc
+  # The sanitizer build and the libFuzzer targets (tests/sanitize.sh,
+  # tests/fuzz): clang and its sanitizer/fuzzer runtimes.
+  clang libclang-rt-14-dev
 )
 
 if ! command -v npm >/dev/null 2>&1 || ! command -v node >/dev/null 2>&1; then

@@ -93,7 +93,10 @@ void Applier::apply(const std::vector<raftpb::Entry>& entries, raft::Raft& raft)
   apply_entries(entries, &raft);
 }
 
-void Applier::reload_applied() { applied_ = storage_.kv().applied_index(); }
+void Applier::reload_applied() {
+  applied_ = storage_.kv().applied_index();
+  publish({});
+}
 
 void Applier::apply_entries(const std::vector<raftpb::Entry>& entries, raft::Raft* raft) {
   auto start = Clock::now();
@@ -152,15 +155,17 @@ void Applier::apply_entries(const std::vector<raftpb::Entry>& entries, raft::Raf
   finish_batch();
   commit_seconds_.observe(std::chrono::duration<double>(Clock::now() - start).count());
   if (written > 0) batch_entries_.observe(static_cast<double>(written));
-  if (!events.empty()) {
-    std::vector<Subscriber> subs;
-    {
-      std::lock_guard lock(mu_);
-      for (auto& [id, cb] : subscribers_) subs.push_back(cb);
-    }
-    for (auto& cb : subs) cb(events);
-  }
+  if (!events.empty()) publish(events);
   waits_.applied(applied_.load());
+}
+
+void Applier::publish(const std::vector<pb::Event>& events) {
+  std::vector<Subscriber> subs;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [id, cb] : subscribers_) subs.push_back(cb);
+  }
+  for (auto& cb : subs) cb(events);
 }
 
 uint64_t Applier::subscribe(Subscriber cb) {

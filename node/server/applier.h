@@ -57,7 +57,9 @@ class Applier {
   // Driver thread, with the apply side drained: applies `entries` here,
   // configuration changes included (applied to `raft` too).
   void apply(const std::vector<raftpb::Entry>& entries, raft::Raft& raft);
-  // The storage's applied index changed under us (a snapshot install).
+  // The storage's applied index changed under us (a snapshot install).  The
+  // revisions it jumped over produced no events: subscribers get an empty
+  // batch and read them from the store (MemberApi::subscribe).
   void reload_applied();
 
   // Any thread.
@@ -66,6 +68,7 @@ class Applier {
   void unsubscribe(uint64_t id);
 
  private:
+  void publish(const std::vector<pb::Event>& events);
   // Applies entries on the calling thread; `raft` is null on the apply
   // thread (no configuration change ever reaches it).
   void apply_entries(const std::vector<raftpb::Entry>& entries, raft::Raft* raft);

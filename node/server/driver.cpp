@@ -173,6 +173,17 @@ void Driver::turn(Clock::time_point now) {
     next_tick_ += tick_every;
   }
   drain_ready();
+  if (snapshot_stepped_) {
+    snapshot_stepped_ = false;
+    // The core refused the snapshot it came with: let it go, or its database
+    // (db.new/) keeps the one install slot and every later snapshot is
+    // refused.
+    if (pending_install_) {
+      log::warn("raft", "dropping a received snapshot the core refused",
+                {{"local-member-id", hex(options_.member_id)}});
+      pending_install_.reset();
+    }
+  }
   if (hooks_.after_turn) hooks_.after_turn(now);
   if (now >= next_housekeeping_) {
     next_housekeeping_ = now + std::chrono::milliseconds(100);
@@ -184,7 +195,10 @@ void Driver::handle_inbox(Inbox& in) {
   // The transport hands a received state machine over before the MsgSnap
   // that describes it, so it is here before the core asks for it.
   for (auto& inst : in.installs) pending_install_ = std::move(inst);
-  for (auto& m : in.messages) raft_.step(m);
+  for (auto& m : in.messages) {
+    if (m.type() == raftpb::MsgSnap) snapshot_stepped_ = true;
+    raft_.step(m);
+  }
   if (!in.proposals.empty()) {
     // Every proposal of this turn as one batch: one append, one round of
     // MsgApp to each follower (group commit starts here).

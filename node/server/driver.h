@@ -10,7 +10,9 @@
 //        a. a leader sends its messages first: it may replicate while its
 //           own write is in flight (Raft thesis 10.2.1);
 //        b. a received snapshot is installed (its state was streamed ahead
-//           of the MsgSnap, see snapshot_stream.h);
+//           of the MsgSnap, see snapshot_stream.h); a received state whose
+//           MsgSnap the core refused (a past term, an older index) is
+//           dropped, freeing the member's one install slot;
 //        c. new entries and the hard state are written with one synced
 //           LevelDB write for the whole batch (group commit);
 //        d. a follower sends its messages now: an ack or a vote must never
@@ -192,6 +194,9 @@ class Driver {
   std::atomic<bool> running_{false};
   // Driver thread only.
   std::unique_ptr<storage::SnapshotInstaller> pending_install_;
+  // A MsgSnap was stepped this turn: the core takes pending_install_ in this
+  // turn's Ready or refused the snapshot (a stale term, an older index).
+  bool snapshot_stepped_ = false;
   uint64_t snapshot_index_ = 0;
   Clock::time_point next_tick_{}, next_housekeeping_{}, started_{};
   bool first_election_pending_ = true;

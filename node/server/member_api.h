@@ -92,7 +92,9 @@ class MemberApi {
 
   // Applied changes, in revision order, as they are applied: `cb(events)`.
   // Returns a subscription id for unsubscribe().  Subscribers see every event
-  // applied after subscribe() returns.
+  // applied after subscribe() returns, except when the state jumps (a
+  // snapshot install): then `cb` gets an empty batch, and the revisions up to
+  // kv().revision() are in the store only.
   virtual uint64_t subscribe(std::function<void(const std::vector<pb::Event>&)> cb) = 0;
   virtual void unsubscribe(uint64_t id) = 0;
 

@@ -104,7 +104,7 @@ MemberServer::MemberServer(MemberServerOptions options, std::vector<InitialMembe
   rc.heartbeat_tick = 1;
   rc.election_tick =
       std::max<int>(2, static_cast<int>(options_.election_ms / options_.heartbeat_ms));
-  rc.applied = storage_->kv().applied_index();
+  rc.applied = storage_->raft_applied_index();
   rc.pre_vote = options_.pre_vote;
   rc.check_quorum = true;
   rc.max_size_per_msg = 1 << 20;
@@ -453,11 +453,9 @@ uint64_t MemberServer::subscribe(std::function<void(const std::vector<pb::Event>
 void MemberServer::unsubscribe(uint64_t id) { applier_->unsubscribe(id); }
 
 // LevelDB's whole-range compaction: rewrites the tables without deleted and
-// overwritten entries (what etcd's defragment achieves for bolt).
-storage::Status MemberServer::defragment() {
-  storage_->db().db()->CompactRange(nullptr, nullptr);
-  return {};
-}
+// overwritten entries (what etcd's defragment achieves for bolt).  Called on
+// an API thread: MemberStorage keeps it off a database being replaced.
+storage::Status MemberServer::defragment() { return storage_->defragment(); }
 
 std::unique_ptr<SnapshotSink> MemberServer::snapshot_sink(const raftpb::Message& m) {
   std::unique_ptr<storage::SnapshotInstaller> inst;

@@ -27,6 +27,7 @@
 #include "base/runner.h"
 #include "node/server/jwt.h"
 #include "node/server/password.h"
+#include "node/server/test_knobs.h"
 #include "node/storage/errors.h"
 #include "node/storage/snapshot.h"
 #include "node/storage/snapshot_file.h"
@@ -452,7 +453,7 @@ void V3Service::range(const pb::RangeRequest& r, Done<pb::RangeResponse> done,
       impl->fill_header(resp.mutable_header());
       (*cb)({}, std::move(resp));
     };
-    if (req->serializable())
+    if (req->serializable() || test_knobs::serve_reads_locally())
       serve();
     else
       impl->after_barrier(impl->options_.request_timeout, std::move(serve),
@@ -1339,11 +1340,23 @@ const V3Service::UnaryMethod* V3Service::unary(std::string_view name) {
 // delivery skips events below `next_rev`, which covers events that were both
 // in the history and reported live.  Every write to the sink happens under
 // the stream lock, so responses of one watcher are in revision order.
+//
+// The member's state can also jump: a snapshot install brings revisions that
+// were never applied here one by one, so no events came for them (the member
+// then reports an empty batch).  A batch that does not continue the last
+// revision the stream saw turns every live watcher back into a catching-up
+// one, which reads the skipped revisions from the store (or is cancelled
+// with the compacted revision, as etcd cancels a watcher that fell behind a
+// compaction) before its buffered live events.
 class V3Service::Impl::WatchStream : public V3Service::WatchSession,
                                      public std::enable_shared_from_this<WatchStream> {
  public:
   WatchStream(Impl* svc, std::shared_ptr<WatchSink> sink, size_t max_queued, Caller caller)
-      : svc_(svc), sink_(std::move(sink)), max_queued_(max_queued), caller_(std::move(caller)) {}
+      : svc_(svc),
+        sink_(std::move(sink)),
+        max_queued_(max_queued),
+        caller_(std::move(caller)),
+        seen_rev_(svc->member_.kv().revision()) {}
 
   struct Watcher {
     int64_t id = 0;
@@ -1431,6 +1444,8 @@ class V3Service::Impl::WatchStream : public V3Service::WatchSession,
   bool overflowed_ = false;
   uint64_t subscription_ = 0;
   int64_t next_auto_id_ = 0;
+  // The member's revision as of the last batch of events (or jump) seen.
+  int64_t seen_rev_;
   std::map<int64_t, Watcher> watchers_;
 };
 
@@ -1443,6 +1458,7 @@ void V3Service::Impl::WatchStream::deliver_locked(Watcher& w, std::vector<pb::Ev
   for (auto& e : events) {
     if (e.kv().mod_revision() < from) continue;
     w.next_rev = std::max(w.next_rev, e.kv().mod_revision() + 1);
+    if (test_knobs::drop_watch_event()) continue;
     if (!w.prev_kv) e.clear_prev_kv();
     *r.add_events() = std::move(e);
   }
@@ -1592,34 +1608,51 @@ void V3Service::Impl::WatchStream::catch_up(int64_t id, int64_t start_rev) {
 }
 
 void V3Service::Impl::WatchStream::on_events(const std::vector<pb::Event>& events) {
-  if (events.empty()) return;
-  std::lock_guard l(mu_);
-  if (closed_) return;
-  const int64_t rev = events.back().kv().mod_revision();
-  // Applied puts come without prev_kv (the store reads it only when asked):
-  // looked up once per event, and only for watchers that want it.
-  std::vector<std::optional<pb::Event>> with_prev(events.size());
-  auto prev_filled = [&](size_t i) -> const pb::Event& {
-    const pb::Event& e = events[i];
-    if (e.type() != pb::Event::PUT || e.has_prev_kv() || e.kv().version() <= 1) return e;
-    if (!with_prev[i]) {
-      with_prev[i] = e;
-      svc_->member_.kv().previous(e.kv().key(), e.kv().mod_revision(),
-                                  with_prev[i]->mutable_prev_kv());
-      if (with_prev[i]->prev_kv().key().empty()) with_prev[i]->clear_prev_kv();
+  std::vector<std::pair<int64_t, int64_t>> resync;  // watcher, first revision to read
+  {
+    std::lock_guard l(mu_);
+    if (closed_) return;
+    const int64_t rev =
+        events.empty() ? svc_->member_.kv().revision() : events.back().kv().mod_revision();
+    const bool jumped =
+        events.empty() ? rev > seen_rev_ : events.front().kv().mod_revision() > seen_rev_ + 1;
+    seen_rev_ = std::max(seen_rev_, rev);
+    // Applied puts come without prev_kv (the store reads it only when asked):
+    // looked up once per event, and only for watchers that want it.
+    std::vector<std::optional<pb::Event>> with_prev(events.size());
+    auto prev_filled = [&](size_t i) -> const pb::Event& {
+      const pb::Event& e = events[i];
+      if (e.type() != pb::Event::PUT || e.has_prev_kv() || e.kv().version() <= 1) return e;
+      if (!with_prev[i]) {
+        with_prev[i] = e;
+        svc_->member_.kv().previous(e.kv().key(), e.kv().mod_revision(),
+                                    with_prev[i]->mutable_prev_kv());
+        if (with_prev[i]->prev_kv().key().empty()) with_prev[i]->clear_prev_kv();
+      }
+      return *with_prev[i];
+    };
+    for (auto& [id, w] : watchers_) {
+      if (jumped && !w.catching_up) {
+        w.catching_up = true;
+        resync.emplace_back(id, w.next_rev);
+      }
+      std::vector<pb::Event> matching;
+      for (size_t i = 0; i < events.size(); ++i)
+        if (matches(w, events[i])) matching.push_back(w.prev_kv ? prev_filled(i) : events[i]);
+      if (matching.empty()) continue;
+      if (w.catching_up) {
+        for (auto& e : matching) w.buffer.push_back(std::move(e));
+      } else {
+        deliver_locked(w, std::move(matching), rev);
+      }
     }
-    return *with_prev[i];
-  };
-  for (auto& [id, w] : watchers_) {
-    std::vector<pb::Event> matching;
-    for (size_t i = 0; i < events.size(); ++i)
-      if (matches(w, events[i])) matching.push_back(w.prev_kv ? prev_filled(i) : events[i]);
-    if (matching.empty()) continue;
-    if (w.catching_up) {
-      for (auto& e : matching) w.buffer.push_back(std::move(e));
-    } else {
-      deliver_locked(w, std::move(matching), rev);
-    }
+  }
+  // Read the skipped revisions off this (apply) thread.
+  for (auto [id, from] : resync) {
+    std::weak_ptr<WatchStream> self = weak_from_this();
+    svc_->timers_.after(0ms, [self, id = id, from = from] {
+      if (auto s = self.lock()) s->catch_up(id, from);
+    });
   }
 }
 

@@ -7,7 +7,8 @@ add_library(muster_v3api STATIC ${CMAKE_CURRENT_LIST_DIR}/v3_service.cpp
                                 ${CMAKE_CURRENT_LIST_DIR}/v3_grpc.cpp
                                 ${CMAKE_CURRENT_LIST_DIR}/grpc_metrics.cpp
                                 ${CMAKE_CURRENT_LIST_DIR}/password.cpp
-                                ${CMAKE_CURRENT_LIST_DIR}/jwt.cpp)
+                                ${CMAKE_CURRENT_LIST_DIR}/jwt.cpp
+                                ${CMAKE_CURRENT_LIST_DIR}/test_knobs_off.cpp)
 target_link_libraries(muster_v3api PUBLIC muster_net muster_storage muster_apipb
                                           protobuf::libprotobuf nlohmann_json::nlohmann_json
                                           Boost::boost OpenSSL::Crypto crypt)

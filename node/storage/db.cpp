@@ -10,6 +10,8 @@
 #include <cstdlib>
 #include <filesystem>
 
+#include "node/storage/snapshot.h"
+
 namespace muster::storage {
 
 namespace fs = std::filesystem;
@@ -139,6 +141,13 @@ Status Database::open(const std::string& member_dir, const Options& options,
 }
 
 Database::~Database() {
+  {
+    // End every snapshot stream still reading this database: LevelDB
+    // snapshots and iterators must go before the DB does.
+    std::lock_guard lock(writers_->mu);
+    for (SnapshotWriter* w : writers_->open) w->release_locked();
+    writers_->open.clear();
+  }
   db_.reset();  // the DB must go before the cache it uses
   cache_.reset();
 }

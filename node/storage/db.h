@@ -37,7 +37,9 @@
 //     db.old/    the database a completed install replaced, being removed
 //
 // Thread safety: leveldb::DB is thread-safe; Database adds no state after
-// open.
+// open except the set of SnapshotWriters open on it, which ~Database ends
+// (their next() then fails), so that a snapshot install may close a database
+// while a snapshot of it is still being streamed.
 #pragma once
 
 #include <leveldb/cache.h>
@@ -47,6 +49,8 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
+#include <set>
 #include <string>
 #include <string_view>
 
@@ -78,6 +82,8 @@ std::string revision_key(int64_t main, int64_t sub);
 // True for keys that belong to the state machine (and so to its snapshots).
 bool is_state_machine_key(std::string_view key);
 }  // namespace keys
+
+class SnapshotWriter;
 
 class Database {
  public:
@@ -123,6 +129,15 @@ class Database {
   explicit Database(PassKey) {}
 
  private:
+  friend class SnapshotWriter;
+  // The writers streaming a snapshot of this database.  Shared with them, so
+  // that a writer that outlives the database still finds the lock.
+  struct Writers {
+    std::mutex mu;
+    std::set<SnapshotWriter*> open;  // guarded by mu
+  };
+
+  std::shared_ptr<Writers> writers_ = std::make_shared<Writers>();
   std::string member_dir_;
   Options options_;
   std::unique_ptr<leveldb::Cache> cache_;

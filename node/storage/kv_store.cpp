@@ -232,6 +232,24 @@ Status KvStore::open(Database* db, Options options, std::unique_ptr<KvStore>* ou
   return {};
 }
 
+Status KvStore::reopen(const std::function<Status(Database** db)>& swap) {
+  auto lock = write_lock();
+  Database* db = nullptr;
+  Status s = swap(&db);
+  db_ = db;
+  index_.clear();
+  live_keys_ = 0;
+  rev_ = 1;
+  compact_rev_ = 0;
+  applied_index_ = 0;
+  applied_term_ = 0;
+  leases_.clear();
+  members_.clear();
+  removed_members_.clear();
+  if (!s) return s;
+  return load();
+}
+
 Status KvStore::load() {
   std::string v;
   Status s = db_->get(keys::kApplied, &v);
@@ -1213,7 +1231,10 @@ Status KvStore::lease_time_to_live(const pb::LeaseTimeToLiveRequest& req,
   const int64_t remaining_ms = it->second.expiry_ms - options_.clock_ms();
   resp->mutable_header()->set_revision(rev_);
   resp->set_id(req.id());
-  resp->set_ttl(remaining_ms <= 0 ? -1 : (remaining_ms + 999) / 1000);
+  // An expired lease whose revocation is not applied yet answers 0, as
+  // etcd's does for its first second; -1 ("not found") only once it is gone,
+  // so a client that sees -1 never reads its keys afterwards.
+  resp->set_ttl(remaining_ms <= 0 ? 0 : (remaining_ms + 999) / 1000);
   resp->set_grantedttl(it->second.ttl);
   if (req.keys())
     for (const auto& k : it->second.keys) resp->add_keys(k);

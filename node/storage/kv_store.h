@@ -87,8 +87,16 @@ class KvStore {
     bool skipped = false;
   };
 
-  // REQUIRES: db outlives the store.
+  // REQUIRES: db outlives the store (or the next reopen()).
   static Status open(Database* db, Options options, std::unique_ptr<KvStore>* out);
+
+  // A snapshot install: with the store locked exclusively, `swap` closes
+  // the database and opens its replacement (*db), and the store reloads from
+  // it.  The store object stays, so readers holding a reference to it (API
+  // handlers, watch catch-ups) wait meanwhile and then read the new state;
+  // none ever reads a closed database.  On failure the store has no database
+  // left and the member must stop.
+  Status reopen(const std::function<Status(Database** db)>& swap);
 
   // Applies one committed entry at Raft position (index, term).  `cs`, when
   // given, is the configuration as of this entry (after a conf change) and is

@@ -30,7 +30,11 @@ uint64_t snapshot_checksum(uint64_t h, std::string_view key, std::string_view va
 
 SnapshotWriter::SnapshotWriter(Database* db, size_t chunk_bytes,
                                std::shared_lock<std::shared_mutex> pin)
-    : pin_(std::move(pin)), db_(db), snap_(db->db()->GetSnapshot()), chunk_bytes_(chunk_bytes) {
+    : pin_(std::move(pin)),
+      writers_(db->writers_),
+      db_(db),
+      snap_(db->db()->GetSnapshot()),
+      chunk_bytes_(chunk_bytes) {
   std::string v;
   Status s = db_->get(keys::kApplied, &v, snap_);
   if (s) {
@@ -43,15 +47,30 @@ SnapshotWriter::SnapshotWriter(Database* db, size_t chunk_bytes,
   ro.fill_cache = false;
   it_.reset(db_->db()->NewIterator(ro));
   it_->SeekToFirst();
+  std::lock_guard lock(writers_->mu);
+  writers_->open.insert(this);
 }
 
 SnapshotWriter::~SnapshotWriter() {
+  std::lock_guard lock(writers_->mu);
+  if (db_ == nullptr) return;  // released when its database closed
+  writers_->open.erase(this);
   it_.reset();
   db_->db()->ReleaseSnapshot(snap_);
 }
 
+void SnapshotWriter::release_locked() {
+  it_.reset();
+  db_->db()->ReleaseSnapshot(snap_);
+  snap_ = nullptr;
+  db_ = nullptr;
+  if (status_) status_ = Status(Code::kUnavailable, "snapshot source closed by a snapshot install");
+}
+
 bool SnapshotWriter::next(pb::SnapshotChunk* chunk) {
   chunk->Clear();
+  // Held while reading, so that the database cannot close under the chunk.
+  std::lock_guard lock(writers_->mu);
   if (done_ || !status_) return false;
   size_t bytes = 0;
   while (it_->Valid() && bytes < chunk_bytes_) {

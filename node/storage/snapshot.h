@@ -12,7 +12,9 @@
 // writes it fresh from the snapshot's metadata and the receiver's hard state.
 //
 // Threads: a writer or installer is used by one thread at a time; a writer
-// may run concurrently with applies (it reads a LevelDB snapshot).
+// may run concurrently with applies (it reads a LevelDB snapshot).  A writer
+// may outlive its database: when the database is closed (a snapshot install
+// replaced it) the writer's next() fails with kUnavailable.
 #pragma once
 
 #include <cstdint>
@@ -33,7 +35,7 @@ inline constexpr uint64_t kSnapshotChecksumSeed = 0xcbf29ce484222325ULL;
 
 class SnapshotWriter {
  public:
-  // Pins a LevelDB snapshot of db now.  REQUIRES: db outlives the writer.
+  // Pins a LevelDB snapshot of db now.  REQUIRES: db is open during the call.
   // `pin`, when held, is released with the writer (MemberStorage's
   // pinned_snapshot_writer keeps an install from swapping db meanwhile).
   explicit SnapshotWriter(Database* db, size_t chunk_bytes = 1 << 20,
@@ -52,8 +54,15 @@ class SnapshotWriter {
   const Status& status() const { return status_; }
 
  private:
+  friend class Database;
+  // Releases the LevelDB snapshot and iterator and fails the stream: the
+  // database is closing.  REQUIRES: writers_->mu held.
+  void release_locked();
+
+  // Declared first, so released last (after the LevelDB snapshot).
   std::shared_lock<std::shared_mutex> pin_;
-  Database* db_;
+  std::shared_ptr<Database::Writers> writers_;
+  Database* db_;  // nullptr once released
   const leveldb::Snapshot* snap_;
   std::unique_ptr<leveldb::Iterator> it_;
   size_t chunk_bytes_;

@@ -20,6 +20,7 @@
 
 #include <deque>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -63,8 +64,20 @@ struct Net {
   struct InFlight {
     raftpb::Message m;
   };
+  // A snapshot stream the receiver has opened (its installer holds the
+  // receiver's one install slot) and whose data has not all arrived: the
+  // sender was paused mid-stream.
+  struct HeldSnapshot {
+    raftpb::Message m;
+    std::unique_ptr<storage::SnapshotWriter> writer;
+    std::unique_ptr<storage::SnapshotInstaller> installer;
+    std::function<void(bool)> done;
+  };
   std::deque<InFlight> wire;
   std::set<uint64_t> cut;
+  bool hold_next_snapshot = false;  // the next snapshot stream stops mid-way
+  std::vector<HeldSnapshot> held;
+  int refused_snapshots = 0;  // streams the receiver refused at the start
   std::map<uint64_t, Node*> nodes;
   std::vector<std::string> violations;
 };
@@ -81,25 +94,42 @@ class FakeTransport final : public RaftTransport {
     }
   }
   // The leader's snapshot: what Transport does over a connection of its own
-  // (snapshot_stream.h), done at once: the writer's chunks go into the
-  // receiver's installer, which is handed to its driver before the MsgSnap.
+  // (snapshot_stream.h), done at once: the receiver opens an installer
+  // (refusing the stream if it cannot, as MemberServer::snapshot_sink does),
+  // the writer's chunks go into it, and it is handed to the receiver's driver
+  // before the MsgSnap.
   void send_snapshot(raftpb::Message msg, std::unique_ptr<storage::SnapshotWriter> writer,
                      std::function<void(bool)> done) override {
     Node* to = net_.nodes.at(msg.to());
     if (net_.cut.count(msg.to())) return done(false);
     std::unique_ptr<storage::SnapshotInstaller> inst;
-    ASSERT_TRUE(to->storage->begin_install(&inst));
+    if (!to->storage->begin_install(&inst)) {
+      net_.refused_snapshots++;
+      return done(false);
+    }
+    Net::HeldSnapshot s{std::move(msg), std::move(writer), std::move(inst), std::move(done)};
+    if (net_.hold_next_snapshot) {
+      net_.hold_next_snapshot = false;
+      net_.held.push_back(std::move(s));
+      return;
+    }
+    finish_snapshot(net_, std::move(s));
+  }
+  // The rest of a stream: every chunk, then the installer and the MsgSnap
+  // to the receiver's driver.
+  static void finish_snapshot(Net& net, Net::HeldSnapshot s) {
+    Node* to = net.nodes.at(s.m.to());
     pb::SnapshotChunk chunk;
-    while (writer->next(&chunk)) {
-      ASSERT_TRUE(inst->add(chunk));
+    while (s.writer->next(&chunk)) {
+      ASSERT_TRUE(s.installer->add(chunk));
       const bool last = chunk.last();
       chunk.Clear();
       if (last) break;
     }
-    ASSERT_TRUE(inst->complete());
-    to->driver->queue_install(std::move(inst));
-    to->driver->step(std::move(msg));
-    done(true);
+    ASSERT_TRUE(s.installer->complete());
+    to->driver->queue_install(std::move(s.installer));
+    to->driver->step(std::move(s.m));
+    s.done(true);
   }
   bool is_active(uint64_t peer) const override { return !net_.cut.count(peer); }
 
@@ -346,6 +376,61 @@ TEST_F(DriverTest, AFollowerPastTheCompactionCatchesUpFromASnapshot) {
   propose_on_leader(5);
   settle();
   EXPECT_EQ(f.storage->kv().applied_index(), l.storage->log().last_index());
+  EXPECT_EQ(net_.violations, std::vector<std::string>{});
+}
+
+// Found by tests/robustness (muster soak, seed 5035: kill-follower, then
+// pause-leader): a restarted follower began receiving a snapshot from a
+// leader that was paused mid-stream and deposed meanwhile; the stream
+// completed after the resume, the core refused its MsgSnap (a past term),
+// and the installer, never taken, kept db.new's LevelDB lock: the follower
+// refused every later snapshot ("lock ... already held by process") and
+// never caught up.
+TEST_F(DriverTest, AFollowerCatchesUpAfterRefusingASnapshotFromADeposedLeader) {
+  const uint64_t old_lead = elect();
+  ASSERT_NE(old_lead, 0u);
+  const uint64_t lagging = old_lead == 3 ? 1 : 3;
+  net_.cut.insert(lagging);
+  for (int i = 0; i < 6; ++i) {
+    propose_on_leader(10);
+    settle(3);
+  }
+  ASSERT_GT(nodes_[old_lead]->storage->log().first_index(),
+            nodes_[lagging]->storage->log().last_index() + 1)
+      << "the leader must have compacted past the lagging member";
+  // The lagging member is back; the leader starts streaming it a snapshot
+  // and is paused mid-stream.
+  net_.hold_next_snapshot = true;
+  net_.cut.erase(lagging);
+  for (int i = 0; i < 20 && net_.held.empty(); ++i) round();
+  ASSERT_EQ(net_.held.size(), 1u) << "the leader never began a snapshot stream";
+  ASSERT_EQ(net_.held[0].m.to(), lagging);
+  net_.cut.insert(old_lead);
+  // The other two elect a new leader; it too finds the lagging member past
+  // its compaction, and its snapshot is refused while the old stream holds
+  // the install slot.
+  const uint64_t new_lead = elect();
+  ASSERT_NE(new_lead, 0u);
+  ASSERT_NE(new_lead, old_lead);
+  Node& f = *nodes_[lagging];
+  ASSERT_GT(f.raft->term(), net_.held[0].m.term());
+  // The old leader resumes: its stream completes, and the MsgSnap it opened
+  // with now carries a past term.
+  net_.cut.erase(old_lead);
+  Net::HeldSnapshot stale = std::move(net_.held[0]);
+  net_.held.clear();
+  FakeTransport::finish_snapshot(net_, std::move(stale));
+  f.driver->turn(now_);
+  EXPECT_EQ(f.installs, 0) << "a snapshot from a past term was installed";
+  // The new leader's next snapshot must get through.
+  Node& l = *nodes_[new_lead];
+  for (int i = 0; i < 5; ++i) l.driver->propose("entry", 1000 + proposals_++);
+  settle(40);
+  ASSERT_EQ(leader(), new_lead);
+  EXPECT_EQ(f.installs, 1);
+  EXPECT_EQ(f.storage->kv().applied_index(), l.storage->log().last_index())
+      << "the lagging member never caught up (" << net_.refused_snapshots
+      << " snapshot streams refused)";
   EXPECT_EQ(net_.violations, std::vector<std::string>{});
 }
 

@@ -65,8 +65,9 @@ class LocalMember : public MemberApi {
     req.set_id(index);
     storage::KvStore::ApplyResult r = storage_->kv().apply(req, index, kTerm);
     // Under the lock, so subscribers see applies in order, as from a driver's
-    // single apply thread.
-    if (!r.events.empty())
+    // single apply thread.  silent_applies: the state moves on without
+    // events, as when a snapshot install brings it (then publish_jump()).
+    if (!r.events.empty() && !silent_applies)
       for (auto& [id, cb] : subscribers_) cb(r.events);
     done({}, std::move(r));
   }
@@ -154,6 +155,12 @@ class LocalMember : public MemberApi {
     }
   }
 
+  // What a driver does after a snapshot install: an empty batch.
+  void publish_jump() {
+    std::lock_guard l(mu_);
+    for (auto& [id, cb] : subscribers_) cb({});
+  }
+
   size_t subscriber_count() const {
     std::lock_guard l(mu_);
     return subscribers_.size();
@@ -162,6 +169,7 @@ class LocalMember : public MemberApi {
   std::atomic<bool> has_leader{true};
   std::atomic<bool> swallow_barriers{false};
   std::atomic<bool> swallow_proposals{false};
+  std::atomic<bool> silent_applies{false};
   std::atomic<int> defragments{0};
 
  private:

@@ -385,6 +385,84 @@ TEST_F(V3ApiTest, WatchCatchesUpThenStreamsLiveAndCancelsOnDisconnect) {
   EXPECT_GT(put("after", "watch"), 8);
 }
 
+// Found by tests/robustness (partition-leader, seed 107): the isolated old
+// leader rejoined by installing a snapshot, and a watcher connected to it
+// never got the revisions the install jumped over.
+TEST_F(V3ApiTest, WatchGetsTheRevisionsASnapshotInstallJumpedOver) {
+  put("j/a", "0");
+  StreamReader w(server_.url("/v3/watch"),
+                 json({{"create_request", {{"key", b64("j/")}, {"range_end", b64("j0")}}}}).dump());
+  EXPECT_EQ(w.next()["result"]["created"], true);
+  member_.silent_applies = true;  // the state moves on without events...
+  put("j/a", "1");
+  put("x", "unwatched");
+  put("j/b", "2");
+  member_.silent_applies = false;
+  member_.publish_jump();  // ...and the member says so
+  std::vector<json> events;
+  while (events.size() < 2) {
+    json j = w.next();
+    ASSERT_TRUE(j.is_object()) << "the jumped-over revisions never came";
+    for (auto& e : j["result"]["events"]) events.push_back(e);
+  }
+  EXPECT_EQ(events[0]["kv"]["value"], b64("1"));
+  EXPECT_EQ(events[1]["kv"]["key"], b64("j/b"));
+  put("j/c", "3");  // live again, nothing repeated
+  json live = w.next();
+  ASSERT_EQ(live["result"]["events"].size(), 1u) << live;
+  EXPECT_EQ(live["result"]["events"][0]["kv"]["key"], b64("j/c"));
+  w.hang_up([&] { put("j/d", "wake"); });
+}
+
+// The same jump noticed from the next applied batch (its first revision does
+// not follow the last one seen), and a jump past a compaction cancels the
+// watcher with the compacted revision, as etcd does.  (The second watcher,
+// from a future revision, is not behind the compaction; its progress
+// notifications keep the stream talking so the test can hang up.)
+TEST_F(V3ApiTest, WatchNoticesAJumpFromTheNextEventsAndCancelsPastACompaction) {
+  put("k", "0");
+  StreamReader w(
+      server_.url("/v3/watch"),
+      json({{"create_request", {{"key", b64("k")}}}}).dump() + "\n" +
+          json({{"create_request",
+                 {{"key", b64("z")}, {"start_revision", "1000"}, {"progress_notify", true}}}})
+              .dump());
+  auto next = [&w] {  // the next answer that is not a progress notification
+    for (;;) {
+      json j = w.next();
+      if (!j.is_object() || j["result"].contains("events") || j["result"].contains("created") ||
+          j["result"].contains("canceled"))
+        return j;
+    }
+  };
+  EXPECT_EQ(next()["result"]["created"], true);
+  EXPECT_EQ(next()["result"]["created"], true);
+  member_.silent_applies = true;
+  put("k", "1");
+  member_.silent_applies = false;
+  put("k", "2");
+  std::vector<json> events;
+  while (events.size() < 2) {
+    json j = next();
+    ASSERT_TRUE(j.is_object());
+    for (auto& e : j["result"]["events"]) events.push_back(e);
+  }
+  EXPECT_EQ(events[0]["kv"]["value"], b64("1"));
+  EXPECT_EQ(events[1]["kv"]["value"], b64("2"));
+
+  member_.silent_applies = true;
+  put("k", "3");
+  const int64_t r = put("k", "4");
+  ASSERT_EQ(post("/v3/kv/compaction", {{"revision", std::to_string(r)}}).status, 200);
+  member_.silent_applies = false;
+  member_.publish_jump();
+  json c = next();
+  ASSERT_TRUE(c.is_object());
+  EXPECT_EQ(c["result"]["canceled"], true) << c;
+  EXPECT_EQ(c["result"]["compact_revision"], std::to_string(r)) << c;
+  w.hang_up([&] { put("k", "wake"); });
+}
+
 TEST_F(V3ApiTest, WatchFromCompactedRevisionIsCanceled) {
   put("c", "1");
   put("c", "2");

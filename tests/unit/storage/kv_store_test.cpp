@@ -276,6 +276,12 @@ TEST_F(KvStoreTest, LeaseGrantAttachRevokeDeletesKeysAtOneRevision) {
   EXPECT_TRUE(kv().expired_leases(clock_.now_ms + 9'999).empty());
   EXPECT_EQ(kv().expired_leases(clock_.now_ms + 10'000), std::vector<int64_t>{id});
   EXPECT_EQ(kv().key_count(), 3u);  // nothing deleted on its own
+  // Expired, its revocation not applied yet: TTL 0, not -1 ("not found",
+  // which clients take as gone, while its keys are still readable).
+  clock_.now_ms += 10'000;
+  ttl.Clear();
+  ASSERT_TRUE(kv().lease_time_to_live(q, &ttl).is_ok());
+  EXPECT_EQ(ttl.ttl(), 0);
 
   const int64_t before = kv().revision();
   pb::InternalRequest rv;

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "node/raft/raft.h"
 #include "snapshot_util.h"
 #include "test_util.h"
 
@@ -200,6 +201,38 @@ TEST(SnapshotTest, InterruptedInstallIsFinishedOrDiscardedOnOpen) {
   dst = testing::open_member(d2.path());
   EXPECT_FALSE(std::filesystem::exists(d2.path() + "/member/db.new"));
   EXPECT_EQ(dst->kv().key_count(), 200u);
+}
+
+// Found by tests/robustness (kill -9 of a follower right after it installed
+// a snapshot, seed 102): the restarted member aborted with "Config::applied
+// beyond the last index" on every start.  The streamed state is newer than
+// the snapshot's index, where the installed log ends, and the member started
+// its Raft core at the state's applied index.
+TEST(SnapshotTest, MemberRestartedRightAfterANewerInstallStartsItsRaftCore) {
+  ScratchDir d1, d2;
+  auto src = testing::open_member(d1.path());
+  auto dst = testing::open_member(d2.path());
+  const uint64_t index = load_keys(*src, 500);
+  raftpb::SnapshotMetadata meta;
+  meta.set_index(index - 3);  // the sender applied 3 more entries since
+  meta.set_term(1);
+  meta.mutable_conf_state()->add_voters(1);
+  transfer(*src, *dst, meta, 4 << 10);
+  dst.reset();  // kill -9 before any entry after the snapshot arrives
+  dst = testing::open_member(d2.path());
+  ASSERT_EQ(dst->kv().applied_index(), index);
+  ASSERT_EQ(dst->log().last_index(), index - 3);
+
+  raft::Config cfg;
+  cfg.id = 1;
+  cfg.heartbeat_tick = 1;
+  cfg.election_tick = 10;
+  cfg.applied = dst->kv().applied_index();
+  EXPECT_DEATH(raft::Raft(cfg, &dst->log()), "applied beyond the last index");
+  cfg.applied = dst->raft_applied_index();
+  EXPECT_EQ(cfg.applied, index - 3);
+  raft::Raft core(cfg, &dst->log());
+  EXPECT_EQ(core.term(), 1u);
 }
 
 }  // namespace

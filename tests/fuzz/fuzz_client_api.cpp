@@ -1,0 +1,90 @@
+// Fuzz target: a member's client port as a client reaches it -- the bytes of
+// one connection into net/'s server: the HTTP/1.1 request parser and, when
+// the bytes open with the HTTP/2 preface, the HTTP/2 and gRPC layers
+// (net/h2.cpp, net/grpc.cpp); then the v3 JSON gateway and its gRPC twin
+// (node/server/v3_api.cpp, v3_grpc.cpp, v3_service.cpp), the v2 keys and
+// members API (v2_api.cpp) and /health, /version, /metrics, over a real
+// state machine (a LevelDB under $TMPDIR) without Raft
+// (tests/unit/server/local_member.h).
+//
+// Built twice: fuzz_client_http sends the input as it is (seed corpus:
+// HTTP/1.1 requests); fuzz_client_grpc puts the HTTP/2 preface in front of
+// it (seed corpus: HTTP/2 frames with gRPC calls), so the fuzzer spends its
+// time past the preface.
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "base/metrics.h"
+#include "net/server.h"
+#include "node/server/v2_api.h"
+#include "node/server/v3_api.h"
+#include "node/server/v3_grpc.h"
+#include "tests/fuzz/socket_client.h"
+#include "tests/unit/server/local_member.h"
+
+namespace {
+
+using namespace muster;
+
+struct ClientPort {
+  server::testing::ScratchDir dir{"muster-fuzz-client"};
+  server::testing::LocalMember member{dir.path()};
+  metrics::Registry registry;
+  server::V3Api api;
+  server::V3Grpc grpc;
+  server::V2Api v2;
+  boost::asio::io_context io;
+  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work{io.get_executor()};
+  std::unique_ptr<net::Server> server;
+  std::vector<std::thread> threads;
+  uint16_t port = 0;
+
+  static server::V3Api::Options api_options() {
+    server::V3Api::Options o;
+    o.request_timeout = std::chrono::milliseconds(500);
+    o.health_timeout = std::chrono::milliseconds(200);
+    return o;
+  }
+
+  ClientPort()
+      : api(member, api_options(), registry),
+        grpc(api.service(), registry),
+        v2(member, server::V2Api::Options{}) {
+    member.add_self("http://127.0.0.1:2380", "http://127.0.0.1:2379");
+    net::ServerOptions so;
+    so.body_limit = server::V3Api::recommended_body_limit(api_options());
+    so.grpc_handler = grpc.handler();
+    server = std::make_unique<net::Server>(io, so, [this](std::shared_ptr<net::Exchange> ex) {
+      if (!api.handle(ex) && !v2.handle(ex))
+        ex->respond(net::Response::json(404, "{\"error\":\"Not Found\"}\n"));
+    });
+    port = server->listen("127.0.0.1", 0);
+    for (int i = 0; i < 2; ++i) threads.emplace_back([this] { io.run(); });
+  }
+};
+
+ClientPort& client_port() {
+  // Never destroyed: libFuzzer exits without unwinding the fuzzer's state.
+  static ClientPort* p = new ClientPort();
+  return *p;
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  ClientPort& p = client_port();
+#ifdef MUSTER_FUZZ_H2_PREFACE
+  static const std::string preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+  std::string bytes = preface;
+  bytes.append(reinterpret_cast<const char*>(data), size);
+  muster::fuzz::exchange(p.port, reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+#else
+  muster::fuzz::exchange(p.port, data, size);
+#endif
+  return 0;
+}

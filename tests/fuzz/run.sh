@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Runs one fuzz target over its in-tree seed corpus (docs/reliability.md):
+#
+#   tests/fuzz/run.sh build-asan/bin/fuzz_apply_entry --seconds 60
+#   tests/fuzz/run.sh build-asan/bin/fuzz_apply_entry --runs 10000000 --jobs 1
+#
+# The seeds (corpus/<target>) are read, never written: new inputs go to a
+# scratch corpus that is deleted at the end.  A crash, a sanitizer report or
+# a hang leaves the input in --artifacts (default ./fuzz-artifacts) and makes
+# the script fail; turn it into a seed and a regression test.  Prints the
+# number of executions.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+prog="${1:?usage: run.sh <fuzz program> [--seconds N | --runs N] [--artifacts DIR]}"
+shift
+seconds=20 runs=0 artifacts="$PWD/fuzz-artifacts"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --seconds) seconds="$2"; shift 2 ;;
+    --runs) runs="$2"; seconds=0; shift 2 ;;
+    --artifacts) artifacts="$2"; shift 2 ;;
+    *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+done
+name="$(basename "$prog")"
+if [ ! -x "$prog" ]; then
+  echo "run.sh: $prog is not built (tests/sanitize.sh asan --fuzz --build-only)" >&2
+  exit 2
+fi
+seeds="$here/corpus/$name"
+scratch="$(mktemp -d "${TMPDIR:-/tmp}/muster-fuzz-$name-XXXXXX")"
+trap 'rm -rf "$scratch"' EXIT
+mkdir -p "$artifacts"
+export TMPDIR="$scratch"
+mkdir -p "$scratch/corpus"
+limit=()
+if [ "$runs" -gt 0 ]; then limit=(-runs="$runs"); else limit=(-max_total_time="$seconds"); fi
+# Leak checking is off: the targets keep their servers and stores for the
+# whole process on purpose.  -timeout: one input may take this long.
+set +e
+ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=0:abort_on_error=1}" \
+UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}" \
+  "$prog" "${limit[@]}" -timeout=30 -rss_limit_mb=4096 -print_final_stats=1 \
+  -artifact_prefix="$artifacts/$name-" "$scratch/corpus" "$seeds" >"$scratch/log" 2>&1
+rc=$?
+set -e
+grep -E "^(stat::number_of_executed_units|stat::peak_rss_mb|#[0-9]+ +DONE)" "$scratch/log" || true
+if [ $rc -ne 0 ]; then
+  echo "run.sh: $name failed (exit $rc); the input is in $artifacts:"
+  tail -60 "$scratch/log"
+  exit 1
+fi
+execs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$scratch/log")"
+echo "run.sh: $name ran ${execs:-?} inputs, no crash"

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Sanitizer builds of the test suites (docs/reliability.md).
+#
+#   tests/sanitize.sh asan              ASan+UBSan build of the unit suite, run it
+#   tests/sanitize.sh tsan              the same with TSan
+#   tests/sanitize.sh asan --all        ... and the whole ctest suite (integration
+#                                       tests on sanitized muster processes)
+#   tests/sanitize.sh asan --build-only build only (ctest runs the suite itself)
+#   tests/sanitize.sh asan --fuzz       also build the libFuzzer targets (tests/fuzz)
+#
+# Builds with clang into SANITIZE_DIR (default build-asan / build-tsan next
+# to build/), JOBS parallel jobs (default 2).  Every report aborts the test
+# that triggered it (UBSan does not recover); the script exits non-zero if
+# any test program failed.  Reports from dependencies (Debian's libraries are
+# not instrumented) would be listed in tests/sanitize.supp -- there are none.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+kind="${1:-asan}"
+shift || true
+all=0 build_only=0 fuzz=OFF
+for a in "$@"; do
+  case "$a" in
+    --all) all=1 ;;
+    --build-only) build_only=1 ;;
+    --fuzz) fuzz=ON ;;
+    *) echo "sanitize.sh: unknown option $a" >&2; exit 2 ;;
+  esac
+done
+case "$kind" in
+  asan) flags="address,undefined" ;;
+  tsan) flags="thread" ;;
+  *) echo "usage: tests/sanitize.sh asan|tsan [--all] [--build-only] [--fuzz]" >&2; exit 2 ;;
+esac
+[ "$kind" = tsan ] && fuzz=OFF
+dir="${SANITIZE_DIR:-$root/build-$kind}"
+jobs="${JOBS:-2}"
+
+if ! command -v clang++ >/dev/null; then
+  echo "sanitize.sh: clang++ is missing (deploy/install-deps.sh installs it)" >&2
+  exit 2
+fi
+# -O1 and line tables only: sanitizer builds compile slowly; this keeps the
+# stack traces exact and the build time about half of -O2 -g.
+CC=clang CXX=clang++ cmake -S "$root" -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=Sanitize \
+  -DCMAKE_CXX_FLAGS_SANITIZE="-O1 -gline-tables-only" -DCMAKE_C_FLAGS_SANITIZE="-O1 -gline-tables-only" \
+  -DMUSTER_SANITIZE="$flags" -DMUSTER_FUZZ="$fuzz" >/dev/null
+targets=(muster_unit_tests)
+[ "$fuzz" = ON ] && targets+=(muster_fuzz_targets)
+if [ "$all" = 1 ]; then
+  cmake --build "$dir" -j "$jobs"
+else
+  cmake --build "$dir" -j "$jobs" --target "${targets[@]}"
+fi
+[ "$build_only" = 1 ] && exit 0
+
+export ASAN_OPTIONS="${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1:detect_stack_use_after_return=1}"
+export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
+export TSAN_OPTIONS="${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}"
+if [ -f "$root/tests/sanitize.supp" ]; then
+  export LSAN_OPTIONS="${LSAN_OPTIONS:-suppressions=$root/tests/sanitize.supp}"
+fi
+
+if [ "$all" = 1 ]; then
+  cd "$dir"
+  exec ctest --output-on-failure --timeout 900 -j "$jobs" -E '^(robustness|sanitize|fuzz)\.'
+fi
+
+# The unit programs, each alone (a report names its program); the one-million
+# key snapshot test is labelled slow and left out, as ctest -L slow is.
+failed=()
+while IFS= read -r prog; do
+  [ -n "$prog" ] || continue
+  name="$(basename "$prog")"
+  [ "$name" = storage_snapshot_large_test ] && continue
+  start=$SECONDS
+  if (cd "$(dirname "$prog")" && "$prog" --gtest_brief=1 >"$dir/$name.log" 2>&1); then
+    echo "sanitize[$kind]: $name passed ($((SECONDS - start))s)"
+  else
+    echo "sanitize[$kind]: $name FAILED ($((SECONDS - start))s); last lines of $dir/$name.log:"
+    tail -40 "$dir/$name.log"
+    failed+=("$name")
+  fi
+done <"$dir/unit_tests.txt"
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "sanitize[$kind]: ${#failed[@]} program(s) failed: ${failed[*]}"
+  exit 1
+fi
+echo "sanitize[$kind]: every unit program passed"
