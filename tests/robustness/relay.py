@@ -442,19 +442,25 @@ def _varint_field(buf, number):
     return None
 
 
-def self_test():
-    """A quick check that blocking holds bytes and healing releases them."""
+def _self_test_relay():
+    """A relay with one front ("b") to a listening socket, and this process
+    as member "a": (relay, listener, front port)."""
     r = Relay()
     ls = socket.socket()
     ls.bind(("127.0.0.1", 0))
     ls.listen()
-    target = ls.getsockname()[1]
     probe = socket.socket()
     probe.bind(("127.0.0.1", 0))
     front = probe.getsockname()[1]
     probe.close()
-    r.add_front("b", front, target)
+    r.add_front("b", front, ls.getsockname()[1])
     r.set_pid("a", os.getpid())
+    return r, ls, front
+
+
+def self_test():
+    """A quick check that blocking holds bytes and healing releases them."""
+    r, ls, front = _self_test_relay()
     c = socket.create_connection(("127.0.0.1", front))
     s, _ = ls.accept()
     c.sendall(b"x")
@@ -482,17 +488,7 @@ def self_test_hold_snapshots():
     def frame(type_, payload):
         return (len(payload) + 1).to_bytes(4, "big") + bytes([type_]) + payload
 
-    r = Relay()
-    ls = socket.socket()
-    ls.bind(("127.0.0.1", 0))
-    ls.listen()
-    target = ls.getsockname()[1]
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    front = probe.getsockname()[1]
-    probe.close()
-    r.add_front("b", front, target)
-    r.set_pid("a", os.getpid())
+    r, ls, front = _self_test_relay()
     r.hold_snapshots("a", "b")
     # Handshake{version: 1, from: 7, stream: STREAM_RAFT (absent)}, then data.
     raft_hs = frame(1, bytes([0x08, 0x01, 0x18, 0x07]))
