@@ -59,6 +59,7 @@ class Clusters:
     setUpClass = classmethod(test_etcdctl.EtcdctlComparison.setUpClass.__func__)
     tearDownClass = classmethod(test_etcdctl.EtcdctlComparison.tearDownClass.__func__)
     move_leader = classmethod(test_etcdctl.EtcdctlComparison.move_leader.__func__)
+    start_clusters = classmethod(test_etcdctl.EtcdctlComparison.start_clusters.__func__)
 
     def setUp(self):
         test_etcdctl.EtcdctlComparison.setUp(self)
@@ -255,13 +256,7 @@ class AuthJwtComparison(Clusters, unittest.TestCase):
             flags = test_etcdctl.FLAGS + ["--auth-token", jwt]
             cls.clusters = [V3Cluster(cls.group, k, label="%s-jwt%d" % (k, i + 1), extra=flags)
                             for i, k in enumerate(systems())]
-            for c in cls.clusters:
-                c.start()
-            for c in cls.clusters:
-                c.wait_ready()
-            cls.leader_name = "m1"
-            for c in cls.clusters:
-                cls.move_leader(c, cls.leader_name)
+            cls.start_clusters()
         except BaseException:
             sys.stderr.write(cls.group.dump_logs())
             cls.group.close()

@@ -97,19 +97,24 @@ class EtcdctlComparison(unittest.TestCase):
             kinds = systems()
             cls.clusters = [V3Cluster(cls.group, k, label="%s%d" % (k, i + 1), extra=FLAGS,
                                       certs=certs) for i, k in enumerate(kinds)]
-            for c in cls.clusters:
-                c.start()
-            for c in cls.clusters:
-                c.wait_ready()
-            # m1 leads in both, so "IS LEADER" columns compare and the
-            # script's first endpoint is the leader (etcdctl move-leader).
-            cls.leader_name = "m1"
-            for c in cls.clusters:
-                cls.move_leader(c, cls.leader_name)
+            cls.start_clusters()
         except BaseException:
             sys.stderr.write(cls.group.dump_logs())
             cls.group.close()
             raise
+
+    @classmethod
+    def start_clusters(cls):
+        """Starts cls.clusters and waits until they serve, with m1 leading
+        in both, so "IS LEADER" columns compare and the script's first
+        endpoint is the leader (etcdctl move-leader)."""
+        for c in cls.clusters:
+            c.start()
+        for c in cls.clusters:
+            c.wait_ready()
+        cls.leader_name = "m1"
+        for c in cls.clusters:
+            cls.move_leader(c, cls.leader_name)
 
     @classmethod
     def move_leader(cls, c, name):
