@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import unittest
 import urllib.parse
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -29,6 +30,23 @@ MUSTERCTL = os.path.join(BIN_DIR, "musterctl") if BIN_DIR else "musterctl"
 DNSMASQ = next((p for p in ("/usr/sbin/dnsmasq", "/usr/bin/dnsmasq", "/usr/local/sbin/dnsmasq")
                 if os.path.exists(p)), None)
 OPENSSL = "/usr/bin/openssl"
+
+
+class BootTest(unittest.TestCase):
+    """A test with its own ProcessGroup (temp dir prefix PREFIX), closed
+    after the test; the members' logs are printed when the test fails."""
+    PREFIX = "muster-boot-test-"
+
+    def setUp(self):
+        self.group = ProcessGroup(prefix=self.PREFIX)
+        self.addCleanup(self.group.close)
+        self.addCleanup(self._dump_on_failure)
+
+    def _dump_on_failure(self):
+        outcome = getattr(self, "_outcome", None)
+        errors = getattr(outcome, "errors", []) if outcome else []
+        if any(e[1] for e in errors) or (outcome and not getattr(outcome, "success", True)):
+            print(self.group.dump_logs(3000), file=sys.stderr)
 
 
 class BootMember(Member):

@@ -12,21 +12,12 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bootstrap import (BootCluster, Discovery, Etcd, FlakyFront, ForwardProxy,  # noqa: E402
+from bootstrap import (BootTest, BootCluster, Discovery, Etcd, FlakyFront, ForwardProxy,  # noqa: E402
                        ProcessGroup, free_port, musterctl, request, wait_for)
 
 
-class DiscoveryBootstrapTest(unittest.TestCase):
-    def setUp(self):
-        self.group = ProcessGroup(prefix="muster-boot-test-")
-        self.addCleanup(self.group.close)
-        self.addCleanup(self._dump_on_failure)
-
-    def _dump_on_failure(self):
-        outcome = getattr(self, "_outcome", None)
-        errors = getattr(outcome, "errors", []) if outcome else []
-        if any(e[1] for e in errors) or (outcome and not getattr(outcome, "success", True)):
-            print(self.group.dump_logs(3000), file=sys.stderr)
+class DiscoveryBootstrapTest(BootTest):
+    PREFIX = "muster-boot-test-"
 
     def cluster(self, size, **kw):
         return BootCluster(size, group=self.group, **kw)

@@ -12,21 +12,12 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "proxy"))
-from bootstrap import BootCluster, Discovery, ProcessGroup, musterctl, wait_for  # noqa: E402
+from bootstrap import BootTest, BootCluster, Discovery, ProcessGroup, musterctl, wait_for  # noqa: E402
 from proxy_helpers import WatchStream, b64  # noqa: E402
 
 
-class FallbackProxyTest(unittest.TestCase):
-    def setUp(self):
-        self.group = ProcessGroup(prefix="muster-fallback-test-")
-        self.addCleanup(self.group.close)
-        self.addCleanup(self._dump_on_failure)
-
-    def _dump_on_failure(self):
-        outcome = getattr(self, "_outcome", None)
-        errors = getattr(outcome, "errors", []) if outcome else []
-        if any(e[1] for e in errors) or (outcome and not getattr(outcome, "success", True)):
-            print(self.group.dump_logs(3000), file=sys.stderr)
+class FallbackProxyTest(BootTest):
+    PREFIX = "muster-fallback-test-"
 
     def roles(self, c):
         """name -> "member" | "proxy" from what each node keeps in its data dir."""

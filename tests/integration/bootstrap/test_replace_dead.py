@@ -18,21 +18,12 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bootstrap import (BootCluster, Discovery, ProcessGroup, free_port, musterctl,  # noqa: E402
+from bootstrap import (BootTest, BootCluster, Discovery, ProcessGroup, free_port, musterctl,  # noqa: E402
                        wait_for)
 
 
-class ReplaceDeadTest(unittest.TestCase):
-    def setUp(self):
-        self.group = ProcessGroup(prefix="muster-replace-test-")
-        self.addCleanup(self.group.close)
-        self.addCleanup(self._dump_on_failure)
-
-    def _dump_on_failure(self):
-        outcome = getattr(self, "_outcome", None)
-        errors = getattr(outcome, "errors", []) if outcome else []
-        if any(e[1] for e in errors) or (outcome and not getattr(outcome, "success", True)):
-            print(self.group.dump_logs(3000), file=sys.stderr)
+class ReplaceDeadTest(BootTest):
+    PREFIX = "muster-replace-test-"
 
     # ---- helpers --------------------------------------------------------
 

@@ -13,22 +13,13 @@ import sys
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bootstrap import BootCluster, ProcessGroup, make_certs, start_dnsmasq, wait_for  # noqa: E402
+from bootstrap import BootTest, BootCluster, ProcessGroup, make_certs, start_dnsmasq, wait_for  # noqa: E402
 
 DOMAIN = "example.test"
 
 
-class SrvBootstrapTest(unittest.TestCase):
-    def setUp(self):
-        self.group = ProcessGroup(prefix="muster-srv-test-")
-        self.addCleanup(self.group.close)
-        self.addCleanup(self._dump_on_failure)
-
-    def _dump_on_failure(self):
-        outcome = getattr(self, "_outcome", None)
-        errors = getattr(outcome, "errors", []) if outcome else []
-        if any(e[1] for e in errors) or (outcome and not getattr(outcome, "success", True)):
-            print(self.group.dump_logs(3000), file=sys.stderr)
+class SrvBootstrapTest(BootTest):
+    PREFIX = "muster-srv-test-"
 
     def srv_cluster(self, size, service, scheme):
         c = BootCluster(size, group=self.group, host="localhost", scheme=scheme)
