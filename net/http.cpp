@@ -33,7 +33,7 @@ void Headers::set(std::string name, std::string value) {
     *const_cast<std::string*>(v) = std::move(value);
     return;
   }
-  if (fields_.empty()) fields_.reserve(12);
+  if (fields_.capacity() == 0) fields_.reserve(12);
   fields_.emplace_back(std::move(name), std::move(value));
 }
 
@@ -44,7 +44,7 @@ void Headers::add(std::string name, std::string value) {
     *joined += value;
     return;
   }
-  if (fields_.empty()) fields_.reserve(12);
+  if (fields_.capacity() == 0) fields_.reserve(12);
   fields_.emplace_back(std::move(name), std::move(value));
 }
 

@@ -30,6 +30,7 @@ class Headers {
   using Field = std::pair<std::string, std::string>;
   void set(std::string name, std::string value);
   void add(std::string name, std::string value);
+  void reserve(std::size_t n) { fields_.reserve(n); }
   std::optional<std::string> get(std::string_view name) const;
   // The value of `name`, or null; valid until the headers change.
   const std::string* find(std::string_view name) const;

@@ -9,12 +9,12 @@
 #include <sys/socket.h>
 
 #include <array>
+#include <cerrno>
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
-#include <deque>
 #include <map>
 #include <utility>
 
@@ -351,36 +351,73 @@ class Connection final : public ConnectionBase,
     }
   }
 
-  // Plaintext port: reads the first bytes and tells HTTP/2 (the preface, as
-  // grpc-go dials with prior knowledge), a TLS client (a handshake record) and
-  // HTTP/1.1 apart.  The bytes stay in buffer_ for whichever reads next.
+  // Plaintext port: peeks at the first bytes and tells HTTP/2 (the preface,
+  // as grpc-go dials with prior knowledge), a TLS client (a handshake
+  // record) and HTTP/1.1 apart.  Peeking needs no buffer: a connection holds
+  // none until its request is read, so a burst of connections (10,000
+  // long-polls) costs no transient buffers that would fragment the heap.
   void sniff() {
+    idle_timer_.expires_after(server_->options_.request_timeout);
+    idle_timer_.async_wait([self = this->shared_from_this()](boost::system::error_code ec) {
+      if (!ec && !self->sniffed_) self->close();
+    });
+    beast::get_lowest_layer(stream_).socket().async_wait(
+        tcp::socket::wait_read, [self = this->shared_from_this()](boost::system::error_code ec) {
+          if (ec) return self->close();
+          self->after_first_bytes_plain();
+        });
+  }
+
+  void after_first_bytes_plain() {
+    if (closed_) return;
+    const std::string_view preface = detail::kH2Preface;
+    char head[32];
+    const ssize_t n = ::recv(beast::get_lowest_layer(stream_).socket().native_handle(), head,
+                             preface.size(), MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return sniff();
+    if (n <= 0) return close();  // EOF or an error before a byte
+    std::string_view got(head, static_cast<std::size_t>(n));
+    if (got[0] == 0x16) {
+      log::warn(kCaller,
+                "TLS handshake on a plaintext port; the client must use http, or the server "
+                "https",
+                {{"remote-addr", remote_}});
+      return close();
+    }
+    const size_t m = std::min(got.size(), preface.size());
+    if (got.substr(0, m) == preface.substr(0, m)) {
+      // Part of the preface so far: peeking again would spin, so read it.
+      if (m < preface.size()) return read_preface();
+      return start_h2_or_refuse();
+    }
+    sniffed_ = true;
+    read_request();
+  }
+
+  // The rare client whose preface arrives in pieces: read until it is whole.
+  void read_preface() {
     beast::get_lowest_layer(stream_).expires_after(server_->options_.request_timeout);
     stream_.async_read_some(
-        buffer_.prepare(4096),
+        buffer_.prepare(64),
         [self = this->shared_from_this()](boost::system::error_code ec, std::size_t n) {
           if (ec) return self->close();
           self->buffer_.commit(n);
-          auto data = static_cast<const char*>(self->buffer_.data().data());
-          std::string_view got(data, self->buffer_.size());
-          if (!got.empty() && got[0] == 0x16) {
-            log::warn(kCaller,
-                      "TLS handshake on a plaintext port; the client must use http, or the "
-                      "server https",
-                      {{"remote-addr", self->remote_}});
-            return self->close();
-          }
           const std::string_view preface = detail::kH2Preface;
+          std::string_view got(static_cast<const char*>(self->buffer_.data().data()),
+                               self->buffer_.size());
           const size_t m = std::min(got.size(), preface.size());
-          if (got.substr(0, m) == preface.substr(0, m)) {
-            if (m < preface.size()) return self->sniff();  // not all of it yet
-            if (self->server_->http2()) return self->hand_over_h2();
-            log::warn(kCaller, "HTTP/2 client on a port that serves HTTP/1.1 only",
-                      {{"remote-addr", self->remote_}});
-            return self->close();
-          }
-          self->read_request();
+          if (got.substr(0, m) != preface.substr(0, m)) return self->close();
+          if (m < preface.size()) return self->read_preface();
+          self->start_h2_or_refuse();
         });
+  }
+
+  void start_h2_or_refuse() {
+    sniffed_ = true;
+    if (server_->http2()) return hand_over_h2();
+    log::warn(kCaller, "HTTP/2 client on a port that serves HTTP/1.1 only",
+              {{"remote-addr", remote_}});
+    close();
   }
 
   // The connection speaks HTTP/2 from here on: the socket (and any bytes
@@ -464,7 +501,7 @@ class Connection final : public ConnectionBase,
   void read_request() {
     if (stopping_) return close();
     arm_idle_timer();
-    parser_.emplace();
+    parser_ = std::make_unique<http::request_parser<http::string_body>>();
     parser_->header_limit(static_cast<std::uint32_t>(server_->options_.header_limit));
     parser_->body_limit(server_->options_.body_limit);
     beast::get_lowest_layer(stream_).expires_after(server_->options_.idle_timeout);
@@ -530,9 +567,11 @@ class Connection final : public ConnectionBase,
   void on_request(boost::system::error_code ec) {
     if (ec) return on_read_error(ec);
     auto msg = parser_->release();
+    parser_.reset();  // its buffers are not needed while the answer is pending
     Request req;
     req.method = std::string(msg.method_string());
     req.target = std::string(msg.target());
+    req.headers.reserve(static_cast<std::size_t>(std::distance(msg.begin(), msg.end())));
     for (auto& f : msg) req.headers.add(std::string(f.name_string()), std::string(f.value()));
     req.body = std::move(msg.body());
     req.keep_alive = msg.keep_alive();
@@ -567,18 +606,27 @@ class Connection final : public ConnectionBase,
   void watch_peer() {
     if (watching_ || peer_gone_ || buffer_.size() > 0) return;
     watching_ = true;
-    stream_.async_read_some(buffer_.prepare(512), [self = this->shared_from_this()](
-                                                      boost::system::error_code ec, std::size_t n) {
-      self->watching_ = false;
-      if (ec) {
-        self->peer_gone_ = true;
-        self->fire_cancel();
-        if (!self->writing_) self->close();
-        return;
-      }
-      self->buffer_.commit(n);
-      if (!self->exchange_) self->read_request();
-    });
+    // Nothing is buffered: give the read buffer back while the answer is
+    // pending (a long-poll may wait for minutes; 10,000 of them would hold
+    // 40 MB of idle buffers) and wait for readability without one.
+    buffer_.shrink_to_fit();
+    beast::get_lowest_layer(stream_).socket().async_wait(
+        tcp::socket::wait_read, [self = this->shared_from_this()](boost::system::error_code ec) {
+          if (ec) return self->peer_left();
+          self->stream_.async_read_some(
+              self->buffer_.prepare(512), [self](boost::system::error_code ec, std::size_t n) {
+                if (ec) return self->peer_left();
+                self->watching_ = false;
+                self->buffer_.commit(n);
+                if (!self->exchange_) self->read_request();
+              });
+        });
+  }
+  void peer_left() {
+    watching_ = false;
+    peer_gone_ = true;
+    fire_cancel();
+    if (!writing_) close();
   }
 
   void fire_cancel() {
@@ -589,27 +637,39 @@ class Connection final : public ConnectionBase,
     if (auto f = std::move(cancel_)) f();
   }
 
+  // HTTP/1.1 answers one exchange at a time, so everything queued is one
+  // byte stream; `last` (the end of the exchange's answer) is only ever the
+  // final piece queued.  Pieces queued while a write is in flight go out
+  // together in the next write.
   void enqueue(std::string bytes, bool last) {
     if (peer_gone_) {
       if (last) finish_exchange();
       return;
     }
-    out_.push_back({std::move(bytes), last});
+    if (out_.empty())
+      out_ = std::move(bytes);
+    else
+      out_ += bytes;
+    if (last) out_ends_exchange_ = true;
     if (!writing_) write_next();
   }
 
   void write_next() {
-    if (out_.empty()) return;
+    if (out_.empty() && !out_ends_exchange_) return;
     writing_ = true;
-    asio::async_write(stream_, asio::buffer(out_.front().bytes),
-                      [self = this->shared_from_this()](boost::system::error_code ec, std::size_t) {
+    in_flight_ = std::move(out_);
+    out_.clear();
+    const bool last = std::exchange(out_ends_exchange_, false);
+    asio::async_write(stream_, asio::buffer(in_flight_),
+                      [self = this->shared_from_this(), last](boost::system::error_code ec,
+                                                              std::size_t) {
                         self->writing_ = false;
-                        bool last = self->out_.front().last;
-                        self->out_.pop_front();
+                        self->in_flight_ = std::string();  // idle connections hold no buffer
                         if (ec) {
                           self->peer_gone_ = true;
                           self->fire_cancel();
                           self->out_.clear();
+                          self->out_ends_exchange_ = false;
                           return self->close();
                         }
                         if (last) self->after_response();
@@ -683,25 +743,21 @@ class Connection final : public ConnectionBase,
     server_->remove(this);
   }
 
-  struct Out {
-    std::string bytes;
-    bool last;
-  };
-
   std::shared_ptr<Server::Impl> server_;
   Stream stream_;
   asio::steady_timer idle_timer_;
   beast::flat_buffer buffer_;
   // Only while lingering (see linger()): most connections never need it.
   std::unique_ptr<std::array<char, 4096>> linger_buf_;
-  std::optional<http::request_parser<http::string_body>> parser_;
+  std::unique_ptr<http::request_parser<http::string_body>> parser_;  // while reading
   std::shared_ptr<ExchangeImpl<Stream>> exchange_;
   std::function<void()> cancel_;
-  std::deque<Out> out_;
+  std::string out_, in_flight_;  // queued; being written
+  bool out_ends_exchange_ = false;
   std::string remote_, peer_cn_, current_method_;
   bool keep_alive_ = true, responding_ = false, streaming_ = false, cancelled_ = false;
   bool writing_ = false, watching_ = false, peer_gone_ = false, closed_ = false;
-  bool stopping_ = false, rejecting_ = false, handshaken_ = false;
+  bool stopping_ = false, rejecting_ = false, handshaken_ = false, sniffed_ = false;
 };
 
 template <class Stream>
