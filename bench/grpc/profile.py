@@ -49,6 +49,19 @@ def leader_index(cluster):
     return 0
 
 
+TCMALLOC = "/usr/lib/x86_64-linux-gnu/libtcmalloc.so.4"
+
+
+def alloc_probes():
+    """uprobes on tcmalloc's entry points (operator new and new[] are aliases
+    of tc_new and tc_newarray); returns the perf event names."""
+    names = ["malloc", "tc_new", "tc_newarray", "calloc", "realloc"]
+    for n in names:
+        subprocess.run(["perf", "probe", "-q", "-x", TCMALLOC, "--add", n],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return ["probe_libtcmalloc:" + n for n in names]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -64,6 +77,9 @@ def main():
     ap.add_argument("--top", type=int, default=30)
     ap.add_argument("--out", default="")
     ap.add_argument("--extra-flags", default="")
+    ap.add_argument("--count-allocs", action="store_true",
+                    help="instead of sampling, count heap allocations per request on each "
+                         "member (uprobes on tcmalloc's malloc and operator new; muster only)")
     ap.add_argument("--dwarf", action="store_true",
                     help="unwind with DWARF (call graphs through code without frame pointers)")
     args = ap.parse_args()
@@ -90,7 +106,15 @@ def main():
         before = [cpu_seconds(p) for p in pids]
         load_before = cpu_seconds(load.pid)
         perfs = []
-        for i, pid in enumerate(pids):
+        if args.count_allocs:
+            events = alloc_probes()
+            stat_files = [os.path.join(out, "allocs%d.txt" % i) for i in range(len(pids))]
+            for pid, f in zip(pids, stat_files):
+                perfs.append(subprocess.Popen(
+                    ["perf", "stat", "-x", ",", "-o", f, "-e", ",".join(events), "-p", str(pid),
+                     "--", "sleep", "%g" % max(1.0, args.duration - 1.0)],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        for i, pid in enumerate(pids if not args.count_allocs else []):
             data = os.path.join(out, "member%d%s.data" % (i, "-leader" if i == lead else ""))
             perfs.append(subprocess.Popen(
                 ["perf", "record", "-q", "-e", "cpu-clock", "-p", str(pid)] +
@@ -134,8 +158,19 @@ def main():
                           avg("muster_server_apply_batch_entries"),
                           avg("etcd_disk_wal_fsync_duration_seconds") * 1000,
                           vals.get("etcd_disk_wal_fsync_duration_seconds_count", 0)))
+        if args.count_allocs:
+            print("\nheap allocations per request (malloc + operator new, during the window):")
+            for i, f in enumerate(stat_files):
+                total = 0
+                with open(f) as fh:
+                    for line in fh:
+                        parts = line.split(",")
+                        if len(parts) > 2 and parts[0].strip().isdigit():
+                            total += int(parts[0])
+                print("  member %d%s: %.1f" % (i, " (leader)" if i == lead else "",
+                                               total / reqs_in_window))
         for i in range(len(pids)):
-            if i != lead:
+            if i != lead or args.count_allocs:
                 continue
             data = os.path.join(out, "member%d-leader.data" % i)
             rep = subprocess.run(["perf", "report", "-i", data, "--no-children", "--stdio",
