@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <random>
 
 #include "base/log.h"
 #include "base/runner.h"
@@ -21,6 +22,13 @@ std::string hex(uint64_t id) {
 
 }  // namespace
 
+namespace {
+uint64_t random_incarnation() {
+  std::random_device rd;
+  return (static_cast<uint64_t>(rd()) << 32) | rd();
+}
+}  // namespace
+
 Driver::Driver(DriverOptions options, raft::Raft& raft, storage::MemberStorage& storage,
                RaftTransport& transport, metrics::Registry& metrics, DriverHooks hooks)
     : options_(options),
@@ -35,7 +43,8 @@ Driver::Driver(DriverOptions options, raft::Raft& raft, storage::MemberStorage& 
       entries_per_save_(metrics.histogram("muster_server_entries_per_log_save",
                                           "Raft log entries written (and synced) together.",
                                           metrics::exponential_buckets(1, 2, 14))),
-      hooks_(std::move(hooks)) {
+      hooks_(std::move(hooks)),
+      incarnation_(random_incarnation()) {
   raftpb::Snapshot snap;
   if (storage_.log().snapshot(&snap) == raft::StorageError::kOk)
     snapshot_index_ = snap.metadata().index();
@@ -210,7 +219,7 @@ void Driver::handle_inbox(Inbox& in) {
       for (auto& [data, id] : in.proposals) hooks_.on_rejected(id, r);
   }
   for (auto& task : in.tasks) task();
-  for (auto& ctx : in.reads) raft_.read_index(ctx);
+  if (!in.reads.empty()) send_read_batch(std::move(in.reads), Clock::now());
   for (auto& [peer, failed] : in.snapshot_reports) raft_.report_snapshot(peer, failed);
   for (auto peer : in.unreachable) raft_.report_unreachable(peer);
   if (raft_.role() == raft::StateRole::kLeader) {
@@ -378,8 +387,33 @@ void Driver::handle_ready(raft::Ready& rd) {
   } else if (!later.empty()) {
     hooks_.apply(std::move(later));
   }
-  if (hooks_.on_read_states) hooks_.on_read_states(rd.read_states);
+  if (hooks_.on_read_states && !rd.read_states.empty())
+    hooks_.on_read_states(expand_read_states(rd.read_states));
   maybe_snapshot();
+}
+
+void Driver::send_read_batch(std::vector<std::string> contexts, Clock::time_point now) {
+  // A batch nobody answered (the request was lost with a leader change)
+  // has no waiter left once the reads' deadline passed: forget it.
+  constexpr auto kForgetAfter = std::chrono::minutes(1);
+  for (auto it = read_batches_.begin(); it != read_batches_.end();)
+    it = now - it->second.sent > kForgetAfter ? read_batches_.erase(it) : std::next(it);
+  std::string ctx = std::to_string(options_.member_id) + "/" + std::to_string(incarnation_) +
+                    "/" + std::to_string(++read_batch_seq_);
+  read_batches_.emplace(ctx, ReadBatch{std::move(contexts), now});
+  raft_.read_index(std::move(ctx));
+}
+
+std::vector<raft::ReadState> Driver::expand_read_states(
+    const std::vector<raft::ReadState>& batches) {
+  std::vector<raft::ReadState> out;
+  for (const auto& rs : batches) {
+    auto it = read_batches_.find(rs.context);
+    if (it == read_batches_.end()) continue;
+    for (auto& ctx : it->second.contexts) out.push_back({rs.index, std::move(ctx)});
+    read_batches_.erase(it);
+  }
+  return out;
 }
 
 void Driver::maybe_snapshot() {

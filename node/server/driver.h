@@ -41,6 +41,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -198,6 +199,20 @@ class Driver {
   // turn's Ready or refused the snapshot (a stale term, an older index).
   bool snapshot_stepped_ = false;
   uint64_t snapshot_index_ = 0;
+  // Linearizable reads that arrive in one turn share one ReadIndex: one
+  // heartbeat round on the leader (one MsgReadIndex from a follower)
+  // confirms all of them.  Keyed by the batch's context, which names this
+  // member and this process (a leader may still answer a context sent by
+  // this member's previous incarnation: it must not match a new batch).
+  struct ReadBatch {
+    std::vector<std::string> contexts;  // the reads' own contexts
+    Clock::time_point sent;
+  };
+  std::map<std::string, ReadBatch> read_batches_;
+  uint64_t read_batch_seq_ = 0;
+  const uint64_t incarnation_;
+  void send_read_batch(std::vector<std::string> contexts, Clock::time_point now);
+  std::vector<raft::ReadState> expand_read_states(const std::vector<raft::ReadState>& batches);
   Clock::time_point next_tick_{}, next_housekeeping_{}, started_{};
   bool first_election_pending_ = true;
   std::thread thread_;

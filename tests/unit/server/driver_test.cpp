@@ -56,6 +56,7 @@ struct Node {
   std::unique_ptr<Driver> driver;
   std::vector<uint64_t> applied;  // indexes, in the order the hook saw them
   int installs = 0;
+  std::vector<raft::ReadState> read_states;  // what on_read_states handed out
 };
 
 // Messages in flight, delivered by the test; `cut` members lose everything
@@ -231,6 +232,9 @@ class DriverTest : public ::testing::Test {
       apply_now(entries);
     };
     h.drain = [] {};
+    h.on_read_states = [&n](const std::vector<raft::ReadState>& rs) {
+      n.read_states.insert(n.read_states.end(), rs.begin(), rs.end());
+    };
     h.on_installed = [&n](const raftpb::SnapshotMetadata& meta) {
       n.installs++;
       // What the member does (membership's adopt_installed): the applied
@@ -293,6 +297,42 @@ TEST_F(DriverTest, FollowersAckOnlyWhatTheirDiskHoldsAndApplyInOrder) {
     EXPECT_EQ(n->storage->kv().applied_index(), last) << "member " << id;
     ASSERT_FALSE(n->applied.empty());
     EXPECT_EQ(n->applied.back(), last) << "member " << id;
+  }
+}
+
+// Linearizable reads that arrive in one turn cost one ReadIndex: the leader
+// sends one heartbeat round for all of them and a follower one MsgReadIndex,
+// and every read is answered with a read point at or past the commit index
+// of the moment it was asked.
+TEST_F(DriverTest, ReadsOfOneTurnShareOneReadIndex) {
+  const uint64_t lead = elect();
+  ASSERT_NE(lead, 0u);
+  settle(3);  // the leader has committed an entry of its term
+  const uint64_t follower = lead == 1 ? 2 : 1;
+  const uint64_t committed = nodes_[lead]->raft->log().committed();
+  auto count_on_wire = [this](uint64_t from, raftpb::MessageType type) {
+    int n = 0;
+    for (const auto& f : net_.wire)
+      if (f.m.from() == from && f.m.type() == type && !f.m.context().empty()) n++;
+    return n;
+  };
+  for (uint64_t id : {lead, follower}) {
+    for (int i = 0; i < 10; ++i)
+      nodes_[id]->driver->read_index(std::to_string(id) + "-read-" + std::to_string(i));
+    nodes_[id]->driver->turn(now_);
+  }
+  EXPECT_EQ(count_on_wire(lead, raftpb::MsgHeartbeat), 2);  // one per follower
+  EXPECT_EQ(count_on_wire(follower, raftpb::MsgReadIndex), 1);
+  settle(3);
+  for (uint64_t id : {lead, follower}) {
+    std::set<std::string> answered;
+    for (const auto& rs : nodes_[id]->read_states) {
+      EXPECT_GE(rs.index, committed) << rs.context;
+      answered.insert(rs.context);
+    }
+    EXPECT_EQ(answered.size(), 10u) << "member " << id;
+    for (int i = 0; i < 10; ++i)
+      EXPECT_TRUE(answered.count(std::to_string(id) + "-read-" + std::to_string(i)));
   }
 }
 
