@@ -194,8 +194,11 @@ class V2ApiTest(unittest.TestCase):
         self.assertTrue(m, out)
         new_id = m.group(1)
         self.assertIn('ETCD_INITIAL_CLUSTER_STATE="existing"', out)
-        status, _, body = v2(two, "GET", "/v2/members")
-        self.assertIn(new_id, [x["id"] for x in body["members"]])
+        # The member that took the change answered once it applied it; another
+        # member lists it once it has applied it too (GET /v2/members is each
+        # member's own view, as in etcd).
+        wait_for(lambda: new_id in [x["id"] for x in v2(two, "GET", "/v2/members")[2]["members"]],
+                 10, "the other member to list m4")
         # While m4 is an unstarted voter the cluster is unhealthy for any
         # further voter, as in etcd (a 5xx, "has no leader" to etcdctl v2).
         rc, out, err = etcdctl2(one, "member", "add", "m5", newcomer)
