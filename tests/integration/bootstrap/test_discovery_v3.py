@@ -17,8 +17,8 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bootstrap import (BootTest, BootCluster, Etcd, MUSTER, free_port, musterctl,  # noqa: E402
-                       wait_for)
+from bootstrap import (BootTest, BootCluster, Etcd, MUSTER, free_port, make_certs,  # noqa: E402
+                       musterctl, wait_for)
 from harness import ETCDCTL  # noqa: E402
 
 HAVE_ETCD = os.path.exists(os.environ.get("ETCD", "/usr/bin/etcd"))
@@ -138,6 +138,12 @@ class DiscoveryV3Test(BootTest):
         self.assertEqual(proxy.value(key), "v")
         # Neither wrote a registration.
         self.assertEqual(len(self.token_json(endpoint, token)["members"]), 3)
+        # An existing token is never resized by `discovery new --v3`.
+        code, out, err = musterctl("discovery", "new", "--v3", "--endpoints", endpoint,
+                                   "--token", token, "--size", "5")
+        self.assertEqual(code, 1, out)
+        self.assertIn("token %s already exists" % token, err)
+        self.assertEqual(self.token_json(endpoint, token)["size"], 3)
         c.members.remove(late)
         c.members.remove(proxy)
         proxy.kill9()
@@ -212,6 +218,37 @@ class DiscoveryV3Test(BootTest):
         c = self.cluster(2)
         c.members[0].start(flags + ["--discovery-user", "root:rootpw"])
         c.members[1].start(flags + ["--discovery-user", "root", "--discovery-password", "rootpw"])
+        self.check_one_cluster(c, token)
+
+    @unittest.skipUnless(HAVE_ETCD, "etcd not installed")
+    def test_tls_endpoints_with_a_client_certificate(self):
+        ca, cert, key = make_certs(self.group.dir, ["127.0.0.1"])
+        url = "https://127.0.0.1:%d" % free_port()
+        e = Etcd(self.group, "etcd-tls", extra_args=[
+            "--listen-client-urls", url, "--advertise-client-urls", url, "--cert-file", cert,
+            "--key-file", key, "--trusted-ca-file", ca, "--client-cert-auth"])
+        tls = ["--cacert", ca, "--cert", cert, "--key", key]
+        wait_for(lambda: etcdctl(url, *tls, "endpoint", "health")[0] == 0 or not e.proc.alive(),
+                 20, "etcd (TLS) to be healthy")
+        # musterctl writes the size key over TLS too.
+        code, out, err = musterctl("discovery", "new", "--v3", "--endpoints", url, "--size", "2",
+                                   *tls)
+        self.assertEqual(code, 0, err)
+        token = out.splitlines()[0]
+        secure = ["--discovery-token", token, "--discovery-cacert", ca, "--discovery-cert", cert,
+                  "--discovery-key", key]
+        # Without a client certificate the server refuses the handshake: the
+        # endpoint cannot be reached, and with no retries left that is it.
+        nocert = self.cluster(1, names=["nocert"]).members[0]
+        nocert.start(["--discovery-token", token, "--discovery-endpoints", url,
+                      "--discovery-cacert", ca, "--discovery-max-retries", "0"])
+        self.assertEqual(nocert.exit_code(20), 1)
+        self.assertTrue(fatal(nocert.proc.log()).startswith("discovery: too many retries"),
+                        nocert.proc.log()[-2000:])
+        # https:// is TLS; a bare host:port is TLS because TLS files are given.
+        c = self.cluster(2)
+        c.members[0].start(secure + ["--discovery-endpoints", url])
+        c.members[1].start(secure + ["--discovery-endpoints", url[len("https://"):]])
         self.check_one_cluster(c, token)
 
     # ---- errors ----
