@@ -83,6 +83,21 @@ show and rm work on any discovery URL a member accepts (muster-discovery,
 discovery.etcd.io, an etcd or muster v2 keys directory).  They take
 --discovery-proxy <url> and --timeout <ms> (default 5000).
 
+v3 discovery (etcd 3.6: members started with --discovery-token and
+--discovery-endpoints; the token lives in any etcd v3 cluster, etcd or muster):
+
+  discovery new --v3 [--size N] [--token T] [--endpoints ...]
+      writes /_etcd/registry/<T>/_config/size = N (default 3) unless it
+      exists; T defaults to 32 random hex digits.  Prints the token, then
+      the flags to give every member:
+        --discovery-token=<T> --discovery-endpoints=<endpoints>
+      (-w json: token, size, sizeKey, endpoints, memberFlags)
+  discovery show --v3 --token T [--endpoints ...] [-w json]
+      the token's size and registrations in create-revision order
+
+Both take the global flags (--endpoints, --cacert, --cert, --key,
+--insecure-skip-tls-verify, --dial-timeout, --command-timeout, -w).
+
 Exit status: 0 on success, 1 when the service fails, 128 on bad arguments.
 )";
 

@@ -5,15 +5,28 @@
 //         retried on the same token
 // It speaks the same v2 keys API the members do (node/bootstrap/discovery.h),
 // so it works on any discovery URL a member accepts.
+//
+// With --v3, the token is etcd 3.6's v3 discovery token: keys under
+// /_etcd/registry/<token> in an etcd v3 cluster (node/bootstrap/discovery_v3.h).
+//   new --v3   writes the size key through musterctl's own client (the
+//              --endpoints and TLS global flags), only if it does not exist
+//   show --v3  reads the token over gRPC as the members do
+#include <openssl/rand.h>
+
+#include <algorithm>
 #include <charconv>
 #include <nlohmann/json.hpp>
 #include <ostream>
 
+#include "ctl/client.h"
 #include "ctl/command.h"
+#include "ctl/command_support.h"
 #include "ctl/flags.h"
+#include "etcdwire/v3_json.h"
 #include "net/client.h"
 #include "net/url.h"
 #include "node/bootstrap/discovery.h"
+#include "node/bootstrap/discovery_v3.h"
 
 namespace muster::ctl {
 namespace {
@@ -55,7 +68,96 @@ bootstrap::DiscoveryOptions options_for(const std::string& url, const Flags& fla
   return o;
 }
 
+bool has_v3(const std::vector<std::string>& args) {
+  for (const auto& a : args) {
+    if (a == "--") break;
+    if (a == "--v3" || a == "-v3" || a == "--v3=true") return true;
+  }
+  return false;
+}
+
+std::string random_token() {
+  unsigned char bytes[16];
+  if (RAND_bytes(bytes, sizeof bytes) != 1) return "";
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string t;
+  for (unsigned char b : bytes) {
+    t += kHex[b >> 4];
+    t += kHex[b & 15];
+  }
+  return t;
+}
+
+// `discovery new --v3 [--size N] [--token T]`: the size key, created only if
+// absent (a Txn comparing its version with 0), so an existing token is never
+// resized under its members' feet.
+int run_new_v3(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+  Flags flags;
+  flags.add_bool("v3");
+  flags.add_string("size", "3");
+  flags.add_string("token", "");
+  GlobalOptions options;
+  if (auto code = parse_command_line("discovery", args, flags, options, err)) return *code;
+  if (!flags.positional().empty()) return bad_args(err, "discovery new takes no arguments");
+  if (options.write_out == OutputFormat::kTable) return unsupported_format(err, options.write_out);
+  const std::string& size_text = flags.get("size");
+  int size = 0;
+  auto [end, ec] = std::from_chars(size_text.data(), size_text.data() + size_text.size(), size);
+  if (ec != std::errc() || end != size_text.data() + size_text.size() || size < 1)
+    return bad_args(err, "--size: want a positive number, got \"" + size_text + "\"");
+  std::string token = flags.get("token");
+  if (token.empty()) token = random_token();
+  if (token.empty() || token.find_first_of("/ \t\r\n,") != std::string::npos)
+    return bad_args(err, "--token: want a token without '/', ',' or spaces, got \"" + token + "\"");
+  const std::string key = bootstrap::v3_size_key(token);
+  const std::string k64 = etcdwire::base64_encode(key);
+  nlohmann::ordered_json req = {
+      {"compare", {{{"key", k64}, {"result", "EQUAL"}, {"target", "VERSION"}, {"version", "0"}}}},
+      {"success",
+       {{{"request_put",
+          {{"key", k64}, {"value", etcdwire::base64_encode(std::to_string(size))}}}}}},
+      {"failure", {{{"request_range", {{"key", k64}}}}}}};
+  Client client(options);
+  const Reply reply = client.call("/v3/kv/txn", req);
+  if (!reply.ok()) return request_failed(err, reply);
+  if (!reply.body.value("succeeded", false)) {
+    std::string existing = "?";
+    try {
+      existing = etcdwire::base64_decode(reply.body.at("responses")
+                                             .at(0)
+                                             .at("response_range")
+                                             .at("kvs")
+                                             .at(0)
+                                             .at("value")
+                                             .get<std::string>())
+                     .value_or("?");
+    } catch (const std::exception&) {
+    }
+    err << "Error: token " << token << " already exists at " << reply.endpoint << " (" << key
+        << " = " << existing << "); choose another --token\n";
+    return kExitError;
+  }
+  std::vector<std::string> eps;
+  for (const auto& e : options.endpoints) eps.push_back(endpoint_url(e, options));
+  std::string joined;
+  for (size_t i = 0; i < eps.size(); ++i) joined += (i ? "," : "") + eps[i];
+  const std::string member_flags =
+      "--discovery-token=" + token + " --discovery-endpoints=" + joined;
+  if (options.write_out == OutputFormat::kJson) {
+    nlohmann::ordered_json j = {{"token", token},
+                                {"size", size},
+                                {"sizeKey", key},
+                                {"endpoints", eps},
+                                {"memberFlags", member_flags}};
+    out << j.dump() << "\n";
+    return kExitSuccess;
+  }
+  out << token << "\n" << member_flags << "\n";
+  return kExitSuccess;
+}
+
 int run_new(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+  if (has_v3(args)) return run_new_v3(args, out, err);
   Flags flags;
   flags.add_string("size", "3");
   flags.add_string("endpoint", kDefaultEndpoint);
@@ -86,7 +188,12 @@ int run_new(const std::vector<std::string>& args, std::ostream& out, std::ostrea
   return kExitSuccess;
 }
 
+int print_token(ordered_json head, const bootstrap::TokenState& st, bool as_json,
+                std::ostream& out);
+int run_show_v3(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
+
 int run_show(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+  if (has_v3(args)) return run_show_v3(args, out, err);
   Flags flags;
   add_common(flags);
   if (auto e = flags.parse(args)) return bad_args(err, *e);
@@ -103,11 +210,47 @@ int run_show(const std::vector<std::string>& args, std::ostream& out, std::ostre
     err << "Error: " << f->message << "\n";
     return kExitError;
   }
+  return print_token(ordered_json{{"url", url}}, st, as_json, out);
+}
+
+// `discovery show --v3 --token T [--endpoints ...]`: the token read over
+// gRPC exactly as members read it (create-revision order).
+int run_show_v3(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+  Flags flags;
+  flags.add_bool("v3");
+  flags.add_string("token", "");
+  GlobalOptions options;
+  if (auto code = parse_command_line("discovery", args, flags, options, err)) return *code;
+  if (!flags.positional().empty()) return bad_args(err, "discovery show --v3 takes no arguments");
+  if (flags.get("token").empty()) return bad_args(err, "discovery show --v3 needs --token");
+  if (options.write_out == OutputFormat::kTable) return unsupported_format(err, options.write_out);
+  bootstrap::DiscoveryV3Options o;
+  o.token = flags.get("token");
+  for (const auto& e : options.endpoints) o.endpoints.push_back(endpoint_url(e, options));
+  o.dial_timeout = options.dial_timeout;
+  o.request_timeout = options.command_timeout;
+  o.cacert = options.cacert;
+  o.cert = options.cert;
+  o.key = options.key;
+  o.insecure_skip_tls_verify = options.insecure_skip_tls_verify;
+  o.max_retries = 0;  // an operator at a terminal wants an answer now
+  bootstrap::DiscoveryV3Client client(o);
+  bootstrap::TokenState st;
+  if (auto f = client.state(&st)) {
+    err << "Error: " << f->message << "\n";
+    return kExitError;
+  }
+  return print_token(ordered_json{{"token", o.token}, {"endpoints", o.endpoints}}, st,
+                     options.write_out == OutputFormat::kJson, out);
+}
+
+// The token's size and registrations; `head` names the token (JSON fields).
+int print_token(ordered_json head, const bootstrap::TokenState& st, bool as_json,
+                std::ostream& out) {
   const uint64_t n = st.members.size();
   const bool complete = n >= st.size;
   if (as_json) {
-    ordered_json j;
-    j["url"] = url;
+    ordered_json j = std::move(head);
     j["size"] = st.size;
     j["members"] = ordered_json::array();
     for (uint64_t i = 0; i < n; ++i) {

@@ -199,6 +199,7 @@ void Channel::Impl::connect() {
   const uint64_t gen = ++generation_;
   DialOptions d;
   d.connect_timeout = d.handshake_timeout = options_.connect_timeout;
+  d.keep_alive = options_.keep_alive;
   if (tls_) {
     d.tls_context = tls_;
     d.tls = *options_.tls;

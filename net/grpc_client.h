@@ -22,6 +22,7 @@
 #include <string>
 
 #include "net/grpc.h"
+#include "net/socket_options.h"
 #include "net/tls.h"
 
 namespace muster::net::grpc {
@@ -50,6 +51,9 @@ struct ChannelOptions {
   uint16_t port = 0;
   std::optional<TlsOptions> tls;  // set: TLS with ALPN h2
   std::chrono::milliseconds connect_timeout{5'000};
+  // Dead-peer detection on the connection (TCP keep-alive probes and
+  // TCP_USER_TIMEOUT, net/socket_options.h); off by default.
+  KeepAlive keep_alive;
 };
 
 class Channel {

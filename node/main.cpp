@@ -59,7 +59,8 @@ std::map<std::string, std::string> environment() {
 // (its client ports are released) and starts as that replacement member.
 // Without the flag: the proxy, as etcd's.
 int run_proxy(const config::Config& cfg, std::vector<std::string> peer_urls) {
-  if (cfg.discovery_replace_dead.count() == 0 || cfg.discovery.empty())
+  if (cfg.discovery_replace_dead.count() == 0 ||
+      (cfg.discovery.empty() && !cfg.discovery_v3.enabled()))
     return proxy::run(cfg, std::move(peer_urls));
   const config::TlsSetup tls = config::make_tls_setup(cfg);
   std::mutex mu;

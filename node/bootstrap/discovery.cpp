@@ -157,6 +157,25 @@ bool parse_registration(const std::string& value,
   return true;
 }
 
+bool registration_marker_holds(const std::string& path, const std::string& value) {
+  if (path.empty()) return false;
+  std::ifstream in(path);
+  std::string v;
+  return std::getline(in, v) && v == value;
+}
+
+void write_registration_marker(const std::string& path, const std::string& value) {
+  if (path.empty()) return;
+  std::error_code ec;
+  const auto dir = std::filesystem::path(path).parent_path();
+  std::filesystem::create_directories(dir, ec);
+  std::filesystem::permissions(dir, std::filesystem::perms::owner_all,
+                               std::filesystem::perm_options::replace, ec);
+  std::ofstream out(path, std::ios::trunc);
+  out << value << "\n";
+  if (!out) log::warn(kLog, "cannot write the registration marker", {{"file", path}});
+}
+
 std::optional<DiscoveryUrl> parse_discovery_url(const std::string& url, std::string* error) {
   std::string err;
   auto u = net::parse_url(url, &err);
@@ -329,7 +348,7 @@ std::optional<DiscoveryClient::Failure> DiscoveryClient::remove(const std::strin
 }
 
 std::optional<DiscoveryClient::Failure> DiscoveryClient::put(const std::string& id,
-                                                           const std::string& value) {
+                                                             const std::string& value) {
   const std::string body = "value=" + net::percent_encode(value);
   net::Headers h;
   h.set("Content-Type", "application/x-www-form-urlencoded");
@@ -621,23 +640,10 @@ class Joiner {
 
   // The marker holds our registration's value (options_.registration_marker).
   bool has_registration_marker() const {
-    if (options_.registration_marker.empty()) return false;
-    std::ifstream in(options_.registration_marker);
-    std::string v;
-    return std::getline(in, v) && v == self_value_;
+    return registration_marker_holds(options_.registration_marker, self_value_);
   }
   void write_registration_marker() const {
-    if (options_.registration_marker.empty()) return;
-    std::error_code ec;
-    const auto dir = std::filesystem::path(options_.registration_marker).parent_path();
-    std::filesystem::create_directories(dir, ec);
-    std::filesystem::permissions(dir, std::filesystem::perms::owner_all,
-                                 std::filesystem::perm_options::replace, ec);
-    std::ofstream out(options_.registration_marker, std::ios::trunc);
-    out << self_value_ << "\n";
-    if (!out)
-      log::warn(kLog, "cannot write the registration marker",
-                {{"file", options_.registration_marker}});
+    bootstrap::write_registration_marker(options_.registration_marker, self_value_);
   }
 
   DiscoveryOptions options_;

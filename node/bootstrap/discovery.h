@@ -165,4 +165,11 @@ class DiscoveryClient {
 bool parse_registration(const std::string& value,
                         std::vector<std::pair<std::string, std::string>>* pairs);
 
+// The registration marker (DiscoveryOptions::registration_marker), shared
+// by v2 and v3 discovery: true when the file at `path` holds `value`; the
+// writer creates its directory (owner-only) and logs a failure.  An empty
+// path is no marker.
+bool registration_marker_holds(const std::string& path, const std::string& value);
+void write_registration_marker(const std::string& path, const std::string& value);
+
 }  // namespace muster::bootstrap

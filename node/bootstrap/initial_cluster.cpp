@@ -5,6 +5,7 @@
 #include "base/log.h"
 #include "dns/srv_lookup.h"
 #include "node/bootstrap/discovery.h"
+#include "node/bootstrap/discovery_v3.h"
 
 namespace muster::bootstrap {
 namespace {
@@ -16,13 +17,18 @@ std::string join(const std::vector<std::string>& v) {
 }
 
 InitialCluster from_discovery(const config::Config& cfg) {
-  DiscoveryOptions o;
-  o.url = cfg.discovery;
-  o.proxy = cfg.discovery_proxy;
-  o.name = cfg.name;
-  o.peer_urls = cfg.initial_advertise_peer_urls;
-  o.registration_marker = cfg.data_dir + "/discovery-registration";
-  DiscoveryResult r = join_cluster(o);
+  DiscoveryResult r;
+  if (cfg.discovery_v3.enabled()) {
+    r = join_cluster_v3(discovery_v3_options(cfg));
+  } else {
+    DiscoveryOptions o;
+    o.url = cfg.discovery;
+    o.proxy = cfg.discovery_proxy;
+    o.name = cfg.name;
+    o.peer_urls = cfg.initial_advertise_peer_urls;
+    o.registration_marker = cfg.data_dir + "/discovery-registration";
+    r = join_cluster(o);
+  }
   InitialCluster out;
   out.message = r.message;
   out.peer_urls = r.peer_urls;
@@ -31,7 +37,9 @@ InitialCluster from_discovery(const config::Config& cfg) {
     case DiscoveryResult::Kind::kCluster:
       out.kind = InitialCluster::Kind::kCluster;
       out.initial_cluster = r.initial_cluster;
-      out.token = cfg.discovery;  // etcd: the discovery URL is the cluster token
+      // etcd: the discovery URL (v2) or the --discovery-token (v3) is the
+      // cluster token.
+      out.token = cfg.discovery_v3.enabled() ? cfg.discovery_v3.token : cfg.discovery;
       break;
     case DiscoveryResult::Kind::kFull:
       out.kind = InitialCluster::Kind::kFull;
@@ -71,7 +79,7 @@ InitialCluster from_srv(const config::Config& cfg) {
 }  // namespace
 
 InitialCluster resolve_initial_cluster(const config::Config& cfg) {
-  if (!cfg.discovery.empty()) return from_discovery(cfg);
+  if (!cfg.discovery.empty() || cfg.discovery_v3.enabled()) return from_discovery(cfg);
   if (!cfg.discovery_srv.empty()) return from_srv(cfg);
   InitialCluster out;
   out.kind = InitialCluster::Kind::kCluster;
@@ -82,7 +90,9 @@ InitialCluster resolve_initial_cluster(const config::Config& cfg) {
 
 std::vector<std::string> proxy_peer_urls(const config::Config& cfg, std::string* error) {
   std::vector<std::string> urls;
-  if (cfg.discovery.empty()) {
+  if (cfg.discovery_v3.enabled()) {
+    urls = v3_token_peer_urls(cfg, nullptr, error, cfg.discovery_v3.max_retries);
+  } else if (cfg.discovery.empty()) {
     auto cluster = config::parse_initial_cluster(cfg.initial_cluster);
     if (!cluster.ok()) {
       *error = cluster.error();
@@ -113,7 +123,7 @@ std::vector<std::string> proxy_peer_urls(const config::Config& cfg, std::string*
   std::sort(urls.begin(), urls.end());
   urls.erase(std::unique(urls.begin(), urls.end()), urls.end());
   if (urls.empty() && error->empty())
-    *error = cfg.discovery.empty() ? "--initial-cluster names no peer URLs"
+    *error = cfg.discovery.empty() ? std::string("--initial-cluster names no peer URLs")
                                    : "no member has registered with " + cfg.discovery + " yet";
   return urls;
 }

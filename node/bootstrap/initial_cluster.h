@@ -1,6 +1,7 @@
 // node/bootstrap/initial_cluster.h: where a member that has no data yet gets
-// its initial cluster from: --initial-cluster as given, a --discovery URL, or
-// --discovery-srv DNS records.  node/main calls resolve_initial_cluster()
+// its initial cluster from: --initial-cluster as given, a --discovery URL, v3
+// discovery (--discovery-token + --discovery-endpoints), or --discovery-srv
+// DNS records.  node/main calls resolve_initial_cluster()
 // once, before the server starts, and then follows the static path with the
 // answer.
 //
@@ -36,9 +37,9 @@ struct InitialCluster {
 InitialCluster resolve_initial_cluster(const config::Config& cfg);
 
 // The cluster a node started with --proxy on|readonly forwards to, as etcd:
-// the peer URLs of --initial-cluster, or with --discovery the registered
-// members of the token (the first `size` by createdIndex), read without
-// registering.  Empty with `*error` set when there are none.
+// the peer URLs of --initial-cluster, or with --discovery (or v3 discovery)
+// the registered members of the token (the first `size` by createdIndex or
+// create revision), read without registering.  Empty with `*error` set when there are none.
 std::vector<std::string> proxy_peer_urls(const config::Config& cfg, std::string* error);
 
 }  // namespace muster::bootstrap

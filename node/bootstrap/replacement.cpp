@@ -10,6 +10,7 @@
 #include "etcdwire/ids.h"
 #include "net/client.h"
 #include "node/bootstrap/discovery.h"
+#include "node/bootstrap/discovery_v3.h"
 #include "node/bootstrap/peer_members.h"
 
 namespace muster::bootstrap {
@@ -164,32 +165,39 @@ std::optional<MemberPlan> try_replacement(const config::Config& cfg,
   // has is deleted (the dead one; also one an earlier, failed replacement
   // removed), then ours is written.
   auto after = fetch_cluster(token_peer_urls, quick, &err);
-  DiscoveryOptions dopts;
-  dopts.url = cfg.discovery;
-  dopts.proxy = cfg.discovery_proxy;
-  dopts.name = cfg.name;
-  dopts.peer_urls = cfg.initial_advertise_peer_urls;
-  DiscoveryClient token(dopts);
-  TokenState st;
-  if (after && !token.state(&st)) {
-    for (size_t i = 0; i < st.members.size() && i < st.size; ++i) {
-      auto rid = etcdwire::parse_hex_id(st.members[i].id);
-      bool member = false;
-      for (const auto& m : after->members) member = member || (rid && m.id == *rid);
-      if (member) continue;
-      log::info(kLog, "removing a registration whose member left the cluster from the token",
-                {{"member-id", st.members[i].id}, {"value", st.members[i].value}});
-      if (auto f = token.remove(st.members[i].id))
-        log::warn(kLog, "could not remove a registration from the discovery token",
-                  {{"member-id", st.members[i].id}, {"error", f->message}});
+  if (cfg.discovery_v3.enabled()) {  // a v3 token (discovery_v3.h): one Txn does both
+    std::vector<uint64_t> ids;
+    for (const auto& m : (after ? after->members : view->members)) ids.push_back(m.id);
+    record_replacement_in_v3_token(cfg, *id, ids);
+  } else {
+    DiscoveryOptions dopts;
+    dopts.url = cfg.discovery;
+    dopts.proxy = cfg.discovery_proxy;
+    dopts.name = cfg.name;
+    dopts.peer_urls = cfg.initial_advertise_peer_urls;
+    DiscoveryClient token(dopts);
+    TokenState st;
+    if (after && !token.state(&st)) {
+      for (size_t i = 0; i < st.members.size() && i < st.size; ++i) {
+        auto rid = etcdwire::parse_hex_id(st.members[i].id);
+        bool member = false;
+        for (const auto& m : after->members) member = member || (rid && m.id == *rid);
+        if (member) continue;
+        log::info(kLog, "removing a registration whose member left the cluster from the token",
+                  {{"member-id", st.members[i].id}, {"value", st.members[i].value}});
+        if (auto f = token.remove(st.members[i].id))
+          log::warn(kLog, "could not remove a registration from the discovery token",
+                    {{"member-id", st.members[i].id}, {"error", f->message}});
+      }
     }
+    std::vector<std::string> urls = cfg.initial_advertise_peer_urls;
+    std::sort(urls.begin(), urls.end());
+    std::vector<std::string> pairs;
+    for (const auto& u : urls) pairs.push_back(cfg.name + "=" + u);
+    if (auto f = token.put(etcdwire::id_to_hex(*id), join(pairs, ",")))
+      log::warn(kLog, "could not record this member in the discovery token",
+                {{"error", f->message}});
   }
-  std::vector<std::string> urls = cfg.initial_advertise_peer_urls;
-  std::sort(urls.begin(), urls.end());
-  std::vector<std::string> pairs;
-  for (const auto& u : urls) pairs.push_back(cfg.name + "=" + u);
-  if (auto f = token.put(etcdwire::id_to_hex(*id), join(pairs, ",")))
-    log::warn(kLog, "could not record this member in the discovery token", {{"error", f->message}});
 
   // 5. Join: the member list now holds this node as a learner.
   MemberPlan p;
@@ -209,6 +217,16 @@ std::optional<MemberPlan> try_replacement(const config::Config& cfg,
 std::optional<MemberPlan> recheck_replacement(const config::Config& cfg,
                                               const net::TlsOptions& peer_tls,
                                               std::string* why_not) {
+  if (cfg.discovery_v3.enabled()) {
+    uint64_t size = 0;
+    std::string err;
+    auto urls = v3_token_peer_urls(cfg, &size, &err, 2);
+    if (urls.empty()) {
+      *why_not = "cannot read the discovery token: " + err;
+      return std::nullopt;
+    }
+    return try_replacement(cfg, urls, size, peer_tls, why_not);
+  }
   DiscoveryOptions dopts;
   dopts.url = cfg.discovery;
   dopts.proxy = cfg.discovery_proxy;

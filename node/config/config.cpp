@@ -202,8 +202,9 @@ ParseResult parse(const std::vector<std::string>& args,
         !cfg.may_be_proxy()) {
       cfg.advertise_client_urls.clear();
     }
-    // Discovery (URL or SRV) replaces the default static cluster.
-    if ((!cfg.discovery.empty() || !cfg.discovery_srv.empty()) && !cfg.is_set("initial-cluster")) {
+    // Discovery (URL, v3 endpoints or SRV) replaces the default static cluster.
+    if ((!cfg.discovery.empty() || !cfg.discovery_srv.empty() || cfg.discovery_v3.enabled()) &&
+        !cfg.is_set("initial-cluster")) {
       cfg.initial_cluster.clear();
     }
   }

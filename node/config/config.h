@@ -46,6 +46,39 @@ struct TlsConfig {
   bool empty() const { return cert_file.empty() && key_file.empty(); }
 };
 
+// v3 discovery (etcd 3.6: --discovery-token + --discovery-endpoints): the
+// token's keys live in any etcd v3 cluster reached over gRPC
+// (node/bootstrap/discovery_v3.h; docs/bootstrap.md "v3 discovery").  YAML:
+// the flag names at the top level, or etcd 3.6's nested discovery-config.
+struct DiscoveryV3Config {
+  std::string token;
+  // As given, unique and sorted (etcd's UniqueStringsValue); an empty item
+  // is kept so that validation can name it.  "host:port", "http://host:port"
+  // or "https://host:port".
+  std::vector<std::string> endpoints;
+  std::chrono::nanoseconds dial_timeout = std::chrono::seconds(2);
+  std::chrono::nanoseconds request_timeout = std::chrono::seconds(5);
+  std::chrono::nanoseconds keepalive_time = std::chrono::seconds(2);
+  std::chrono::nanoseconds keepalive_timeout = std::chrono::seconds(6);
+  bool insecure_transport = true;
+  bool insecure_skip_tls_verify = false;
+  std::string cert;
+  std::string key;
+  std::string cacert;
+  std::string user;  // "name" or "name:password"
+  std::string password;
+  // Muster: consecutive failed attempts of one step before discovery gives
+  // up with "discovery: too many retries" (etcd 3.6 never gives up).
+  uint32_t max_retries = 6;
+
+  bool enabled() const { return !endpoints.empty(); }
+  // etcd 3.6's list of "v3 discovery settings" (embed Config.Validate).
+  bool any_set() const {
+    return !endpoints.empty() || !token.empty() || !cert.empty() || !key.empty() ||
+           !cacert.empty() || !user.empty() || !password.empty();
+  }
+};
+
 // Every etcd 3.4 server flag, with etcd's default.  Durations are
 // nanoseconds; the millisecond flags of etcd stay plain integers named *_ms.
 // URL lists hold the normalised URL texts, sorted (etcd sorts them too).
@@ -84,6 +117,7 @@ struct Config {
   std::string discovery_proxy;
   std::string discovery_srv;
   std::string discovery_srv_name;
+  DiscoveryV3Config discovery_v3;  // --discovery-token, --discovery-endpoints, ... (etcd 3.6)
   // Muster: with a full discovery token, replace a member unreachable for
   // longer than this instead of becoming a proxy (0: off, etcd's behaviour;
   // docs/operations.md "Replacing a dead member automatically").
@@ -158,10 +192,11 @@ struct Config {
   int64_t auto_compaction_revisions = 0;
 
   bool is_set(const std::string& flag) const { return explicitly_set.count(flag) != 0; }
-  // etcd's mayBeProxy: a proxy, or a discovery member that may fall back to
-  // one, does not need --advertise-client-urls.
+  // etcd's mayBeProxy: a proxy, or a discovery member (v2 or v3) that may
+  // fall back to one, does not need --advertise-client-urls.
   bool may_be_proxy() const {
-    return proxy != "off" || (!discovery.empty() && discovery_fallback == "proxy");
+    return proxy != "off" ||
+           ((!discovery.empty() || discovery_v3.enabled()) && discovery_fallback == "proxy");
   }
   bool is_proxy() const { return proxy != "off"; }
 };

@@ -305,6 +305,61 @@ std::vector<FlagSpec> build_table() {
   add("discovery-srv-name", c, "",
       "Suffix of the SRV names queried: _etcd-server-ssl-<suffix>._tcp.<domain>.", K::kValue,
       str(FIELD(discovery_srv_name)));
+  // v3 discovery (etcd 3.6).
+  add("discovery-token", c, "",
+      "V3 discovery: the token of the cluster to bootstrap (keys under /_etcd/registry/<token>).",
+      K::kValue, str(FIELD(discovery_v3.token)));
+  add("discovery-endpoints", c, "",
+      "V3 discovery: comma-separated gRPC endpoints of the etcd v3 cluster holding the token.",
+      K::kValue, [](Config& cfg, const std::string& v) -> std::string {
+        // etcd's UniqueStringsValue: split on commas, keep empty items
+        // (validation names them), unique and sorted.
+        std::vector<std::string> items;
+        size_t start = 0;
+        for (;;) {
+          const size_t comma = v.find(',', start);
+          items.push_back(v.substr(start, comma == std::string::npos ? comma : comma - start));
+          if (comma == std::string::npos) break;
+          start = comma + 1;
+        }
+        std::sort(items.begin(), items.end());
+        items.erase(std::unique(items.begin(), items.end()), items.end());
+        if (items.size() == 1 && items.front().empty()) items.clear();  // "" = unset
+        cfg.discovery_v3.endpoints = std::move(items);
+        return "";
+      });
+  add("discovery-dial-timeout", c, "2s", "V3 discovery: time allowed to connect to an endpoint.",
+      K::kDuration, duration(FIELD(discovery_v3.dial_timeout)));
+  add("discovery-request-timeout", c, "5s",
+      "V3 discovery: time allowed for one request (a read or the registration).", K::kDuration,
+      duration(FIELD(discovery_v3.request_timeout)));
+  add("discovery-keepalive-time", c, "2s",
+      "V3 discovery: idle time before the connection is probed (0 disables).", K::kDuration,
+      duration(FIELD(discovery_v3.keepalive_time)));
+  add("discovery-keepalive-timeout", c, "6s",
+      "V3 discovery: unanswered probing after which the connection is dropped.", K::kDuration,
+      duration(FIELD(discovery_v3.keepalive_timeout)));
+  add("discovery-insecure-transport", c, "true",
+      "V3 discovery: plaintext to endpoints without a scheme (unless TLS files are given).",
+      K::kBool, boolean(FIELD(discovery_v3.insecure_transport)));
+  add("discovery-insecure-skip-tls-verify", c, "false",
+      "V3 discovery: do not verify the endpoints' certificates (testing only).", K::kBool,
+      boolean(FIELD(discovery_v3.insecure_skip_tls_verify)));
+  add("discovery-cert", c, "", "V3 discovery: client certificate (PEM) presented to endpoints.",
+      K::kValue, str(FIELD(discovery_v3.cert)));
+  add("discovery-key", c, "", "V3 discovery: key (PEM) of --discovery-cert.", K::kValue,
+      str(FIELD(discovery_v3.key)));
+  add("discovery-cacert", c, "", "V3 discovery: CA bundle that signs the endpoints' certificates.",
+      K::kValue, str(FIELD(discovery_v3.cacert)));
+  add("discovery-user", c, "",
+      "V3 discovery: user (or user:password) to authenticate as with the endpoints.", K::kValue,
+      str(FIELD(discovery_v3.user)));
+  add("discovery-password", c, "", "V3 discovery: password of --discovery-user.", K::kValue,
+      str(FIELD(discovery_v3.password)));
+  add("discovery-max-retries", c, "6",
+      "Muster: v3 discovery gives up after this many consecutive failed attempts of one step "
+      "(backoff 2s, 4s, ... 256s as etcd; etcd 3.6 retries without end).",
+      K::kValue, u32(FIELD(discovery_v3.max_retries)));
   add("dns-server", c, "",
       "Muster: DNS server (host:port) for SRV lookups instead of /etc/resolv.conf.", K::kValue,
       str(FIELD(dns_server)));

@@ -235,6 +235,24 @@ std::string check_listener_tls(const Config& cfg, std::vector<LogLine>& log) {
   return "";
 }
 
+// A --discovery-endpoints item: host:port, http://host:port or
+// https://host:port (what etcd's client dials; no path).
+std::string check_discovery_endpoint(const std::string& ep) {
+  std::string rest = ep;
+  for (const char* scheme : {"http://", "https://"}) {
+    if (rest.rfind(scheme, 0) == 0) rest = rest.substr(std::string(scheme).size());
+  }
+  std::string host, port;
+  const bool digits =
+      split_host_port(rest, &host, &port) && !port.empty() && port.size() <= 5 &&
+      std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; });
+  if (rest.find("://") != std::string::npos || rest.find('/') != std::string::npos || !digits ||
+      host.empty() || std::stoi(port) > 65535 || std::stoi(port) == 0)
+    return "--discovery-endpoints: invalid endpoint " + q(ep) +
+           " (want host:port, http://host:port or https://host:port)";
+  return "";
+}
+
 }  // namespace
 
 std::string validate_and_derive(Config& cfg, std::vector<LogLine>& log,
@@ -256,12 +274,29 @@ std::string validate_and_derive(Config& cfg, std::vector<LogLine>& log,
   if (cfg.initial_cluster_state != "new" && cfg.initial_cluster_state != "existing") {
     return "unexpected clusterState " + q(cfg.initial_cluster_state);
   }
+  // etcd 3.4's sentence, or etcd 3.6's (which names "discovery-endpoints")
+  // when v3 discovery is one of the sources.
+  const DiscoveryV3Config& v3 = cfg.discovery_v3;
   const int bootstrap_sources = int{!cfg.discovery.empty()} + int{!cfg.initial_cluster.empty()} +
-                                int{!cfg.discovery_srv.empty()};
+                                int{!cfg.discovery_srv.empty()} + int{v3.enabled()};
   if (bootstrap_sources > 1) {
-    return "multiple discovery or bootstrap flags are set. Choose one of \"initial-cluster\", "
-           "\"discovery\" or "
-           "\"discovery-srv\"";
+    return v3.enabled() ? "multiple discovery or bootstrap flags are set. Choose one of "
+                          "\"initial-cluster\", \"discovery\", \"discovery-endpoints\" or "
+                          "\"discovery-srv\""
+                        : "multiple discovery or bootstrap flags are set. Choose one of "
+                          "\"initial-cluster\", \"discovery\" or \"discovery-srv\"";
+  }
+  // etcd 3.6: --discovery-proxy belongs to v2 discovery only.
+  if (!cfg.discovery_proxy.empty() && v3.any_set()) {
+    return "both v2 discovery settings (discovery, discovery-proxy) and v3 discovery settings "
+           "(discovery-token, discovery-endpoints, discovery-cert, discovery-key, "
+           "discovery-cacert, discovery-user, discovery-password) are set";
+  }
+  if (v3.token.empty() != v3.endpoints.empty())
+    return "both --discovery-token and --discovery-endpoints must be set";
+  for (const auto& ep : v3.endpoints) {
+    if (ep.find_first_not_of(" \t\r\n") == std::string::npos)
+      return "--discovery-endpoints must not contain empty endpoints";
   }
   if (cfg.heartbeat_interval_ms == 0) {
     return "--heartbeat-interval must be >0 (set to " + std::to_string(cfg.heartbeat_interval_ms) +
@@ -306,9 +341,9 @@ std::string validate_and_derive(Config& cfg, std::vector<LogLine>& log,
   // etcdserver VerifyJoinExisting.
   if (cfg.discovery_replace_dead.count() < 0)
     return "--discovery-replace-dead must not be negative";
-  if (cfg.discovery_replace_dead.count() > 0 && cfg.discovery.empty())
-    return "--discovery-replace-dead needs --discovery (a member replaces a dead one only when "
-           "its discovery token is full)";
+  if (cfg.discovery_replace_dead.count() > 0 && cfg.discovery.empty() && !v3.enabled())
+    return "--discovery-replace-dead needs --discovery or --discovery-endpoints (a member "
+           "replaces a dead one only when its discovery token is full)";
   if (cfg.discovery_replace_dead.count() > 0 &&
       cfg.discovery_replace_dead < std::chrono::seconds(1))
     return "--discovery-replace-dead must be at least 1s (a member is judged dead by the leader's "
@@ -318,6 +353,23 @@ std::string validate_and_derive(Config& cfg, std::vector<LogLine>& log,
   }
 
   // --- Muster's checks ---
+  if (v3.enabled()) {
+    // etcd 3.6 lets a member join an existing cluster with the v3 flags set
+    // and then fails on its own one-member cluster; say it at once.
+    if (cfg.initial_cluster_state == "existing")
+      return "discovery endpoints should not be set when joining existing initial cluster";
+    for (const auto& ep : v3.endpoints) {
+      if (auto e = check_discovery_endpoint(ep); !e.empty()) return e;
+    }
+    if (v3.request_timeout.count() <= 0)
+      return "--discovery-request-timeout must be > 0 (set to " +
+             format_go_duration(v3.request_timeout) + ")";
+    for (const auto* d : {&v3.dial_timeout, &v3.keepalive_time, &v3.keepalive_timeout}) {
+      if (d->count() < 0) return "v3 discovery timeouts must not be negative";
+    }
+    if (v3.cert.empty() != v3.key.empty())
+      return "--discovery-cert and --discovery-key must be given together";
+  }
   if (auto e = check_tls(cfg); !e.empty()) return e;
   if (auto e = check_listener_tls(cfg, log); !e.empty()) return e;
   if (!cfg.dns_server.empty()) {

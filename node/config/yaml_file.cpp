@@ -15,6 +15,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <sstream>
 
 #include "node/config/flags.h"
@@ -96,6 +97,65 @@ std::string read_file(const std::string& path, std::string* out) {
   return "";
 }
 
+// etcd 3.6's nested v3 discovery settings (embed.Config's DiscoveryCfg):
+//   discovery-config:
+//     token: <token>
+//     client:
+//       endpoints: [...]
+//       dial-timeout / request-timeout / keepalive-time / keepalive-timeout
+//       secure: {cert, key, cacert, insecure-transport, insecure-skip-tls-verify}
+//       auth: {username, password}
+// Each leaf sets the same field as its flag.
+std::string read_discovery_config(const std::string& path, const YAML::Node& value, Config& cfg,
+                                  std::vector<LogLine>& log) {
+  struct Leaf {
+    const char* key;  // dotted, below discovery-config
+    const char* flag;
+  };
+  static const Leaf kLeaves[] = {
+      {"token", "discovery-token"},
+      {"client.endpoints", "discovery-endpoints"},
+      {"client.dial-timeout", "discovery-dial-timeout"},
+      {"client.request-timeout", "discovery-request-timeout"},
+      {"client.keepalive-time", "discovery-keepalive-time"},
+      {"client.keepalive-timeout", "discovery-keepalive-timeout"},
+      {"client.secure.cert", "discovery-cert"},
+      {"client.secure.key", "discovery-key"},
+      {"client.secure.cacert", "discovery-cacert"},
+      {"client.secure.insecure-transport", "discovery-insecure-transport"},
+      {"client.secure.insecure-skip-tls-verify", "discovery-insecure-skip-tls-verify"},
+      {"client.auth.username", "discovery-user"},
+      {"client.auth.password", "discovery-password"},
+  };
+  // Walks the maps depth first; `prefix` is the dotted path so far.
+  std::function<std::string(const YAML::Node&, const std::string&)> walk =
+      [&](const YAML::Node& node, const std::string& prefix) -> std::string {
+    if (node.IsNull()) return "";
+    if (!node.IsMap())
+      return "config file " + path + ": key \"discovery-config" +
+             (prefix.empty() ? "" : "." + prefix) + "\" must be a map";
+    for (const auto& kv : node) {
+      const std::string k =
+          prefix.empty() ? kv.first.as<std::string>() : prefix + "." + kv.first.as<std::string>();
+      const Leaf* leaf = nullptr;
+      for (const auto& l : kLeaves) leaf = k == l.key ? &l : leaf;
+      if (leaf != nullptr) {
+        if (auto err = set_key(path, "discovery-config." + k, leaf->flag, kv.second, cfg);
+            !err.empty())
+          return err;
+      } else if (k == "client" || k == "client.secure" || k == "client.auth") {
+        if (auto err = walk(kv.second, k); !err.empty()) return err;
+      } else {
+        log.push_back(
+            {LogLine::Level::kWarn,
+             "config file " + path + ": ignoring unknown key \"discovery-config." + k + "\""});
+      }
+    }
+    return "";
+  };
+  return walk(value, "");
+}
+
 std::string read_keys(const std::string& path, const YAML::Node& root, Config& cfg,
                       std::vector<LogLine>& log) {
   for (const auto& kv : root) {
@@ -127,6 +187,10 @@ std::string read_keys(const std::string& path, const YAML::Node& root, Config& c
         }
         if (auto err = set_key(path, full, flag, tkv.second, cfg); !err.empty()) return err;
       }
+      continue;
+    }
+    if (key == "discovery-config") {
+      if (auto err = read_discovery_config(path, value, cfg, log); !err.empty()) return err;
       continue;
     }
     const FlagSpec* spec = find_flag(key);
@@ -164,7 +228,7 @@ std::string load_yaml_file(const std::string& path, Config& cfg, std::vector<Log
   }
   // etcd embed.configFromFile: discovery replaces the default static cluster
   // (compared by value, so an explicit copy of the default is dropped too).
-  if ((!cfg.discovery.empty() || !cfg.discovery_srv.empty()) &&
+  if ((!cfg.discovery.empty() || !cfg.discovery_srv.empty() || cfg.discovery_v3.enabled()) &&
       cfg.initial_cluster == default_initial_cluster) {
     cfg.initial_cluster.clear();
   }

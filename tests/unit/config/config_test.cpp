@@ -352,6 +352,102 @@ TEST(ConfigValidate, ConflictingBootstrapFlags) {
       want);
 }
 
+// v3 discovery (etcd 3.6's flags and rules, embed/config.go Validate).
+TEST(ConfigV3Discovery, DefaultsAndValues) {
+  const Config d = ok({});
+  EXPECT_FALSE(d.discovery_v3.enabled());
+  EXPECT_EQ(d.discovery_v3.dial_timeout, std::chrono::seconds(2));
+  EXPECT_EQ(d.discovery_v3.request_timeout, std::chrono::seconds(5));
+  EXPECT_EQ(d.discovery_v3.keepalive_time, std::chrono::seconds(2));
+  EXPECT_EQ(d.discovery_v3.keepalive_timeout, std::chrono::seconds(6));
+  EXPECT_TRUE(d.discovery_v3.insecure_transport);
+  EXPECT_FALSE(d.discovery_v3.insecure_skip_tls_verify);
+  EXPECT_EQ(d.discovery_v3.max_retries, 6u);
+
+  const Config c =
+      ok({"--name", "n1", "--discovery-token", "tok", "--discovery-endpoints",
+          "https://10.0.0.2:2379,10.0.0.1:2379,10.0.0.1:2379", "--discovery-request-timeout",
+          "300ms", "--discovery-insecure-transport=false", "--discovery-user", "root",
+          "--listen-client-urls", "http://127.0.0.1:2379"});
+  EXPECT_TRUE(c.discovery_v3.enabled());
+  EXPECT_EQ(c.discovery_v3.token, "tok");
+  // etcd's UniqueStringsValue: unique and sorted.
+  EXPECT_EQ(c.discovery_v3.endpoints,
+            (std::vector<std::string>{"10.0.0.1:2379", "https://10.0.0.2:2379"}));
+  EXPECT_EQ(c.discovery_v3.request_timeout, std::chrono::milliseconds(300));
+  EXPECT_FALSE(c.discovery_v3.insecure_transport);
+  EXPECT_EQ(c.discovery_v3.user, "root");
+  // Discovery replaces the default initial cluster; a member that may fall
+  // back to proxy needs no --advertise-client-urls.
+  EXPECT_EQ(c.initial_cluster, "");
+  EXPECT_TRUE(c.may_be_proxy());
+
+  const Config e = ok({}, {{"ETCD_DISCOVERY_TOKEN", "t2"},
+                           {"ETCD_DISCOVERY_ENDPOINTS", "127.0.0.1:2379"},
+                           {"ETCD_DISCOVERY_KEEPALIVE_TIMEOUT", "9s"}});
+  EXPECT_EQ(e.discovery_v3.token, "t2");
+  EXPECT_EQ(e.discovery_v3.keepalive_timeout, std::chrono::seconds(9));
+}
+
+TEST(ConfigV3Discovery, EtcdRules) {
+  const std::string both = "both --discovery-token and --discovery-endpoints must be set";
+  EXPECT_EQ(err({"--discovery-token", "t"}), both);
+  EXPECT_EQ(err({"--discovery-endpoints", "127.0.0.1:2379"}), both);
+  EXPECT_EQ(err({}, {{"ETCD_DISCOVERY_ENDPOINTS", "127.0.0.1:2379"}}), both);
+  // etcd 3.6's sentence when v3 discovery is involved (3.4's, which does not
+  // name discovery-endpoints, otherwise: ConflictingBootstrapFlags).
+  const std::string conflict =
+      "multiple discovery or bootstrap flags are set. Choose one of \"initial-cluster\", "
+      "\"discovery\", \"discovery-endpoints\" or \"discovery-srv\"";
+  const std::vector<std::string> v3 = {"--discovery-token", "t", "--discovery-endpoints",
+                                       "127.0.0.1:2379"};
+  auto with = [&v3](std::vector<std::string> more) {
+    more.insert(more.end(), v3.begin(), v3.end());
+    return more;
+  };
+  EXPECT_EQ(err(with({"--discovery", "http://d.example/abc"})), conflict);
+  EXPECT_EQ(err(with({"--discovery-srv", "example.com"})), conflict);
+  EXPECT_EQ(err(with({"--initial-cluster", "default=http://localhost:2380"})), conflict);
+  const std::string v2v3 =
+      "both v2 discovery settings (discovery, discovery-proxy) and v3 discovery settings "
+      "(discovery-token, discovery-endpoints, discovery-cert, discovery-key, discovery-cacert, "
+      "discovery-user, discovery-password) are set";
+  EXPECT_EQ(err(with({"--discovery-proxy", "http://p:3128"})), v2v3);
+  // Any of etcd's "v3 settings" counts, even without endpoints.
+  EXPECT_EQ(err({"--discovery-proxy", "http://p:3128", "--discovery-password", "x"}), v2v3);
+  // ... but not the timeouts (not in etcd's list).
+  ok({"--discovery-proxy", "http://p:3128", "--discovery-dial-timeout", "1s"});
+  EXPECT_EQ(err({"--discovery-token", "t", "--discovery-endpoints", "a:1,,b:2"}),
+            "--discovery-endpoints must not contain empty endpoints");
+  EXPECT_EQ(err({"--discovery-token", "t", "--discovery-endpoints", "a:1, "}),
+            "--discovery-endpoints must not contain empty endpoints");
+}
+
+TEST(ConfigV3Discovery, MustersChecks) {
+  const std::vector<std::string> v3 = {"--discovery-token", "t", "--discovery-endpoints",
+                                       "127.0.0.1:2379"};
+  auto with = [&v3](std::vector<std::string> more) {
+    more.insert(more.end(), v3.begin(), v3.end());
+    return more;
+  };
+  EXPECT_EQ(err({"--discovery-token", "t", "--discovery-endpoints", "etcd.example"}),
+            "--discovery-endpoints: invalid endpoint \"etcd.example\" (want host:port, "
+            "http://host:port or https://host:port)");
+  EXPECT_EQ(err({"--discovery-token", "t", "--discovery-endpoints", "unix://x:1"}),
+            "--discovery-endpoints: invalid endpoint \"unix://x:1\" (want host:port, "
+            "http://host:port or https://host:port)");
+  ok({"--discovery-token", "t", "--discovery-endpoints", "http://[::1]:2379,https://h:1"});
+  EXPECT_EQ(err(with({"--discovery-request-timeout", "0s"})),
+            "--discovery-request-timeout must be > 0 (set to 0s)");
+  EXPECT_EQ(err(with({"--discovery-cert", "/c.pem"})),
+            "--discovery-cert and --discovery-key must be given together");
+  EXPECT_EQ(err(with({"--initial-cluster-state", "existing"})),
+            "discovery endpoints should not be set when joining existing initial cluster");
+  // --discovery-replace-dead works with a v3 token too.
+  EXPECT_EQ(ok(with({"--discovery-replace-dead", "5s"})).discovery_replace_dead,
+            std::chrono::seconds(5));
+}
+
 TEST(ConfigValidate, DiscoveryClearsTheDefaultInitialCluster) {
   EXPECT_EQ(ok({"--discovery", "http://d.example/abc"}).initial_cluster, "");
   EXPECT_EQ(ok({"--discovery-srv", "example.com", "--name", "n1"}).initial_cluster, "");

@@ -185,6 +185,67 @@ TEST(ConfigFile, DiscoveryClearsTheDefaultInitialClusterAndProxyNeedsNoAdvertise
   EXPECT_EQ(r.config->advertise_client_urls, std::vector<std::string>{"http://localhost:2379"});
 }
 
+// etcd 3.6 keeps v3 discovery in a nested discovery-config block; the flag
+// names work at the top level too.
+TEST(ConfigFile, V3DiscoveryNestedAndFlat) {
+  TempDir dir;
+  const std::string nested = dir.write("n.yml", R"(
+name: n1
+discovery-config:
+  token: tok-1
+  client:
+    endpoints:
+    - 10.0.0.2:2379
+    - https://10.0.0.1:2379
+    dial-timeout: 3000000000
+    request-timeout: 7s
+    keepalive-time: 4000000000
+    keepalive-timeout: 8000000000
+    secure:
+      cert: /c.pem
+      key: /k.pem
+      cacert: /ca.pem
+      insecure-transport: false
+      insecure-skip-tls-verify: true
+    auth:
+      username: root
+      password: pw
+    max-recv-bytes: 5
+)");
+  auto r = parse({"--config-file", nested}, {});
+  ASSERT_TRUE(r.ok()) << r.error;
+  const DiscoveryV3Config& v3 = r.config->discovery_v3;
+  EXPECT_EQ(v3.token, "tok-1");
+  EXPECT_EQ(v3.endpoints, (std::vector<std::string>{"10.0.0.2:2379", "https://10.0.0.1:2379"}));
+  EXPECT_EQ(v3.dial_timeout, std::chrono::seconds(3));
+  EXPECT_EQ(v3.request_timeout, std::chrono::seconds(7));
+  EXPECT_EQ(v3.keepalive_time, std::chrono::seconds(4));
+  EXPECT_EQ(v3.keepalive_timeout, std::chrono::seconds(8));
+  EXPECT_EQ(v3.cert, "/c.pem");
+  EXPECT_EQ(v3.key, "/k.pem");
+  EXPECT_EQ(v3.cacert, "/ca.pem");
+  EXPECT_FALSE(v3.insecure_transport);
+  EXPECT_TRUE(v3.insecure_skip_tls_verify);
+  EXPECT_EQ(v3.user, "root");
+  EXPECT_EQ(v3.password, "pw");
+  EXPECT_EQ(r.config->initial_cluster, "");  // discovery replaces the default cluster
+  EXPECT_TRUE(logged(r, "ignoring unknown key \"discovery-config.client.max-recv-bytes\""));
+
+  const std::string flat =
+      dir.write("f.yml", "discovery-token: t\ndiscovery-endpoints: 127.0.0.1:2379\n");
+  auto f = parse({"--config-file", flat}, {});
+  ASSERT_TRUE(f.ok()) << f.error;
+  EXPECT_EQ(f.config->discovery_v3.token, "t");
+  EXPECT_EQ(f.config->discovery_v3.endpoints, std::vector<std::string>{"127.0.0.1:2379"});
+
+  const std::string half = dir.write("h.yml", "discovery-config:\n  token: t\n");
+  EXPECT_EQ(parse({"--config-file", half}, {}).error,
+            "both --discovery-token and --discovery-endpoints must be set");
+  const std::string bad = dir.write("b.yml", "discovery-config:\n  client: 3\n");
+  EXPECT_EQ(parse({"--config-file", bad}, {}).error,
+            "config file " + bad + ": key \"discovery-config.client\" must be a map");
+}
+
 TEST(ConfigFile, EmptyFileMeansDefaults) {
   TempDir dir;
   const std::string path = dir.write("c.yml", "");
