@@ -1,6 +1,10 @@
 #include "ctl/client.h"
 
+#include <termios.h>
+#include <unistd.h>
+
 #include <cstdlib>
+#include <iostream>
 
 #include "etcdwire/durations.h"
 
@@ -41,11 +45,10 @@ std::vector<std::string> split_endpoints(std::string_view text) {
   return out;
 }
 
-net::Headers json_headers() {
-  net::Headers h;
-  h.set("Content-Type", "application/json");
-  return h;
-}
+// etcd's texts of the refusals clientv3 answers by authenticating again.
+constexpr std::string_view kInvalidAuthToken = "etcdserver: invalid auth token";
+constexpr std::string_view kAuthOldRevision = "etcdserver: revision of auth store is old";
+constexpr std::string_view kAuthNotEnabled = "etcdserver: authentication is not enabled";
 
 net::ClientOptions client_options(const GlobalOptions& o) {
   net::ClientOptions c;
@@ -72,6 +75,9 @@ MUSTERCTL_ENDPOINTS, ETCDCTL_CACERT; a flag beats the environment):
   --dial-timeout <duration>       connect timeout per endpoint (default 2s)
   --command-timeout <duration>    timeout of one request (default 5s)
   -w, --write-out <format>        simple, json or table (default simple)
+  --user <name[:password]>        authenticate as this user (asks for the
+                                  password when it is not given)
+  --password <password>           the password (then --user is the name alone)
 )";
 
 EnvLookup process_env() {
@@ -97,6 +103,26 @@ void declare_global_flags(Flags& flags) {
   flags.add_string("command-timeout", "5s");
   flags.add_string("write-out", "simple");
   flags.add_string("w", "");  // -w, the short form of --write-out
+  flags.add_string("user", "");
+  flags.add_string("password", "");
+}
+
+std::optional<std::string> ask_password() {
+  std::cout << "Password: " << std::flush;
+  termios saved{};
+  const bool tty = ::isatty(STDIN_FILENO) == 1 && ::tcgetattr(STDIN_FILENO, &saved) == 0;
+  if (tty) {
+    termios quiet = saved;
+    quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
+    ::tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+  }
+  std::string line;
+  const bool got = static_cast<bool>(std::getline(std::cin, line));
+  if (tty) ::tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved);
+  std::cout << "\n" << std::flush;
+  if (!got) return std::nullopt;
+  if (!line.empty() && line.back() == '\r') line.pop_back();
+  return line;
 }
 
 std::optional<std::string> read_global_options(const Flags& flags, const EnvLookup& env,
@@ -118,6 +144,26 @@ std::optional<std::string> read_global_options(const Flags& flags, const EnvLook
     if (!d)
       return std::string("--") + name + ": want a duration like 500ms or 2s, not \"" + text + "\"";
     *field = *d;
+  }
+  // etcdctl's rules: with --password, --user is the name alone; without
+  // it, "name:password" (split at the first colon) or a name whose password
+  // is asked for.
+  const std::string user = global_value(flags, env, "user");
+  const std::string password = global_value(flags, env, "password");
+  o->ask_password = false;
+  if (user.empty()) {
+    o->user.clear();
+    o->password.clear();
+  } else if (!password.empty()) {
+    o->user = user;
+    o->password = password;
+  } else if (const auto colon = user.find(':'); colon != std::string::npos) {
+    o->user = user.substr(0, colon);
+    o->password = user.substr(colon + 1);
+  } else {
+    o->user = user;
+    o->password.clear();
+    o->ask_password = true;
   }
   std::string format = flags.is_set("w") ? flags.get("w") : global_value(flags, env, "write-out");
   if (format == "simple") {
@@ -159,8 +205,9 @@ std::string gateway_error(const net::Response& response) {
 
 Client::Client(GlobalOptions options) : options_(std::move(options)) {
   http_.emplace(client_options(options_));
-  transport_ = [this](const std::string& method, const std::string& url, const std::string& body) {
-    return http_->request(method, url, body, json_headers());
+  transport_ = [this](const std::string& method, const std::string& url, const std::string& body,
+                      const net::Headers& headers) {
+    return http_->request(method, url, body, headers);
   };
 }
 
@@ -173,8 +220,8 @@ Reply Client::call_at(const std::string& endpoint, const std::string& method,
                       const std::string& path, const json* request) {
   Reply reply;
   reply.endpoint = endpoint;
-  const net::ClientResult r =
-      transport_(method, endpoint_url(endpoint, options_) + path, request ? request->dump() : "");
+  const net::ClientResult r = transport_(method, endpoint_url(endpoint, options_) + path,
+                                         request ? request->dump() : "", headers());
   if (!r.ok()) {
     reply.error = r.error.empty() ? "request failed" : r.error;
     reply.connection_failed = true;
@@ -189,7 +236,64 @@ Reply Client::call_at(const std::string& endpoint, const std::string& method,
   return reply;
 }
 
+net::Headers Client::headers() const {
+  net::Headers h;
+  h.set("Content-Type", "application/json");
+  if (token_ && !token_->empty()) h.set("Authorization", *token_);
+  return h;
+}
+
+bool Client::stale_token(const Reply& reply) {
+  return !reply.ok() && !reply.connection_failed &&
+         (reply.error == kInvalidAuthToken || reply.error == kAuthOldRevision);
+}
+
+// clientv3's getToken: any endpoint will do (a token is good on every
+// member); a cluster without auth answers "authentication is not enabled",
+// and then no token is sent, as clientv3 does.
+Reply Client::authenticate() {
+  token_.reset();
+  const json request = {{"name", options_.user}, {"password", options_.password}};
+  Reply r = call_once("/v3/auth/authenticate", request);
+  if (!r.ok()) {
+    if (r.error == kAuthNotEnabled) {
+      token_ = "";
+      return {};
+    }
+    r.connection_failed = true;  // etcdctl exits 2: no client could be made
+    return r;
+  }
+  auto t = r.body.find("token");
+  if (t == r.body.end() || !t->is_string()) {
+    r.error = "member answered Authenticate without a token";
+    r.connection_failed = true;
+    return r;
+  }
+  token_ = t->get<std::string>();
+  return {};
+}
+
+Reply Client::token(std::string* out) {
+  out->clear();
+  if (options_.user.empty()) return {};
+  if (!token_)
+    if (Reply a = authenticate(); !a.ok()) return a;
+  *out = *token_;
+  return {};
+}
+
 Reply Client::call(const std::string& path, const json& request) {
+  if (!options_.user.empty() && !token_)
+    if (Reply a = authenticate(); !a.ok()) return a;
+  Reply r = call_once(path, request);
+  if (!options_.user.empty() && stale_token(r)) {
+    if (Reply a = authenticate(); !a.ok()) return a;
+    r = call_once(path, request);
+  }
+  return r;
+}
+
+Reply Client::call_once(const std::string& path, const json& request) {
   const std::size_t n = options_.endpoints.size();
   std::string failures;
   for (std::size_t i = 0; i < n; ++i) {
@@ -209,6 +313,25 @@ Reply Client::call(const std::string& path, const json& request) {
 
 Reply Client::stream(const std::string& path, const json& request,
                      const std::function<bool(const json&)>& on_result) {
+  if (!options_.user.empty() && !token_)
+    if (Reply a = authenticate(); !a.ok()) return a;
+  bool delivered = false;
+  const auto counted = [&](const json& r) {
+    delivered = true;
+    return on_result(r);
+  };
+  Reply r = stream_once(path, request, counted);
+  // A stream refused before any result (a watch whose token expired) is
+  // opened once more with a fresh token.
+  if (!options_.user.empty() && !delivered && stale_token(r)) {
+    if (Reply a = authenticate(); !a.ok()) return a;
+    r = stream_once(path, request, counted);
+  }
+  return r;
+}
+
+Reply Client::stream_once(const std::string& path, const json& request,
+                          const std::function<bool(const json&)>& on_result) {
   const std::size_t n = options_.endpoints.size();
   const std::string body = request.dump();
   std::string failures;
@@ -253,7 +376,7 @@ Reply Client::stream(const std::string& path, const json& request,
       return true;
     };
     const net::ClientResult r = http_->stream("POST", endpoint_url(reply.endpoint, options_) + path,
-                                              body, json_headers(), on_head, on_data, std::nullopt);
+                                              body, headers(), on_head, on_data, std::nullopt);
     if (!answered) {
       failures += (failures.empty() ? "" : "; ") + reply.endpoint + ": " +
                   (r.error.empty() ? "request failed" : r.error);

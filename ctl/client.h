@@ -6,10 +6,16 @@
 // default -- so scripts written for etcdctl carry over unchanged.
 //
 // Client speaks HTTP/1.1 JSON to the etcd v3 gateway routes of a member
-// (POST /v3/...).  Endpoints are tried in the order given; a request moves on
-// to the next endpoint only when it could not be delivered (connect refused,
-// TLS failure, timeout before an answer).  An answer from a member, even an
-// error answer, is final: retrying a Put elsewhere could apply it twice.
+// (POST /v3/...).  With --user (etcdctl's `name[:password]`, or --password)
+// it authenticates once, before its first request (POST
+// /v3/auth/authenticate), and sends the token in the Authorization header
+// of every request; a token the members no longer accept ("invalid auth
+// token", "revision of auth store is old": expired, or the user's password
+// changed) is replaced once and the request repeated, as clientv3 does (the
+// member refused the request, so it was not applied).  Endpoints are tried in the order given; a
+// request moves on to the next endpoint only when it could not be delivered (connect refused, TLS
+// failure, timeout before an answer).  An answer from a member, even an error answer, is final:
+// retrying a Put elsewhere could apply it twice.
 #pragma once
 
 #include <chrono>
@@ -37,6 +43,12 @@ struct GlobalOptions {
   std::chrono::milliseconds dial_timeout{2'000};
   std::chrono::milliseconds command_timeout{5'000};
   OutputFormat write_out = OutputFormat::kSimple;
+  // --user name[:password] / --password (etcdctl's rules): empty user = no
+  // authentication.  ask_password: --user named no password and --password
+  // was not given; the command asks for it (ask_password() below).
+  std::string user;
+  std::string password;
+  bool ask_password = false;
 };
 
 // Looks an environment variable up; nullopt when unset.  Tests pass a map.
@@ -49,6 +61,9 @@ void declare_global_flags(Flags& flags);
 // bad value (unknown --write-out, malformed duration, empty endpoint list).
 std::optional<std::string> read_global_options(const Flags& flags, const EnvLookup& env,
                                                GlobalOptions* options);
+// etcdctl's prompt: "Password: " on standard output, then a line read from
+// standard input (without echo on a terminal).  nullopt at end of input.
+std::optional<std::string> ask_password();
 // The help text for the global flags, appended to each command's usage.
 extern const std::string_view kGlobalFlagsUsage;
 
@@ -73,8 +88,9 @@ struct Reply {
 class Client {
  public:
   // Sends one request to the URL; the real one is net::HttpClient.
-  using Transport = std::function<net::ClientResult(
-      const std::string& method, const std::string& url, const std::string& body)>;
+  using Transport =
+      std::function<net::ClientResult(const std::string& method, const std::string& url,
+                                      const std::string& body, const net::Headers& headers)>;
 
   explicit Client(GlobalOptions options);
   Client(GlobalOptions options, Transport transport);
@@ -91,6 +107,12 @@ class Client {
   Reply call_at(const std::string& endpoint, const std::string& method, const std::string& path,
                 const nlohmann::ordered_json* request);
 
+  // The auth token this client sends (authenticating first when --user is
+  // set and no token is held yet); "" without --user.  A failure is the
+  // Reply of Authenticate: connection_failed (exit 2, as etcdctl) whether
+  // the member could not be reached or refused the password.
+  Reply token(std::string* out);
+
   // Streams newline-separated {"result":...} messages from `path` (watch);
   // `on_result` sees each result object and returns false to stop.  Fails
   // over like call() until the first byte of the answer arrives.
@@ -102,6 +124,15 @@ class Client {
   Transport transport_;
   std::optional<net::HttpClient> http_;  // engaged when transport_ is the real one
   std::size_t preferred_ = 0;            // index of the endpoint that answered last
+  std::optional<std::string> token_;     // engaged once authenticated
+
+  Reply authenticate();
+  net::Headers headers() const;  // JSON content type and the token
+  // A refusal that a fresh token may cure.
+  static bool stale_token(const Reply& reply);
+  Reply call_once(const std::string& path, const nlohmann::ordered_json& request);
+  Reply stream_once(const std::string& path, const nlohmann::ordered_json& request,
+                    const std::function<bool(const nlohmann::ordered_json&)>& on_result);
 };
 
 // The error sentence of a gateway error body ({"error":..,"message":..}), or

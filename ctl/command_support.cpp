@@ -14,6 +14,15 @@ std::optional<int> parse_command_line(std::string_view command,
   declare_global_flags(flags);
   if (auto e = flags.parse(args)) return bad_args(command, err, *e);
   if (auto e = read_global_options(flags, env, &options)) return bad_args(command, err, *e);
+  if (options.ask_password) {
+    auto password = ask_password();
+    if (!password) {
+      err << "Error: no password given for user " << options.user << "\n";
+      return kExitError;
+    }
+    options.password = *password;
+    options.ask_password = false;
+  }
   return std::nullopt;
 }
 

@@ -170,6 +170,16 @@ int save_snapshot(const GlobalOptions& options, const std::string& path, std::os
   const auto url = net::parse_url(endpoint_url(endpoint, options), &url_error);
   if (!url) return bad_args("snapshot", err, "--endpoints " + endpoint + ": " + url_error);
 
+  // With --user the token comes from the JSON gateway of the same member
+  // and rides the call's metadata, as clientv3's does.
+  net::grpc::Metadata metadata;
+  {
+    Client client(options);
+    std::string token;
+    if (Reply a = client.token(&token); !a.ok()) return request_failed(err, a);
+    if (!token.empty()) metadata.add("token", token);
+  }
+
   SnapshotFile file(path);
   if (auto e = file.open()) {
     err << "Error: " << *e << "\n";
@@ -229,7 +239,8 @@ int save_snapshot(const GlobalOptions& options, const std::string& path, std::os
       }
     };
     l.on_finish = [&finished](net::grpc::Status s) { finished.set_value(std::move(s)); };
-    auto call = channel.call("/etcdserverpb.Maintenance/Snapshot", {}, std::move(l));
+    auto call =
+        channel.call("/etcdserverpb.Maintenance/Snapshot", std::move(metadata), std::move(l));
     call->send(::etcdserverpb::SnapshotRequest().SerializeAsString());
     call->half_close();
     const net::grpc::Status status = finished.get_future().get();

@@ -5,11 +5,29 @@
 
 #include "base/log.h"
 #include "base/runner.h"
+#include "etcdwire/ids.h"
 
 namespace muster::server {
 
 using Clock = std::chrono::steady_clock;
 using storage::Status;
+
+namespace {
+
+// etcd's apply.go lines: the first alarm of a type raised, the last one
+// cleared ("from" is the member the alarm names; 0 for CORRUPT, which
+// names no member).
+void log_alarm_edge(const pb::AlarmRequest& a, storage::KvStore::ApplyResult::AlarmEdge edge) {
+  const bool raised = edge == storage::KvStore::ApplyResult::AlarmEdge::kRaised;
+  const nlohmann::json f = {{"alarm", pb::AlarmType_Name(a.alarm())},
+                            {"from", etcdwire::id_to_hex(a.memberid())}};
+  if (raised)
+    log::warn("etcdserver", "alarm raised", f);
+  else
+    log::warn("etcdserver", "alarm disarmed", f);
+}
+
+}  // namespace
 
 Applier::Applier(storage::MemberStorage& storage, Membership& membership, Waits& waits,
                  metrics::Registry& metrics)
@@ -146,6 +164,8 @@ void Applier::apply_entries(const std::vector<raftpb::Entry>& entries, raft::Raf
         batch->apply_noop(e.index(), e.term());
       } else {
         auto result = batch->apply(req, e.index(), e.term());
+        if (result.alarm_edge != storage::KvStore::ApplyResult::AlarmEdge::kNone)
+          log_alarm_edge(req.alarm(), result.alarm_edge);
         for (auto& ev : result.events) events.push_back(ev);
         if (!result.skipped) answers.push_back({req.id(), std::move(result)});
       }

@@ -140,6 +140,14 @@ class FrameConn : public std::enable_shared_from_this<FrameConn> {
     co_return std::string_view(buf_.data() + begin_, n);
   }
 
+  // The next `n` bytes, consumed.
+  awaitable<std::string> read_bytes(size_t n) {
+    while (end_ - begin_ < n) co_await fill(n);
+    std::string out(buf_.data() + begin_, n);
+    begin_ += n;
+    co_return out;
+  }
+
   // Reads an HTTP request head (up to the blank line, at most `limit`
   // bytes); throws ProtocolError when it is longer.
   awaitable<std::string> read_http_head(size_t limit) {

@@ -3,9 +3,12 @@
 
 #include <openssl/bio.h>
 #include <openssl/bn.h>
+#include <openssl/crypto.h>
 #include <openssl/ecdsa.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/pem.h>
+#include <openssl/rsa.h>
 #include <openssl/x509.h>
 
 #include <fstream>
@@ -20,8 +23,13 @@
 namespace muster::server {
 
 struct JwtTokens::Key {
+  // RS*: RSA PKCS#1 v1.5; PS*: RSA-PSS (salt as long as the digest when
+  // signing, any length when verifying, as golang-jwt); ES*: ECDSA; HS*:
+  // HMAC with the bytes of the priv-key file as the shared secret.
+  enum class Family { kRsa, kPss, kEc, kHmac } family = Family::kRsa;
   EVP_PKEY* pub = nullptr;   // verifies (may be the private key itself)
   EVP_PKEY* priv = nullptr;  // signs; null = verify only
+  std::string secret;        // HS*: signs and verifies
   const EVP_MD* md = nullptr;
   bool ecdsa = false;
   int coord_bytes = 0;  // ECDSA: width of r and of s in a JWS signature
@@ -100,17 +108,30 @@ std::unique_ptr<JwtTokens> JwtTokens::from_pem(const std::string& method,
   t->ttl_ = ttl;
   t->key_ = std::make_unique<Key>();
   Key& k = *t->key_;
-  static const std::map<std::string, std::pair<const EVP_MD* (*)(), bool>> kMethods = {
-      {"RS256", {EVP_sha256, false}}, {"RS384", {EVP_sha384, false}},
-      {"RS512", {EVP_sha512, false}}, {"ES256", {EVP_sha256, true}},
-      {"ES384", {EVP_sha384, true}},  {"ES512", {EVP_sha512, true}},
+  using F = Key::Family;
+  static const std::map<std::string, std::pair<const EVP_MD* (*)(), F>> kMethods = {
+      {"RS256", {EVP_sha256, F::kRsa}},  {"RS384", {EVP_sha384, F::kRsa}},
+      {"RS512", {EVP_sha512, F::kRsa}},  {"PS256", {EVP_sha256, F::kPss}},
+      {"PS384", {EVP_sha384, F::kPss}},  {"PS512", {EVP_sha512, F::kPss}},
+      {"ES256", {EVP_sha256, F::kEc}},   {"ES384", {EVP_sha384, F::kEc}},
+      {"ES512", {EVP_sha512, F::kEc}},   {"HS256", {EVP_sha256, F::kHmac}},
+      {"HS384", {EVP_sha384, F::kHmac}}, {"HS512", {EVP_sha512, F::kHmac}},
   };
   auto m = kMethods.find(method);
   if (m == kMethods.end())
     throw std::runtime_error("auth: unsupported JWT sign-method \"" + method +
-                             "\" (RS256, RS384, RS512, ES256, ES384, ES512)");
+                             "\" (RS256/384/512, PS256/384/512, ES256/384/512, HS256/384/512)");
   k.md = m->second.first();
-  k.ecdsa = m->second.second;
+  k.family = m->second.second;
+  k.ecdsa = k.family == F::kEc;
+  if (k.family == F::kHmac) {
+    // etcd's hmacKey: the priv-key file's bytes, as they are; pub-key is
+    // not used.
+    if (private_pem.empty())
+      throw std::runtime_error("auth: " + method + " needs priv-key (the shared secret)");
+    k.secret = private_pem;
+    return t;
+  }
   if (!private_pem.empty()) {
     Bio bio(private_pem);
     k.priv = PEM_read_bio_PrivateKey(bio.b, nullptr, nullptr, nullptr);
@@ -125,6 +146,7 @@ std::unique_ptr<JwtTokens> JwtTokens::from_pem(const std::string& method,
     k.pub = k.priv;
   }
   if (k.pub == nullptr) throw std::runtime_error("auth: a JWT needs pub-key or priv-key");
+  // PS* keys are ordinary RSA keys, as golang-jwt reads them.
   const int want = k.ecdsa ? EVP_PKEY_EC : EVP_PKEY_RSA;
   if (EVP_PKEY_get_base_id(k.pub) != want || (k.priv && EVP_PKEY_get_base_id(k.priv) != want))
     throw std::runtime_error("auth: the JWT keys are not " + std::string(k.ecdsa ? "EC" : "RSA") +
@@ -180,7 +202,32 @@ std::unique_ptr<JwtTokens> JwtTokens::from_flag(const std::string& flag) {
   return from_pem(opts["sign-method"], pub, priv, ttl);
 }
 
-bool JwtTokens::can_sign() const { return key_->priv != nullptr; }
+bool JwtTokens::can_sign() const {
+  return key_->family == Key::Family::kHmac || key_->priv != nullptr;
+}
+
+namespace {
+
+// HMAC of `input` with the shared secret.
+std::string hmac(const JwtTokens::Key& k, const std::string& input) {
+  unsigned char out[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (HMAC(k.md, k.secret.data(), static_cast<int>(k.secret.size()),
+           reinterpret_cast<const unsigned char*>(input.data()), input.size(), out,
+           &len) == nullptr)
+    return "";
+  return std::string(reinterpret_cast<char*>(out), len);
+}
+
+// RSA-PSS on the digest context's key context, when the method is PS*.
+bool set_padding(const JwtTokens::Key& k, EVP_PKEY_CTX* pctx, bool signing) {
+  if (k.family != JwtTokens::Key::Family::kPss) return true;
+  return EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) == 1 &&
+         EVP_PKEY_CTX_set_rsa_pss_saltlen(
+             pctx, signing ? RSA_PSS_SALTLEN_DIGEST : RSA_PSS_SALTLEN_AUTO) == 1;
+}
+
+}  // namespace
 
 std::optional<std::string> JwtTokens::sign(const std::string& user, uint64_t revision,
                                            int64_t now_unix) const {
@@ -190,11 +237,17 @@ std::optional<std::string> JwtTokens::sign(const std::string& user, uint64_t rev
   const nlohmann::json claims = {
       {"exp", now_unix + ttl_.count()}, {"revision", revision}, {"username", user}};
   const std::string input = b64url(header.dump()) + "." + b64url(claims.dump());
+  if (key_->family == Key::Family::kHmac) {
+    const std::string mac = hmac(*key_, input);
+    if (mac.empty()) return std::nullopt;
+    return input + "." + b64url(mac);
+  }
   EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  EVP_PKEY_CTX* pctx = nullptr;
   size_t len = 0;
   std::string sig;
-  bool ok = ctx != nullptr &&
-            EVP_DigestSignInit(ctx, nullptr, key_->md, nullptr, key_->priv) == 1 &&
+  bool ok = ctx != nullptr && EVP_DigestSignInit(ctx, &pctx, key_->md, nullptr, key_->priv) == 1 &&
+            set_padding(*key_, pctx, true) &&
             EVP_DigestSign(ctx, nullptr, &len, reinterpret_cast<const unsigned char*>(input.data()),
                            input.size()) == 1;
   if (ok) {
@@ -235,8 +288,14 @@ std::optional<JwtTokens::Claims> JwtTokens::verify(const std::string& token,
   auto h = nlohmann::json::parse(*header, nullptr, false);
   if (!h.is_object() || !h.contains("alg") || h["alg"] != alg_) return std::nullopt;
 
+  const std::string input = token.substr(0, d2);
   std::string der = *sig;
-  if (key_->ecdsa) {
+  if (key_->family == Key::Family::kHmac) {
+    const std::string mac = hmac(*key_, input);
+    if (mac.empty() || mac.size() != sig->size() ||
+        CRYPTO_memcmp(mac.data(), sig->data(), mac.size()) != 0)
+      return std::nullopt;
+  } else if (key_->ecdsa) {
     if (sig->size() != static_cast<size_t>(2 * key_->coord_bytes)) return std::nullopt;
     const auto* p = reinterpret_cast<const unsigned char*>(sig->data());
     BIGNUM* r = BN_bin2bn(p, key_->coord_bytes, nullptr);
@@ -255,14 +314,17 @@ std::optional<JwtTokens::Claims> JwtTokens::verify(const std::string& token,
     der.assign(reinterpret_cast<char*>(out), static_cast<size_t>(n));
     OPENSSL_free(out);
   }
-  const std::string input = token.substr(0, d2);
-  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-  const bool ok =
-      ctx != nullptr && EVP_DigestVerifyInit(ctx, nullptr, key_->md, nullptr, key_->pub) == 1 &&
-      EVP_DigestVerify(ctx, reinterpret_cast<const unsigned char*>(der.data()), der.size(),
-                       reinterpret_cast<const unsigned char*>(input.data()), input.size()) == 1;
-  EVP_MD_CTX_free(ctx);
-  if (!ok) return std::nullopt;
+  if (key_->family != Key::Family::kHmac) {
+    EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+    EVP_PKEY_CTX* pctx = nullptr;
+    const bool ok =
+        ctx != nullptr && EVP_DigestVerifyInit(ctx, &pctx, key_->md, nullptr, key_->pub) == 1 &&
+        set_padding(*key_, pctx, false) &&
+        EVP_DigestVerify(ctx, reinterpret_cast<const unsigned char*>(der.data()), der.size(),
+                         reinterpret_cast<const unsigned char*>(input.data()), input.size()) == 1;
+    EVP_MD_CTX_free(ctx);
+    if (!ok) return std::nullopt;
+  }
 
   auto c = nlohmann::json::parse(*payload, nullptr, false);
   if (!c.is_object() || !c.contains("username") || !c["username"].is_string() ||

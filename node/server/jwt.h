@@ -10,8 +10,13 @@
 // change makes it old (writes and reads then fail with "revision of auth
 // store is old" and clients authenticate again), and it ends at `exp`.
 //
-// Sign methods: RS256/384/512 (RSA PKCS#1 v1.5) and ES256/384/512 (ECDSA,
-// signature as the fixed-width r||s JWS asks for).  A private key signs and
+// Sign methods: every one etcd 3.4 accepts (auth/options.go: golang-jwt's
+// RSA, RSA-PSS, ECDSA and HMAC families) -- RS256/384/512 (RSA PKCS#1
+// v1.5), PS256/384/512 (RSA-PSS, salt the digest's length when signing, any
+// length accepted when verifying, as golang-jwt), ES256/384/512 (ECDSA on
+// P-256/384/521, signature as the fixed-width r||s JWS asks for) and
+// HS256/384/512 (HMAC; the bytes of the priv-key file, as they are, are the
+// shared secret and pub-key is not used).  A private key signs and
 // verifies; with only `pub-key` the member verifies tokens but cannot issue
 // them (etcd's verify-only mode).
 //
@@ -38,6 +43,7 @@ class JwtTokens {
   // Throws std::runtime_error with a sentence naming what is wrong.
   static std::unique_ptr<JwtTokens> from_flag(const std::string& flag);
   // From keys in memory (PEM); `private_pem` may be empty (verify only).
+  // For HS* `private_pem` is the shared secret itself.
   static std::unique_ptr<JwtTokens> from_pem(const std::string& sign_method,
                                              const std::string& public_pem,
                                              const std::string& private_pem,

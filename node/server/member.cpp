@@ -25,6 +25,7 @@
 #include "net/url.h"
 #include "node/bootstrap/identity.h"
 #include "node/bootstrap/peer_members.h"
+#include "node/server/corruption_check.h"
 #include "node/server/jwt.h"
 #include "node/server/member_server.h"
 #include "node/server/peer_metrics.h"
@@ -70,11 +71,14 @@ MemberServerOptions server_options(const config::Config& cfg, const bootstrap::I
 }
 
 // etcd's peer HTTP beside the Raft streams: GET /members (joining members
-// and proxies read it) and GET /version.
-Transport::HttpAnswer peer_http(MemberServer& node, uint64_t cluster_id,
-                                const std::string& target) {
+// and proxies read it), GET /version, and GET /members/hashkv (another
+// member's corruption check; answered by CorruptionCheck, off the I/O
+// threads).
+void peer_http(MemberServer& node, CorruptionCheck& check, uint64_t cluster_id,
+               Transport::HttpRequest req, Transport::HttpReply reply) {
   Transport::HttpAnswer a;
-  const std::string path = target.substr(0, target.find('?'));
+  const std::string path = req.target.substr(0, req.target.find('?'));
+  if (path == "/members/hashkv") return check.serve_hashkv(std::move(req), std::move(reply));
   if (path == "/members") {
     std::vector<bootstrap::MemberInfo> members;
     for (const auto& m : node.kv().members())
@@ -98,7 +102,7 @@ Transport::HttpAnswer peer_http(MemberServer& node, uint64_t cluster_id,
   } else {
     a.body = "404 page not found\n";
   }
-  return a;
+  reply(std::move(a));
 }
 
 }  // namespace
@@ -148,9 +152,24 @@ int run_member(const config::Config& cfg, const bootstrap::MemberPlan& plan,
   if (node->removed_from_cluster())
     throw std::runtime_error("the member has been permanently removed from the cluster; remove " +
                              cfg.data_dir + " to join again as a new member");
-  transport.set_http_handler([&node, cid = me.cluster_id](const std::string& target) {
-    return peer_http(*node, cid, target);
+  // --experimental-initial-corrupt-check and --experimental-corrupt-check-time
+  // (node/server/corruption_check.h); the peer route answers either way.
+  CorruptionCheck::Options copts;
+  copts.member_id = me.member_id;
+  copts.cluster_id = me.cluster_id;
+  copts.peer_tls = topts.client_tls;
+  copts.request_timeout = std::chrono::milliseconds(sopts.request_timeout_ms);
+  copts.interval =
+      std::chrono::duration_cast<std::chrono::milliseconds>(cfg.experimental_corrupt_check_time);
+  CorruptionCheck corruption_check(*node, copts);
+  transport.set_http_handler([&node, &corruption_check, cid = me.cluster_id](
+                                 Transport::HttpRequest req, Transport::HttpReply reply) {
+    peer_http(*node, corruption_check, cid, std::move(req), std::move(reply));
   });
+  // As etcd: a member that has data compares it with its peers' before it
+  // serves anyone (a new member has nothing to compare); a mismatch ends
+  // the start with "<id> found data inconsistency with peers".
+  if (cfg.experimental_initial_corrupt_check && !fresh) corruption_check.initial_check();
 
   // Peer listeners.
   for (const auto& u : cfg.listen_peer_urls) {
@@ -264,6 +283,7 @@ int run_member(const config::Config& cfg, const bootstrap::MemberPlan& plan,
   }
 
   node->start();
+  corruption_check.start();
   log::info("etcdserver", "started",
             {{"name", me.name},
              {"member-id", etcdwire::id_to_hex(me.member_id)},
@@ -355,6 +375,7 @@ int run_member(const config::Config& cfg, const bootstrap::MemberPlan& plan,
         stopping = true;
         stopper = std::thread([&] {
           if (ready_waiter.joinable()) ready_waiter.join();
+          corruption_check.stop();
           node->stop(true);  // a promotion in flight hears "server stopped"
           if (promoter.joinable()) promoter.join();
           for (auto& s : servers) s->stop();

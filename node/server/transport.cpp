@@ -15,22 +15,48 @@
 
 namespace muster::server {
 
-// One HTTP/1.1 answer (Connection: close) to a GET request head.
-std::string Transport::Core::answer_http(const std::string& head) {
-  // "GET <target> HTTP/1.1"
-  std::string target;
-  auto sp1 = head.find(' ');
-  auto sp2 = head.find(' ', sp1 + 1);
-  if (sp1 != std::string::npos && sp2 != std::string::npos)
-    target = head.substr(sp1 + 1, sp2 - sp1 - 1);
-  Transport::HttpAnswer a;
-  a.body = "404 page not found\n";
-  if (!stopped) {
-    std::shared_lock l(handler_mu);
-    if (!stopped && on_http) a = on_http(target);
+std::string Transport::HttpRequest::header(std::string_view name) const {
+  for (const auto& [k, v] : headers)
+    if (k == name) return v;
+  return "";
+}
+
+namespace {
+
+// "GET <target> HTTP/1.1" and its header lines.
+Transport::HttpRequest parse_http_head(const std::string& head) {
+  Transport::HttpRequest r;
+  size_t eol = head.find("\r\n");
+  const std::string first = head.substr(0, eol);
+  const size_t sp1 = first.find(' ');
+  const size_t sp2 = sp1 == std::string::npos ? sp1 : first.find(' ', sp1 + 1);
+  if (sp1 != std::string::npos) r.method = first.substr(0, sp1);
+  if (sp2 != std::string::npos) r.target = first.substr(sp1 + 1, sp2 - sp1 - 1);
+  while (eol != std::string::npos) {
+    const size_t start = eol + 2;
+    eol = head.find("\r\n", start);
+    const std::string line = head.substr(start, eol == std::string::npos ? eol : eol - start);
+    const size_t colon = line.find(':');
+    if (colon == std::string::npos) continue;
+    std::string name = line.substr(0, colon);
+    for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    std::string value = line.substr(colon + 1);
+    const size_t b = value.find_first_not_of(" \t");
+    const size_t e = value.find_last_not_of(" \t");
+    value = b == std::string::npos ? "" : value.substr(b, e - b + 1);
+    r.headers.emplace_back(std::move(name), std::move(value));
   }
+  return r;
+}
+
+// One HTTP/1.1 answer (Connection: close).
+std::string format_http_answer(const Transport::HttpAnswer& a) {
   static const std::map<int, const char*> reasons = {{200, "OK"},
+                                                     {400, "Bad Request"},
                                                      {404, "Not Found"},
+                                                     {405, "Method Not Allowed"},
+                                                     {412, "Precondition Failed"},
+                                                     {413, "Request Entity Too Large"},
                                                      {500, "Internal Server Error"},
                                                      {503, "Service Unavailable"}};
   auto r = reasons.find(a.status);
@@ -41,6 +67,63 @@ std::string Transport::Core::answer_http(const std::string& head) {
   out += "Content-Length: " + std::to_string(a.body.size()) + "\r\nConnection: close\r\n\r\n";
   out += a.body;
   return out;
+}
+
+}  // namespace
+
+// The handler answers whenever it likes, from any thread; the answer comes
+// back to the awaiting coroutine's executor.  (A plain function, as
+// resolve_with in peer.cpp: g++ 12 mishandles a capturing lambda built
+// inside a co_await expression of a coroutine.)
+auto Transport::Core::http_answer(std::shared_ptr<Core> self, Transport::HttpRequest req) {
+  return asio::async_initiate<const asio::use_awaitable_t<>&, void(Transport::HttpAnswer)>(
+      [self = std::move(self), req = std::move(req)](auto handler) mutable {
+        auto ex = asio::get_associated_executor(handler);
+        auto shared = std::make_shared<decltype(handler)>(std::move(handler));
+        auto once = std::make_shared<std::atomic<bool>>(false);
+        Transport::HttpReply reply = [ex, shared, once](Transport::HttpAnswer a) {
+          if (once->exchange(true)) return;
+          asio::post(ex,
+                     [shared, a = std::move(a)]() mutable { std::move (*shared)(std::move(a)); });
+        };
+        std::shared_lock l(self->handler_mu);
+        if (self->stopped || !self->on_http) {
+          Transport::HttpAnswer none;
+          none.body = "404 page not found\n";
+          return reply(std::move(none));
+        }
+        self->on_http(std::move(req), std::move(reply));
+      },
+      use_awaitable);
+}
+
+awaitable<void> Transport::Core::serve_http(std::shared_ptr<FrameConn> conn, std::string head) {
+  auto ex = co_await asio::this_coro::executor;
+  Transport::HttpRequest req = parse_http_head(head);
+  Transport::HttpAnswer answer;
+  answer.body = "404 page not found\n";
+  const std::string length = req.header("content-length");
+  size_t n = 0;
+  if (!length.empty()) {
+    try {
+      n = std::stoul(length);
+    } catch (const std::exception&) {
+      n = kMaxHttpBody + 1;
+    }
+  }
+  if (n > Transport::kMaxHttpBody) {
+    answer.status = 413;
+    answer.body = "request body too large\n";
+  } else {
+    {
+      Deadline deadline(ex, conn, opts.handshake_timeout);
+      req.body = co_await conn->read_bytes(n);
+    }
+    answer = co_await http_answer(shared_from_this(), std::move(req));
+  }
+  Deadline deadline(ex, conn, opts.handshake_timeout);
+  co_await conn->write(format_http_answer(answer));
+  conn->shutdown_send();
 }
 
 // Empty when the listener accepts the handshake, else the reason.
@@ -149,16 +232,7 @@ awaitable<void> Transport::Core::serve_inbound(std::shared_ptr<FrameConn> conn, 
     } catch (const std::exception& e) {
       failure = describe(e, deadline, "waiting for the handshake");
     }
-    if (failure.empty() && http_head) {
-      try {
-        co_await conn->write(answer_http(*http_head));
-        conn->shutdown_send();
-      } catch (const std::exception&) {
-        // The asker went away; nothing to tell anyone.
-      }
-      co_return;
-    }
-    if (failure.empty()) {
+    if (failure.empty() && !http_head) {
       const std::string reason = check_handshake(hs);
       transportpb::HandshakeReply reply;
       reply.set_accepted(reason.empty());
@@ -183,6 +257,14 @@ awaitable<void> Transport::Core::serve_inbound(std::shared_ptr<FrameConn> conn, 
         co_return;  // conn closes when the last reference goes
       }
     }
+  }
+  if (failure.empty() && http_head) {
+    try {
+      co_await serve_http(conn, std::move(*http_head));
+    } catch (const std::exception&) {
+      // The asker went away or sent too little; nothing to tell anyone.
+    }
+    co_return;
   }
   if (!failure.empty()) {
     if (!stopped)
@@ -349,7 +431,7 @@ void Transport::mark_removed(uint64_t id) {
   core_->removed_ids.insert(id);
 }
 
-void Transport::set_http_handler(std::function<HttpAnswer(const std::string&)> handler) {
+void Transport::set_http_handler(std::function<void(HttpRequest, HttpReply)> handler) {
   std::unique_lock l(core_->handler_mu);
   core_->on_http = std::move(handler);
 }

@@ -43,6 +43,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "net/tls.h"
@@ -171,17 +172,32 @@ class Transport final : public RaftTransport {
   void set_forward_handler(std::function<void(uint64_t from, transportpb::Forward)> handler);
 
   // Plain HTTP on the peer listener.  etcd serves `GET /members` (and
-  // /version) on its peer URLs; joining members, proxies and operators with
-  // curl read the member list there.  A connection whose first bytes are an
-  // HTTP GET (not a frame: a frame length never spells "GET ") gets one
-  // answer from this handler and is closed.  Without a handler: 404.
+  // /version, and /members/hashkv for the corruption check) on its peer
+  // URLs; joining members, proxies, checking members and operators with
+  // curl read them there.  A connection whose first bytes are an HTTP GET
+  // (not a frame: a frame length never spells "GET ") gets one answer from
+  // this handler and is closed.  Without a handler: 404.
+  struct HttpRequest {
+    std::string method;  // "GET"
+    std::string target;  // "/members/hashkv", query included
+    // Header names in lower case, values trimmed.
+    std::vector<std::pair<std::string, std::string>> headers;
+    std::string body;  // as long as Content-Length says (at most kMaxHttpBody)
+    // The first value of header `name` (lower case), or "".
+    std::string header(std::string_view name) const;
+  };
+  static constexpr std::size_t kMaxHttpBody = 64 * 1024;
   struct HttpAnswer {
     int status = 404;
     std::string content_type = "text/plain; charset=utf-8";
     std::string body;
     std::vector<std::pair<std::string, std::string>> headers;
   };
-  void set_http_handler(std::function<HttpAnswer(const std::string& target)> handler);
+  // The handler answers by calling `reply` exactly once, from any thread:
+  // a slow answer (a hash of the whole store) is computed elsewhere and
+  // holds no I/O thread meanwhile.
+  using HttpReply = std::function<void(HttpAnswer)>;
+  void set_http_handler(std::function<void(HttpRequest, HttpReply)> handler);
 
   // Adds a peer, or replaces the URLs of a known one (used from its next dial
   // on).  A known peer may also dial us.  URLs: http://host:port or

@@ -99,7 +99,7 @@ struct Transport::Core : std::enable_shared_from_this<Core> {
   std::function<void(raftpb::Message)> on_message;
   std::function<std::unique_ptr<SnapshotSink>(const raftpb::Message&)> on_snapshot;
   std::function<void(uint64_t)> on_unreachable;
-  std::function<Transport::HttpAnswer(const std::string&)> on_http;
+  std::function<void(Transport::HttpRequest, Transport::HttpReply)> on_http;
   std::function<void()> on_removed;
   std::function<void(uint64_t, transportpb::Forward)> on_forward;
 
@@ -160,7 +160,10 @@ struct Transport::Core : std::enable_shared_from_this<Core> {
   }
 
   // One HTTP/1.1 answer (Connection: close) to a GET request head.
-  std::string answer_http(const std::string& head);
+  // etcd's peer HTTP: the request `head` (and its body, read here) gets
+  // the handler's answer, written as one HTTP/1.1 response.
+  awaitable<void> serve_http(std::shared_ptr<FrameConn> conn, std::string head);
+  static auto http_answer(std::shared_ptr<Core> self, Transport::HttpRequest req);
   // Empty when the listener accepts the handshake, else the reason.
   std::string check_handshake(const transportpb::Handshake& hs) const;
   // Connects `conn` (already on the caller's strand) to url, runs TLS and the

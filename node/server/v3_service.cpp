@@ -13,7 +13,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <boost/crc.hpp>
 #include <condition_variable>
 #include <cstdio>
 #include <deque>
@@ -43,7 +42,6 @@ using namespace std::chrono_literals;
 
 constexpr const char* kRequestTooLarge = "etcdserver: request is too large";
 constexpr const char* kTimedOut = "etcdserver: request timed out";
-constexpr const char* kNoSpace = "etcdserver: mvcc: database space exceeded";
 using storage::AuthInfo;
 namespace errors = storage::errors;
 // The caller as resolved from its token or certificate; none without
@@ -51,8 +49,6 @@ namespace errors = storage::errors;
 using Who = std::optional<AuthInfo>;
 const AuthInfo* who_ptr(const Who& w) { return w ? &*w : nullptr; }
 constexpr const char* kSnapshotUnsupported = "etcdserver: snapshot is not supported by this member";
-constexpr const char* kAlarmActivateUnsupported =
-    "etcdserver: raising an alarm by request is not supported by this member";
 // History read per step of a watch catch-up; each step becomes one response.
 constexpr size_t kWatchBatch = 1000;
 // Bytes of dump per Snapshot message, and how much a snapshot stream may
@@ -185,9 +181,6 @@ struct Once {
   bool claim() { return !done.exchange(true); }
 };
 
-// Every key: [\0, \0) in etcd's range convention.
-const std::string kAllKeys(1, '\0');
-
 }  // namespace
 
 // ---------------------------------------------------------------- Impl
@@ -209,7 +202,9 @@ class V3Service::Impl {
   // applied response of the request's kind.
   template <class Resp>
   void propose(pb::InternalRequest req, Done<Resp> done);
-  Status hash_kv(int64_t rev, uint32_t* hash, int64_t* compact_rev) const;
+  // The alarms this member reports: the replicated ones, and NOSPACE for
+  // itself while its database is over --quota-backend-bytes.
+  std::vector<pb::AlarmMember> alarms(pb::AlarmType type) const;
 
   // --- auth
   // The caller's identity now: its token's user (invalid auth token when
@@ -360,6 +355,7 @@ MUSTER_RESPONSE_OF(AuthRoleAddResponse, role_add)
 MUSTER_RESPONSE_OF(AuthRoleDeleteResponse, role_delete)
 MUSTER_RESPONSE_OF(AuthRoleGrantPermissionResponse, role_grant_permission)
 MUSTER_RESPONSE_OF(AuthRoleRevokePermissionResponse, role_revoke_permission)
+MUSTER_RESPONSE_OF(AlarmResponse, alarm)
 #undef MUSTER_RESPONSE_OF
 
 template <class Resp>
@@ -373,7 +369,7 @@ void V3Service::Impl::propose(pb::InternalRequest req, Done<Resp> done) {
   // compactions still pass, so an operator can make room).
   if (options_.quota_backend_bytes > 0 && db_size_bytes_.load() > options_.quota_backend_bytes &&
       (req.has_put() || req.has_txn() || req.has_lease_grant()))
-    return done({Code::kResourceExhausted, kNoSpace}, Resp());
+    return done(errors::no_space(), Resp());
   auto once = std::make_shared<Once>();
   auto cb = std::make_shared<Done<Resp>>(std::move(done));
   pending_.add(1);
@@ -621,32 +617,65 @@ void V3Service::member_promote(const pb::MemberPromoteRequest& r,
 
 // ---------------------------------------------------------------- Maintenance
 
-// No alarm is ever raised by this member except NOSPACE, which it reports
-// while the database is over --quota-backend-bytes (the condition under
-// which writes are refused with "database space exceeded").  Deactivating is
-// accepted: the condition clears by itself once there is room.
-void V3Service::alarm(const pb::AlarmRequest& r, Done<pb::AlarmResponse> done, const Caller&) {
+// etcd's alarm store.  Raising and clearing go through Raft (every member
+// then refuses what the alarm refuses, node/storage/kv_store.h); listing
+// reads the applied alarms after a read barrier.  NOSPACE is also listed
+// for this member while its database is over --quota-backend-bytes (the
+// condition under which it refuses growth; clearing it takes room, not a
+// request).  While auth is on, raising and clearing are root's (etcd 3.5's
+// rule; etcd 3.4 lets anyone raise CORRUPT and stop every write).  As
+// etcd's, the answer carries no header.
+std::vector<pb::AlarmMember> V3Service::Impl::alarms(pb::AlarmType type) const {
+  std::vector<pb::AlarmMember> out = member_.kv().alarms(type);
+  const bool nospace =
+      options_.quota_backend_bytes > 0 && db_size_bytes_.load() > options_.quota_backend_bytes;
+  if (nospace && (type == pb::NONE || type == pb::NOSPACE)) {
+    const uint64_t me = member_id_.load();
+    const bool stored = std::any_of(out.begin(), out.end(), [me](const pb::AlarmMember& a) {
+      return a.memberid() == me && a.alarm() == pb::NOSPACE;
+    });
+    if (!stored) {
+      pb::AlarmMember a;
+      a.set_memberid(me);
+      a.set_alarm(pb::NOSPACE);
+      out.push_back(std::move(a));
+    }
+  }
+  return out;
+}
+
+void V3Service::alarm(const pb::AlarmRequest& r, Done<pb::AlarmResponse> done,
+                      const Caller& caller) {
   Impl* impl = impl_.get();
   impl->refresh_identity();
-  pb::AlarmResponse resp;
-  impl->fill_header(resp.mutable_header());
-  resp.mutable_header()->set_revision(impl->member_.kv().revision());
-  const bool nospace = impl->options_.quota_backend_bytes > 0 &&
-                       impl->db_size_bytes_.load() > impl->options_.quota_backend_bytes;
+  auto cb = std::make_shared<Done<pb::AlarmResponse>>(std::move(done));
   switch (r.action()) {
     case pb::AlarmRequest::GET:
-      if (nospace && (r.alarm() == pb::NONE || r.alarm() == pb::NOSPACE)) {
-        pb::AlarmMember* a = resp.add_alarms();
-        a->set_memberid(impl->member_id_.load());
-        a->set_alarm(pb::NOSPACE);
-      }
-      break;
+      impl->after_barrier(
+          impl->options_.request_timeout,
+          [impl, cb, type = r.alarm()] {
+            pb::AlarmResponse resp;
+            for (auto& a : impl->alarms(type)) *resp.add_alarms() = std::move(a);
+            (*cb)({}, std::move(resp));
+          },
+          [cb](const Status& s) { (*cb)(s, pb::AlarmResponse()); });
+      return;
+    case pb::AlarmRequest::ACTIVATE:
     case pb::AlarmRequest::DEACTIVATE:
-      break;
+      impl->check_admin(caller, [impl, cb, r](Status as, Who) {
+        if (!as) return (*cb)(as, pb::AlarmResponse());
+        pb::InternalRequest ir;
+        *ir.mutable_alarm() = r;
+        impl->propose<pb::AlarmResponse>(std::move(ir), [cb](Status s, pb::AlarmResponse resp) {
+          resp.clear_header();
+          (*cb)(s, std::move(resp));
+        });
+      });
+      return;
     default:
-      return done({Code::kUnimplemented, kAlarmActivateUnsupported}, pb::AlarmResponse());
+      return (*cb)({Code::kInvalidArgument, "etcdserver: unknown alarm action"},
+                   pb::AlarmResponse());
   }
-  done({}, std::move(resp));
 }
 
 void V3Service::status(const pb::StatusRequest&, Done<pb::StatusResponse> done, const Caller&) {
@@ -663,6 +692,15 @@ void V3Service::status(const pb::StatusRequest&, Done<pb::StatusResponse> done, 
   resp.set_raftappliedindex(st.raft_applied_index);
   resp.set_dbsizeinuse(st.db_size);
   resp.set_islearner(st.is_learner);
+  // etcd's errors: no leader, then each alarm as its protobuf text (Go's
+  // compact form, zero fields left out: "alarm:CORRUPT ").
+  if (st.leader == 0) resp.add_errors(kNoLeader);
+  for (const auto& a : impl->alarms(pb::NONE)) {
+    std::string text;
+    if (a.memberid() != 0) text += "memberID:" + std::to_string(a.memberid()) + " ";
+    if (a.alarm() != pb::NONE) text += "alarm:" + pb::AlarmType_Name(a.alarm()) + " ";
+    resp.add_errors(std::move(text));
+  }
   done({}, std::move(resp));
 }
 
@@ -684,68 +722,18 @@ void V3Service::defragment(const pb::DefragmentRequest&, Done<pb::DefragmentResp
   });
 }
 
-// The MVCC state at `rev` (0 = current): CRC-32 (Castagnoli, as etcd) over
-// every key-value pair live at the compacted revision and every change
-// after it up to `rev`, in revision order.  Two members that applied the
-// same history and compactions give the same hash at the same revision.
-Status V3Service::Impl::hash_kv(int64_t rev, uint32_t* hash, int64_t* compact_rev) const {
-  const storage::KvStore& kv = member_.kv();
-  const int64_t current = kv.revision();
-  const int64_t compacted = kv.compact_revision();
-  if (rev <= 0) rev = current;
-  if (rev > current) return storage::errors::future_rev();
-  if (rev < compacted) return storage::errors::compacted();
-  boost::crc_optimal<32, 0x1EDC6F41, 0xFFFFFFFF, 0xFFFFFFFF, true, true> crc;
-  auto add_kv = [&crc](const pb::KeyValue& kvp, int type) {
-    std::string bytes;
-    kvp.SerializeToString(&bytes);
-    const uint32_t n = static_cast<uint32_t>(bytes.size());
-    crc.process_bytes(&n, sizeof n);
-    crc.process_bytes(&type, sizeof type);
-    crc.process_bytes(bytes.data(), bytes.size());
-  };
-  if (compacted > 0) {
-    pb::RangeRequest all;
-    all.set_key(kAllKeys);
-    all.set_range_end(kAllKeys);
-    all.set_revision(compacted);
-    pb::RangeResponse base;
-    if (Status s = kv.range(all, &base); !s) return s;
-    for (const auto& k : base.kvs()) add_kv(k, 0);
-  }
-  int64_t next = compacted + 1;
-  while (next <= rev) {
-    std::vector<pb::Event> events;
-    int64_t resume = 0;
-    if (Status s = kv.events(kAllKeys, kAllKeys, next, kWatchBatch, false, &events, &resume); !s)
-      return s;
-    bool past = false;
-    for (const auto& e : events) {
-      if (e.kv().mod_revision() > rev) {
-        past = true;
-        break;
-      }
-      add_kv(e.kv(), e.type() == pb::Event::PUT ? 1 : 2);
-    }
-    if (past || events.empty() || resume <= next) break;
-    next = resume;
-  }
-  *hash = crc.checksum();
-  *compact_rev = compacted;
-  return {};
-}
-
 void V3Service::hash(const pb::HashRequest&, Done<pb::HashResponse> done, const Caller& caller) {
   Impl* impl = impl_.get();
   impl->check_admin(caller, [impl, done = std::move(done)](Status as, Who) {
     if (!as) return done(as, pb::HashResponse());
     impl->worker_.post([impl, done = std::move(done)] {
       uint32_t h = 0;
-      int64_t compacted = 0;
-      if (Status s = impl->hash_kv(0, &h, &compacted); !s) return done(s, pb::HashResponse());
+      int64_t current = 0, compacted = 0;
+      if (Status s = impl->member_.kv().hash_by_rev(0, &h, &current, &compacted); !s)
+        return done(s, pb::HashResponse());
       pb::HashResponse resp;
       impl->fill_header(resp.mutable_header());
-      resp.mutable_header()->set_revision(impl->member_.kv().revision());
+      resp.mutable_header()->set_revision(current);
       resp.set_hash(h);
       done({}, std::move(resp));
     });
@@ -759,11 +747,12 @@ void V3Service::hash_kv(const pb::HashKVRequest& r, Done<pb::HashKVResponse> don
     if (!as) return done(as, pb::HashKVResponse());
     impl->worker_.post([impl, rev, done = std::move(done)] {
       uint32_t h = 0;
-      int64_t compacted = 0;
-      if (Status s = impl->hash_kv(rev, &h, &compacted); !s) return done(s, pb::HashKVResponse());
+      int64_t current = 0, compacted = 0;
+      if (Status s = impl->member_.kv().hash_by_rev(rev, &h, &current, &compacted); !s)
+        return done(s, pb::HashKVResponse());
       pb::HashKVResponse resp;
       impl->fill_header(resp.mutable_header());
-      resp.mutable_header()->set_revision(impl->member_.kv().revision());
+      resp.mutable_header()->set_revision(current);
       resp.set_hash(h);
       resp.set_compact_revision(compacted);
       done({}, std::move(resp));

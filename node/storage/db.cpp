@@ -60,6 +60,13 @@ std::string revision_key(int64_t main, int64_t sub) {
   return k;
 }
 
+std::string alarm_key(uint64_t member_id, int type) {
+  std::string k = with_id(kAlarm, member_id);
+  const auto t = static_cast<uint32_t>(type);
+  for (int shift = 24; shift >= 0; shift -= 8) k.push_back(static_cast<char>((t >> shift) & 0xff));
+  return k;
+}
+
 bool is_state_machine_key(std::string_view key) {
   if (key.empty()) return false;
   switch (key[0]) {
@@ -69,6 +76,7 @@ bool is_state_machine_key(std::string_view key) {
     case kRemovedMember:
     case kUser:
     case kRole:
+    case kAlarm:
       return true;
     case 'm':
       return key == kApplied || key == kConfState || key == kAuth;

@@ -25,6 +25,8 @@
 //     "mauth"                AuthRecord                   auth enabled flag and revision
 //     'U' <user name>        authpb.User                  an auth user (bcrypt hash)
 //     'R' <role name>        authpb.Role                  an auth role and its permissions
+//     'A' <member id:8> <type:4>  etcdserverpb.AlarmMember  a raised alarm (etcd's alarm
+//                                                          bucket: CORRUPT, NOSPACE)
 //
 // Everything a state-machine apply changes, including "mapplied", is written
 // in one WriteBatch, so after a crash the state and the applied index agree
@@ -66,6 +68,7 @@ inline constexpr char kMember = 'M';
 inline constexpr char kRemovedMember = 'X';
 inline constexpr char kUser = 'U';
 inline constexpr char kRole = 'R';
+inline constexpr char kAlarm = 'A';
 inline constexpr const char* kAuth = "mauth";
 inline constexpr const char* kHardState = "mhardstate";
 inline constexpr const char* kLogStart = "mlogstart";
@@ -79,6 +82,8 @@ uint64_t get_be64(const char* p);
 std::string with_id(char prefix, uint64_t id);
 std::string log_key(uint64_t index);
 std::string revision_key(int64_t main, int64_t sub);
+// kAlarm + big-endian member id + big-endian 32-bit alarm type
+std::string alarm_key(uint64_t member_id, int type);
 // True for keys that belong to the state machine (and so to its snapshots).
 bool is_state_machine_key(std::string_view key);
 }  // namespace keys

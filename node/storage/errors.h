@@ -22,6 +22,10 @@ inline constexpr const char* kMemberNotFound = "etcdserver: member not found";
 inline constexpr const char* kMemberExist = "etcdserver: member ID already exist";
 inline constexpr const char* kPeerURLExist = "etcdserver: Peer URLs already exists";
 inline constexpr const char* kMemberRemoved = "etcdserver: member has been permanently removed";
+// Writes refused while the CORRUPT alarm is raised (codes.DataLoss), and
+// while NOSPACE is (codes.ResourceExhausted).
+inline constexpr const char* kCorrupt = "etcdserver: corrupt cluster";
+inline constexpr const char* kNoSpace = "etcdserver: mvcc: database space exceeded";
 inline constexpr const char* kMemberNotLearner = "etcdserver: can only promote a learner member";
 
 // Auth (etcd's ErrGRPC* of the same text; the codes are etcd's too).
@@ -47,6 +51,8 @@ inline constexpr const char* kTooManyRequests = "etcdserver: too many requests";
 
 inline Status compacted() { return {Code::kOutOfRange, kCompacted}; }
 inline Status future_rev() { return {Code::kOutOfRange, kFutureRev}; }
+inline Status corrupt() { return {Code::kDataLoss, kCorrupt}; }
+inline Status no_space() { return {Code::kResourceExhausted, kNoSpace}; }
 inline Status lease_not_found() { return {Code::kNotFound, kLeaseNotFound}; }
 inline Status permission_denied() { return {Code::kPermissionDenied, kPermissionDenied}; }
 inline Status user_empty() { return {Code::kInvalidArgument, kUserEmpty}; }

@@ -8,6 +8,7 @@
 #include <leveldb/iterator.h>
 
 #include <algorithm>
+#include <boost/crc.hpp>
 #include <chrono>
 #include <mutex>
 
@@ -246,6 +247,7 @@ Status KvStore::reopen(const std::function<Status(Database** db)>& swap) {
   leases_.clear();
   members_.clear();
   removed_members_.clear();
+  alarms_.clear();
   if (!s) return s;
   return load();
 }
@@ -318,6 +320,13 @@ Status KvStore::load() {
   for (it->Seek(std::string(1, keys::kRemovedMember));
        it->Valid() && it->key().size() == 9 && it->key()[0] == keys::kRemovedMember; it->Next())
     removed_members_.insert(keys::get_be64(it->key().data() + 1));
+  for (it->Seek(std::string(1, keys::kAlarm));
+       it->Valid() && it->key().size() == 13 && it->key()[0] == keys::kAlarm; it->Next()) {
+    pb::AlarmMember a;
+    if (!a.ParseFromArray(it->value().data(), static_cast<int>(it->value().size())))
+      fatal("unparsable alarm record");
+    alarms_.emplace(a.memberid(), static_cast<int>(a.alarm()));
+  }
   if (!it->status().ok()) return from_leveldb(it->status());
   return auth_.load(db_->db());
 }
@@ -349,9 +358,9 @@ bool KvStore::previous(const std::string& key, int64_t mod_revision, pb::KeyValu
   const auto& revs = it->second.revs;
   // A key changes at most once per revision (etcd refuses duplicate keys in
   // a txn), so the change before `mod_revision` is the last one below it.
-  auto pos = std::lower_bound(
-      revs.begin(), revs.end(), mod_revision,
-      [](const KeyHistory::Rev& r, int64_t main) { return r.rev.main < main; });
+  auto pos =
+      std::lower_bound(revs.begin(), revs.end(), mod_revision,
+                       [](const KeyHistory::Rev& r, int64_t main) { return r.rev.main < main; });
   if (pos == revs.begin()) return false;
   --pos;
   if (pos->tombstone) return false;
@@ -1035,6 +1044,9 @@ KvStore::ApplyResult KvStore::ApplyBatch::apply(const pb::InternalRequest& req, 
   Writer w(st, batch_, pending_);
   pb::InternalResponse& out = res.response;
   Status s = validate(req);
+  // A raised alarm refuses writes before anything else is checked, as
+  // etcd's corrupt and capped appliers replace its auth applier.
+  if (s) s = st.check_alarms(req);
   if (s) s = st.check_permission(req);
   if (s && AuthStore::handles(req)) {
     s = st.auth_.apply(req, index, &batch_, &out);
@@ -1045,8 +1057,8 @@ KvStore::ApplyResult KvStore::ApplyBatch::apply(const pb::InternalRequest& req, 
           refl->GetOneofFieldDescriptor(out, out.GetDescriptor()->FindOneofByName("response"));
       if (f == nullptr) fatal("an applied auth request without an answer");
       google::protobuf::Message* m = refl->MutableMessage(&out, f);
-      auto* h = static_cast<pb::ResponseHeader*>(m->GetReflection()->MutableMessage(
-          m, m->GetDescriptor()->FindFieldByName("header")));
+      auto* h = static_cast<pb::ResponseHeader*>(
+          m->GetReflection()->MutableMessage(m, m->GetDescriptor()->FindFieldByName("header")));
       h->set_revision(st.rev_);
     }
   } else if (s) {
@@ -1087,6 +1099,9 @@ KvStore::ApplyResult KvStore::ApplyBatch::apply(const pb::InternalRequest& req, 
       case pb::InternalRequest::kMemberPromote:
       case pb::InternalRequest::kMemberAttributes:
         s = st.apply_member(w, req, &out);
+        break;
+      case pb::InternalRequest::kAlarm:
+        st.apply_alarm(batch_, req.alarm(), out.mutable_alarm(), &res.alarm_edge);
         break;
       default:
         break;
@@ -1286,6 +1301,168 @@ bool KvStore::member_removed(uint64_t id) const {
 std::vector<uint64_t> KvStore::removed_members() const {
   auto l = read_lock();
   return {removed_members_.begin(), removed_members_.end()};
+}
+
+// ------------------------------------------------------------------ alarms
+
+std::vector<pb::AlarmMember> KvStore::alarms(pb::AlarmType type) const {
+  auto l = read_lock();
+  std::vector<pb::AlarmMember> out;
+  for (const auto& [member, t] : alarms_) {
+    if (type != pb::NONE && t != type) continue;
+    pb::AlarmMember a;
+    a.set_memberid(member);
+    a.set_alarm(static_cast<pb::AlarmType>(t));
+    out.push_back(std::move(a));
+  }
+  return out;
+}
+
+// etcd's alarm store: ACTIVATE answers the alarm (new or already raised),
+// DEACTIVATE the alarm it cleared (nothing when it was not raised), GET
+// the raised alarms of the type.  Raising NONE changes nothing (etcd 3.5;
+// 3.4 stores it).
+void KvStore::apply_alarm(leveldb::WriteBatch& batch, const pb::AlarmRequest& req,
+                          pb::AlarmResponse* resp, ApplyResult::AlarmEdge* edge) {
+  const int type = static_cast<int>(req.alarm());
+  auto count = [this](int t) {
+    return std::count_if(alarms_.begin(), alarms_.end(),
+                         [t](const auto& a) { return a.second == t; });
+  };
+  const auto before = count(type);
+  const std::pair<uint64_t, int> key(req.memberid(), type);
+  switch (req.action()) {
+    case pb::AlarmRequest::GET:
+      for (const auto& [member, t] : alarms_) {
+        if (req.alarm() != pb::NONE && t != type) continue;
+        auto* a = resp->add_alarms();
+        a->set_memberid(member);
+        a->set_alarm(static_cast<pb::AlarmType>(t));
+      }
+      return;
+    case pb::AlarmRequest::ACTIVATE: {
+      if (req.alarm() == pb::NONE) return;
+      auto* a = resp->add_alarms();
+      a->set_memberid(req.memberid());
+      a->set_alarm(req.alarm());
+      if (!alarms_.insert(key).second) return;
+      batch.Put(keys::alarm_key(req.memberid(), type), a->SerializeAsString());
+      if (before == 0) *edge = ApplyResult::AlarmEdge::kRaised;
+      return;
+    }
+    case pb::AlarmRequest::DEACTIVATE: {
+      if (alarms_.erase(key) == 0) return;
+      batch.Delete(keys::alarm_key(req.memberid(), type));
+      auto* a = resp->add_alarms();
+      a->set_memberid(req.memberid());
+      a->set_alarm(req.alarm());
+      if (count(type) == 0) *edge = ApplyResult::AlarmEdge::kDisarmed;
+      return;
+    }
+    default:
+      return;
+  }
+}
+
+namespace {
+
+// etcd's isTxnReadonly: every operation of both branches is a range (a
+// nested txn is not).
+bool txn_read_only(const pb::TxnRequest& t) {
+  for (const auto* ops : {&t.success(), &t.failure()})
+    for (const auto& op : *ops)
+      if (!op.has_request_range()) return false;
+  return true;
+}
+
+}  // namespace
+
+Status KvStore::check_alarms(const pb::InternalRequest& req) const {
+  if (alarms_.empty()) return {};
+  bool corrupt = false, nospace = false;
+  for (const auto& a : alarms_) {
+    corrupt = corrupt || a.second == pb::CORRUPT;
+    nospace = nospace || a.second == pb::NOSPACE;
+  }
+  if (corrupt) {
+    switch (req.request_case()) {
+      case pb::InternalRequest::kPut:
+      case pb::InternalRequest::kDeleteRange:
+      case pb::InternalRequest::kCompaction:
+      case pb::InternalRequest::kLeaseGrant:
+      case pb::InternalRequest::kLeaseRevoke:
+        return errors::corrupt();
+      case pb::InternalRequest::kTxn:
+        // etcd serves a read-only txn without Raft, so CORRUPT never
+        // reaches it; muster replicates it, and lets it through.
+        if (!txn_read_only(req.txn())) return errors::corrupt();
+        break;
+      default:
+        break;
+    }
+  }
+  if (nospace &&
+      (req.has_put() || req.has_lease_grant() || (req.has_txn() && !txn_read_only(req.txn()))))
+    return errors::no_space();
+  return {};
+}
+
+// ------------------------------------------------------------------ hash
+
+Status KvStore::hash_by_rev(int64_t rev, uint32_t* hash, int64_t* current_rev,
+                            int64_t* compact_rev) const {
+  int64_t current = 0, compacted = 0;
+  {
+    auto l = read_lock();
+    current = rev_;
+    compacted = compact_rev_;
+  }
+  if (rev <= 0) rev = current;
+  if (rev > current) return errors::future_rev();
+  if (rev < compacted) return errors::compacted();
+  boost::crc_optimal<32, 0x1EDC6F41, 0xFFFFFFFF, 0xFFFFFFFF, true, true> crc;
+  auto add_kv = [&crc](const pb::KeyValue& kvp, int type) {
+    std::string bytes;
+    kvp.SerializeToString(&bytes);
+    const uint32_t n = static_cast<uint32_t>(bytes.size());
+    crc.process_bytes(&n, sizeof n);
+    crc.process_bytes(&type, sizeof type);
+    crc.process_bytes(bytes.data(), bytes.size());
+  };
+  const std::string all(1, '\0');  // every key: [\0, \0)
+  if (compacted > 0) {
+    pb::RangeRequest req;
+    req.set_key(all);
+    req.set_range_end(all);
+    req.set_revision(compacted);
+    pb::RangeResponse base;
+    if (Status s = range(req, &base); !s) return s;
+    for (const auto& k : base.kvs()) add_kv(k, 0);
+  }
+  // Every change after the compacted revision, in pieces.
+  constexpr size_t kStep = 1000;
+  int64_t next = compacted + 1;
+  while (next <= rev) {
+    std::vector<pb::Event> events;
+    int64_t resume = 0;
+    if (Status s = this->events(all, all, next, kStep, false, &events, &resume); !s) return s;
+    bool past = false;
+    for (const auto& e : events) {
+      if (e.kv().mod_revision() > rev) {
+        past = true;
+        break;
+      }
+      add_kv(e.kv(), e.type() == pb::Event::PUT ? 1 : 2);
+    }
+    if (past || events.empty() || resume <= next) break;
+    next = resume;
+  }
+  // A compaction that ran meanwhile may have removed part of what was read.
+  if (compact_revision() != compacted) return errors::compacted();
+  *hash = crc.checksum();
+  *current_rev = current;
+  *compact_rev = compacted;
+  return {};
 }
 
 // ------------------------------------------------------------------ checks

@@ -25,6 +25,8 @@
 //     which a new leader calls, as etcd's lessor Promote does).
 #pragma once
 
+#include <absl/container/btree_map.h>
+
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -34,8 +36,6 @@
 #include <shared_mutex>
 #include <string>
 #include <vector>
-
-#include <absl/container/btree_map.h>
 
 #include "etcdwire/v3_json.h"
 #include "node/raft/raft.pb.h"
@@ -85,6 +85,9 @@ class KvStore {
     std::vector<pb::Event> events;
     // The entry was at or below the applied index and was not applied.
     bool skipped = false;
+    // An alarm request that raised the first alarm of its type, or cleared
+    // the last one: the member logs it (etcd's "alarm raised").
+    enum class AlarmEdge { kNone, kRaised, kDisarmed } alarm_edge = AlarmEdge::kNone;
   };
 
   // REQUIRES: db outlives the store (or the next reopen()).
@@ -130,6 +133,24 @@ class KvStore {
   uint64_t applied_index() const;
   uint64_t applied_term() const;
   size_t key_count() const;  // live keys
+
+  // etcd's HashByRev: a CRC-32 (Castagnoli) over the key-values live at the
+  // compacted revision and every change after it up to `rev` (0 = the
+  // current revision), in revision order.  Members that applied the same
+  // history and compactions agree on it at the same revision; a record
+  // changed on one member's disk makes its hash differ.  *current_rev is the
+  // revision at the time of the call.  kOutOfRange "...future revision"
+  // beyond the current revision, "...has been compacted" below the
+  // compacted one (also when a compaction runs meanwhile).
+  Status hash_by_rev(int64_t rev, uint32_t* hash, int64_t* current_rev, int64_t* compact_rev) const;
+
+  // --- alarms (etcd's alarm store, replicated: InternalRequest.alarm) ---
+  // While CORRUPT is raised, Put, DeleteRange, Txn with a write, Compaction,
+  // LeaseGrant and LeaseRevoke fail at apply with "etcdserver: corrupt
+  // cluster" (etcd's applierV3Corrupt); while NOSPACE is raised, Put, Txn
+  // and LeaseGrant fail with "database space exceeded".  Reads pass.
+  // The raised alarms of `type` (NONE = every type), by member then type.
+  std::vector<pb::AlarmMember> alarms(pb::AlarmType type = pb::NONE) const;
 
   // --- leases (leader side; not replicated) ---
   // LeaseGrant is applied with the TTL as proposed: the server raises TTLs
@@ -197,6 +218,11 @@ class KvStore {
                            pb::LeaseGrantResponse* resp);
   Status apply_lease_revoke(Writer& w, int64_t id);
   Status apply_member(Writer& w, const pb::InternalRequest& req, pb::InternalResponse* resp);
+  void apply_alarm(leveldb::WriteBatch& batch, const pb::AlarmRequest& req, pb::AlarmResponse* resp,
+                   ApplyResult::AlarmEdge* edge);
+  // The refusal a raised alarm imposes on a client write (ok when none).
+  // REQUIRES: the write lock.
+  Status check_alarms(const pb::InternalRequest& req) const;
   // The caller's permission for a client request (ok for requests without
   // a caller and while auth is off).  REQUIRES: the write lock.
   Status check_permission(const pb::InternalRequest& req) const;
@@ -235,6 +261,7 @@ class KvStore {
   std::map<int64_t, Lease> leases_;
   std::map<uint64_t, pb::Member> members_;
   std::set<uint64_t> removed_members_;
+  std::set<std::pair<uint64_t, int>> alarms_;  // (member id, AlarmType)
   AuthStore auth_;
   // The records an ApplyBatch staged and has not written yet (set while it
   // holds the write lock; read_record looks here first).

@@ -50,15 +50,16 @@ struct PeerPort {
         [](const raftpb::Message&) -> std::unique_ptr<server::SnapshotSink> {
           return std::make_unique<CountingSink>();
         });
-    transport->set_http_handler([](const std::string& target) {
-      server::Transport::HttpAnswer a;
-      if (target == "/members") {
-        a.status = 200;
-        a.content_type = "application/json";
-        a.body = "[]";
-      }
-      return a;
-    });
+    transport->set_http_handler(
+        [](server::Transport::HttpRequest req, server::Transport::HttpReply reply) {
+          server::Transport::HttpAnswer a;
+          if (req.target == "/members") {
+            a.status = 200;
+            a.content_type = "application/json";
+            a.body = "[]";
+          }
+          reply(std::move(a));
+        });
     // Known peers whose URLs go nowhere (port 9 is discard; nothing listens).
     transport->add_peer(2, {"http://127.0.0.1:9"});
     transport->add_peer(3, {"http://127.0.0.1:9"});

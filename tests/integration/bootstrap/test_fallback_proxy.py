@@ -1,10 +1,13 @@
 """Extra joiners become proxies (--discovery-fallback=proxy, the default), as
 a user meets them: N+1 nodes started together on a size-N token, whichever
 registers too late serves clients by forwarding to the cluster, and every
-node keeps its role and the data across a restart of everything."""
+node keeps its role and the data across a restart of everything.  With auth
+on, a client authenticates through the proxy (gRPC with the real etcdctl,
+the JSON gateway, musterctl) and its token works there and on the members."""
 
 import json
 import os
+import subprocess
 import sys
 import time
 import unittest
@@ -12,7 +15,9 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "proxy"))
-from bootstrap import BootTest, BootCluster, Discovery, ProcessGroup, musterctl, wait_for  # noqa: E402
+from bootstrap import (BootTest, BootCluster, Discovery, ProcessGroup, musterctl,  # noqa: E402
+                       request, wait_for)
+from harness import ETCDCTL  # noqa: E402
 from proxy_helpers import WatchStream, b64  # noqa: E402
 
 
@@ -111,6 +116,66 @@ class FallbackProxyTest(BootTest):
         code, out, err = musterctl("discovery", "show", url, "-w", "json")
         self.assertEqual(code, 0, err)
         self.assertEqual(len(json.loads(out)["members"]), 3)
+
+    def test_auth_tokens_work_through_an_extra_joiners_proxy(self):
+        url, c, members, proxies = self.form(3, 1)
+        proxy, m1 = proxies[0], members[0]
+
+        def etcdctl(node, *args):
+            env = dict(os.environ, ETCDCTL_API="3")
+            return subprocess.run([ETCDCTL, "--endpoints", node.client_url, "--dial-timeout",
+                                   "3s", "--command-timeout", "8s"] + list(args),
+                                  capture_output=True, text=True, timeout=30, env=env)
+        for argv in (["user", "add", "root:rootpw"], ["user", "add", "alice:alicepw"],
+                     ["role", "add", "arole"],
+                     ["role", "grant-permission", "--prefix=true", "arole", "readwrite", "a/"],
+                     ["user", "grant-role", "alice", "arole"], ["auth", "enable"]):
+            r = etcdctl(m1, *argv)
+            self.assertEqual(r.returncode, 0, "etcdctl %s: %s" % (argv, r.stderr))
+        alice = ["--user", "alice:alicepw"]
+
+        # gRPC: etcdctl calls Authenticate through the proxy, then sends the
+        # token in the metadata of each request it relays.
+        r = etcdctl(proxy, "put", "a/1", "one", *alice)
+        self.assertEqual((r.returncode, r.stdout), (0, "OK\n"), r.stderr)
+        r = etcdctl(proxy, "get", "a/1", "--print-value-only", *alice)
+        self.assertEqual((r.returncode, r.stdout), (0, "one\n"), r.stderr)
+        r = etcdctl(proxy, "put", "b/1", "x", *alice)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("Error: etcdserver: permission denied", r.stderr)
+        r = etcdctl(proxy, "get", "a/1")
+        self.assertIn("Error: etcdserver: user name is empty", r.stderr)
+        r = etcdctl(proxy, "get", "a/1", "--user", "alice:wrong")
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("authentication failed, invalid user ID or password", r.stderr)
+
+        # The JSON gateway: a token issued through the proxy works at a
+        # member, and one issued at a member works through the proxy.
+        st, j = proxy.call("/v3/auth/authenticate", {"name": "alice", "password": "alicepw"})
+        self.assertEqual(st, 200, j)
+        via_proxy = j["token"]
+        st, j = m1.call("/v3/auth/authenticate", {"name": "alice", "password": "alicepw"})
+        self.assertEqual(st, 200, j)
+        via_member = j["token"]
+        for node, token in ((members[2], via_proxy), (proxy, via_member), (proxy, via_proxy)):
+            st, _, body = request(node.client_url, "POST", "/v3/kv/range",
+                                  json.dumps({"key": b64("a/1")}),
+                                  headers={"Authorization": token,
+                                           "Content-Type": "application/json"})
+            self.assertEqual(st, 200, body)
+            self.assertEqual(json.loads(body)["kvs"][0]["value"], b64("one"))
+        st, _, body = request(proxy.client_url, "POST", "/v3/kv/range",
+                              json.dumps({"key": b64("a/1")}),
+                              headers={"Authorization": "not-a-token",
+                                       "Content-Type": "application/json"})
+        self.assertEqual(st, 401, body)
+        self.assertIn(b"etcdserver: invalid auth token", body)
+
+        # musterctl --user through the proxy.
+        code, out, err = musterctl("--endpoints", proxy.client_url, "put", "a/2", "two", *alice)
+        self.assertEqual((code, out), (0, "OK\n"), err)
+        code, out, err = musterctl("--endpoints", proxy.client_url, "get", "a/2", *alice)
+        self.assertEqual((code, out), (0, "a/2\ntwo\n"), err)
 
     def test_five_members_and_two_proxies(self):
         url, c, members, proxies = self.form(5, 2)

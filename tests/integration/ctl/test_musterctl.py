@@ -8,6 +8,7 @@ tests/integration/node/cluster.py; only the binary differs.
 
 import base64
 import hashlib
+import http.client
 import json
 import os
 import queue
@@ -522,6 +523,78 @@ class MusterctlTest(unittest.TestCase):
         r = self.ctl("get", "t", endpoints="http://127.0.0.1:%d" % m.client_port)
         self.assertNotEqual(r.code, 0, r)
         self.assertEqual(r.out, "")
+
+    # ------------------------------------------------------------------ auth
+    def test_user_and_password_with_auth_enabled(self):
+        c = self.make(1)
+        m = c.members[0]
+
+        def gw(path, body, token=None):
+            st, j = m.call(path, body) if token is None else self.gateway(m, path, body, token)
+            self.assertEqual(st, 200, "%s: %s" % (path, j))
+            return j
+        # Users and roles through the JSON gateway (musterctl has no user
+        # commands): root, and alice with readwrite on a/.
+        gw("/v3/auth/user/add", {"name": "root", "password": "rootpw"})
+        gw("/v3/auth/role/add", {"name": "root"})
+        gw("/v3/auth/user/grant", {"user": "root", "role": "root"})
+        gw("/v3/auth/user/add", {"name": "alice", "password": "alicepw"})
+        gw("/v3/auth/role/add", {"name": "arole"})
+        gw("/v3/auth/role/grant", {"name": "arole", "perm": {
+            "permType": "READWRITE", "key": b64("a/"), "range_end": b64("a0")}})
+        gw("/v3/auth/user/grant", {"user": "alice", "role": "arole"})
+        gw("/v3/auth/enable", {})
+        ep = m.client_url
+
+        # Without a user: etcd's error, exit 1.
+        r = self.ctl("put", "a/1", "x", endpoints=ep)
+        self.assertEqual((r.code, r.out, r.err), (1, "", "Error: etcdserver: user name is empty\n"))
+        # name:password, and --user with --password.
+        self.assertEqual(self.ok("put", "a/1", "one", "--user", "alice:alicepw", endpoints=ep).out,
+                         "OK\n")
+        self.assertEqual(self.ok("get", "a/1", "--user", "alice", "--password", "alicepw",
+                                 endpoints=ep).out, "a/1\none\n")
+        # The environment, as etcdctl's ETCDCTL_USER.
+        self.assertEqual(self.ok("get", "a/1", env={"ETCDCTL_USER": "alice:alicepw"},
+                                 endpoints=ep).out, "a/1\none\n")
+        # A name alone: the password is asked for ("Password: ", then a line).
+        r = self.ok("get", "a/1", "--user", "alice", endpoints=ep, stdin="alicepw\n")
+        self.assertEqual(r.out, "Password: \na/1\none\n")
+        # Outside alice's range: permission denied, exit 1.
+        r = self.ctl("put", "b/1", "x", "--user", "alice:alicepw", endpoints=ep)
+        self.assertEqual((r.code, r.err), (1, "Error: etcdserver: permission denied\n"))
+        r = self.ctl("get", "b/1", "--user", "alice:alicepw", endpoints=ep)
+        self.assertEqual((r.code, r.err), (1, "Error: etcdserver: permission denied\n"))
+        # A wrong password or an unknown user: no client, exit 2 (etcdctl's).
+        for user in ("alice:wrong", "nobody:x"):
+            r = self.ctl("get", "a/1", "--user", user, endpoints=ep)
+            self.assertEqual((r.code, r.out), (2, ""), r)
+            self.assertEqual(r.err, "Error: etcdserver: authentication failed, invalid user ID "
+                                    "or password\n")
+        # With --password, --user is the whole name (colon included).
+        r = self.ctl("get", "a/1", "--user", "alice:alicepw", "--password", "alicepw",
+                     endpoints=ep)
+        self.assertEqual(r.code, 2, r)
+        # Root may do what alice may not.
+        self.assertEqual(self.ok("put", "b/1", "root-was-here", "--user", "root:rootpw",
+                                 endpoints=ep).out, "OK\n")
+        token = gw("/v3/auth/authenticate", {"name": "root", "password": "rootpw"})["token"]
+        gw("/v3/auth/disable", {}, token)
+        self.assertEqual(self.ok("get", "b/1", endpoints=ep).out, "b/1\nroot-was-here\n")
+        # A user given to a cluster without auth is not an error (clientv3).
+        self.assertEqual(self.ok("get", "b/1", "--user", "alice:alicepw", endpoints=ep).out,
+                         "b/1\nroot-was-here\n")
+
+    def gateway(self, member, path, body, token):
+        conn = http.client.HTTPConnection("127.0.0.1", member.client_port, timeout=15)
+        try:
+            conn.request("POST", path, body=json.dumps(body),
+                         headers={"Content-Type": "application/json", "Authorization": token})
+            r = conn.getresponse()
+            text = r.read().decode()
+            return r.status, json.loads(text) if text else None
+        finally:
+            conn.close()
 
 
 if __name__ == "__main__":

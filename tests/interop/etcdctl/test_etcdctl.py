@@ -28,7 +28,7 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "lib"))
 sys.path.insert(0, HERE)
-from harness import ETCDCTL, ProcessGroup, free_port, wait_for  # noqa: E402
+from harness import ETCDCTL, ProcessGroup, free_port, request, wait_for  # noqa: E402
 from normalize import Normalizer  # noqa: E402
 from v3cluster import V3Cluster, make_certs, systems  # noqa: E402
 
@@ -140,6 +140,8 @@ class EtcdctlComparison(unittest.TestCase):
             # An election on a loaded machine may have moved the leadership
             # since: move it back, so every test starts with m1 leading.
             self.move_leader(c, self.leader_name)
+            # A test that failed half-way may have left an alarm raised.
+            c.ctl("alarm", "disarm")
 
     def normalizer(self, c):
         n = Normalizer(c)
@@ -466,6 +468,53 @@ class EtcdctlComparison(unittest.TestCase):
             print("\nnote: snapshot save comparison skipped: %s" % "; ".join(skipped),
                   file=sys.stderr)
 
+    def test_corrupt_alarm(self):
+        """The CORRUPT alarm as etcdctl shows it and what it refuses.  etcd
+        has no hook to corrupt its bbolt file, so both clusters get the
+        alarm the way any client can raise it, through the gateway's
+        Maintenance.Alarm (ACTIVATE, member 0: what the periodic check of
+        both proposes); tests/integration/node/test_corruption.py makes
+        muster's own check raise it."""
+        def script(s):
+            def alarm(action):
+                status, _, data = request(s.cluster.members[0].client_url, "POST",
+                                          "/v3/maintenance/alarm",
+                                          json.dumps({"action": action, "alarm": "CORRUPT"}),
+                                          headers={"Content-Type": "application/json"})
+                s.record("$ POST /v3/maintenance/alarm %s CORRUPT\n[%d]\n%s\n" % (
+                    action, status, data.decode().strip()))
+            s.ctl("put", "cor/k", "1", expect_rc=0)
+            alarm("ACTIVATE")
+            alarm("ACTIVATE")  # already raised: answered the same
+            s.ctl("alarm", "list", expect_rc=0)
+            s.ctl("alarm", "list", "-w", "json", expect_rc=0)
+            for m in s.cluster.members:  # raised through Raft: on every member
+                s.ctl("alarm", "list", endpoints=[m.client_url],
+                      show="alarm list via %s" % m.name, expect_rc=0)
+            s.ctl("endpoint", "status", "-w", "json", expect_rc=0)
+            s.ctl("endpoint", "status", "-w", "table", expect_rc=0)
+            s.ctl("put", "cor/k", "2", expect_rc=1)
+            s.ctl("put", "cor/k", "2", endpoints=[s.cluster.members[2].client_url],
+                  show="put cor/k 2 via m3", expect_rc=1)
+            s.ctl("del", "cor/k", expect_rc=1)
+            s.ctl("txn", input="\nput cor/t 1\n\n\n", show="txn (a put)", expect_rc=1)
+            s.ctl("txn", input="\nget cor/k\n\n\n", show="txn (a get)", expect_rc=0)
+            s.ctl("lease", "grant", "60", expect_rc=1)
+            s.ctl("compaction", s.rev(1), show="compaction <start+1>", expect_rc=1)
+            s.ctl("get", "cor/k", expect_rc=0)
+            s.ctl("alarm", "disarm", expect_rc=0)
+            s.ctl("alarm", "list", expect_rc=0)
+            alarm("DEACTIVATE")  # nothing raised any more
+            s.ctl("put", "cor/k", "3", expect_rc=0)
+            s.ctl("endpoint", "status", "-w", "json", expect_rc=0)
+        text = self.compare(script)
+        self.assertIn("$ etcdctl alarm list\n[exit 0]\nalarm:CORRUPT \n", text)
+        self.assertIn('{"alarms": [{"alarm": 2}]}', text)
+        self.assertIn('"errors": ["alarm:CORRUPT "]', text)
+        self.assertIn("$ etcdctl txn (a get)\n[exit 0]\nSUCCESS", text)
+        self.assertIn("Error: etcdserver: corrupt cluster", text)
+        self.assertIn("Error: failed to grant lease (etcdserver: corrupt cluster)", text)
+
     def test_membership(self):
         peer1 = "http://127.0.0.1:%d" % free_port()
         peer2 = "http://127.0.0.1:%d" % free_port()
@@ -543,6 +592,7 @@ class EtcdctlTlsComparison(EtcdctlComparison):
     test_membership = None
     test_bad_input = None
     test_maintenance = None
+    test_corrupt_alarm = None
 
 
 if __name__ == "__main__":

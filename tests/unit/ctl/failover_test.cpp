@@ -2,6 +2,8 @@
 // are tried, in which order, and which failures move on.
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
 #include "ctl/client.h"
 
 namespace muster::ctl {
@@ -13,7 +15,8 @@ struct Script {
   std::map<std::string, std::pair<int, std::string>> answers;
 
   Client::Transport transport() {
-    return [this](const std::string& method, const std::string& url, const std::string&) {
+    return [this](const std::string& method, const std::string& url, const std::string&,
+                  const net::Headers&) {
       EXPECT_EQ(method, "POST");
       tried.push_back(url);
       net::ClientResult r;
@@ -122,6 +125,100 @@ TEST(GatewayError, MessageThenErrorThenStatusLine) {
   EXPECT_FALSE(reply.ok());
   EXPECT_FALSE(reply.connection_failed);
   EXPECT_NE(reply.error.find("malformed JSON"), std::string::npos);
+}
+
+// --user: Authenticate once before the first request, the token in every
+// request's Authorization header, a new token once when the old one is
+// refused, and etcdctl's exit 2 when the password is wrong.
+struct AuthScript {
+  std::vector<std::pair<std::string, std::string>> calls;  // path, Authorization
+  int tokens_issued = 0;
+  std::string password = "pw";
+  bool auth_enabled = true;
+  int refuse_next = 0;  // answer "invalid auth token" this many times
+
+  Client::Transport transport() {
+    return [this](const std::string&, const std::string& url, const std::string& body,
+                  const net::Headers& headers) {
+      const std::string path = url.substr(url.find("/v3/"));
+      calls.emplace_back(path, headers.get("Authorization").value_or(""));
+      net::Response resp;
+      resp.status = 200;
+      if (path == "/v3/auth/authenticate") {
+        const auto req = nlohmann::json::parse(body);
+        if (!auth_enabled) {
+          resp.status = 400;
+          resp.body = R"({"error":"etcdserver: authentication is not enabled","code":9})";
+        } else if (req["password"] != password) {
+          resp.status = 400;
+          resp.body =
+              R"({"error":"etcdserver: authentication failed, invalid user ID or password","code":3})";
+        } else {
+          resp.body = R"({"token":"tok)" + std::to_string(++tokens_issued) + "\"}";
+        }
+      } else if (refuse_next > 0) {
+        --refuse_next;
+        resp.status = 401;
+        resp.body = R"({"error":"etcdserver: invalid auth token","code":16})";
+      } else {
+        resp.body = "{}";
+      }
+      net::ClientResult r;
+      r.response = resp;
+      return r;
+    };
+  }
+};
+
+GlobalOptions as_alice(const std::string& password = "pw") {
+  GlobalOptions o;
+  o.endpoints = {"127.0.0.1:1"};
+  o.user = "alice";
+  o.password = password;
+  return o;
+}
+
+TEST(Auth, TheTokenRidesEveryRequestAndIsRenewedOnceWhenRefused) {
+  AuthScript a;
+  Client c(as_alice(), a.transport());
+  ASSERT_TRUE(c.call("/v3/kv/put", {}).ok());
+  ASSERT_TRUE(c.call("/v3/kv/range", {}).ok());
+  a.refuse_next = 1;
+  ASSERT_TRUE(c.call("/v3/kv/range", {}).ok());
+  a.refuse_next = 2;  // refused with the new token too: the error stands
+  const Reply r = c.call("/v3/kv/range", {});
+  EXPECT_EQ(r.error, "etcdserver: invalid auth token");
+  EXPECT_FALSE(r.connection_failed);
+  using P = std::pair<std::string, std::string>;
+  EXPECT_EQ(a.calls, (std::vector<P>{{"/v3/auth/authenticate", ""},
+                                     {"/v3/kv/put", "tok1"},
+                                     {"/v3/kv/range", "tok1"},
+                                     {"/v3/kv/range", "tok1"},
+                                     {"/v3/auth/authenticate", ""},
+                                     {"/v3/kv/range", "tok2"},
+                                     {"/v3/kv/range", "tok2"},
+                                     {"/v3/auth/authenticate", ""},
+                                     {"/v3/kv/range", "tok3"}}));
+}
+
+TEST(Auth, AWrongPasswordEndsBeforeAnyRequestWithExitTwo) {
+  AuthScript a;
+  Client c(as_alice("nope"), a.transport());
+  const Reply r = c.call("/v3/kv/put", {});
+  EXPECT_EQ(r.error, "etcdserver: authentication failed, invalid user ID or password");
+  EXPECT_TRUE(r.connection_failed);  // etcdctl: ExitBadConnection
+  EXPECT_EQ(a.calls.size(), 1u);
+}
+
+TEST(Auth, AClusterWithoutAuthIgnoresTheUser) {
+  AuthScript a;
+  a.auth_enabled = false;
+  Client c(as_alice(), a.transport());
+  ASSERT_TRUE(c.call("/v3/kv/put", {}).ok());
+  ASSERT_TRUE(c.call("/v3/kv/put", {}).ok());
+  using P = std::pair<std::string, std::string>;
+  EXPECT_EQ(a.calls, (std::vector<P>{
+                         {"/v3/auth/authenticate", ""}, {"/v3/kv/put", ""}, {"/v3/kv/put", ""}}));
 }
 
 }  // namespace

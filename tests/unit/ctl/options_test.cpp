@@ -192,5 +192,36 @@ TEST(CommandLine, ArgumentErrorsBeforeAnyRequest) {
   EXPECT_EQ(run({"get", "a", ep}).code, kExitBadConnection);
 }
 
+// etcdctl's authCfgFromCmd: name:password split at the first colon; with
+// --password the user is the whole name; a name alone asks.
+TEST(GlobalOptions, UserAndPasswordFollowEtcdctl) {
+  auto opts = [](std::vector<std::string> args, std::map<std::string, std::string> env = {}) {
+    Flags flags;
+    declare_global_flags(flags);
+    EXPECT_FALSE(flags.parse(args));
+    GlobalOptions o;
+    EXPECT_FALSE(read_global_options(flags, env_of(std::move(env)), &o));
+    return o;
+  };
+  GlobalOptions o = opts({});
+  EXPECT_TRUE(o.user.empty());
+  EXPECT_FALSE(o.ask_password);
+  o = opts({"--user", "alice:pw:with:colons"});
+  EXPECT_EQ(o.user, "alice");
+  EXPECT_EQ(o.password, "pw:with:colons");
+  EXPECT_FALSE(o.ask_password);
+  o = opts({"--user", "al:ice", "--password", "pw"});
+  EXPECT_EQ(o.user, "al:ice");
+  EXPECT_EQ(o.password, "pw");
+  o = opts({"--user", "alice"});
+  EXPECT_EQ(o.user, "alice");
+  EXPECT_TRUE(o.ask_password);
+  o = opts({}, {{"ETCDCTL_USER", "bob"}, {"ETCDCTL_PASSWORD", "secret"}});
+  EXPECT_EQ(o.user, "bob");
+  EXPECT_EQ(o.password, "secret");
+  o = opts({"--user", "carol:x"}, {{"MUSTERCTL_USER", "bob:y"}});
+  EXPECT_EQ(o.user, "carol");  // the command line first
+}
+
 }  // namespace
 }  // namespace muster::ctl

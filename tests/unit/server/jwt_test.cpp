@@ -1,4 +1,5 @@
-// etcd's JWT tokens (node/server/jwt.h): RS256 and ES256 round trips, and
+// etcd's JWT tokens (node/server/jwt.h): round trips with every sign method
+// etcd 3.4 accepts (RS, PS, ES and HS, each with SHA-256/384/512), and
 // every way a token must fail: another key, another method, a changed
 // claim, a broken shape, expiry; verify-only keys; bad flags.
 #include "node/server/jwt.h"
@@ -6,6 +7,7 @@
 #include <gtest/gtest.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/rand.h>
 
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -19,7 +21,14 @@ struct Pem {
   std::string priv, pub;
 };
 
+// `param`: nullptr = RSA, "HMAC" = a random shared secret (priv only),
+// else an EC curve.
 Pem make_key(const char* type, const char* param) {
+  if (param != nullptr && std::string(param) == "HMAC") {
+    unsigned char secret[48];
+    EXPECT_EQ(RAND_bytes(secret, sizeof secret), 1);
+    return Pem{std::string(reinterpret_cast<char*>(secret), sizeof secret), ""};
+  }
   EVP_PKEY* k = std::string(type) == "RSA"
                     ? EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", size_t{2048})
                     : EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", param);
@@ -59,6 +68,7 @@ TEST_P(JwtTest, SignedTokensVerifyWithTheirClaims) {
   const auto [method, curve] = GetParam();
   Pem key = make_key(curve ? "EC" : "RSA", curve);
   auto t = JwtTokens::from_pem(method, key.pub, key.priv, std::chrono::seconds(300));
+  ASSERT_TRUE(t->can_sign());
   auto tok = t->sign("alice", 7, kNow);
   ASSERT_TRUE(tok.has_value());
   auto c = t->verify(*tok, kNow + 10);
@@ -98,17 +108,49 @@ TEST_P(JwtTest, AnythingElseFails) {
     EXPECT_FALSE(t->verify(bad, kNow).has_value()) << bad;
 }
 
-INSTANTIATE_TEST_SUITE_P(Methods, JwtTest,
-                         ::testing::Values(std::make_pair("RS256", nullptr),
-                                           std::make_pair("ES256", "P-256"),
-                                           std::make_pair("ES384", "P-384")),
-                         [](const auto& info) { return std::string(info.param.first); });
+INSTANTIATE_TEST_SUITE_P(
+    Methods, JwtTest,
+    ::testing::Values(std::make_pair("RS256", nullptr), std::make_pair("RS384", nullptr),
+                      std::make_pair("RS512", nullptr), std::make_pair("PS256", nullptr),
+                      std::make_pair("PS384", nullptr), std::make_pair("PS512", nullptr),
+                      std::make_pair("ES256", "P-256"), std::make_pair("ES384", "P-384"),
+                      std::make_pair("ES512", "P-521"), std::make_pair("HS256", "HMAC"),
+                      std::make_pair("HS384", "HMAC"), std::make_pair("HS512", "HMAC")),
+    [](const auto& info) { return std::string(info.param.first); });
 
 TEST(Jwt, AnotherMethodWithTheSameKeyFails) {
   Pem key = make_key("RSA", nullptr);
   auto rs256 = JwtTokens::from_pem("RS256", key.pub, key.priv, std::chrono::seconds(300));
   auto rs512 = JwtTokens::from_pem("RS512", key.pub, key.priv, std::chrono::seconds(300));
   EXPECT_FALSE(rs512->verify(*rs256->sign("a", 1, kNow), kNow).has_value());
+}
+
+// RS and PS share a key but not a padding: neither accepts the other's
+// token, and a PSS signature is randomised (two tokens differ) yet both
+// verify.
+TEST(Jwt, PssIsNotPkcs1AndIsRandomised) {
+  Pem key = make_key("RSA", nullptr);
+  auto rs = JwtTokens::from_pem("RS256", key.pub, key.priv, std::chrono::seconds(300));
+  auto ps = JwtTokens::from_pem("PS256", key.pub, key.priv, std::chrono::seconds(300));
+  const std::string a = *ps->sign("a", 1, kNow), b = *ps->sign("a", 1, kNow);
+  EXPECT_NE(a, b);
+  EXPECT_TRUE(ps->verify(a, kNow).has_value());
+  EXPECT_TRUE(ps->verify(b, kNow).has_value());
+  // The same signature under the other method's header.
+  const std::string rs_tok = *rs->sign("a", 1, kNow);
+  const std::string swapped =
+      b64url_json(R"({"alg":"PS256","typ":"JWT"})") + rs_tok.substr(rs_tok.find('.'));
+  EXPECT_FALSE(ps->verify(swapped, kNow).has_value());
+}
+
+// HS*: the priv-key file's bytes are the secret, pub-key plays no part.
+TEST(Jwt, HmacSecretIsThePrivKeyBytes) {
+  auto a = JwtTokens::from_pem("HS256", "", "secret-one\n", std::chrono::seconds(60));
+  auto same = JwtTokens::from_pem("HS256", "ignored", "secret-one\n", std::chrono::seconds(60));
+  auto other = JwtTokens::from_pem("HS256", "", "secret-one", std::chrono::seconds(60));
+  const std::string tok = *a->sign("a", 1, kNow);
+  EXPECT_TRUE(same->verify(tok, kNow).has_value());
+  EXPECT_FALSE(other->verify(tok, kNow).has_value());  // one byte less of secret
 }
 
 TEST(Jwt, APublicKeyAloneVerifiesButCannotSign) {
@@ -135,7 +177,11 @@ TEST(Jwt, BadKeysAndOptionsAreRefusedWithASentence) {
   refuses([&] { JwtTokens::from_pem("ES256", rsa.pub, rsa.priv, seconds(1)); }, "EC keys");
   refuses([&] { JwtTokens::from_pem("RS256", ec.pub, ec.priv, seconds(1)); }, "RSA keys");
   refuses([&] { JwtTokens::from_pem("ES384", ec.pub, ec.priv, seconds(1)); }, "P-384");
-  refuses([&] { JwtTokens::from_pem("HS256", rsa.pub, rsa.priv, seconds(1)); }, "sign-method");
+  refuses([&] { JwtTokens::from_pem("XS256", rsa.pub, rsa.priv, seconds(1)); }, "sign-method");
+  refuses([&] { JwtTokens::from_pem("none", rsa.pub, rsa.priv, seconds(1)); }, "sign-method");
+  refuses([&] { JwtTokens::from_pem("HS256", rsa.pub, "", seconds(1)); }, "needs priv-key");
+  refuses([&] { JwtTokens::from_pem("PS256", ec.pub, ec.priv, seconds(1)); }, "RSA keys");
+  refuses([&] { JwtTokens::from_pem("ES512", ec.pub, ec.priv, seconds(1)); }, "P-521");
   refuses([&] { JwtTokens::from_pem("RS256", rsa.pub, make_key("RSA", nullptr).priv, seconds(1)); },
           "don't match");
   refuses([&] { JwtTokens::from_pem("RS256", "junk", "", seconds(1)); }, "pub-key");

@@ -467,7 +467,32 @@ TEST_F(V3GrpcTest, MaintenanceAnswers) {
   pb::AlarmRequest deactivate;
   deactivate.set_action(pb::AlarmRequest::DEACTIVATE);
   deactivate.set_alarm(pb::NOSPACE);
-  unary<pb::AlarmResponse>("/etcdserverpb.Maintenance/Alarm", deactivate);
+  EXPECT_EQ(unary<pb::AlarmResponse>("/etcdserverpb.Maintenance/Alarm", deactivate).alarms_size(),
+            0);
+
+  // CORRUPT raised by request: listed, in Status's errors as Go prints it,
+  // and writes fail with etcd's DataLoss until it is cleared.
+  pb::AlarmRequest corrupt;
+  corrupt.set_action(pb::AlarmRequest::ACTIVATE);
+  corrupt.set_alarm(pb::CORRUPT);
+  auto raised = unary<pb::AlarmResponse>("/etcdserverpb.Maintenance/Alarm", corrupt);
+  ASSERT_EQ(raised.alarms_size(), 1);
+  EXPECT_FALSE(raised.has_header());  // as etcd's
+  EXPECT_EQ(unary<pb::AlarmResponse>("/etcdserverpb.Maintenance/Alarm", pb::AlarmRequest())
+                .alarms_size(),
+            1);
+  st = unary<pb::StatusResponse>("/etcdserverpb.Maintenance/Status", pb::StatusRequest());
+  ASSERT_EQ(st.errors_size(), 1);
+  EXPECT_EQ(st.errors(0), "alarm:CORRUPT ");
+  pb::PutRequest put;
+  put.set_key("k");
+  net::grpc::Status put_status;
+  unary<pb::PutResponse>("/etcdserverpb.KV/Put", put, &put_status);
+  EXPECT_EQ(static_cast<int>(put_status.code), 15);  // DataLoss
+  EXPECT_EQ(put_status.message, "etcdserver: corrupt cluster");
+  corrupt.set_action(pb::AlarmRequest::DEACTIVATE);
+  EXPECT_EQ(unary<pb::AlarmResponse>("/etcdserverpb.Maintenance/Alarm", corrupt).alarms_size(), 1);
+  unary<pb::PutResponse>("/etcdserverpb.KV/Put", put);
 
   unary<pb::DefragmentResponse>("/etcdserverpb.Maintenance/Defragment", pb::DefragmentRequest());
   EXPECT_EQ(member_.defragments.load(), 1);

@@ -1,6 +1,7 @@
 // Targeted behaviour of the v3 state machine: etcd's revision conventions,
 // errors, leases, membership, idempotent apply.
 #include <gtest/gtest.h>
+#include <leveldb/iterator.h>
 
 #include <atomic>
 #include <chrono>
@@ -525,6 +526,150 @@ TEST(KvStoreConcurrencyTest, ReadersSeeWholeRevisionsWhileApplying) {
   EXPECT_GE(reads_before, 3);
   EXPECT_GT(reads.load(), reads_before);  // some reads overlapped the writes
   m->kv().check_consistency();
+}
+
+// ------------------------------------------------------------------ alarms
+
+pb::InternalRequest alarm_request(pb::AlarmRequest::AlarmAction action, pb::AlarmType type,
+                                  uint64_t member = 0) {
+  pb::InternalRequest r;
+  r.mutable_alarm()->set_action(action);
+  r.mutable_alarm()->set_alarm(type);
+  r.mutable_alarm()->set_memberid(member);
+  return r;
+}
+
+// etcd's applierV3Corrupt: while CORRUPT is raised every write fails at
+// apply (so on every member alike), reads and read-only txns pass; the
+// alarm is persisted and cleared by DEACTIVATE.
+TEST_F(KvStoreTest, CorruptAlarmRefusesWritesUntilDisarmedAndSurvivesReopen) {
+  put("a", "1");
+  const int64_t lease = grant(60);
+  auto raised = apply(alarm_request(pb::AlarmRequest::ACTIVATE, pb::CORRUPT));
+  ASSERT_TRUE(raised.status.is_ok()) << raised.status.to_string();
+  EXPECT_EQ(raised.alarm_edge, KvStore::ApplyResult::AlarmEdge::kRaised);
+  ASSERT_EQ(raised.response.alarm().alarms_size(), 1);
+  EXPECT_EQ(raised.response.alarm().alarms(0).alarm(), pb::CORRUPT);
+  // Raised again: the same answer, no new edge.
+  auto again = apply(alarm_request(pb::AlarmRequest::ACTIVATE, pb::CORRUPT));
+  EXPECT_EQ(again.response.alarm().alarms_size(), 1);
+  EXPECT_EQ(again.alarm_edge, KvStore::ApplyResult::AlarmEdge::kNone);
+  reopen();
+  ASSERT_EQ(kv().alarms().size(), 1u);
+  EXPECT_EQ(kv().alarms(pb::NOSPACE).size(), 0u);
+
+  const int64_t rev = kv().revision();
+  std::vector<pb::InternalRequest> refused(6);
+  refused[0].mutable_put()->set_key("a");
+  refused[1].mutable_delete_range()->set_key("a");
+  refused[2].mutable_txn()->add_success()->mutable_request_put()->set_key("b");
+  refused[3].mutable_compaction()->set_revision(rev);
+  refused[4].mutable_lease_grant()->set_ttl(60);
+  refused[5].mutable_lease_revoke()->set_id(lease);
+  for (const auto& r : refused) {
+    auto res = apply(r);
+    EXPECT_EQ(res.status.code(), Code::kDataLoss) << r.ShortDebugString();
+    EXPECT_EQ(res.status.message(), "etcdserver: corrupt cluster");
+  }
+  EXPECT_EQ(kv().revision(), rev);
+  EXPECT_EQ(get("a").kvs(0).value(), "1");
+  EXPECT_TRUE(kv().lease_exists(lease));
+  pb::InternalRequest ro;
+  ro.mutable_txn()->add_success()->mutable_request_range()->set_key("a");
+  auto res = apply(ro);
+  ASSERT_TRUE(res.status.is_ok()) << res.status.to_string();
+  EXPECT_EQ(res.response.txn().responses(0).response_range().kvs(0).value(), "1");
+
+  // Clearing an alarm nobody raised answers nothing; the right one clears.
+  EXPECT_EQ(apply(alarm_request(pb::AlarmRequest::DEACTIVATE, pb::CORRUPT, 7))
+                .response.alarm()
+                .alarms_size(),
+            0);
+  auto cleared = apply(alarm_request(pb::AlarmRequest::DEACTIVATE, pb::CORRUPT));
+  EXPECT_EQ(cleared.alarm_edge, KvStore::ApplyResult::AlarmEdge::kDisarmed);
+  EXPECT_TRUE(kv().alarms().empty());
+  EXPECT_TRUE(put("a", "2").status.is_ok());
+  reopen();
+  EXPECT_TRUE(kv().alarms().empty());
+}
+
+TEST_F(KvStoreTest, NospaceAlarmRefusesGrowthButNotDeletes) {
+  put("a", "1");
+  apply(alarm_request(pb::AlarmRequest::ACTIVATE, pb::NOSPACE, 5));
+  auto p = put("b", "1");
+  EXPECT_EQ(p.status.code(), Code::kResourceExhausted);
+  EXPECT_EQ(p.status.message(), "etcdserver: mvcc: database space exceeded");
+  pb::InternalRequest del;
+  del.mutable_delete_range()->set_key("a");
+  EXPECT_TRUE(apply(del).status.is_ok());
+  auto listed = apply(alarm_request(pb::AlarmRequest::GET, pb::NONE));
+  ASSERT_EQ(listed.response.alarm().alarms_size(), 1);
+  EXPECT_EQ(listed.response.alarm().alarms(0).memberid(), 5u);
+}
+
+// HashKV: equal for equal histories at every revision, also after a
+// compaction; a value altered on disk behind the store changes it.
+TEST_F(KvStoreTest, HashByRevFollowsHistoryAndSeesARecordAlteredOnDisk) {
+  ScratchDir other_dir;
+  auto other = testing::open_member(other_dir.path(), opts_);
+  uint64_t other_index = 0;
+  auto both = [&](const pb::InternalRequest& r) {
+    apply(r);
+    other->kv().apply(r, ++other_index, 1);
+  };
+  for (int i = 0; i < 20; ++i) {
+    pb::InternalRequest r;
+    r.mutable_put()->set_key("k" + std::to_string(i % 7));
+    r.mutable_put()->set_value("v" + std::to_string(i));
+    both(r);
+  }
+  pb::InternalRequest compact;
+  compact.mutable_compaction()->set_revision(10);
+  both(compact);
+  uint32_t h1 = 0, h2 = 0;
+  int64_t cur1 = 0, cur2 = 0, c1 = 0, c2 = 0;
+  for (int64_t rev : {int64_t{0}, int64_t{10}, int64_t{15}}) {
+    ASSERT_TRUE(kv().hash_by_rev(rev, &h1, &cur1, &c1).is_ok());
+    ASSERT_TRUE(other->kv().hash_by_rev(rev, &h2, &cur2, &c2).is_ok());
+    EXPECT_EQ(h1, h2) << rev;
+    EXPECT_EQ(cur1, 21);
+    EXPECT_EQ(c1, 10);
+  }
+  ASSERT_TRUE(kv().hash_by_rev(15, &h1, &cur1, &c1).is_ok());
+  ASSERT_TRUE(kv().hash_by_rev(16, &h2, &cur1, &c1).is_ok());
+  EXPECT_NE(h1, h2);
+  EXPECT_EQ(kv().hash_by_rev(9, &h1, &cur1, &c1).message(),
+            "etcdserver: mvcc: required revision has been compacted");
+  EXPECT_EQ(kv().hash_by_rev(22, &h1, &cur1, &c1).message(),
+            "etcdserver: mvcc: required revision is a future revision");
+
+  // Alter the newest record of k3 on the other store's disk.
+  ASSERT_TRUE(other->kv().hash_by_rev(0, &h2, &cur2, &c2).is_ok());
+  other.reset();
+  {
+    auto reopened = testing::open_member(other_dir.path(), opts_);
+    leveldb::DB* db = reopened->db().db();
+    std::unique_ptr<leveldb::Iterator> it(db->NewIterator(leveldb::ReadOptions()));
+    std::string last_key;
+    pb::KeyValue last;
+    for (it->Seek("r"); it->Valid() && it->key()[0] == 'r'; it->Next()) {
+      pb::KeyValue kv;
+      ASSERT_TRUE(kv.ParseFromArray(it->value().data(), static_cast<int>(it->value().size())));
+      if (kv.key() == "k3") {
+        last_key = it->key().ToString();
+        last = kv;
+      }
+    }
+    ASSERT_FALSE(last_key.empty());
+    last.set_value("evil");
+    ASSERT_TRUE(db->Put(leveldb::WriteOptions(), last_key, last.SerializeAsString()).ok());
+  }
+  auto altered = testing::open_member(other_dir.path(), opts_);
+  uint32_t h3 = 0;
+  ASSERT_TRUE(altered->kv().hash_by_rev(0, &h3, &cur2, &c2).is_ok());
+  EXPECT_NE(h3, h2);
+  ASSERT_TRUE(kv().hash_by_rev(0, &h1, &cur1, &c1).is_ok());
+  EXPECT_EQ(h1, h2);
 }
 
 }  // namespace
