@@ -188,10 +188,13 @@ int run_member(const config::Config& cfg, const bootstrap::MemberPlan& plan,
         return peers;
       },
       tls.peer_client);
-  api.set_metrics_collector([&peer_metrics] { peer_metrics.collect(); });
   // Muster's /muster/v1/reachability and /muster/v1/replace
   // (--discovery-replace-dead on a new node asks for them).
   ReplacementApi replacement(*node, api.service(), registry);
+  api.set_metrics_collector([&peer_metrics, &replacement] {
+    peer_metrics.collect();
+    replacement.collect_metrics();
+  });
   V3Grpc::Options grpc_api_options;
   grpc_api_options.handling_time_histogram = cfg.metrics == "extensive";
   V3Grpc grpc_api(api.service(), registry, grpc_api_options);
