@@ -142,6 +142,10 @@ void Peer::shutdown() {
   backoff_timer.cancel();
 }
 
+void Peer::dial_now_if_waiting() {
+  if (in_backoff && !removed) backoff_timer.cancel();
+}
+
 void Peer::set_urls(std::vector<std::string> u) {
   if (u != urls) {
     urls = std::move(u);
