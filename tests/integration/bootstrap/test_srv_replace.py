@@ -179,6 +179,31 @@ class SrvReplaceTest(BootTest):
         self.assertIn("belong to a member that already started", m3.proc.log())
         self.check_no_acked_write_lost(acked, m3)
 
+    def test_proxy_takes_the_seat_when_a_member_dies_later(self):
+        # The records name m4 while m3 still runs (the group booted the new
+        # instance early): nothing is dead, so m4 becomes a proxy of the
+        # running cluster and keeps asking, re-reading the records; when m3
+        # dies it takes the seat.
+        c = self.form(replace_dead="2s")
+        m1, m2, m3 = c.members
+        m4 = c.add("m4", host="localhost")
+        self.rewrite_records([m1, m2, m4])
+        m4.start(self.boot)
+        wait_for(lambda: os.path.isdir(os.path.join(m4.data_dir, "proxy")), 30,
+                 "m4 to fall back to proxy")
+        wait_for(m4.healthy, 30, "the proxy to serve")
+        self.assertIn("not replacing any member", m4.proc.log())
+        st, j = m4.put("via-proxy", "p")
+        self.assertEqual(st, 200, j)
+        self.kill_and_wipe(m3)
+        wait_for(lambda: self.voters(m1) == ["m1", "m2", "m4"], 60, "m4 to be a voter")
+        wait_for(lambda: os.path.isdir(os.path.join(m4.data_dir, "member"))
+                 and not os.path.isdir(os.path.join(m4.data_dir, "proxy")), 20,
+                 "m4's data dir to be a member's")
+        wait_for(m4.healthy, 20, "m4 to be healthy as a member")
+        self.assertIn("this proxy becomes the replacement member", m4.proc.log())
+        self.assertEqual(m4.value("via-proxy"), "p")
+
     def test_without_the_flag_the_new_node_is_refused_as_etcd_refuses_it(self):
         # etcd 3.4 (run by hand, docs/operations.md): a wiped member back at
         # its own address stops with "has already been bootstrapped"; a new
