@@ -155,7 +155,12 @@ Flags:
 constexpr std::string_view kMemberUsage =
     R"(Usage: musterctl member <subcommand> [flags]
 
-  member list                                   list members (simple, json or table)
+  member list [--show-replacements]             list members (simple, json or table);
+                                                --show-replacements (Muster) adds, for a
+                                                member that took a dead member's seat
+                                                (--discovery-replace-dead), which member
+                                                it replaced and when; in json the whole
+                                                replacement history as "replacements"
   member add <name> --peer-urls <urls> [--learner]
                                                 add a member; prints the ETCD_* settings
                                                 it must start with

@@ -11,11 +11,16 @@
 #include "ctl/command_support.h"
 #include "ctl/output.h"
 #include "etcdwire/ids.h"
+#include "etcdwire/v3_json.h"
 
 namespace muster::ctl {
 namespace {
 
 using json = nlohmann::ordered_json;
+
+// node/server/replacement_api.h's ReplacementApi::kHistoryPrefix (musterctl
+// does not link the member).
+constexpr const char* kReplacementHistoryPrefix = "/muster/replacement/history/";
 
 std::vector<std::string> split_urls(const std::string& text) {
   std::vector<std::string> urls;
@@ -45,6 +50,7 @@ int run_member(const std::vector<std::string>& args, std::ostream& out, std::ost
   flags.add_string("peer-urls", "");
   flags.add_bool("learner");
   flags.add_string("wait-timeout", "60s");
+  flags.add_bool("show-replacements");
   GlobalOptions options;
   if (auto code = parse_command_line("member", args, flags, options, err)) return *code;
   const auto& pos = flags.positional();
@@ -58,7 +64,22 @@ int run_member(const std::vector<std::string>& args, std::ostream& out, std::ost
     if (pos.size() != 1) return bad_args("member", err, "member list takes no arguments");
     const Reply reply = client.call("/v3/cluster/member/list", json::object());
     if (!reply.ok()) return request_failed(err, reply);
-    print_member_list(reply.body, options.write_out, out);
+    if (!flags.get_bool("show-replacements")) {
+      print_member_list(reply.body, options.write_out, out);
+      return kExitSuccess;
+    }
+    // Muster's replacement history: one key per replacement, written by the
+    // leader (node/server/replacement_api.h), read like any key.
+    const Reply history = client.call(
+        "/v3/kv/range", range_request({kReplacementHistoryPrefix,
+                                       etcdwire::prefix_end(kReplacementHistoryPrefix)}));
+    if (!history.ok()) return request_failed(err, history);
+    json records = json::array();
+    for (const json& kv : history.body.value("kvs", json::array())) {
+      json record = json::parse(bytes_field(kv, "value"), nullptr, false);
+      if (record.is_object()) records.push_back(std::move(record));
+    }
+    print_member_list(reply.body, options.write_out, out, &records);
     return kExitSuccess;
   }
   if (options.write_out == OutputFormat::kTable) return unsupported_format(err, options.write_out);

@@ -243,28 +243,52 @@ bool print_watch(const json& result, OutputFormat format, std::ostream& out) {
   return false;
 }
 
-bool print_member_list(const json& response, OutputFormat format, std::ostream& out) {
+bool print_member_list(const json& response, OutputFormat format, std::ostream& out,
+                       const json* replacements) {
   std::vector<std::vector<std::string>> rows;
   for (const json& m : array_field(response, "members")) {
     const std::string name = m.value("name", std::string());
-    rows.push_back({etcdwire::id_to_hex(etcdwire::json_u64(m, "ID")),
-                    name.empty() ? "unstarted" : "started", name,
+    const uint64_t id = etcdwire::json_u64(m, "ID");
+    rows.push_back({etcdwire::id_to_hex(id), name.empty() ? "unstarted" : "started", name,
                     join(array_field(m, "peerURLs"), ","), join(array_field(m, "clientURLs"), ","),
                     m.value("isLearner", false) ? "true" : "false"});
+    if (!replacements) continue;
+    // The record naming this member, if it took a dead member's seat.
+    std::string replaced, at;
+    for (const json& r : *replacements) {
+      if (!r.is_object() || etcdwire::parse_hex_id(r.value("member_id", "")) != id) continue;
+      const json dead = r.value("replaced", json());
+      replaced = dead.is_object() ? dead.value("name", std::string()) + " (" +
+                                        dead.value("id", std::string()) + ")"
+                                  : "(a free seat)";
+      at = r.value("replaced_at", std::string());
+    }
+    rows.back().push_back(replaced);
+    rows.back().push_back(at);
   }
   switch (format) {
     case OutputFormat::kSimple:
-      for (const auto& r : rows)
-        out << r[0] << ", " << r[1] << ", " << r[2] << ", " << r[3] << ", " << r[4] << ", " << r[5]
-            << "\n";
+      for (const auto& r : rows) {
+        for (size_t i = 0; i < r.size(); ++i) out << (i ? ", " : "") << r[i];
+        out << "\n";
+      }
       return true;
-    case OutputFormat::kJson:
-      out << to_etcdctl_json(response).dump() << "\n";
+    case OutputFormat::kJson: {
+      json o = to_etcdctl_json(response);
+      if (replacements) o["replacements"] = *replacements;
+      out << o.dump() << "\n";
       return true;
-    case OutputFormat::kTable:
-      out << render_table({"ID", "STATUS", "NAME", "PEER ADDRS", "CLIENT ADDRS", "IS LEARNER"},
-                          rows);
+    }
+    case OutputFormat::kTable: {
+      std::vector<std::string> header = {"ID",         "STATUS",       "NAME",
+                                         "PEER ADDRS", "CLIENT ADDRS", "IS LEARNER"};
+      if (replacements) {
+        header.push_back("REPLACED");
+        header.push_back("REPLACED AT");
+      }
+      out << render_table(header, rows);
       return true;
+    }
   }
   return false;
 }

@@ -42,8 +42,13 @@ bool print_get(const nlohmann::ordered_json& response, OutputFormat format, std:
 bool print_del(const nlohmann::ordered_json& response, OutputFormat format, std::ostream& out);
 // One watch response message (the `result` of a stream line).
 bool print_watch(const nlohmann::ordered_json& result, OutputFormat format, std::ostream& out);
+// With `replacements` (Muster's history records, `member list
+// --show-replacements`): simple and table gain two columns, REPLACED (the
+// dead member's name and ID, for a member that took its seat) and REPLACED
+// AT; json gains "replacements", every record as stored.
 bool print_member_list(const nlohmann::ordered_json& response, OutputFormat format,
-                       std::ostream& out);
+                       std::ostream& out,
+                       const nlohmann::ordered_json* replacements = nullptr);
 // member add: `name` is the new member's name, `new_id` its ID.
 bool print_member_add(const nlohmann::ordered_json& response, const std::string& name,
                       OutputFormat format, std::ostream& out);

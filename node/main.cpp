@@ -53,14 +53,15 @@ std::map<std::string, std::string> environment() {
   return env;
 }
 
-// A proxy that fell back from a full discovery token with
-// --discovery-replace-dead keeps asking the cluster (every half threshold,
+// A proxy that fell back from a full discovery token (or from SRV records
+// naming a cluster that does not count it) with --discovery-replace-dead
+// keeps asking the cluster (every half threshold,
 // 1 s to 30 s); once a dead member's seat is granted, it stops proxying
 // (its client ports are released) and starts as that replacement member.
 // Without the flag: the proxy, as etcd's.
 int run_proxy(const config::Config& cfg, std::vector<std::string> peer_urls) {
   if (cfg.discovery_replace_dead.count() == 0 ||
-      (cfg.discovery.empty() && !cfg.discovery_v3.enabled()))
+      (cfg.discovery.empty() && !cfg.discovery_v3.enabled() && cfg.discovery_srv.empty()))
     return proxy::run(cfg, std::move(peer_urls));
   const config::TlsSetup tls = config::make_tls_setup(cfg);
   std::mutex mu;

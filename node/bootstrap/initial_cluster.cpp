@@ -88,6 +88,14 @@ InitialCluster resolve_initial_cluster(const config::Config& cfg) {
   return out;
 }
 
+std::vector<std::string> other_peer_urls(const config::UrlsMap& cluster, const std::string& name) {
+  std::vector<std::string> urls;
+  for (const auto& [n, u] : cluster)
+    if (n != name) urls.insert(urls.end(), u.begin(), u.end());
+  std::sort(urls.begin(), urls.end());
+  return urls;
+}
+
 std::vector<std::string> proxy_peer_urls(const config::Config& cfg, std::string* error) {
   std::vector<std::string> urls;
   if (cfg.discovery_v3.enabled()) {

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "node/config/config.h"
+#include "node/config/urls.h"
 
 namespace muster::bootstrap {
 
@@ -35,6 +36,10 @@ struct InitialCluster {
 
 // REQUIRES: `cfg` passed config validation (at most one bootstrap source).
 InitialCluster resolve_initial_cluster(const config::Config& cfg);
+
+// The peer URLs of every member of `cluster` (a parsed initial cluster) but
+// the one named `name`, sorted.
+std::vector<std::string> other_peer_urls(const config::UrlsMap& cluster, const std::string& name);
 
 // The cluster a node started with --proxy on|readonly forwards to, as etcd:
 // the peer URLs of --initial-cluster, or with --discovery (or v3 discovery)

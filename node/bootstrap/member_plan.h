@@ -5,7 +5,15 @@
 //     bootstrap flag is ignored, as in etcd;
 //   - --initial-cluster-state new: a new cluster from --initial-cluster, a
 //     --discovery URL or --discovery-srv records (initial_cluster.h): the
-//     initial members and their IDs, computed as etcd computes them;
+//     initial members and their IDs, computed as etcd computes them.  As
+//     etcd does first (isMemberBootstrapped), the other initial members are
+//     asked for GET <peer-url>/members: a running cluster that lists this
+//     member's ID as started means its data is lost, and it stops ("member
+//     <id> has already been bootstrapped");
+//   - --discovery-srv with --discovery-replace-dead: when that running
+//     cluster does not count this member as a waiting initial member, it
+//     asks for a dead member's seat (replacement.h) and joins, or falls back
+//     as --discovery-fallback says;
 //   - --initial-cluster-state existing: join a running cluster, asking the
 //     members listed in --initial-cluster for GET <peer-url>/members
 //     (peer_members.h): the member whose peer URLs are ours (added

@@ -11,6 +11,7 @@
 #include "net/client.h"
 #include "node/bootstrap/discovery.h"
 #include "node/bootstrap/discovery_v3.h"
+#include "node/bootstrap/initial_cluster.h"
 #include "node/bootstrap/peer_members.h"
 
 namespace muster::bootstrap {
@@ -44,6 +45,61 @@ std::optional<std::pair<int, json>> call(net::HttpClient& client, const std::str
     return std::nullopt;
   }
   return std::make_pair(r.response->status, std::move(j));
+}
+
+// Step 4 (replacement.h) with a discovery URL: the token's registrations
+// of members the cluster no longer has are deleted, ours is written.
+void record_in_token(const config::Config& cfg, uint64_t id,
+                     const std::optional<ClusterView>& after) {
+  DiscoveryOptions dopts;
+  dopts.url = cfg.discovery;
+  dopts.proxy = cfg.discovery_proxy;
+  dopts.name = cfg.name;
+  dopts.peer_urls = cfg.initial_advertise_peer_urls;
+  DiscoveryClient token(dopts);
+  TokenState st;
+  if (after && !token.state(&st)) {
+    for (size_t i = 0; i < st.members.size() && i < st.size; ++i) {
+      auto rid = etcdwire::parse_hex_id(st.members[i].id);
+      bool member = false;
+      for (const auto& m : after->members) member = member || (rid && m.id == *rid);
+      if (member) continue;
+      log::info(kLog, "removing a registration whose member left the cluster from the token",
+                {{"member-id", st.members[i].id}, {"value", st.members[i].value}});
+      if (auto f = token.remove(st.members[i].id))
+        log::warn(kLog, "could not remove a registration from the discovery token",
+                  {{"member-id", st.members[i].id}, {"error", f->message}});
+    }
+  }
+  std::vector<std::string> urls = cfg.initial_advertise_peer_urls;
+  std::sort(urls.begin(), urls.end());
+  std::vector<std::string> pairs;
+  for (const auto& u : urls) pairs.push_back(cfg.name + "=" + u);
+  if (auto f = token.put(etcdwire::id_to_hex(id), join(pairs, ",")))
+    log::warn(kLog, "could not record this member in the discovery token", {{"error", f->message}});
+}
+
+// recheck_replacement with --discovery-srv: the records again, the
+// members they name other than this one.
+std::optional<MemberPlan> recheck_srv_replacement(const config::Config& cfg,
+                                                  const net::TlsOptions& peer_tls,
+                                                  std::string* why_not) {
+  const InitialCluster boot = resolve_initial_cluster(cfg);
+  if (boot.kind != InitialCluster::Kind::kCluster) {
+    *why_not = boot.message;
+    return std::nullopt;
+  }
+  auto cluster = config::parse_initial_cluster(boot.initial_cluster);
+  if (!cluster.ok()) {
+    *why_not = cluster.error();
+    return std::nullopt;
+  }
+  net::TlsOptions tls = peer_tls;
+  if (boot.peer_tls_server_name) tls.server_name = *boot.peer_tls_server_name;
+  auto p = try_replacement(cfg, other_peer_urls(cluster.value(), cfg.name), cluster.value().size(),
+                           tls, why_not);
+  if (p) p->peer_tls_server_name = boot.peer_tls_server_name;
+  return p;
 }
 
 }  // namespace
@@ -120,13 +176,14 @@ std::optional<MemberPlan> try_replacement(const config::Config& cfg,
                  "be added safely: restore the dead members or recover the cluster by hand";
       return std::nullopt;
     }
-    log::info(kLog, "discovery cluster is full; asking the leader to replace a dead member",
+    log::info(kLog,
+              "the cluster formed without this node; asking the leader to replace a dead member",
               {{"leader", leader_url},
                {"discovery-replace-dead", std::to_string(dead_after.count()) + "ms"}});
     r = call(client, "POST", leader_url + "/muster/v1/replace", req.dump(), &err);
     // A removal done by an attempt whose addition failed: remember whom.
     if (r && r->second.is_object() && r->second.value("replaced", json()).is_object())
-      replaced = r->second["replaced"];
+      req["replaced"] = replaced = r->second["replaced"];  // told again, for the history
     if (!r || r->first != 409 || now >= give_up) break;
     if (r->second.value("error", std::string()) == "not leader") {
       std::this_thread::sleep_for(std::chrono::milliseconds(500));
@@ -163,40 +220,15 @@ std::optional<MemberPlan> try_replacement(const config::Config& cfg,
   // 4. The token: our registration in the dead member's place.  Every
   // registration among the first `size` whose member the cluster no longer
   // has is deleted (the dead one; also one an earlier, failed replacement
-  // removed), then ours is written.
+  // removed), then ours is written.  With --discovery-srv there is no
+  // token: the records are the operator's (or Kubernetes') to keep.
   auto after = fetch_cluster(token_peer_urls, quick, &err);
   if (cfg.discovery_v3.enabled()) {  // a v3 token (discovery_v3.h): one Txn does both
     std::vector<uint64_t> ids;
     for (const auto& m : (after ? after->members : view->members)) ids.push_back(m.id);
     record_replacement_in_v3_token(cfg, *id, ids);
-  } else {
-    DiscoveryOptions dopts;
-    dopts.url = cfg.discovery;
-    dopts.proxy = cfg.discovery_proxy;
-    dopts.name = cfg.name;
-    dopts.peer_urls = cfg.initial_advertise_peer_urls;
-    DiscoveryClient token(dopts);
-    TokenState st;
-    if (after && !token.state(&st)) {
-      for (size_t i = 0; i < st.members.size() && i < st.size; ++i) {
-        auto rid = etcdwire::parse_hex_id(st.members[i].id);
-        bool member = false;
-        for (const auto& m : after->members) member = member || (rid && m.id == *rid);
-        if (member) continue;
-        log::info(kLog, "removing a registration whose member left the cluster from the token",
-                  {{"member-id", st.members[i].id}, {"value", st.members[i].value}});
-        if (auto f = token.remove(st.members[i].id))
-          log::warn(kLog, "could not remove a registration from the discovery token",
-                    {{"member-id", st.members[i].id}, {"error", f->message}});
-      }
-    }
-    std::vector<std::string> urls = cfg.initial_advertise_peer_urls;
-    std::sort(urls.begin(), urls.end());
-    std::vector<std::string> pairs;
-    for (const auto& u : urls) pairs.push_back(cfg.name + "=" + u);
-    if (auto f = token.put(etcdwire::id_to_hex(*id), join(pairs, ",")))
-      log::warn(kLog, "could not record this member in the discovery token",
-                {{"error", f->message}});
+  } else if (!cfg.discovery.empty()) {
+    record_in_token(cfg, *id, after);
   }
 
   // 5. Join: the member list now holds this node as a learner.
@@ -227,6 +259,7 @@ std::optional<MemberPlan> recheck_replacement(const config::Config& cfg,
     }
     return try_replacement(cfg, urls, size, peer_tls, why_not);
   }
+  if (!cfg.discovery_srv.empty()) return recheck_srv_replacement(cfg, peer_tls, why_not);
   DiscoveryOptions dopts;
   dopts.url = cfg.discovery;
   dopts.proxy = cfg.discovery_proxy;

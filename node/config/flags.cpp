@@ -297,8 +297,9 @@ std::vector<FlagSpec> build_table() {
   add("discovery-proxy", c, "", "HTTP proxy for traffic to the discovery service.", K::kValue,
       str(FIELD(discovery_proxy)));
   add("discovery-replace-dead", c, "0s",
-      "Muster: when the discovery token is full, replace a member the leader has not heard from "
-      "for this long (a Go duration; 0 = never, become a proxy as etcd does).",
+      "Muster: when the discovery token is full (or the --discovery-srv records name a running "
+      "cluster without this member), replace a member the leader has not heard from for this "
+      "long (a Go duration; 0 = never, as etcd).",
       K::kDuration, duration(FIELD(discovery_replace_dead)));
   add("discovery-srv", c, "", "DNS domain whose SRV records bootstrap the cluster.", K::kValue,
       str(FIELD(discovery_srv)));

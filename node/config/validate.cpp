@@ -341,9 +341,11 @@ std::string validate_and_derive(Config& cfg, std::vector<LogLine>& log,
   // etcdserver VerifyJoinExisting.
   if (cfg.discovery_replace_dead.count() < 0)
     return "--discovery-replace-dead must not be negative";
-  if (cfg.discovery_replace_dead.count() > 0 && cfg.discovery.empty() && !v3.enabled())
-    return "--discovery-replace-dead needs --discovery or --discovery-endpoints (a member "
-           "replaces a dead one only when its discovery token is full)";
+  if (cfg.discovery_replace_dead.count() > 0 && cfg.discovery.empty() && !v3.enabled() &&
+      cfg.discovery_srv.empty())
+    return "--discovery-replace-dead needs --discovery, --discovery-endpoints or --discovery-srv "
+           "(a member replaces a dead one only when its discovery token is full, or when the "
+           "SRV records name a running cluster that does not count it)";
   if (cfg.discovery_replace_dead.count() > 0 &&
       cfg.discovery_replace_dead < std::chrono::seconds(1))
     return "--discovery-replace-dead must be at least 1s (a member is judged dead by the leader's "

@@ -40,7 +40,7 @@ awaitable<void> Transport::Core::dial(std::shared_ptr<FrameConn> conn, std::stri
   std::string err;
   auto u = net::parse_url(url, &err);
   if (!u) throw std::runtime_error("bad peer URL \"" + url + "\": " + err);
-  if (u->tls() && !client_ctx)
+  if (u->tls() && !client_context())
     throw std::runtime_error("peer URL " + url + " is https but no peer client TLS is set");
   auto ex = co_await asio::this_coro::executor;
   Deadline deadline(ex, conn, opts.handshake_timeout);
@@ -70,7 +70,7 @@ awaitable<void> Transport::Core::dial(std::shared_ptr<FrameConn> conn, std::stri
     net::set_keep_alive(conn->socket().native_handle(),
                         {.enabled = true, .user_timeout = opts.unacked_timeout});
     if (u->tls()) {
-      conn->use_tls(*client_ctx);
+      conn->use_tls(*client_context());
       net::prepare_client_tls(conn->ssl_handle(), u->host, *opts.client_tls);
       co_await conn->tls_handshake(ssl::stream_base::client);
     }
@@ -140,6 +140,10 @@ void Peer::shutdown() {
   if (conn) conn->close();
   wake.cancel();
   backoff_timer.cancel();
+}
+
+void Peer::dial_now_if_waiting() {
+  if (in_backoff && !removed) backoff_timer.cancel();
 }
 
 void Peer::set_urls(std::vector<std::string> u) {

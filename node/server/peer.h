@@ -93,6 +93,13 @@ struct Peer : std::enable_shared_from_this<Peer> {
   // On the strand.
   void shutdown();
 
+  // On the strand: this peer has just dialed us and passed the handshake,
+  // so it listens now; a dial waiting out its backoff goes at once.  (A
+  // member added a moment before its process started -- a new member, a
+  // replacement -- is otherwise reached only after a backoff of up to
+  // 100 ms, then 200 ms ...)
+  void dial_now_if_waiting();
+
   void set_urls(std::vector<std::string> u);
 
   std::chrono::milliseconds jittered(std::chrono::milliseconds d);

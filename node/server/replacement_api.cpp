@@ -2,10 +2,12 @@
 #include "node/server/replacement_api.h"
 
 #include <algorithm>
+#include <ctime>
 #include <nlohmann/json.hpp>
 
 #include "base/log.h"
 #include "etcdwire/ids.h"
+#include "etcdwire/v3_json.h"
 
 namespace muster::server {
 
@@ -20,6 +22,16 @@ std::vector<std::string> sorted(std::vector<std::string> v) {
   return v;
 }
 
+// UTC, to the second, as RFC 3339 ("2026-01-02T03:04:05Z").
+std::string utc_now() {
+  const std::time_t t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
 std::string member_name(MemberServer& m, uint64_t id) {
   for (const auto& x : m.kv().members())
     if (x.id() == id) return x.name();
@@ -27,6 +39,12 @@ std::string member_name(MemberServer& m, uint64_t id) {
 }
 
 }  // namespace
+
+std::string ReplacementApi::history_key(uint64_t member_id) {
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(member_id));
+  return std::string(kHistoryPrefix) + hex;
+}
 
 struct ReplacementApi::Attempt {
   Ex ex;
@@ -36,6 +54,9 @@ struct ReplacementApi::Attempt {
   uint64_t size = 0;
   int64_t lease = 0;
   json replaced;  // null: a free seat, nobody removed
+  // What an earlier attempt of this caller removed before its addition
+  // failed (the caller says so again): the seat it now finds free.
+  json removed_earlier;
 };
 
 ReplacementApi::ReplacementApi(MemberServer& member, V3Service& service, metrics::Registry& reg)
@@ -46,7 +67,25 @@ ReplacementApi::ReplacementApi(MemberServer& member, V3Service& service, metrics
                             "(--discovery-replace-dead).")),
       refused_(reg.counter("muster_server_member_replacements_refused_total",
                            "Replacement requests this member refused (nothing dead, quorum at "
-                           "risk, another replacement in flight, not leader).")) {}
+                           "risk, another replacement in flight, not leader).")),
+      learners_removed_(reg.counter(
+          "muster_server_member_replacement_learners_removed_total",
+          "Learners this member, as leader, removed because they stayed unreachable for the "
+          "threshold (replacements that died before their promotion).")),
+      recorded_(reg.gauge("muster_cluster_member_replacements",
+                          "Replacements recorded in the cluster's history (" +
+                              std::string(kHistoryPrefix) +
+                              "*, replicated: every member reports the same number).")) {}
+
+void ReplacementApi::collect_metrics() {
+  pb::RangeRequest r;
+  r.set_key(kHistoryPrefix);
+  r.set_range_end(etcdwire::prefix_end(kHistoryPrefix));
+  r.set_count_only(true);
+  r.set_serializable(true);
+  pb::RangeResponse resp;
+  if (member_.kv().range(r, &resp)) recorded_.set(static_cast<double>(resp.count()));
+}
 
 bool ReplacementApi::handle(const Ex& ex) {
   const std::string path = ex->request().path();
@@ -118,6 +157,8 @@ void ReplacementApi::replace(const Ex& ex) {
     a->peer_urls = body.at("peer_urls").get<std::vector<std::string>>();
     a->dead_after = std::chrono::milliseconds(body.at("dead_after_ms").get<int64_t>());
     a->size = body.at("size").get<uint64_t>();
+    if (body.contains("replaced") && body["replaced"].is_object())
+      a->removed_earlier = body["replaced"];
   } catch (const std::exception& e) {
     ex->respond(net::Response::json(
         400, json{{"error", "bad request"}, {"reason", std::string(e.what())}}.dump()));
@@ -140,10 +181,14 @@ void ReplacementApi::replace(const Ex& ex) {
     return;
   }
   // A retry of a request that got through (the caller died or timed out
-  // before it heard the answer): its learner is there already.
+  // before it heard the answer): its learner is there already.  Only a
+  // learner: a voter with these peer URLs is a member whose instance is
+  // gone (a pod back under its name with an empty volume, an address
+  // reused); handing its ID to a node with an empty log would let that node
+  // vote as if it remembered.  Such a voter is replaced like any dead one.
   for (const auto& m : member_.kv().members()) {
-    if (sorted(std::vector<std::string>(m.peerurls().begin(), m.peerurls().end())) ==
-        sorted(a->peer_urls)) {
+    if (m.islearner() && sorted(std::vector<std::string>(
+                             m.peerurls().begin(), m.peerurls().end())) == sorted(a->peer_urls)) {
       ex->respond(net::Response::json(200, json{{"member_id", etcdwire::id_to_hex(m.id())},
                                                 {"cluster_id", etcdwire::id_to_hex(st.cluster_id)},
                                                 {"replaced", nullptr},
@@ -233,6 +278,7 @@ void ReplacementApi::choose_and_change(std::shared_ptr<Attempt> a) {
     pb::MemberRemoveRequest r;
     r.set_id(stale);
     service_.member_remove(r, [this, a, stale](storage::Status s, pb::MemberRemoveResponse) {
+      if (s) learners_removed_.inc();
       refuse(a,
              s ? "removed learner " + etcdwire::id_to_hex(stale) +
                      ", a replacement that died before its promotion; ask again"
@@ -242,10 +288,16 @@ void ReplacementApi::choose_and_change(std::shared_ptr<Attempt> a) {
     return;
   }
   auto healthy = [&](const PeerSilence& p) { return p.unheard_for < healthy_within; };
+  // The voter unheard longest is replaced once it has been unheard for the
+  // threshold, whatever the size says (SRV records updated in two steps,
+  // the new target added before the dead one is dropped, must not grow the
+  // cluster around a dead member).  Otherwise a cluster with fewer voters
+  // than `size` has a free seat.
   const PeerSilence* dead = nullptr;
-  if (voters.size() >= a->size) {
-    for (const auto& p : voters)
-      if (!dead || p.unheard_for > dead->unheard_for) dead = &p;
+  for (const auto& p : voters)
+    if (!dead || p.unheard_for > dead->unheard_for) dead = &p;
+  if (dead && dead->unheard_for < a->dead_after && voters.size() < a->size) dead = nullptr;
+  if (voters.size() >= a->size || dead) {
     if (!dead || dead->unheard_for < a->dead_after) {
       // A voter that is silent already but not for long enough, or a
       // leader whose view is younger than the threshold (it was elected
@@ -298,30 +350,64 @@ void ReplacementApi::choose_and_change(std::shared_ptr<Attempt> a) {
                           : json{{"retry_after_ms", 1000}, {"replaced", a->replaced}});
       replaced_.inc();
       const MemberStatus st = member_.status();
+      const uint64_t id = resp.member().id();
       log::info(kLog, "added a replacement member as a learner",
                 {{"replacement", a->name},
-                 {"replacement-id", etcdwire::id_to_hex(resp.member().id())},
+                 {"replacement-id", etcdwire::id_to_hex(id)},
                  {"peer-urls", a->peer_urls},
                  {"replaced", a->replaced}});
-      a->ex->respond(
-          net::Response::json(200, json{{"member_id", etcdwire::id_to_hex(resp.member().id())},
-                                        {"cluster_id", etcdwire::id_to_hex(st.cluster_id)},
-                                        {"replaced", a->replaced},
-                                        {"lock_lease", a->lease}}
-                                       .dump()));
+      const std::string answer = json{
+          {"member_id", etcdwire::id_to_hex(id)},
+          {"cluster_id", etcdwire::id_to_hex(st.cluster_id)},
+          {"replaced", a->replaced},
+          {"lock_lease", a->lease}}.dump();
+      // The history (`musterctl member list --show-replacements`): who
+      // took whose seat, when and why, replicated like any key.
+      pb::PutRequest put;
+      put.set_key(history_key(id));
+      put.set_value(json{{"member_id", etcdwire::id_to_hex(id)},
+                         {"name", a->name},
+                         {"peer_urls", a->peer_urls},
+                         {"replaced", a->replaced},
+                         {"replaced_at", utc_now()},
+                         {"threshold_ms", a->dead_after.count()},
+                         {"leader", etcdwire::id_to_hex(st.member_id)}}
+                        .dump());
+      service_.put(put, [a, answer, id](storage::Status s, pb::PutResponse) {
+        if (!s)
+          log::warn(kLog, "could not record the replacement in the history",
+                    {{"replacement-id", etcdwire::id_to_hex(id)}, {"error", s.message()}});
+        a->ex->respond(net::Response::json(200, answer));
+      });
     });
   };
   if (!dead) {
+    // The seat an earlier attempt of this caller freed: its history names
+    // the member removed then (once checked to be removed indeed).
+    if (a->removed_earlier.is_object()) {
+      const auto id = etcdwire::parse_hex_id(a->removed_earlier.value("id", std::string()));
+      if (id && member_.kv().member_removed(*id)) a->replaced = a->removed_earlier;
+    }
     log::info(kLog, "a seat is free; adding a replacement without removing anyone",
-              {{"voters", voters.size()}, {"size", a->size}, {"replacement", a->name}});
+              {{"voters", voters.size()},
+               {"size", a->size},
+               {"replacement", a->name},
+               {"freed-earlier-by-removing", a->replaced}});
     return add();
   }
+  const std::string reason =
+      "the leader has not heard it for " + std::to_string(dead->unheard_for.count()) +
+      "ms, at least --discovery-replace-dead (" + std::to_string(a->dead_after.count()) +
+      "ms), and " + std::to_string(healthy_remaining) + " of the " + std::to_string(remaining) +
+      " voters left are healthy (quorum " + std::to_string(quorum) + ")";
   a->replaced = {{"id", etcdwire::id_to_hex(dead->id)},
                  {"name", member_name(member_, dead->id)},
-                 {"unheard_for_ms", dead->unheard_for.count()}};
+                 {"unheard_for_ms", dead->unheard_for.count()},
+                 {"reason", reason}};
   log::warn(kLog, "removing a dead member to make room for its replacement",
             {{"dead-member-id", etcdwire::id_to_hex(dead->id)},
              {"dead-member-name", member_name(member_, dead->id)},
+             {"reason", reason},
              {"unreachable-for", std::to_string(dead->unheard_for.count()) + "ms"},
              {"threshold", std::to_string(a->dead_after.count()) + "ms"},
              {"healthy-voters-left", healthy_remaining},

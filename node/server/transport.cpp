@@ -295,6 +295,7 @@ awaitable<void> Transport::Core::receive_raft(std::shared_ptr<FrameConn> conn, u
     auto it = peers.find(from);
     if (it != peers.end()) peer = it->second;
   }
+  if (peer) asio::post(peer->strand, [peer] { peer->dial_now_if_waiting(); });
   std::string failure;
   try {
     for (;;) {

@@ -83,14 +83,25 @@ struct Transport::Core : std::enable_shared_from_this<Core> {
   Core(asio::io_context& io_, TransportOptions o)
       : io(io_), opts(std::move(o)), pool(std::max<size_t>(1, opts.storage_threads)) {
     if (opts.server_tls) server_ctx = net::make_server_tls_context(*opts.server_tls);
-    if (opts.client_tls) client_ctx = net::make_client_tls_context(*opts.client_tls);
   }
   ~Core() { pool.close_and_join(); }
 
   asio::io_context& io;
   const TransportOptions opts;
-  std::shared_ptr<ssl::context> server_ctx, client_ctx;
+  std::shared_ptr<ssl::context> server_ctx;
+  // The dialer's context, built on the first https dial (any strand): with
+  // no --peer-trusted-ca-file it loads the system's trusted roots, some
+  // 20 ms that a member dialing only http peers (most test and replacement
+  // starts) need not wait for.  Null when opts.client_tls is unset.
+  std::shared_ptr<ssl::context> client_context() {
+    std::call_once(client_ctx_once_, [this] {
+      if (opts.client_tls) client_ctx_ = net::make_client_tls_context(*opts.client_tls);
+    });
+    return client_ctx_;
+  }
   StoragePool pool;  // storage work of snapshot streams
+  std::once_flag client_ctx_once_;
+  std::shared_ptr<ssl::context> client_ctx_;  // see client_context()
 
   std::atomic<bool> stopped{false};
 

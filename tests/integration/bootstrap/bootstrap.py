@@ -276,12 +276,13 @@ def _dns_answers(port):
         return len(data) >= 12 and data[0] == 0x5e and data[1] == 0xed
 
 
-def start_dnsmasq(group, domain, srv_records, name="dnsmasq", hosts=()):
-    """dnsmasq on a free loopback port answering for `domain` only.
+def start_dnsmasq(group, domain, srv_records, name="dnsmasq", hosts=(), port=None):
+    """dnsmasq on a free loopback port (or `port`: a restart with new
+    records, as a DNS update) answering for `domain` only.
     srv_records: [(service, target, port)], e.g. ("_etcd-server._tcp", "localhost", 12380).
     hosts: [(name, address)] A records only this server knows.
     Returns (proc, "127.0.0.1:<port>")."""
-    port = free_udp_tcp_port()
+    port = port or free_udp_tcp_port()
     argv = [DNSMASQ, "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
             "--listen-address=127.0.0.1", "--bind-interfaces", "--port=%d" % port,
             "--pid-file=" + group.path(name + ".pid"), "--log-facility=-", "--log-queries",

@@ -297,6 +297,8 @@ class KubernetesTest(unittest.TestCase):
         self.assertEqual(args["initial-advertise-peer-urls"],
                          "http://$(POD_NAME).%s:%d" % (args["discovery-srv"], port["port"]))
         self.assertEqual(args["listen-peer-urls"], "http://0.0.0.0:%d" % port["targetPort"])
+        # A pod back with an empty volume takes its dead member's seat.
+        self.assertRegex(args["discovery-replace-dead"], r"^[1-9][0-9]*m$")
         self.assertNotIn("initial-cluster", args)  # excludes --discovery-srv
         self.assertNotIn("discovery", args)
         cports = {p["name"]: p["containerPort"] for p in c["ports"]}
@@ -404,6 +406,8 @@ class CloudInitTest(unittest.TestCase):
         known = {"ETCD_" + f[2:].upper().replace("-", "_") for f in muster_flags()}
         for k in values:
             self.assertIn(k, known)
+        # Hands-free replacement of a dead instance (the header says why).
+        self.assertRegex(values["ETCD_DISCOVERY_REPLACE_DEAD"], r"^[1-9][0-9]*m$")
         ip = re.match(r"http://([0-9.]+):2380$", values["ETCD_INITIAL_ADVERTISE_PEER_URLS"]).group(1)
         self.assertEqual(values["ETCD_LISTEN_PEER_URLS"], "http://%s:2380" % ip)
         self.assertEqual(values["ETCD_ADVERTISE_CLIENT_URLS"], "http://%s:2379" % ip)

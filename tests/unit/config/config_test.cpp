@@ -457,7 +457,7 @@ TEST(ConfigValidate, DiscoveryClearsTheDefaultInitialCluster) {
             "127.0.0.1:5353");
 }
 
-TEST(ConfigValidate, DiscoveryReplaceDeadIsOffByDefaultAndNeedsDiscovery) {
+TEST(ConfigValidate, DiscoveryReplaceDeadIsOffByDefaultAndNeedsDiscoveryOrSrv) {
   using std::chrono::seconds;
   EXPECT_EQ(ok({"--discovery", "http://d.example/abc"}).discovery_replace_dead.count(), 0);
   EXPECT_EQ(ok({"--discovery", "http://d.example/abc", "--discovery-replace-dead", "30s"})
@@ -468,6 +468,11 @@ TEST(ConfigValidate, DiscoveryReplaceDeadIsOffByDefaultAndNeedsDiscovery) {
             seconds(60));
   EXPECT_EQ(err({"--discovery-replace-dead", "30s"}).rfind("--discovery-replace-dead needs", 0),
             0u);
+  // SRV records: a node they name that the running cluster does not count
+  // asks for a dead member's seat too (YAML key as well).
+  EXPECT_EQ(ok({"--discovery-srv", "example.com", "--name", "n1", "--discovery-replace-dead", "5m"})
+                .discovery_replace_dead,
+            seconds(300));
   EXPECT_EQ(err({"--discovery", "http://d.example/abc", "--discovery-replace-dead", "100ms"})
                 .rfind("--discovery-replace-dead must be at least 1s", 0),
             0u);

@@ -160,6 +160,42 @@ TEST(MemberOutput, UnstartedLearnerHasNoNameAndNoClientUrls) {
       "6c157adb0f687962, unstarted, , http://127.0.0.1:23802,http://10.0.0.2:23802, , true\n");
 }
 
+TEST(MemberOutput, ShowReplacementsAddsWhomEachMemberReplacedAndWhen) {
+  json list = member_list();
+  list["members"].push_back(json::parse(
+      R"({"ID":"7788266211882072418","name":"e4","peerURLs":["http://127.0.0.1:23804"],)"
+      R"("clientURLs":["http://127.0.0.1:23794"]})"));
+  // e4 (6c157adb0f687962) took e3's seat; a record of a member since
+  // removed (1234) shows only in json.
+  const json history = json::parse(
+      R"([{"member_id":"6c157adb0f687962","name":"e4","peer_urls":["http://127.0.0.1:23804"],)"
+      R"("replaced":{"id":"f13fa74fae0c88f6","name":"e3","unheard_for_ms":3012,"reason":"r"},)"
+      R"("replaced_at":"2026-12-07T03:18:47Z","threshold_ms":3000,"leader":"bdae9bbc11dd390d"},)"
+      R"({"member_id":"1234","name":"old","replaced":null,"replaced_at":"2026-12-01T00:00:00Z"}])");
+  EXPECT_EQ(
+      printed([&](auto& o) {
+        return print_member_list(list, OutputFormat::kSimple, o, &history);
+      }),
+      "bdae9bbc11dd390d, started, e1, http://127.0.0.1:23801, http://127.0.0.1:23791, false, , \n"
+      "6c157adb0f687962, started, e4, http://127.0.0.1:23804, http://127.0.0.1:23794, false, "
+      "e3 (f13fa74fae0c88f6), 2026-12-07T03:18:47Z\n");
+  const std::string table =
+      printed([&](auto& o) { return print_member_list(list, OutputFormat::kTable, o, &history); });
+  EXPECT_NE(table.find("| IS LEARNER |       REPLACED        |     REPLACED AT      |"),
+            std::string::npos)
+      << table;
+  EXPECT_NE(table.find("| e3 (f13fa74fae0c88f6) | 2026-12-07T03:18:47Z |"), std::string::npos)
+      << table;
+  const json j = json::parse(
+      printed([&](auto& o) { return print_member_list(list, OutputFormat::kJson, o, &history); }));
+  EXPECT_EQ(j["members"][1]["ID"], 7788266211882072418ULL);  // etcdctl's shape, unchanged
+  EXPECT_EQ(j["replacements"], history);
+  // Without the option: etcdctl's output, byte for byte (ListInEveryFormat).
+  EXPECT_EQ(printed([&](auto& o) { return print_member_list(list, OutputFormat::kSimple, o); })
+                .find("e3"),
+            std::string::npos);
+}
+
 TEST(MemberOutput, AddPrintsTheEnvironmentTheNewMemberNeeds) {
   const json add = json::parse(
       R"({"header":{"cluster_id":"15118495548433857066","member_id":"13668033151171901709","raft_term":"2"},)"
