@@ -417,28 +417,7 @@ class Joiner {
   // etcd's rule (research 1.7): full iff `size` members are registered and
   // we are not among the first `size` by createdIndex.
   std::optional<DiscoveryResult> full_check(const TokenState& st) {
-    for (size_t i = 0; i < st.members.size(); ++i) {
-      if (st.members[i].id == self_id_) return std::nullopt;
-      if (i + 1 >= st.size) {
-        DiscoveryResult r = result_;
-        r.kind = DiscoveryResult::Kind::kFull;
-        std::vector<std::string> names;
-        for (size_t k = 0; k < st.size; ++k) {
-          std::vector<std::pair<std::string, std::string>> pairs;
-          parse_registration(st.members[k].value, &pairs);
-          for (auto& [name, url] : pairs) {
-            r.peer_urls.push_back(url);
-            names.push_back(name);
-          }
-        }
-        r.message = "discovery: cluster is full: " + options_.url + " already has its " +
-                    std::to_string(st.size) + " members (" + join(names, ", ") +
-                    "); this member (" + options_.name + ", ID " + self_id_ +
-                    ") is not one of them";
-        return r;
-      }
-    }
-    return std::nullopt;
+    return full_cluster_answer(st, self_id_, options_.name, options_.url, result_);
   }
 
   std::optional<DiscoveryResult> register_self() {
@@ -654,6 +633,31 @@ class Joiner {
 };
 
 }  // namespace
+
+std::optional<DiscoveryResult> full_cluster_answer(const TokenState& st, const std::string& self_id,
+                                                   const std::string& self_name,
+                                                   const std::string& where, DiscoveryResult base) {
+  for (size_t i = 0; i < st.members.size(); ++i) {
+    if (st.members[i].id == self_id) return std::nullopt;
+    if (i + 1 < st.size) continue;
+    base.kind = DiscoveryResult::Kind::kFull;
+    std::vector<std::string> names;
+    for (size_t k = 0; k < st.size; ++k) {
+      std::vector<std::pair<std::string, std::string>> pairs;
+      parse_registration(st.members[k].value, &pairs);
+      for (auto& [name, url] : pairs) {
+        base.peer_urls.push_back(url);
+        names.push_back(name);
+      }
+    }
+    names.erase(std::unique(names.begin(), names.end()), names.end());  // one per member
+    base.message = "discovery: cluster is full: " + where + " already has its " +
+                   std::to_string(st.size) + " members (" + join(names, ", ") +
+                   "); this member (" + self_name + ", ID " + self_id + ") is not one of them";
+    return base;
+  }
+  return std::nullopt;
+}
 
 DiscoveryResult join_cluster(const DiscoveryOptions& options) {
   DiscoveryResult bad;

@@ -130,6 +130,14 @@ struct TokenState {
   uint64_t index = 0;                 // X-Etcd-Index of the listing
 };
 
+// etcd's full-cluster rule (research 1.7; v3 discovery applies it by create
+// revision): nullopt while fewer than `size` are registered or `self_id` is
+// among the first `size`; otherwise `base` turned into the kFull answer that
+// names the cluster's members (`where`: the token, for the message).
+std::optional<DiscoveryResult> full_cluster_answer(const TokenState& st, const std::string& self_id,
+                                                   const std::string& self_name,
+                                                   const std::string& where, DiscoveryResult base);
+
 // A blocking v2-keys client for one discovery URL, with the retry policy of
 // DiscoveryOptions.  Errors come back as (DiscoveryError, message).
 class DiscoveryClient {

@@ -709,28 +709,7 @@ class JoinerV3 {
 
   // etcd's rule, as v2's (research 1.7), by create revision.
   std::optional<DiscoveryResult> full_check(const TokenState& st) {
-    for (size_t i = 0; i < st.members.size(); ++i) {
-      if (st.members[i].id == self_id_) return std::nullopt;
-      if (i + 1 >= st.size) {
-        DiscoveryResult r = result_;
-        r.kind = DiscoveryResult::Kind::kFull;
-        std::vector<std::string> names;
-        for (size_t k = 0; k < st.size; ++k) {
-          std::vector<std::pair<std::string, std::string>> pairs;
-          parse_registration(st.members[k].value, &pairs);
-          for (auto& [name, url] : pairs) {
-            r.peer_urls.push_back(url);
-            names.push_back(name);
-          }
-        }
-        names.erase(std::unique(names.begin(), names.end()), names.end());
-        r.message = "discovery: cluster is full: " + where() + " already has its " +
-                    std::to_string(st.size) + " members (" + join(names, ", ") +
-                    "); this member (" + o_.name + ", ID " + self_id_ + ") is not one of them";
-        return r;
-      }
-    }
-    return std::nullopt;
+    return full_cluster_answer(st, self_id_, o_.name, where(), result_);
   }
 
   // Our registration among the first `size` of a token that is already

@@ -48,6 +48,19 @@ class BootTest(unittest.TestCase):
         if any(e[1] for e in errors) or (outcome and not getattr(outcome, "success", True)):
             print(self.group.dump_logs(3000), file=sys.stderr)
 
+    def members(self, via):
+        """The member list as `via` (a member) answers it."""
+        st, j = via.call("/v3/cluster/member/list", {})
+        self.assertEqual(st, 200, j)
+        return j["members"]
+
+    def voters(self, via):
+        """The voters' names, sorted; None while `via` cannot answer."""
+        try:
+            return sorted(m.get("name", "") for m in self.members(via) if not m.get("isLearner"))
+        except (OSError, AssertionError):
+            return None
+
 
 class BootMember(Member):
     """A member whose bootstrap flags the test chooses (`boot`), e.g.

@@ -44,17 +44,6 @@ class ReplaceDeadTest(BootTest):
         n.start(["--discovery", self.url, "--discovery-replace-dead", threshold] + list(extra))
         return n
 
-    def members(self, via):
-        st, j = via.call("/v3/cluster/member/list", {})
-        self.assertEqual(st, 200, j)
-        return j["members"]
-
-    def voters(self, via):
-        try:
-            return sorted(m.get("name", "") for m in self.members(via) if not m.get("isLearner"))
-        except (OSError, AssertionError):
-            return None
-
     def role(self, n):
         member = os.path.isdir(os.path.join(n.data_dir, "member"))
         proxy = os.path.isdir(os.path.join(n.data_dir, "proxy"))

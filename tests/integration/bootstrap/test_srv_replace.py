@@ -56,17 +56,6 @@ class SrvReplaceTest(BootTest):
         self.dns, _ = start_dnsmasq(self.group, DOMAIN, self.records(members),
                                     name="dnsmasq-%d" % int(time.monotonic() * 1000), port=port)
 
-    def members(self, via):
-        st, j = via.call("/v3/cluster/member/list", {})
-        self.assertEqual(st, 200, j)
-        return j["members"]
-
-    def voters(self, via):
-        try:
-            return sorted(m.get("name", "") for m in self.members(via) if not m.get("isLearner"))
-        except (OSError, AssertionError):
-            return None
-
     def member_id(self, via, name):
         return next(int(m["ID"]) for m in self.members(via) if m.get("name") == name)
 
