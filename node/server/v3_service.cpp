@@ -205,6 +205,11 @@ class V3Service::Impl {
   // The alarms this member reports: the replicated ones, and NOSPACE for
   // itself while its database is over --quota-backend-bytes.
   std::vector<pb::AlarmMember> alarms(pb::AlarmType type) const;
+  // etcd's quota rule: the first growth refused for space raises NOSPACE
+  // for this member through Raft, so every member refuses growth until an
+  // operator disarms it (after compaction and defragmentation).
+  void raise_nospace();
+  std::atomic<bool> nospace_raising_{false};
 
   // --- auth
   // The caller's identity now: its token's user (invalid auth token when
@@ -368,8 +373,10 @@ void V3Service::Impl::propose(pb::InternalRequest req, Done<Resp> done) {
   // that can grow it are refused, as etcd's NOSPACE alarm does (deletes and
   // compactions still pass, so an operator can make room).
   if (options_.quota_backend_bytes > 0 && db_size_bytes_.load() > options_.quota_backend_bytes &&
-      (req.has_put() || req.has_txn() || req.has_lease_grant()))
+      (req.has_put() || req.has_txn() || req.has_lease_grant())) {
+    raise_nospace();
     return done(errors::no_space(), Resp());
+  }
   auto once = std::make_shared<Once>();
   auto cb = std::make_shared<Done<Resp>>(std::move(done));
   pending_.add(1);
@@ -401,6 +408,28 @@ void V3Service::Impl::propose(pb::InternalRequest req, Done<Resp> done) {
     member_.change_member(std::move(req), std::move(on_applied));
   else
     member_.propose(std::move(req), std::move(on_applied));
+}
+
+void V3Service::Impl::raise_nospace() {
+  const uint64_t me = member_id_.load();
+  for (const auto& a : member_.kv().alarms(pb::NOSPACE))
+    if (a.memberid() == me) return;  // raised already
+  if (nospace_raising_.exchange(true)) return;
+  log::warn("etcdserver", "alarm raised: the database is over --quota-backend-bytes",
+            {{"alarm", "NOSPACE"},
+             {"quota-bytes", options_.quota_backend_bytes},
+             {"db-size-bytes", db_size_bytes_.load()}});
+  pb::InternalRequest ir;
+  pb::AlarmRequest* a = ir.mutable_alarm();
+  a->set_action(pb::AlarmRequest::ACTIVATE);
+  a->set_memberid(me);
+  a->set_alarm(pb::NOSPACE);
+  propose<pb::AlarmResponse>(std::move(ir), [this](Status s, pb::AlarmResponse) {
+    nospace_raising_ = false;
+    if (!s)
+      log::warn("etcdserver", "could not raise the NOSPACE alarm; the next refused put retries",
+                {{"error", s.message()}});
+  });
 }
 
 // ---------------------------------------------------------------- V3Service

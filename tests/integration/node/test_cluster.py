@@ -263,6 +263,39 @@ class ClusterTest(unittest.TestCase):
         self.assertEqual(st, 200, j)
         self.assertTrue(m.healthy())
 
+    def test_a_member_out_of_space_stops_growth_cluster_wide_until_disarmed(self):
+        # As etcd: the member whose database passes --quota-backend-bytes
+        # raises NOSPACE through Raft, and every member then refuses growth
+        # (here m2 and m3, which have no quota of their own) until an
+        # operator disarms the alarm.
+        c = self.make(3)
+        c.members[0].extra = ["--quota-backend-bytes", str(1 << 20)]
+        c.start()
+        c.wait_healthy()
+        m1, m2 = c.members[0], c.members[1]
+        big = "v" * 16384
+        n = [0]
+
+        def refused_on_m1():
+            n[0] += 1
+            return m1.put("q/%d" % n[0], big)[0] == 429
+        wait_for(refused_on_m1, 60, "the quota to refuse a put on m1", interval=0.01)
+
+        def refused_on_m2():
+            st, j = m2.put("other", "x")
+            return st == 429 and j["error"] == "etcdserver: mvcc: database space exceeded"
+        wait_for(refused_on_m2, 10, "m2 to refuse growth once NOSPACE is raised")
+        m1_id = m1.call("/v3/maintenance/status", {})[1]["header"]["member_id"]
+        st, j = m2.call("/v3/maintenance/alarm", {"action": "GET"})
+        self.assertEqual(j["alarms"], [{"memberID": m1_id, "alarm": "NOSPACE"}])
+        # Deletes still pass; the disarm (through m2) lets m2 grow again.
+        st, j = m2.call("/v3/kv/deleterange", {"key": b64("q/"), "range_end": b64("q0")})
+        self.assertEqual(st, 200, j)
+        st, j = m2.call("/v3/maintenance/alarm", {"action": "DEACTIVATE", "memberID": m1_id,
+                                                  "alarm": "NOSPACE"})
+        self.assertEqual(st, 200, j)
+        wait_for(lambda: m2.put("other", "y")[0] == 200, 10, "m2 to accept growth after disarm")
+
     def test_sd_notify_ready_once_the_member_can_serve(self):
         import socket
         c = self.make(3)
