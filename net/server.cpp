@@ -368,33 +368,52 @@ class Connection final : public ConnectionBase,
         });
   }
 
-  void after_first_bytes_plain() {
-    if (closed_) return;
+  // What a plaintext port's first bytes say the client speaks.
+  enum class FirstBytes { kTls, kH2, kPartialH2, kHttp1 };
+  static FirstBytes classify(std::string_view got) {
+    if (got[0] == 0x16) return FirstBytes::kTls;  // a TLS handshake record
     const std::string_view preface = detail::kH2Preface;
-    char head[32];
-    const ssize_t n = ::recv(beast::get_lowest_layer(stream_).socket().native_handle(), head,
-                             preface.size(), MSG_PEEK | MSG_DONTWAIT);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return sniff();
-    if (n <= 0) return close();  // EOF or an error before a byte
-    std::string_view got(head, static_cast<std::size_t>(n));
-    if (got[0] == 0x16) {
-      log::warn(kCaller,
-                "TLS handshake on a plaintext port; the client must use http, or the server "
-                "https",
-                {{"remote-addr", remote_}});
-      return close();
-    }
     const size_t m = std::min(got.size(), preface.size());
-    if (got.substr(0, m) == preface.substr(0, m)) {
-      // Part of the preface so far: peeking again would spin, so read it.
-      if (m < preface.size()) return read_preface();
-      return start_h2_or_refuse();
-    }
-    sniffed_ = true;
-    read_request();
+    if (got.substr(0, m) != preface.substr(0, m)) return FirstBytes::kHttp1;
+    return m < preface.size() ? FirstBytes::kPartialH2 : FirstBytes::kH2;
   }
 
-  // The rare client whose preface arrives in pieces: read until it is whole.
+  // Acts on the first bytes: peeked (still in the socket) or, for a preface
+  // that arrived in pieces, read into buffer_ (which read_request parses).
+  void on_first_bytes(std::string_view got) {
+    switch (classify(got)) {
+      case FirstBytes::kTls:
+        log::warn(kCaller,
+                  "TLS handshake on a plaintext port; the client must use http, or the server "
+                  "https",
+                  {{"remote-addr", remote_}});
+        return close();
+      case FirstBytes::kPartialH2:  // peeking again would spin: read it
+        return read_preface();
+      case FirstBytes::kH2:
+        sniffed_ = true;
+        if (server_->http2()) return hand_over_h2();
+        log::warn(kCaller, "HTTP/2 client on a port that serves HTTP/1.1 only",
+                  {{"remote-addr", remote_}});
+        return close();
+      case FirstBytes::kHttp1:
+        sniffed_ = true;
+        return read_request();
+    }
+  }
+
+  void after_first_bytes_plain() {
+    if (closed_) return;
+    char head[32];
+    const ssize_t n = ::recv(beast::get_lowest_layer(stream_).socket().native_handle(), head,
+                             detail::kH2Preface.size(), MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return sniff();
+    if (n <= 0) return close();  // EOF or an error before a byte
+    on_first_bytes(std::string_view(head, static_cast<std::size_t>(n)));
+  }
+
+  // The rare client whose preface arrives in pieces: read until it is whole
+  // (or turns out not to be one).
   void read_preface() {
     beast::get_lowest_layer(stream_).expires_after(server_->options_.request_timeout);
     stream_.async_read_some(
@@ -402,22 +421,9 @@ class Connection final : public ConnectionBase,
         [self = this->shared_from_this()](boost::system::error_code ec, std::size_t n) {
           if (ec) return self->close();
           self->buffer_.commit(n);
-          const std::string_view preface = detail::kH2Preface;
-          std::string_view got(static_cast<const char*>(self->buffer_.data().data()),
-                               self->buffer_.size());
-          const size_t m = std::min(got.size(), preface.size());
-          if (got.substr(0, m) != preface.substr(0, m)) return self->close();
-          if (m < preface.size()) return self->read_preface();
-          self->start_h2_or_refuse();
+          self->on_first_bytes(std::string_view(
+              static_cast<const char*>(self->buffer_.data().data()), self->buffer_.size()));
         });
-  }
-
-  void start_h2_or_refuse() {
-    sniffed_ = true;
-    if (server_->http2()) return hand_over_h2();
-    log::warn(kCaller, "HTTP/2 client on a port that serves HTTP/1.1 only",
-              {{"remote-addr", remote_}});
-    close();
   }
 
   // The connection speaks HTTP/2 from here on: the socket (and any bytes

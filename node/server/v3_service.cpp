@@ -415,7 +415,7 @@ void V3Service::Impl::raise_nospace() {
   for (const auto& a : member_.kv().alarms(pb::NOSPACE))
     if (a.memberid() == me) return;  // raised already
   if (nospace_raising_.exchange(true)) return;
-  log::warn("etcdserver", "alarm raised: the database is over --quota-backend-bytes",
+  log::warn("etcdserver", "database is over --quota-backend-bytes; raising NOSPACE",
             {{"alarm", "NOSPACE"},
              {"quota-bytes", options_.quota_backend_bytes},
              {"db-size-bytes", db_size_bytes_.load()}});
