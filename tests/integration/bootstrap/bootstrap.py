@@ -13,6 +13,7 @@ import os
 import socket
 import socketserver
 import subprocess
+import shutil
 import sys
 import threading
 import time
@@ -60,6 +61,32 @@ class BootTest(unittest.TestCase):
             return sorted(m.get("name", "") for m in self.members(via) if not m.get("isLearner"))
         except (OSError, AssertionError):
             return None
+
+    def one_working_cluster(self, c):
+        """Every member reports the same cluster ID, and a write through the
+        first member is read through the last.  Returns the key written."""
+        ids = {m.status()["header"]["cluster_id"] for m in c.members}
+        self.assertEqual(len(ids), 1, ids)
+        key = "k-%d" % time.monotonic_ns()
+        st, j = c.members[0].put(key, "v")
+        self.assertEqual(st, 200, j)
+        self.assertEqual(c.members[-1].value(key), "v")
+        return key
+
+    def write_keys(self, prefix, n, via):
+        """Puts n keys round-robin through `via`; returns the acknowledged ones."""
+        acked = {}
+        for i in range(n):
+            k, v = "%s/%03d" % (prefix, i), "v%d" % i
+            st, _ = via[i % len(via)].put(k, v)
+            if st == 200:
+                acked[k] = v
+        return acked
+
+    def kill_and_wipe(self, m):
+        """The instance is gone: kill -9 and its data dir removed."""
+        m.kill9()
+        shutil.rmtree(m.data_dir)
 
 
 class BootMember(Member):

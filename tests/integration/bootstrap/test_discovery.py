@@ -36,13 +36,7 @@ class DiscoveryBootstrapTest(BootTest):
         names = sorted(m.name for m in c.members)
         for m in c.members:
             wait_for(lambda: c.member_names(m) == names, 10, "full member list on " + m.name)
-        ids = {m.status()["header"]["cluster_id"] for m in c.members}
-        self.assertEqual(len(ids), 1, ids)
-        key = "k-%d" % time.monotonic_ns()
-        st, j = c.members[0].put(key, "v")
-        self.assertEqual(st, 200, j)
-        self.assertEqual(c.members[-1].value(key), "v")
-        return key
+        return self.one_working_cluster(c)
 
     def restart_all(self, c):
         c.stop_all()

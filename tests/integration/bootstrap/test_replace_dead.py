@@ -11,7 +11,6 @@ automatically" has the rules these tests hold the member to."""
 
 import json
 import os
-import shutil
 import signal
 import sys
 import time
@@ -58,25 +57,12 @@ class ReplaceDeadTest(BootTest):
         self.assertEqual(code, 0, err)
         return sorted(m.get("name", "") for m in json.loads(out)["members"] if m["inCluster"])
 
-    def kill_and_wipe(self, m):
-        m.kill9()
-        shutil.rmtree(m.data_dir)
-
-    def write_keys(self, c, prefix, n, via):
-        acked = {}
-        for i in range(n):
-            k, v = "%s/%03d" % (prefix, i), "v%d" % i
-            st, j = via[i % len(via)].put(k, v)
-            if st == 200:
-                acked[k] = v
-        return acked
-
     # ---- tests ----------------------------------------------------------
 
     def test_killed_member_is_replaced_by_a_new_node(self):
         c = self.form()
         m1, m2, m3 = c.members
-        acked = self.write_keys(c, "before", 60, [m1, m2, m3])
+        acked = self.write_keys("before", 60, [m1, m2, m3])
         self.assertEqual(len(acked), 60)
         t_kill = time.monotonic()
         self.kill_and_wipe(m3)
@@ -85,7 +71,7 @@ class ReplaceDeadTest(BootTest):
         # voters).
         t0 = time.monotonic()
         m4 = self.new_node(c, "m4", "3s")
-        acked.update(self.write_keys(c, "during", 20, [m1, m2]))
+        acked.update(self.write_keys("during", 20, [m1, m2]))
         # A voting member within a bounded time, three healthy voters.
         wait_for(lambda: self.voters(m1) == ["m1", "m2", "m4"], 60, "m4 to be a voter")
         wait_for(m4.healthy, 20, "m4 to be healthy")

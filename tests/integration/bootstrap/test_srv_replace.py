@@ -15,7 +15,6 @@ etcd 3.4's behaviour (docs/operations.md)."""
 
 import json
 import os
-import shutil
 import sys
 import time
 import unittest
@@ -58,19 +57,6 @@ class SrvReplaceTest(BootTest):
 
     def member_id(self, via, name):
         return next(int(m["ID"]) for m in self.members(via) if m.get("name") == name)
-
-    def write_keys(self, prefix, n, via):
-        acked = {}
-        for i in range(n):
-            k, v = "%s/%03d" % (prefix, i), "v%d" % i
-            st, _ = via[i % len(via)].put(k, v)
-            if st == 200:
-                acked[k] = v
-        return acked
-
-    def kill_and_wipe(self, m):
-        m.kill9()
-        shutil.rmtree(m.data_dir)
 
     def metric(self, m, name):
         st, text = m.call("/metrics", method="GET")
