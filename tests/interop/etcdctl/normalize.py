@@ -64,6 +64,11 @@ class Normalizer:
             elif not tok.isdigit():
                 self.register_id(int(tok, 16))
 
+    def discover_output(self, stdout, stderr):
+        """Registers the IDs of one command's output, in order; the client's
+        log lines on stderr are not looked at (see stderr_kept)."""
+        self.discover(stdout + "\n" + "\n".join(self.stderr_kept(stderr)))
+
     def text(self, s):
         s = URL_RE.sub(lambda m: self.ports.get(int(m.group(2)), m.group(0)), s)
         s = HEX_ID_RE.sub(lambda m: self.ids.get(m.group(0), m.group(0)), s)
@@ -137,21 +142,31 @@ class Normalizer:
         return "\n".join(other + [" | ".join(header or [])] + rows) + "\n"
 
     # --- stderr ---
-    def stderr(self, s, unordered=False):
+    @staticmethod
+    def stderr_kept(s):
+        """The lines of stderr a transcript keeps, not yet normalised: zap
+        log lines are dropped, a retry warning is reduced to its gRPC error.
+        IDs are discovered only here and in stdout: a log line names the
+        client's random UUID, whose last group looks like a hex ID and would
+        shift the numbering depending on whether a retry was logged."""
         out = []
         for line in s.splitlines():
             if line.startswith('{"level"'):
                 try:
                     rec = json.loads(line)
                 except ValueError:
-                    out.append(self.text(line))
+                    out.append(line)
                     continue
                 if rec.get("level") == "warn" and "error" in rec:
-                    item = "(client retry log) " + self.text(rec["error"])
+                    item = "(client retry log) " + rec["error"]
                     if not out or out[-1] != item:
                         out.append(item)
                 continue
-            out.append(self.text(line))
+            out.append(line)
+        return out
+
+    def stderr(self, s, unordered=False):
+        out = [self.text(line) for line in self.stderr_kept(s)]
         if unordered:
             out.sort()
         return "\n".join(out)

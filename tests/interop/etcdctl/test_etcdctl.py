@@ -62,7 +62,7 @@ class Session:
                 fmt = args[i + 1]
             elif a.startswith("--write-out="):
                 fmt = a.split("=", 1)[1]
-        self.norm.discover(r.stdout + "\n" + r.stderr)
+        self.norm.discover_output(r.stdout, r.stderr)
         out = self.norm.stdout(r.stdout, fmt, unordered)
         err = self.norm.stderr(r.stderr, unordered)
         for pattern, repl in mask:
@@ -529,7 +529,7 @@ class EtcdctlComparison(unittest.TestCase):
                     return None
                 return r
             r = wait_for(try_add, 30, "member add to be accepted", 0.5)
-            s.norm.discover(r.stdout + r.stderr)
+            s.norm.discover_output(r.stdout, r.stderr)
             out = s.norm.stdout(r.stdout, "json" if "json" in args else "simple", True)
             out = re.sub(r'ETCD_INITIAL_CLUSTER="([^"]*)"', lambda m: 'ETCD_INITIAL_CLUSTER="%s"'
                          % ",".join(sorted(m.group(1).split(","))), out)
