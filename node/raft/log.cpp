@@ -99,13 +99,13 @@ std::optional<uint64_t> RaftLog::maybe_append(
     // §5.3: a conflicting entry below our commit index means a leader tried to
     // overwrite committed state: Log Matching or Leader Completeness is broken.
     if (ci <= committed_) log_fatal("entry conflicts with a committed entry", ci, committed_);
-    append(std::vector<pb::Entry>(ents.begin() + k, ents.end()));
+    append(std::vector<pb::Entry>(ents.begin() + k, ents.end()));  // moved in
   }
   commit_to(std::min(committed, last_new));
   return last_new;
 }
 
-uint64_t RaftLog::append(const std::vector<pb::Entry>& ents) {
+uint64_t RaftLog::append(std::vector<pb::Entry>&& ents) {
   if (ents.empty()) return last_index();
   const uint64_t after = ents.front().index();
   if (after <= committed_) log_fatal("append below the commit index", after, committed_);
@@ -121,7 +121,8 @@ uint64_t RaftLog::append(const std::vector<pb::Entry>& ents) {
     // Truncate the unstable tail at `after`.
     unstable_.resize(after - unstable_offset_);
   }
-  unstable_.insert(unstable_.end(), ents.begin(), ents.end());
+  unstable_.insert(unstable_.end(), std::make_move_iterator(ents.begin()),
+                   std::make_move_iterator(ents.end()));
   return last_index();
 }
 

@@ -45,7 +45,7 @@ class RaftLog {
   // Appends ents to the unstable tail (truncating anything from
   // ents.front().index on).  REQUIRES: ents.front().index > committed and
   // <= last_index() + 1.  Returns last_index().
-  uint64_t append(const std::vector<pb::Entry>& ents);
+  uint64_t append(std::vector<pb::Entry>&& ents);
 
   // Fast backtracking (Raft thesis §5.3 / etcd's findConflictByTerm): the
   // largest index <= `index` whose term is <= `term`, and that term.  Used by a

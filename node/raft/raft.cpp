@@ -1062,7 +1062,10 @@ void Raft::send_heartbeat(uint64_t to, const std::string& ctx) {
 bool Raft::maybe_commit() {
   // The highest index replicated on a majority of voters (learners do not
   // count: thesis §4.2.1).
-  std::vector<uint64_t> matches;
+  // Called on every acknowledgement: reuses one buffer rather than
+  // allocating each time.
+  std::vector<uint64_t>& matches = match_scratch_;
+  matches.clear();
   for (uint64_t v : voters_) {
     auto it = prs_.find(v);
     matches.push_back(it == prs_.end() ? 0 : it->second.match);
@@ -1099,7 +1102,7 @@ bool Raft::append_entries(std::vector<pb::Entry> ents, DropReason* reason) {
     return false;
   }
   uncommitted_size_ += size;
-  li = log_.append(ents);
+  li = log_.append(std::move(ents));
   // The leader's own copy counts toward the majority (it persists it in
   // parallel with replication: thesis §10.2.1).
   auto it = prs_.find(id_);

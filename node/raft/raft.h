@@ -257,6 +257,7 @@ class Raft {
   std::set<uint64_t> voters_;
   std::set<uint64_t> learners_;
   std::map<uint64_t, Progress> prs_;  // leader only; every voter and learner
+  std::vector<uint64_t> match_scratch_;  // maybe_commit's working buffer
   std::map<uint64_t, bool> votes_;
 
   std::vector<pb::Message> msgs_;
