@@ -55,9 +55,17 @@ std::string with_id(char prefix, uint64_t id) {
 std::string log_key(uint64_t index) { return with_id(kLog, index); }
 
 std::string revision_key(int64_t main, int64_t sub) {
-  std::string k = with_id(kRevision, static_cast<uint64_t>(main));
-  put_be64(&k, static_cast<uint64_t>(sub));
-  return k;
+  char k[17];
+  revision_key(main, sub, k);
+  return std::string(k, sizeof k);
+}
+
+void revision_key(int64_t main, int64_t sub, char out[17]) {
+  out[0] = kRevision;
+  for (int i = 0; i < 8; ++i) {
+    out[1 + i] = static_cast<char>(static_cast<uint64_t>(main) >> (56 - 8 * i));
+    out[9 + i] = static_cast<char>(static_cast<uint64_t>(sub) >> (56 - 8 * i));
+  }
 }
 
 std::string alarm_key(uint64_t member_id, int type) {

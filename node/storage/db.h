@@ -82,6 +82,8 @@ uint64_t get_be64(const char* p);
 std::string with_id(char prefix, uint64_t id);
 std::string log_key(uint64_t index);
 std::string revision_key(int64_t main, int64_t sub);
+// The same 17 bytes into out (no allocation).
+void revision_key(int64_t main, int64_t sub, char out[17]);
 // kAlarm + big-endian member id + big-endian 32-bit alarm type
 std::string alarm_key(uint64_t member_id, int type);
 // True for keys that belong to the state machine (and so to its snapshots).

@@ -337,9 +337,8 @@ bool KvStore::read_record(Revision rev, pb::KeyValue* kv) const {
   // While an ApplyBatch runs (its thread holds the write lock, so only it
   // reads), records it staged are not in LevelDB yet.
   if (staged_ != nullptr) {
-    auto it = staged_->find(rev);
-    if (it != staged_->end()) {
-      *kv = it->second;
+    if (const std::string* rec = staged_->find(rev)) {
+      if (!kv->ParseFromString(*rec)) fatal("unparsable staged revision record");
       return true;
     }
   }
@@ -561,7 +560,7 @@ Status KvStore::events(const std::string& key, const std::string& range_end, int
 bool KvStore::Writer::read(Revision rev, pb::KeyValue* kv) const {
   // Staged by this entry, or by an earlier entry of the same batch: not in
   // LevelDB yet (read_record looks there too).
-  if (rev.main == main_ && !pending_.count(rev)) return false;
+  if (rev.main == main_ && !pending_.contains(rev)) return false;
   return s_.read_record(rev, kv);
 }
 
@@ -586,24 +585,45 @@ std::vector<std::string> KvStore::Writer::live_keys(const std::string& key,
   return out;
 }
 
+void StagedRecords::add(Revision rev, std::string record) {
+  if (!records_.empty() && !(records_.back().first < rev)) fatal("staged revisions out of order");
+  records_.emplace_back(rev, std::move(record));
+}
+
+const std::string* StagedRecords::find(Revision rev) const {
+  auto it = std::lower_bound(records_.begin(), records_.end(), rev,
+                             [](const auto& r, const Revision& x) { return r.first < x; });
+  return it != records_.end() && it->first == rev ? &it->second : nullptr;
+}
+
 void KvStore::Writer::write_record(const pb::KeyValue& kv, Revision rev) {
-  batch_.Put(keys::revision_key(rev.main, rev.sub), kv.SerializeAsString());
-  pending_[rev] = kv;
+  std::string record = kv.SerializeAsString();
+  char key[17];
+  keys::revision_key(rev.main, rev.sub, key);
+  batch_.Put(leveldb::Slice(key, sizeof key), record);
+  pending_.add(rev, std::move(record));
+}
+
+pb::Event& KvStore::Writer::add_event(pb::Event::EventType type) {
+  pb::Event& ev = events_.emplace_back();
+  ev.set_type(type);
+  return ev;
 }
 
 void KvStore::Writer::put(const std::string& key, const std::string& value, int64_t lease,
                           pb::KeyValue* prev) {
   KeyHistory& kh = s_.index_[key];
-  pb::KeyValue old;
   const bool had = kh.alive();
   // The previous value is read only when the caller wants it: events go
   // out without prev_kv (watchers that ask for it look it up, previous()).
   const bool read_old = had && prev != nullptr;
-  if (read_old && !read(kh.revs.back().rev, &old))
+  pb::Event& ev = add_event(pb::Event::PUT);
+  if (read_old && !read(kh.revs.back().rev, ev.mutable_prev_kv()))
     fatal("indexed revision record missing for " + key);
   const int64_t old_lease = had ? kh.lease : 0;
   const Revision r{main_, sub_++};
-  pb::KeyValue kv;
+  // The record is built in place in the event watchers receive.
+  pb::KeyValue& kv = *ev.mutable_kv();
   kv.set_key(key);
   kv.set_create_revision(had ? kh.create_revision : main_);
   kv.set_mod_revision(main_);
@@ -625,14 +645,9 @@ void KvStore::Writer::put(const std::string& key, const std::string& value, int6
     l->second.keys.insert(key);
   }
   write_record(kv, r);
-  pb::Event ev;
-  ev.set_type(pb::Event::PUT);
-  *ev.mutable_kv() = kv;
-  if (read_old) *ev.mutable_prev_kv() = old;
-  events_.push_back(std::move(ev));
   if (prev) {
-    if (had) {
-      *prev = std::move(old);
+    if (read_old) {
+      *prev = ev.prev_kv();
     } else {
       prev->Clear();
     }
@@ -643,10 +658,11 @@ bool KvStore::Writer::del(const std::string& key, pb::KeyValue* prev) {
   auto it = s_.index_.find(key);
   if (it == s_.index_.end() || !it->second.alive()) return false;
   KeyHistory& kh = it->second;
-  pb::KeyValue old;
-  if (!read(kh.revs.back().rev, &old)) fatal("indexed revision record missing for " + key);
+  pb::Event& ev = add_event(pb::Event::DELETE);
+  if (!read(kh.revs.back().rev, ev.mutable_prev_kv()))
+    fatal("indexed revision record missing for " + key);
   const Revision r{main_, sub_++};
-  pb::KeyValue tomb;
+  pb::KeyValue& tomb = *ev.mutable_kv();
   tomb.set_key(key);
   tomb.set_mod_revision(main_);
   kh.revs.push_back({r, true});
@@ -659,12 +675,7 @@ bool KvStore::Writer::del(const std::string& key, pb::KeyValue* prev) {
   kh.lease = 0;
   s_.live_keys_--;
   write_record(tomb, r);
-  pb::Event ev;
-  ev.set_type(pb::Event::DELETE);
-  *ev.mutable_kv() = tomb;
-  *ev.mutable_prev_kv() = old;
-  events_.push_back(std::move(ev));
-  if (prev) *prev = std::move(old);
+  if (prev) *prev = ev.prev_kv();
   return true;
 }
 

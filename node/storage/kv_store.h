@@ -59,6 +59,22 @@ inline constexpr int kDefaultMaxTxnOps = 128;
 // ignore_value/ignore_lease.  apply() runs it as well.
 Status validate(const pb::InternalRequest& req, int max_txn_ops = kDefaultMaxTxnOps);
 
+// Revision records staged by an apply batch and not yet in LevelDB, in the
+// order they were made (revisions only grow within a batch), serialized as
+// they are written: a lookup is a binary search and a parse, which only
+// reads of a key changed earlier in the same batch need.
+class StagedRecords {
+ public:
+  // REQUIRES: rev greater than every revision added since clear().
+  void add(Revision rev, std::string record);
+  const std::string* find(Revision rev) const;
+  bool contains(Revision rev) const { return find(rev) != nullptr; }
+  void clear() { records_.clear(); }
+
+ private:
+  std::vector<std::pair<Revision, std::string>> records_;
+};
+
 class KvStore {
  public:
   struct Options {
@@ -265,7 +281,7 @@ class KvStore {
   AuthStore auth_;
   // The records an ApplyBatch staged and has not written yet (set while it
   // holds the write lock; read_record looks here first).
-  const std::map<Revision, pb::KeyValue>* staged_ = nullptr;
+  const StagedRecords* staged_ = nullptr;
 };
 
 // The write side of one apply: changes are staged in a WriteBatch and the
@@ -278,7 +294,7 @@ class KvStore::Writer {
   // Stages into `batch`; records staged earlier in the same batch (by
   // earlier entries of an ApplyBatch) are read from `pending`.
   // REQUIRES: the caller holds store.mu_ exclusively (an ApplyBatch).
-  Writer(KvStore& store, leveldb::WriteBatch& batch, std::map<Revision, pb::KeyValue>& pending)
+  Writer(KvStore& store, leveldb::WriteBatch& batch, StagedRecords& pending)
       : s_(store), main_(store.rev_ + 1), batch_(batch), pending_(pending) {}
 
   // The revision reads see: the pending one once something changed.
@@ -304,13 +320,15 @@ class KvStore::Writer {
 
  private:
   void write_record(const pb::KeyValue& kv, Revision rev);
+  // A new event of this writer's; its kv is the record to fill and stage.
+  pb::Event& add_event(pb::Event::EventType type);
 
   KvStore& s_;
   int64_t main_;
   int64_t sub_ = 0;
   leveldb::WriteBatch& batch_;
   std::vector<pb::Event> events_;
-  std::map<Revision, pb::KeyValue>& pending_;
+  StagedRecords& pending_;
 };
 
 // Applies committed entries in log order and writes everything they change,
@@ -340,7 +358,7 @@ class KvStore::ApplyBatch {
   KvStore& s_;
   std::unique_lock<std::shared_mutex> lock_;
   leveldb::WriteBatch batch_;
-  std::map<Revision, pb::KeyValue> pending_;
+  StagedRecords pending_;
   bool dirty_ = false;  // the applied index moved since the last write
   std::string conf_state_;
   bool committed_ = false;
