@@ -486,24 +486,24 @@ void V3Service::range(const pb::RangeRequest& r, Done<pb::RangeResponse> done,
   });
 }
 
-void V3Service::put(const pb::PutRequest& r, Done<pb::PutResponse> done, const Caller& caller) {
+void V3Service::put(pb::PutRequest r, Done<pb::PutResponse> done, const Caller& caller) {
   pb::InternalRequest ir;
-  *ir.mutable_put() = r;
+  *ir.mutable_put() = std::move(r);
   impl_->propose_as(caller, std::move(ir), std::move(done));
 }
 
-void V3Service::delete_range(const pb::DeleteRangeRequest& r, Done<pb::DeleteRangeResponse> done,
+void V3Service::delete_range(pb::DeleteRangeRequest r, Done<pb::DeleteRangeResponse> done,
                              const Caller& caller) {
   pb::InternalRequest ir;
-  *ir.mutable_delete_range() = r;
+  *ir.mutable_delete_range() = std::move(r);
   impl_->propose_as(caller, std::move(ir), std::move(done));
 }
 
 // Every txn goes through Raft, read-only ones included: the store evaluates
 // compares only while applying, and a replicated read is linearizable.
-void V3Service::txn(const pb::TxnRequest& r, Done<pb::TxnResponse> done, const Caller& caller) {
+void V3Service::txn(pb::TxnRequest r, Done<pb::TxnResponse> done, const Caller& caller) {
   pb::InternalRequest ir;
-  *ir.mutable_txn() = r;
+  *ir.mutable_txn() = std::move(r);
   impl_->propose_as(caller, std::move(ir), std::move(done));
 }
 
@@ -1278,17 +1278,19 @@ void V3Service::start_snapshot(const pb::SnapshotRequest&, std::shared_ptr<Snaps
 
 namespace {
 
-template <class Req, class Resp>
-V3Service::UnaryMethod method(void (V3Service::*f)(const Req&, V3Service::Done<Resp>,
-                                                   const Caller&)) {
+// A method's request type is its first parameter's (const Req& for reads,
+// Req by value for the writes, which take the parsed request over).
+template <class Arg, class Resp>
+V3Service::UnaryMethod method(void (V3Service::*f)(Arg, V3Service::Done<Resp>, const Caller&)) {
+  using Req = std::decay_t<Arg>;
   V3Service::UnaryMethod m;
   m.request = Req::descriptor();
   m.response = Resp::descriptor();
-  m.call = [f](V3Service& s, const google::protobuf::Message& req,
+  m.call = [f](V3Service& s, google::protobuf::Message& req,
                std::function<void(Status, const google::protobuf::Message&)> reply,
                const Caller& caller) {
     (s.*f)(
-        static_cast<const Req&>(req),
+        std::move(static_cast<Req&>(req)),
         [reply = std::move(reply)](Status st, Resp resp) { reply(st, resp); }, caller);
   };
   return m;

@@ -118,10 +118,12 @@ class V3Service {
 
   // --- KV
   void range(const pb::RangeRequest& req, Done<pb::RangeResponse> done, const Caller& caller = {});
-  void put(const pb::PutRequest& req, Done<pb::PutResponse> done, const Caller& caller = {});
-  void delete_range(const pb::DeleteRangeRequest& req, Done<pb::DeleteRangeResponse> done,
+  // The write requests are taken by value: they become the proposal's
+  // payload without a copy when the caller moves them in.
+  void put(pb::PutRequest req, Done<pb::PutResponse> done, const Caller& caller = {});
+  void delete_range(pb::DeleteRangeRequest req, Done<pb::DeleteRangeResponse> done,
                     const Caller& caller = {});
-  void txn(const pb::TxnRequest& req, Done<pb::TxnResponse> done, const Caller& caller = {});
+  void txn(pb::TxnRequest req, Done<pb::TxnResponse> done, const Caller& caller = {});
   void compact(const pb::CompactionRequest& req, Done<pb::CompactionResponse> done,
                const Caller& caller = {});
   // --- Lease
@@ -204,7 +206,8 @@ class V3Service {
   struct UnaryMethod {
     const google::protobuf::Descriptor* request = nullptr;
     const google::protobuf::Descriptor* response = nullptr;
-    std::function<void(V3Service&, const google::protobuf::Message& req,
+    // req is the caller's to give: a write method moves it into its proposal.
+    std::function<void(V3Service&, google::protobuf::Message& req,
                        std::function<void(Status, const google::protobuf::Message& resp)>,
                        const Caller& caller)>
         call;
