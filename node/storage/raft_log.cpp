@@ -2,6 +2,7 @@
 
 #include <leveldb/iterator.h>
 
+#include <algorithm>
 #include <string>
 
 namespace muster::storage {
@@ -85,6 +86,18 @@ raft::StorageError RaftLog::entries(uint64_t lo, uint64_t hi, uint64_t max_bytes
   if (lo < first_index()) return raft::StorageError::kCompacted;
   if (hi > last_index_ + 1) return raft::StorageError::kUnavailable;
   if (lo == hi) return raft::StorageError::kOk;
+  if (cached(lo) != nullptr) {
+    // hi - 1 <= last_index_, the cache's last entry.
+    uint64_t total = 0;
+    for (uint64_t i = lo; i < hi; i++) {
+      const raftpb::Entry& e = *cached(i);
+      const uint64_t size = e.ByteSizeLong();
+      if (i > lo && (max_bytes == UINT64_MAX ? false : total + size > max_bytes)) break;
+      total += size;
+      out->push_back(e);
+    }
+    return raft::StorageError::kOk;
+  }
   std::unique_ptr<leveldb::Iterator> it(db_->db()->NewIterator(leveldb::ReadOptions()));
   uint64_t total = 0;
   uint64_t want = lo;
@@ -115,6 +128,10 @@ raft::StorageError RaftLog::term(uint64_t i, uint64_t* out) const {
   }
   if (i == last_index_) {
     *out = last_term_;
+    return raft::StorageError::kOk;
+  }
+  if (const raftpb::Entry* e = cached(i)) {
+    *out = e->term();
     return raft::StorageError::kOk;
   }
   std::string v;
@@ -165,7 +182,36 @@ Status RaftLog::save(const raftpb::HardState* hs, const std::vector<raftpb::Entr
   if (hs != nullptr) hard_state_ = *hs;
   last_index_ = new_last;
   last_term_ = new_last_term;
+  cache_saved(entries);
   return {};
+}
+
+const raftpb::Entry* RaftLog::cached(uint64_t i) const {
+  if (cache_.empty() || i < cache_.front().index() || i > cache_.back().index()) return nullptr;
+  return &cache_[i - cache_.front().index()];
+}
+
+void RaftLog::cache_saved(const std::vector<raftpb::Entry>& entries) {
+  if (entries.empty() || entries.back().index() <= log_start_.index()) return;
+  const uint64_t first = std::max(entries.front().index(), log_start_.index() + 1);
+  // A conflicting suffix replaced what the cache holds from `first` on.
+  while (!cache_.empty() && cache_.back().index() >= first) {
+    cache_bytes_ -= cache_.back().data().size();
+    cache_.pop_back();
+  }
+  if (!cache_.empty() && cache_.back().index() + 1 != first) {
+    cache_.clear();
+    cache_bytes_ = 0;
+  }
+  for (const auto& e : entries) {
+    if (e.index() < first) continue;
+    cache_.push_back(e);
+    cache_bytes_ += e.data().size();
+  }
+  while (!cache_.empty() && (cache_.size() > cache_limit_ || cache_bytes_ > kCacheBytes)) {
+    cache_bytes_ -= cache_.front().data().size();
+    cache_.pop_front();
+  }
 }
 
 raft::StorageError RaftLog::create_snapshot(uint64_t i, const raftpb::ConfState& cs,
@@ -205,6 +251,10 @@ raft::StorageError RaftLog::compact(uint64_t compact_index) {
   // Not synced: losing a compaction only keeps entries longer.
   if (!db_->write(&batch, false)) return raft::StorageError::kIoError;
   log_start_ = start;
+  while (!cache_.empty() && cache_.front().index() <= compact_index) {
+    cache_bytes_ -= cache_.front().data().size();
+    cache_.pop_front();
+  }
   return raft::StorageError::kOk;
 }
 

@@ -17,6 +17,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <vector>
 
@@ -60,6 +61,8 @@ class RaftLog final : public raft::Storage {
     return save(nullptr, entries, sync);
   }
   const raftpb::HardState& hard_state() const { return hard_state_; }
+  // Tests: bounds the in-memory cache of the newest entries (see cache_).
+  void set_cache_limit_for_testing(size_t entries) { cache_limit_ = entries; }
 
   // Records that the state machine has a snapshot at index i (which the
   // caller has applied) with configuration cs.  Entries are kept; call
@@ -97,6 +100,20 @@ class RaftLog final : public raft::Storage {
   raftpb::Entry log_start_;
   uint64_t last_index_ = 0;
   uint64_t last_term_ = 0;
+
+  // The newest saved entries, in memory: the leader sends, commits and
+  // applies entries just after saving them, and reading each back from
+  // LevelDB (a lookup and a parse per entry, per term() too) was a large
+  // part of its CPU per write.  When not empty the cache holds a contiguous
+  // run of entries ending at last_index_; it is bounded by kCacheEntries and
+  // kCacheBytes, dropping the oldest first.
+  void cache_saved(const std::vector<raftpb::Entry>& entries);
+  const raftpb::Entry* cached(uint64_t i) const;
+  static constexpr size_t kCacheEntries = 8192;
+  static constexpr size_t kCacheBytes = 16u << 20;
+  std::deque<raftpb::Entry> cache_;
+  size_t cache_bytes_ = 0;
+  size_t cache_limit_ = kCacheEntries;
 };
 
 }  // namespace muster::storage
