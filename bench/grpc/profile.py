@@ -62,6 +62,34 @@ def alloc_probes():
     return ["probe_libtcmalloc:" + n for n in names]
 
 
+def alloc_sites(data, top):
+    """Folds each sampled allocation's stack to its innermost frame in muster's
+    own code (not the allocator, libstdc++, protobuf or asio internals)."""
+    rep = subprocess.run(["perf", "script", "-i", data, "-F", "comm,ip,sym,dso"],
+                         capture_output=True, text=True)
+    counts = {}
+    total = 0
+    site = None
+    for line in rep.stdout.splitlines() + [""]:
+        if not line.strip():
+            if total or site is not None:
+                counts[site or "(no muster frame)"] = counts.get(site or "(no muster frame)", 0) + 1
+            site = None
+            total += 1 if line == "" else 0
+            continue
+        if line[0] not in " \t":
+            site = None
+            continue
+        parts = line.split()
+        if site is None and len(parts) >= 3 and parts[-1].endswith("/muster)"):
+            sym = " ".join(parts[1:-1])
+            if not re.match(r"(std::|boost::|google::|absl::|__gnu_cxx::|operator new)", sym):
+                site = sym
+    n = sum(counts.values()) or 1
+    rows = sorted(counts.items(), key=lambda kv: -kv[1])[:top]
+    return "\n".join("%5.1f%% %s" % (100.0 * c / n, s[:150]) for s, c in rows)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -80,6 +108,10 @@ def main():
     ap.add_argument("--count-allocs", action="store_true",
                     help="instead of sampling, count heap allocations per request on each "
                          "member (uprobes on tcmalloc's malloc and operator new; muster only)")
+    ap.add_argument("--alloc-sites", action="store_true",
+                    help="with --count-allocs: also record each allocation's call stack "
+                         "(DWARF) on the leader and one follower and list the muster "
+                         "functions that allocate most")
     ap.add_argument("--dwarf", action="store_true",
                     help="unwind with DWARF (call graphs through code without frame pointers)")
     args = ap.parse_args()
@@ -114,6 +146,15 @@ def main():
                     ["perf", "stat", "-x", ",", "-o", f, "-e", ",".join(events), "-p", str(pid),
                      "--", "sleep", "%g" % max(1.0, args.duration - 1.0)],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            if args.alloc_sites:
+                follower = next(i for i in range(len(pids)) if i != lead)
+                for i in (lead, follower):
+                    perfs.append(subprocess.Popen(
+                        ["perf", "record", "-q", "-e", ",".join(events), "-p", str(pids[i]),
+                         "--call-graph", "dwarf,8192", "-o",
+                         os.path.join(out, "allocs%d%s.data" % (i, "-leader" if i == lead else "")),
+                         "--", "sleep", "2"],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         for i, pid in enumerate(pids if not args.count_allocs else []):
             data = os.path.join(out, "member%d%s.data" % (i, "-leader" if i == lead else ""))
             perfs.append(subprocess.Popen(
@@ -169,6 +210,12 @@ def main():
                             total += int(parts[0])
                 print("  member %d%s: %.1f" % (i, " (leader)" if i == lead else "",
                                                total / reqs_in_window))
+        if args.alloc_sites:
+            for f in sorted(os.listdir(out)):
+                if f.startswith("allocs") and f.endswith(".data"):
+                    print("\n%s: muster functions that allocate (share of allocations, the "
+                          "innermost muster frame of each stack):" % f)
+                    print(alloc_sites(os.path.join(out, f), args.top))
         for i in range(len(pids)):
             if i != lead or args.count_allocs:
                 continue
