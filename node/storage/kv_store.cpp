@@ -353,7 +353,7 @@ bool KvStore::read_record(Revision rev, pb::KeyValue* kv) const {
 bool KvStore::previous(const std::string& key, int64_t mod_revision, pb::KeyValue* out) const {
   auto l = read_lock();
   auto it = index_.find(key);
-  if (it == nullptr) return false;
+  if (it == index_.end()) return false;
   const auto& revs = it->second.revs;
   // A key changes at most once per revision (etcd refuses duplicate keys in
   // a txn), so the change before `mod_revision` is the last one below it.
@@ -434,7 +434,7 @@ Status KvStore::range_locked(const pb::RangeRequest& req, int64_t current_rev, c
   };
   if (req.range_end().empty()) {
     auto it = index_.find(req.key());
-    if (it != nullptr) consider(it->first, it->second);
+    if (it != index_.end()) consider(it->first, it->second);
   } else {
     for (auto it = index_.lower_bound(req.key());
          it != index_.end() && in_range(it->first, req.key(), req.range_end()); ++it)
@@ -542,7 +542,7 @@ Status KvStore::events(const std::string& key, const std::string& range_end, int
     ev.set_type(kv.version() == 0 ? pb::Event::DELETE : pb::Event::PUT);
     if (with_prev_kv) {
       auto h = index_.find(kv.key());
-      if (h != nullptr) {
+      if (h != index_.end()) {
         if (const KeyHistory::Rev* p = h->second.previous(r))
           read_record(p->rev, ev.mutable_prev_kv());
       }
@@ -566,7 +566,7 @@ bool KvStore::Writer::read(Revision rev, pb::KeyValue* kv) const {
 
 bool KvStore::Writer::get(const std::string& key, pb::KeyValue* kv) const {
   auto it = s_.index_.find(key);
-  if (it == nullptr || !it->second.alive()) return false;
+  if (it == s_.index_.end() || !it->second.alive()) return false;
   if (!read(it->second.revs.back().rev, kv)) fatal("indexed revision record missing for " + key);
   return true;
 }
@@ -576,7 +576,7 @@ std::vector<std::string> KvStore::Writer::live_keys(const std::string& key,
   std::vector<std::string> out;
   if (range_end.empty()) {
     auto it = s_.index_.find(key);
-    if (it != nullptr && it->second.alive()) out.push_back(key);
+    if (it != s_.index_.end() && it->second.alive()) out.push_back(key);
     return out;
   }
   for (auto it = s_.index_.lower_bound(key);
@@ -656,7 +656,7 @@ void KvStore::Writer::put(const std::string& key, const std::string& value, int6
 
 bool KvStore::Writer::del(const std::string& key, pb::KeyValue* prev) {
   auto it = s_.index_.find(key);
-  if (it == nullptr || !it->second.alive()) return false;
+  if (it == s_.index_.end() || !it->second.alive()) return false;
   KeyHistory& kh = it->second;
   pb::Event& ev = add_event(pb::Event::DELETE);
   if (!read(kh.revs.back().rev, ev.mutable_prev_kv()))
@@ -692,7 +692,7 @@ Status KvStore::check_put(const pb::PutRequest& p) const {
     return errors::lease_not_found();
   if (p.ignore_value() || p.ignore_lease()) {
     auto it = index_.find(p.key());
-    if (it == nullptr || !it->second.alive())
+    if (it == index_.end() || !it->second.alive())
       return {Code::kInvalidArgument, errors::kKeyNotFound};
   }
   return {};
@@ -828,7 +828,7 @@ Status KvStore::apply_compaction(Writer& w, const pb::CompactionRequest& req) {
         fatal("unparsable revision record");
       auto h = index_.find(kv.key());
       bool kept = false;
-      if (h != nullptr) {
+      if (h != index_.end()) {
         const auto& revs = h->second.revs;
         kept = std::binary_search(
             revs.begin(), revs.end(), KeyHistory::Rev{r, false},
@@ -1536,7 +1536,7 @@ void KvStore::check_consistency() const {
   for (const auto& [id, lease] : leases_)
     for (const auto& k : lease.keys) {
       auto h = index_.find(k);
-      if (h == nullptr || !h->second.alive() || h->second.lease != id)
+      if (h == index_.end() || !h->second.alive() || h->second.lease != id)
         fatal("consistency: lease attachment differs for " + k);
     }
 }

@@ -268,7 +268,7 @@ class KvStore {
   // key up among all keys, and a B-tree's few wide nodes miss the cache far
   // less than a red-black tree's many narrow ones (docs/storage.md).  Its
   // iterators and references do not survive an insert or erase.
-  KeyMap index_;
+  absl::btree_map<std::string, KeyHistory, std::less<>> index_;
   size_t live_keys_ = 0;
   int64_t rev_ = 1;  // a fresh store is at revision 1, as etcd's
   int64_t compact_rev_ = 0;

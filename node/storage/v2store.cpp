@@ -423,10 +423,10 @@ pb::V2Event V2Store::get_locked(const KvStore& s, const std::string& path, bool 
     root.set_dir(true);
   } else {
     auto it = s.index_.find(mvcc_key(path));
-    if (it == nullptr || !it->second.alive()) {
+    if (it == s.index_.end() || !it->second.alive()) {
       auto [code, cause] = explain_missing(path, [&](const std::string& p, bool* dir) {
         auto at = s.index_.find(mvcc_key(p));
-        if (at == nullptr || !at->second.alive()) return false;
+        if (at == s.index_.end() || !at->second.alive()) return false;
         pb::KeyValue kv;
         latest(at->first, at->second, &kv);
         *dir = is_dir(kv);
