@@ -30,15 +30,18 @@ for mode in plain tls; do
     ctl+=(--cacert "$work/certs/ca.pem")
     scheme=https://
   fi
-  "$server" --listen 127.0.0.1:0 "${args[@]}" >"$work/server.out" 2>"$work/server.err" &
+  # One output file per mode: with a shared one, the wait below could read
+  # the previous server's "listening on" before the new process truncated it.
+  out="$work/server-$mode.out"
+  "$server" --listen 127.0.0.1:0 "${args[@]}" >"$out" 2>"$work/server.err" &
   spid=$!
   deadline=$((SECONDS + 10))
-  until grep -qs '^listening on ' "$work/server.out"; do
+  until grep -qs '^listening on ' "$out"; do
     kill -0 "$spid" 2>/dev/null || fail "$mode: server exited before listening"
     [ $SECONDS -lt $deadline ] || fail "$mode: server not listening after 10 s"
     sleep 0.05
   done
-  port=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$work/server.out")
+  port=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$out")
   ctl+=(--endpoints "${scheme}127.0.0.1:$port")
   export ETCDCTL_API=3
 
@@ -58,6 +61,6 @@ for mode in plain tls; do
   wait "$spid" || rc=$?
   spid=
   [ $rc -eq 0 ] || fail "$mode: exit status $rc after SIGTERM"
-  grep -q '^answered 2$' "$work/server.out" || fail "$mode: $(tail -1 "$work/server.out")"
+  grep -q '^answered 2$' "$out" || fail "$mode: $(tail -1 "$out")"
   echo "ok: $(basename "$server") $mode"
 done
