@@ -126,6 +126,15 @@ class MeteredCall : public Call, public std::enable_shared_from_this<MeteredCall
     if (!inner_->done()) report_->finish(s.code);
     inner_->finish(std::move(s));
   }
+  // Kept whole: the connection then takes a unary answer in one hand-off
+  // (Call::reply's default would split it into send and finish).
+  void reply(std::string message, net::grpc::Status s) override {
+    if (!inner_->done()) {
+      report_->sent();
+      report_->finish(s.code);
+    }
+    inner_->reply(std::move(message), std::move(s));
+  }
   std::size_t queued_bytes() const override { return inner_->queued_bytes(); }
   bool done() const override { return inner_->done(); }
 

@@ -133,6 +133,9 @@ class MixinMetricsTest(unittest.TestCase):
         unary_ok = [s for s in ours["grpc_server_handled_total"].samples
                     if s.labels["grpc_method"] == "Put" and s.labels["grpc_code"] == "OK"]
         self.assertEqual(sum(s.value for s in unary_ok), 20)
+        for fam in ("grpc_server_msg_received_total", "grpc_server_msg_sent_total"):
+            puts = [s for s in ours[fam].samples if s.labels["grpc_method"] == "Put"]
+            self.assertEqual(sum(s.value for s in puts), 20, fam)
         self.assertEqual(sum(s.value for s in ours["etcd_server_has_leader"].samples), 1)
         self.assertGreater(sum(s.value for s in ours["etcd_network_peer_sent_bytes_total"].samples), 0)
         self.assertGreater(sum(s.value for s in ours["process_resident_memory_bytes"].samples), 0)
