@@ -224,20 +224,23 @@ def pause_snapshot_sender(run, rng):
                 new_term or "unchanged", old_term))
 
 
-def member_replace(run, rng):
-    """Removes a follower and adds a fresh member in its place: as a learner
-    that is promoted once it has caught up, during traffic."""
+def _member_id(run, via, member):
+    for mem in run.cluster.member_list(via) or []:
+        if mem.get("name") == member.name:
+            return mem.get("ID")
+    return None
+
+
+def member_replace(run, rng, which="follower"):
+    """Removes a follower (or the leader itself, which then steps down) and
+    adds a fresh member in its place: as a learner that is promoted once it
+    has caught up, during traffic."""
     c = run.cluster
     lead = _leader(run)
     if lead is None:
         return "member-replace skipped: no leader"
-    fs = _followers(run, lead)
-    victim = rng.choice(fs)
-    lst = c.member_list(lead)
-    vid = None
-    for mem in lst or []:
-        if mem.get("name") == victim.name:
-            vid = mem.get("ID")
+    victim = lead if which == "leader" else rng.choice(_followers(run, lead))
+    vid = _member_id(run, lead, victim)
     if vid is None:
         return "member-replace skipped: %s not listed" % victim.name
     # --strict-reconfig-check wants every voter connected for a while first.
@@ -270,6 +273,27 @@ def member_replace(run, rng):
         time.sleep(0.3)
     return "replaced %s with %s (learner, %s)" % (victim.name, new.name,
                                                    "promoted" if promoted else "NOT promoted")
+
+
+def move_leader(run, rng):
+    """etcd's MoveLeader during traffic: the leader hands over to a follower
+    (sometimes twice in a row, the second before the first has settled)."""
+    out = []
+    for _ in range(rng.choice([1, 1, 2])):
+        lead = _leader(run)
+        if lead is None:
+            out.append("no leader")
+            break
+        target = rng.choice(_followers(run, lead))
+        tid = _member_id(run, lead, target)
+        if tid is None:
+            out.append("%s not listed" % target.name)
+            break
+        st, doc = lead.call("/v3/maintenance/transfer-leadership", {"targetID": tid}, timeout=10.0)
+        out.append("%s -> %s: %s" % (lead.name, target.name,
+                                     st if st == "ok" else "%s %s" % (st, doc)))
+        run.stop_nemesis.wait(rng.uniform(0.0, 0.5) * run.election_s)
+    return "move-leader " + "; ".join(out)
 
 
 def _leader_call(run, path, body):
@@ -333,4 +357,7 @@ FAULTS = {
     "member-replace": member_replace,
     "pause-snapshot-sender": pause_snapshot_sender,
     "combined": combined,
+    # Appended: a soak draws from this order, so earlier seeds keep theirs.
+    "member-replace-leader": lambda run, rng: member_replace(run, rng, "leader"),
+    "move-leader": move_leader,
 }
