@@ -398,6 +398,15 @@ std::string validate_and_derive(Config& cfg, std::vector<LogLine>& log,
   }
   if (auto e = derive_auto_compaction(cfg); !e.empty()) return e;
 
+  // etcd puts its WAL there (often a separate, faster disk); muster keeps
+  // the Raft log in the member's one database, so say so rather than let an
+  // operator believe the log is on the disk the flag names.
+  if (!cfg.wal_dir.empty()) {
+    warn(log, "--wal-dir " + q(cfg.wal_dir) +
+                  " is ignored: muster keeps the Raft log in the member database under "
+                  "--data-dir");
+  }
+
   // --- derived defaults (etcdmain startEtcdOrProxyV2) ---
   if (cfg.data_dir.empty()) {
     cfg.data_dir = cfg.name + ".etcd";

@@ -739,4 +739,16 @@ TEST(ConfigDocs, EveryFlagIsDocumented) {
 }
 
 }  // namespace
+TEST(ConfigWarnings, WalDirIsAcceptedButSaidToBeIgnored) {
+  // etcd's configs set it; muster has no separate WAL, and says so.
+  auto r = parse({"--wal-dir", "/fast/wal"}, {});
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_TRUE(logged(r, LogLine::Level::kWarn,
+                     "--wal-dir \"/fast/wal\" is ignored: muster keeps the Raft log in the "
+                     "member database under --data-dir"));
+  auto quiet = parse({}, {});
+  ASSERT_TRUE(quiet.ok());
+  for (const auto& l : quiet.log) EXPECT_EQ(l.message.find("wal-dir"), std::string::npos);
+}
+
 }  // namespace muster::config
