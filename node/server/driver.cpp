@@ -419,6 +419,10 @@ std::vector<raft::ReadState> Driver::expand_read_states(
 void Driver::maybe_snapshot() {
   uint64_t applied = storage_.kv().applied_index();
   if (applied < snapshot_index_ + options_.snapshot_count) return;
+  // An installed snapshot's state may be newer than its metadata (the
+  // leader streams its current state): until the leader's appends bring the
+  // log up to that state, there is no entry to record a snapshot at.
+  if (applied > storage_.log().last_index()) return;
   raftpb::Snapshot snap;
   auto err = storage_.log().create_snapshot(applied, raft_.conf_state(), &snap);
   if (err != raft::StorageError::kOk) return;

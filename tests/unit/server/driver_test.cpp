@@ -57,6 +57,7 @@ struct Node {
   std::vector<uint64_t> applied;  // indexes, in the order the hook saw them
   int installs = 0;
   std::vector<raft::ReadState> read_states;  // what on_read_states handed out
+  uint64_t snapshot_count = 20;
 };
 
 // Messages in flight, delivered by the test; `cut` members lose everything
@@ -191,7 +192,7 @@ class DriverTest : public ::testing::Test {
     o.member_id = n.id;
     o.heartbeat_ms = kHeartbeatMs;
     o.election_ms = 10 * kHeartbeatMs;
-    o.snapshot_count = 20;
+    o.snapshot_count = n.snapshot_count;
     o.snapshot_catchup_entries = 5;
     o.existing_state = false;
     DriverHooks h;
@@ -471,6 +472,55 @@ TEST_F(DriverTest, AFollowerCatchesUpAfterRefusingASnapshotFromADeposedLeader) {
   EXPECT_EQ(f.storage->kv().applied_index(), l.storage->log().last_index())
       << "the lagging member never caught up (" << net_.refused_snapshots
       << " snapshot streams refused)";
+  EXPECT_EQ(net_.violations, std::vector<std::string>{});
+}
+
+// Found by tests/robustness (muster soak, seed 31000: the leader killed,
+// restarted, then sent a snapshot): a leader streams its current state with
+// its last Raft snapshot's metadata, so the state a follower installs may be
+// newer than the metadata's index.  When it was newer by the follower's
+// snapshot count, the follower's next snapshot asked the log for an index
+// past its last entry and the member aborted ("RaftLog::create_snapshot:
+// index 1108 outside the log").
+TEST_F(DriverTest, AnInstalledStateNewerThanItsSnapshotDoesNotStopTheFollower) {
+  const uint64_t lead = elect();
+  ASSERT_NE(lead, 0u);
+  const uint64_t lagging = lead == 3 ? 1 : 3;
+  // The lagging member snapshots more often than the leader (its own
+  // --snapshot-count), so the leader's gap between snapshot and state is
+  // enough: restart its driver with that setting.
+  Node& f = *nodes_[lagging];
+  f.snapshot_count = 3;
+  make_driver(f);
+  net_.cut.insert(lagging);
+  for (int i = 0; i < 6; ++i) {
+    propose_on_leader(10);
+    settle(3);
+  }
+  Node& l = *nodes_[lead];
+  // Entries applied after the leader's last snapshot travel in the state.
+  uint64_t snap_index = 0;
+  for (int i = 0; i < 20; ++i) {
+    raftpb::Snapshot snap;
+    ASSERT_EQ(l.storage->log().snapshot(&snap), raft::StorageError::kOk);
+    snap_index = snap.metadata().index();
+    if (l.storage->kv().applied_index() >= snap_index + f.snapshot_count) break;
+    propose_on_leader(1);
+    settle(1);
+  }
+  ASSERT_GE(l.storage->kv().applied_index(), snap_index + f.snapshot_count);
+  ASSERT_GT(l.storage->log().first_index(), f.storage->log().last_index() + 1)
+      << "the leader must have compacted past the lagging member";
+  net_.cut.erase(lagging);
+  settle(20);
+  EXPECT_EQ(f.installs, 1);
+  EXPECT_EQ(f.storage->kv().applied_index(), l.storage->log().last_index());
+  // It keeps taking snapshots once its log has caught up with its state.
+  propose_on_leader(10);
+  settle(10);
+  raftpb::Snapshot fs;
+  ASSERT_EQ(f.storage->log().snapshot(&fs), raft::StorageError::kOk);
+  EXPECT_GT(fs.metadata().index(), snap_index);
   EXPECT_EQ(net_.violations, std::vector<std::string>{});
 }
 
