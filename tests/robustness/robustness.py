@@ -421,6 +421,10 @@ def main(argv=None):
     deadline = time.monotonic() + parse_duration(args.duration)
     seed = args.seed
     totals = {"runs": 0, "failed": 0, "ops": 0, "violations": 0, "faults": 0}
+    # Runs that failed before a single operation: the cluster could not even
+    # start (a binary being rebuilt, ports, the disk).  A few in a row end the
+    # soak, rather than spend hundreds of seeds on the same set-up error.
+    unstarted = 0
     while time.monotonic() < deadline and (not args.runs or totals["runs"] < args.runs) and \
             not stopping.is_set():
         rng = random.Random(seed)
@@ -433,11 +437,18 @@ def main(argv=None):
         totals["violations"] += nv
         if nv or summary["errors"] or summary["run_failed"]:
             totals["failed"] += 1
+        started = summary["ops"].get("ok", 0) + summary["ops"].get("unknown", 0) + \
+            summary["ops"].get("fail", 0) > 0
+        unstarted = unstarted + 1 if summary["run_failed"] and not started else 0
         if args.report:
             slim = {k: v for k, v in summary.items() if k != "results"}
             with open(args.report, "a") as f:
                 f.write(json.dumps(slim, sort_keys=True) + "\n")
         seed += 1
+        if unstarted >= 3:
+            print("soak: stopping: %d runs in a row failed before any operation "
+                  "(see the last run's error above)" % unstarted)
+            break
     print("soak: %s" % json.dumps(totals))
     return 1 if totals["failed"] else 0
 
