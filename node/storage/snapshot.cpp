@@ -4,6 +4,9 @@
 #include <leveldb/iterator.h>
 
 #include <filesystem>
+#include <mutex>
+#include <set>
+#include <string>
 
 #include "node/storage/raft_log.h"
 
@@ -104,8 +107,28 @@ bool SnapshotWriter::next(pb::SnapshotChunk* chunk) {
   return true;
 }
 
+namespace {
+
+// The member directories with a live installer in this process.  db.new is
+// the installer's: a second begin() must fail before it touches the
+// directory (clearing it, or removing it on the way out), not after, when
+// LevelDB's lock refuses it.
+std::mutex installers_mu;
+std::set<std::string>& installers() {
+  static auto* s = new std::set<std::string>;
+  return *s;
+}
+
+}  // namespace
+
 Status SnapshotInstaller::begin(const std::string& member_dir, const Database::Options& options,
                                 std::unique_ptr<SnapshotInstaller>* out) {
+  {
+    std::lock_guard lock(installers_mu);
+    if (!installers().insert(member_dir).second)
+      return {Code::kUnavailable, "a snapshot is already being received into " + member_dir};
+  }
+  // From here the slot is this installer's; its destructor gives it back.
   auto inst = std::make_unique<SnapshotInstaller>(PassKey{}, member_dir);
   const std::string path = Database::new_path(member_dir);
   std::error_code ec;
@@ -124,6 +147,8 @@ SnapshotInstaller::~SnapshotInstaller() {
     std::error_code ec;
     fs::remove_all(Database::new_path(member_dir_), ec);
   }
+  std::lock_guard lock(installers_mu);
+  installers().erase(member_dir_);
 }
 
 namespace {

@@ -76,8 +76,8 @@ class SnapshotWriter {
 class SnapshotInstaller {
  public:
   // Creates an empty database at `<member_dir>/db.new` (discarding a stale one).
-  // One installer at a time per member: a second begin() fails while the
-  // first is alive (it holds db.new's LevelDB lock).
+  // One installer at a time per member: a second begin() fails (kUnavailable)
+  // while the first is alive, without touching the first one's db.new.
   static Status begin(const std::string& member_dir, const Database::Options& options,
                       std::unique_ptr<SnapshotInstaller>* out);
   ~SnapshotInstaller();

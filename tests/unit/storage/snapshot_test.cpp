@@ -78,6 +78,45 @@ TEST(SnapshotTest, RoundTripKeepsStateLeasesMembersAndReceiverHardState) {
   EXPECT_FALSE(std::filesystem::exists(d2.path() + "/member/db.old"));
 }
 
+// Found by tests/robustness (muster soak, seed 32036): a leader retried its
+// snapshot while the first stream was still arriving; the second begin()
+// cleared db.new -- the first installer's database -- before LevelDB's lock
+// refused it, and its destructor cleared it again, so the first install
+// failed ("cannot move the new database in: No such file or directory") and
+// the member aborted.  A second begin() must fail without touching the
+// first one's files.
+TEST(SnapshotTest, ASecondInstallWhileOneIsReceivedLeavesTheFirstIntact) {
+  ScratchDir d1, d2;
+  auto src = testing::open_member(d1.path());
+  auto dst = testing::open_member(d2.path());
+  const uint64_t index = load_keys(*src, 300);
+  raftpb::SnapshotMetadata meta;
+  meta.set_index(index);
+  meta.set_term(1);
+  auto writer = src->snapshot_writer(4 << 10);
+  std::unique_ptr<SnapshotInstaller> first;
+  ASSERT_TRUE(dst->begin_install(&first).is_ok());
+  pb::SnapshotChunk c;
+  ASSERT_TRUE(writer->next(&c));
+  ASSERT_TRUE(first->add(c).is_ok());
+  {
+    std::unique_ptr<SnapshotInstaller> second;
+    Status s = dst->begin_install(&second);
+    EXPECT_FALSE(s.is_ok());
+    EXPECT_EQ(second, nullptr);
+    EXPECT_NE(s.message().find("already"), std::string::npos) << s.to_string();
+  }
+  while (writer->next(&c)) ASSERT_TRUE(first->add(c).is_ok());
+  ASSERT_TRUE(writer->status().is_ok());
+  ASSERT_TRUE(first->complete());
+  Status s = dst->install(std::move(first), meta);
+  ASSERT_TRUE(s.is_ok()) << s.to_string();
+  expect_same_keys(*src, *dst);
+  // The slot is free again once the first installer is gone.
+  std::unique_ptr<SnapshotInstaller> third;
+  EXPECT_TRUE(dst->begin_install(&third).is_ok());
+}
+
 // Maintenance.Snapshot reads with a pinned writer on its own thread while
 // the driver may install a snapshot from the leader: the install must wait
 // for the reader, which keeps reading the state it pinned.
