@@ -134,6 +134,10 @@ Status Database::open(const std::string& member_dir, const Options& options,
   // db.new/ completely (last write synced), then renames db/ -> db.old/,
   // then db.new/ -> db/, then removes db.old/.  So:
   //   db/ missing, db.new/ present  -> the install was complete: rename it in;
+  //   db/ and db.new/ missing, db.old/ present -> the install lost its new
+  //                                     database after moving the old one
+  //                                     aside: put the old one back (never
+  //                                     start from an empty database here);
   //   db/ and db.new/ present       -> the install never finished: discard it;
   //   db.old/ present (after above) -> leftover of a completed install.
   const std::string live = live_path(member_dir), fresh = new_path(member_dir),
@@ -141,6 +145,10 @@ Status Database::open(const std::string& member_dir, const Options& options,
   if (!fs::exists(live) && fs::exists(fresh)) {
     fs::rename(fresh, live, ec);
     if (ec) return {Code::kInternal, "cannot finish snapshot install: " + ec.message()};
+    sync_dir(member_dir);
+  } else if (!fs::exists(live) && fs::exists(old)) {
+    fs::rename(old, live, ec);
+    if (ec) return {Code::kInternal, "cannot restore the database: " + ec.message()};
     sync_dir(member_dir);
   }
   if (fs::exists(fresh)) fs::remove_all(fresh, ec);

@@ -117,6 +117,21 @@ TEST(SnapshotTest, ASecondInstallWhileOneIsReceivedLeavesTheFirstIntact) {
   EXPECT_TRUE(dst->begin_install(&third).is_ok());
 }
 
+// The same soak: the aborted install had moved db/ aside to db.old/ and had
+// no db.new/ to move in; the restarted member removed db.old/ and started
+// from an empty database (it no longer knew the cluster's members).
+TEST(SnapshotTest, AnInstallThatLostItsNewDatabaseKeepsTheOldOne) {
+  ScratchDir d;
+  auto m = testing::open_member(d.path());
+  load_keys(*m, 200);
+  const int64_t rev = m->kv().revision();
+  m.reset();
+  std::filesystem::rename(d.path() + "/member/db", d.path() + "/member/db.old");
+  m = testing::open_member(d.path());
+  EXPECT_EQ(m->kv().revision(), rev);
+  EXPECT_FALSE(std::filesystem::exists(d.path() + "/member/db.old"));
+}
+
 // Maintenance.Snapshot reads with a pinned writer on its own thread while
 // the driver may install a snapshot from the leader: the install must wait
 // for the reader, which keeps reading the state it pinned.
