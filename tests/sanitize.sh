@@ -34,6 +34,11 @@ esac
 [ "$kind" = tsan ] && fuzz=OFF
 dir="${SANITIZE_DIR:-$root/build-$kind}"
 jobs="${JOBS:-2}"
+# A directory already configured with the fuzz targets keeps them: turning
+# MUSTER_FUZZ off changes every object's flags (a full rebuild) for nothing.
+if [ "$fuzz" = OFF ] && [ "$kind" = asan ] && grep -qs '^MUSTER_FUZZ:BOOL=ON' "$dir/CMakeCache.txt"; then
+  fuzz=ON
+fi
 
 if ! command -v clang++ >/dev/null; then
   echo "sanitize.sh: clang++ is missing (deploy/install-deps.sh installs it)" >&2
