@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <optional>
 #include <set>
 
 #include "net/client.h"
@@ -225,10 +226,13 @@ TEST(ServerClient, ExpectContinueGetsGoAheadThenTheAnswer) {
 
 TEST(ServerClient, LongPollIsAnsweredLaterFromAnotherThreadWithoutHoldingAnIoThread) {
   std::mutex mu;
+  // The server outlives the parked exchanges: their connections' sockets and
+  // timers belong to its io_context.
+  std::optional<RunningServer> server;
   std::vector<std::shared_ptr<Exchange>> parked;
   // One io thread: if a pending exchange held it, the quick request below
   // could not be served.
-  RunningServer s(
+  RunningServer& s = server.emplace(
       [&](std::shared_ptr<Exchange> ex) {
         if (ex->request().path() == "/wait") {
           std::lock_guard lock(mu);
@@ -237,7 +241,7 @@ TEST(ServerClient, LongPollIsAnsweredLaterFromAnotherThreadWithoutHoldingAnIoThr
         }
         echo(ex);
       },
-      {}, 1);
+      ServerOptions{}, 1);
   Slot<ClientResult> first, second;
   std::thread t1([&] { first.set(HttpClient().get(s.url("/wait"))); });
   std::thread t2([&] { second.set(HttpClient().get(s.url("/wait"))); });
@@ -274,8 +278,9 @@ TEST(ServerClient, LongPollIsAnsweredLaterFromAnotherThreadWithoutHoldingAnIoThr
 }
 
 TEST(ServerClient, ChunkedStreamDeliversEachWriteAsItHappens) {
+  std::optional<RunningServer> server;  // outlives the exchanges the test holds
   Slot<std::shared_ptr<Exchange>> streaming;
-  RunningServer s([&](std::shared_ptr<Exchange> ex) {
+  RunningServer& s = server.emplace([&](std::shared_ptr<Exchange> ex) {
     auto head = Response::json(200, "");
     head.headers.set("X-Etcd-Index", "1");
     ex->begin_stream(head);
@@ -329,10 +334,11 @@ TEST(ServerClient, ChunkedStreamDeliversEachWriteAsItHappens) {
 }
 
 TEST(ServerClient, ClientGoingAwayRunsTheCancelCallbackOnce) {
+  std::optional<RunningServer> server;  // outlives the exchanges the test holds
   std::atomic<int> cancels{0};
   Slot<std::shared_ptr<Exchange>> parked;
   Slot<bool> cancelled;
-  RunningServer s([&](std::shared_ptr<Exchange> ex) {
+  RunningServer& s = server.emplace([&](std::shared_ptr<Exchange> ex) {
     ex->on_cancel([&] {
       ++cancels;
       cancelled.set(true);
@@ -356,8 +362,9 @@ TEST(ServerClient, ClientGoingAwayRunsTheCancelCallbackOnce) {
 }
 
 TEST(ServerClient, CancelCallbackSetAfterTheClientLeftStillRuns) {
+  std::optional<RunningServer> server;  // outlives the exchanges the test holds
   Slot<std::shared_ptr<Exchange>> parked;
-  RunningServer s([&](std::shared_ptr<Exchange> ex) { parked.set(ex); });
+  RunningServer& s = server.emplace([&](std::shared_ptr<Exchange> ex) { parked.set(ex); });
   {
     RawClient raw(s.port());
     raw.send("GET /w HTTP/1.1\r\nHost: t\r\n\r\n");
@@ -371,10 +378,11 @@ TEST(ServerClient, CancelCallbackSetAfterTheClientLeftStillRuns) {
 }
 
 TEST(ServerClient, LateCallsOnAnAnsweredExchangeNeverReachTheNextRequest) {
+  std::optional<RunningServer> server;  // outlives the exchanges the test holds
   // A long-poll answered twice (an event and a timeout racing) must not answer
   // the next request that the client sent on the same keep-alive connection.
   Slot<std::shared_ptr<Exchange>> first, second;
-  RunningServer s([&](std::shared_ptr<Exchange> ex) {
+  RunningServer& s = server.emplace([&](std::shared_ptr<Exchange> ex) {
     if (ex->request().path() == "/first") {
       ex->respond(Response::text(200, "first"));
       first.set(ex);
