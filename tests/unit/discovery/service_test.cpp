@@ -41,7 +41,17 @@ class ServiceTest : public ::testing::Test {
   void TearDown() override {
     server_->stop();
     work_.reset();
-    io_.stop();
+    // Let the io thread run what stop() posted (closing the connections and
+    // cancelling open long polls) rather than abandon it: an abandoned
+    // connection and its exchange hold each other and leak.  A stuck server
+    // is forced to stop after the deadline (and fails the test).
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (!io_.stopped() && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    if (!io_.stopped()) {
+      ADD_FAILURE() << "io_context still busy 5 s after Server::stop(); forcing it to stop";
+      io_.stop();
+    }
     thread_.join();
     server_.reset();
     service_.reset();
