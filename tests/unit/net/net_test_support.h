@@ -142,6 +142,11 @@ class RawClient {
     boost::system::error_code ignored;
     socket_.close(ignored);
   }
+  // The client's end of stream (FIN); it can still read.
+  void shutdown_send() {
+    boost::system::error_code ignored;
+    socket_.shutdown(boost::asio::ip::tcp::socket::shutdown_send, ignored);
+  }
 
  private:
   // One read with a deadline.  False on timeout, EOF or error.

@@ -96,6 +96,44 @@ TEST(ServerClient, PipelinedRequestsAreAllAnswered) {
   EXPECT_LT(raw.received().find("GET /one"), raw.received().find("GET /two"));
 }
 
+// A stream never ends on its own, so a request pipelined behind it waits for
+// ever; the client leaving must still end the stream (found by
+// fuzz_client_http: a watch with a second request glued to it outlived its
+// half-closed client).  Once a stream ends, the pipelined request is served.
+TEST(ServerClient, AClientLeavingEndsAStreamWithARequestPipelinedBehindIt) {
+  Slot<bool> cancelled;                 // outlives the server: its last cancel sets it
+  std::optional<RunningServer> server;  // outlives the exchanges the test holds
+  std::atomic<int> streams{0};
+  Slot<std::shared_ptr<Exchange>> second_stream;
+  RunningServer& s = server.emplace([&](std::shared_ptr<Exchange> ex) {
+    if (ex->request().path() != "/watch") return echo(ex);
+    if (++streams == 1) ex->on_cancel([&] { cancelled.set(true); });
+    ex->begin_stream(Response::json(200, ""));
+    ex->write("{\"event\":1}\n");
+    if (streams == 2) second_stream.set(ex);
+  });
+  const std::string both =
+      "GET /watch HTTP/1.1\r\nHost: t\r\n\r\nGET /next HTTP/1.1\r\nHost: t\r\n\r\n";
+  {
+    RawClient raw(s.port());
+    ASSERT_TRUE(raw.send(both));
+    ASSERT_TRUE(raw.read_until("{\"event\":1}"));
+    raw.shutdown_send();
+    EXPECT_TRUE(cancelled.wait(5000ms).value_or(false)) << "the stream outlived its client";
+    EXPECT_TRUE(raw.read_to_eof());
+  }
+  EXPECT_TRUE(wait_until([&] { return s.server().open_connections() == 0; }));
+
+  // A client that stays: when the stream ends, the pipelined request is answered.
+  RawClient raw(s.port());
+  ASSERT_TRUE(raw.send(both));
+  ASSERT_TRUE(raw.read_until("{\"event\":1}"));
+  auto ex = second_stream.wait();
+  ASSERT_TRUE(ex);
+  (*ex)->end_stream();
+  EXPECT_TRUE(raw.read_until("GET /next")) << raw.received();
+}
+
 TEST(ServerClient, OversizedHeaderGets431AndTheServerKeepsServing) {
   ServerOptions o;
   o.header_limit = 4096;
