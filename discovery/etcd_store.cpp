@@ -295,7 +295,7 @@ struct EtcdTokenStore::Core {
     Reply out;
     const std::size_t n = options.endpoints.size();
     const std::size_t attempts = std::max<std::size_t>(3, 2 * n);
-    const std::string body = request.dump();
+    const std::string body = request.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     net::Headers headers;
     headers.set("Content-Type", "application/json");
     std::size_t start = preferred.load();
@@ -454,11 +454,9 @@ struct EtcdTokenStore::Core {
   json create_txn(const std::string& name, uint32_t size, int64_t now_ms, int64_t expires_ms,
                   const std::string& tag) {
     const std::string tk = token_key(name);
-    std::string value = json{
-        {"size", size},
-        {"created_ms", now_ms},
-        {"expires_ms", expires_ms},
-        {"req", tag}}.dump();
+    std::string value =
+        json{{"size", size}, {"created_ms", now_ms}, {"expires_ms", expires_ms}, {"req", tag}}.dump(
+            -1, ' ', false, nlohmann::json::error_handler_t::replace);
     return json{{"compare", {equal_cmp("CREATE", tk, 0)}},
                 {"success",
                  {put_op(tk, value), put_op(counter_key(name), "0"),
@@ -470,7 +468,8 @@ struct EtcdTokenStore::Core {
   }
   static std::string member_record(const std::string& value, int64_t now_ms,
                                    const std::string& tag) {
-    return json{{"value", value}, {"registered_ms", now_ms}, {"req", tag}}.dump();
+    return json{{"value", value}, {"registered_ms", now_ms}, {"req", tag}}.dump(
+        -1, ' ', false, nlohmann::json::error_handler_t::replace);
   }
   json add_txn(const std::string& token, const std::string& id, const SlotState& s,
                const std::string& member_value, uint64_t count) {
@@ -520,13 +519,14 @@ struct EtcdTokenStore::Core {
     return json{{"key", etcdwire::base64_encode(options.prefix)},
                 {"range_end", etcdwire::base64_encode(prefix_end_key)},
                 {"count_only", true}}
-        .dump();
+        .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   }
   std::string watch_body(uint64_t start_revision) {
     json create{{"key", etcdwire::base64_encode(options.prefix)},
                 {"range_end", etcdwire::base64_encode(prefix_end_key)}};
     if (start_revision > 0) create["start_revision"] = std::to_string(start_revision);
-    return json{{"create_request", create}}.dump();
+    return json{{"create_request", create}}.dump(-1, ' ', false,
+                                                 nlohmann::json::error_handler_t::replace);
   }
 
   // ----- operations (on the event loop)
@@ -838,12 +838,16 @@ struct EtcdTokenStore::Core {
   bool on_watch_message(const json& msg, uint64_t& next_rev, bool& gap, std::string& err) {
     if (msg.contains("error")) {
       const auto& e = msg["error"];
-      err = e.is_object() ? e.value("message", e.dump()) : e.dump();
+      err =
+          e.is_object()
+              ? e.value("message", e.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace))
+              : e.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
       return false;
     }
     auto it = msg.find("result");
     if (it == msg.end() || !it->is_object()) {
-      err = "unexpected watch message " + msg.dump().substr(0, 200);
+      err = "unexpected watch message " +
+            msg.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).substr(0, 200);
       return false;
     }
     const json& res = *it;

@@ -284,11 +284,12 @@ void LevelDbTokenStore::run_writer() {
             t.created_index = ++index_;
             t.created_unix_ms = op.now_ms;
             t.expires_unix_ms = op.expires_ms;
-            wb.Put(token_key(t.name), json{{"size", t.size},
-                                           {"ci", t.created_index},
-                                           {"cms", t.created_unix_ms},
-                                           {"ems", t.expires_unix_ms}}
-                                          .dump());
+            wb.Put(token_key(t.name),
+                   json{{"size", t.size},
+                        {"ci", t.created_index},
+                        {"cms", t.created_unix_ms},
+                        {"ems", t.expires_unix_ms}}
+                       .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
             r.token = t;
             tokens_.emplace(t.name, std::move(t));
             break;
@@ -311,11 +312,12 @@ void LevelDbTokenStore::run_writer() {
               break;
             }
             Member nm{op.id, op.value, ++index_, index_, op.now_ms};
-            wb.Put(member_key(op.token, op.id), json{{"v", nm.value},
-                                                     {"ci", nm.created_index},
-                                                     {"mi", nm.modified_index},
-                                                     {"rms", nm.registered_unix_ms}}
-                                                    .dump());
+            wb.Put(member_key(op.token, op.id),
+                   json{{"v", nm.value},
+                        {"ci", nm.created_index},
+                        {"mi", nm.modified_index},
+                        {"rms", nm.registered_unix_ms}}
+                       .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
             members.push_back(nm);
             r.member = nm;
             created.emplace_back(op.token, nm);
@@ -356,7 +358,8 @@ void LevelDbTokenStore::run_writer() {
           }
         }
       }
-      wb.Put("i", json{{"index", index_}}.dump());
+      wb.Put("i", json{{"index", index_}}.dump(-1, ' ', false,
+                                               nlohmann::json::error_handler_t::replace));
     }
     // 2. One synced write for the whole batch (group commit).
     leveldb::WriteOptions wo;

@@ -50,7 +50,8 @@ net::Response v2_error(int code, const std::string& cause, uint64_t index,
 }
 
 net::Response v2_ok(int status, const json& body, uint64_t index) {
-  auto r = net::Response::json(status, body.dump() + "\n");
+  auto r = net::Response::json(
+      status, body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
   r.headers.set("X-Etcd-Index", std::to_string(index));
   return r;
 }
@@ -353,7 +354,9 @@ void Service::handle(const std::shared_ptr<net::Exchange>& raw) {
     auto why = store_->health();
     if (why.empty()) return ex->respond(net::Response::json(200, "{\"health\":\"true\"}\n"));
     return ex->respond(
-        net::Response::json(503, json{{"health", "false"}, {"reason", why}}.dump() + "\n"));
+        net::Response::json(503, json{{"health", "false"}, {"reason", why}}.dump(
+                                     -1, ' ', false, nlohmann::json::error_handler_t::replace) +
+                                     "\n"));
   }
   if (path == "/version")
     return ex->respond(net::Response::json(200, "{\"muster-discovery\":\"0.1.0\"}\n"));

@@ -74,7 +74,7 @@ std::string v2_error_body(const V2Error& e) {
   j["message"] = e.message;
   if (!e.cause.empty()) j["cause"] = e.cause;
   j["index"] = e.index;
-  return j.dump() + "\n";
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }
 
 std::optional<V2Error> parse_v2_error(std::string_view body) {

@@ -1,6 +1,8 @@
 #include "net/pprof.h"
 
+#ifndef MUSTER_PPROF_NO_TCMALLOC
 #include <gperftools/malloc_extension.h>
+#endif
 #include <gperftools/profiler.h>
 #include <unistd.h>
 
@@ -22,9 +24,9 @@ namespace muster::net::pprof {
 
 namespace {
 
-constexpr const char* kSampleVar = "TCMALLOC_SAMPLE_PARAMETER";
+[[maybe_unused]] constexpr const char* kSampleVar = "TCMALLOC_SAMPLE_PARAMETER";
 
-bool heap_sampling_on() {
+[[maybe_unused]] bool heap_sampling_on() {
   const char* v = std::getenv(kSampleVar);
   return v && std::atol(v) > 0;
 }
@@ -55,6 +57,10 @@ std::string read_file(const std::string& path) {
 }  // namespace
 
 bool enable_heap_sampling(char** argv) {
+#ifdef MUSTER_PPROF_NO_TCMALLOC
+  (void)argv;
+  return false;  // no tcmalloc to sample with (a sanitizer build)
+#else
   if (heap_sampling_on()) return true;
   std::vector<std::string> env;
   for (char** e = environ; e && *e; ++e) env.emplace_back(*e);
@@ -66,6 +72,7 @@ bool enable_heap_sampling(char** argv) {
   log::warn("pprof", "cannot restart with heap sampling; /debug/pprof/heap will be empty",
             {{"error", std::strerror(errno)}});
   return false;
+#endif
 }
 
 class Handler::Impl : public std::enable_shared_from_this<Handler::Impl> {
@@ -119,6 +126,10 @@ class Handler::Impl : public std::enable_shared_from_this<Handler::Impl> {
   }
 
   void heap(const std::shared_ptr<Exchange>& ex) {
+#ifdef MUSTER_PPROF_NO_TCMALLOC
+    ex->respond(pprof_error(
+        501, "heap profiling is unavailable: this muster is a sanitizer build, without tcmalloc"));
+#else
     if (!heap_sampling_on())
       return ex->respond(pprof_error(
           500,
@@ -133,6 +144,7 @@ class Handler::Impl : public std::enable_shared_from_this<Handler::Impl> {
       return ex->respond(std::move(r));
     }
     ex->respond(attachment(std::move(sample), "heap"));
+#endif
   }
 
   void profile(const std::shared_ptr<Exchange>& ex) {

@@ -462,6 +462,10 @@ class Connection final : public ConnectionBase,
     responding_ = streaming_ = true;
     head.headers.set("Transfer-Encoding", "chunked");
     enqueue(serialize_head(head, std::nullopt, keep_alive_), false);
+    // watch_peer() does not read behind pipelined bytes; but a stream (a
+    // watch) may never end, and one that writes nothing would then outlive
+    // a client long gone.  Watch for its leaving without reading.
+    if (!watching_ && !peer_gone_ && buffer_.size() > 0) peek_peer();
   }
   void write_chunk(const ExchangeImpl<Stream>* who, std::string data) {
     if (!current(who) || !streaming_ || data.empty()) return;
@@ -628,6 +632,27 @@ class Connection final : public ConnectionBase,
               });
         });
   }
+  // The client pipelined bytes behind a stream: wait until the socket is
+  // readable and peek.  End of stream (or an error) is the client leaving;
+  // more bytes say it is still there.  after_response() cancels the wait
+  // when the stream ends, and the parser then takes the pipelined request.
+  void peek_peer() {
+    watching_ = peeking_ = true;
+    beast::get_lowest_layer(stream_).socket().async_wait(
+        tcp::socket::wait_read, [self = this->shared_from_this()](boost::system::error_code ec) {
+          self->watching_ = self->peeking_ = false;
+          if (self->closed_) return;
+          if (!self->exchange_) return self->read_request();  // the stream ended meanwhile
+          if (ec) return self->peer_left();
+          char b;
+          const ssize_t n =
+              ::recv(beast::get_lowest_layer(self->stream_).socket().native_handle(), &b, 1,
+                     MSG_PEEK | MSG_DONTWAIT);
+          if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+            return self->peek_peer();
+          if (n <= 0) return self->peer_left();
+        });
+  }
   void peer_left() {
     watching_ = false;
     peer_gone_ = true;
@@ -693,8 +718,13 @@ class Connection final : public ConnectionBase,
     finish_exchange();
     if (rejecting_ && !peer_gone_) return linger();
     if (rejecting_ || !keep_alive_ || peer_gone_) return close();
-    // A pending watch read will deliver the next request's first bytes.
+    // A pending watch read will deliver the next request's first bytes;
+    // a peek behind pipelined bytes is cancelled and reads them.
     if (watching_) {
+      if (peeking_) {
+        boost::system::error_code ignored;
+        beast::get_lowest_layer(stream_).socket().cancel(ignored);
+      }
       arm_idle_timer();
       return;
     }
@@ -762,7 +792,7 @@ class Connection final : public ConnectionBase,
   bool out_ends_exchange_ = false;
   std::string remote_, peer_cn_, current_method_;
   bool keep_alive_ = true, responding_ = false, streaming_ = false, cancelled_ = false;
-  bool writing_ = false, watching_ = false, peer_gone_ = false, closed_ = false;
+  bool writing_ = false, watching_ = false, peeking_ = false, peer_gone_ = false, closed_ = false;
   bool stopping_ = false, rejecting_ = false, handshaken_ = false, sniffed_ = false;
 };
 

@@ -34,7 +34,8 @@ bool same_name(std::string_view a, std::string_view b) {
 }
 
 net::Response message(int status, const std::string& text) {
-  return net::Response::json(status, nlohmann::json{{"message", text}}.dump());
+  return net::Response::json(status, nlohmann::json{{"message", text}}.dump(
+                                         -1, ' ', false, nlohmann::json::error_handler_t::replace));
 }
 
 std::vector<double> duration_buckets() { return metrics::exponential_buckets(0.0005, 2, 13); }
@@ -212,7 +213,7 @@ class Attempt : public std::enable_shared_from_this<Attempt> {
                          {"http_code", 503},
                          {"message", "httpproxy: stream from " + current_ + " broke: " + r.reason},
                          {"http_status", "Service Unavailable"}}}}
-                       .dump() +
+                       .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) +
                    "\n");
       ex_->end_stream();
       return;

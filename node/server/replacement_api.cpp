@@ -119,7 +119,8 @@ void ReplacementApi::reachability(const Ex& ex) {
     members.push_back(std::move(j));
   }
   out["members"] = std::move(members);
-  ex->respond(net::Response::json(200, out.dump() + "\n"));
+  ex->respond(net::Response::json(
+      200, out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n"));
 }
 
 void ReplacementApi::refuse(std::shared_ptr<Attempt> a, const std::string& reason, bool release,
@@ -128,7 +129,8 @@ void ReplacementApi::refuse(std::shared_ptr<Attempt> a, const std::string& reaso
   log::info(kLog, "refused to replace a member", {{"replacement", a->name}, {"reason", reason}});
   json body = {{"error", "refused"}, {"reason", reason}};
   if (extra.is_object()) body.update(extra);
-  a->ex->respond(net::Response::json(409, body.dump()));
+  a->ex->respond(net::Response::json(
+      409, body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)));
   if (release && a->lease != 0) {
     pb::LeaseRevokeRequest r;
     r.set_id(a->lease);
@@ -146,7 +148,7 @@ void ReplacementApi::replace(const Ex& ex) {
     ex->respond(net::Response::json(
         401, json{{"error", "unauthorized"},
                   {"reason", "replacement is not available while auth is enabled"}}
-                 .dump()));
+                 .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)));
     return;
   }
   auto a = std::make_shared<Attempt>();
@@ -161,15 +163,17 @@ void ReplacementApi::replace(const Ex& ex) {
       a->removed_earlier = body["replaced"];
   } catch (const std::exception& e) {
     ex->respond(net::Response::json(
-        400, json{{"error", "bad request"}, {"reason", std::string(e.what())}}.dump()));
+        400, json{{"error", "bad request"}, {"reason", std::string(e.what())}}.dump(
+                 -1, ' ', false, nlohmann::json::error_handler_t::replace)));
     return;
   }
   // The node's own flag refuses thresholds under a second; so does the
   // leader, so no client can ask it to remove a member silent for a moment.
   if (a->peer_urls.empty() || a->dead_after < std::chrono::seconds(1)) {
     ex->respond(net::Response::json(
-        400, json{{"error", "bad request"}, {"reason", "peer_urls and dead_after_ms (at least 1000) are required"}}
-                 .dump()));
+        400, json{{"error", "bad request"},
+                  {"reason", "peer_urls and dead_after_ms (at least 1000) are required"}}
+                 .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)));
     return;
   }
   const MemberStatus st = member_.status();
@@ -177,7 +181,8 @@ void ReplacementApi::replace(const Ex& ex) {
   if (!view.leader) {
     refused_.inc();
     ex->respond(net::Response::json(
-        409, json{{"error", "not leader"}, {"leader_id", etcdwire::id_to_hex(st.leader)}}.dump()));
+        409, json{{"error", "not leader"}, {"leader_id", etcdwire::id_to_hex(st.leader)}}.dump(
+                 -1, ' ', false, nlohmann::json::error_handler_t::replace)));
     return;
   }
   // A retry of a request that got through (the caller died or timed out
@@ -189,11 +194,12 @@ void ReplacementApi::replace(const Ex& ex) {
   for (const auto& m : member_.kv().members()) {
     if (m.islearner() && sorted(std::vector<std::string>(
                              m.peerurls().begin(), m.peerurls().end())) == sorted(a->peer_urls)) {
-      ex->respond(net::Response::json(200, json{{"member_id", etcdwire::id_to_hex(m.id())},
-                                                {"cluster_id", etcdwire::id_to_hex(st.cluster_id)},
-                                                {"replaced", nullptr},
-                                                {"lock_lease", 0}}
-                                               .dump()));
+      ex->respond(net::Response::json(
+          200, json{{"member_id", etcdwire::id_to_hex(m.id())},
+                    {"cluster_id", etcdwire::id_to_hex(st.cluster_id)},
+                    {"replaced", nullptr},
+                    {"lock_lease", 0}}
+                   .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)));
       return;
     }
   }
@@ -235,7 +241,8 @@ void ReplacementApi::replace(const Ex& ex) {
     c->set_create_revision(0);
     auto* put = t.add_success()->mutable_request_put();
     put->set_key(kLockKey);
-    put->set_value(json{{"name", a->name}, {"peer_urls", a->peer_urls}}.dump());
+    put->set_value(json{{"name", a->name}, {"peer_urls", a->peer_urls}}.dump(
+        -1, ' ', false, nlohmann::json::error_handler_t::replace));
     put->set_lease(a->lease);
     t.add_failure()->mutable_request_range()->set_key(kLockKey);
     service_.txn(t, [this, a](storage::Status s, pb::TxnResponse tr) {
@@ -360,7 +367,7 @@ void ReplacementApi::choose_and_change(std::shared_ptr<Attempt> a) {
           {"member_id", etcdwire::id_to_hex(id)},
           {"cluster_id", etcdwire::id_to_hex(st.cluster_id)},
           {"replaced", a->replaced},
-          {"lock_lease", a->lease}}.dump();
+          {"lock_lease", a->lease}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
       // The history (`musterctl member list --show-replacements`): who
       // took whose seat, when and why, replicated like any key.
       pb::PutRequest put;
@@ -372,7 +379,7 @@ void ReplacementApi::choose_and_change(std::shared_ptr<Attempt> a) {
                          {"replaced_at", utc_now()},
                          {"threshold_ms", a->dead_after.count()},
                          {"leader", etcdwire::id_to_hex(st.member_id)}}
-                        .dump());
+                        .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
       service_.put(put, [a, answer, id](storage::Status s, pb::PutResponse) {
         if (!s)
           log::warn(kLog, "could not record the replacement in the history",

@@ -116,7 +116,7 @@ std::string event_json(const pb::V2Event& ev, bool no_value) {
                                  ev.action() == "create" || ev.action() == "update");
   if (!drop && ev.has_node()) j["node"] = node_json(ev.node(), now);
   if (!drop && ev.has_prevnode()) j["prevNode"] = node_json(ev.prevnode(), now);
-  return j.dump() + "\n";
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }
 
 std::string error_json(int code, const std::string& message, const std::string& cause,
@@ -680,7 +680,8 @@ json member_json(const pb::Member& m) {
 
 net::Response message(int status, const std::string& text) {
   json j = {{"message", text}};
-  return net::Response::json(status, j.dump() + "\n");
+  return net::Response::json(
+      status, j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
 }
 
 }  // namespace
@@ -699,13 +700,18 @@ void V2Api::Impl::members(const Ex& ex, const std::string& rest) {
     for (const auto& mem : all) list.push_back(member_json(mem));
     json body = json::object();
     body["members"] = std::move(list);
-    return respond(ex, net::Response::json(200, body.dump() + "\n"));
+    return respond(
+        ex, net::Response::json(
+                200, body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n"));
   }
   if (rest == "/leader") {
     const uint64_t leader = member_.status().leader;
     for (const auto& mem : all)
       if (leader != 0 && mem.id() == leader)
-        return respond(ex, net::Response::json(200, member_json(mem).dump() + "\n"));
+        return respond(ex, net::Response::json(
+                               200, member_json(mem).dump(
+                                        -1, ' ', false, nlohmann::json::error_handler_t::replace) +
+                                        "\n"));
     return respond(ex, message(503, "During election"));
   }
   respond(ex, message(404, "Not found"));
@@ -769,8 +775,10 @@ void V2Api::Impl::change_members(const Ex& ex, const std::string& rest) {
         }
         if (method == "POST")
           return self->respond(
-              ex, net::Response::json(201,
-                                      member_json(r.response.member_add().member()).dump() + "\n"));
+              ex, net::Response::json(
+                      201, member_json(r.response.member_add().member())
+                                   .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) +
+                               "\n"));
         net::Response done;
         done.status = 204;
         self->respond(ex, std::move(done));
@@ -804,7 +812,8 @@ void V2Api::Impl::stats_self(const Ex& ex) {
   json leader = json::object();
   leader["leader"] = st.leader != 0 ? hex_id(st.leader) : "";
   j["leaderInfo"] = std::move(leader);
-  respond(ex, net::Response::json(200, j.dump() + "\n"));
+  respond(ex, net::Response::json(
+                  200, j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n"));
 }
 
 // Counts of the v2 requests this member answered, by operation, plus the
@@ -825,7 +834,8 @@ void V2Api::Impl::stats_store(const Ex& ex) {
   put("compareAndSwapSuccess", "compareAndSwapFail", "compareAndSwap");
   put("compareAndDeleteSuccess", "compareAndDeleteFail", "compareAndDelete");
   j["watchers"] = open_waiters();
-  respond(ex, net::Response::json(200, j.dump() + "\n"));
+  respond(ex, net::Response::json(
+                  200, j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n"));
 }
 
 // ---------------------------------------------------------------- V2Api

@@ -72,7 +72,8 @@ int http_status_for(int code) {
 net::Response error_response(const Status& s) {
   const int code = static_cast<int>(s.code());
   nlohmann::json j = {{"error", s.message()}, {"message", s.message()}, {"code", code}};
-  return net::Response::json(http_status_for(code), j.dump());
+  return net::Response::json(http_status_for(code),
+                             j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
 }
 
 // The error object of a gateway stream (grpc-gateway's StreamError).
@@ -84,7 +85,7 @@ std::string stream_error_line(const Status& s) {
                         {"http_code", http},
                         {"message", s.message()},
                         {"http_status", std::string(net::status_reason(http))}}}};
-  return j.dump() + "\n";
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }
 
 std::string to_json(const google::protobuf::Message& m) {
@@ -469,7 +470,8 @@ void V3Api::Impl::version(const Ex& ex) {
   // etcd's key order: etcdserver, then etcdcluster.
   nlohmann::ordered_json j = {{"etcdserver", service_.options().server_version},
                               {"etcdcluster", service_.options().cluster_version}};
-  respond(ex, net::Response::json(200, j.dump()));
+  respond(ex, net::Response::json(
+                  200, j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)));
 }
 
 void V3Api::Impl::metrics(const Ex& ex) {

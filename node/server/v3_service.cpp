@@ -107,7 +107,10 @@ class Timers {
       }
       auto first = queue_.begin();
       if (first->first.first > Clock::now()) {
-        cv_.wait_until(l, first->first.first);
+        // A copy: wait_until reads its deadline again after waking, and
+        // cancel() may have erased the node it lives in meanwhile.
+        const Clock::time_point at = first->first.first;
+        cv_.wait_until(l, at);
         continue;
       }
       std::function<void()> f = std::move(first->second);

@@ -44,7 +44,7 @@ UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}" \
   -artifact_prefix="$artifacts/$name-" "$scratch/corpus" "$seeds" >"$scratch/log" 2>&1
 rc=$?
 set -e
-grep -E "^(stat::number_of_executed_units|stat::peak_rss_mb|#[0-9]+ +DONE)" "$scratch/log" || true
+grep -E "^(stat::number_of_executed_units|stat::average_exec_per_sec|stat::peak_rss_mb|#[0-9]+ +DONE)" "$scratch/log" || true
 if [ $rc -ne 0 ]; then
   echo "run.sh: $name failed (exit $rc); the input is in $artifacts:"
   tail -60 "$scratch/log"

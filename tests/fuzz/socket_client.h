@@ -16,6 +16,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -32,15 +33,30 @@ inline std::string exchange(uint16_t port, const uint8_t* data, size_t size,
   addr.sin_family = AF_INET;
   addr.sin_port = htons(port);
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  // libFuzzer's timers interrupt system calls (SIGALRM every second with
+  // -timeout): an interrupted connect goes on in the background, so wait for
+  // it; an interrupted send or recv is retried.
   if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    std::perror("fuzz: connect");
-    std::abort();
+    int err = errno;
+    if (err == EINTR) {
+      pollfd w{fd, POLLOUT, 0};
+      while (::poll(&w, 1, -1) < 0 && errno == EINTR) {
+      }
+      socklen_t len = sizeof err;
+      ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    }
+    if (err != 0) {
+      errno = err;
+      std::perror("fuzz: connect");
+      std::abort();
+    }
   }
   linger lg{1, 0};
   ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
   size_t off = 0;
   while (off < size) {
     ssize_t n = ::send(fd, data + off, size - off, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;  // the server closed early: fine
     off += static_cast<size_t>(n);
   }
@@ -61,6 +77,7 @@ inline std::string exchange(uint16_t port, const uint8_t* data, size_t size,
     pollfd p{fd, POLLIN, 0};
     if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
     ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;  // closed (or reset)
     if (answer.size() < (1u << 20)) answer.append(buf, static_cast<size_t>(n));
   }

@@ -19,6 +19,7 @@
 #include "etcdwire/ids.h"
 #include "net/http.h"
 #include "net/server.h"
+#include "tests/support/wait.h"
 
 namespace muster::bootstrap {
 namespace {
@@ -36,7 +37,13 @@ class FakeV2 {
   ~FakeV2() {
     server_.stop();
     work_.reset();
-    io_.stop();
+    // Let the io thread run the connections' posted shutdown rather than
+    // abandon it (a connection and its exchange then hold each other and
+    // leak: LSan); a server that does not stop in time is forced to.
+    if (!muster::testing::wait_until([&] { return io_.stopped(); }, std::chrono::seconds(5))) {
+      ADD_FAILURE() << "io_context still busy 5 s after Server::stop(); forcing it to stop";
+      io_.stop();
+    }
     thread_.join();
   }
 

@@ -68,7 +68,11 @@ class RunningServer {
     port_ = server_->listen("127.0.0.1", 0);
     for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { io_.run(); });
   }
-  ~RunningServer() {
+  ~RunningServer() { stop(); }
+  // Stops the server and joins its threads; io() stays valid (objects of
+  // the test that use it can be destroyed after this, before the server).
+  void stop() {
+    if (!server_) return;
     server_->stop();
     guard_.reset();
     if (!wait_until([&] { return io_.stopped(); }, 5000ms)) {
@@ -76,6 +80,7 @@ class RunningServer {
       io_.stop();
     }
     for (auto& t : threads_) t.join();
+    threads_.clear();
     server_.reset();
   }
   RunningServer(const RunningServer&) = delete;
@@ -136,6 +141,11 @@ class RawClient {
   void close() {
     boost::system::error_code ignored;
     socket_.close(ignored);
+  }
+  // The client's end of stream (FIN); it can still read.
+  void shutdown_send() {
+    boost::system::error_code ignored;
+    socket_.shutdown(boost::asio::ip::tcp::socket::shutdown_send, ignored);
   }
 
  private:

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <optional>
 #include <set>
 
 #include "net/client.h"
@@ -93,6 +94,44 @@ TEST(ServerClient, PipelinedRequestsAreAllAnswered) {
   EXPECT_NE(raw.received().find("GET /one"), std::string::npos);
   EXPECT_NE(raw.received().find("GET /two"), std::string::npos);
   EXPECT_LT(raw.received().find("GET /one"), raw.received().find("GET /two"));
+}
+
+// A stream never ends on its own, so a request pipelined behind it waits for
+// ever; the client leaving must still end the stream (found by
+// fuzz_client_http: a watch with a second request glued to it outlived its
+// half-closed client).  Once a stream ends, the pipelined request is served.
+TEST(ServerClient, AClientLeavingEndsAStreamWithARequestPipelinedBehindIt) {
+  Slot<bool> cancelled;                 // outlives the server: its last cancel sets it
+  std::optional<RunningServer> server;  // outlives the exchanges the test holds
+  std::atomic<int> streams{0};
+  Slot<std::shared_ptr<Exchange>> second_stream;
+  RunningServer& s = server.emplace([&](std::shared_ptr<Exchange> ex) {
+    if (ex->request().path() != "/watch") return echo(ex);
+    if (++streams == 1) ex->on_cancel([&] { cancelled.set(true); });
+    ex->begin_stream(Response::json(200, ""));
+    ex->write("{\"event\":1}\n");
+    if (streams == 2) second_stream.set(ex);
+  });
+  const std::string both =
+      "GET /watch HTTP/1.1\r\nHost: t\r\n\r\nGET /next HTTP/1.1\r\nHost: t\r\n\r\n";
+  {
+    RawClient raw(s.port());
+    ASSERT_TRUE(raw.send(both));
+    ASSERT_TRUE(raw.read_until("{\"event\":1}"));
+    raw.shutdown_send();
+    EXPECT_TRUE(cancelled.wait(5000ms).value_or(false)) << "the stream outlived its client";
+    EXPECT_TRUE(raw.read_to_eof());
+  }
+  EXPECT_TRUE(wait_until([&] { return s.server().open_connections() == 0; }));
+
+  // A client that stays: when the stream ends, the pipelined request is answered.
+  RawClient raw(s.port());
+  ASSERT_TRUE(raw.send(both));
+  ASSERT_TRUE(raw.read_until("{\"event\":1}"));
+  auto ex = second_stream.wait();
+  ASSERT_TRUE(ex);
+  (*ex)->end_stream();
+  EXPECT_TRUE(raw.read_until("GET /next")) << raw.received();
 }
 
 TEST(ServerClient, OversizedHeaderGets431AndTheServerKeepsServing) {
@@ -225,10 +264,13 @@ TEST(ServerClient, ExpectContinueGetsGoAheadThenTheAnswer) {
 
 TEST(ServerClient, LongPollIsAnsweredLaterFromAnotherThreadWithoutHoldingAnIoThread) {
   std::mutex mu;
+  // The server outlives the parked exchanges: their connections' sockets and
+  // timers belong to its io_context.
+  std::optional<RunningServer> server;
   std::vector<std::shared_ptr<Exchange>> parked;
   // One io thread: if a pending exchange held it, the quick request below
   // could not be served.
-  RunningServer s(
+  RunningServer& s = server.emplace(
       [&](std::shared_ptr<Exchange> ex) {
         if (ex->request().path() == "/wait") {
           std::lock_guard lock(mu);
@@ -237,7 +279,7 @@ TEST(ServerClient, LongPollIsAnsweredLaterFromAnotherThreadWithoutHoldingAnIoThr
         }
         echo(ex);
       },
-      {}, 1);
+      ServerOptions{}, 1);
   Slot<ClientResult> first, second;
   std::thread t1([&] { first.set(HttpClient().get(s.url("/wait"))); });
   std::thread t2([&] { second.set(HttpClient().get(s.url("/wait"))); });
@@ -274,8 +316,9 @@ TEST(ServerClient, LongPollIsAnsweredLaterFromAnotherThreadWithoutHoldingAnIoThr
 }
 
 TEST(ServerClient, ChunkedStreamDeliversEachWriteAsItHappens) {
+  std::optional<RunningServer> server;  // outlives the exchanges the test holds
   Slot<std::shared_ptr<Exchange>> streaming;
-  RunningServer s([&](std::shared_ptr<Exchange> ex) {
+  RunningServer& s = server.emplace([&](std::shared_ptr<Exchange> ex) {
     auto head = Response::json(200, "");
     head.headers.set("X-Etcd-Index", "1");
     ex->begin_stream(head);
@@ -329,10 +372,11 @@ TEST(ServerClient, ChunkedStreamDeliversEachWriteAsItHappens) {
 }
 
 TEST(ServerClient, ClientGoingAwayRunsTheCancelCallbackOnce) {
+  std::optional<RunningServer> server;  // outlives the exchanges the test holds
   std::atomic<int> cancels{0};
   Slot<std::shared_ptr<Exchange>> parked;
   Slot<bool> cancelled;
-  RunningServer s([&](std::shared_ptr<Exchange> ex) {
+  RunningServer& s = server.emplace([&](std::shared_ptr<Exchange> ex) {
     ex->on_cancel([&] {
       ++cancels;
       cancelled.set(true);
@@ -356,8 +400,9 @@ TEST(ServerClient, ClientGoingAwayRunsTheCancelCallbackOnce) {
 }
 
 TEST(ServerClient, CancelCallbackSetAfterTheClientLeftStillRuns) {
+  std::optional<RunningServer> server;  // outlives the exchanges the test holds
   Slot<std::shared_ptr<Exchange>> parked;
-  RunningServer s([&](std::shared_ptr<Exchange> ex) { parked.set(ex); });
+  RunningServer& s = server.emplace([&](std::shared_ptr<Exchange> ex) { parked.set(ex); });
   {
     RawClient raw(s.port());
     raw.send("GET /w HTTP/1.1\r\nHost: t\r\n\r\n");
@@ -371,10 +416,11 @@ TEST(ServerClient, CancelCallbackSetAfterTheClientLeftStillRuns) {
 }
 
 TEST(ServerClient, LateCallsOnAnAnsweredExchangeNeverReachTheNextRequest) {
+  std::optional<RunningServer> server;  // outlives the exchanges the test holds
   // A long-poll answered twice (an event and a timeout racing) must not answer
   // the next request that the client sent on the same keep-alive connection.
   Slot<std::shared_ptr<Exchange>> first, second;
-  RunningServer s([&](std::shared_ptr<Exchange> ex) {
+  RunningServer& s = server.emplace([&](std::shared_ptr<Exchange> ex) {
     if (ex->request().path() == "/first") {
       ex->respond(Response::text(200, "first"));
       first.set(ex);

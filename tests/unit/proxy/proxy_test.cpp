@@ -7,6 +7,7 @@
 #include <boost/asio.hpp>
 #include <cstdlib>
 #include <fstream>
+#include <optional>
 #include <stdexcept>
 #include <thread>
 
@@ -211,12 +212,19 @@ struct Proxy {
     forwarder = std::make_unique<Forwarder>(server.io(), director, registry, o);
     forwarder_ptr = forwarder.get();
   }
+  // The server's threads call the forwarder: stop them first.  The
+  // forwarder's pooled upstream connections live on the server's
+  // io_context: destroy it before that goes.
+  ~Proxy() {
+    server.stop();
+    forwarder.reset();
+  }
 
   Director director;
   metrics::Registry registry;
   std::unique_ptr<Forwarder> forwarder;
   std::atomic<Forwarder*> forwarder_ptr{nullptr};
-  RunningServer server;  // last: stopped and joined first
+  RunningServer server;
 };
 
 struct Seen {
@@ -498,10 +506,11 @@ TEST(Forwarder, AStreamThatEndsNormallyEndsForTheClientToo) {
 }
 
 TEST(Forwarder, AReadTimeoutEndsASilentMember) {
+  std::optional<RunningServer> server;  // outlives the exchanges the test holds
   Slot<bool> cancelled;
   std::mutex mu;
   std::vector<std::shared_ptr<net::Exchange>> held;
-  RunningServer silent([&](std::shared_ptr<net::Exchange> ex) {
+  RunningServer& silent = server.emplace([&](std::shared_ptr<net::Exchange> ex) {
     ex->on_cancel([&] { cancelled.set(true); });
     std::lock_guard lock(mu);
     held.push_back(ex);  // never answers

@@ -48,11 +48,16 @@ class FakeCall : public net::grpc::Call {
     cv_.notify_all();
   }
   void finish(net::grpc::Status s) override {
+    Listener released;  // destroyed after the lock is let go
     std::lock_guard g(mu_);
     if (!started_) ADD_FAILURE() << "finish() before start()";
     if (finished_ || cancelled_) return;
     finished_ = true;
     status_ = std::move(s);
+    // As net/h2's call does once the stream ends: the program's listener
+    // (whose closures may hold this call) goes, so no cycle outlives the call.
+    released = std::move(listener_);
+    listener_ = {};
     cv_.notify_all();
   }
   std::size_t queued_bytes() const override {
@@ -80,7 +85,8 @@ class FakeCall : public net::grpc::Call {
       std::lock_guard g(mu_);
       if (finished_ || cancelled_) return;
       cancelled_ = true;
-      l = listener_;
+      l = std::move(listener_);
+      listener_ = {};
     }
     if (l.on_cancel) l.on_cancel();
   }
