@@ -11,6 +11,7 @@ Standard library only (Debian python3): no pip packages.
 import http.client
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -29,15 +30,21 @@ _port_lock = threading.Lock()
 _ports_given = set()
 
 
+# Ports are drawn below the kernel's ephemeral range (32768-60999 here):
+# a port bound to 0 comes from that range, which is also where every
+# outgoing connection of a busy suite takes its local port, so one could
+# take the port between our check and the child's bind.
+_PORT_LO, _PORT_HI = 20000, 32767
+_port_rng = random.Random(os.getpid() ^ time.monotonic_ns())
+
+
 def free_port():
     """A loopback TCP port that is free now and not handed out before by
     this process.  (Pick-and-check: another program may still take it before
     our child binds; the callers that can use port 0 do.)"""
     with _port_lock:
         for _ in range(200):
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-                s.bind(("127.0.0.1", 0))
-                port = s.getsockname()[1]
+            port = _port_rng.randint(_PORT_LO, _PORT_HI)
             if port in _ports_given:
                 continue
             # Check it again: bind without SO_REUSEADDR must succeed.
