@@ -321,11 +321,11 @@ def check_leases(rec, election_s, heartbeat_s, poll_s=0.1, slack_s=0.5):
                 "lease %x: expired by %.3f, but it was refreshed (TTL %ds) at or after %.3f"
                 % (le["id"], le["expired_ret"], ttl, start))
         # Late: measured from the last poll that saw it alive (a poll that
-        # failed, say through a cut-off member, saw nothing).
-        last_alive = le.get("alive_call", le["expired_call"] - poll_s)
-        if last_alive > le["expired_call"]:
-            last_alive = le["expired_call"]
+        # failed, say through a cut-off member, saw nothing).  A lease no
+        # poll ever saw alive gives no evidence that it lived past its last
+        # refresh.
         anchor = acks[-1][1] if acks else le["grant_ack"]
+        last_alive = min(le.get("alive_call", anchor), le["expired_call"])
         changed = [t for t in changes if anchor < t < last_alive]
         late = last_alive - (anchor + ttl)
         stats["max_late_s"] = max(stats["max_late_s"], late)

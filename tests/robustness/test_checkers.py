@@ -250,6 +250,8 @@ class LeaseTest(unittest.TestCase):
              "keepalive_calls": [1.0], "keepalive_acks": [[1.0, 1.1]],
              "expired_call": 4.5, "expired_ret": 4.6}
         d.update(kw)
+        # The poll before the one that found it gone saw it alive.
+        d.setdefault("alive_call", d["expired_call"] - 0.1)
         return d
 
     def test_timely_expiry_passes(self):
@@ -273,6 +275,19 @@ class LeaseTest(unittest.TestCase):
                                                                  expired_ret=9.1)]), 1.0, 0.1)
         self.assertEqual(v, [])
         self.assertTrue(any("still alive" in x for x in t), t)
+
+    def test_polls_that_all_failed_do_not_make_a_lease_late(self):
+        # Seed 32036: every poll went to a member that was down until one
+        # reached a live member, which said the lease was gone.  Nothing saw
+        # it alive after its grant, so it was not late.
+        le = self.lease(keepalive_acks=[], expired_call=9.0, expired_ret=9.1,
+                        polls=[[4.0 + i, "m3", "timeout", None] for i in range(5)] +
+                        [[9.0, "m2", "ok", -1]])
+        del le["alive_call"]
+        v, t, stats = checkers.check_leases(recorder(ops=self.steady_writes(), leases=[le]),
+                                            1.0, 0.1)
+        self.assertEqual(v + t, [])
+        self.assertLessEqual(stats["max_late_s"], 0.0)
 
     def leader_change_at(self, t):
         return [{"t": 0.5, "member": "m1", "incarnation": 1, "revision": 2, "leader": 1,
