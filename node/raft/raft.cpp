@@ -382,7 +382,10 @@ void Raft::tick_heartbeat() {
   if (state_ != StateRole::kLeader) return;
   if (heartbeat_elapsed_ >= cfg_.heartbeat_tick) {
     heartbeat_elapsed_ = 0;
-    bcast_heartbeat("");
+    // The newest read still waiting for its quorum rides along (as in
+    // etcd-raft): if its own heartbeat round was lost, this one confirms it
+    // and every read queued before it.
+    bcast_heartbeat(read_queue_.empty() ? std::string() : read_queue_.back());
   }
 }
 

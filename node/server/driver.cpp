@@ -172,7 +172,7 @@ void Driver::run() {
 
 void Driver::turn(Clock::time_point now) {
   Inbox in = take_inbox();
-  handle_inbox(in);
+  handle_inbox(in, now);
   if (first_election_pending_ &&
       (maybe_hasten_first_election() || now - started_ > std::chrono::seconds(5)))
     first_election_pending_ = false;  // (etcd gives up waiting for peers after 5 s too)
@@ -200,7 +200,7 @@ void Driver::turn(Clock::time_point now) {
   }
 }
 
-void Driver::handle_inbox(Inbox& in) {
+void Driver::handle_inbox(Inbox& in, Clock::time_point now) {
   // The transport hands a received state machine over before the MsgSnap
   // that describes it, so it is here before the core asks for it.
   for (auto& inst : in.installs) pending_install_ = std::move(inst);
@@ -219,7 +219,8 @@ void Driver::handle_inbox(Inbox& in) {
       for (auto& [data, id] : in.proposals) hooks_.on_rejected(id, r);
   }
   for (auto& task : in.tasks) task();
-  if (!in.reads.empty()) send_read_batch(std::move(in.reads), Clock::now());
+  if (!read_batches_.empty()) retry_read_batches(now);
+  if (!in.reads.empty()) send_read_batch(std::move(in.reads), now);
   for (auto& [peer, failed] : in.snapshot_reports) raft_.report_snapshot(peer, failed);
   for (auto peer : in.unreachable) raft_.report_unreachable(peer);
   if (raft_.role() == raft::StateRole::kLeader) {
@@ -400,8 +401,19 @@ void Driver::send_read_batch(std::vector<std::string> contexts, Clock::time_poin
     it = now - it->second.sent > kForgetAfter ? read_batches_.erase(it) : std::next(it);
   std::string ctx = std::to_string(options_.member_id) + "/" + std::to_string(incarnation_) +
                     "/" + std::to_string(++read_batch_seq_);
-  read_batches_.emplace(ctx, ReadBatch{std::move(contexts), now});
+  read_batches_.emplace(ctx, ReadBatch{std::move(contexts), now, now, raft_.lead()});
   raft_.read_index(std::move(ctx));
+}
+
+void Driver::retry_read_batches(Clock::time_point now) {
+  const uint64_t lead = raft_.lead();
+  if (lead == 0) return;  // the core would drop it: wait for a leader
+  for (auto& [ctx, batch] : read_batches_) {
+    if (batch.leader == lead && now - batch.asked < kReadRetryEvery) continue;
+    batch.asked = now;
+    batch.leader = lead;
+    raft_.read_index(ctx);
+  }
 }
 
 std::vector<raft::ReadState> Driver::expand_read_states(

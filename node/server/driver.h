@@ -167,7 +167,7 @@ class Driver {
   };
 
   void run();
-  void handle_inbox(Inbox& in);
+  void handle_inbox(Inbox& in, Clock::time_point now);
   Inbox take_inbox();
   void drain_ready();
   void handle_ready(raft::Ready& rd);
@@ -204,10 +204,19 @@ class Driver {
   // confirms all of them.  Keyed by the batch's context, which names this
   // member and this process (a leader may still answer a context sent by
   // this member's previous incarnation: it must not match a new batch).
+  // A batch the leader has not answered is asked again every
+  // kReadRetryEvery, and at once when a new leader is known: the request
+  // (or its answer) is lost when the leader changes, a partition drops it,
+  // or no leader was known when it was asked (etcd 3.5 retries every
+  // 500 ms too).  The leader ignores a context it is already confirming.
   struct ReadBatch {
     std::vector<std::string> contexts;  // the reads' own contexts
-    Clock::time_point sent;
+    Clock::time_point sent;             // first asked
+    Clock::time_point asked;            // last asked
+    uint64_t leader = 0;                // the leader known when last asked
   };
+  static constexpr auto kReadRetryEvery = std::chrono::milliseconds(500);
+  void retry_read_batches(Clock::time_point now);
   std::map<std::string, ReadBatch> read_batches_;
   uint64_t read_batch_seq_ = 0;
   const uint64_t incarnation_;

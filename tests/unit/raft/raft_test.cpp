@@ -797,6 +797,27 @@ TEST(RaftReadIndex, PartitionedLeaderCannotServeReads) {
   EXPECT_TRUE(c.node(1).read_states.empty()) << "no heartbeat quorum, no read";
 }
 
+// The heartbeat round a read started is lost (a partition that healed):
+// the leader's next periodic heartbeat carries the newest waiting read, so
+// the read is confirmed without asking again.  (A periodic heartbeat with
+// no read context would leave it waiting until the leader stepped down.)
+TEST(RaftReadIndex, ALostHeartbeatRoundIsMadeUpByTheNextHeartbeat) {
+  Cluster c({1, 2, 3});
+  c.campaign(1);
+  ASSERT_EQ(c.raft(1).propose("v"), DropReason::kNone);
+  c.stabilize();
+  c.set_drop_hook([](const pb::Message& m) { return m.type() == pb::MsgHeartbeat; });
+  c.raft(1).read_index("lost-round");
+  c.stabilize();
+  EXPECT_TRUE(c.node(1).read_states.empty());
+  c.recover();
+  c.tick(1);  // heartbeat_tick 1: one periodic heartbeat round
+  c.stabilize();
+  ASSERT_EQ(c.node(1).read_states.size(), 1u);
+  EXPECT_EQ(c.node(1).read_states[0].context, "lost-round");
+  EXPECT_EQ(c.node(1).read_states[0].index, c.raft(1).log().committed());
+}
+
 // --- proposals -------------------------------------------------------------------
 
 TEST(RaftProposal, FollowerForwardsToLeader) {

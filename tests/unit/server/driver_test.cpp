@@ -337,6 +337,34 @@ TEST_F(DriverTest, ReadsOfOneTurnShareOneReadIndex) {
   }
 }
 
+// A follower's ReadIndex request is lost on its way to the leader (a
+// partition, or a leader change that drops it): the follower asks again
+// after kReadRetryEvery, and the read is answered.  Before, the read waited
+// for its request deadline and failed.
+TEST_F(DriverTest, ALostReadIndexRequestIsAskedAgain) {
+  const uint64_t lead = elect();
+  ASSERT_NE(lead, 0u);
+  settle(3);
+  const uint64_t follower = lead == 1 ? 2 : 1;
+  nodes_[follower]->driver->read_index("asked-once");
+  nodes_[follower]->driver->turn(now_);
+  int dropped = 0;
+  for (auto it = net_.wire.begin(); it != net_.wire.end();) {
+    if (it->m.type() == raftpb::MsgReadIndex) {
+      it = net_.wire.erase(it);
+      dropped++;
+    } else {
+      ++it;
+    }
+  }
+  ASSERT_EQ(dropped, 1);
+  settle(2);  // 200 ms: not asked again yet
+  EXPECT_TRUE(nodes_[follower]->read_states.empty());
+  settle(5);
+  ASSERT_EQ(nodes_[follower]->read_states.size(), 1u);
+  EXPECT_EQ(nodes_[follower]->read_states[0].context, "asked-once");
+}
+
 // A deposed leader's own uncommitted entries are replaced when it rejoins:
 // the new leader's entries and their commit arrive in one Ready, and what
 // its disk holds at those indexes until the write is the old entries, so
