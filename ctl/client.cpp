@@ -221,7 +221,7 @@ Reply Client::call_at(const std::string& endpoint, const std::string& method,
   Reply reply;
   reply.endpoint = endpoint;
   const net::ClientResult r = transport_(method, endpoint_url(endpoint, options_) + path,
-                                         request ? request->dump() : "", headers());
+                                         request ? json_text(*request) : "", headers());
   if (!r.ok()) {
     reply.error = r.error.empty() ? "request failed" : r.error;
     reply.connection_failed = true;
@@ -333,7 +333,7 @@ Reply Client::stream(const std::string& path, const json& request,
 Reply Client::stream_once(const std::string& path, const json& request,
                           const std::function<bool(const json&)>& on_result) {
   const std::size_t n = options_.endpoints.size();
-  const std::string body = request.dump();
+  const std::string body = json_text(request);
   std::string failures;
   for (std::size_t i = 0; i < n; ++i) {
     const std::size_t index = (preferred_ + i) % n;
@@ -362,7 +362,7 @@ Reply Client::stream_once(const std::string& path, const json& request,
         if (auto e = message.find("error"); e != message.end()) {
           reply.error = e->is_object() && e->contains("message")
                             ? e->value("message", std::string("stream error"))
-                            : e->dump();
+                            : json_text(*e);
           return false;
         }
         if (auto r = message.find("result"); r != message.end()) {

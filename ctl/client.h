@@ -31,6 +31,14 @@
 
 namespace muster::ctl {
 
+// JSON text for musterctl's requests and output: bytes that are not UTF-8 (a file path,
+// say) are written as U+FFFD, as Go's encoding/json does, rather than
+// making the writer throw.
+template <class Json>
+std::string json_text(const Json& j) {
+  return j.dump(-1, ' ', false, Json::error_handler_t::replace);
+}
+
 // etcdctl's exit code for "could not reach any endpoint".
 inline constexpr int kExitBadConnection = 2;
 

@@ -149,7 +149,7 @@ int run_new_v3(const std::vector<std::string>& args, std::ostream& out, std::ost
                                 {"sizeKey", key},
                                 {"endpoints", eps},
                                 {"memberFlags", member_flags}};
-    out << j.dump() << "\n";
+    out << json_text(j) << "\n";
     return kExitSuccess;
   }
   out << token << "\n" << member_flags << "\n";
@@ -270,7 +270,7 @@ int print_token(ordered_json head, const bootstrap::TokenState& st, bool as_json
     }
     j["complete"] = complete;
     j["waitingFor"] = complete ? 0 : st.size - n;
-    out << j.dump() << "\n";
+    out << json_text(j) << "\n";
     return kExitSuccess;
   }
   out << "size: " << st.size << "\n";

@@ -173,7 +173,7 @@ bool simple_or_json(const json& response, OutputFormat format, std::ostream& out
       simple();
       return true;
     case OutputFormat::kJson:
-      out << to_etcdctl_json(response).dump() << "\n";
+      out << json_text(to_etcdctl_json(response)) << "\n";
       return true;
     case OutputFormat::kTable:
       return false;
@@ -234,7 +234,7 @@ bool print_watch(const json& result, OutputFormat format, std::ostream& out) {
       o["CompactRevision"] = static_cast<int64_t>(etcdwire::json_u64(result, "compact_revision"));
       o["Canceled"] = result.value("canceled", false);
       o["Created"] = result.value("created", false);
-      out << o.dump() << "\n";
+      out << json_text(o) << "\n";
       return true;
     }
     case OutputFormat::kTable:
@@ -276,7 +276,7 @@ bool print_member_list(const json& response, OutputFormat format, std::ostream& 
     case OutputFormat::kJson: {
       json o = to_etcdctl_json(response);
       if (replacements) o["replacements"] = *replacements;
-      out << o.dump() << "\n";
+      out << json_text(o) << "\n";
       return true;
     }
     case OutputFormat::kTable: {
@@ -320,7 +320,7 @@ bool print_member_add(const json& response, const std::string& name, OutputForma
       return true;
     }
     case OutputFormat::kJson:
-      out << to_etcdctl_json(response).dump() << "\n";
+      out << json_text(to_etcdctl_json(response)) << "\n";
       return true;
     case OutputFormat::kTable:
       return false;
@@ -336,7 +336,7 @@ bool print_member_change(const json& response, uint64_t id, const std::string& v
           << "\n";
       return true;
     case OutputFormat::kJson:
-      out << to_etcdctl_json(response).dump() << "\n";
+      out << json_text(to_etcdctl_json(response)) << "\n";
       return true;
     case OutputFormat::kTable:
       return false;
@@ -366,7 +366,7 @@ bool print_endpoint_health(const std::vector<EndpointHealth>& health, OutputForm
         if (!h.error.empty()) o["error"] = h.error;
         list.push_back(std::move(o));
       }
-      out << list.dump() << "\n";
+      out << json_text(list) << "\n";
       return true;
     }
     case OutputFormat::kTable: {
@@ -411,7 +411,7 @@ bool print_endpoint_status(const std::vector<EndpointStatus>& statuses, OutputFo
       json list = json::array();
       for (const EndpointStatus& s : statuses)
         list.push_back({{"Endpoint", s.endpoint}, {"Status", to_etcdctl_json(s.status)}});
-      out << list.dump() << "\n";
+      out << json_text(list) << "\n";
       return true;
     }
     case OutputFormat::kTable:

@@ -78,7 +78,7 @@ class SnapshotFile {
   }
 
   std::optional<std::string> write_line(const json& line, bool digested = true) {
-    const std::string text = line.dump() + "\n";
+    const std::string text = json_text(line) + "\n";
     if (digested) EVP_DigestUpdate(digest_.get(), text.data(), text.size());
     std::size_t done = 0;
     while (done < text.size()) {
@@ -283,8 +283,8 @@ int save_snapshot(const GlobalOptions& options, const std::string& path, std::os
       << "/s) at revision " << p.revision << " from " << endpoint << " in "
       << etcdwire::format_go_duration(took) << "\n";
   if (options.write_out == OutputFormat::kJson) {
-    out << json{{"path", path}, {"revision", p.revision}, {"size", bytes}, {"sha256", digest}}
-               .dump()
+    out << json_text(
+               json{{"path", path}, {"revision", p.revision}, {"size", bytes}, {"sha256", digest}})
         << "\n";
   } else {
     out << "Snapshot saved at " << path << "\n";
@@ -395,12 +395,11 @@ int save_logical(const GlobalOptions& options, const std::string& path, std::ost
       << "/s) at revision " << revision << " from " << endpoint << " in "
       << etcdwire::format_go_duration(took) << "\n";
   if (options.write_out == OutputFormat::kJson) {
-    out << json{{"path", path},
-                {"revision", revision},
-                {"kvs", kvs},
-                {"leases", leases},
-                {"sha256", digest}}
-               .dump()
+    out << json_text(json{{"path", path},
+                          {"revision", revision},
+                          {"kvs", kvs},
+                          {"leases", leases},
+                          {"sha256", digest}})
         << "\n";
   } else {
     out << "Snapshot saved at " << path << "\n";

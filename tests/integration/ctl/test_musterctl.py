@@ -430,6 +430,14 @@ class MusterctlTest(unittest.TestCase):
         leased = [kv for kv in kvs if base64.b64decode(kv["key"]) == b"leased"][0]
         self.assertEqual(leased["lease"], lease["ID"])
 
+        # A file name that is not UTF-8 (Linux allows any byte): saved, and
+        # -w json writes the byte as U+FFFD, as etcdctl's Go encoder does.
+        # (The JSON writer threw, after the file was written.)
+        odd = c.group.path("odd-\udcff.snap")  # the byte 0xff on the command line
+        r = self.ok("snapshot", "save", "--logical", "-w", "json", odd, endpoints=ep, timeout=60)
+        self.assertTrue(os.path.exists(os.fsencode(odd)))
+        self.assertEqual(json.loads(r.out)["path"], odd.replace("\udcff", "\ufffd"))
+
         # An unwritable destination leaves nothing behind and fails.
         r = self.ctl("snapshot", "save", "--logical", "/nonexistent-dir/x.snap", endpoints=ep)
         self.assertEqual(r.code, 1, r)
