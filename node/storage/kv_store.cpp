@@ -1244,7 +1244,13 @@ Status KvStore::lease_keepalive(int64_t id, int64_t* ttl) {
   auto l = write_lock();
   auto it = leases_.find(id);
   if (it == leases_.end()) return errors::lease_not_found();
-  it->second.expiry_ms = options_.clock_ms() + it->second.ttl * 1000;
+  // Past its expiry the lease is being revoked (the leader proposes that
+  // within a housekeeping round): a refresh now must not be acknowledged,
+  // or the client counts on a TTL that the revocation cuts short.  etcd
+  // waits for the revocation and answers "not found" too.
+  const int64_t now = options_.clock_ms();
+  if (it->second.expiry_ms <= now) return errors::lease_not_found();
+  it->second.expiry_ms = now + it->second.ttl * 1000;
   *ttl = it->second.ttl;
   return {};
 }

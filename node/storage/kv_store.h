@@ -171,7 +171,8 @@ class KvStore {
   // --- leases (leader side; not replicated) ---
   // LeaseGrant is applied with the TTL as proposed: the server raises TTLs
   // below its minimum (etcd: ceil(1.5 x election timeout)) before proposing.
-  // Refreshes a lease's expiry to now + TTL; returns the TTL or kNotFound.
+  // Refreshes a lease's expiry to now + TTL; returns the TTL, or kNotFound
+  // for a lease that does not exist or is already past its expiry.
   Status lease_keepalive(int64_t id, int64_t* ttl);
   Status lease_time_to_live(const pb::LeaseTimeToLiveRequest& req,
                             pb::LeaseTimeToLiveResponse* resp) const;

@@ -283,6 +283,11 @@ TEST_F(KvStoreTest, LeaseGrantAttachRevokeDeletesKeysAtOneRevision) {
   ttl.Clear();
   ASSERT_TRUE(kv().lease_time_to_live(q, &ttl).is_ok());
   EXPECT_EQ(ttl.ttl(), 0);
+  // ... and a refresh is refused: its revocation is on its way, so an
+  // acknowledged refresh would promise a TTL it will not get (soak seed
+  // 33001: a lease revoked 1 s after a refresh was acknowledged).
+  EXPECT_EQ(kv().lease_keepalive(id, &refreshed).code(), Code::kNotFound);
+  EXPECT_EQ(kv().expired_leases(clock_.now_ms), std::vector<int64_t>{id});
 
   const int64_t before = kv().revision();
   pb::InternalRequest rv;
