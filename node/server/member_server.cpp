@@ -313,14 +313,23 @@ void MemberServer::read_barrier(std::function<void(Status)> done) {
   driver_->read_index(std::move(ctx));
 }
 
+bool MemberServer::lessor_primary() const {
+  return driver_->leader() == options_.member_id &&
+         storage_->kv().applied_term() >= driver_->term();
+}
+
 void MemberServer::lease_keepalive(int64_t id, std::function<void(Status, int64_t)> done) {
   const uint64_t lead = driver_->leader();
-  if (lead == options_.member_id) {
+  if (lead == options_.member_id && lessor_primary()) {
     int64_t ttl = 0;
     auto st = storage_->kv().lease_keepalive(id, &ttl);
     return done(st, ttl);
   }
   if (!driver_->running()) return done(stopped(), 0);
+  // A follower asks the leader; a new leader whose lessor is not primary
+  // yet asks itself through the forwarder too, which refuses ("not
+  // leader") and asks again every housekeeping round until it is (etcd's
+  // LeaseRenew retries every 50 ms), or the leadership moves on.
   pb::LeaseKeepAliveRequest req;
   req.set_id(id);
   forwarder_->call(lead, transportpb::FORWARD_LEASE_KEEPALIVE, req.SerializeAsString(),
@@ -361,6 +370,8 @@ void MemberServer::serve_forwarded(transportpb::ForwardKind kind, std::string bo
     case transportpb::FORWARD_LEASE_KEEPALIVE: {
       pb::LeaseKeepAliveRequest req;
       if (!req.ParseFromString(body)) return reply(malformed, {});
+      if (!lessor_primary())
+        return reply(Status(Code::kFailedPrecondition, LeaderForwarder::kNotLeader), {});
       int64_t ttl = 0;
       Status st = storage_->kv().lease_keepalive(req.id(), &ttl);
       if (!st) return reply(st, {});

@@ -170,6 +170,11 @@ class MemberServer final : public MemberApi {
   // The transport's snapshot handler: a sink that builds the received state
   // machine next to the live one; complete, it is handed to the driver.
   std::unique_ptr<SnapshotSink> snapshot_sink(const raftpb::Message& m);
+  // This member leads and has applied an entry of its own term (the empty
+  // entry every new leader appends): etcd promotes its lessor only then.
+  // Before it, a revocation the previous leader proposed may still be
+  // applied, so a keepalive answered now could be cut short by it.
+  bool lessor_primary() const;
   // Answers MoveLeader waiters whose transferee leads now or whose deadline
   // passed.
   void finish_leader_moves();
