@@ -319,20 +319,13 @@ bool MemberServer::lessor_primary() const {
 }
 
 void MemberServer::lease_keepalive(int64_t id, std::function<void(Status, int64_t)> done) {
-  const uint64_t lead = driver_->leader();
-  if (lead == options_.member_id && lessor_primary()) {
-    int64_t ttl = 0;
-    auto st = storage_->kv().lease_keepalive(id, &ttl);
-    return done(st, ttl);
-  }
+  // Always through the leader forwarder, which serves a call to this member
+  // here (serve_forwarded): one path whether this member leads or not.
   if (!driver_->running()) return done(stopped(), 0);
-  // A follower asks the leader; a new leader whose lessor is not primary
-  // yet asks itself through the forwarder too, which refuses ("not
-  // leader") and asks again every housekeeping round until it is (etcd's
-  // LeaseRenew retries every 50 ms), or the leadership moves on.
   pb::LeaseKeepAliveRequest req;
   req.set_id(id);
-  forwarder_->call(lead, transportpb::FORWARD_LEASE_KEEPALIVE, req.SerializeAsString(),
+  forwarder_->call(driver_->leader(), transportpb::FORWARD_LEASE_KEEPALIVE,
+                   req.SerializeAsString(),
                    [done = std::move(done)](Status st, std::string body) {
                      pb::LeaseKeepAliveResponse resp;
                      if (st && !resp.ParseFromString(body))
@@ -344,20 +337,19 @@ void MemberServer::lease_keepalive(int64_t id, std::function<void(Status, int64_
 void MemberServer::lease_time_to_live(
     const pb::LeaseTimeToLiveRequest& req,
     std::function<void(Status, pb::LeaseTimeToLiveResponse)> done) {
-  const uint64_t lead = driver_->leader();
-  if (lead == options_.member_id) {
-    pb::LeaseTimeToLiveResponse resp;
-    auto st = storage_->kv().lease_time_to_live(req, &resp);
-    return done(st, std::move(resp));
-  }
   if (!driver_->running()) return done(stopped(), {});
-  forwarder_->call(lead, transportpb::FORWARD_LEASE_TIME_TO_LIVE, req.SerializeAsString(),
+  forwarder_->call(driver_->leader(), transportpb::FORWARD_LEASE_TIME_TO_LIVE,
+                   req.SerializeAsString(),
                    [done = std::move(done)](Status st, std::string body) {
                      pb::LeaseTimeToLiveResponse resp;
                      if (st && !resp.ParseFromString(body))
                        st = Status(Code::kInternal, "etcdserver: malformed forwarded answer");
                      done(st, std::move(resp));
                    });
+}
+
+void MemberServer::as_lessor(std::function<void(bool)> then) {
+  read_barrier([this, then = std::move(then)](Status st) { then(st && lessor_primary()); });
 }
 
 void MemberServer::serve_forwarded(transportpb::ForwardKind kind, std::string body,
@@ -370,23 +362,27 @@ void MemberServer::serve_forwarded(transportpb::ForwardKind kind, std::string bo
     case transportpb::FORWARD_LEASE_KEEPALIVE: {
       pb::LeaseKeepAliveRequest req;
       if (!req.ParseFromString(body)) return reply(malformed, {});
-      if (!lessor_primary())
-        return reply(Status(Code::kFailedPrecondition, LeaderForwarder::kNotLeader), {});
-      int64_t ttl = 0;
-      Status st = storage_->kv().lease_keepalive(req.id(), &ttl);
-      if (!st) return reply(st, {});
-      pb::LeaseKeepAliveResponse resp;
-      resp.set_id(req.id());
-      resp.set_ttl(ttl);
-      return reply({}, resp.SerializeAsString());
+      return as_lessor([this, req, reply](bool lessor) {
+        if (!lessor) return reply(Status(Code::kFailedPrecondition, LeaderForwarder::kNotLeader), {});
+        int64_t ttl = 0;
+        Status st = storage_->kv().lease_keepalive(req.id(), &ttl);
+        if (!st) return reply(st, {});
+        pb::LeaseKeepAliveResponse resp;
+        resp.set_id(req.id());
+        resp.set_ttl(ttl);
+        reply({}, resp.SerializeAsString());
+      });
     }
     case transportpb::FORWARD_LEASE_TIME_TO_LIVE: {
       pb::LeaseTimeToLiveRequest req;
       if (!req.ParseFromString(body)) return reply(malformed, {});
-      pb::LeaseTimeToLiveResponse resp;
-      Status st = storage_->kv().lease_time_to_live(req, &resp);
-      if (!st) return reply(st, {});
-      return reply({}, resp.SerializeAsString());
+      return as_lessor([this, req, reply](bool lessor) {
+        if (!lessor) return reply(Status(Code::kFailedPrecondition, LeaderForwarder::kNotLeader), {});
+        pb::LeaseTimeToLiveResponse resp;
+        Status st = storage_->kv().lease_time_to_live(req, &resp);
+        if (!st) return reply(st, {});
+        reply({}, resp.SerializeAsString());
+      });
     }
     case transportpb::FORWARD_MEMBER_PROMOTE: {
       pb::InternalRequest req;

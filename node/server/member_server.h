@@ -175,6 +175,12 @@ class MemberServer final : public MemberApi {
   // Before it, a revocation the previous leader proposed may still be
   // applied, so a keepalive answered now could be cut short by it.
   bool lessor_primary() const;
+  // Runs `then(true)` once this member has confirmed it still leads (a
+  // ReadIndex round: a leader stuck on its disk or cut off cannot) and its
+  // lessor is primary; `then(false)` when it cannot.  The lease clock lives
+  // on the leader alone, so a member that only believes it leads must not
+  // refresh or report a lease (etcd 3.5's ensureLeadership before renew).
+  void as_lessor(std::function<void(bool)> then);
   // Answers MoveLeader waiters whose transferee leads now or whose deadline
   // passed.
   void finish_leader_moves();
