@@ -65,14 +65,15 @@ class SanitizerReport(AssertionError):
     """A child process's log holds a sanitizer report."""
 
 
-def sanitizer_reports(text, context=60):
+def sanitizer_reports(text, context=60, width=300):
     """The sanitizer reports in a log's text: one excerpt (the report's
-    first line and up to `context` lines after it) per report."""
+    first line and up to `context` lines after it, each cut at `width`
+    characters: C++ template frames run to thousands) per report."""
     out = []
     lines = text.splitlines()
     starts = [text.count("\n", 0, m.start()) for m in _SANITIZER_REPORT.finditer(text)]
     for i in starts:
-        out.append("\n".join(lines[i:i + context]))
+        out.append("\n".join(line[:width] for line in lines[i:i + context]))
     return out
 
 
