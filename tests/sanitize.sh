@@ -97,7 +97,7 @@ if [ "$all" = 1 ]; then
   # h2), members and membership, snapshots, the proxy, muster-discovery and
   # bootstrapping, v2, TLS, etcdctl, operability, then the seeded
   # robustness runs.
-  subset='^(interop_clientv3_failover_muster|interop_npm_etcd3|musterctl_muster\.|h2\.|node_|snapshot_restore\.|proxy\.(MusterMembersTest|EtcdMembersTest|DataDirTest)\.|discovery_integration_|bootstrap_|v2_api\.|tls\.|interop_etcdctl|ops_test_|robustness\.muster\.)'
+  subset='^(interop_clientv3_failover_muster|interop_npm_etcd3|musterctl_muster\.|h2\.|node_|snapshot_restore\.|proxy\.(MusterMembersTest|EtcdMembersTest|DataDirTest)\.|discovery_integration_|discovery_interop_|bootstrap_|v2_api\.|tls\.|interop_etcdctl|ops_test_|robustness\.muster\.)'
   select=(-E '^(robustness|sanitize|fuzz)\.')
   if [ "$integration" = 1 ]; then
     select=(-R "${TESTS:-$subset}")
