@@ -101,7 +101,10 @@ class Channel::Impl : public std::enable_shared_from_this<Channel::Impl> {
   ChannelOptions options_;
   std::shared_ptr<asio::ssl::context> tls_;
   enum class State { kIdle, kConnecting, kConnected } state_ = State::kIdle;
-  std::unique_ptr<detail::ByteStream> io_stream_;
+  // Shared with the completion handlers of its pending reads and writes:
+  // fail_connection() lets go of it while they are pending, and they run
+  // later (operation_aborted) inside the stream (a TLS stream's state).
+  std::shared_ptr<detail::ByteStream> io_stream_;
   nghttp2_session* session_ = nullptr;
   std::deque<std::shared_ptr<CallImpl>> waiting_;  // for the connection
   std::map<int32_t, std::shared_ptr<CallImpl>> calls_;
@@ -379,7 +382,7 @@ int Channel::Impl::on_stream_close(nghttp2_session*, int32_t id, uint32_t error_
 
 void Channel::Impl::read_loop() {
   const uint64_t gen = generation_;
-  io_stream_->read_some(asio::buffer(rbuf_), [self = shared_from_this(), gen](
+  io_stream_->read_some(asio::buffer(rbuf_), [self = shared_from_this(), gen, stream = io_stream_](
                                                  boost::system::error_code ec, std::size_t n) {
     if (gen != self->generation_ || self->state_ == State::kConnecting) return;
     if (ec) return self->fail_connection("connection closed: " + ec.message());
@@ -407,7 +410,8 @@ void Channel::Impl::flush() {
   writing_ = true;
   const uint64_t gen = generation_;
   io_stream_->write(asio::buffer(wbuf_),
-                    [self = shared_from_this(), gen](boost::system::error_code ec, std::size_t) {
+                    [self = shared_from_this(), gen, stream = io_stream_](
+                        boost::system::error_code ec, std::size_t) {
                       if (gen != self->generation_) return;
                       self->writing_ = false;
                       self->wbuf_.clear();

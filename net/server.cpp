@@ -10,12 +10,14 @@
 
 #include <array>
 #include <cerrno>
+#include <condition_variable>
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
 #include <map>
+#include <mutex>
 #include <utility>
 
 #include "base/log.h"
@@ -161,6 +163,11 @@ class Server::Impl : public std::enable_shared_from_this<Server::Impl> {
   void remove(ConnectionBase* c) {
     std::lock_guard lock(mu_);
     connections_.erase(c);
+    if (connections_.empty()) closed_cv_.notify_all();
+  }
+  bool wait_closed(std::chrono::milliseconds timeout) {
+    std::unique_lock lock(mu_);
+    return closed_cv_.wait_for(lock, timeout, [this] { return connections_.empty(); });
   }
   std::size_t open_connections() const {
     std::lock_guard lock(mu_);
@@ -174,6 +181,7 @@ class Server::Impl : public std::enable_shared_from_this<Server::Impl> {
 
  private:
   mutable std::mutex mu_;
+  std::condition_variable closed_cv_;  // connections_ became empty
   bool stopping_ = false;
   std::vector<std::shared_ptr<tcp::acceptor>> acceptors_;
   std::vector<std::shared_ptr<tcp::acceptor>>
@@ -840,6 +848,8 @@ uint16_t Server::bind(const std::string& host, uint16_t port) {
 void Server::accept_connections() { impl_->accept_connections(); }
 
 void Server::stop() { impl_->stop(); }
+
+bool Server::wait_closed(std::chrono::milliseconds timeout) { return impl_->wait_closed(timeout); }
 
 std::size_t Server::open_connections() const { return impl_->open_connections(); }
 

@@ -109,6 +109,13 @@ class Server {
   // closes idle connections and closes the others once their answer is out.
   // Safe to call from any thread, more than once.
   void stop();
+  // After stop(): waits until every connection has closed (their answers
+  // written, their shutdown run), `timeout` at most; returns whether they
+  // all did.  A program that stops its io_context itself must wait first:
+  // an exchange and its connection hold each other until the answer is out,
+  // so abandoning the posted work leaves both (and this server) behind.
+  // Not from the io_context's own threads.
+  bool wait_closed(std::chrono::milliseconds timeout);
 
   std::size_t open_connections() const;
 

@@ -75,11 +75,7 @@ void Driver::stop(bool transfer_leadership) {
     return;
   }
   if (transfer_leadership && leader_.load() == options_.member_id) {
-    {
-      std::lock_guard lock(mu_);
-      inbox_.transfer_to_best = true;
-    }
-    notify();
+    transfer_leadership_to_best();
     auto deadline = Clock::now() + std::chrono::milliseconds(options_.election_ms);
     while (Clock::now() < deadline && leader_.load() == options_.member_id)
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
@@ -127,6 +123,14 @@ void Driver::transfer_leadership(uint64_t to) {
   {
     std::lock_guard lock(mu_);
     inbox_.transfer_to = to;
+  }
+  notify();
+}
+
+void Driver::transfer_leadership_to_best() {
+  {
+    std::lock_guard lock(mu_);
+    inbox_.transfer_to_best = true;
   }
   notify();
 }
@@ -226,7 +230,9 @@ void Driver::handle_inbox(Inbox& in, Clock::time_point now) {
   if (raft_.role() == raft::StateRole::kLeader) {
     if (in.transfer_to_best) {
       uint64_t best = 0, best_match = 0;
-      for (uint64_t v : raft_.conf_state().voters()) {
+      // conf_state() returns a copy: it must outlive the loop over its voters.
+      const raftpb::ConfState conf = raft_.conf_state();
+      for (uint64_t v : conf.voters()) {
         if (v == options_.member_id) continue;
         const auto* p = raft_.progress(v);
         if (p && p->match >= best_match) {

@@ -130,6 +130,8 @@ class Driver {
   void post(std::function<void()> task);
   // Asks the core to hand leadership to `to` (when this member leads).
   void transfer_leadership(uint64_t to);
+  // ... to the voter whose log matches the most of this leader's (stop()).
+  void transfer_leadership_to_best();
   // A completely received state machine, to install when the core hands the
   // matching snapshot over in a Ready.
   void queue_install(std::unique_ptr<storage::SnapshotInstaller> installer);

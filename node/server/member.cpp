@@ -389,6 +389,14 @@ int run_member(const config::Config& cfg, const bootstrap::MemberPlan& plan,
           node->stop(true);  // a promotion in flight hears "server stopped"
           if (promoter.joinable()) promoter.join();
           for (auto& s : servers) s->stop();
+          // Let the I/O threads run what stop() posted (each connection's
+          // shutdown, answers still being written) before io.stop() drops
+          // it: a connection abandoned with its exchange open is never
+          // freed (ASan's LeakSanitizer found them; docs/reliability.md).
+          const auto drain_until = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+          for (auto& s : servers)
+            s->wait_closed(std::chrono::duration_cast<std::chrono::milliseconds>(
+                drain_until - std::chrono::steady_clock::now()));
           transport.stop();
           io.stop();
         });

@@ -12,6 +12,7 @@ import http.client
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -25,6 +26,56 @@ BIN_DIR = os.environ.get("MUSTER_BIN_DIR", "")
 DISCOVERY = os.path.join(BIN_DIR, "muster-discovery") if BIN_DIR else "muster-discovery"
 ETCD = os.environ.get("ETCD", "/usr/bin/etcd")
 ETCDCTL = os.environ.get("ETCDCTL", "/usr/bin/etcdctl")
+
+# Sanitized builds (tests/sanitize.sh asan|tsan --integration;
+# docs/reliability.md).  MUSTER_SANITIZER names the sanitizers the binaries
+# under test were built with ("" for a normal build): a group then stops its
+# processes with SIGTERM, so that LeakSanitizer runs at their exit, before
+# it kills what is left.  MUSTER_TEST_TIMEOUT_SCALE stretches every
+# wait_for deadline (sanitized processes run 2-3x slower); nothing else
+# sets it, so a normal build keeps its deadlines.
+SANITIZER = os.environ.get("MUSTER_SANITIZER", "")
+TIMEOUT_SCALE = max(1.0, float(os.environ.get("MUSTER_TEST_TIMEOUT_SCALE", "1") or "1"))
+
+# The first line of a report of ASan, LSan, TSan or UBSan, in any build: a
+# process's log is searched when its group closes, so a report in a child
+# process fails the test even when the test never looked at that process
+# again (UBSan reports "file:line:col: runtime error: ...").
+_SANITIZER_REPORT = re.compile(
+    r"^.*(?:==\d+==ERROR: (?:AddressSanitizer|LeakSanitizer)|WARNING: ThreadSanitizer:|"
+    r"\S:\d+:\d+: runtime error: |Sanitizer CHECK failed).*$", re.M)
+
+
+def _sanitizer_to_stderr(env):
+    """`env` (None: ours) without a log_path in the sanitizers' options
+    (tests/sanitize.sh sets one for the processes nobody watches): a child
+    of the harness reports on stderr, into its log, which close() reads."""
+    base = os.environ if env is None else env
+    names = [k for k in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "TSAN_OPTIONS", "LSAN_OPTIONS")
+             if "log_path=" in base.get(k, "")]
+    if not names:
+        return env
+    out = dict(base)
+    for k in names:
+        out[k] = ":".join(o for o in out[k].split(":") if not o.startswith("log_path="))
+    return out
+
+
+class SanitizerReport(AssertionError):
+    """A child process's log holds a sanitizer report."""
+
+
+def sanitizer_reports(text, context=60, width=300):
+    """The sanitizer reports in a log's text: one excerpt (the report's
+    first line and up to `context` lines after it, each cut at `width`
+    characters: C++ template frames run to thousands) per report."""
+    out = []
+    lines = text.splitlines()
+    starts = [text.count("\n", 0, m.start()) for m in _SANITIZER_REPORT.finditer(text)]
+    for i in starts:
+        out.append("\n".join(line[:width] for line in lines[i:i + context]))
+    return out
+
 
 _port_lock = threading.Lock()
 _ports_given = set()
@@ -61,6 +112,7 @@ def free_port():
 def wait_for(cond, timeout, what, interval=0.02):
     """Polls cond() until it returns a truthy value (returned) or the
     deadline passes (AssertionError naming `what`)."""
+    timeout *= TIMEOUT_SCALE
     deadline = time.monotonic() + timeout
     last_exc = None
     while True:
@@ -88,7 +140,7 @@ class Proc:
         self._log = open(log_path, "wb")
         self.popen = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-            env=env, start_new_session=True)
+            env=_sanitizer_to_stderr(env), start_new_session=True)
 
     @property
     def pid(self):
@@ -130,6 +182,12 @@ class Proc:
         self.wait(10)
         self._log.close()
 
+    def sanitizer_reports(self):
+        try:
+            return sanitizer_reports(self.log())
+        except OSError:
+            return []
+
 
 class ProcessGroup:
     """Owns a temp dir and every process started through it."""
@@ -149,11 +207,46 @@ class ProcessGroup:
         return p
 
     def close(self):
+        """Stops every process (SIGKILL; in a sanitized build SIGTERM first,
+        so that LeakSanitizer runs), then fails with SanitizerReport when a
+        process's log holds a sanitizer report; the directory is kept then."""
+        if SANITIZER:
+            self.stop_gracefully()
         for p in self.procs:
             p.close()
+        found = self.sanitizer_reports()
         self.procs = []
+        if found:
+            self.keep = True
         if not self.keep:
             shutil.rmtree(self.dir, ignore_errors=True)
+        if found:
+            raise SanitizerReport("sanitizer report(s) in child processes (logs kept in %s):\n%s" % (
+                self.dir, "\n".join(found)))
+
+    def stop_gracefully(self, timeout=30):
+        """SIGTERM (and SIGCONT, for a paused process) to every live process,
+        then waits for them to exit, `timeout` seconds at most in all."""
+        live = [p for p in self.procs if p.alive()]
+        for p in live:
+            p.kill(signal.SIGCONT)
+            p.kill(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for p in live:
+            p.wait(max(0.1, deadline - time.monotonic()))
+
+    def sanitizer_reports(self):
+        """One string per process whose log holds a sanitizer report: its
+        name, how it ended, its log's path and the reports."""
+        out = []
+        for p in self.procs:
+            reports = p.sanitizer_reports()
+            if reports:
+                rc = p.popen.returncode
+                out.append("---- %s (pid %d, %s; log %s) ----\n%s" % (
+                    p.name, p.pid, "alive" if rc is None else "exit status %s" % rc,
+                    p.log_path, "\n".join(reports)))
+        return out
 
     def dump_logs(self, limit=4000):
         out = []

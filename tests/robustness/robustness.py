@@ -29,7 +29,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 
-from harness import ProcessGroup, wait_for  # noqa: E402
+from harness import SANITIZER, ProcessGroup, SanitizerReport, wait_for  # noqa: E402
 
 import checkers  # noqa: E402
 import client as v3  # noqa: E402
@@ -179,15 +179,28 @@ class Run:
         if self.monitor:
             self.monitor.join(timeout=5)
 
-    def close(self, keep):
+    def stop_processes(self):
+        """Stops every member (SIGTERM first in a sanitized build, so that
+        LeakSanitizer runs); returns the sanitizer reports in their logs."""
         self.stop_nemesis.set()
         self.stop_clients.set()
         self.stop_watchers.set()
         for m in self.cluster.members:
             m.resume()
+        if SANITIZER:
+            self.group.stop_gracefully()
+        for p in self.group.procs:
+            p.close()
+        return self.group.sanitizer_reports()
+
+    def close(self, keep):
+        self.stop_processes()
         self.relay.close()
         self.group.keep = keep
-        self.group.close()
+        try:
+            self.group.close()
+        except SanitizerReport:
+            pass  # one_run has reported it (stop_processes)
 
 
 def check(rec, election_s, heartbeat_s, final_revision):
@@ -253,6 +266,15 @@ def one_run(system, seed, faults, out_dir=None, verbose=True, member_env=None, m
                "leader_changes": len(checkers.leader_changes(run.rec)),
                "break": (member_env or {}).get("MUSTER_TEST_BREAK", ""),
                "relay": dict(run.relay.stats)}
+    # A sanitized member's report fails the run (as a run failure: exit
+    # status 2, even for the self-checks that expect a violation).  The
+    # members are stopped here, before anything is saved; close() below
+    # only removes what they left.
+    reports = run.stop_processes()
+    if reports:
+        failed_to_run = "\n".join(["sanitizer report(s) in members:"] + reports +
+                                   ([failed_to_run] if failed_to_run else []))
+        summary["run_failed"] = failed_to_run
     bad = violations > 0 or failed_to_run is not None or run.errors
     if bad:
         run.rec.save(run.group.dir)

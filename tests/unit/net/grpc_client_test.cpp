@@ -55,6 +55,11 @@ class ClientIo {
     thread_.join();
   }
   boost::asio::io_context& io() { return io_; }
+  // Lets the io thread run until it is out of work (`limit` at most).
+  bool drain(std::chrono::milliseconds limit = 5000ms) {
+    guard_.reset();
+    return wait_until([&] { return io_.stopped(); }, limit);
+  }
 
  private:
   boost::asio::io_context io_;
@@ -197,6 +202,41 @@ TEST(GrpcClient, TlsWithAlpnH2) {
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status.code, grpc::Code::kUnavailable);
   EXPECT_NE(r->status.message.find("TLS handshake"), std::string::npos) << r->status.message;
+}
+
+// Closing a TLS channel closes its socket with a read always pending (and
+// a write perhaps): their completions run later and reach into the TLS
+// stream, which must still be there.  It was freed at once (ASan:
+// heap-use-after-free in members whose --discovery-endpoints were https,
+// found by the sanitized integration suite).
+TEST(GrpcClient, ClosingATlsChannelKeepsItsStreamUntilPendingIoCompletes) {
+  TempDir dir;
+  const std::string cert = dir.file("c.pem"), key = dir.file("k.pem");
+  write_self_signed_certificate({{"127.0.0.1", "localhost"}}, cert, key);
+  std::atomic<int> cancels{0};
+  ServerOptions so = grpc_options(&cancels);
+  so.tls = TlsOptions{};
+  so.tls->cert_file = cert;
+  so.tls->key_file = key;
+  RunningServer srv(http_ok(), so);
+  ClientIo cio;
+  grpc::ChannelOptions co{"127.0.0.1", srv.port()};
+  co.tls = TlsOptions{};
+  co.tls->trusted_ca_file = cert;
+  grpc::Channel ch(cio.io(), co);
+  auto r = call(ch, "/t.E/Echo", {"over tls"})->wait();
+  ASSERT_TRUE(r);
+  ASSERT_TRUE(r->status.ok()) << r->status.message;
+  // A call left open, then the channel closed under it: the call ends, and
+  // the aborted reads and writes complete on a stream that still exists.
+  const int before = g_calls.load();
+  auto open = call(ch, "/t.E/Hang", {"x"}, std::nullopt, false);
+  ASSERT_TRUE(wait_until([&] { return g_calls.load() > before; }));  // it reached the server
+  ch.close();
+  auto ended = open->wait();
+  ASSERT_TRUE(ended);
+  EXPECT_EQ(ended->status.code, grpc::Code::kUnavailable);
+  EXPECT_TRUE(cio.drain()) << "the channel's io never completed";
 }
 
 TEST(GrpcWire, PercentEncodingFramingAndTimeouts) {

@@ -365,6 +365,36 @@ TEST_F(DriverTest, ALostReadIndexRequestIsAskedAgain) {
   EXPECT_EQ(nodes_[follower]->read_states[0].context, "asked-once");
 }
 
+// A stopping leader hands off to the voter whose log matches the most of its
+// own (Driver::stop(true) asks for transfer_leadership_to_best()).  The
+// driver once iterated the voters of a temporary copy of the configuration
+// after it was destroyed: ASan's stack-use-after-scope in every member
+// stopped with SIGTERM while leading (found by the sanitized integration
+// suite; docs/reliability.md).
+TEST_F(DriverTest, AStoppingLeaderHandsOffToTheMostCaughtUpVoter) {
+  const uint64_t lead = elect();
+  ASSERT_NE(lead, 0u);
+  propose_on_leader(3);
+  settle(5);
+  // The follower with the higher ID falls behind: picking it (the last voter
+  // of a tie, or any voter regardless of its log) fails the transfer.
+  std::vector<uint64_t> followers;
+  for (auto& [id, n] : nodes_)
+    if (id != lead) followers.push_back(id);
+  ASSERT_EQ(followers.size(), 2u);
+  const uint64_t ahead = followers[0], behind = followers[1];
+  net_.cut.insert(behind);
+  propose_on_leader(5);
+  settle(5);
+  const uint64_t term = nodes_[lead]->raft->term();
+  nodes_[lead]->driver->transfer_leadership_to_best();
+  settle(10);
+  EXPECT_EQ(leader(), ahead);
+  EXPECT_NE(nodes_[lead]->raft->role(), raft::StateRole::kLeader);
+  EXPECT_GT(nodes_[ahead]->raft->term(), term);
+  EXPECT_EQ(net_.violations, std::vector<std::string>{});
+}
+
 // A deposed leader's own uncommitted entries are replaced when it rejoins:
 // the new leader's entries and their commit arrive in one Ready, and what
 // its disk holds at those indexes until the write is the old entries, so
