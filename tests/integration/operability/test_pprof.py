@@ -29,6 +29,15 @@ class PprofTest(unittest.TestCase):
         self.group = ProcessGroup("muster-ops-pprof-")
         self.addCleanup(self.group.close)
 
+    def top(self, profile, name):
+        """`go tool pprof -top` over a profile the member served."""
+        path = self.group.path(name)
+        with open(path, "wb") as f:
+            f.write(profile)
+        r = pprof_top(MUSTER, path, self.group.path())
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return r
+
     def test_cpu_and_heap_profiles_open_in_pprof(self):
         c = single_member(self.group, extra=["--enable-pprof"])
         m = c.members[0]
@@ -49,11 +58,7 @@ class PprofTest(unittest.TestCase):
             t.join()
         self.assertEqual(st, 200, cpu[:200])
         self.assertEqual(h["content-type"], "application/octet-stream")
-        cpu_path = self.group.path("cpu.prof")
-        with open(cpu_path, "wb") as f:
-            f.write(cpu)
-        r = pprof_top(MUSTER, cpu_path, self.group.path())
-        self.assertEqual(r.returncode, 0, r.stderr)
+        r = self.top(cpu, "cpu.prof")
         self.assertIn("Type: cpu", r.stdout)
         # Samples over 2 s of load, attributed to the member's own mappings.
         self.assertRegex(r.stdout, r"Showing nodes accounting for \d+(\.\d+)?m?s")
@@ -67,11 +72,7 @@ class PprofTest(unittest.TestCase):
         else:
             self.assertEqual(st, 200)
             self.assertTrue(heap.startswith(b"heap profile:"), heap[:200])
-            heap_path = self.group.path("heap.prof")
-            with open(heap_path, "wb") as f:
-                f.write(heap)
-            r = pprof_top(MUSTER, heap_path, self.group.path())
-            self.assertEqual(r.returncode, 0, r.stderr)
+            r = self.top(heap, "heap.prof")
             self.assertIn("flat%", r.stdout)
 
         # Bad input and a second concurrent profile get clear errors.

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <memory>
 #include <thread>
 
 #include "net/tls.h"
@@ -174,31 +175,48 @@ TEST(GrpcClient, NoServerIsUnavailableWithTheReason) {
   EXPECT_EQ(r->status.message.rfind("cannot connect to 127.0.0.1:", 0), 0u) << r->status.message;
 }
 
-TEST(GrpcClient, TlsWithAlpnH2) {
+// The test gRPC server on TLS (a self-signed certificate for 127.0.0.1),
+// and channel options that trust it.
+struct TlsServer {
   TempDir dir;
   const std::string cert = dir.file("c.pem"), key = dir.file("k.pem");
-  write_self_signed_certificate({{"127.0.0.1", "localhost"}}, cert, key);
   std::atomic<int> cancels{0};
-  ServerOptions so = grpc_options(&cancels);
-  so.tls = TlsOptions{};
-  so.tls->cert_file = cert;
-  so.tls->key_file = key;
-  RunningServer srv(http_ok(), so);
-  ClientIo cio;
-  grpc::ChannelOptions co{"127.0.0.1", srv.port()};
-  co.tls = TlsOptions{};
-  co.tls->trusted_ca_file = cert;
-  grpc::Channel ch(cio.io(), co);
+  std::unique_ptr<RunningServer> srv;
+  grpc::ChannelOptions co;
+  TlsServer() {
+    write_self_signed_certificate({{"127.0.0.1", "localhost"}}, cert, key);
+    ServerOptions so = grpc_options(&cancels);
+    so.tls = TlsOptions{};
+    so.tls->cert_file = cert;
+    so.tls->key_file = key;
+    srv = std::make_unique<RunningServer>(http_ok(), so);
+    co.host = "127.0.0.1";
+    co.port = srv->port();
+    co.tls = TlsOptions{};
+    co.tls->trusted_ca_file = cert;
+  }
+};
+
+// One unary Echo over `ch` is answered with its message.
+void expect_echo(grpc::Channel& ch) {
   auto r = call(ch, "/t.E/Echo", {"over tls"})->wait();
   ASSERT_TRUE(r);
-  EXPECT_TRUE(r->status.ok()) << r->status.message;
+  ASSERT_TRUE(r->status.ok()) << r->status.message;
   EXPECT_EQ(r->messages, std::vector<std::string>{"over tls"});
+}
+
+TEST(GrpcClient, TlsWithAlpnH2) {
+  TlsServer tls;
+  ClientIo cio;
+  grpc::ChannelOptions co = tls.co;
+  grpc::Channel ch(cio.io(), co);
+  ASSERT_NO_FATAL_FAILURE(expect_echo(ch));
 
   // A certificate for another name is refused by the client.
   grpc::ChannelOptions wrong = co;
   wrong.tls->server_name = "other.example";
   grpc::Channel ch2(cio.io(), wrong);
-  r = call(ch2, "/t.E/Echo", {"x"})->wait();
+  auto r = call(ch2, "/t.E/Echo", {"x"})->wait();
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status.code, grpc::Code::kUnavailable);
   EXPECT_NE(r->status.message.find("TLS handshake"), std::string::npos) << r->status.message;
@@ -210,23 +228,11 @@ TEST(GrpcClient, TlsWithAlpnH2) {
 // heap-use-after-free in members whose --discovery-endpoints were https,
 // found by the sanitized integration suite).
 TEST(GrpcClient, ClosingATlsChannelKeepsItsStreamUntilPendingIoCompletes) {
-  TempDir dir;
-  const std::string cert = dir.file("c.pem"), key = dir.file("k.pem");
-  write_self_signed_certificate({{"127.0.0.1", "localhost"}}, cert, key);
-  std::atomic<int> cancels{0};
-  ServerOptions so = grpc_options(&cancels);
-  so.tls = TlsOptions{};
-  so.tls->cert_file = cert;
-  so.tls->key_file = key;
-  RunningServer srv(http_ok(), so);
+  TlsServer tls;
   ClientIo cio;
-  grpc::ChannelOptions co{"127.0.0.1", srv.port()};
-  co.tls = TlsOptions{};
-  co.tls->trusted_ca_file = cert;
+  grpc::ChannelOptions co = tls.co;
   grpc::Channel ch(cio.io(), co);
-  auto r = call(ch, "/t.E/Echo", {"over tls"})->wait();
-  ASSERT_TRUE(r);
-  ASSERT_TRUE(r->status.ok()) << r->status.message;
+  ASSERT_NO_FATAL_FAILURE(expect_echo(ch));
   // A call left open, then the channel closed under it: the call ends, and
   // the aborted reads and writes complete on a stream that still exists.
   const int before = g_calls.load();
