@@ -25,9 +25,9 @@ LeaderChores::LeaderChores(Options options, storage::MemberStorage& storage, Pro
   measure_db_size();
 }
 
-void LeaderChores::run(Clock::time_point now, bool leader, bool leader_known) {
+void LeaderChores::run(Clock::time_point now, bool leader, bool leader_known, uint64_t term) {
   if (leader) {
-    expire_leases(now);
+    expire_leases(now, term);
     maybe_auto_compact(now);
   } else {
     revision_samples_.clear();
@@ -47,7 +47,7 @@ void LeaderChores::measure_db_size() {
   db_size_ = total;
 }
 
-void LeaderChores::expire_leases(Clock::time_point now) {
+void LeaderChores::expire_leases(Clock::time_point now, uint64_t term) {
   for (auto it = revoking_.begin(); it != revoking_.end();) {
     if (now - it->second > options_.request_timeout || !storage_.kv().lease_exists(it->first))
       it = revoking_.erase(it);
@@ -59,6 +59,7 @@ void LeaderChores::expire_leases(Clock::time_point now) {
     revoking_[id] = now;
     pb::InternalRequest req;
     req.mutable_lease_revoke()->set_id(id);
+    req.set_expiry_term(term);
     propose_(std::move(req), options_.request_timeout,
              [](Status, storage::KvStore::ApplyResult) {});
   }

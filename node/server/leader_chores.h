@@ -54,7 +54,9 @@ class LeaderChores {
   LeaderChores(Options options, storage::MemberStorage& storage, Propose propose);
 
   // Driver thread, every housekeeping turn.
-  void run(Clock::time_point now, bool leader, bool leader_known);
+  // `term`: the Raft term this member leads in (when `leader`); the lease
+  // revocations it proposes carry it (InternalRequest.expiry_term).
+  void run(Clock::time_point now, bool leader, bool leader_known, uint64_t term = 0);
   // Driver thread, after every loop turn: publishes as soon as a leader is
   // known (clients wait for it).
   void maybe_publish(bool leader_known);
@@ -64,7 +66,7 @@ class LeaderChores {
   void measure_db_size();
 
  private:
-  void expire_leases(Clock::time_point now);
+  void expire_leases(Clock::time_point now, uint64_t term);
   void maybe_auto_compact(Clock::time_point now);
 
   const Options options_;

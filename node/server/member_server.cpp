@@ -217,7 +217,8 @@ DriverHooks MemberServer::hooks() {
   h.housekeeping = [this](Clock::time_point now) {
     waits_.expire(now, timed_out());
     forwarder_->poll(now, driver_->leader());
-    chores_->run(now, raft_->role() == raft::StateRole::kLeader, driver_->leader() != 0);
+    chores_->run(now, raft_->role() == raft::StateRole::kLeader, driver_->leader() != 0,
+                 raft_->term());
     membership_->track_peer_activity();
     const auto& cs = membership_->conf_state();
     reachability_->sample(now, raft_->role() == raft::StateRole::kLeader,

@@ -1098,7 +1098,10 @@ KvStore::ApplyResult KvStore::ApplyBatch::apply(const pb::InternalRequest& req, 
         s = st.apply_lease_grant(w, req.lease_grant(), index, out.mutable_lease_grant());
         break;
       case pb::InternalRequest::kLeaseRevoke:
-        s = st.apply_lease_revoke(w, req.lease_revoke().id());
+        if (req.expiry_term() != 0 && term != 0 && req.expiry_term() != term)
+          s = errors::lease_not_found();  // a deposed leader's expiry: not ours to act on
+        else
+          s = st.apply_lease_revoke(w, req.lease_revoke().id());
         if (s) out.mutable_lease_revoke()->mutable_header();
         break;
       case pb::InternalRequest::kV2:

@@ -303,6 +303,25 @@ TEST_F(KvStoreTest, LeaseGrantAttachRevokeDeletesKeysAtOneRevision) {
   EXPECT_EQ(kv().leases().leases_size(), 0);
 }
 
+// A revocation the leader proposed when the lease expired carries its term;
+// committed in another term (a deposed leader's proposal forwarded to its
+// successor, whose lease clock says otherwise) it changes nothing.
+TEST_F(KvStoreTest, AnExpiryRevocationFromAnotherTermIsIgnored) {
+  const int64_t id = grant(10);
+  ASSERT_TRUE(put("held", "v", id).status.is_ok());
+  pb::InternalRequest rv;
+  rv.mutable_lease_revoke()->set_id(id);
+  rv.set_expiry_term(2);
+  auto res = kv().apply(rv, ++index_, 3);  // proposed in term 2, committed in term 3
+  EXPECT_EQ(res.status.code(), Code::kNotFound);
+  EXPECT_TRUE(kv().lease_exists(id));
+  EXPECT_EQ(get("held").kvs_size(), 1);
+  res = kv().apply(rv, ++index_, 2);  // in its own term it revokes
+  ASSERT_TRUE(res.status.is_ok()) << res.status.message();
+  EXPECT_FALSE(kv().lease_exists(id));
+  EXPECT_EQ(get("held").kvs_size(), 0);
+}
+
 TEST_F(KvStoreTest, LeaseErrorsAndPersistence) {
   const int64_t id = grant(30, 1234);
   EXPECT_EQ(id, 1234);
