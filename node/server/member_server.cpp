@@ -356,15 +356,15 @@ void MemberServer::as_lessor(std::function<void(bool)> then) {
 void MemberServer::serve_forwarded(transportpb::ForwardKind kind, std::string body,
                                    LeaderForwarder::Reply reply) {
   // Only the leader answers; anyone else tells the asker to look again.
-  if (driver_->leader() != options_.member_id)
-    return reply(Status(Code::kFailedPrecondition, LeaderForwarder::kNotLeader), {});
+  const Status not_leader(Code::kFailedPrecondition, LeaderForwarder::kNotLeader);
+  if (driver_->leader() != options_.member_id) return reply(not_leader, {});
   const Status malformed(Code::kInvalidArgument, "etcdserver: malformed forwarded request");
   switch (kind) {
     case transportpb::FORWARD_LEASE_KEEPALIVE: {
       pb::LeaseKeepAliveRequest req;
       if (!req.ParseFromString(body)) return reply(malformed, {});
-      return as_lessor([this, req, reply](bool lessor) {
-        if (!lessor) return reply(Status(Code::kFailedPrecondition, LeaderForwarder::kNotLeader), {});
+      return as_lessor([this, req, reply, not_leader](bool lessor) {
+        if (!lessor) return reply(not_leader, {});
         int64_t ttl = 0;
         Status st = storage_->kv().lease_keepalive(req.id(), &ttl);
         if (!st) return reply(st, {});
@@ -377,8 +377,8 @@ void MemberServer::serve_forwarded(transportpb::ForwardKind kind, std::string bo
     case transportpb::FORWARD_LEASE_TIME_TO_LIVE: {
       pb::LeaseTimeToLiveRequest req;
       if (!req.ParseFromString(body)) return reply(malformed, {});
-      return as_lessor([this, req, reply](bool lessor) {
-        if (!lessor) return reply(Status(Code::kFailedPrecondition, LeaderForwarder::kNotLeader), {});
+      return as_lessor([this, req, reply, not_leader](bool lessor) {
+        if (!lessor) return reply(not_leader, {});
         pb::LeaseTimeToLiveResponse resp;
         Status st = storage_->kv().lease_time_to_live(req, &resp);
         if (!st) return reply(st, {});
