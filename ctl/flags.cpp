@@ -4,23 +4,10 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "base/edit_distance.h"
+
 namespace muster::ctl {
 namespace {
-
-std::size_t edit_distance(std::string_view a, std::string_view b) {
-  std::vector<std::size_t> row(b.size() + 1);
-  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (std::size_t i = 1; i <= a.size(); ++i) {
-    std::size_t diagonal = row[0];
-    row[0] = i;
-    for (std::size_t j = 1; j <= b.size(); ++j) {
-      const std::size_t above = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
-      diagonal = above;
-    }
-  }
-  return row[b.size()];
-}
 
 [[noreturn]] void undeclared(const std::string& name) {
   std::fprintf(stderr, "musterctl: internal error: flag --%s read but never declared\n",
@@ -40,7 +27,7 @@ std::string Flags::closest(std::string_view name) const {
   std::string best;
   std::size_t best_distance = 3;  // suggest only near misses
   for (const auto& [candidate, flag] : flags_) {
-    const std::size_t d = edit_distance(name, candidate);
+    const std::size_t d = base::edit_distance(name, candidate, best_distance);
     if (d < best_distance) {
       best_distance = d;
       best = candidate;

@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "base/edit_distance.h"
 #include "etcdwire/durations.h"
 #include "node/config/urls.h"
 
@@ -263,7 +264,7 @@ Result<std::chrono::nanoseconds> parse_go_duration(std::string_view s);
 // Go's time.Duration.String() ("1h0m0s", "100ms", "0s").
 using etcdwire::format_go_duration;
 
-// Levenshtein distance, used for "did you mean" hints.
-size_t edit_distance(std::string_view a, std::string_view b);
+// Levenshtein distance, used for "did you mean" hints (base/edit_distance.h).
+using base::edit_distance;
 
 }  // namespace muster::config

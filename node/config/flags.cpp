@@ -4,6 +4,8 @@
 #include <cctype>
 #include <limits>
 
+#include "base/edit_distance.h"
+
 namespace muster::config::detail {
 namespace {
 
@@ -572,7 +574,7 @@ std::vector<std::string> suggest_flags(std::string_view unknown) {
   const size_t budget = std::max<size_t>(2, unknown.size() / 3);
   for (const auto& f : flag_table()) {
     if (f.kind == FlagKind::kIgnored) continue;
-    const size_t d = edit_distance(unknown, f.name);
+    const size_t d = base::edit_distance(unknown, f.name, budget);
     if (d <= budget) {
       typos.push_back({d, f.name});
     } else if (unknown.size() >= 3 && f.name.find(unknown) != std::string::npos) {
@@ -602,20 +604,6 @@ std::vector<std::string> suggest_flags(std::string_view unknown) {
 }  // namespace muster::config::detail
 
 namespace muster::config {
-
-size_t edit_distance(std::string_view a, std::string_view b) {
-  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    cur[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      const size_t sub = prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1);
-      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, sub});
-    }
-    std::swap(prev, cur);
-  }
-  return prev[b.size()];
-}
 
 std::vector<std::string> flag_names() {
   std::vector<std::string> out;
