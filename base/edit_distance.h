@@ -11,8 +11,9 @@ namespace muster::base {
 // The number of single-character insertions, deletions and substitutions
 // that turn `a` into `b` when that is at most `limit`; otherwise some value
 // above `limit`.  The bound makes a hint for a long argument cheap: the
-// search stops once the length difference, or every partial alignment,
-// already costs more (a row's minimum never decreases).
+// search stops once the length difference, the difference in character
+// counts, or every partial alignment already costs more (a row's minimum
+// never decreases).
 std::size_t edit_distance(std::string_view a, std::string_view b,
                           std::size_t limit = std::numeric_limits<std::size_t>::max() - 1);
 

@@ -16,8 +16,6 @@
 #include <cstdint>
 #include <memory>
 #include <string>
-#include <thread>
-#include <vector>
 
 #include "base/metrics.h"
 #include "net/server.h"
@@ -41,7 +39,6 @@ struct ClientPort {
   boost::asio::io_context io;
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work{io.get_executor()};
   std::unique_ptr<net::Server> server;
-  std::vector<std::thread> threads;
   uint16_t port = 0;
 
   static server::V3Api::Options api_options() {
@@ -64,7 +61,6 @@ struct ClientPort {
         ex->respond(net::Response::json(404, "{\"error\":\"Not Found\"}\n"));
     });
     port = server->listen("127.0.0.1", 0);
-    for (int i = 0; i < 2; ++i) threads.emplace_back([this] { io.run(); });
   }
 };
 
@@ -82,9 +78,22 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const std::string preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
   std::string bytes = preface;
   bytes.append(reinterpret_cast<const char*>(data), size);
-  muster::fuzz::exchange(p.port, reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+  muster::fuzz::exchange(p.io, p.port, reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
 #else
-  muster::fuzz::exchange(p.port, data, size);
+  muster::fuzz::exchange(p.io, p.port, data, size);
 #endif
+  // Inputs add members (POST /v2/members, Cluster.MemberAdd) far faster
+  // than they remove them: keep the list short, or every later input pays
+  // for listing and checking all the members before it.
+  const auto members = p.member.kv().members();
+  if (members.size() > 8) {
+    for (const auto& m : members) {
+      if (m.id() == muster::server::testing::LocalMember::kMemberId) continue;
+      muster::pb::InternalRequest req;
+      req.mutable_member_remove()->set_id(m.id());
+      p.member.propose(std::move(req),
+                       [](muster::storage::Status, muster::storage::KvStore::ApplyResult) {});
+    }
+  }
   return 0;
 }

@@ -9,8 +9,6 @@
 #include <filesystem>
 #include <memory>
 #include <string>
-#include <thread>
-#include <vector>
 
 #include "discovery/leveldb_store.h"
 #include "discovery/service.h"
@@ -36,7 +34,6 @@ struct DiscoveryPort {
       std::make_shared<discovery::LevelDbTokenStore>(dir);
   std::unique_ptr<discovery::Service> service;
   std::unique_ptr<net::Server> server;
-  std::vector<std::thread> threads;
   uint16_t port = 0;
 
   DiscoveryPort() {
@@ -49,7 +46,6 @@ struct DiscoveryPort {
         io, net::ServerOptions{},
         [this](std::shared_ptr<net::Exchange> ex) { service->handle(ex); });
     port = server->listen("127.0.0.1", 0);
-    for (int i = 0; i < 2; ++i) threads.emplace_back([this] { io.run(); });
   }
 };
 
@@ -61,6 +57,7 @@ DiscoveryPort& discovery_port() {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  muster::fuzz::exchange(discovery_port().port, data, size);
+  DiscoveryPort& p = discovery_port();
+  muster::fuzz::exchange(p.io, p.port, data, size);
   return 0;
 }

@@ -10,8 +10,6 @@
 #include <cstdint>
 #include <memory>
 #include <string>
-#include <thread>
-#include <vector>
 
 #include "node/server/transport.h"
 #include "tests/fuzz/socket_client.h"
@@ -34,7 +32,6 @@ struct PeerPort {
   boost::asio::io_context io;
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work{io.get_executor()};
   std::unique_ptr<server::Transport> transport;
-  std::vector<std::thread> threads;
   uint16_t port = 0;
 
   PeerPort() {
@@ -65,7 +62,6 @@ struct PeerPort {
     transport->add_peer(3, {"http://127.0.0.1:9"});
     transport->mark_removed(4);
     port = transport->listen("127.0.0.1", 0, false);
-    for (int i = 0; i < 2; ++i) threads.emplace_back([this] { io.run(); });
   }
 };
 
@@ -77,6 +73,7 @@ PeerPort& peer_port() {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  muster::fuzz::exchange(peer_port().port, data, size);
+  PeerPort& p = peer_port();
+  muster::fuzz::exchange(p.io, p.port, data, size);
   return 0;
 }
