@@ -29,7 +29,11 @@ leases
   - no lease expired before TTL after its last keepalive was sent;
   - no lease outlived its TTL by more than the election timeout plus one
     heartbeat, counted from its last keepalive or the last leader change,
-    whichever is later (plus the checker's polling interval).
+    whichever is later (plus the checker's polling interval).  A keepalive
+    the client got no answer to is indeterminate, like a timed-out write:
+    the member it reached may still forward it to the leader until its
+    request timeout (etcd's 5 s + 2 election timeouts), so it may have
+    refreshed the lease at any moment up to then.
 """
 
 import bisect
@@ -293,6 +297,12 @@ def stalled(times, start, end, gap=0.3):
     return total
 
 
+def server_request_timeout(election_s):
+    """How long a member keeps trying a request it accepted (etcd's
+    ReqTimeout, which muster's members use too)."""
+    return 5.0 + 2 * election_s
+
+
 def check_leases(rec, election_s, heartbeat_s, poll_s=0.1, slack_s=0.5):
     """(safety violations, timing violations, stats).  Safety: a lease gone
     before its time.  Timing: a lease that outlived the bounds (a liveness
@@ -326,6 +336,15 @@ def check_leases(rec, election_s, heartbeat_s, poll_s=0.1, slack_s=0.5):
         # refresh.
         anchor = acks[-1][1] if acks else le["grant_ack"]
         last_alive = min(le.get("alive_call", anchor), le["expired_call"])
+        # A keepalive without an answer may have refreshed the lease as late
+        # as its member's request timeout after it was sent (seeds 34065,
+        # 35109, 35153: the keepalive waited in a member cut off from the
+        # leader, or stopped, and was forwarded when it came back).
+        acked = {a[0] for a in acks}
+        unanswered = [c for c in le.get("keepalive_calls", []) if c not in acked]
+        if unanswered:
+            pending_until = max(unanswered) + server_request_timeout(election_s)
+            anchor = max(anchor, min(pending_until, last_alive))
         changed = [t for t in changes if anchor < t < last_alive]
         late = last_alive - (anchor + ttl)
         stats["max_late_s"] = max(stats["max_late_s"], late)

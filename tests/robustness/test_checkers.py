@@ -289,6 +289,29 @@ class LeaseTest(unittest.TestCase):
         self.assertEqual(v + t, [])
         self.assertLessEqual(stats["max_late_s"], 0.0)
 
+    def test_an_unanswered_keepalive_may_refresh_until_the_request_timeout(self):
+        # Seeds 34065, 35109, 35153: the client's second keepalive got no
+        # answer; the member holding it forwarded it to the leader seconds
+        # later, which refreshed the lease then.  With a 1 s election
+        # timeout a member keeps trying for 7 s: until 2.0 + 7.0 the lease
+        # may have been refreshed, so alive at 11.5 is not late ...
+        le = self.lease(keepalive_calls=[1.0, 2.0], expired_call=11.6, expired_ret=11.7)
+        le["alive_call"] = 11.5
+        v, t, _ = checkers.check_leases(recorder(ops=self.steady_writes(13.0), leases=[le]),
+                                        1.0, 0.1)
+        self.assertEqual(v + t, [])
+        # ... but alive a whole TTL past that window is.
+        le = self.lease(keepalive_calls=[1.0, 2.0], expired_call=15.5, expired_ret=15.6)
+        le["alive_call"] = 15.4
+        v, t, _ = checkers.check_leases(recorder(ops=self.steady_writes(16.0), leases=[le]),
+                                        1.0, 0.1)
+        self.assertEqual(v, [])
+        self.assertTrue(any("still alive" in x for x in t), t)
+        # An answered keepalive is not indeterminate: the old bound holds.
+        le = self.lease(keepalive_calls=[1.0], expired_call=9.0, expired_ret=9.1)
+        v, t, _ = checkers.check_leases(recorder(ops=self.steady_writes(), leases=[le]), 1.0, 0.1)
+        self.assertTrue(any("still alive" in x for x in t), t)
+
     def leader_change_at(self, t):
         return [{"t": 0.5, "member": "m1", "incarnation": 1, "revision": 2, "leader": 1,
                  "term": 2, "member_id": 1},
