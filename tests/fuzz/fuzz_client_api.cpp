@@ -7,10 +7,14 @@
 // state machine (a LevelDB under $TMPDIR) without Raft
 // (tests/unit/server/local_member.h).
 //
-// Built twice: fuzz_client_http sends the input as it is (seed corpus:
-// HTTP/1.1 requests); fuzz_client_grpc puts the HTTP/2 preface in front of
-// it (seed corpus: HTTP/2 frames with gRPC calls), so the fuzzer spends its
-// time past the preface.
+// Built twice: fuzz_client_http sends the input as it is over a loopback
+// connection (seed corpus: HTTP/1.1 requests); fuzz_client_grpc puts the
+// HTTP/2 preface in front of it (seed corpus: HTTP/2 frames with gRPC
+// calls), so the fuzzer spends its time past the preface, and hands it to
+// net/'s HTTP/2 connection through an in-memory stream
+// (tests/fuzz/memory_stream.h), as the server hands over a socket once it
+// has seen the preface: no socket, no kernel, many times the inputs per
+// second.  The server's sniffing of the first bytes is fuzz_client_http's.
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <cstdint>
@@ -18,10 +22,12 @@
 #include <string>
 
 #include "base/metrics.h"
+#include "net/h2.h"
 #include "net/server.h"
 #include "node/server/v2_api.h"
 #include "node/server/v3_api.h"
 #include "node/server/v3_grpc.h"
+#include "tests/fuzz/memory_stream.h"
 #include "tests/fuzz/socket_client.h"
 #include "tests/unit/server/local_member.h"
 
@@ -40,6 +46,7 @@ struct ClientPort {
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work{io.get_executor()};
   std::unique_ptr<net::Server> server;
   uint16_t port = 0;
+  std::shared_ptr<net::detail::H2Context> h2 = std::make_shared<net::detail::H2Context>();
 
   static server::V3Api::Options api_options() {
     server::V3Api::Options o;
@@ -56,11 +63,20 @@ struct ClientPort {
     net::ServerOptions so;
     so.body_limit = server::V3Api::recommended_body_limit(api_options());
     so.grpc_handler = grpc.handler();
-    server = std::make_unique<net::Server>(io, so, [this](std::shared_ptr<net::Exchange> ex) {
+    auto handler = [this](std::shared_ptr<net::Exchange> ex) {
       if (!api.handle(ex) && !v2.handle(ex))
         ex->respond(net::Response::json(404, "{\"error\":\"Not Found\"}\n"));
-    });
+    };
+    server = std::make_unique<net::Server>(io, so, handler);
     port = server->listen("127.0.0.1", 0);
+    // What the server gives the HTTP/2 connections it hands over.
+    h2->http_handler = handler;
+    h2->grpc_handler = so.grpc_handler;
+    h2->grpc = so.grpc;
+    h2->header_limit = so.header_limit;
+    h2->body_limit = so.body_limit;
+    h2->on_open = [](const std::shared_ptr<net::detail::ConnectionBase>&) { return true; };
+    h2->on_closed = [](net::detail::ConnectionBase*) {};
   }
 };
 
@@ -75,10 +91,15 @@ ClientPort& client_port() {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   ClientPort& p = client_port();
 #ifdef MUSTER_FUZZ_H2_PREFACE
-  static const std::string preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-  std::string bytes = preface;
+  std::string bytes(muster::net::detail::kH2Preface);
   bytes.append(reinterpret_cast<const char*>(data), size);
-  muster::fuzz::exchange(p.io, p.port, reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+  auto closed = std::make_shared<bool>(false);
+  auto stream = std::make_unique<muster::fuzz::MemoryStream>(p.io, std::move(bytes), closed);
+  auto executor = stream->executor();
+  boost::asio::post(executor, [&p, stream = std::move(stream)]() mutable {
+    muster::net::detail::start_h2_connection(std::move(stream), {}, "127.0.0.1", {}, p.h2);
+  });
+  muster::fuzz::run_until_closed(p.io, closed);
 #else
   muster::fuzz::exchange(p.io, p.port, data, size);
 #endif
