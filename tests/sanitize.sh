@@ -15,7 +15,8 @@
 # to build/), JOBS parallel jobs (default 2).  Every report aborts the test
 # that triggered it (UBSan does not recover); the script exits non-zero if
 # any test program failed.  Reports from dependencies (Debian's libraries are
-# not instrumented) would be listed in tests/sanitize.supp -- there are none.
+# not instrumented) are listed in tests/tsan.supp (LevelDB's, for TSan) and
+# would be in tests/sanitize.supp for LSan -- there are none.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 kind="${1:-asan}"
@@ -71,7 +72,7 @@ fi
 
 export ASAN_OPTIONS="${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1:detect_stack_use_after_return=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
-export TSAN_OPTIONS="${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}"
+export TSAN_OPTIONS="${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}:suppressions=$root/tests/tsan.supp"
 if [ -f "$root/tests/sanitize.supp" ]; then
   export LSAN_OPTIONS="${LSAN_OPTIONS:-suppressions=$root/tests/sanitize.supp}"
 fi
