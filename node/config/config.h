@@ -25,7 +25,6 @@
 #include <string>
 #include <vector>
 
-#include "base/edit_distance.h"
 #include "etcdwire/durations.h"
 #include "node/config/urls.h"
 
@@ -263,8 +262,5 @@ Result<std::chrono::nanoseconds> parse_go_duration(std::string_view s);
 
 // Go's time.Duration.String() ("1h0m0s", "100ms", "0s").
 using etcdwire::format_go_duration;
-
-// Levenshtein distance, used for "did you mean" hints (base/edit_distance.h).
-using base::edit_distance;
 
 }  // namespace muster::config

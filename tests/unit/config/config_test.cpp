@@ -621,12 +621,6 @@ TEST(ConfigDuration, GoSyntax) {
   EXPECT_EQ(format_go_duration(std::chrono::nanoseconds(0)), "0s");
 }
 
-TEST(ConfigSuggest, EditDistance) {
-  EXPECT_EQ(edit_distance("", "abc"), 3u);
-  EXPECT_EQ(edit_distance("kitten", "sitting"), 3u);
-  EXPECT_EQ(edit_distance("name", "name"), 0u);
-}
-
 }  // namespace
 }  // namespace muster::config
 
