@@ -20,6 +20,7 @@
 #include <utility>
 
 #include "net/connection.h"
+#include "tests/fuzz/server_io.h"
 
 namespace muster::fuzz {
 
@@ -55,22 +56,20 @@ class MemoryStream final : public net::detail::ByteStream {
   std::shared_ptr<bool> closed_;
 };
 
-// Runs `io` on this thread until `closed` is set, then until it has nothing
-// ready (the streams' cancellations and answers).  A server that keeps the
+// Runs `io` on this thread until `closed` is set and what that made ready
+// has run (the streams' cancellations and answers).  A server that keeps the
 // stream past the deadline is a bug, as in socket_client.h.
 inline void run_until_closed(boost::asio::io_context& io, const std::shared_ptr<bool>& closed,
                              std::chrono::milliseconds deadline = std::chrono::seconds(20)) {
   const auto until = std::chrono::steady_clock::now() + deadline;
-  if (io.stopped()) io.restart();
   while (!*closed) {
     if (std::chrono::steady_clock::now() >= until) {
       std::fprintf(stderr, "fuzz: the server kept the connection open %lld ms after its input\n",
                    static_cast<long long>(deadline.count()));
       std::abort();
     }
-    io.run_one_for(std::chrono::milliseconds(50));
+    run_a_moment(io, std::chrono::milliseconds(50));
   }
-  io.poll();
 }
 
 }  // namespace muster::fuzz

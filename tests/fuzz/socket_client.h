@@ -9,12 +9,7 @@
 // on close (a reset, no TIME_WAIT), so millions of inputs do not exhaust the
 // loopback ports.
 //
-// The server's io_context runs on the fuzzer's thread, inside exchange(),
-// and nowhere else: no thread hand-off per step of the conversation (with
-// two io threads, context switches and libFuzzer's bookkeeping were most of
-// an input's cost), and every handler the input causes has run by the time
-// the next input starts.  The server must never block in a handler, which
-// net/'s servers promise anyway.
+// The server's io_context runs inside exchange() (tests/fuzz/server_io.h).
 #pragma once
 
 #include <arpa/inet.h>
@@ -33,6 +28,8 @@
 #include <string>
 
 #include <boost/asio/io_context.hpp>
+
+#include "tests/fuzz/server_io.h"
 
 namespace muster::fuzz {
 
@@ -67,18 +64,12 @@ inline std::string exchange(boost::asio::io_context& io, uint16_t port, const ui
   ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
   // Non-blocking from here: the server reads only while io runs below.
   ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
-  // Runs the server for a moment: one handler, or `wait` if none is ready.
-  auto step = [&io](std::chrono::milliseconds wait) {
-    if (io.stopped()) io.restart();
-    io.run_one_for(wait);
-    io.poll();
-  };
   size_t off = 0;
   while (off < size) {
     ssize_t n = ::send(fd, data + off, size - off, MSG_NOSIGNAL);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      step(std::chrono::milliseconds(10));  // the server drains its socket
+      run_a_moment(io, std::chrono::milliseconds(10));  // the server drains its socket
       continue;
     }
     if (n <= 0) break;  // the server closed early: fine
@@ -103,7 +94,7 @@ inline std::string exchange(boost::asio::io_context& io, uint16_t port, const ui
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
       // Nothing yet: run the server until its next handler (a timer, the
       // client's bytes, another thread's post), then look again.
-      step(std::min(left, std::chrono::milliseconds(50)));
+      run_a_moment(io, std::min(left, std::chrono::milliseconds(50)));
       continue;
     }
     if (n <= 0) break;  // closed (or reset)

@@ -337,9 +337,10 @@ def check_leases(rec, election_s, heartbeat_s, poll_s=0.1, slack_s=0.5):
         anchor = acks[-1][1] if acks else le["grant_ack"]
         last_alive = min(le.get("alive_call", anchor), le["expired_call"])
         # A keepalive without an answer may have refreshed the lease as late
-        # as its member's request timeout after it was sent (seeds 34065,
-        # 35109, 35153: the keepalive waited in a member cut off from the
-        # leader, or stopped, and was forwarded when it came back).
+        # as its member's request timeout after it was sent (seven runs of
+        # session 8's soak, e.g. seed 34065: the keepalive waited in a member
+        # cut off from the leader, stopped or stuck on its disk, and was
+        # forwarded when it came back).
         acked = {a[0] for a in acks}
         unanswered = [c for c in le.get("keepalive_calls", []) if c not in acked]
         if unanswered:

@@ -208,12 +208,11 @@ void expect_echo(grpc::Channel& ch) {
 TEST(GrpcClient, TlsWithAlpnH2) {
   TlsServer tls;
   ClientIo cio;
-  grpc::ChannelOptions co = tls.co;
-  grpc::Channel ch(cio.io(), co);
+  grpc::Channel ch(cio.io(), tls.co);
   ASSERT_NO_FATAL_FAILURE(expect_echo(ch));
 
   // A certificate for another name is refused by the client.
-  grpc::ChannelOptions wrong = co;
+  grpc::ChannelOptions wrong = tls.co;
   wrong.tls->server_name = "other.example";
   grpc::Channel ch2(cio.io(), wrong);
   auto r = call(ch2, "/t.E/Echo", {"x"})->wait();
@@ -230,8 +229,7 @@ TEST(GrpcClient, TlsWithAlpnH2) {
 TEST(GrpcClient, ClosingATlsChannelKeepsItsStreamUntilPendingIoCompletes) {
   TlsServer tls;
   ClientIo cio;
-  grpc::ChannelOptions co = tls.co;
-  grpc::Channel ch(cio.io(), co);
+  grpc::Channel ch(cio.io(), tls.co);
   ASSERT_NO_FATAL_FAILURE(expect_echo(ch));
   // A call left open, then the channel closed under it: the call ends, and
   // the aborted reads and writes complete on a stream that still exists.
