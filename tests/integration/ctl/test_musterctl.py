@@ -338,7 +338,10 @@ class MusterctlTest(unittest.TestCase):
         self.assertEqual(r.code, 0, r)
         lines = r.out.splitlines()
         self.assertRegex(lines[0], r"^Member [ 0-9a-f]{16} added to cluster [ 0-9a-f]{16}$")
-        new_id = lines[0].split()[1]
+        # etcdctl prints IDs as %16x: an ID with a leading zero nibble is
+        # space-padded in these lines, and unpadded in member list.
+        printed_id = lines[0][len("Member "):len("Member ") + 16]
+        new_id = printed_id.strip()
         settings = dict(line.split("=", 1) for line in lines[2:])
         self.assertEqual(settings["ETCD_NAME"], '"m2"')
         self.assertEqual(settings["ETCD_INITIAL_CLUSTER_STATE"], '"existing"')
@@ -354,7 +357,7 @@ class MusterctlTest(unittest.TestCase):
         new.start(initial_cluster=initial, extra=["--initial-cluster-state", "existing"])
         wait_for(lambda: new.healthy() or not new.alive(), 30, "the learner to start")
         r = self.ok("member", "promote", new_id, "--wait-timeout", "30s", endpoints=ep)
-        self.assertEqual(r.out.split(" promoted in cluster ")[0], "Member " + new_id)
+        self.assertEqual(r.out.split(" promoted in cluster ")[0], "Member " + printed_id)
         self.assertIn("%s, started, m2, %s, %s, false" % (new_id, new.peer_url, new.client_url),
                       self.ok("member", "list", endpoints=ep).out)
         r = self.ctl("member", "promote", new_id, endpoints=ep)
@@ -375,7 +378,7 @@ class MusterctlTest(unittest.TestCase):
         wait_for(removed, 30, "member remove to be accepted")
         r = box["r"]
         self.assertEqual(r.code, 0, r)
-        self.assertRegex(r.out, r"^Member %s removed from cluster [ 0-9a-f]{16}\n$" % new_id)
+        self.assertRegex(r.out, r"^Member %s removed from cluster [ 0-9a-f]{16}\n$" % printed_id)
         self.assertEqual(len(self.ok("member", "list", endpoints=ep).out.splitlines()), 1)
         r = self.ctl("member", "remove", new_id, endpoints=ep)
         self.assertEqual(r.code, 1, r)
