@@ -10,6 +10,7 @@ PACKAGES=(
   libabsl-dev
   libcrypt-dev  # bcrypt for auth passwords (crypt_r, crypt_gensalt_rn): docs/security.md
   libsystemd-dev libgoogle-perftools-dev
+  google-perftools  # google-pprof: names the C++ functions in /debug/pprof profiles (docs/operations.md)
   etcd-server etcd-client dnsmasq dnsutils golang-cfssl openssl wrk curl
   procps psmisc iproute2 python3 python3-yaml python3-grpcio
   # issue 18: /metrics checked with Prometheus' own Python parser; the

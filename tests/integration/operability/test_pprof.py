@@ -1,12 +1,17 @@
 """--enable-pprof serves real profiles: a CPU profile and a heap sample
-that `go tool pprof` reads and symbolizes against the muster binary; without
-the flag /debug/pprof/ is 404, as etcd's."""
+that gperftools' own pprof (google-pprof) symbolizes against the muster
+binary, down to muster's C++ function names, and that `go tool pprof`
+reads; without the flag /debug/pprof/ is 404, as etcd's.
+
+Go's bundled `go tool pprof` symbolizes with Go's own DWARF reader, which
+names no C++ function and takes about a minute over a build with debug
+information; the test runs it with -symbolize=none (the format, the sample
+type, the mappings), and google-pprof for the names (docs/operations.md)."""
 
 import os
 import shutil
 import subprocess
 import threading
-import time
 import unittest
 
 from ops import MUSTER, ProcessGroup, request, single_member, wait_for
@@ -14,29 +19,47 @@ from ops import MUSTER, ProcessGroup, request, single_member, wait_for
 import harness  # noqa: E402 (ops put tests/lib on the path)
 
 GO = shutil.which("go") or "/usr/bin/go"
+GOOGLE_PPROF = shutil.which("google-pprof") or "/usr/bin/google-pprof"
 
 
-def pprof_top(binary, profile, env_home):
+def go_pprof_top(profile, env_home):
     env = dict(os.environ, HOME=env_home, GOFLAGS="-mod=mod", GOTOOLCHAIN="local",
                PPROF_TMPDIR=env_home)
-    return subprocess.run([GO, "tool", "pprof", "-top", "-nodecount=25", binary, profile],
+    return subprocess.run([GO, "tool", "pprof", "-symbolize=none", "-top", "-nodecount=25",
+                           MUSTER, profile],
                           capture_output=True, text=True, timeout=120, env=env)
 
 
+def google_pprof_text(profile, env_home):
+    return subprocess.run([GOOGLE_PPROF, "--text", MUSTER, profile], capture_output=True,
+                          text=True, timeout=120, env=dict(os.environ, HOME=env_home))
+
+
 @unittest.skipUnless(os.path.exists(GO), "go tool pprof (golang-go) is needed to read profiles")
+@unittest.skipUnless(os.path.exists(GOOGLE_PPROF),
+                     "google-pprof (google-perftools) is needed to symbolize profiles")
 class PprofTest(unittest.TestCase):
     def setUp(self):
         self.group = ProcessGroup("muster-ops-pprof-")
         self.addCleanup(self.group.close)
 
-    def top(self, profile, name):
-        """`go tool pprof -top` over a profile the member served."""
+    def save(self, profile, name):
         path = self.group.path(name)
         with open(path, "wb") as f:
             f.write(profile)
-        r = pprof_top(MUSTER, path, self.group.path())
+        return path
+
+    def top(self, path):
+        """`go tool pprof -top` over a profile the member served."""
+        r = go_pprof_top(path, self.group.path())
         self.assertEqual(r.returncode, 0, r.stderr)
         return r
+
+    def symbolized(self, path):
+        """google-pprof's text report: one line per function."""
+        r = google_pprof_text(path, self.group.path())
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return r.stdout
 
     def test_cpu_and_heap_profiles_open_in_pprof(self):
         c = single_member(self.group, extra=["--enable-pprof"])
@@ -58,11 +81,17 @@ class PprofTest(unittest.TestCase):
             t.join()
         self.assertEqual(st, 200, cpu[:200])
         self.assertEqual(h["content-type"], "application/octet-stream")
-        r = self.top(cpu, "cpu.prof")
+        path = self.save(cpu, "cpu.prof")
+        r = self.top(path)
         self.assertIn("Type: cpu", r.stdout)
         # Samples over 2 s of load, attributed to the member's own mappings.
         self.assertRegex(r.stdout, r"Showing nodes accounting for \d+(\.\d+)?m?s")
-        self.assertIn("[muster]", r.stdout.replace("muster ", "[muster]"))
+        self.assertIn("[muster]", r.stdout)
+        # Named down to muster's own functions (the load is puts, so the
+        # member's code runs in the samples).
+        text = self.symbolized(path)
+        self.assertRegex(text, r"(?m)^Total: [1-9]\d* samples")
+        self.assertRegex(text, r"(?m)\bmuster::\w+", text[:2000])
 
         st, _, heap = request(m.client_url, "GET", "/debug/pprof/heap")
         if harness.SANITIZER:
@@ -72,8 +101,12 @@ class PprofTest(unittest.TestCase):
         else:
             self.assertEqual(st, 200)
             self.assertTrue(heap.startswith(b"heap profile:"), heap[:200])
-            r = self.top(heap, "heap.prof")
-            self.assertIn("flat%", r.stdout)
+            path = self.save(heap, "heap.prof")
+            self.assertIn("flat%", self.top(path).stdout)
+            # What holds the heap, named: the member's allocations.
+            text = self.symbolized(path)
+            self.assertRegex(text, r"(?m)^Total: [\d.]+ MB", text[:2000])
+            self.assertRegex(text, r"(?m)\bmuster::\w+", text[:2000])
 
         # Bad input and a second concurrent profile get clear errors.
         st, _, body = request(m.client_url, "GET", "/debug/pprof/profile?seconds=abc")
