@@ -27,7 +27,6 @@
 #include "node/server/v2_api.h"
 #include "node/server/v3_api.h"
 #include "node/server/v3_grpc.h"
-#include "node/storage/v2store.h"
 #include "tests/fuzz/memory_stream.h"
 #include "tests/fuzz/socket_client.h"
 #include "tests/unit/server/local_member.h"
@@ -79,6 +78,34 @@ struct ClientPort {
     h2->on_open = [](const std::shared_ptr<net::detail::ConnectionBase>&) { return true; };
     h2->on_closed = [](net::detail::ConnectionBase*) {};
   }
+
+  // What inputs add grows faster than inputs take it away, and every later
+  // input that lists it pays for all of it: members (POST /v2/members,
+  // Cluster.MemberAdd) and keys (a recursive v2 GET of "/" or a v3 range
+  // over everything; a long run fell from 1,134 to 92 inputs a second, most
+  // of it in v2's recursive GET).  Members beyond eight go at once; every
+  // 256 inputs all keys go, with one delete of the whole MVCC keyspace (the
+  // v2 nodes live there too, under "\0v2", so that takes them with it).
+  void keep_state_small() {
+    auto ignore = [](storage::Status, storage::KvStore::ApplyResult) {};
+    const auto members = member.kv().members();
+    if (members.size() > 8) {
+      for (const auto& m : members) {
+        if (m.id() == server::testing::LocalMember::kMemberId) continue;
+        pb::InternalRequest req;
+        req.mutable_member_remove()->set_id(m.id());
+        member.propose(std::move(req), ignore);
+      }
+    }
+    if (++inputs % 256 == 0) {
+      pb::InternalRequest all;
+      all.mutable_delete_range()->set_key(std::string(1, '\0'));
+      all.mutable_delete_range()->set_range_end(std::string(1, '\0'));
+      member.propose(std::move(all), ignore);
+    }
+  }
+
+  uint64_t inputs = 0;  // inputs run so far
 };
 
 ClientPort& client_port() {
@@ -104,40 +131,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 #else
   muster::fuzz::exchange(p.io, p.port, data, size);
 #endif
-  // Keys pile up the same way: an input that reads the whole keyspace (a
-  // recursive v2 GET of "/", a v3 range over everything) then pays for
-  // every key all earlier inputs wrote.  A long run fell from 1,134 to 92
-  // inputs a second, most of it in v2's recursive GET.  Every 256 inputs
-  // the keys go: v3's whole range and each of v2's top-level nodes.
-  static uint64_t inputs = 0;
-  if (++inputs % 256 == 0) {
-    auto done = [](muster::storage::Status, muster::storage::KvStore::ApplyResult) {};
-    muster::pb::InternalRequest all;
-    all.mutable_delete_range()->set_key(std::string(1, '\0'));
-    all.mutable_delete_range()->set_range_end(std::string(1, '\0'));
-    p.member.propose(std::move(all), done);
-    const auto root = muster::storage::V2Store::get(p.member.kv(), "/", false);
-    for (const auto& n : root.node().nodes()) {
-      muster::pb::InternalRequest del;
-      del.mutable_v2()->set_method("DELETE");
-      del.mutable_v2()->set_path(n.key());
-      del.mutable_v2()->set_dir(n.dir());
-      del.mutable_v2()->set_recursive(true);
-      p.member.propose(std::move(del), done);
-    }
-  }
-  // Inputs add members (POST /v2/members, Cluster.MemberAdd) far faster
-  // than they remove them: keep the list short, or every later input pays
-  // for listing and checking all the members before it.
-  const auto members = p.member.kv().members();
-  if (members.size() > 8) {
-    for (const auto& m : members) {
-      if (m.id() == muster::server::testing::LocalMember::kMemberId) continue;
-      muster::pb::InternalRequest req;
-      req.mutable_member_remove()->set_id(m.id());
-      p.member.propose(std::move(req),
-                       [](muster::storage::Status, muster::storage::KvStore::ApplyResult) {});
-    }
-  }
+  p.keep_state_small();
   return 0;
 }
