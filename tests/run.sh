@@ -12,7 +12,10 @@ JOBS=${JOBS:-$(nproc)}
 # suite (tests/sanitize.sh asan: a clang build of the unit programs in
 # build-asan/, every program run, any sanitizer report fails).  SANITIZE=0
 # leaves it out.
-cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMUSTER_SANITIZE_TESTS=OFF
+root="$PWD"
+. tests/lib/compiler_cache.sh
+cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMUSTER_SANITIZE_TESTS=OFF \
+  ${ccache_flags[@]+"${ccache_flags[@]}"}
 cmake --build "$BUILD_DIR" -j "$JOBS"
 (cd "$BUILD_DIR" && ctest --output-on-failure --timeout 300 -j "$JOBS" "$@")
 if [ "${SANITIZE:-1}" != 0 ]; then

@@ -49,18 +49,14 @@ if ! command -v clang++ >/dev/null; then
   echo "sanitize.sh: clang++ is missing (deploy/install-deps.sh installs it)" >&2
   exit 2
 fi
-# ccache, when installed, keeps a rebuild of the sanitized tree (a second
-# full clang build) cheap; set CCACHE_BASEDIR (e.g. to the directory holding
-# the worktrees) to share its entries between checkouts.
-launcher=()
-if command -v ccache >/dev/null; then
-  launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache)
-fi
+# ccache when installed: a rebuild of the sanitized tree (a second full
+# clang build) is cheap, in this checkout or another (compiler_cache.sh).
+. "$root/tests/lib/compiler_cache.sh"
 # -O1 and line tables only: sanitizer builds compile slowly; this keeps the
 # stack traces exact and the build time about half of -O2 -g.
 CC=clang CXX=clang++ cmake -S "$root" -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=Sanitize \
   -DCMAKE_CXX_FLAGS_SANITIZE="-O1 -gline-tables-only" -DCMAKE_C_FLAGS_SANITIZE="-O1 -gline-tables-only" \
-  -DMUSTER_SANITIZE="$flags" -DMUSTER_FUZZ="$fuzz" "${launcher[@]}" >/dev/null
+  -DMUSTER_SANITIZE="$flags" -DMUSTER_FUZZ="$fuzz" ${ccache_flags[@]+"${ccache_flags[@]}"} >/dev/null
 targets=(muster_unit_tests)
 [ "$fuzz" = ON ] && targets+=(muster_fuzz_targets)
 if [ "$all" = 1 ]; then
