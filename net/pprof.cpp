@@ -8,6 +8,9 @@
 
 #include <atomic>
 #include <boost/asio.hpp>
+#include <cctype>
+#include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -17,6 +20,7 @@
 #include <vector>
 
 #include "base/log.h"
+#include "net/symbols.h"
 
 extern char** environ;
 
@@ -85,7 +89,7 @@ class Handler::Impl : public std::enable_shared_from_this<Handler::Impl> {
     const std::string& m = ex->request().method;
     if (m != "GET" && m != "HEAD" && m != "POST") {
       Response r = pprof_error(405, "Method Not Allowed");
-      r.headers.set("Allow", "GET, HEAD");
+      r.headers.set("Allow", "GET, HEAD, POST");
       ex->respond(std::move(r));
       return true;
     }
@@ -93,8 +97,9 @@ class Handler::Impl : public std::enable_shared_from_this<Handler::Impl> {
     if (path == "/debug/pprof/profile") return profile(ex), true;
     if (path == "/debug/pprof/heap" || path == "/debug/pprof/allocs") return heap(ex), true;
     if (path == "/debug/pprof/cmdline") return cmdline(ex), true;
+    if (path == "/debug/pprof/symbol") return symbol(ex), true;
     ex->respond(pprof_error(404, "Unknown profile: " + path.substr(std::strlen("/debug/pprof/")) +
-                                     " (available: profile, heap, allocs, cmdline)"));
+                                     " (available: profile, heap, allocs, cmdline, symbol)"));
     return true;
   }
 
@@ -110,8 +115,11 @@ class Handler::Impl : public std::enable_shared_from_this<Handler::Impl> {
         "<tr><td><a href='profile'>profile</a></td><td>CPU profile (gperftools); "
         "?seconds=N, default 30</td></tr>\n"
         "<tr><td><a href='cmdline'>cmdline</a></td><td>the command line</td></tr>\n"
-        "</table>\n<p>Read them with <code>go tool pprof &lt;muster binary&gt; "
-        "http://&lt;host&gt;/debug/pprof/profile</code> or gperftools' <code>pprof</code>.</p>\n"
+        "<tr><td><a href='symbol'>symbol</a></td><td>function names for addresses "
+        "(remote symbolization)</td></tr>\n"
+        "</table>\n<p>Read them with <code>go tool pprof -symbolize=remote "
+        "http://&lt;host&gt;/debug/pprof/profile</code> (names from this member) or "
+        "gperftools' <code>google-pprof &lt;muster binary&gt; &lt;file&gt;</code>.</p>\n"
         "</body></html>\n");
     r.headers.set("Content-Type", "text/html; charset=utf-8");
     ex->respond(std::move(r));
@@ -121,6 +129,45 @@ class Handler::Impl : public std::enable_shared_from_this<Handler::Impl> {
     std::string c = read_file("/proc/self/cmdline");
     if (!c.empty() && c.back() == '\0') c.pop_back();
     Response r = Response::text(200, std::move(c));
+    r.headers.set("X-Content-Type-Options", "nosniff");
+    ex->respond(std::move(r));
+  }
+
+  // Remote symbolization, as Go's net/http/pprof answers it: the addresses
+  // joined by '+' (a POST body, or the raw query of a GET), each in Go's
+  // integer syntax (0x... as pprof sends them); the answer is
+  // "num_symbols: 1" (symbols are available) and a line "0x<address> <name>"
+  // for each address a function covers.  Words that are not addresses are
+  // skipped, as Go does.  The tables are read on the I/O thread, only when
+  // someone profiles: 20-40 ms for 5,000 addresses of the member's own code
+  // (a debug build, measured with curl).
+  void symbol(const std::shared_ptr<Exchange>& ex) {
+    const Request& req = ex->request();
+    const std::string words = req.method == "POST" ? req.body : req.raw_query();
+    std::vector<uint64_t> addrs;
+    for (size_t at = 0; at <= words.size();) {
+      size_t plus = words.find('+', at);
+      if (plus == std::string::npos) plus = words.size();
+      const std::string word = words.substr(at, plus - at);
+      at = plus + 1;
+      char* end = nullptr;
+      errno = 0;
+      const unsigned long long a = std::strtoull(word.c_str(), &end, 0);
+      if (!word.empty() && std::isdigit(static_cast<unsigned char>(word[0])) && *end == '\0' &&
+          errno == 0 && a != 0)
+        addrs.push_back(a);
+    }
+    const std::vector<std::string> names = symbols::function_names(addrs);
+    std::string out = "num_symbols: 1\n";
+    char hex[24];
+    for (size_t i = 0; i < addrs.size(); ++i) {
+      if (names[i].empty()) continue;
+      std::snprintf(hex, sizeof hex, "%#llx ", static_cast<unsigned long long>(addrs[i]));
+      out += hex;
+      out += names[i];
+      out += '\n';
+    }
+    Response r = Response::text(200, std::move(out));
     r.headers.set("X-Content-Type-Options", "nosniff");
     ex->respond(std::move(r));
   }

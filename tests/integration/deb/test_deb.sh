@@ -50,6 +50,11 @@ for s in postinst prerm postrm; do [ -x "$work/ctrl/$s" ] || fail "no $s"; done
 dpkg_retry -i "$member" "$disc" >"$work/dpkg.log" || { cat "$work/dpkg.log"; fail "dpkg -i"; }
 /usr/bin/muster --version | grep -q "^muster Version: " || fail "muster --version"
 /usr/bin/musterctl version | grep -qx "API version: 3.4" || fail "musterctl version"
+# Debug information stripped, the symbol table kept: the member names its
+# own functions for `go tool pprof` (/debug/pprof/symbol, checked below).
+sections=$(readelf -S -W /usr/bin/muster)
+grep -q " \.symtab " <<<"$sections" || fail "/usr/bin/muster lost its symbol table"
+if grep -q " \.debug_info " <<<"$sections"; then fail "/usr/bin/muster kept its debug information"; fi
 [ -f /lib/systemd/system/muster.service ] && [ -f /lib/systemd/system/muster-discovery.service ] \
   || fail "units not installed"
 [ -f /etc/default/muster ] && [ -f /etc/default/muster-discovery ] || fail "no /etc/default files"
@@ -72,7 +77,8 @@ mkdir -p /var/lib/muster/deb-test && chown muster:muster /var/lib/muster/deb-tes
 runuser -u muster -- env ETCD_NAME=deb-test ETCD_DATA_DIR=/var/lib/muster/deb-test/data \
   ETCD_LISTEN_CLIENT_URLS=http://127.0.0.1:$cp ETCD_ADVERTISE_CLIENT_URLS=http://127.0.0.1:$cp \
   ETCD_LISTEN_PEER_URLS=http://127.0.0.1:$pp ETCD_INITIAL_ADVERTISE_PEER_URLS=http://127.0.0.1:$pp \
-  ETCD_INITIAL_CLUSTER=deb-test=http://127.0.0.1:$pp /usr/bin/muster >"$work/member.log" 2>&1 &
+  ETCD_INITIAL_CLUSTER=deb-test=http://127.0.0.1:$pp ETCD_ENABLE_PPROF=true \
+  /usr/bin/muster >"$work/member.log" 2>&1 &
 mpid=$!
 ok=0
 for _ in $(seq 300); do
@@ -83,6 +89,20 @@ done
 [ $ok = 1 ] || { cat "$work/member.log"; fail "installed muster never became healthy"; }
 /usr/bin/musterctl --endpoints "http://127.0.0.1:$cp" put deb-key deb-value | grep -qx OK || fail "put"
 [ "$(stat -c %U /var/lib/muster/deb-test/data)" = muster ] || fail "data dir not owned by muster"
+# The installed member names its own code: main's address in the running
+# process (its value in the symbol table plus the load bias, the start of
+# the binary's mapping at file offset 0, for a position-independent binary).
+pid=$(pgrep -u muster -f '^/usr/bin/muster' | head -1)
+main_at=$(nm /usr/bin/muster | awk '$3 == "main" && ($2 == "T" || $2 == "t") {print $1}')
+bias=0
+if readelf -h /usr/bin/muster | grep -q "Type: *DYN"; then
+  bias=$(awk '$6 == "/usr/bin/muster" && $3 == "00000000" {split($1, r, "-"); print r[1]; exit}' \
+    "/proc/$pid/maps")
+fi
+addr=$(printf '0x%x' $((0x$bias + 0x$main_at)))
+symbol=$(curl -sf -X POST --data "$addr" "http://127.0.0.1:$cp/debug/pprof/symbol") \
+  || fail "/debug/pprof/symbol"
+grep -qx "$addr main" <<<"$symbol" || fail "/debug/pprof/symbol did not name main at $addr: $symbol"
 kill -TERM "$mpid"; wait "$mpid" 2>/dev/null || true; mpid=
 
 # --- purge: programs and units go, configuration too

@@ -3,10 +3,13 @@ that gperftools' own pprof (google-pprof) symbolizes against the muster
 binary, down to muster's C++ function names, and that `go tool pprof`
 reads; without the flag /debug/pprof/ is 404, as etcd's.
 
-Go's bundled `go tool pprof` symbolizes with Go's own DWARF reader, which
-names no C++ function and takes about a minute over a build with debug
-information; the test runs it with -symbolize=none (the format, the sample
-type, the mappings), and google-pprof for the names (docs/operations.md)."""
+Go's bundled `go tool pprof` symbolizes a local binary with Go's own DWARF
+reader, which names no C++ function and takes about a minute over a build
+with debug information; the test runs it with -symbolize=none over files
+(the format, the sample type, the mappings), and google-pprof for the names
+(docs/operations.md).  Given the member's URL and -symbolize=remote, `go
+tool pprof` asks the member itself for the names (/debug/pprof/symbol), as
+an operator without the binary does with etcd."""
 
 import os
 import shutil
@@ -27,6 +30,14 @@ def go_pprof_top(profile, env_home):
                PPROF_TMPDIR=env_home)
     return subprocess.run([GO, "tool", "pprof", "-symbolize=none", "-top", "-nodecount=25",
                            MUSTER, profile],
+                          capture_output=True, text=True, timeout=120, env=env)
+
+
+def go_pprof_remote_top(url, env_home):
+    env = dict(os.environ, HOME=env_home, GOFLAGS="-mod=mod", GOTOOLCHAIN="local",
+               PPROF_TMPDIR=env_home)
+    return subprocess.run([GO, "tool", "pprof", "-symbolize=remote", "-top", "-nodecount=400",
+                           url],
                           capture_output=True, text=True, timeout=120, env=env)
 
 
@@ -117,6 +128,47 @@ class PprofTest(unittest.TestCase):
         st, _, body = request(m.client_url, "GET", "/debug/pprof/")
         self.assertEqual(st, 200)
         self.assertIn(b"profile", body)
+
+    def test_go_tool_pprof_gets_function_names_from_the_member(self):
+        c = single_member(self.group, extra=["--enable-pprof"])
+        m = c.members[0]
+        wait_for(m.healthy, 30, "member healthy")
+        stop = threading.Event()
+
+        def load():
+            i = 0
+            while not stop.is_set():
+                m.put("load/%d" % (i % 500), "x" * 512)
+                i += 1
+        t = threading.Thread(target=load)
+        t.start()
+        try:
+            r = go_pprof_remote_top(m.client_url + "/debug/pprof/profile?seconds=2",
+                                    self.group.path())
+        finally:
+            stop.set()
+            t.join()
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("Type: cpu", r.stdout)
+        # The member's own functions, named by the member and demangled by
+        # pprof (no parameter lists).
+        self.assertRegex(r.stdout, r"\bmuster::(server|net|storage|raft|base)::\w", r.stdout[:3000])
+        self.assertNotRegex(r.stdout, r"\b_ZN6muster")
+
+        # The protocol as Go's net/http/pprof speaks it.
+        st, h, body = request(m.client_url, "GET", "/debug/pprof/symbol")
+        self.assertEqual((st, body), (200, b"num_symbols: 1\n"))
+        self.assertTrue(h["content-type"].startswith("text/plain"), h)
+        # Words that are not addresses, and addresses no function covers
+        # (the zero page, an address past user space), name nothing.
+        st, _, body = request(m.client_url, "POST", "/debug/pprof/symbol",
+                              body=b"zzz+-5++ 0x10+0x+0x1+0xffffffffffffff00+18446744073709551616")
+        self.assertEqual((st, body), (200, b"num_symbols: 1\n"))
+        # A body over the server's limit is refused; the member keeps serving.
+        st, _, _ = request(m.client_url, "POST", "/debug/pprof/symbol",
+                           body=b"0x1+" * (2 << 20))
+        self.assertEqual(st, 413)
+        self.assertTrue(m.healthy())
 
     def test_without_the_flag_pprof_is_not_served(self):
         c = single_member(self.group)

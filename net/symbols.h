@@ -1,0 +1,32 @@
+// net/symbols.h: function names for code addresses of this process, read
+// from the ELF symbol tables of the files mapped into it: the program's
+// .symtab, a shared library's .symtab or else its .dynsym.
+//
+// For /debug/pprof/symbol (net/pprof.h): the remote symbolization `go tool
+// pprof` asks a server for when it has no copy of the server's binary, as on
+// an operator's laptop.  etcd answers it from Go's own function table; a C++
+// program has only its ELF symbols, so a binary stripped of .symtab can name
+// no function of its own (deploy/debian keeps .symtab for that reason).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace muster::net::symbols {
+
+// For each address (a runtime address in this process), the symbol name of
+// the function that contains it, as the file spells it (C++ names mangled:
+// pprof demangles them itself, with the options its user picked), or "" when
+// no function symbol covers it (not in any loaded file's code, or the file
+// has no symbols).  Reads the files' tables on each call and keeps nothing:
+// the tables of a large program are megabytes, and profiles are rare.
+std::vector<std::string> function_names(const std::vector<uint64_t>& addrs);
+
+// The same for link-time addresses of one ELF file (what function_names
+// does for each loaded file).  A file that is missing, truncated or not
+// ELF64 names nothing; its offsets are checked, never trusted.
+std::vector<std::string> function_names_in(const std::string& path,
+                                           const std::vector<uint64_t>& link_addrs);
+
+}  // namespace muster::net::symbols
