@@ -17,7 +17,7 @@ import subprocess
 import threading
 import unittest
 
-from ops import MUSTER, ProcessGroup, request, single_member, wait_for
+from ops import MUSTER, ProcessGroup, etcd_cluster, request, single_member, wait_for
 
 import harness  # noqa: E402 (ops put tests/lib on the path)
 
@@ -169,6 +169,24 @@ class PprofTest(unittest.TestCase):
                            body=b"0x1+" * (2 << 20))
         self.assertEqual(st, 413)
         self.assertTrue(m.healthy())
+
+    def test_symbol_answers_as_etcd_does(self):
+        """What the protocol leaves to the server (no name for what is not
+        an address, or not a function), answered as etcd 3.4 answers it."""
+        c = single_member(self.group, extra=["--enable-pprof"])
+        m = c.members[0]
+        wait_for(m.healthy, 30, "member healthy")
+        e = etcd_cluster(self.group, 1, extra=["--enable-pprof"])[0]
+        asks = [("GET", "/debug/pprof/symbol", None),
+                ("GET", "/debug/pprof/symbol?0x1+zzz+0xffffffffffffff00", None),
+                ("POST", "/debug/pprof/symbol", b"zzz+-5++ 0x10+0x+0x1+18446744073709551616"),
+                ("POST", "/debug/pprof/symbol", b"")]
+        for method, path, body in asks:
+            got = [request(x.client_url, method, path, body=body) for x in (m, e)]
+            (ms, mh, mb), (es, eh, eb) = got
+            self.assertEqual((ms, mb), (es, eb), (method, path, body))
+            self.assertEqual(mh["content-type"], eh["content-type"])
+            self.assertEqual(mb, b"num_symbols: 1\n")
 
     def test_without_the_flag_pprof_is_not_served(self):
         c = single_member(self.group)
