@@ -72,10 +72,16 @@ class PprofTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         return r.stdout
 
-    def test_cpu_and_heap_profiles_open_in_pprof(self):
+    def profiled_member(self):
+        """A member started with --enable-pprof, healthy."""
         c = single_member(self.group, extra=["--enable-pprof"])
         m = c.members[0]
         wait_for(m.healthy, 30, "member healthy")
+        return m
+
+    def under_load(self, m, fn):
+        """fn()'s result, taken while a thread puts keys into m (so the
+        member's own code runs in a profile's samples)."""
         stop = threading.Event()
 
         def load():
@@ -86,10 +92,15 @@ class PprofTest(unittest.TestCase):
         t = threading.Thread(target=load)
         t.start()
         try:
-            st, h, cpu = request(m.client_url, "GET", "/debug/pprof/profile?seconds=2", timeout=30)
+            return fn()
         finally:
             stop.set()
             t.join()
+
+    def test_cpu_and_heap_profiles_open_in_pprof(self):
+        m = self.profiled_member()
+        st, h, cpu = self.under_load(m, lambda: request(
+            m.client_url, "GET", "/debug/pprof/profile?seconds=2", timeout=30))
         self.assertEqual(st, 200, cpu[:200])
         self.assertEqual(h["content-type"], "application/octet-stream")
         path = self.save(cpu, "cpu.prof")
@@ -130,24 +141,9 @@ class PprofTest(unittest.TestCase):
         self.assertIn(b"profile", body)
 
     def test_go_tool_pprof_gets_function_names_from_the_member(self):
-        c = single_member(self.group, extra=["--enable-pprof"])
-        m = c.members[0]
-        wait_for(m.healthy, 30, "member healthy")
-        stop = threading.Event()
-
-        def load():
-            i = 0
-            while not stop.is_set():
-                m.put("load/%d" % (i % 500), "x" * 512)
-                i += 1
-        t = threading.Thread(target=load)
-        t.start()
-        try:
-            r = go_pprof_remote_top(m.client_url + "/debug/pprof/profile?seconds=2",
-                                    self.group.path())
-        finally:
-            stop.set()
-            t.join()
+        m = self.profiled_member()
+        r = self.under_load(m, lambda: go_pprof_remote_top(
+            m.client_url + "/debug/pprof/profile?seconds=2", self.group.path()))
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("Type: cpu", r.stdout)
         # The member's own functions, named by the member and demangled by
@@ -173,9 +169,7 @@ class PprofTest(unittest.TestCase):
     def test_symbol_answers_as_etcd_does(self):
         """What the protocol leaves to the server (no name for what is not
         an address, or not a function), answered as etcd 3.4 answers it."""
-        c = single_member(self.group, extra=["--enable-pprof"])
-        m = c.members[0]
-        wait_for(m.healthy, 30, "member healthy")
+        m = self.profiled_member()
         e = etcd_cluster(self.group, 1, extra=["--enable-pprof"])[0]
         asks = [("GET", "/debug/pprof/symbol", None),
                 ("GET", "/debug/pprof/symbol?0x1+zzz+0xffffffffffffff00", None),
