@@ -22,7 +22,27 @@ struct LoadedFile {
   std::string path;
   uint64_t bias = 0;
   std::vector<std::pair<uint64_t, uint64_t>> code;  // runtime [begin, end)
+  std::string build_id;
 };
+
+// The GNU build ID in a run of ELF notes of the given alignment (4, or 8 for
+// a PT_NOTE aligned so), or "".
+std::string build_id_in_notes(const char* p, uint64_t n, uint64_t align) {
+  const uint64_t a = align == 8 ? 8 : 4;
+  auto up = [a](uint64_t x) { return (x + a - 1) & ~(a - 1); };
+  while (n >= sizeof(Elf64_Nhdr)) {
+    Elf64_Nhdr h;
+    std::memcpy(&h, p, sizeof h);
+    const uint64_t name = up(h.n_namesz), desc = up(h.n_descsz);
+    const uint64_t total = sizeof h + name + desc;
+    if (total > n) break;
+    if (h.n_type == NT_GNU_BUILD_ID && h.n_namesz == 4 && std::memcmp(p + sizeof h, "GNU", 4) == 0)
+      return std::string(p + sizeof h + name, h.n_descsz);
+    p += total;
+    n -= total;
+  }
+  return "";
+}
 
 int add_loaded_file(dl_phdr_info* info, size_t, void* data) {
   auto* files = static_cast<std::vector<LoadedFile>*>(data);
@@ -30,10 +50,23 @@ int add_loaded_file(dl_phdr_info* info, size_t, void* data) {
   // The program itself comes with an empty name.
   f.path = info->dlpi_name && *info->dlpi_name ? info->dlpi_name : "/proc/self/exe";
   f.bias = info->dlpi_addr;
+  auto mapped = [info](uint64_t vaddr, uint64_t size) {
+    for (int i = 0; i < info->dlpi_phnum; ++i) {
+      const ElfW(Phdr)& ph = info->dlpi_phdr[i];
+      if (ph.p_type == PT_LOAD && vaddr >= ph.p_vaddr && size <= ph.p_memsz &&
+          vaddr - ph.p_vaddr <= ph.p_memsz - size)
+        return true;
+    }
+    return false;
+  };
   for (int i = 0; i < info->dlpi_phnum; ++i) {
     const ElfW(Phdr)& ph = info->dlpi_phdr[i];
     if (ph.p_type == PT_LOAD && (ph.p_flags & PF_X) != 0)
       f.code.emplace_back(f.bias + ph.p_vaddr, f.bias + ph.p_vaddr + ph.p_memsz);
+    // Notes are read in memory only where a loaded segment covers them.
+    if (ph.p_type == PT_NOTE && f.build_id.empty() && mapped(ph.p_vaddr, ph.p_memsz))
+      f.build_id = build_id_in_notes(reinterpret_cast<const char*>(f.bias + ph.p_vaddr),
+                                     ph.p_memsz, ph.p_align);
   }
   if (!f.code.empty()) files->push_back(std::move(f));
   return 0;
@@ -71,6 +104,24 @@ class MappedFile {
   const char* data_ = nullptr;
   size_t size_ = 0;
 };
+
+std::string file_build_id(const MappedFile& file) {
+  const auto* eh = reinterpret_cast<const Elf64_Ehdr*>(file.at(0, sizeof(Elf64_Ehdr)));
+  if (!eh || std::memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0 ||
+      eh->e_ident[EI_CLASS] != ELFCLASS64 || eh->e_phentsize != sizeof(Elf64_Phdr))
+    return "";
+  const auto* ph = reinterpret_cast<const Elf64_Phdr*>(
+      file.at(eh->e_phoff, uint64_t{eh->e_phnum} * sizeof(Elf64_Phdr)));
+  if (!ph) return "";
+  for (unsigned i = 0; i < eh->e_phnum; ++i) {
+    if (ph[i].p_type != PT_NOTE) continue;
+    if (const char* notes = file.at(ph[i].p_offset, ph[i].p_filesz)) {
+      std::string id = build_id_in_notes(notes, ph[i].p_filesz, ph[i].p_align);
+      if (!id.empty()) return id;
+    }
+  }
+  return "";
+}
 
 struct FunctionSymbol {
   uint64_t value;  // link-time address
@@ -141,9 +192,11 @@ const FunctionSymbol* containing(const std::vector<FunctionSymbol>& syms, uint64
 }  // namespace
 
 std::vector<std::string> function_names_in(const std::string& path,
-                                           const std::vector<uint64_t>& link_addrs) {
+                                           const std::vector<uint64_t>& link_addrs,
+                                           const std::string& build_id) {
   std::vector<std::string> names(link_addrs.size());
   MappedFile file(path);
+  if (!build_id.empty() && file_build_id(file) != build_id) return names;
   const std::vector<FunctionSymbol> syms = read_function_symbols(file);
   for (size_t i = 0; i < link_addrs.size(); ++i) {
     if (const FunctionSymbol* s = containing(syms, link_addrs[i])) names[i] = s->name;
@@ -168,10 +221,22 @@ std::vector<std::string> function_names(const std::vector<uint64_t>& addrs) {
       }
     }
     if (mine.empty()) continue;
-    std::vector<std::string> found = function_names_in(f.path, link_addrs);
+    std::vector<std::string> found = function_names_in(f.path, link_addrs, f.build_id);
     for (size_t j = 0; j < mine.size(); ++j) names[mine[j]] = std::move(found[j]);
   }
   return names;
+}
+
+std::string file_build_id(const std::string& path) { return file_build_id(MappedFile(path)); }
+
+std::string loaded_build_id(uint64_t addr) {
+  std::vector<LoadedFile> files;
+  dl_iterate_phdr(add_loaded_file, &files);
+  for (const LoadedFile& f : files) {
+    for (const auto& [begin, end] : f.code)
+      if (addr >= begin && addr < end) return f.build_id;
+  }
+  return "";
 }
 
 }  // namespace muster::net::symbols

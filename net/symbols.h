@@ -21,12 +21,22 @@ namespace muster::net::symbols {
 // no function symbol covers it (not in any loaded file's code, or the file
 // has no symbols).  Reads the files' tables on each call and keeps nothing:
 // the tables of a large program are megabytes, and profiles are rare.
+// A file on disk whose GNU build ID is not the loaded one's (a library
+// upgraded under the running process) names nothing: no name is better than
+// a wrong one.
 std::vector<std::string> function_names(const std::vector<uint64_t>& addrs);
 
 // The same for link-time addresses of one ELF file (what function_names
-// does for each loaded file).  A file that is missing, truncated or not
-// ELF64 names nothing; its offsets are checked, never trusted.
+// does for each loaded file); with `build_id` not empty, only if the file's
+// build ID is that one.  A file that is missing, truncated or not ELF64
+// names nothing; its offsets are checked, never trusted.
 std::vector<std::string> function_names_in(const std::string& path,
-                                           const std::vector<uint64_t>& link_addrs);
+                                           const std::vector<uint64_t>& link_addrs,
+                                           const std::string& build_id = "");
+
+// The GNU build ID (raw bytes) of an ELF file, and of the file loaded in
+// this process at `addr`; "" when there is none.
+std::string file_build_id(const std::string& path);
+std::string loaded_build_id(uint64_t addr);
 
 }  // namespace muster::net::symbols

@@ -30,8 +30,10 @@ int muster_symbols_test_data = 42;
 
 namespace {
 
+using muster::net::symbols::file_build_id;
 using muster::net::symbols::function_names;
 using muster::net::symbols::function_names_in;
+using muster::net::symbols::loaded_build_id;
 
 uint64_t address_of(int (*f)(int)) { return reinterpret_cast<uint64_t>(f); }
 
@@ -52,6 +54,19 @@ TEST(SymbolsTest, NamesThisProgramsFunctionsAndLibcs) {
   EXPECT_NE(names[5].find("getpid"), std::string::npos) << names[5];  // libc's table
   EXPECT_EQ(names[6], names[0]);  // one answer per address, in order
   EXPECT_TRUE(function_names({}).empty());
+}
+
+TEST(SymbolsTest, TheLoadedBuildIdIsTheFilesOne) {
+  // The running program's ID, read from its notes in memory, is the one on
+  // disk: function_names compares them before it trusts a file.
+  const std::string in_memory = loaded_build_id(address_of(&muster_symbols_test_marker));
+  EXPECT_EQ(in_memory.size(), 20u);  // GCC's default: a SHA-1
+  EXPECT_EQ(in_memory, file_build_id("/proc/self/exe"));
+  const std::string libc = loaded_build_id(reinterpret_cast<uint64_t>(&::getpid));
+  EXPECT_FALSE(libc.empty());
+  EXPECT_NE(libc, in_memory);
+  EXPECT_EQ(loaded_build_id(0x10), "");
+  EXPECT_EQ(file_build_id("/nonexistent"), "");
 }
 
 TEST(SymbolsTest, AFileCutShortOrNotElfNamesNothingAndNeverReadsPastItsEnd) {
@@ -76,6 +91,8 @@ TEST(SymbolsTest, AFileCutShortOrNotElfNamesNothingAndNeverReadsPastItsEnd) {
   for (size_t cut : {size_t{0}, size_t{3}, size_t{63}, size_t{64}, bytes.size() / 7,
                      bytes.size() / 2, bytes.size() - 4096, bytes.size() - 1}) {
     write(bytes.substr(0, cut));
+    const std::string cut_id = file_build_id(copy);
+    EXPECT_TRUE(cut_id.empty() || cut_id == file_build_id("/proc/self/exe")) << "cut at " << cut;
     const std::vector<std::string> got = function_names_in(copy, link);
     ASSERT_EQ(got.size(), link.size());
     for (size_t i = 0; i < got.size(); ++i) {
@@ -114,6 +131,33 @@ TEST(SymbolsTest, AFileCutShortOrNotElfNamesNothingAndNeverReadsPastItsEnd) {
       }
     }
   }
+  // Program headers that lie: notes past the end, or longer than the file.
+  const std::function<void(Elf64_Phdr&)> phdr_lies[] = {
+      [](Elf64_Phdr& ph) { ph.p_filesz = uint64_t{1} << 62; },
+      [&](Elf64_Phdr& ph) { ph.p_offset = bytes.size() - 8; },
+      [](Elf64_Phdr& ph) { ph.p_offset = ~uint64_t{0} - 16; },
+  };
+  ASSERT_EQ(eh.e_phentsize, sizeof(Elf64_Phdr));
+  for (const auto& lie : phdr_lies) {
+    std::string bent = bytes;
+    for (unsigned i = 0; i < eh.e_phnum; ++i) {
+      Elf64_Phdr ph;
+      char* at = bent.data() + eh.e_phoff + i * sizeof(Elf64_Phdr);
+      std::memcpy(&ph, at, sizeof ph);
+      lie(ph);
+      std::memcpy(at, &ph, sizeof ph);
+    }
+    write(bent);
+    EXPECT_EQ(file_build_id(copy), "");
+  }
+  // With a build ID: names only from the file that has it (a library
+  // upgraded under a running process has another).
+  write(bytes);
+  const std::string id = file_build_id(copy);
+  EXPECT_EQ(function_names_in(copy, link, id), whole);
+  std::string other = id;
+  other[0] = static_cast<char>(other[0] ^ 1);
+  for (const auto& n : function_names_in(copy, link, other)) EXPECT_EQ(n, "");
   write("#!/bin/sh\necho not an ELF file\n");
   for (const auto& n : function_names_in(copy, link)) EXPECT_EQ(n, "");
   for (const auto& n : function_names_in(dir.path() + "/missing", link)) EXPECT_EQ(n, "");
