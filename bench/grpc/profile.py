@@ -90,6 +90,11 @@ def alloc_sites(data, top):
     return "\n".join("%5.1f%% %s" % (100.0 * c / n, s[:150]) for s, c in rows)
 
 
+# The system calls --count-syscalls counts (tracepoint names).
+SYSCALLS = ["fdatasync", "fsync", "write", "pwrite64", "writev", "sendmsg", "read", "recvmsg",
+            "futex", "epoll_wait", "epoll_pwait"]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -112,6 +117,10 @@ def main():
                     help="with --count-allocs: also record each allocation's call stack "
                          "(DWARF) on the leader and one follower and list the muster "
                          "functions that allocate most")
+    ap.add_argument("--count-syscalls", action="store_true",
+                    help="instead of sampling, count each member's system calls per request "
+                         "(syscall tracepoints: fdatasync, writes, reads, futex, epoll waits); "
+                         "muster or etcd")
     ap.add_argument("--dwarf", action="store_true",
                     help="unwind with DWARF (call graphs through code without frame pointers)")
     args = ap.parse_args()
@@ -155,7 +164,17 @@ def main():
                          os.path.join(out, "allocs%d%s.data" % (i, "-leader" if i == lead else "")),
                          "--", "sleep", "2"],
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        for i, pid in enumerate(pids if not args.count_allocs else []):
+        syscall_files = []
+        if args.count_syscalls:
+            events = ["syscalls:sys_enter_" + n for n in SYSCALLS]
+            syscall_files = [os.path.join(out, "syscalls%d.txt" % i) for i in range(len(pids))]
+            for pid, f in zip(pids, syscall_files):
+                perfs.append(subprocess.Popen(
+                    ["perf", "stat", "-x", ",", "-o", f, "-e", ",".join(events), "-p", str(pid),
+                     "--", "sleep", "%g" % max(1.0, args.duration - 1.0)],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        sampling = not args.count_allocs and not args.count_syscalls
+        for i, pid in enumerate(pids if sampling else []):
             data = os.path.join(out, "member%d%s.data" % (i, "-leader" if i == lead else ""))
             perfs.append(subprocess.Popen(
                 ["perf", "record", "-q", "-e", "cpu-clock", "-p", str(pid)] +
@@ -210,6 +229,22 @@ def main():
                             total += int(parts[0])
                 print("  member %d%s: %.1f" % (i, " (leader)" if i == lead else "",
                                                total / reqs_in_window))
+        if args.count_syscalls:
+            print("\nsystem calls per request (during the window):")
+            print("  %-18s %s" % ("", " ".join("%11s" % n for n in SYSCALLS)))
+            totals = [0.0] * len(SYSCALLS)
+            for i, f in enumerate(syscall_files):
+                counts = {}
+                with open(f) as fh:
+                    for line in fh:
+                        parts = line.split(",")
+                        if len(parts) > 2 and parts[0].strip().isdigit():
+                            counts[parts[2].strip().rsplit("sys_enter_", 1)[-1]] = int(parts[0])
+                row = [counts.get(n, 0) / reqs_in_window for n in SYSCALLS]
+                totals = [t + r for t, r in zip(totals, row)]
+                print("  %-18s %s" % ("member %d%s" % (i, " (leader)" if i == lead else ""),
+                                      " ".join("%11.3f" % r for r in row)))
+            print("  %-18s %s" % ("all three", " ".join("%11.3f" % t for t in totals)))
         if args.alloc_sites:
             for f in sorted(os.listdir(out)):
                 if f.startswith("allocs") and f.endswith(".data"):
@@ -217,7 +252,7 @@ def main():
                           "innermost muster frame of each stack):" % f)
                     print(alloc_sites(os.path.join(out, f), args.top))
         for i in range(len(pids)):
-            if i != lead or args.count_allocs:
+            if i != lead or not sampling:
                 continue
             data = os.path.join(out, "member%d-leader.data" % i)
             rep = subprocess.run(["perf", "report", "-i", data, "--no-children", "--stdio",
