@@ -7,11 +7,12 @@ cd "$(dirname "$0")/.."
 deploy/install-deps.sh
 BUILD_DIR=${BUILD_DIR:-build}
 JOBS=${JOBS:-$(nproc)}
-# The fuzz runs (and the sanitized build of the whole tree) stay opt-in
-# (docs/reliability.md); the ASan+UBSan unit suite runs after the main
-# suite (tests/sanitize.sh asan: a clang build of the unit programs in
-# build-asan/, every program run, any sanitizer report fails).  SANITIZE=0
-# leaves it out.
+# After the main suite, the ASan+UBSan unit suite and the fuzz targets
+# (tests/sanitize.sh asan --fuzz: a clang build of the unit programs and the
+# libFuzzer targets in build-asan/, every unit program run, then each fuzz
+# target for FUZZ_SECONDS over its seeds; any sanitizer report, crash or
+# hang fails).  Long fuzz runs and the sanitized integration suite stay on
+# demand (docs/reliability.md).  SANITIZE=0 leaves all of it out.
 root="$PWD"
 . tests/lib/compiler_cache.sh
 cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMUSTER_SANITIZE_TESTS=OFF \
@@ -19,5 +20,5 @@ cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMUSTER_S
 cmake --build "$BUILD_DIR" -j "$JOBS"
 (cd "$BUILD_DIR" && ctest --output-on-failure --timeout 300 -j "$JOBS" "$@")
 if [ "${SANITIZE:-1}" != 0 ]; then
-  JOBS="$JOBS" tests/sanitize.sh asan
+  JOBS="$JOBS" tests/sanitize.sh asan --fuzz
 fi

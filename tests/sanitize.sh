@@ -10,6 +10,8 @@
 #   tests/sanitize.sh asan --all        ... the whole ctest suite that way
 #   tests/sanitize.sh asan --build-only build only (ctest runs the suite itself)
 #   tests/sanitize.sh asan --fuzz       also build the libFuzzer targets (tests/fuzz)
+#                                       and, after the unit suite, run each over
+#                                       its seeds for FUZZ_SECONDS (15)
 #
 # Builds with clang into SANITIZE_DIR (default build-asan / build-tsan next
 # to build/), JOBS parallel jobs (default 2).  Every report aborts the test
@@ -126,8 +128,31 @@ while IFS= read -r prog; do
     failed+=("$name")
   fi
 done <"$dir/unit_tests.txt"
+# With --fuzz, each fuzz target then runs over its seeds for FUZZ_SECONDS
+# (default 15): a short bounded run that a crash, a sanitizer report or a
+# hang fails, its input kept in $dir/fuzz-artifacts (tests/fuzz/run.sh).
+if [ "$fuzz" = ON ] && [ -f "$dir/fuzz_targets.txt" ]; then
+  while IFS= read -r prog; do
+    [ -n "$prog" ] || continue
+    name="$(basename "$prog")"
+    start=$SECONDS
+    if (unset ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS
+        "$root/tests/fuzz/run.sh" "$prog" --seconds "${FUZZ_SECONDS:-15}" \
+          --artifacts "$dir/fuzz-artifacts" -- -entropic=0 >"$dir/$name.log" 2>&1); then
+      echo "sanitize[$kind]: $name passed ($((SECONDS - start))s, $(sed -n 's/^run.sh: .* ran \([0-9]*\) inputs.*/\1/p' "$dir/$name.log") inputs)"
+    else
+      echo "sanitize[$kind]: $name FAILED ($((SECONDS - start))s); last lines of $dir/$name.log:"
+      tail -60 "$dir/$name.log"
+      failed+=("$name")
+    fi
+  done <"$dir/fuzz_targets.txt"
+fi
 if [ ${#failed[@]} -gt 0 ]; then
   echo "sanitize[$kind]: ${#failed[@]} program(s) failed: ${failed[*]}"
   exit 1
 fi
-echo "sanitize[$kind]: every unit program passed"
+if [ "$fuzz" = ON ]; then
+  echo "sanitize[$kind]: every unit program and fuzz target passed"
+else
+  echo "sanitize[$kind]: every unit program passed"
+fi
