@@ -28,6 +28,9 @@ PACKAGES=(
   # The sanitizer build and the libFuzzer targets (tests/sanitize.sh,
   # tests/fuzz): clang and its sanitizer/fuzzer runtimes.
   clang libclang-rt-14-dev
+  # tests/robustness: disk faults injected into etcd's system calls (Go
+  # bypasses the LD_PRELOAD shim muster's members get).
+  strace
 )
 
 if ! command -v npm >/dev/null 2>&1 || ! command -v node >/dev/null 2>&1; then

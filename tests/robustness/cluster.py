@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 
@@ -116,12 +117,55 @@ class Member:
             self.paused = False
 
     def set_disk(self, mode):
-        """ok | stall | eio: what fsync/fdatasync do in this member (muster
-        only; the LD_PRELOAD shim reads the file on every call)."""
+        """ok | stall | eio: what fsync/fdatasync do in this member.  muster:
+        the LD_PRELOAD shim reads the control file on every call.  etcd: Go
+        makes its system calls itself, past any shim, so strace, attached to
+        every thread of the running member, injects the fault at the system
+        call: a stall holds each fsync/fdatasync at its entry until the
+        tracer lets go ("ok" detaches it), EIO fails them.  While traced,
+        the member's other system calls are slower too (each stops in the
+        tracer), a cost muster's shim does not have."""
         tmp = self.disk_control + ".tmp"
         with open(tmp, "w") as f:
             f.write(mode + "\n")
         os.replace(tmp, self.disk_control)
+        if self.cluster.system == "etcd":
+            self._untrace()
+            if mode != "ok" and self.alive():
+                self._trace(mode)
+
+    def _trace(self, mode):
+        # 3,600 s: a stall lasts until "ok" detaches the tracer.
+        inject = "delay_enter=3600000000" if mode == "stall" else "error=EIO"
+        log = self.cluster.group.path("%s.strace.%d" % (self.name, self.incarnation))
+        self.tracer = subprocess.Popen(
+            ["strace", "-f", "-p", str(self.proc.pid), "-o", "/dev/null",
+             "-e", "trace=fsync,fdatasync", "-e", "inject=fsync,fdatasync:" + inject],
+            stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+        # Attached once strace says so for the process (it then attaches the
+        # other threads before it lets any of them run on).
+        # (With EIO the member may have failed and exited, and strace with
+        # it, before this looks.)
+        def attached():
+            if "attached" in open(log).read():
+                return True
+            if self.tracer.poll() is not None:
+                raise AssertionError("strace exited: " + open(log).read()[-2000:])
+            return False
+        try:
+            wait_for(attached, 10, "strace to attach to %s" % self.name, interval=0.02)
+        except AssertionError as e:
+            # A member that is gone (another fault killed it) takes no disk
+            # fault; one that is alive and was not faulted fails the run.
+            if self.alive():
+                raise RuntimeError("cannot inject %s into %s: %s" % (mode, self.name, e))
+
+    def _untrace(self):
+        t = getattr(self, "tracer", None)
+        self.tracer = None
+        if t is not None and t.poll() is None:
+            t.terminate()  # strace detaches every thread and exits
+            t.wait(10)
 
     def wipe(self):
         shutil.rmtree(self.data_dir, ignore_errors=True)

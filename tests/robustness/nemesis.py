@@ -10,7 +10,7 @@ import time
 from workload import now
 
 # Every fault's name, and whether it applies to a system.
-MUSTER_ONLY = {"disk-stall-leader", "disk-eio-leader", "pause-snapshot-sender"}
+MUSTER_ONLY = {"pause-snapshot-sender"}
 
 
 def _hold(run, rng, lo, hi):
