@@ -90,6 +90,26 @@ def alloc_sites(data, top):
     return "\n".join("%5.1f%% %s" % (100.0 * c / n, s[:150]) for s, c in rows)
 
 
+def perf_stat(pid, events, path, duration):
+    """`perf stat` counting `events` in process `pid` into `path`, for the
+    measured part of the load (its duration less the warm-up second)."""
+    return subprocess.Popen(
+        ["perf", "stat", "-x", ",", "-o", path, "-e", ",".join(events), "-p", str(pid),
+         "--", "sleep", "%g" % max(1.0, duration - 1.0)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def perf_stat_counts(path):
+    """{event: count} from a `perf stat -x ,` file."""
+    counts = {}
+    with open(path) as fh:
+        for line in fh:
+            parts = line.split(",")
+            if len(parts) > 2 and parts[0].strip().isdigit():
+                counts[parts[2].strip()] = counts.get(parts[2].strip(), 0) + int(parts[0])
+    return counts
+
+
 # The system calls --count-syscalls counts (tracepoint names).
 SYSCALLS = ["fdatasync", "fsync", "write", "pwrite64", "writev", "sendmsg", "read", "recvmsg",
             "futex", "epoll_wait", "epoll_pwait"]
@@ -151,10 +171,7 @@ def main():
             events = alloc_probes()
             stat_files = [os.path.join(out, "allocs%d.txt" % i) for i in range(len(pids))]
             for pid, f in zip(pids, stat_files):
-                perfs.append(subprocess.Popen(
-                    ["perf", "stat", "-x", ",", "-o", f, "-e", ",".join(events), "-p", str(pid),
-                     "--", "sleep", "%g" % max(1.0, args.duration - 1.0)],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                perfs.append(perf_stat(pid, events, f, args.duration))
             if args.alloc_sites:
                 follower = next(i for i in range(len(pids)) if i != lead)
                 for i in (lead, follower):
@@ -169,10 +186,7 @@ def main():
             events = ["syscalls:sys_enter_" + n for n in SYSCALLS]
             syscall_files = [os.path.join(out, "syscalls%d.txt" % i) for i in range(len(pids))]
             for pid, f in zip(pids, syscall_files):
-                perfs.append(subprocess.Popen(
-                    ["perf", "stat", "-x", ",", "-o", f, "-e", ",".join(events), "-p", str(pid),
-                     "--", "sleep", "%g" % max(1.0, args.duration - 1.0)],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                perfs.append(perf_stat(pid, events, f, args.duration))
         sampling = not args.count_allocs and not args.count_syscalls
         for i, pid in enumerate(pids if sampling else []):
             data = os.path.join(out, "member%d%s.data" % (i, "-leader" if i == lead else ""))
@@ -221,12 +235,7 @@ def main():
         if args.count_allocs:
             print("\nheap allocations per request (malloc + operator new, during the window):")
             for i, f in enumerate(stat_files):
-                total = 0
-                with open(f) as fh:
-                    for line in fh:
-                        parts = line.split(",")
-                        if len(parts) > 2 and parts[0].strip().isdigit():
-                            total += int(parts[0])
+                total = sum(perf_stat_counts(f).values())
                 print("  member %d%s: %.1f" % (i, " (leader)" if i == lead else "",
                                                total / reqs_in_window))
         if args.count_syscalls:
@@ -234,13 +243,8 @@ def main():
             print("  %-18s %s" % ("", " ".join("%11s" % n for n in SYSCALLS)))
             totals = [0.0] * len(SYSCALLS)
             for i, f in enumerate(syscall_files):
-                counts = {}
-                with open(f) as fh:
-                    for line in fh:
-                        parts = line.split(",")
-                        if len(parts) > 2 and parts[0].strip().isdigit():
-                            counts[parts[2].strip().rsplit("sys_enter_", 1)[-1]] = int(parts[0])
-                row = [counts.get(n, 0) / reqs_in_window for n in SYSCALLS]
+                counts = perf_stat_counts(f)
+                row = [counts.get("syscalls:sys_enter_" + n, 0) / reqs_in_window for n in SYSCALLS]
                 totals = [t + r for t, r in zip(totals, row)]
                 print("  %-18s %s" % ("member %d%s" % (i, " (leader)" if i == lead else ""),
                                       " ".join("%11.3f" % r for r in row)))

@@ -37,6 +37,22 @@ using muster::net::symbols::loaded_build_id;
 
 uint64_t address_of(int (*f)(int)) { return reinterpret_cast<uint64_t>(f); }
 
+// `bytes` with `lie` applied to each of the `count` headers (section or
+// program headers) at `offset`.
+template <class Header>
+std::string with_each_header(const std::string& bytes, uint64_t offset, unsigned count,
+                             const std::function<void(Header&)>& lie) {
+  std::string bent = bytes;
+  for (unsigned i = 0; i < count; ++i) {
+    Header h;
+    char* at = bent.data() + offset + i * sizeof(Header);
+    std::memcpy(&h, at, sizeof h);
+    lie(h);
+    std::memcpy(at, &h, sizeof h);
+  }
+  return bent;
+}
+
 TEST(SymbolsTest, NamesThisProgramsFunctionsAndLibcs) {
   const uint64_t marker = address_of(&muster_symbols_test_marker);
   const uint64_t scaled = address_of(&muster_symbols_test::scaled);
@@ -114,15 +130,7 @@ TEST(SymbolsTest, AFileCutShortOrNotElfNamesNothingAndNeverReadsPastItsEnd) {
       [](Elf64_Shdr& sh) { sh.sh_link = 0xffff; },
   };
   for (const auto& lie : lies) {
-    std::string bent = bytes;
-    for (unsigned i = 0; i < eh.e_shnum; ++i) {
-      Elf64_Shdr sh;
-      char* at = bent.data() + eh.e_shoff + i * sizeof(Elf64_Shdr);
-      std::memcpy(&sh, at, sizeof sh);
-      lie(sh);
-      std::memcpy(at, &sh, sizeof sh);
-    }
-    write(bent);
+    write(with_each_header(bytes, eh.e_shoff, eh.e_shnum, lie));
     const std::vector<std::string> got = function_names_in(copy, link);
     ASSERT_EQ(got.size(), link.size());
     for (size_t i = 0; i < got.size(); ++i) {
@@ -139,15 +147,7 @@ TEST(SymbolsTest, AFileCutShortOrNotElfNamesNothingAndNeverReadsPastItsEnd) {
   };
   ASSERT_EQ(eh.e_phentsize, sizeof(Elf64_Phdr));
   for (const auto& lie : phdr_lies) {
-    std::string bent = bytes;
-    for (unsigned i = 0; i < eh.e_phnum; ++i) {
-      Elf64_Phdr ph;
-      char* at = bent.data() + eh.e_phoff + i * sizeof(Elf64_Phdr);
-      std::memcpy(&ph, at, sizeof ph);
-      lie(ph);
-      std::memcpy(at, &ph, sizeof ph);
-    }
-    write(bent);
+    write(with_each_header(bytes, eh.e_phoff, eh.e_phnum, lie));
     EXPECT_EQ(file_build_id(copy), "");
   }
   // With a build ID: names only from the file that has it (a library
