@@ -4,10 +4,13 @@
 #   tests/fuzz/run.sh build-asan/bin/fuzz_apply_entry --seconds 60
 #   tests/fuzz/run.sh build-asan/bin/fuzz_apply_entry --runs 10000000
 #   tests/fuzz/run.sh build-asan/bin/fuzz_client_http --runs 10000000 -- -entropic=0
+#   tests/fuzz/run.sh build-asan/bin/fuzz_client_grpc --runs 10000000 -- -entropic=0 -fork=2
 #
 # Arguments after `--` go to libFuzzer as they are (-entropic=0 trades the
 # entropic input scheduler, a third of the socket targets' time per input,
-# for about twice the inputs per second).
+# for about twice the inputs per second; -fork=N runs N worker processes
+# over one corpus, libFuzzer's parallel mode, and counts their inputs
+# together).
 # The seeds (corpus/<target>) are read, never written: new inputs go to a
 # scratch corpus that is deleted at the end.  A crash, a sanitizer report or
 # a hang leaves the input in --artifacts (default ./fuzz-artifacts) and makes
@@ -49,11 +52,14 @@ UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}" \
   -artifact_prefix="$artifacts/$name-" "$scratch/corpus" "$seeds" >"$scratch/log" 2>&1
 rc=$?
 set -e
-grep -E "^(stat::number_of_executed_units|stat::average_exec_per_sec|stat::peak_rss_mb|#[0-9]+ +DONE)" "$scratch/log" || true
+grep -E "^(stat::number_of_executed_units|stat::average_exec_per_sec|stat::peak_rss_mb|#[0-9]+ +DONE|INFO: fuzzed for|INFO: exiting)" "$scratch/log" || true
 if [ $rc -ne 0 ]; then
   echo "run.sh: $name failed (exit $rc); the input is in $artifacts:"
   tail -60 "$scratch/log"
   exit 1
 fi
 execs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$scratch/log")"
+# Fork mode (-- -fork=N: N worker processes, one corpus) counts in the
+# parent and says so differently.
+[ -n "$execs" ] || execs="$(sed -n 's/^INFO: fuzzed for \([0-9]*\) iterations.*/\1/p' "$scratch/log")"
 echo "run.sh: $name ran ${execs:-?} inputs, no crash"
