@@ -23,6 +23,12 @@ struct LoadedFile {
   uint64_t bias = 0;
   std::vector<std::pair<uint64_t, uint64_t>> code;  // runtime [begin, end)
   std::string build_id;
+
+  bool holds(uint64_t addr) const {
+    for (const auto& [begin, end] : code)
+      if (addr >= begin && addr < end) return true;
+    return false;
+  }
 };
 
 // The GNU build ID in a run of ELF notes of the given alignment (4, or 8 for
@@ -72,6 +78,12 @@ int add_loaded_file(dl_phdr_info* info, size_t, void* data) {
   return 0;
 }
 
+std::vector<LoadedFile> loaded_files() {
+  std::vector<LoadedFile> files;
+  dl_iterate_phdr(add_loaded_file, &files);
+  return files;
+}
+
 // A file opened read-only and mapped whole; empty when it cannot be.
 class MappedFile {
  public:
@@ -105,11 +117,21 @@ class MappedFile {
   size_t size_ = 0;
 };
 
-std::string file_build_id(const MappedFile& file) {
+// The file's ELF header if it is an ELF64 file of this machine's byte order
+// whose header entries have the sizes this code reads; else nullptr.
+const Elf64_Ehdr* elf64_header(const MappedFile& file) {
   const auto* eh = reinterpret_cast<const Elf64_Ehdr*>(file.at(0, sizeof(Elf64_Ehdr)));
+  constexpr unsigned char kHostData =
+      __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ ? ELFDATA2LSB : ELFDATA2MSB;
   if (!eh || std::memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0 ||
-      eh->e_ident[EI_CLASS] != ELFCLASS64 || eh->e_phentsize != sizeof(Elf64_Phdr))
-    return "";
+      eh->e_ident[EI_CLASS] != ELFCLASS64 || eh->e_ident[EI_DATA] != kHostData)
+    return nullptr;
+  return eh;
+}
+
+std::string file_build_id(const MappedFile& file) {
+  const Elf64_Ehdr* eh = elf64_header(file);
+  if (!eh || eh->e_phentsize != sizeof(Elf64_Phdr)) return "";
   const auto* ph = reinterpret_cast<const Elf64_Phdr*>(
       file.at(eh->e_phoff, uint64_t{eh->e_phnum} * sizeof(Elf64_Phdr)));
   if (!ph) return "";
@@ -135,10 +157,8 @@ struct FunctionSymbol {
 // read out of bounds.
 std::vector<FunctionSymbol> read_function_symbols(const MappedFile& file) {
   std::vector<FunctionSymbol> out;
-  const auto* eh = reinterpret_cast<const Elf64_Ehdr*>(file.at(0, sizeof(Elf64_Ehdr)));
-  if (!eh || std::memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0 ||
-      eh->e_ident[EI_CLASS] != ELFCLASS64 || eh->e_shentsize != sizeof(Elf64_Shdr))
-    return out;
+  const Elf64_Ehdr* eh = elf64_header(file);
+  if (!eh || eh->e_shentsize != sizeof(Elf64_Shdr)) return out;
   const auto* sh = reinterpret_cast<const Elf64_Shdr*>(
       file.at(eh->e_shoff, uint64_t{eh->e_shnum} * sizeof(Elf64_Shdr)));
   if (!sh) return out;
@@ -206,18 +226,13 @@ std::vector<std::string> function_names_in(const std::string& path,
 
 std::vector<std::string> function_names(const std::vector<uint64_t>& addrs) {
   std::vector<std::string> names(addrs.size());
-  std::vector<LoadedFile> files;
-  dl_iterate_phdr(add_loaded_file, &files);
-  for (const LoadedFile& f : files) {
+  for (const LoadedFile& f : loaded_files()) {
     std::vector<size_t> mine;
     std::vector<uint64_t> link_addrs;
     for (size_t i = 0; i < addrs.size(); ++i) {
-      for (const auto& [begin, end] : f.code) {
-        if (addrs[i] >= begin && addrs[i] < end) {
-          mine.push_back(i);
-          link_addrs.push_back(addrs[i] - f.bias);
-          break;
-        }
+      if (f.holds(addrs[i])) {
+        mine.push_back(i);
+        link_addrs.push_back(addrs[i] - f.bias);
       }
     }
     if (mine.empty()) continue;
@@ -230,12 +245,8 @@ std::vector<std::string> function_names(const std::vector<uint64_t>& addrs) {
 std::string file_build_id(const std::string& path) { return file_build_id(MappedFile(path)); }
 
 std::string loaded_build_id(uint64_t addr) {
-  std::vector<LoadedFile> files;
-  dl_iterate_phdr(add_loaded_file, &files);
-  for (const LoadedFile& f : files) {
-    for (const auto& [begin, end] : f.code)
-      if (addr >= begin && addr < end) return f.build_id;
-  }
+  for (const LoadedFile& f : loaded_files())
+    if (f.holds(addr)) return f.build_id;
   return "";
 }
 
