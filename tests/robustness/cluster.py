@@ -8,6 +8,7 @@ conditions with deadlines (wait_for).
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -138,10 +139,13 @@ class Member:
         # 3,600 s: a stall lasts until "ok" detaches the tracer.
         inject = "delay_enter=3600000000" if mode == "stall" else "error=EIO"
         log = self.cluster.group.path("%s.strace.%d" % (self.name, self.incarnation))
-        self.tracer = subprocess.Popen(
-            ["strace", "-f", "-p", str(self.proc.pid), "-o", "/dev/null",
-             "-e", "trace=fsync,fdatasync", "-e", "inject=fsync,fdatasync:" + inject],
-            stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+        # The calls it caught go to their own file: _untrace counts them.
+        self.trace_calls = log + ".calls"
+        with open(log, "w") as err:
+            self.tracer = subprocess.Popen(
+                ["strace", "-f", "-p", str(self.proc.pid), "-o", self.trace_calls,
+                 "-e", "trace=fsync,fdatasync", "-e", "inject=fsync,fdatasync:" + inject],
+                stdout=subprocess.DEVNULL, stderr=err)
         # Attached once strace says so for the process (it then attaches the
         # other threads before it lets any of them run on).
         # (With EIO the member may have failed and exited, and strace with
@@ -161,11 +165,30 @@ class Member:
                 raise RuntimeError("cannot inject %s into %s: %s" % (mode, self.name, e))
 
     def _untrace(self):
+        """Detaches the tracer; records in disk_calls_caught how many
+        fsync/fdatasync calls it held or failed.  strace logs a call that
+        returns at once as "fdatasync(11) = 0", or, when another thread's
+        event comes between, as "fdatasync(11 <unfinished ...>" and later
+        "<... fdatasync resumed>) = 0"; a call still held when the tracer
+        lets go has the first line and no second.  So held = entries left
+        unfinished less those resumed; failed = the calls that returned EIO."""
         t = getattr(self, "tracer", None)
         self.tracer = None
-        if t is not None and t.poll() is None:
+        if t is None:
+            return
+        if t.poll() is None:
             t.terminate()  # strace detaches every thread and exits
             t.wait(10)
+        try:
+            with open(self.trace_calls) as f:
+                lines = f.read().splitlines()
+            calls = [l for l in lines if re.search(r"\b(?:fsync|fdatasync)\b", l)]
+            unfinished = sum(1 for l in calls if "<unfinished ...>" in l)
+            resumed = sum(1 for l in calls if " resumed>" in l)
+            failed = sum(1 for l in calls if " EIO " in l)
+            self.disk_calls_caught = max(0, unfinished - resumed) + failed
+        except FileNotFoundError:
+            self.disk_calls_caught = 0
 
     def wipe(self):
         shutil.rmtree(self.data_dir, ignore_errors=True)
