@@ -124,7 +124,7 @@ class Relay:
 
     async def _add_front(self, name, front_port, target_port):
         srv = await asyncio.start_server(
-            lambda r, w: self._accept(name, front_port, target_port, r, w),
+            lambda r, w: self._spawn(self._accept(name, front_port, target_port, r, w)),
             host="127.0.0.1", port=front_port, reuse_address=True)
         with self._lock:
             self._fronts[name] = (front_port, target_port)
@@ -242,6 +242,19 @@ class Relay:
                 return False, 0.0
             delay = l.delay_ms + (self._rng.uniform(0, l.jitter_ms) if l.jitter_ms else 0.0)
             return l.blocked, delay / 1000.0
+
+    @staticmethod
+    def _spawn(coro):
+        # The connection's task is ours, not asyncio's: when start_server
+        # gets a coroutine, Python 3.11 asks the finished task for its
+        # exception, which raises (and logs a traceback) for a task that
+        # close() cancelled before it ever ran.
+        def done(task):
+            if not task.cancelled() and task.exception() is not None:
+                task.get_loop().call_exception_handler({
+                    "message": "relay connection failed", "exception": task.exception()})
+
+        asyncio.get_running_loop().create_task(coro).add_done_callback(done)
 
     async def _accept(self, dst, front_port, target_port, reader, writer):
         try:
