@@ -54,6 +54,14 @@ fi
 # ccache when installed: a rebuild of the sanitized tree (a second full
 # clang build) is cheap, in this checkout or another (compiler_cache.sh).
 . "$root/tests/lib/compiler_cache.sh"
+# The fuzz build names tests/fuzz/coverage_ignorelist.txt by its absolute
+# path, which differs between clones, and ccache does not read the file:
+# hash its content instead of its path.  (A -D flag would not do: in its
+# preprocessor mode ccache hashes the preprocessed source, not the -D.)
+if [ "${#ccache_flags[@]}" -gt 0 ] && [ "$fuzz" = ON ]; then
+  export CCACHE_IGNOREOPTIONS="${CCACHE_IGNOREOPTIONS:--fsanitize-coverage-ignorelist=*}"
+  export CCACHE_EXTRAFILES="${CCACHE_EXTRAFILES:-$root/tests/fuzz/coverage_ignorelist.txt}"
+fi
 # -O1 and line tables only: sanitizer builds compile slowly; this keeps the
 # stack traces exact and the build time about half of -O2 -g.
 CC=clang CXX=clang++ cmake -S "$root" -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=Sanitize \

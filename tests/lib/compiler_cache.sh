@@ -11,9 +11,5 @@ ccache_flags=()
 if command -v ccache >/dev/null; then
   export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$root}"
   export CCACHE_NOHASHDIR="${CCACHE_NOHASHDIR:-1}"
-  # The fuzz build's coverage ignorelist is named by its absolute path,
-  # which differs between clones; its content is hashed already (CMake puts
-  # its MD5 in a -D flag), so the path is left out of the hash.
-  export CCACHE_IGNOREOPTIONS="${CCACHE_IGNOREOPTIONS:--fsanitize-coverage-ignorelist=*}"
   ccache_flags=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache)
 fi
