@@ -189,6 +189,7 @@ int run_member(const config::Config& cfg, const bootstrap::MemberPlan& plan,
   V3Api::Options aopts;
   aopts.max_request_bytes = cfg.max_request_bytes;
   aopts.max_txn_ops = static_cast<int>(cfg.max_txn_ops);
+  aopts.min_lease_ttl = min_lease_ttl_seconds(cfg.heartbeat_interval_ms, cfg.election_timeout_ms);
   if (cfg.quota_backend_bytes > 0) aopts.quota_backend_bytes = cfg.quota_backend_bytes;
   aopts.request_timeout = std::chrono::milliseconds(sopts.request_timeout_ms);
   aopts.client_cert_auth = cfg.client_tls.client_cert_auth;

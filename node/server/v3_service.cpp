@@ -442,6 +442,13 @@ V3Service::V3Service(MemberApi& member, Options options, metrics::Registry& metr
 
 V3Service::~V3Service() = default;
 
+int64_t min_lease_ttl_seconds(uint32_t heartbeat_ms, uint32_t election_ms) {
+  if (heartbeat_ms == 0) return 1;
+  const uint64_t ticks = election_ms / heartbeat_ms;
+  const uint64_t ms = (3 * ticks / 2) * heartbeat_ms;
+  return static_cast<int64_t>((ms + 999) / 1000);
+}
+
 const V3Service::Options& V3Service::options() const { return impl_->options_; }
 MemberApi& V3Service::member() { return impl_->member_; }
 void V3Service::request_arrived() { impl_->request_arrived(); }
@@ -523,6 +530,10 @@ void V3Service::lease_grant(const pb::LeaseGrantRequest& r, Done<pb::LeaseGrantR
                             const Caller& caller) {
   pb::InternalRequest ir;
   *ir.mutable_lease_grant() = r;
+  // Raised here, not when applied: the entry carries the TTL every member
+  // applies, whatever its own timings.
+  if (r.ttl() < impl_->options_.min_lease_ttl)
+    ir.mutable_lease_grant()->set_ttl(impl_->options_.min_lease_ttl);
   impl_->propose_as(caller, std::move(ir), std::move(done));
 }
 

@@ -61,6 +61,10 @@ struct Caller {
   std::string common_name;
 };
 
+// etcd's minimum lease TTL for these timings: one and a half election
+// timeouts, counted in whole heartbeat ticks, rounded up to a second.
+int64_t min_lease_ttl_seconds(uint32_t heartbeat_ms, uint32_t election_ms);
+
 class V3Service {
  public:
   struct Options {
@@ -72,6 +76,11 @@ class V3Service {
     int64_t quota_backend_bytes = 2LL << 30;
     // --max-txn-ops.
     int max_txn_ops = 128;
+    // A lease granted with a shorter TTL (zero and negative ones too) gets
+    // this one, in seconds, as etcd's lessor does, so a lease outlives a
+    // leader election: min_lease_ttl_seconds() of the member's
+    // --heartbeat-interval and --election-timeout (2 s for etcd's defaults).
+    int64_t min_lease_ttl = 2;
     // A proposal or read barrier not answered by then fails with
     // "etcdserver: request timed out" (etcd: 5 s + 2 x election timeout).
     std::chrono::milliseconds request_timeout{7'000};

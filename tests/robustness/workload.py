@@ -337,6 +337,9 @@ class LeaseClient(threading.Thread):
             return
         lease = int(doc["ID"])
         rec["id"] = lease
+        # The granted TTL: a shorter one than asked is raised to the
+        # member's minimum (1.5 election timeouts), etcd's and muster's.
+        rec["ttl"] = int(doc.get("TTL", self.ttl))
         rec["grant_ack"] = now()
         key = "/l/%d" % lease
         rec["key"] = key

@@ -407,6 +407,23 @@ class EtcdctlComparison(unittest.TestCase):
         self.assertIn("Error: failed to revoke lease (etcdserver: requested lease not found)", text)
         self.assertIn("Error: etcdserver: requested lease not found", text)
 
+    def test_lease_minimum_ttl(self):
+        """A TTL below etcd's minimum (1.5 election timeouts: 2 s here) is
+        granted as the minimum, so the lease outlives an election."""
+        def script(s):
+            for ttl in ("1", "0"):
+                r = s.ctl("lease", "grant", ttl, expect_rc=0)
+                m = re.search(r"lease ([0-9a-f]+) granted", r.stdout)
+                self.assertTrue(m, r.stdout + r.stderr)
+                s.ctl("lease", "timetolive", m.group(1),
+                      mask=[(r"remaining\((\d+|-1)s\)", "remaining(*)")])
+                s.ctl("lease", "revoke", m.group(1), expect_rc=0)
+            r = s.ctl("lease", "grant", "3", "-w", "json", expect_rc=0)
+            s.ctl("lease", "revoke", "%x" % json.loads(r.stdout)["ID"], show="lease revoke <id>")
+        text = self.compare(script)
+        self.assertEqual(text.count("granted with TTL(2s)"), 4, text)
+        self.assertIn('"TTL": 3,', text)
+
     def test_compaction(self):
         def script(s):
             s.ctl("put", "cp/k", "1")

@@ -233,6 +233,35 @@ TEST_F(V3ApiTest, ProposalTimeoutIsUnavailable) {
   EXPECT_NE(text.find("etcd_server_proposals_pending 0"), std::string::npos) << text;
 }
 
+// etcd raises a TTL below its minimum (1.5 election timeouts, 2 s for the
+// default timings) instead of granting a lease that could expire during an
+// election; zero and negative TTLs get the minimum too.
+TEST_F(V3ApiTest, LeaseShorterThanTheMinimumTtlIsGrantedTheMinimum) {
+  for (const char* asked : {"1", "0", "-5"}) {
+    Reply g = post("/v3/lease/grant", {{"TTL", asked}});
+    ASSERT_EQ(g.status, 200) << g.raw;
+    EXPECT_EQ(g.body["TTL"], "2") << "asked for " << asked;
+    Reply t = post("/v3/lease/timetolive", {{"ID", g.body["ID"]}});
+    EXPECT_EQ(t.body["grantedTTL"], "2") << t.raw;
+    const int64_t left = std::stoll(t.body["TTL"].get<std::string>());
+    EXPECT_TRUE(left >= 1 && left <= 2) << t.raw;
+    Reply ka = post("/v3/lease/keepalive", {{"ID", g.body["ID"]}});
+    EXPECT_NE(ka.raw.find(R"("TTL":"2")"), std::string::npos) << ka.raw;
+  }
+  EXPECT_EQ(post("/v3/lease/grant", {{"TTL", "3"}}).body["TTL"], "3");
+}
+
+TEST(MinLeaseTtl, IsEtcds) {
+  // Figures from etcd 3.4.23 granting a TTL of 0 with these timings.
+  EXPECT_EQ(min_lease_ttl_seconds(100, 1000), 2);
+  EXPECT_EQ(min_lease_ttl_seconds(100, 3000), 5);
+  EXPECT_EQ(min_lease_ttl_seconds(50, 500), 1);
+  EXPECT_EQ(min_lease_ttl_seconds(100, 1100), 2);
+  // Whole ticks: 1,050 ms is 10 ticks of 100 ms, as 1,000 ms is.
+  EXPECT_EQ(min_lease_ttl_seconds(100, 1050), 2);
+  EXPECT_EQ(min_lease_ttl_seconds(200, 2000), 3);
+}
+
 TEST_F(V3ApiTest, LeaseGrantAttachTimeToLiveRevoke) {
   Reply g = post("/v3/lease/grant", {{"TTL", "60"}});
   ASSERT_EQ(g.status, 200) << g.raw;
