@@ -1466,6 +1466,8 @@ class V3Service::Impl::WatchStream : public V3Service::WatchSession,
   }
   void deliver_locked(Watcher& w, std::vector<pb::Event> events, int64_t header_rev);
   void catch_up(int64_t id, int64_t start_rev);
+  // Answers the watcher canceled, its start revision compacted; drops it.
+  void cancel_compacted_locked(std::map<int64_t, Watcher>::iterator it, int64_t compact_rev);
   void schedule_progress(int64_t id);
 
   friend class V3Service::Impl;
@@ -1521,6 +1523,20 @@ void V3Service::Impl::WatchStream::deliver_locked(Watcher& w, std::vector<pb::Ev
 
 void V3Service::Impl::WatchStream::create(const pb::WatchCreateRequest& req) {
   int64_t id;
+  // A negative start revision, as etcd's mvcc reads it (its compacted
+  // revision is -1 until the first compaction): below the compacted
+  // revision the watcher is canceled as compacted; -1 in a store never
+  // compacted is the whole history.
+  int64_t start = req.start_revision();
+  int64_t compacted = 0;
+  if (start < 0) {
+    const int64_t c = svc_->member_.kv().compact_revision();
+    const int64_t etcd_c = c > 0 ? c : -1;
+    if (start < etcd_c)
+      compacted = etcd_c;
+    else
+      start = 1;
+  }
   // Read permission on the whole range, as etcd's isWatchPermitted: a
   // refused watcher is answered created and canceled, with watch_id -1 and
   // the error's text as the reason.
@@ -1571,15 +1587,29 @@ void V3Service::Impl::WatchStream::create(const pb::WatchCreateRequest& req) {
     r.set_created(true);
     send_locked(r);
     svc_->watchers_.add(1);
-    if (req.start_revision() <= 0) {
+    if (compacted != 0) return cancel_compacted_locked(watchers_.find(id), compacted);
+    if (start == 0) {
       // From now on: everything after the current revision.  Events buffered
       // since subscribe() at or below it are dropped by next_rev.
       w.next_rev = svc_->member_.kv().revision() + 1;
       w.catching_up = false;
     }
   }
-  if (req.start_revision() > 0) catch_up(id, req.start_revision());
+  if (start > 0) catch_up(id, start);
   if (req.progress_notify()) schedule_progress(id);
+}
+
+void V3Service::Impl::WatchStream::cancel_compacted_locked(
+    std::map<int64_t, Watcher>::iterator it, int64_t compact_rev) {
+  // etcd: a start revision below the compacted one cancels the watcher with
+  // compact_revision set; the header carries no revision.
+  pb::WatchResponse r = response(it->first, 0);
+  r.mutable_header()->clear_revision();
+  r.set_canceled(true);
+  r.set_compact_revision(compact_rev);
+  send_locked(r);
+  watchers_.erase(it);
+  svc_->watchers_.add(-1);
 }
 
 void V3Service::Impl::WatchStream::catch_up(int64_t id, int64_t start_rev) {
@@ -1605,15 +1635,11 @@ void V3Service::Impl::WatchStream::catch_up(int64_t id, int64_t start_rev) {
     if (closed_ || it == watchers_.end()) return;
     Watcher& w = it->second;
     if (!s) {
-      // etcd: a start revision below the compacted one cancels the watcher
-      // with compact_revision set; the header carries no revision.
+      if (s.code() == Code::kOutOfRange) return cancel_compacted_locked(it, compacted_at);
       pb::WatchResponse r = response(id, 0);
       r.mutable_header()->clear_revision();
       r.set_canceled(true);
-      if (s.code() == Code::kOutOfRange)
-        r.set_compact_revision(compacted_at);
-      else
-        r.set_cancel_reason(s.message());
+      r.set_cancel_reason(s.message());
       send_locked(r);
       watchers_.erase(it);
       svc_->watchers_.add(-1);

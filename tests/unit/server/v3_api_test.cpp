@@ -526,6 +526,44 @@ TEST_F(V3ApiTest, WatchFromCompactedRevisionIsCanceled) {
   w.hang_up([&] { put("c", "wake"); });
 }
 
+// A negative start revision, as etcd 3.4 answers it: its store's compacted
+// revision is -1 until the first compaction, and a start below it is
+// compacted.  (muster answered such a watcher as one from now on.)
+TEST_F(V3ApiTest, WatchFromNegativeRevisionIsEtcds) {
+  put("n", "1");
+  put("n", "2");
+  {
+    // Never compacted: -1 is the whole history, -2 is compacted at -1.
+    StreamReader w(server_.url("/v3/watch"),
+                   json({{"create_request", {{"key", b64("n")}, {"start_revision", "-1"}}}})
+                           .dump() +
+                       "\n" +
+                       json({{"create_request", {{"key", b64("n")}, {"start_revision", "-2"}}}})
+                           .dump());
+    EXPECT_EQ(w.next()["result"]["created"], true);
+    json all = w.next();
+    ASSERT_EQ(all["result"]["events"].size(), 2u) << all;
+    EXPECT_EQ(all["result"]["events"][0]["kv"]["value"], b64("1"));
+    EXPECT_EQ(w.next()["result"]["created"], true);
+    json c = w.next();
+    EXPECT_EQ(c["result"]["canceled"], true) << c;
+    EXPECT_EQ(c["result"]["compact_revision"], "-1") << c;
+    w.hang_up([&] { put("n", "wake"); });
+  }
+  const int64_t r = put("n", "3");
+  ASSERT_EQ(post("/v3/kv/compaction", {{"revision", std::to_string(r)}}).status, 200);
+  // A second watcher, from now on, is woken to hang up.
+  StreamReader w(server_.url("/v3/watch"),
+                 json({{"create_request", {{"key", b64("n")}, {"start_revision", "-1"}}}}).dump() +
+                     "\n" + json({{"create_request", {{"key", b64("n")}}}}).dump());
+  EXPECT_EQ(w.next()["result"]["created"], true);
+  json c = w.next();
+  EXPECT_EQ(c["result"]["canceled"], true) << c;
+  EXPECT_EQ(c["result"]["compact_revision"], std::to_string(r)) << c;
+  EXPECT_EQ(w.next()["result"]["created"], true);
+  w.hang_up([&] { put("n", "wake"); });
+}
+
 TEST_F(V3ApiTest, WatchFiltersSeveralWatchersAndBadBody) {
   // Two watchers on one stream (one create_request per line), one of them
   // without deletes.
