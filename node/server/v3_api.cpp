@@ -3,6 +3,7 @@
 // routes).
 #include "node/server/v3_api.h"
 
+#include <google/protobuf/descriptor.h>
 #include <google/protobuf/message.h>
 #include <google/protobuf/util/json_util.h>
 #include <unistd.h>
@@ -71,7 +72,8 @@ int http_status_for(int code) {
 
 net::Response error_response(const Status& s) {
   const int code = static_cast<int>(s.code());
-  nlohmann::json j = {{"error", s.message()}, {"message", s.message()}, {"code", code}};
+  // etcd's gateway's member order.
+  nlohmann::ordered_json j = {{"error", s.message()}, {"message", s.message()}, {"code", code}};
   return net::Response::json(http_status_for(code),
                              j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
 }
@@ -80,11 +82,11 @@ net::Response error_response(const Status& s) {
 std::string stream_error_line(const Status& s) {
   const int code = static_cast<int>(s.code());
   const int http = http_status_for(code);
-  nlohmann::json j = {{"error",
-                       {{"grpc_code", code},
-                        {"http_code", http},
-                        {"message", s.message()},
-                        {"http_status", std::string(net::status_reason(http))}}}};
+  nlohmann::ordered_json j = {{"error",
+                               {{"grpc_code", code},
+                                {"http_code", http},
+                                {"message", s.message()},
+                                {"http_status", std::string(net::status_reason(http))}}}};
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }
 
@@ -121,20 +123,54 @@ Caller caller_of(const net::Exchange& ex) {
   return c;
 }
 
+// Drops the members of `j`, and of the messages inside it, that name no
+// field of `d` (by proto or JSON name).  Nested txns are followed at most
+// `depth` levels; deeper ones are left for the parser to refuse.
+void drop_unknown_fields(nlohmann::json& j, const google::protobuf::Descriptor* d, int depth) {
+  if (!j.is_object() || depth <= 0) return;
+  for (auto it = j.begin(); it != j.end();) {
+    const google::protobuf::FieldDescriptor* f = d->FindFieldByName(it.key());
+    for (int i = 0; !f && i < d->field_count(); ++i)
+      if (d->field(i)->json_name() == it.key()) f = d->field(i);
+    if (f == nullptr) {
+      it = j.erase(it);
+      continue;
+    }
+    if (f->cpp_type() == google::protobuf::FieldDescriptor::CPPTYPE_MESSAGE && !f->is_map()) {
+      if (it->is_array()) {
+        for (auto& e : *it) drop_unknown_fields(e, f->message_type(), depth - 1);
+      } else {
+        drop_unknown_fields(*it, f->message_type(), depth - 1);
+      }
+    }
+    ++it;
+  }
+}
+
 // Decodes one JSON object into `m`.  Unknown fields are ignored, as etcd's
 // gateway ignores them (a client written for a newer etcd keeps working); an
-// empty body is the empty message, as in etcd.
+// empty body is the empty message, as in etcd.  A value the field cannot
+// take is refused, an enum name that does not exist too: protobuf's
+// ignore_unknown_fields would also drop those, and a misspelt compare
+// target or result would silently become the default (etcd refuses it).
+// So the parse is strict, and only a body it refuses has its unknown fields
+// removed and is parsed again.
 Status parse(std::string_view body, google::protobuf::Message* m) {
   if (all_space(body)) body = "{}";
   google::protobuf::util::JsonParseOptions o;
-  o.ignore_unknown_fields = true;
   auto st = google::protobuf::util::JsonStringToMessage(
       google::protobuf::StringPiece(body.data(), body.size()), m, o);
-  if (!st.ok()) {
-    auto msg = st.message();
-    return {Code::kInvalidArgument, std::string(msg.data(), msg.size())};
+  if (st.ok()) return {};
+  nlohmann::json j = nlohmann::json::parse(body, nullptr, false);
+  if (!j.is_discarded() && j.is_object()) {
+    drop_unknown_fields(j, m->GetDescriptor(), 64);
+    m->Clear();
+    st = google::protobuf::util::JsonStringToMessage(
+        j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), m, o);
+    if (st.ok()) return {};
   }
-  return {};
+  auto msg = st.message();
+  return {Code::kInvalidArgument, std::string(msg.data(), msg.size())};
 }
 
 // Splits a stream request body into its JSON values (a gateway stream body

@@ -210,6 +210,8 @@ TEST_F(V3ApiTest, BadInputGetsEtcdErrorsAndServerKeepsServing) {
                "etcdserver: too large lease TTL");
   // Unknown fields are ignored, as etcd's gateway ignores them.
   EXPECT_EQ(post_raw("/v3/kv/put", R"({"key":"YQ==","value":"Yg==","bogus":1})").status, 200);
+  // Error bodies list their members in etcd's order.
+  EXPECT_EQ(post_raw("/v3/kv/range", "{}").raw.rfind(R"({"error":)", 0), 0u);
 
   Reply unknown = post_raw("/v3/kv/nothing", "{}");
   EXPECT_EQ(unknown.status, 404);
@@ -218,6 +220,39 @@ TEST_F(V3ApiTest, BadInputGetsEtcdErrorsAndServerKeepsServing) {
   EXPECT_EQ(call(client_, server_.url("/v2/keys/foo"), "", "GET").raw, "not the v3 API\n");
   // Everything above left nothing behind and the server still answers.
   EXPECT_EQ(put("after", "errors"), 3);
+}
+
+// An enum name that does not exist is refused, as etcd's gateway refuses
+// it, unknown fields beside it or not: protobuf's lenient parse dropped
+// it, so a misspelt compare result became EQUAL and the txn compared
+// something else than asked.
+TEST_F(V3ApiTest, MisspeltEnumIsRefusedUnknownFieldsAreNot) {
+  put("e", "1");
+  const json typo = {
+      {{"key", b64("e")}, {"target", "MOD"}, {"result", "GREATER_THAN"}, {"mod_revision", "1"}}};
+  const json put_x = {{{"request_put", {{"key", b64("x")}, {"value", b64("1")}}}}};
+  expect_error(post("/v3/kv/txn", {{"compare", typo}, {"success", put_x}}), 400, 3, "GREATER_THAN");
+  expect_error(post("/v3/kv/txn", {{"compare", typo}, {"success", put_x}, {"bogus", 1}}), 400, 3,
+               "GREATER_THAN");
+  expect_error(post("/v3/kv/range", {{"key", b64("e")}, {"sort_order", "BOGUS"}}), 400, 3, "BOGUS");
+  EXPECT_EQ(post("/v3/kv/range", {{"key", b64("x")}}).body.count("kvs"), 0u) << "nothing applied";
+  // Unknown fields anywhere in the request, by proto or JSON name beside
+  // them: ignored, and the known ones honoured.
+  const json cmp = {{{"key", b64("e")},
+                     {"target", "VALUE"},
+                     {"result", "NOT_EQUAL"},
+                     {"value", b64("1")},
+                     {"newer", true}}};
+  const json ops = {{{"request_put", {{"key", b64("x")}, {"value", b64("2")}, {"later", "?"}}},
+                     {"extra", {{"deep", 1}}}}};
+  Reply r = post("/v3/kv/txn", {{"compare", cmp}, {"failure", ops}, {"bogus", 1}});
+  ASSERT_EQ(r.status, 200) << r.raw;
+  EXPECT_FALSE(r.body.contains("succeeded")) << r.raw;
+  Reply x = post("/v3/kv/range", {{"key", b64("x")}, {"keysOnly", false}, {"countOnly", false}});
+  ASSERT_EQ(x.status, 200) << x.raw;
+  EXPECT_EQ(x.body["kvs"][0]["value"], b64("2")) << x.raw;
+  Reply g = post_raw("/v3/lease/grant", R"({"TTL":"7","ttl_hint":3})");
+  EXPECT_EQ(g.body["TTL"], "7") << g.raw;
 }
 
 TEST_F(V3ApiTest, ProposalTimeoutIsUnavailable) {
@@ -534,12 +569,10 @@ TEST_F(V3ApiTest, WatchFromNegativeRevisionIsEtcds) {
   put("n", "2");
   {
     // Never compacted: -1 is the whole history, -2 is compacted at -1.
-    StreamReader w(server_.url("/v3/watch"),
-                   json({{"create_request", {{"key", b64("n")}, {"start_revision", "-1"}}}})
-                           .dump() +
-                       "\n" +
-                       json({{"create_request", {{"key", b64("n")}, {"start_revision", "-2"}}}})
-                           .dump());
+    StreamReader w(
+        server_.url("/v3/watch"),
+        json({{"create_request", {{"key", b64("n")}, {"start_revision", "-1"}}}}).dump() + "\n" +
+            json({{"create_request", {{"key", b64("n")}, {"start_revision", "-2"}}}}).dump());
     EXPECT_EQ(w.next()["result"]["created"], true);
     json all = w.next();
     ASSERT_EQ(all["result"]["events"].size(), 2u) << all;
