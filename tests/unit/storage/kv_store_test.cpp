@@ -460,6 +460,16 @@ TEST_F(KvStoreTest, MembershipRecords) {
   attrs.mutable_member_attributes()->set_name("infra1");
   attrs.mutable_member_attributes()->add_clienturls("http://10.0.0.1:2379");
   ASSERT_TRUE(apply(attrs).status.is_ok());
+  // New peer URLs leave a learner a learner (etcd 3.4 forgot the flag:
+  // etcd issue 21694).
+  pb::InternalRequest update;
+  update.mutable_member_update()->set_id(m->id());
+  update.mutable_member_update()->add_peerurls("http://10.0.0.9:2380");
+  ASSERT_TRUE(apply(update).status.is_ok());
+  reopen();
+  ASSERT_EQ(kv().members().size(), 1u);
+  EXPECT_TRUE(kv().members()[0].islearner());
+  EXPECT_EQ(kv().members()[0].peerurls(0), "http://10.0.0.9:2380");
   pb::InternalRequest promote;
   promote.mutable_member_promote()->set_id(m->id());
   ASSERT_TRUE(apply(promote).status.is_ok());
