@@ -156,9 +156,11 @@ class V2Apply {
   void create_parents(const std::vector<std::string>& missing) {
     for (const auto& p : missing) w_.put(V2Store::mvcc_key(p), "Dc", 0, nullptr);
   }
-  // Grants the lease for req.ttl (> 0) and returns its ID, or 0.
+  // Grants the lease for req.ttl and returns its ID, or 0 without a TTL.
+  // A TTL of 0 is a node that expires at once, as etcd's v2 store has it
+  // (an empty `ttl=` is no TTL).
   int64_t grant_ttl() {
-    if (!req_.has_ttl() || req_.ttl() <= 0) return 0;
+    if (!req_.has_ttl() || req_.ttl() < 0) return 0;
     pb::LeaseGrantRequest g;
     g.set_ttl(req_.ttl());
     g.set_id(req_.lease_id());
@@ -261,7 +263,7 @@ pb::V2Event V2Apply::refresh(const std::string& path) {
                         : (req_.has_prev_exist() && req_.prev_exist() ? "update" : "set"));
   // The previous node shows the TTL as it was.
   *ev.mutable_prevnode() = node_of(s_, kv);
-  if (kv.lease() != 0 && req_.ttl() > 0) {
+  if (kv.lease() != 0) {
     auto l = s_.leases_.find(kv.lease());
     if (l != s_.leases_.end()) {
       if (l->second.ttl != req_.ttl()) {
@@ -292,10 +294,11 @@ pb::V2Event V2Apply::set(const std::string& path) {
   if (existed) w_.del(key, nullptr);
   const int64_t lease = grant_ttl();
   w_.put(key, req_.dir() ? std::string("Ds") : "Fs" + req_.value(), lease, nullptr);
-  if (existed) release_lease(old.lease());
   pb::V2Event ev;
   ev.set_action("set");
+  // The previous node with the TTL it had: rendered before its lease goes.
   if (existed) *ev.mutable_prevnode() = node_of(s_, old);
+  if (existed) release_lease(old.lease());
   ev.set_created(!existed);
   finish(&ev, path);
   return ev;
@@ -335,10 +338,10 @@ pb::V2Event V2Apply::update(const std::string& path) {
   const int64_t lease = grant_ttl();
   w_.put(V2Store::mvcc_key(path), is_dir(old) ? std::string("Du") : "Fu" + req_.value(), lease,
          nullptr);
-  release_lease(old.lease());
   pb::V2Event ev;
   ev.set_action("update");
   *ev.mutable_prevnode() = node_of(s_, old);
+  release_lease(old.lease());
   finish(&ev, path);
   return ev;
 }
@@ -352,10 +355,10 @@ pb::V2Event V2Apply::cas(const std::string& path) {
   if (!ok) return fail(kV2TestFailed, cause);
   const int64_t lease = grant_ttl();
   w_.put(V2Store::mvcc_key(path), "Fw" + req_.value(), lease, nullptr);
-  release_lease(old.lease());
   pb::V2Event ev;
   ev.set_action("compareAndSwap");
   *ev.mutable_prevnode() = node_of(s_, old);
+  release_lease(old.lease());
   finish(&ev, path);
   return ev;
 }
@@ -382,15 +385,15 @@ pb::V2Event V2Apply::del(const std::string& path) {
     if (w_.del(k, &prev)) leases.push_back(prev.lease());
   }
   w_.del(V2Store::mvcc_key(path), nullptr);
-  for (int64_t l : leases) release_lease(l);
   pb::V2Event ev;
+  *ev.mutable_prevnode() = node_of(s_, old);
+  for (int64_t l : leases) release_lease(l);
   ev.set_action(compare ? "compareAndDelete" : "delete");
   pb::V2Node* n = ev.mutable_node();
   n->set_key(path);
   if (is_dir(old)) n->set_dir(true);
   n->set_modifiedindex(static_cast<uint64_t>(w_.read_rev()));
   n->set_createdindex(static_cast<uint64_t>(old.create_revision()));
-  *ev.mutable_prevnode() = node_of(s_, old);
   ev.set_etcd_index(static_cast<uint64_t>(w_.read_rev()));
   return ev;
 }

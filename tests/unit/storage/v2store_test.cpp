@@ -199,6 +199,59 @@ TEST_F(V2Test, TtlIsALeaseRevokedByTheLeader) {
   EXPECT_EQ(get("/tdir/a").error().errorcode(), 100);
 }
 
+// Found side by side with etcd 3.4: the previous node of a set, update,
+// compareAndSwap or delete carries the TTL it had (muster dropped the lease
+// first and answered without one), and `ttl=0` is a node that expires at
+// once (muster made it permanent).
+TEST_F(V2Test, PrevNodeKeepsItsTtlAndTtlZeroExpiresAtOnce) {
+  auto with_ttl = [&](const std::string& path, int64_t ttl) {
+    pb::V2Request r;
+    r.set_method("PUT");
+    r.set_path(path);
+    r.set_value("v");
+    r.set_ttl(ttl);
+    return run(r);
+  };
+  with_ttl("/s", 30);
+  auto s = put("/s", "w");
+  EXPECT_EQ(s.prevnode().ttl(), 30);
+  EXPECT_NE(s.prevnode().lease(), 0);
+  EXPECT_EQ(s.node().lease(), 0);
+
+  with_ttl("/u", 40);
+  pb::V2Request u;
+  u.set_method("PUT");
+  u.set_path("/u");
+  u.set_value("w");
+  u.set_prev_exist(true);
+  EXPECT_EQ(run(u).prevnode().ttl(), 40);
+
+  with_ttl("/c", 50);
+  pb::V2Request c;
+  c.set_method("PUT");
+  c.set_path("/c");
+  c.set_value("w");
+  c.set_prev_value("v");
+  auto ce = run(c);
+  EXPECT_EQ(ce.action(), "compareAndSwap");
+  EXPECT_EQ(ce.prevnode().ttl(), 50);
+
+  with_ttl("/d", 60);
+  pb::V2Request d;
+  d.set_method("DELETE");
+  d.set_path("/d");
+  EXPECT_EQ(run(d).prevnode().ttl(), 60);
+
+  auto z = with_ttl("/z", 0);
+  ASSERT_NE(z.node().lease(), 0) << "a TTL of 0 is a TTL";
+  EXPECT_EQ(z.node().ttl(), 0);
+  auto due = member_->kv().expired_leases(clock_.now_ms);
+  ASSERT_EQ(due.size(), 1u);
+  EXPECT_EQ(due[0], z.node().lease());
+  // Without a TTL (an empty `ttl=`), a node is permanent.
+  EXPECT_EQ(put("/p", "v").node().lease(), 0);
+}
+
 TEST_F(V2Test, WaitFromIndexSeesActionsAndSkipsHiddenKeys) {
   auto c = put("/t/_config/size", "3");
   pb::V2Request reg;
