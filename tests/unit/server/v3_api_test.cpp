@@ -50,6 +50,20 @@ class V3ApiTest : public ::testing::Test {
     EXPECT_EQ(r.body["message"], r.body["error"]);
   }
 
+  // A watch request body: a watcher on `key` from `start`, then one from now
+  // on (which also lets hang_up() wake the stream).
+  static std::string watch_from_then_now(const std::string& key, const std::string& start) {
+    return json({{"create_request", {{"key", b64(key)}, {"start_revision", start}}}}).dump() +
+           "\n" + json({{"create_request", {{"key", b64(key)}}}}).dump();
+  }
+  // The answer that cancels a watcher whose start was compacted.
+  static void expect_compacted(const json& c, const std::string& compact_revision) {
+    ASSERT_TRUE(c.is_object());
+    EXPECT_EQ(c["result"]["canceled"], true) << c;
+    EXPECT_EQ(c["result"]["compact_revision"], compact_revision) << c;
+    EXPECT_FALSE(c["result"]["header"].contains("revision")) << c;
+  }
+
   ScratchDir dir_;
   LocalMember member_;
   ApiServer server_;
@@ -541,15 +555,9 @@ TEST_F(V3ApiTest, WatchFromCompactedRevisionIsCanceled) {
   const int64_t r = put("c", "3");
   ASSERT_EQ(post("/v3/kv/compaction", {{"revision", std::to_string(r)}}).status, 200);
   // A second watcher on the same stream, from now on, is not disturbed.
-  StreamReader w(server_.url("/v3/watch"),
-                 json({{"create_request", {{"key", b64("c")}, {"start_revision", "2"}}}}).dump() +
-                     "\n" + json({{"create_request", {{"key", b64("c")}}}}).dump());
+  StreamReader w(server_.url("/v3/watch"), watch_from_then_now("c", "2"));
   EXPECT_EQ(w.next()["result"]["created"], true);
-  json c = w.next();
-  ASSERT_TRUE(c.is_object());
-  EXPECT_EQ(c["result"]["canceled"], true);
-  EXPECT_EQ(c["result"]["compact_revision"], std::to_string(r));
-  EXPECT_FALSE(c["result"]["header"].contains("revision"));
+  expect_compacted(w.next(), std::to_string(r));
   json c2 = w.next();
   EXPECT_EQ(c2["result"]["created"], true);
   EXPECT_EQ(c2["result"]["watch_id"], "1");
@@ -578,21 +586,14 @@ TEST_F(V3ApiTest, WatchFromNegativeRevisionIsEtcds) {
     ASSERT_EQ(all["result"]["events"].size(), 2u) << all;
     EXPECT_EQ(all["result"]["events"][0]["kv"]["value"], b64("1"));
     EXPECT_EQ(w.next()["result"]["created"], true);
-    json c = w.next();
-    EXPECT_EQ(c["result"]["canceled"], true) << c;
-    EXPECT_EQ(c["result"]["compact_revision"], "-1") << c;
+    expect_compacted(w.next(), "-1");
     w.hang_up([&] { put("n", "wake"); });
   }
   const int64_t r = put("n", "3");
   ASSERT_EQ(post("/v3/kv/compaction", {{"revision", std::to_string(r)}}).status, 200);
-  // A second watcher, from now on, is woken to hang up.
-  StreamReader w(server_.url("/v3/watch"),
-                 json({{"create_request", {{"key", b64("n")}, {"start_revision", "-1"}}}}).dump() +
-                     "\n" + json({{"create_request", {{"key", b64("n")}}}}).dump());
+  StreamReader w(server_.url("/v3/watch"), watch_from_then_now("n", "-1"));
   EXPECT_EQ(w.next()["result"]["created"], true);
-  json c = w.next();
-  EXPECT_EQ(c["result"]["canceled"], true) << c;
-  EXPECT_EQ(c["result"]["compact_revision"], std::to_string(r)) << c;
+  expect_compacted(w.next(), std::to_string(r));
   EXPECT_EQ(w.next()["result"]["created"], true);
   w.hang_up([&] { put("n", "wake"); });
 }
