@@ -281,6 +281,15 @@ class V2ApiTest(unittest.TestCase):
             ("GET", lambda r: "/v2/keys/cmp/dir2/x?wait=true&waitIndex=%s"
              % r[44][1]["x-etcd-index"], None),
             ("PATCH", "/v2/keys/cmp/a", None),
+            # The previous node keeps the TTL it had; ttl=0 is a TTL (the
+            # node expires at once), an empty ttl= is none.
+            ("PUT", "/v2/keys/cmp/t2", "value=v&ttl=100"),
+            ("PUT", "/v2/keys/cmp/t2", "value=w"),
+            ("PUT", "/v2/keys/cmp/t3", "value=v&ttl=100"),
+            ("PUT", "/v2/keys/cmp/t3?prevExist=true", "value=w&ttl="),
+            ("PUT", "/v2/keys/cmp/t4", "value=v&ttl=100"),
+            ("DELETE", "/v2/keys/cmp/t4", None),
+            ("PUT", "/v2/keys/cmp/z", "value=v&ttl=0"),
         ]
 
         def run(url):
