@@ -14,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -90,21 +91,30 @@ std::string stream_error_line(const Status& s) {
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }
 
-std::string to_json(const google::protobuf::Message& m) {
+// The JSON of `m`, or nothing if protobuf's writer refuses it (a message
+// nested deeper than it goes; validate() keeps txns well inside that).
+std::optional<std::string> to_json(const google::protobuf::Message& m) {
   google::protobuf::util::JsonPrintOptions o;
   o.preserve_proto_field_names = true;
   std::string out;
-  auto st = google::protobuf::util::MessageToJsonString(m, &out, o);
-  if (!st.ok()) storage::fatal("JSON encoding of " + m.GetTypeName() + " failed");
+  if (!google::protobuf::util::MessageToJsonString(m, &out, o).ok()) return std::nullopt;
   return out;
 }
 
+Status unencodable(const google::protobuf::Message& m) {
+  return {Code::kInternal, "etcdserver: cannot write the " + m.GetTypeName() + " as JSON"};
+}
+
 net::Response json_ok(const google::protobuf::Message& m) {
-  return net::Response::json(200, to_json(m));
+  auto j = to_json(m);
+  if (!j) return error_response(unencodable(m));
+  return net::Response::json(200, std::move(*j));
 }
 
 std::string result_line(const google::protobuf::Message& m) {
-  return "{\"result\":" + to_json(m) + "}\n";
+  auto j = to_json(m);
+  if (!j) return stream_error_line(unencodable(m));
+  return "{\"result\":" + *j + "}\n";
 }
 
 bool all_space(std::string_view s) {
@@ -123,9 +133,33 @@ Caller caller_of(const net::Exchange& ex) {
   return c;
 }
 
+// Whether the JSON text opens more than `limit` objects or arrays inside
+// one another (brackets inside strings do not count).
+bool nests_deeper_than(std::string_view text, int limit) {
+  int depth = 0;
+  bool in_string = false, escaped = false;
+  for (const char c : text) {
+    if (in_string) {
+      if (escaped)
+        escaped = false;
+      else if (c == '\\')
+        escaped = true;
+      else if (c == '"')
+        in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '{' || c == '[') {
+      if (++depth > limit) return true;
+    } else if (c == '}' || c == ']') {
+      --depth;
+    }
+  }
+  return false;
+}
+
 // Drops the members of `j`, and of the messages inside it, that name no
-// field of `d` (by proto or JSON name).  Nested txns are followed at most
-// `depth` levels; deeper ones are left for the parser to refuse.
+// field of `d` (by proto or JSON name).  Messages are followed at most
+// `depth` levels down; deeper ones are left for the parser to refuse.
 void drop_unknown_fields(nlohmann::json& j, const google::protobuf::Descriptor* d, int depth) {
   if (!j.is_object() || depth <= 0) return;
   for (auto it = j.begin(); it != j.end();) {
@@ -161,13 +195,18 @@ Status parse(std::string_view body, google::protobuf::Message* m) {
   auto st = google::protobuf::util::JsonStringToMessage(
       google::protobuf::StringPiece(body.data(), body.size()), m, o);
   if (st.ok()) return {};
-  nlohmann::json j = nlohmann::json::parse(body, nullptr, false);
-  if (!j.is_discarded() && j.is_object()) {
-    drop_unknown_fields(j, m->GetDescriptor(), 64);
-    m->Clear();
-    st = google::protobuf::util::JsonStringToMessage(
-        j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), m, o);
-    if (st.ok()) return {};
+  // A body nested deeper than protobuf's parser goes (100 messages, each
+  // two or three JSON levels) is not worth a second parse, and its tree
+  // would be written out again recursively.
+  if (!nests_deeper_than(body, 512)) {
+    nlohmann::json j = nlohmann::json::parse(body, nullptr, false);
+    if (!j.is_discarded() && j.is_object()) {
+      drop_unknown_fields(j, m->GetDescriptor(), 128);
+      m->Clear();
+      st = google::protobuf::util::JsonStringToMessage(
+          j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), m, o);
+      if (st.ok()) return {};
+    }
   }
   auto msg = st.message();
   return {Code::kInvalidArgument, std::string(msg.data(), msg.size())};

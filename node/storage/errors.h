@@ -16,6 +16,9 @@ inline constexpr const char* kKeyNotFound = "etcdserver: key not found";
 inline constexpr const char* kEmptyKey = "etcdserver: key is not provided";
 inline constexpr const char* kTooManyOps = "etcdserver: too many operations in txn request";
 inline constexpr const char* kDuplicateKey = "etcdserver: duplicate key given in txn request";
+// muster's own (etcd has no limit): more than kMaxNestedTxns txns inside one
+// another.
+inline constexpr const char* kTxnTooDeep = "etcdserver: txns nested too deeply in txn request";
 inline constexpr const char* kValueProvided = "etcdserver: value is provided";
 inline constexpr const char* kLeaseProvided = "etcdserver: lease is provided";
 inline constexpr const char* kMemberNotFound = "etcdserver: member not found";
