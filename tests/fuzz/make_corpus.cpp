@@ -144,6 +144,26 @@ void client_http_seeds() {
         "10\r\n{\"key\":\"Zm9v\",\"\r\n0d\r\nvalue\":\"YQ==\"}\r\n0\r\n\r\n");
   write(t, "pipelined_bad",
         http("POST", "/v3/kv/range", "{\"key\":") + "GET /%zz HTTP/1.1\r\nHost: x\r\n\r\n");
+  // Session 12's findings side by side with etcd: txns nested one past the
+  // limit (an unknown field at the bottom), a misspelt enum beside an
+  // unknown field, a negative watch start, a TTL below the minimum, v2's
+  // ttl=0.
+  std::string nested = "{\"success\":[{\"request_put\":{\"key\":\"" + k + "\",\"value\":\"" + v +
+                       "\"}}],\"newer\":1}";
+  for (int i = 0; i < 31; ++i) nested = "{\"success\":[{\"request_txn\":" + nested + "}]}";
+  write(t, "txn_nested", http("POST", "/v3/kv/txn", nested));
+  write(t, "txn_bad_enum",
+        http("POST", "/v3/kv/txn",
+             "{\"compare\":[{\"key\":\"" + k +
+                 "\",\"target\":\"MOD\",\"result\":\"GREATER_THAN\",\"mod_revision\":\"1\","
+                 "\"later\":true}],\"bogus\":{\"x\":[1]}}"));
+  write(t, "watch_negative",
+        http("POST", "/v3/watch",
+             "{\"create_request\":{\"key\":\"" + k + "\",\"start_revision\":\"-1\"}}"));
+  write(t, "lease_short", http("POST", "/v3/lease/grant", "{\"TTL\":\"-5\"}"));
+  write(t, "v2_ttl0",
+        http("PUT", "/v2/keys/t?ttl=0", "value=v", "application/x-www-form-urlencoded") +
+            http("PUT", "/v2/keys/t", "value=w", "application/x-www-form-urlencoded"));
 }
 
 // ---------------------------------------------------------------- HTTP/2 + gRPC
