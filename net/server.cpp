@@ -711,7 +711,14 @@ class Connection final : public ConnectionBase,
                           self->out_ends_exchange_ = false;
                           return self->close();
                         }
-                        if (last) self->after_response();
+                        if (last) {
+                          self->after_response();
+                        } else if (self->peer_gone_) {
+                          // The client left while this piece was in flight
+                          // (peer_left() leaves the close to us): nothing
+                          // more goes out, and no answer will end it.
+                          return self->close();
+                        }
                         self->write_next();
                       });
   }
