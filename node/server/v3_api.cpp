@@ -133,22 +133,37 @@ Caller caller_of(const net::Exchange& ex) {
   return c;
 }
 
-// Whether the JSON text opens more than `limit` objects or arrays inside
-// one another (brackets inside strings do not count).
-bool nests_deeper_than(std::string_view text, int limit) {
-  int depth = 0;
-  bool in_string = false, escaped = false;
-  for (const char c : text) {
-    if (in_string) {
-      if (escaped)
-        escaped = false;
+// Follows JSON text one character at a time for the scanners below:
+// structural() is false for a character inside a string or one of its
+// quotes, so brackets and spaces in keys or values do not count.
+class JsonStrings {
+ public:
+  bool structural(char c) {
+    if (in_string_) {
+      if (escaped_)
+        escaped_ = false;
       else if (c == '\\')
-        escaped = true;
+        escaped_ = true;
       else if (c == '"')
-        in_string = false;
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '{' || c == '[') {
+        in_string_ = false;
+      return false;
+    }
+    if (c == '"') in_string_ = true;
+    return !in_string_;
+  }
+
+ private:
+  bool in_string_ = false, escaped_ = false;
+};
+
+// Whether the JSON text opens more than `limit` objects or arrays inside
+// one another.
+bool nests_deeper_than(std::string_view text, int limit) {
+  JsonStrings strings;
+  int depth = 0;
+  for (const char c : text) {
+    if (!strings.structural(c)) continue;
+    if (c == '{' || c == '[') {
       if (++depth > limit) return true;
     } else if (c == '}' || c == ']') {
       --depth;
@@ -225,21 +240,11 @@ std::vector<std::string_view> split_values(std::string_view body) {
     }
     const size_t start = i;
     int depth = 0;
-    bool in_string = false, escaped = false;
+    JsonStrings strings;
     for (; i < body.size(); ++i) {
       const char c = body[i];
-      if (in_string) {
-        if (escaped)
-          escaped = false;
-        else if (c == '\\')
-          escaped = true;
-        else if (c == '"')
-          in_string = false;
-        continue;
-      }
-      if (c == '"')
-        in_string = true;
-      else if (c == '{' || c == '[')
+      if (!strings.structural(c)) continue;
+      if (c == '{' || c == '[')
         ++depth;
       else if (c == '}' || c == ']') {
         if (--depth <= 0) {
